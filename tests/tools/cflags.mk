@@ -1,0 +1,12 @@
+# Compiler settings shared by every userspace component.  Included by the
+# component Makefiles; the kernel module uses Kbuild instead.
+TOP      := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/../..)
+BUILD    ?= $(TOP)/build
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+	    -D_GNU_SOURCE -I$(TOP)/include -I$(TOP)/daemon
+LIBNL_CFLAGS := $(shell pkg-config --cflags libnl-genl-3.0)
+LIBNL_LIBS   := $(shell pkg-config --libs libnl-genl-3.0)
+JSONC_CFLAGS := $(shell pkg-config --cflags json-c)
+JSONC_LIBS   := $(shell pkg-config --libs json-c)
