@@ -1,0 +1,243 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * backend_shared.c - the "shared" backend's host primitives.
+ *
+ * A block of guest RAM in a shared backing file moves through:
+ *
+ *	backed (guest data) --reclaim--> hole --re-back--> backed (zeroes,
+ *	                                                   huge if possible)
+ *
+ * The guest module captures a block before the daemon reclaims it and
+ * releases it only after the daemon re-backed it (or lets the host fault it
+ * in under sudden pressure), so neither transition races with guest use of
+ * that block.  This file does not know about guests: it works on file
+ * offsets that vm_layout_translate() validated, and checks only alignment
+ * and file bounds.
+ *
+ * Reclaim is fallocate(PUNCH_HOLE | KEEP_SIZE) on whole 2 MiB blocks: a
+ * 2 MiB shmem folio or hugetlb page is freed as a unit, never split.  What
+ * was freed is measured as the drop of st_blocks, the kernel's own count.
+ *
+ * Re-back depends on the filesystem.  hugetlbfs allocates huge pages with
+ * fallocate(0).  shmem's fallocate(0) allocates base pages only (unless
+ * shmem_enabled=within_size/always), so for memfd/tmpfs the range is
+ * populated through a temporary MADV_HUGEPAGE mapping, which makes the
+ * fault path allocate PMD-sized folios when the host policy allows it.
+ * Whether it did is measured, not assumed: the temporary mapping's
+ * ShmemPmdMapped/FilePmdMapped in /proc/self/smaps counts exactly the bytes
+ * mapped by PMDs, and a shmem folio is PMD-mapped only if it is huge.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "backend_shared.h"
+#include "hostmem.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Alignment the file's pages need and its size, after basic checks. */
+static int shared_check_range(int fd, uint64_t offset, uint64_t len,
+			      bool *ret_hugetlb)
+{
+	uint64_t align = SHARED_BLOCK_SIZE;
+	struct statfs sfs;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || fstatfs(fd, &sfs) < 0)
+		return -errno;
+	if (sfs.f_type == HUGETLBFS_MAGIC && (uint64_t)sfs.f_bsize > align)
+		align = (uint64_t)sfs.f_bsize;
+	if (len == 0 || offset % align || len % align)
+		return -EINVAL;
+	if (offset + len < offset || offset + len > (uint64_t)st.st_size)
+		return -ERANGE;
+	if (ret_hugetlb)
+		*ret_hugetlb = sfs.f_type == HUGETLBFS_MAGIC;
+	return 0;
+}
+
+int backend_shared_reclaim(int fd, uint64_t offset, uint64_t len,
+			   uint64_t *ret_freed)
+{
+	uint64_t before, after;
+	int r;
+
+	r = shared_check_range(fd, offset, len, NULL);
+	if (r < 0)
+		return r;
+	r = hostmem_backing_allocated(fd, &before);
+	if (r < 0)
+		return r;
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)offset, (off_t)len) < 0)
+		return -errno;
+	r = hostmem_backing_allocated(fd, &after);
+	if (r < 0)
+		return r;
+	if (ret_freed)
+		*ret_freed = before > after ? before - after : 0;
+	return 0;
+}
+
+int backend_shared_backed_blocks(int fd, uint64_t offset, uint64_t len,
+				 uint8_t *bitmap, size_t bitmap_bytes,
+				 uint64_t *ret_nbacked)
+{
+	uint64_t nblocks, end, pos, nbacked = 0;
+	int r;
+
+	r = shared_check_range(fd, offset, len, NULL);
+	if (r < 0)
+		return r;
+	nblocks = len / SHARED_BLOCK_SIZE;
+	if (!bitmap || bitmap_bytes < (nblocks + 7) / 8)
+		return -ENOBUFS;
+	memset(bitmap, 0, (nblocks + 7) / 8);
+	end = offset + len;
+	pos = offset;
+	while (pos < end) {
+		off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
+		uint64_t blk;
+
+		if (data < 0) {
+			if (errno == ENXIO)
+				break;
+			return -errno;
+		}
+		if ((uint64_t)data >= end)
+			break;
+		if ((uint64_t)data < pos)	/* buggy llseek */
+			return -EIO;
+		blk = ((uint64_t)data - offset) / SHARED_BLOCK_SIZE;
+		bitmap[blk / 8] |= 1u << (blk % 8);
+		nbacked++;
+		pos = offset + (blk + 1) * SHARED_BLOCK_SIZE;
+	}
+	if (ret_nbacked)
+		*ret_nbacked = nbacked;
+	return 0;
+}
+
+const char *backend_shared_status_name(enum shared_reback_status status)
+{
+	switch (status) {
+	case SHARED_REBACK_HUGE: return "huge";
+	case SHARED_REBACK_PARTIAL: return "partial";
+	case SHARED_REBACK_SMALL: return "small";
+	case SHARED_REBACK_SMALL_POLICY: return "small-policy";
+	}
+	return "?";
+}
+
+/*
+ * Populates [offset, offset+len) of a shmem file through a temporary
+ * PMD-aligned mapping and returns the bytes that ended up PMD-mapped.
+ */
+static int shared_populate_shmem(int fd, uint64_t offset, uint64_t len,
+				 uint64_t *ret_huge)
+{
+	struct hostmem_smaps sm;
+	struct hostmem_vrange vr;
+	uint8_t *resv, *addr;
+	size_t resv_len = len + SHARED_BLOCK_SIZE;
+	int r;
+
+	/* reserve, then place the file mapping at a 2 MiB boundary in it */
+	resv = mmap(NULL, resv_len, PROT_NONE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (resv == MAP_FAILED)
+		return -errno;
+	addr = (uint8_t *)(((uintptr_t)resv + SHARED_BLOCK_SIZE - 1) &
+			   ~(uintptr_t)(SHARED_BLOCK_SIZE - 1));
+	if (mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+		 fd, (off_t)offset) == MAP_FAILED) {
+		r = -errno;
+		goto out_unmap;
+	}
+	/* without THP support this fails with EINVAL: then small pages */
+	(void)madvise(addr, len, MADV_HUGEPAGE);
+	if (madvise(addr, len, MADV_POPULATE_WRITE) < 0) {
+		r = errno == EINVAL ? -EOPNOTSUPP : -errno;
+		goto out_unmap;
+	}
+	vr.start = (uint64_t)(uintptr_t)addr;
+	vr.len = len;
+	r = hostmem_read_smaps(getpid(), &vr, 1, &sm);
+	if (r < 0)
+		goto out_unmap;
+	*ret_huge = sm.shmem_pmd + sm.file_pmd;
+	if (*ret_huge > len)
+		*ret_huge = len;
+	r = 0;
+out_unmap:
+	munmap(resv, resv_len);
+	return r;
+}
+
+int backend_shared_reback(int fd, enum vm_backing_kind kind, uint64_t offset,
+			  uint64_t len, struct shared_reback_result *ret_result)
+{
+	struct shared_reback_result res = { 0 };
+	uint64_t before, after, huge = 0;
+	bool hugetlb, allows;
+	struct statfs sfs;
+	int r;
+
+	if (kind == VM_BACKING_ANONYMOUS)
+		return -EOPNOTSUPP;
+	r = shared_check_range(fd, offset, len, &hugetlb);
+	if (r < 0)
+		return r;
+	if (fstatfs(fd, &sfs) < 0)
+		return -errno;
+	r = hostmem_backing_allocated(fd, &before);
+	if (r < 0)
+		return r;
+
+	if (hugetlb) {
+		/* every hugetlbfs page is huge: allocation is the measure */
+		if (fallocate(fd, 0, (off_t)offset, (off_t)len) < 0)
+			return -errno;
+		huge = len;
+		allows = true;
+	} else if (sfs.f_type == TMPFS_MAGIC) {
+		/* memfds live on the internal shm mount: shmem_enabled rules */
+		res.policy_known = hostmem_read_shmem_thp(&res.policy) == 0;
+		allows = !res.policy_known ||
+			 hostmem_shmem_thp_allows_huge(res.policy);
+		r = shared_populate_shmem(fd, offset, len, &huge);
+		if (r < 0)
+			return r;
+		if (kind == VM_BACKING_FILE && huge == 0)
+			allows = false;	/* tmpfs mount's huge= decides */
+	} else {
+		if (fallocate(fd, 0, (off_t)offset, (off_t)len) < 0)
+			return -errno;
+		allows = false;
+	}
+
+	r = hostmem_backing_allocated(fd, &after);
+	if (r < 0)
+		return r;
+	res.allocated = after > before ? after - before : 0;
+	res.huge_bytes = huge;
+	if (huge == len)
+		res.status = SHARED_REBACK_HUGE;
+	else if (!allows)
+		res.status = SHARED_REBACK_SMALL_POLICY;
+	else if (huge == 0)
+		res.status = SHARED_REBACK_SMALL;
+	else
+		res.status = SHARED_REBACK_PARTIAL;
+	*ret_result = res;
+	return 0;
+}

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * backend_shared.h - reclaim and re-back on a shared RAM backing file
+ * (prefix backend_shared_, types shared_).
+ *
+ * The "shared" backend: QEMU maps guest RAM MAP_SHARED from a memfd,
+ * hugetlbfs or tmpfs file, so the daemon can open that file and punch
+ * holes in it (reclaim) or allocate huge folios in it (re-back).  All
+ * offsets are file offsets (see vm_layout_translate()) and must be
+ * multiples of SHARED_BLOCK_SIZE (and of the huge page size on hugetlbfs).
+ */
+#ifndef VDF_BACKEND_SHARED_H
+#define VDF_BACKEND_SHARED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hostmem.h"
+#include "vm_layout.h"
+
+#define SHARED_BLOCK_SIZE	(2ull << 20)
+
+/*
+ * Reclaims [offset, offset+len): fallocate(PUNCH_HOLE|KEEP_SIZE).  The
+ * guest's data in that range is gone afterwards (reads return zeroes):
+ * call it only on ranges the guest has captured.  *ret_freed is the drop of
+ * the file's st_blocks across the call (0 if other ranges of the file grew
+ * meanwhile by more than was freed).
+ * -EINVAL misaligned, -ERANGE beyond the end of the file.
+ */
+int backend_shared_reclaim(int fd, uint64_t offset, uint64_t len,
+			   uint64_t *ret_freed);
+
+/*
+ * Which SHARED_BLOCK_SIZE blocks of [offset, offset+len) hold any data,
+ * by SEEK_DATA (bit i of bitmap = block at offset + i * 2 MiB).  bitmap
+ * must hold len / 2 MiB bits; it is fully written on success.
+ * On hugetlbfs the kernel may not implement SEEK_HOLE, in which case every
+ * block reads as backed (conservative: never claims a block is empty).
+ */
+int backend_shared_backed_blocks(int fd, uint64_t offset, uint64_t len,
+				 uint8_t *bitmap, size_t bitmap_bytes,
+				 uint64_t *ret_nbacked);
+
+enum shared_reback_status {
+	/* every block of the range is now mapped by a huge page */
+	SHARED_REBACK_HUGE,
+	/* some blocks are huge, others got base pages (a block already held
+	 * 4 KiB pages, or no free huge page was available) */
+	SHARED_REBACK_PARTIAL,
+	/* backed, but with base pages only although the policy allowed huge */
+	SHARED_REBACK_SMALL,
+	/* backed with base pages only because host policy forbids huge shmem
+	 * folios (shmem_enabled never/deny); fix the host setting */
+	SHARED_REBACK_SMALL_POLICY,
+};
+
+struct shared_reback_result {
+	enum shared_reback_status status;
+	uint64_t allocated;	/* growth of the file's st_blocks, bytes */
+	uint64_t huge_bytes;	/* bytes of the range behind huge pages */
+	bool policy_known;	/* shmem_enabled could be read */
+	enum hostmem_shmem_thp policy;
+};
+
+/*
+ * Re-backs [offset, offset+len) with 2 MiB folios where possible:
+ *  - hugetlbfs: fallocate(0);
+ *  - memfd / tmpfs: a temporary 2 MiB-aligned MAP_SHARED mapping of the
+ *    range, madvise(MADV_HUGEPAGE), then madvise(MADV_POPULATE_WRITE); the
+ *    result is measured from this process's smaps (ShmemPmdMapped /
+ *    FilePmdMapped of the temporary mapping: a block counts as huge only
+ *    if the kernel mapped it with a PMD, i.e. it really is a 2 MiB folio);
+ *  - other files: fallocate(0), base pages.
+ *
+ * !!! PRECONDITION: the range must be one the guest has CAPTURED (the
+ * !!! guest module owns it and does not read or write it).  Populating
+ * !!! does not change existing data, but every hole becomes a page of
+ * !!! ZEROES: if the guest believed data lived there, that data was
+ * !!! already lost by the reclaim, and re-backing makes the loss silent.
+ * !!! Never call this on RAM the guest is using.
+ *
+ * Returns 0 and the status in *ret_result; never pretends: with
+ * shmem_enabled never/deny the status is SHARED_REBACK_SMALL_POLICY.
+ */
+int backend_shared_reback(int fd, enum vm_backing_kind kind, uint64_t offset,
+			  uint64_t len, struct shared_reback_result *ret_result);
+
+const char *backend_shared_status_name(enum shared_reback_status status);
+
+#endif /* VDF_BACKEND_SHARED_H */

@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * log.c - leveled logging for vmdefragd and its library.
+ *
+ * Model: one process-wide maximum level and one sink.  Every message is
+ * formatted into a bounded stack buffer (LOG_LINE_MAX) and handed to the
+ * sink; the default sink writes "<level>: <func>: <msg>" to stderr.  The
+ * daemon is single-threaded, so the two globals need no lock; they are set
+ * once at startup (or by a test that captures output).
+ *
+ * The errno helpers implement the "log or return, and do both in one step"
+ * rule: log_error_errno(r, ...) returns -abs(r) so the caller can return
+ * it directly.  Quoting helpers exist because anything a guest (or QEMU)
+ * says is untrusted text: it may contain control bytes, escape sequences or
+ * be arbitrarily long.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define LOG_LINE_MAX 2048
+
+static int log_max_level = LOG_INFO;
+static log_sink_fn log_sink;
+static void *log_sink_userdata;
+
+void log_set_max_level(int level)
+{
+	if (level < LOG_EMERG)
+		level = LOG_EMERG;
+	if (level > LOG_DEBUG)
+		level = LOG_DEBUG;
+	log_max_level = level;
+}
+
+int log_get_max_level(void)
+{
+	return log_max_level;
+}
+
+void log_set_sink(log_sink_fn fn, void *userdata)
+{
+	log_sink = fn;
+	log_sink_userdata = userdata;
+}
+
+static const char *const log_level_names[] = {
+	[LOG_EMERG] = "emerg", [LOG_ALERT] = "alert", [LOG_CRIT] = "crit",
+	[LOG_ERR] = "err", [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
+	[LOG_INFO] = "info", [LOG_DEBUG] = "debug",
+};
+
+const char *log_level_name(int level)
+{
+	if (level < LOG_EMERG || level > LOG_DEBUG)
+		return "?";
+	return log_level_names[level];
+}
+
+int log_level_from_string(const char *s, int *ret_level)
+{
+	if (!s)
+		return -EINVAL;
+	for (int i = LOG_EMERG; i <= LOG_DEBUG; i++) {
+		if (strcmp(s, log_level_names[i]) == 0) {
+			*ret_level = i;
+			return 0;
+		}
+	}
+	if (s[0] >= '0' && s[0] <= '7' && s[1] == '\0') {
+		*ret_level = s[0] - '0';
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static void log_default_sink(int level, const char *msg, void *userdata)
+{
+	fprintf(stderr, "%s: %s\n", log_level_name(level), msg);
+}
+
+int log_internal(int level, int error, const char *func, const char *fmt, ...)
+{
+	char line[LOG_LINE_MAX];
+	int saved_errno = errno;
+	int n;
+	va_list ap;
+
+	if (error < 0)
+		error = -error;
+	if (level > log_max_level)
+		return -error;
+
+	n = snprintf(line, sizeof(line), "%s: ", func ? func : "?");
+	if (n < 0 || (size_t)n >= sizeof(line))
+		n = 0;
+	errno = error;
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	va_end(ap);
+	errno = saved_errno;
+
+	if (log_sink)
+		log_sink(level, line, log_sink_userdata);
+	else
+		log_default_sink(level, line, NULL);
+	errno = saved_errno;
+	return -error;
+}
+
+const char *log_quote(const void *s, size_t len, char *buf, size_t bufsz)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = s;
+	/* room kept for the worst-case escape, "...", closing quote and NUL */
+	size_t limit, o = 0;
+
+	if (!buf || bufsz < LOG_QUOTE_MIN)
+		return "";
+	limit = bufsz - 5;
+	buf[o++] = '"';
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = p[i];
+		size_t need = (c == '"' || c == '\\') ? 2 :
+			      (c < 0x20 || c >= 0x7f) ? 4 : 1;
+
+		if (o + need > limit) {
+			/* "..." replaces whatever did not fit */
+			memcpy(buf + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (need == 2) {
+			buf[o++] = '\\';
+			buf[o++] = c;
+		} else if (need == 4) {
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[c >> 4];
+			buf[o++] = hex[c & 15];
+		} else {
+			buf[o++] = c;
+		}
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}
+
+const char *log_quote_str(const char *s, char *buf, size_t bufsz)
+{
+	if (!s) {
+		if (buf && bufsz >= LOG_QUOTE_MIN) {
+			strcpy(buf, "(null)");
+			return buf;
+		}
+		return "";
+	}
+	return log_quote(s, strlen(s), buf, bufsz);
+}

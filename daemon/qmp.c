@@ -1,0 +1,622 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * qmp.c - QEMU Machine Protocol client.
+ *
+ * QMP is line-oriented JSON over a stream socket: QEMU sends a greeting
+ * ({"QMP": {...}}), the client answers {"execute": "qmp_capabilities"}, then
+ * every command line gets exactly one reply line ({"return": ...} or
+ * {"error": {"class", "desc"}}) echoing the command's "id", and
+ * asynchronous {"event": ...} lines can arrive at any time, also between a
+ * command and its reply.
+ *
+ * Connection states:
+ *
+ *	greeting -> negotiating -> ready -> broken
+ *
+ * "broken" is entered on any transport or framing error (EOF, line longer
+ * than QMP_LINE_MAX, a line that is not a JSON object); every later call
+ * then fails with the saved error, because after a framing error the
+ * stream cannot be resynchronised safely.
+ *
+ * Input path: bytes are read into one buffer (bounded by QMP_LINE_MAX plus
+ * one read chunk), split at '\n', and each line is dispatched: events go to
+ * a bounded ring (oldest dropped and counted when full), the reply whose id
+ * matches the command in flight is parked in q->reply, any other reply (a
+ * late answer to a command that timed out) is discarded.  Nothing here
+ * blocks except inside qmp_execute()/qmp_wait_event(), which poll() with a
+ * deadline.
+ *
+ * QEMU is trusted more than a guest, but its text (error descriptions,
+ * event names) is still quoted before it is logged.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "qmp.h"
+
+#define QMP_READ_CHUNK	65536
+
+enum qmp_state {
+	QMP_STATE_GREETING,
+	QMP_STATE_NEGOTIATING,
+	QMP_STATE_READY,
+	QMP_STATE_BROKEN,
+};
+
+struct qmp {
+	int fd;
+	enum qmp_state state;
+	int broken_error;		/* negative errno once BROKEN */
+	int version;
+
+	char *buf;			/* unparsed input */
+	size_t len, cap;
+
+	struct json_object *events[QMP_EVENT_QUEUE_MAX];
+	size_t ev_head, ev_count;
+	uint64_t ev_dropped;
+
+	uint64_t next_id;
+	char waiting_id[32];		/* id of the command in flight, "" if none */
+	struct json_object *reply;	/* its reply once read, or the greeting */
+
+	char last_error[512];
+};
+
+static int64_t qmp_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int qmp_remaining_ms(int64_t deadline)
+{
+	int64_t left = deadline - qmp_now_ms();
+
+	if (left < 0)
+		return 0;
+	if (left > 1000000)
+		return 1000000;
+	return (int)left;
+}
+
+static int qmp_break(struct qmp *q, int error)
+{
+	if (q->state != QMP_STATE_BROKEN) {
+		q->state = QMP_STATE_BROKEN;
+		q->broken_error = error;
+	}
+	return q->broken_error;
+}
+
+int qmp_parse_line(const char *line, size_t len, struct json_object **ret_obj)
+{
+	struct json_tokener *tok;
+	struct json_object *obj;
+	size_t used;
+
+	if (len > QMP_LINE_MAX)
+		return -EMSGSIZE;
+	while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
+		len--;
+	if (len == 0)
+		return -EPROTO;
+	/* a NUL inside the line would make json-c stop early */
+	if (memchr(line, '\0', len))
+		return -EPROTO;
+
+	tok = json_tokener_new();
+	if (!tok)
+		return -ENOMEM;
+	obj = json_tokener_parse_ex(tok, line, (int)len);
+	used = tok->char_offset;
+	if (!obj || json_tokener_get_error(tok) != json_tokener_success) {
+		json_object_put(obj);
+		json_tokener_free(tok);
+		return -EPROTO;
+	}
+	json_tokener_free(tok);
+	/* trailing garbage after the object (only blanks allowed) */
+	for (size_t i = used; i < len; i++) {
+		if (line[i] != ' ' && line[i] != '\t') {
+			json_object_put(obj);
+			return -EPROTO;
+		}
+	}
+	if (!json_object_is_type(obj, json_type_object)) {
+		json_object_put(obj);
+		return -EPROTO;
+	}
+	*ret_obj = obj;
+	return 0;
+}
+
+static void qmp_queue_event(struct qmp *q, struct json_object *ev)
+{
+	if (q->ev_count == QMP_EVENT_QUEUE_MAX) {
+		json_object_put(q->events[q->ev_head]);
+		q->ev_head = (q->ev_head + 1) % QMP_EVENT_QUEUE_MAX;
+		q->ev_count--;
+		q->ev_dropped++;
+	}
+	q->events[(q->ev_head + q->ev_count) % QMP_EVENT_QUEUE_MAX] = ev;
+	q->ev_count++;
+}
+
+/* Takes ownership of obj. */
+static int qmp_dispatch(struct qmp *q, struct json_object *obj)
+{
+	struct json_object *v, *id;
+
+	if (json_object_object_get_ex(obj, "event", &v)) {
+		if (!json_object_is_type(v, json_type_string)) {
+			json_object_put(obj);
+			return -EPROTO;
+		}
+		qmp_queue_event(q, obj);
+		return 0;
+	}
+	if (json_object_object_get_ex(obj, "QMP", &v)) {
+		if (q->state != QMP_STATE_GREETING || q->reply) {
+			json_object_put(obj);
+			return -EPROTO;
+		}
+		q->reply = obj;
+		return 0;
+	}
+	if (json_object_object_get_ex(obj, "return", &v) ||
+	    json_object_object_get_ex(obj, "error", &v)) {
+		const char *ids = NULL;
+
+		if (json_object_object_get_ex(obj, "id", &id) &&
+		    json_object_is_type(id, json_type_string))
+			ids = json_object_get_string(id);
+		if (q->waiting_id[0] && ids && strcmp(ids, q->waiting_id) == 0 &&
+		    !q->reply) {
+			q->reply = obj;
+			return 0;
+		}
+		/* late reply to a command that timed out, or unsolicited */
+		log_debug("discarding QMP reply without a matching id");
+		json_object_put(obj);
+		return 0;
+	}
+	json_object_put(obj);
+	return -EPROTO;
+}
+
+/* Parses and dispatches every complete line in the buffer. */
+static int qmp_drain_lines(struct qmp *q)
+{
+	size_t start = 0;
+	int r = 0;
+
+	/* stop at a parked reply: later lines may answer the next command */
+	while (start < q->len && !q->reply) {
+		char *nl = memchr(q->buf + start, '\n', q->len - start);
+		struct json_object *obj;
+		size_t llen;
+
+		if (!nl)
+			break;
+		llen = nl - (q->buf + start);
+		if (llen > QMP_LINE_MAX) {
+			r = -EMSGSIZE;
+			break;
+		}
+		/* blank lines are harmless */
+		if (llen > 0 && !(llen == 1 && q->buf[start] == '\r')) {
+			r = qmp_parse_line(q->buf + start, llen, &obj);
+			if (r < 0)
+				break;
+			r = qmp_dispatch(q, obj);
+			if (r < 0)
+				break;
+		}
+		start += llen + 1;
+	}
+	if (start > 0) {
+		memmove(q->buf, q->buf + start, q->len - start);
+		q->len -= start;
+	}
+	if (r == 0 && q->len > QMP_LINE_MAX)
+		r = -EMSGSIZE;
+	if (r < 0)
+		return qmp_break(q, r);
+	return 0;
+}
+
+/* One non-blocking read; 0 if data was read or none available. */
+static int qmp_read_some(struct qmp *q)
+{
+	ssize_t n;
+
+	if (q->state == QMP_STATE_BROKEN)
+		return q->broken_error;
+	if (q->cap - q->len < QMP_READ_CHUNK) {
+		size_t ncap = q->cap ? q->cap * 2 : 2 * QMP_READ_CHUNK;
+		char *nbuf;
+
+		if (ncap > QMP_LINE_MAX + 2 * QMP_READ_CHUNK)
+			ncap = QMP_LINE_MAX + 2 * QMP_READ_CHUNK;
+		if (ncap - q->len < QMP_READ_CHUNK)
+			return qmp_break(q, -EMSGSIZE);
+		nbuf = realloc(q->buf, ncap);
+		if (!nbuf)
+			return -ENOMEM;
+		q->buf = nbuf;
+		q->cap = ncap;
+	}
+	n = recv(q->fd, q->buf + q->len, QMP_READ_CHUNK, MSG_DONTWAIT);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return 0;
+		return qmp_break(q, -errno);
+	}
+	if (n == 0)
+		return qmp_break(q, -ECONNRESET);
+	q->len += n;
+	return qmp_drain_lines(q);
+}
+
+int qmp_process_input(struct qmp *q)
+{
+	int r;
+
+	/* read until the socket is empty, but stop after a bounded amount */
+	for (int i = 0; i < 64; i++) {
+		struct pollfd p = { .fd = q->fd, .events = POLLIN };
+
+		r = poll(&p, 1, 0);
+		if (r < 0)
+			return errno == EINTR ? 0 : -errno;
+		if (r == 0)
+			return 0;
+		r = qmp_read_some(q);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Waits until cond(q) or the deadline. */
+static int qmp_wait(struct qmp *q, bool (*cond)(const struct qmp *),
+		    int64_t deadline)
+{
+	for (;;) {
+		struct pollfd p = { .fd = q->fd, .events = POLLIN };
+		int r;
+
+		if (cond(q))
+			return 0;
+		if (q->state == QMP_STATE_BROKEN)
+			return q->broken_error;
+		r = poll(&p, 1, qmp_remaining_ms(deadline));
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			return -ETIMEDOUT;
+		r = qmp_read_some(q);
+		if (r < 0)
+			return r;
+	}
+}
+
+static bool qmp_have_reply(const struct qmp *q)
+{
+	return q->reply != NULL;
+}
+
+static bool qmp_have_event(const struct qmp *q)
+{
+	return q->ev_count > 0;
+}
+
+static int qmp_send_all(struct qmp *q, const char *data, size_t len,
+			int64_t deadline)
+{
+	while (len > 0) {
+		struct pollfd p = { .fd = q->fd, .events = POLLOUT };
+		ssize_t n = send(q->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		int r;
+
+		if (n > 0) {
+			data += n;
+			len -= n;
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return qmp_break(q, -errno);
+		r = poll(&p, 1, qmp_remaining_ms(deadline));
+		if (r == 0)
+			return -ETIMEDOUT;
+		if (r < 0 && errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+static void qmp_set_error(struct qmp *q, struct json_object *err)
+{
+	struct json_object *cls = NULL, *desc = NULL;
+
+	json_object_object_get_ex(err, "class", &cls);
+	json_object_object_get_ex(err, "desc", &desc);
+	snprintf(q->last_error, sizeof(q->last_error), "%s: %s",
+		 cls && json_object_is_type(cls, json_type_string) ?
+			json_object_get_string(cls) : "GenericError",
+		 desc && json_object_is_type(desc, json_type_string) ?
+			json_object_get_string(desc) : "(no description)");
+}
+
+int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
+		int timeout_ms, struct json_object **ret_return)
+{
+	int64_t deadline = qmp_now_ms() + (timeout_ms < 0 ? QMP_DEFAULT_TIMEOUT_MS : timeout_ms);
+	struct json_object *cmd, *reply, *v;
+	const char *text;
+	size_t tlen;
+	char *line;
+	int r;
+
+	if (!command || !*command)
+		return -EINVAL;
+	if (q->state == QMP_STATE_BROKEN)
+		return q->broken_error;
+	if (q->waiting_id[0])
+		return -EBUSY;		/* not reentrant */
+	q->last_error[0] = '\0';
+
+	cmd = json_object_new_object();
+	if (!cmd)
+		return -ENOMEM;
+	snprintf(q->waiting_id, sizeof(q->waiting_id), "vdf-%llu",
+		 (unsigned long long)++q->next_id);
+	json_object_object_add(cmd, "execute", json_object_new_string(command));
+	if (args)
+		json_object_object_add(cmd, "arguments", json_object_get(args));
+	json_object_object_add(cmd, "id", json_object_new_string(q->waiting_id));
+	text = json_object_to_json_string_ext(cmd, JSON_C_TO_STRING_PLAIN |
+					      JSON_C_TO_STRING_NOSLASHESCAPE);
+	tlen = strlen(text);
+	line = malloc(tlen + 2);
+	if (!line) {
+		r = -ENOMEM;
+		goto out_put_cmd;
+	}
+	memcpy(line, text, tlen);
+	line[tlen] = '\n';
+	r = qmp_send_all(q, line, tlen + 1, deadline);
+	free(line);
+	if (r < 0)
+		goto out_put_cmd;
+
+	/* events that were already buffered are dispatched first */
+	r = qmp_drain_lines(q);
+	if (r == 0)
+		r = qmp_wait(q, qmp_have_reply, deadline);
+	if (r < 0)
+		goto out_put_cmd;
+
+	reply = q->reply;
+	q->reply = NULL;
+	if (json_object_object_get_ex(reply, "error", &v)) {
+		qmp_set_error(q, v);
+		r = -EIO;
+	} else if (json_object_object_get_ex(reply, "return", &v)) {
+		if (ret_return)
+			*ret_return = json_object_get(v);
+		r = 0;
+	} else {
+		r = -EPROTO;
+	}
+	json_object_put(reply);
+out_put_cmd:
+	q->waiting_id[0] = '\0';
+	json_object_put(cmd);
+	return r;
+}
+
+int qmp_hmp(struct qmp *q, const char *command_line, int timeout_ms,
+	    char **ret_output)
+{
+	struct json_object *args, *ret = NULL;
+	char *out;
+	int r;
+
+	args = json_object_new_object();
+	if (!args)
+		return -ENOMEM;
+	json_object_object_add(args, "command-line",
+			       json_object_new_string(command_line));
+	r = qmp_execute(q, "human-monitor-command", args, timeout_ms, &ret);
+	json_object_put(args);
+	if (r < 0)
+		return r;
+	if (!json_object_is_type(ret, json_type_string)) {
+		json_object_put(ret);
+		return -EPROTO;
+	}
+	out = strdup(json_object_get_string(ret));
+	json_object_put(ret);
+	if (!out)
+		return -ENOMEM;
+	if (ret_output)
+		*ret_output = out;
+	else
+		free(out);
+	return 0;
+}
+
+const char *qmp_last_error(const struct qmp *q)
+{
+	return q->last_error;
+}
+
+static int qmp_parse_greeting(struct qmp *q, struct json_object *greeting)
+{
+	struct json_object *qmpo, *ver, *qemu, *v;
+	int parts[3] = { 0, 0, 0 };
+	static const char *const names[] = { "major", "minor", "micro" };
+
+	if (!json_object_object_get_ex(greeting, "QMP", &qmpo) ||
+	    !json_object_is_type(qmpo, json_type_object))
+		return -EPROTO;
+	if (json_object_object_get_ex(qmpo, "version", &ver) &&
+	    json_object_object_get_ex(ver, "qemu", &qemu)) {
+		for (int i = 0; i < 3; i++) {
+			if (json_object_object_get_ex(qemu, names[i], &v) &&
+			    json_object_is_type(v, json_type_int)) {
+				int64_t x = json_object_get_int64(v);
+
+				parts[i] = x < 0 ? 0 : x > 99 ? 99 : (int)x;
+			}
+		}
+	}
+	q->version = parts[0] * 10000 + parts[1] * 100 + parts[2];
+	return 0;
+}
+
+int qmp_connect_fd(int fd, int timeout_ms, struct qmp **ret_qmp)
+{
+	int64_t deadline = qmp_now_ms() + (timeout_ms < 0 ? QMP_DEFAULT_TIMEOUT_MS : timeout_ms);
+	struct qmp *q;
+	int flags, r;
+
+	q = calloc(1, sizeof(*q));
+	if (!q) {
+		close(fd);
+		return -ENOMEM;
+	}
+	q->fd = fd;
+	q->state = QMP_STATE_GREETING;
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+		r = -errno;
+		goto out_close;
+	}
+
+	r = qmp_wait(q, qmp_have_reply, deadline);
+	if (r < 0)
+		goto out_close;
+	r = qmp_parse_greeting(q, q->reply);
+	json_object_put(q->reply);
+	q->reply = NULL;
+	if (r < 0)
+		goto out_close;
+
+	q->state = QMP_STATE_NEGOTIATING;
+	r = qmp_execute(q, "qmp_capabilities", NULL,
+			qmp_remaining_ms(deadline), NULL);
+	if (r < 0)
+		goto out_close;
+	q->state = QMP_STATE_READY;
+	*ret_qmp = q;
+	return 0;
+
+out_close:
+	qmp_close(q);
+	return r;
+}
+
+int qmp_connect(const char *path, int timeout_ms, struct qmp **ret_qmp)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (!path || strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
+	return qmp_connect_fd(fd, timeout_ms, ret_qmp);
+}
+
+void qmp_close(struct qmp *q)
+{
+	if (!q)
+		return;
+	while (q->ev_count > 0) {
+		json_object_put(q->events[q->ev_head]);
+		q->ev_head = (q->ev_head + 1) % QMP_EVENT_QUEUE_MAX;
+		q->ev_count--;
+	}
+	json_object_put(q->reply);
+	if (q->fd >= 0)
+		close(q->fd);
+	free(q->buf);
+	free(q);
+}
+
+int qmp_fd(const struct qmp *q)
+{
+	return q->fd;
+}
+
+int qmp_qemu_version(const struct qmp *q)
+{
+	return q->version;
+}
+
+int qmp_peer_pid(const struct qmp *q, pid_t *ret_pid)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(q->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	if (cred.pid <= 0)
+		return -ESRCH;
+	*ret_pid = cred.pid;
+	return 0;
+}
+
+int qmp_wait_event(struct qmp *q, int timeout_ms)
+{
+	int r = qmp_drain_lines(q);
+
+	if (r < 0)
+		return r;
+	return qmp_wait(q, qmp_have_event, qmp_now_ms() + timeout_ms);
+}
+
+int qmp_next_event(struct qmp *q, struct json_object **ret_event)
+{
+	if (q->ev_count == 0)
+		return -EAGAIN;
+	*ret_event = q->events[q->ev_head];
+	q->ev_head = (q->ev_head + 1) % QMP_EVENT_QUEUE_MAX;
+	q->ev_count--;
+	return 0;
+}
+
+size_t qmp_events_queued(const struct qmp *q)
+{
+	return q->ev_count;
+}
+
+uint64_t qmp_events_dropped(const struct qmp *q)
+{
+	return q->ev_dropped;
+}

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * qmp.h - QEMU Machine Protocol client (prefix qmp_).
+ *
+ * One struct qmp per QEMU monitor socket.  Commands are synchronous with a
+ * timeout; asynchronous events that arrive meanwhile are queued, never lost
+ * (up to QMP_EVENT_QUEUE_MAX, beyond which the oldest are dropped and
+ * counted).  The socket is non-blocking: a daemon can poll(qmp_fd()) and
+ * call qmp_process_input() when it is readable, then drain the events with
+ * qmp_next_event().
+ *
+ * Errors: negative errno.  A QMP "error" reply is -EIO and its class and
+ * description are kept until the next command (qmp_last_error()).  A timed
+ * out command returns -ETIMEDOUT; its late reply is recognised by its id
+ * and discarded.  -ECONNRESET when QEMU closed the socket, -EPROTO when it
+ * sent something that is not QMP, -EMSGSIZE for a line over QMP_LINE_MAX.
+ */
+#ifndef VDF_QMP_H
+#define VDF_QMP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <json-c/json.h>
+
+#define QMP_LINE_MAX		(16u << 20)	/* longest line accepted from QEMU */
+#define QMP_EVENT_QUEUE_MAX	1024
+#define QMP_DEFAULT_TIMEOUT_MS	5000
+
+struct qmp;
+
+/* Connects to a unix socket, reads the greeting, negotiates capabilities. */
+int qmp_connect(const char *path, int timeout_ms, struct qmp **ret_qmp);
+/* Same on an already connected stream socket; takes ownership of fd. */
+int qmp_connect_fd(int fd, int timeout_ms, struct qmp **ret_qmp);
+void qmp_close(struct qmp *q);
+
+int qmp_fd(const struct qmp *q);
+/* QEMU's version from the greeting, as major*10000 + minor*100 + micro. */
+int qmp_qemu_version(const struct qmp *q);
+/* PID of the process at the other end of the socket (SO_PEERCRED). */
+int qmp_peer_pid(const struct qmp *q, pid_t *ret_pid);
+
+/*
+ * Runs one command.  args may be NULL; it is not consumed.  On success
+ * *ret_return (if non-NULL) receives a new reference to the "return" value
+ * that the caller must json_object_put().
+ */
+int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
+		int timeout_ms, struct json_object **ret_return);
+/* human-monitor-command; *ret_output is malloc'ed text. */
+int qmp_hmp(struct qmp *q, const char *command_line, int timeout_ms,
+	    char **ret_output);
+/* "Class: description" of the last QMP error reply, or "" */
+const char *qmp_last_error(const struct qmp *q);
+
+/*
+ * Reads whatever is available without blocking and queues events.  Returns
+ * 0 (also when nothing was there), or a negative errno when the connection
+ * is unusable.
+ */
+int qmp_process_input(struct qmp *q);
+/* Waits up to timeout_ms for at least one event to be queued. */
+int qmp_wait_event(struct qmp *q, int timeout_ms);
+/* Pops the oldest queued event (new reference); -EAGAIN when none. */
+int qmp_next_event(struct qmp *q, struct json_object **ret_event);
+size_t qmp_events_queued(const struct qmp *q);
+uint64_t qmp_events_dropped(const struct qmp *q);
+
+/*
+ * Parses one line received from QEMU; exposed for tests.  Returns a new
+ * reference to a JSON object, or -EPROTO if the line is not one.
+ */
+int qmp_parse_line(const char *line, size_t len, struct json_object **ret_obj);
+
+#endif /* VDF_QMP_H */
