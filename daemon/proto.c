@@ -1,0 +1,802 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * proto.c - codec of the host <-> guest wire protocol (include/vmdefrag/proto.h).
+ *
+ * Shared by the host daemon, which treats every guest byte as hostile, and
+ * the guest agent, which treats the host as possibly buggy.  Two layers:
+ *
+ *  1. The stream decoder turns an arbitrarily split or coalesced byte stream
+ *     into whole frames.  It moves through three states:
+ *        header  - fewer than PROTO_HDR_SIZE bytes held;
+ *        payload - a valid header is held, waiting for its len bytes;
+ *        failed  - a header was corrupt (magic, version, flags, length).
+ *     "failed" is sticky: a byte stream cannot be resynchronised safely
+ *     (payload bytes may look like a header), so the caller drops the
+ *     session.  The decoder holds at most one maximum frame (64 KiB) and
+ *     never allocates.
+ *
+ *  2. The typed codec.  Each type has one row in proto_types[]: the size of
+ *     its fixed body, the kind of array after it (ranges, slabs), which ids
+ *     and flags it may carry, and whether it is a response (which may be a
+ *     bare 8-byte failure status).  proto_decode() checks the payload length
+ *     against the row and the declared count *before* copying anything,
+ *     copies the body into struct proto_msg converting from little-endian,
+ *     and then runs the same field validation proto_encode() runs on what it
+ *     is asked to send, so whatever one side encodes the other decodes.
+ *
+ * Nothing here logs: every function returns a negative errno for its caller
+ * to report.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "vmdefrag/proto.h"
+
+enum proto_array {
+	PROTO_ARR_NONE,
+	PROTO_ARR_RANGES,
+	PROTO_ARR_SLABS,
+};
+
+enum proto_id_rule {
+	PROTO_ID_ZERO,		/* HELLO, events */
+	PROTO_ID_NONZERO,	/* requests, responses */
+};
+
+struct proto_type_info {
+	uint16_t type;
+	const char *name;
+	size_t fixed;			/* size of the fixed body */
+	enum proto_array array;
+	enum proto_id_rule id;
+	uint8_t flags;			/* flags allowed */
+	bool response;			/* may be a bare failure status */
+};
+
+static const struct proto_type_info proto_types[] = {
+	{ PROTO_HELLO, "HELLO", sizeof(struct proto_hello),
+	  PROTO_ARR_NONE, PROTO_ID_ZERO, 0, false },
+	{ PROTO_REQ_SCAN, "REQ_SCAN", 0,
+	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, false },
+	{ PROTO_REQ_CAPTURE, "REQ_CAPTURE", sizeof(struct proto_capture_req),
+	  PROTO_ARR_RANGES, PROTO_ID_NONZERO, 0, false },
+	{ PROTO_REQ_RELEASE, "REQ_RELEASE", sizeof(struct proto_release_req),
+	  PROTO_ARR_RANGES, PROTO_ID_NONZERO, 0, false },
+	{ PROTO_REQ_LIST, "REQ_LIST", 0,
+	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, false },
+	{ PROTO_REQ_STATS, "REQ_STATS", 0,
+	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, false },
+	{ PROTO_REQ_SET_FLOOR, "REQ_SET_FLOOR", sizeof(struct proto_set_floor_req),
+	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, false },
+	{ PROTO_EVT_CAPTURED, "EVT_CAPTURED", sizeof(struct proto_evt_ranges),
+	  PROTO_ARR_RANGES, PROTO_ID_ZERO, PROTO_F_MORE, false },
+	{ PROTO_EVT_RELEASED, "EVT_RELEASED", sizeof(struct proto_evt_ranges),
+	  PROTO_ARR_RANGES, PROTO_ID_ZERO, PROTO_F_MORE, false },
+	{ PROTO_EVT_STATS, "EVT_STATS", sizeof(struct proto_stats),
+	  PROTO_ARR_NONE, PROTO_ID_ZERO, 0, false },
+	{ PROTO_RESP_ERROR, "RESP_ERROR", sizeof(struct proto_status),
+	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, true },
+	{ PROTO_RESP_SCAN, "RESP_SCAN", sizeof(struct proto_scan_resp),
+	  PROTO_ARR_SLABS, PROTO_ID_NONZERO, 0, true },
+	{ PROTO_RESP_CAPTURE, "RESP_CAPTURE", sizeof(struct proto_ranges_resp),
+	  PROTO_ARR_RANGES, PROTO_ID_NONZERO, PROTO_F_MORE, true },
+	{ PROTO_RESP_RELEASE, "RESP_RELEASE", sizeof(struct proto_ranges_resp),
+	  PROTO_ARR_RANGES, PROTO_ID_NONZERO, PROTO_F_MORE, true },
+	{ PROTO_RESP_LIST, "RESP_LIST", sizeof(struct proto_list_resp),
+	  PROTO_ARR_RANGES, PROTO_ID_NONZERO, PROTO_F_MORE, true },
+	{ PROTO_RESP_STATS, "RESP_STATS", sizeof(struct proto_stats_resp),
+	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, true },
+	{ PROTO_RESP_SET_FLOOR, "RESP_SET_FLOOR", sizeof(struct proto_status),
+	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, true },
+};
+
+static const struct proto_type_info *proto_type_lookup(uint16_t type)
+{
+	for (size_t i = 0; i < sizeof(proto_types) / sizeof(proto_types[0]); i++)
+		if (proto_types[i].type == type)
+			return &proto_types[i];
+	return NULL;
+}
+
+const char *proto_type_name(uint16_t type)
+{
+	const struct proto_type_info *ti = proto_type_lookup(type);
+
+	return ti ? ti->name : "?";
+}
+
+/* ---- stream decoder ---------------------------------------------------- */
+
+void proto_decoder_init(struct proto_decoder *d)
+{
+	d->error = 0;
+	d->have = 0;
+	d->consumed = 0;
+}
+
+/* Drop the frame handed out last time, keeping what follows it. */
+static void proto_decoder_drop_consumed(struct proto_decoder *d)
+{
+	if (!d->consumed)
+		return;
+	memmove(d->buf, d->buf + d->consumed, d->have - d->consumed);
+	d->have -= d->consumed;
+	d->consumed = 0;
+}
+
+static void proto_hdr_from_le(struct proto_hdr *h)
+{
+	h->magic = le32toh(h->magic);
+	h->type = le16toh(h->type);
+	h->id = le32toh(h->id);
+	h->len = le32toh(h->len);
+}
+
+static int proto_hdr_check(const struct proto_hdr *h)
+{
+	if (h->magic != PROTO_MAGIC)
+		return -EPROTO;
+	if (h->version != PROTO_FRAME_VERSION)
+		return -EPROTONOSUPPORT;
+	if (h->len > PROTO_MAX_PAYLOAD)
+		return -EMSGSIZE;
+	if (h->flags & ~PROTO_F_ALL)
+		return -EBADMSG;
+	return 0;
+}
+
+size_t proto_decoder_feed(struct proto_decoder *d, const void *data, size_t len)
+{
+	size_t n;
+
+	if (d->error)
+		return 0;
+	proto_decoder_drop_consumed(d);
+	n = sizeof(d->buf) - d->have;
+	if (n > len)
+		n = len;
+	memcpy(d->buf + d->have, data, n);
+	d->have += n;
+	return n;
+}
+
+int proto_decoder_next(struct proto_decoder *d, struct proto_frame *ret_frame)
+{
+	struct proto_hdr h;
+	int r;
+
+	if (d->error)
+		return d->error;
+	proto_decoder_drop_consumed(d);
+	if (d->have < PROTO_HDR_SIZE)
+		return 0;
+
+	memcpy(&h, d->buf, sizeof(h));
+	proto_hdr_from_le(&h);
+	r = proto_hdr_check(&h);
+	if (r < 0) {
+		d->error = r;
+		return r;
+	}
+	if (d->have - PROTO_HDR_SIZE < h.len)
+		return 0;
+
+	ret_frame->type = h.type;
+	ret_frame->flags = h.flags;
+	ret_frame->id = h.id;
+	ret_frame->len = h.len;
+	ret_frame->payload = d->buf + PROTO_HDR_SIZE;
+	d->consumed = PROTO_HDR_SIZE + h.len;
+	return 1;
+}
+
+/* ---- byte order of the bodies (the same swap both ways) ---------------- */
+
+#define SWAP16(x) ((x) = le16toh(x))
+#define SWAP32(x) ((x) = le32toh(x))
+#define SWAP64(x) ((x) = le64toh(x))
+#define SWAPS32(x) ((x) = (int32_t)le32toh((uint32_t)(x)))
+
+static void proto_swap_stats(struct proto_stats *s)
+{
+	SWAP64(s->blocks_scanned);
+	SWAP64(s->blocks_vacated);
+	SWAP64(s->blocks_failed_busy);
+	SWAP64(s->blocks_failed_nomem);
+	SWAP64(s->blocks_failed_other);
+	SWAP64(s->pages_migrated);
+	SWAP64(s->vacate_ns);
+	SWAP64(s->blocks_released);
+	SWAP64(s->pressure_releases);
+	SWAP64(s->oom_releases);
+	SWAP64(s->blocks_compacted);
+	SWAP64(s->captured_bytes);
+	SWAP64(s->floor_bytes);
+}
+
+/* Swap the fixed body of a message of type `type` in place. */
+static void proto_swap_body(uint16_t type, bool failed, void *body)
+{
+	if (failed) {
+		struct proto_status *s = body;
+
+		SWAPS32(s->status);
+		SWAP32(s->reserved);
+		return;
+	}
+	switch (type) {
+	case PROTO_HELLO: {
+		struct proto_hello *h = body;
+
+		SWAP16(h->version_min);
+		SWAP16(h->version_max);
+		SWAP32(h->reserved);
+		SWAP64(h->features);
+		SWAP32(h->page_size);
+		SWAP32(h->block_size);
+		SWAP64(h->ram_bytes);
+		break;
+	}
+	case PROTO_REQ_CAPTURE: {
+		struct proto_capture_req *c = body;
+
+		SWAP64(c->bytes);
+		SWAP32(c->mode);
+		SWAP32(c->budget_ms);
+		SWAP64(c->floor_bytes);
+		SWAP32(c->nranges);
+		SWAP32(c->reserved);
+		break;
+	}
+	case PROTO_REQ_RELEASE: {
+		struct proto_release_req *rr = body;
+
+		SWAP64(rr->bytes);
+		SWAP32(rr->nranges);
+		SWAP32(rr->reserved);
+		break;
+	}
+	case PROTO_REQ_SET_FLOOR: {
+		struct proto_set_floor_req *s = body;
+
+		SWAP64(s->floor_bytes);
+		break;
+	}
+	case PROTO_EVT_CAPTURED:
+	case PROTO_EVT_RELEASED: {
+		struct proto_evt_ranges *e = body;
+
+		SWAP32(e->reason);
+		SWAP32(e->nranges);
+		break;
+	}
+	case PROTO_EVT_STATS:
+		proto_swap_stats(body);
+		break;
+	case PROTO_RESP_ERROR:
+	case PROTO_RESP_SET_FLOOR: {
+		struct proto_status *s = body;
+
+		SWAPS32(s->status);
+		SWAP32(s->reserved);
+		break;
+	}
+	case PROTO_RESP_SCAN: {
+		struct proto_scan_resp *s = body;
+
+		SWAPS32(s->status);
+		SWAP32(s->reserved);
+		SWAP64(s->total_bytes);
+		SWAP64(s->free_bytes);
+		SWAP64(s->free_block_bytes);
+		SWAP64(s->capturable_bytes);
+		SWAP64(s->captured_bytes);
+		SWAP64(s->available_bytes);
+		SWAP64(s->scan_ns);
+		SWAP32(s->nslabs);
+		for (unsigned int i = 0; i < PROTO_HIST_MAX; i++) {
+			SWAP64(s->classes[i]);
+			SWAP64(s->cost[i]);
+			SWAP32(s->cost_bounds[i]);
+			SWAP64(s->unmovable[i]);
+		}
+		break;
+	}
+	case PROTO_RESP_CAPTURE:
+	case PROTO_RESP_RELEASE: {
+		struct proto_ranges_resp *rr = body;
+
+		SWAPS32(rr->status);
+		SWAPS32(rr->stop_errno);
+		SWAP64(rr->bytes);
+		SWAP32(rr->nranges);
+		SWAP32(rr->reserved);
+		break;
+	}
+	case PROTO_RESP_LIST: {
+		struct proto_list_resp *l = body;
+
+		SWAPS32(l->status);
+		SWAP32(l->nranges);
+		break;
+	}
+	case PROTO_RESP_STATS: {
+		struct proto_stats_resp *s = body;
+
+		SWAPS32(s->status);
+		SWAP32(s->reserved);
+		proto_swap_stats(&s->stats);
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+/* The array count of a (host-order) body, 0 for types without an array. */
+static uint32_t proto_body_count(const struct proto_msg *m)
+{
+	switch (m->type) {
+	case PROTO_REQ_CAPTURE:
+		return m->u.capture.nranges;
+	case PROTO_REQ_RELEASE:
+		return m->u.release.nranges;
+	case PROTO_EVT_CAPTURED:
+	case PROTO_EVT_RELEASED:
+		return m->u.evt.nranges;
+	case PROTO_RESP_SCAN:
+		return m->u.scan.nslabs;
+	case PROTO_RESP_CAPTURE:
+	case PROTO_RESP_RELEASE:
+		return m->u.ranges_resp.nranges;
+	case PROTO_RESP_LIST:
+		return m->u.list.nranges;
+	default:
+		return 0;
+	}
+}
+
+/* ---- field validation (host order, shared by decode and encode) -------- */
+
+int proto_range_check(const struct proto_range *r)
+{
+	if (r->len == 0 || r->gpa % PROTO_BLOCK_SIZE || r->len % PROTO_BLOCK_SIZE)
+		return -EINVAL;
+	if (r->gpa > UINT64_MAX - r->len)
+		return -EOVERFLOW;
+	return 0;
+}
+
+int proto_ranges_check(const struct proto_range *r, uint32_t n)
+{
+	if (n > PROTO_MAX_RANGES)
+		return -E2BIG;
+	for (uint32_t i = 0; i < n; i++) {
+		int ret = proto_range_check(&r[i]);
+
+		if (ret < 0)
+			return ret;
+		/* ascending, no overlap: the previous range ends at or
+		 * before this one starts */
+		if (i > 0 && r[i - 1].gpa + r[i - 1].len > r[i].gpa)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static int proto_status_check(int32_t status, bool may_fail)
+{
+	if (status > 0 || status < -PROTO_ERRNO_MAX)
+		return -EINVAL;
+	if (status < 0 && !may_fail)
+		return -EINVAL;
+	return 0;
+}
+
+static int proto_name_check(const char name[PROTO_NAME_LEN])
+{
+	size_t n = strnlen(name, PROTO_NAME_LEN);
+
+	if (n == PROTO_NAME_LEN)
+		return -EILSEQ;
+	if (n == 0)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)name[i] < 0x20 || (unsigned char)name[i] > 0x7e)
+			return -EILSEQ;
+	for (size_t i = n; i < PROTO_NAME_LEN; i++)
+		if (name[i])
+			return -EILSEQ;
+	return 0;
+}
+
+static bool proto_is_pow2(uint64_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+static int proto_hello_check(const struct proto_hello *h)
+{
+	if (h->reserved)
+		return -EBADMSG;
+	if (h->version_min == 0 || h->version_min > h->version_max)
+		return -EINVAL;
+	if (h->page_size &&
+	    (!proto_is_pow2(h->page_size) || h->page_size < 4096 ||
+	     h->page_size > 65536))
+		return -EINVAL;
+	if (h->block_size && h->block_size != PROTO_BLOCK_SIZE)
+		return -EINVAL;
+	return 0;
+}
+
+/* Entries past a histogram's count must be zero. */
+static int proto_hist_check(const uint64_t *h, unsigned int n)
+{
+	if (n > PROTO_HIST_MAX)
+		return -E2BIG;
+	for (unsigned int i = n; i < PROTO_HIST_MAX; i++)
+		if (h[i])
+			return -EBADMSG;
+	return 0;
+}
+
+static int proto_scan_check(const struct proto_msg *m)
+{
+	const struct proto_scan_resp *s = &m->u.scan;
+	int r;
+
+	if (s->reserved || s->reserved2)
+		return -EBADMSG;
+	r = proto_hist_check(s->classes, s->nclasses);
+	if (r < 0)
+		return r;
+	r = proto_hist_check(s->cost, s->ncost);
+	if (r < 0)
+		return r;
+	r = proto_hist_check(s->unmovable, s->nunmovable);
+	if (r < 0)
+		return r;
+	for (unsigned int i = 0; i < PROTO_HIST_MAX; i++) {
+		if (i >= s->ncost && s->cost_bounds[i])
+			return -EBADMSG;
+		if (i > 0 && i < s->ncost && s->cost_bounds[i] <= s->cost_bounds[i - 1])
+			return -EINVAL;
+	}
+	if (s->nslabs > PROTO_MAX_SLABS)
+		return -E2BIG;
+	for (uint32_t i = 0; i < s->nslabs; i++) {
+		r = proto_name_check(m->slabs[i].name);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/*
+ * Validate a host-order message whose body has been filled.  `failed` says
+ * the body is a bare failure status.
+ */
+static int proto_msg_check(const struct proto_type_info *ti,
+			   const struct proto_msg *m, bool failed)
+{
+	int r;
+
+	if (m->flags & ~ti->flags)
+		return -EBADMSG;
+	if ((ti->id == PROTO_ID_ZERO) != (m->id == 0))
+		return -EBADMSG;
+	if (failed) {
+		if (m->u.status.reserved)
+			return -EBADMSG;
+		if (m->flags)
+			return -EBADMSG;
+		if (m->u.status.status >= 0 || m->u.status.status < -PROTO_ERRNO_MAX)
+			return -EINVAL;
+		return 0;
+	}
+
+	switch (m->type) {
+	case PROTO_HELLO:
+		return proto_hello_check(&m->u.hello);
+	case PROTO_REQ_SCAN:
+	case PROTO_REQ_LIST:
+	case PROTO_REQ_STATS:
+	case PROTO_REQ_SET_FLOOR:
+	case PROTO_EVT_STATS:
+		return 0;
+	case PROTO_REQ_CAPTURE: {
+		const struct proto_capture_req *c = &m->u.capture;
+
+		if (c->reserved)
+			return -EBADMSG;
+		if (c->bytes == 0 || c->mode > VMDEFRAG_MODE_COMPACT)
+			return -EINVAL;
+		return proto_ranges_check(m->ranges, c->nranges);
+	}
+	case PROTO_REQ_RELEASE: {
+		const struct proto_release_req *rr = &m->u.release;
+
+		if (rr->reserved)
+			return -EBADMSG;
+		if ((rr->bytes == 0) == (rr->nranges == 0))
+			return -EINVAL;
+		return proto_ranges_check(m->ranges, rr->nranges);
+	}
+	case PROTO_EVT_CAPTURED:
+	case PROTO_EVT_RELEASED: {
+		const struct proto_evt_ranges *e = &m->u.evt;
+
+		if (m->type == PROTO_EVT_CAPTURED ? e->reason != 0 :
+		    e->reason > VMDEFRAG_RELEASE_UNLOAD)
+			return -EINVAL;
+		return proto_ranges_check(m->ranges, e->nranges);
+	}
+	case PROTO_RESP_ERROR:
+		/* only ever a failure */
+		return -EINVAL;
+	case PROTO_RESP_SET_FLOOR:
+		if (m->u.status.reserved)
+			return -EBADMSG;
+		return proto_status_check(m->u.status.status, false);
+	case PROTO_RESP_SCAN:
+		r = proto_status_check(m->u.scan.status, false);
+		if (r < 0)
+			return r;
+		return proto_scan_check(m);
+	case PROTO_RESP_CAPTURE:
+	case PROTO_RESP_RELEASE: {
+		const struct proto_ranges_resp *rr = &m->u.ranges_resp;
+
+		if (rr->reserved)
+			return -EBADMSG;
+		r = proto_status_check(rr->status, false);
+		if (r < 0)
+			return r;
+		r = proto_status_check(rr->stop_errno, m->type == PROTO_RESP_CAPTURE);
+		if (r < 0)
+			return r;
+		return proto_ranges_check(m->ranges, rr->nranges);
+	}
+	case PROTO_RESP_LIST:
+		r = proto_status_check(m->u.list.status, false);
+		if (r < 0)
+			return r;
+		return proto_ranges_check(m->ranges, m->u.list.nranges);
+	case PROTO_RESP_STATS:
+		if (m->u.stats_resp.reserved)
+			return -EBADMSG;
+		return proto_status_check(m->u.stats_resp.status, false);
+	default:
+		return -EOPNOTSUPP;
+	}
+}
+
+/* ---- decode ------------------------------------------------------------ */
+
+static size_t proto_elem_size(enum proto_array a)
+{
+	switch (a) {
+	case PROTO_ARR_RANGES:
+		return sizeof(struct proto_range);
+	case PROTO_ARR_SLABS:
+		return sizeof(struct proto_slab);
+	default:
+		return 0;
+	}
+}
+
+static uint32_t proto_elem_max(enum proto_array a)
+{
+	switch (a) {
+	case PROTO_ARR_RANGES:
+		return PROTO_MAX_RANGES;
+	case PROTO_ARR_SLABS:
+		return PROTO_MAX_SLABS;
+	default:
+		return 0;
+	}
+}
+
+int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg)
+{
+	const struct proto_type_info *ti = proto_type_lookup(f->type);
+	bool failed = false;
+	size_t fixed, esize;
+	uint32_t count;
+
+	if (!ti)
+		return -EOPNOTSUPP;
+	if (f->len > PROTO_MAX_PAYLOAD)
+		return -EMSGSIZE;
+
+	fixed = ti->fixed;
+	if (ti->response && f->len == sizeof(struct proto_status)) {
+		int32_t status;
+
+		memcpy(&status, f->payload, sizeof(status));
+		status = (int32_t)le32toh((uint32_t)status);
+		if (status < 0 || ti->type == PROTO_RESP_ERROR) {
+			failed = true;
+			fixed = sizeof(struct proto_status);
+		}
+	}
+	if (f->len < fixed)
+		return -EBADMSG;
+
+	memset(&ret_msg->u, 0, sizeof(ret_msg->u));
+	ret_msg->type = f->type;
+	ret_msg->flags = f->flags;
+	ret_msg->id = f->id;
+	memcpy(&ret_msg->u, f->payload, fixed);
+	proto_swap_body(f->type, failed, &ret_msg->u);
+
+	count = failed ? 0 : proto_body_count(ret_msg);
+	esize = proto_elem_size(failed ? PROTO_ARR_NONE : ti->array);
+	if (count > proto_elem_max(ti->array))
+		return -E2BIG;
+	/* count <= 4064 and esize <= 48: no overflow in size_t */
+	if (f->len != fixed + (size_t)count * esize)
+		return -EBADMSG;
+
+	if (!failed && ti->array == PROTO_ARR_RANGES) {
+		memcpy(ret_msg->ranges, f->payload + fixed, count * esize);
+		for (uint32_t i = 0; i < count; i++) {
+			SWAP64(ret_msg->ranges[i].gpa);
+			SWAP64(ret_msg->ranges[i].len);
+		}
+	} else if (!failed && ti->array == PROTO_ARR_SLABS) {
+		memcpy(ret_msg->slabs, f->payload + fixed, count * esize);
+		for (uint32_t i = 0; i < count; i++) {
+			SWAP64(ret_msg->slabs[i].pages);
+			SWAP64(ret_msg->slabs[i].blocks);
+		}
+	}
+	return proto_msg_check(ti, ret_msg, failed);
+}
+
+int proto_decode_buf(const void *buf, size_t len, struct proto_msg *ret_msg)
+{
+	struct proto_frame f;
+	struct proto_hdr h;
+	int r;
+
+	if (len < PROTO_HDR_SIZE)
+		return -EBADMSG;
+	memcpy(&h, buf, sizeof(h));
+	proto_hdr_from_le(&h);
+	r = proto_hdr_check(&h);
+	if (r < 0)
+		return r;
+	if (len - PROTO_HDR_SIZE != h.len)
+		return -EBADMSG;
+	f.type = h.type;
+	f.flags = h.flags;
+	f.id = h.id;
+	f.len = h.len;
+	f.payload = (const uint8_t *)buf + PROTO_HDR_SIZE;
+	return proto_decode(&f, ret_msg);
+}
+
+/* ---- encode ------------------------------------------------------------ */
+
+static bool proto_msg_failed(const struct proto_type_info *ti,
+			     const struct proto_msg *m)
+{
+	/* every response body starts with the int32 status */
+	return ti->response && (ti->type == PROTO_RESP_ERROR || m->u.status.status < 0);
+}
+
+int proto_encode(const struct proto_msg *msg, void *buf, size_t size,
+		 size_t *ret_len)
+{
+	const struct proto_type_info *ti = proto_type_lookup(msg->type);
+	union {
+		struct proto_hdr h;
+		uint8_t b[PROTO_HDR_SIZE];
+	} hdr;
+	uint8_t body[sizeof(msg->u)];
+	size_t fixed, esize, total;
+	uint32_t count;
+	uint8_t *out = buf;
+	bool failed;
+	int r;
+
+	if (!ti)
+		return -EOPNOTSUPP;
+	failed = proto_msg_failed(ti, msg);
+	r = proto_msg_check(ti, msg, failed);
+	if (r < 0)
+		return r;
+
+	fixed = failed ? sizeof(struct proto_status) : ti->fixed;
+	count = failed ? 0 : proto_body_count(msg);
+	esize = proto_elem_size(failed ? PROTO_ARR_NONE : ti->array);
+	total = PROTO_HDR_SIZE + fixed + (size_t)count * esize;
+	if (total - PROTO_HDR_SIZE > PROTO_MAX_PAYLOAD)
+		return -EMSGSIZE;
+	if (total > size)
+		return -ENOBUFS;
+
+	hdr.h.magic = htole32(PROTO_MAGIC);
+	hdr.h.version = PROTO_FRAME_VERSION;
+	hdr.h.flags = msg->flags;
+	hdr.h.type = htole16(msg->type);
+	hdr.h.id = htole32(msg->id);
+	hdr.h.len = htole32((uint32_t)(total - PROTO_HDR_SIZE));
+	memcpy(out, hdr.b, PROTO_HDR_SIZE);
+	out += PROTO_HDR_SIZE;
+
+	memcpy(body, &msg->u, fixed);
+	proto_swap_body(msg->type, failed, body);
+	memcpy(out, body, fixed);
+	out += fixed;
+
+	for (uint32_t i = 0; i < count; i++) {
+		if (ti->array == PROTO_ARR_RANGES) {
+			struct proto_range rg = {
+				.gpa = htole64(msg->ranges[i].gpa),
+				.len = htole64(msg->ranges[i].len),
+			};
+
+			memcpy(out, &rg, sizeof(rg));
+			out += sizeof(rg);
+		} else {
+			struct proto_slab sl = msg->slabs[i];
+
+			sl.pages = htole64(sl.pages);
+			sl.blocks = htole64(sl.blocks);
+			memcpy(out, &sl, sizeof(sl));
+			out += sizeof(sl);
+		}
+	}
+	*ret_len = total;
+	return 0;
+}
+
+int proto_encode_status(uint16_t type, uint32_t id, int32_t status,
+			void *buf, size_t size, size_t *ret_len)
+{
+	const struct proto_type_info *ti = proto_type_lookup(type);
+	struct proto_hdr h;
+	size_t total = PROTO_HDR_SIZE + sizeof(struct proto_status);
+	struct proto_status s;
+	uint8_t *out = buf;
+
+	if (!ti || !ti->response)
+		return -EOPNOTSUPP;
+	if (status >= 0 || status < -PROTO_ERRNO_MAX || id == 0)
+		return -EINVAL;
+	if (size < total)
+		return -ENOBUFS;
+
+	h.magic = htole32(PROTO_MAGIC);
+	h.version = PROTO_FRAME_VERSION;
+	h.flags = 0;
+	h.type = htole16(type);
+	h.id = htole32(id);
+	h.len = htole32(sizeof(s));
+	s.status = (int32_t)htole32((uint32_t)status);
+	s.reserved = 0;
+	memcpy(out, &h, sizeof(h));
+	memcpy(out + sizeof(h), &s, sizeof(s));
+	*ret_len = total;
+	return 0;
+}
+
+int proto_hello_negotiate(const struct proto_hello *local,
+			  const struct proto_hello *remote,
+			  uint16_t *ret_version)
+{
+	uint16_t lo = local->version_min > remote->version_min ?
+		      local->version_min : remote->version_min;
+	uint16_t hi = local->version_max < remote->version_max ?
+		      local->version_max : remote->version_max;
+
+	if (lo > hi)
+		return -EPROTONOSUPPORT;
+	*ret_version = hi;
+	return 0;
+}

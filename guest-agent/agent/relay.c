@@ -1,0 +1,676 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * relay.c - the agent's session with the host and its relay to the module.
+ *
+ * Host side, one virtio-serial port, in one of three states:
+ *
+ *   DOWN    no host process has the port open (POLLHUP).  The port is not
+ *           polled (it would report POLLHUP without end); every tick checks
+ *           whether the host came back.  Events are dropped and counted.
+ *   UP      frames flow.  Entered on connect: the stream decoder is reset
+ *           and HELLO sent.  Each whole frame is decoded with the shared
+ *           codec; requests become generic netlink commands and their
+ *           replies become responses; module events become EVT_* frames.
+ *   DESYNC  the host sent a corrupt frame header.  A byte stream cannot be
+ *           resynchronised, so input is read and discarded until the host
+ *           disconnects (and reconnects into UP with a fresh decoder).
+ *
+ * A read of 0 or POLLHUP moves UP/DESYNC to DOWN, as does a write the host
+ * does not take (EPIPE, or no room for AGENT_RELAY_WRITE_MS).
+ *
+ * Module side: a generic netlink client (nl.c) that may be absent (module
+ * not loaded yet, or unloaded).  While it is, requests are answered with
+ * -ENODEV and every tick retries; when it comes (back), HELLO is sent
+ * again so the host sees PROTO_FEAT_MODULE.
+ *
+ * Everything runs on the main loop's thread; requests are handled one at a
+ * time, in order, and the module's replies can take seconds (a CAPTURE).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "nl.h"
+#include "port.h"
+#include "relay.h"
+#include "vmdefrag/proto.h"
+
+#define AGENT_RELAY_WRITE_MS	5000
+#define AGENT_RELAY_POLL_MS	250	/* host reconnect check while DOWN */
+#define AGENT_RELAY_NL_RETRY_MS	1000
+
+enum agent_relay_state {
+	AGENT_HOST_DOWN,
+	AGENT_HOST_UP,
+	AGENT_HOST_DESYNC,
+};
+
+static const char *const agent_relay_reasons[] = {
+	[VMDEFRAG_RELEASE_REQUEST]	= "request",
+	[VMDEFRAG_RELEASE_SHRINKER]	= "shrinker",
+	[VMDEFRAG_RELEASE_OOM]		= "oom",
+	[VMDEFRAG_RELEASE_UNLOAD]	= "unload",
+};
+
+struct agent_relay {
+	int port_fd;
+	enum agent_relay_state state;
+	struct agent_nl *nl;		/* NULL while the module is absent */
+	bool nl_absent_logged;
+	unsigned int stats_interval_s;
+	uint64_t next_stats_ms;		/* CLOCK_MONOTONIC */
+	uint64_t next_nl_retry_ms;
+	uint64_t events_dropped;	/* while DOWN */
+	struct proto_decoder dec;
+	struct proto_msg in;		/* the host frame being handled */
+	struct proto_msg out;		/* the frame being sent */
+	uint8_t wbuf[PROTO_MAX_FRAME];
+	uint8_t rbuf[PROTO_MAX_FRAME];
+};
+
+static uint64_t agent_relay_now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+static void agent_relay_host_down(struct agent_relay *r, const char *why)
+{
+	if (r->state == AGENT_HOST_DOWN)
+		return;
+	log_info("host disconnected (%s)", why);
+	r->state = AGENT_HOST_DOWN;
+}
+
+/* Send out as one frame; a host that does not take it is DOWN. */
+static int agent_relay_send_raw(struct agent_relay *r, size_t len)
+{
+	int ret;
+
+	if (r->state != AGENT_HOST_UP)
+		return -ENOTCONN;
+	ret = agent_port_write(r->port_fd, r->wbuf, len, AGENT_RELAY_WRITE_MS);
+	if (ret < 0) {
+		agent_relay_host_down(r, ret == -ETIMEDOUT ? "not reading" : "write failed");
+		return ret;
+	}
+	return 0;
+}
+
+static int agent_relay_send(struct agent_relay *r)
+{
+	size_t len;
+	int ret;
+
+	ret = proto_encode(&r->out, r->wbuf, sizeof(r->wbuf), &len);
+	if (ret < 0)
+		return ret;
+	return agent_relay_send_raw(r, len);
+}
+
+static void agent_relay_send_status(struct agent_relay *r, uint16_t type,
+				    uint32_t id, int status)
+{
+	size_t len;
+
+	if (status < -PROTO_ERRNO_MAX || status >= 0)
+		status = -EIO;
+	if (proto_encode_status(type, id, status, r->wbuf, sizeof(r->wbuf), &len) == 0)
+		(void)agent_relay_send_raw(r, len);
+}
+
+static void agent_relay_out_init(struct agent_relay *r, uint16_t type, uint32_t id)
+{
+	memset(&r->out.u, 0, sizeof(r->out.u));
+	r->out.type = type;
+	r->out.flags = 0;
+	r->out.id = id;
+}
+
+static void agent_relay_send_hello(struct agent_relay *r)
+{
+	struct proto_hello *h;
+	struct sysinfo si;
+
+	agent_relay_out_init(r, PROTO_HELLO, 0);
+	h = &r->out.u.hello;
+	h->version_min = PROTO_VERSION_MIN;
+	h->version_max = PROTO_VERSION_MAX;
+	h->features = PROTO_FEAT_EVENTS;
+	if (r->stats_interval_s)
+		h->features |= PROTO_FEAT_STATS_EVT;
+	if (r->nl)
+		h->features |= PROTO_FEAT_MODULE;
+	h->page_size = (uint32_t)sysconf(_SC_PAGESIZE);
+	h->block_size = PROTO_BLOCK_SIZE;
+	if (sysinfo(&si) == 0)
+		h->ram_bytes = (uint64_t)si.totalram * si.mem_unit;
+	if (agent_relay_send(r) == 0)
+		log_info("sent HELLO (module %s)", r->nl ? "ready" : "not loaded");
+}
+
+/* ---- module connection -------------------------------------------------- */
+
+static void agent_relay_nl_try_open(struct agent_relay *r)
+{
+	int ret = agent_nl_open(&r->nl);
+
+	r->next_nl_retry_ms = agent_relay_now_ms() + AGENT_RELAY_NL_RETRY_MS;
+	if (ret < 0) {
+		r->nl = NULL;
+		if (!r->nl_absent_logged)
+			agent_log_errno(AGENT_LOG_WARN, ret,
+					"generic netlink family \"%s\" not available, "
+					"retrying every %d ms", VMDEFRAG_GENL_NAME,
+					AGENT_RELAY_NL_RETRY_MS);
+		r->nl_absent_logged = true;
+		return;
+	}
+	r->nl_absent_logged = false;
+	log_info("connected to the vmdefrag module (events subscribed)");
+	if (r->state == AGENT_HOST_UP)
+		agent_relay_send_hello(r);
+}
+
+/* An errno from the module that means the family itself went away. */
+static void agent_relay_nl_check_gone(struct agent_relay *r, int err)
+{
+	if (err != -ENOENT || !r->nl)
+		return;
+	log_warn("the vmdefrag module went away, reconnecting");
+	agent_nl_close(r->nl);
+	r->nl = NULL;
+	r->next_nl_retry_ms = agent_relay_now_ms() + AGENT_RELAY_NL_RETRY_MS;
+}
+
+/* ---- ranges runs ------------------------------------------------------- */
+
+static int agent_relay_range_cmp(const void *a, const void *b)
+{
+	const struct proto_range *x = a, *y = b;
+
+	return x->gpa < y->gpa ? -1 : x->gpa > y->gpa;
+}
+
+/* Sort the module's ranges and check them as the host will. */
+static int agent_relay_ranges_prepare(struct agent_ranges *rg)
+{
+	qsort(rg->v, rg->n, sizeof(rg->v[0]), agent_relay_range_cmp);
+	for (size_t i = 0; i < rg->n; i++) {
+		int ret = proto_range_check(&rg->v[i]);
+
+		if (ret < 0)
+			return ret;
+		if (i && rg->v[i - 1].gpa + rg->v[i - 1].len > rg->v[i].gpa)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+/* Pointer to the nranges field of r->out's body. */
+static uint32_t *agent_relay_out_nranges(struct agent_relay *r)
+{
+	switch (r->out.type) {
+	case PROTO_RESP_LIST:
+		return &r->out.u.list.nranges;
+	case PROTO_EVT_CAPTURED:
+	case PROTO_EVT_RELEASED:
+		return &r->out.u.evt.nranges;
+	default:
+		return &r->out.u.ranges_resp.nranges;
+	}
+}
+
+/*
+ * Send r->out (its fixed fields set) with rg's ranges, as a run of frames
+ * of at most PROTO_MAX_RANGES each.
+ */
+static int agent_relay_send_run(struct agent_relay *r, const struct agent_ranges *rg)
+{
+	size_t off = 0;
+
+	do {
+		size_t n = rg->n - off;
+		int ret;
+
+		if (n > PROTO_MAX_RANGES)
+			n = PROTO_MAX_RANGES;
+		memcpy(r->out.ranges, rg->v + off, n * sizeof(rg->v[0]));
+		*agent_relay_out_nranges(r) = (uint32_t)n;
+		off += n;
+		r->out.flags = off < rg->n ? PROTO_F_MORE : 0;
+		ret = agent_relay_send(r);
+		if (ret < 0)
+			return ret;
+	} while (off < rg->n);
+	return 0;
+}
+
+static uint64_t agent_relay_ranges_bytes(const struct agent_ranges *rg)
+{
+	uint64_t b = 0;
+
+	for (size_t i = 0; i < rg->n; i++)
+		b += rg->v[i].len;
+	return b;
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+static int agent_relay_req_scan(struct agent_relay *r, uint32_t id)
+{
+	int ret;
+
+	agent_relay_out_init(r, PROTO_RESP_SCAN, id);
+	ret = agent_nl_scan(r->nl, &r->out);
+	if (ret < 0)
+		return ret;
+	log_info("SCAN #%u: %llu MiB total, %llu MiB free, %llu MiB capturable",
+		 id, (unsigned long long)(r->out.u.scan.total_bytes >> 20),
+		 (unsigned long long)(r->out.u.scan.free_bytes >> 20),
+		 (unsigned long long)(r->out.u.scan.capturable_bytes >> 20));
+	return agent_relay_send(r);
+}
+
+static int agent_relay_req_capture(struct agent_relay *r, uint32_t id)
+{
+	struct agent_ranges rg = { 0 };
+	uint64_t bytes = 0;
+	int32_t stop = 0;
+	int ret;
+
+	ret = agent_nl_capture(r->nl, &r->in.u.capture, r->in.ranges, &bytes,
+			       &stop, &rg);
+	if (ret < 0)
+		return ret;
+	ret = agent_relay_ranges_prepare(&rg);
+	if (ret < 0) {
+		agent_log_errno(AGENT_LOG_ERR, ret,
+				"CAPTURE #%u: module replied with invalid ranges", id);
+		agent_ranges_free(&rg);
+		return -EIO;
+	}
+	if (stop > 0 || stop < -PROTO_ERRNO_MAX)
+		stop = -EIO;
+	log_info("CAPTURE #%u: asked %llu MiB (%s), got %llu MiB in %zu ranges%s%s",
+		 id, (unsigned long long)(r->in.u.capture.bytes >> 20),
+		 r->in.u.capture.mode == VMDEFRAG_MODE_COMPACT ? "compact" : "capture",
+		 (unsigned long long)(bytes >> 20), rg.n,
+		 stop ? ", stopped: " : "", stop ? strerror(-stop) : "");
+	agent_relay_out_init(r, PROTO_RESP_CAPTURE, id);
+	r->out.u.ranges_resp.stop_errno = stop;
+	r->out.u.ranges_resp.bytes = bytes;
+	ret = agent_relay_send_run(r, &rg);
+	agent_ranges_free(&rg);
+	return ret;
+}
+
+static int agent_relay_req_release(struct agent_relay *r, uint32_t id)
+{
+	struct agent_ranges rg = { 0 };
+	uint64_t bytes = 0;
+	int ret;
+
+	ret = agent_nl_release(r->nl, r->in.u.release.bytes, r->in.ranges,
+			       r->in.u.release.nranges, &bytes, &rg);
+	if (ret < 0)
+		return ret;
+	ret = agent_relay_ranges_prepare(&rg);
+	if (ret < 0) {
+		agent_log_errno(AGENT_LOG_ERR, ret,
+				"RELEASE #%u: module replied with invalid ranges", id);
+		agent_ranges_free(&rg);
+		return -EIO;
+	}
+	log_info("RELEASE #%u: released %llu MiB in %zu ranges", id,
+		 (unsigned long long)(bytes >> 20), rg.n);
+	agent_relay_out_init(r, PROTO_RESP_RELEASE, id);
+	r->out.u.ranges_resp.bytes = bytes;
+	ret = agent_relay_send_run(r, &rg);
+	agent_ranges_free(&rg);
+	return ret;
+}
+
+static int agent_relay_req_list(struct agent_relay *r, uint32_t id)
+{
+	struct agent_ranges rg = { 0 };
+	int ret;
+
+	ret = agent_nl_list(r->nl, &rg);
+	if (ret < 0)
+		return ret;
+	ret = agent_relay_ranges_prepare(&rg);
+	if (ret < 0) {
+		agent_log_errno(AGENT_LOG_ERR, ret,
+				"LIST #%u: module replied with invalid ranges", id);
+		agent_ranges_free(&rg);
+		return -EIO;
+	}
+	log_info("LIST #%u: %zu ranges, %llu MiB captured", id, rg.n,
+		 (unsigned long long)(agent_relay_ranges_bytes(&rg) >> 20));
+	agent_relay_out_init(r, PROTO_RESP_LIST, id);
+	ret = agent_relay_send_run(r, &rg);
+	agent_ranges_free(&rg);
+	return ret;
+}
+
+static int agent_relay_req_stats(struct agent_relay *r, uint32_t id)
+{
+	int ret;
+
+	agent_relay_out_init(r, PROTO_RESP_STATS, id);
+	ret = agent_nl_stats(r->nl, &r->out.u.stats_resp.stats);
+	if (ret < 0)
+		return ret;
+	log_debug("STATS #%u", id);
+	return agent_relay_send(r);
+}
+
+static int agent_relay_req_set_floor(struct agent_relay *r, uint32_t id)
+{
+	int ret;
+
+	ret = agent_nl_set_floor(r->nl, r->in.u.set_floor.floor_bytes);
+	if (ret < 0)
+		return ret;
+	log_info("SET_FLOOR #%u: floor %llu MiB", id,
+		 (unsigned long long)(r->in.u.set_floor.floor_bytes >> 20));
+	agent_relay_out_init(r, PROTO_RESP_SET_FLOOR, id);
+	return agent_relay_send(r);
+}
+
+static void agent_relay_request(struct agent_relay *r)
+{
+	uint16_t type = r->in.type;
+	uint32_t id = r->in.id;
+	int ret;
+
+	if (!r->nl) {
+		ret = -ENODEV;
+	} else {
+		switch (type) {
+		case PROTO_REQ_SCAN:
+			ret = agent_relay_req_scan(r, id);
+			break;
+		case PROTO_REQ_CAPTURE:
+			ret = agent_relay_req_capture(r, id);
+			break;
+		case PROTO_REQ_RELEASE:
+			ret = agent_relay_req_release(r, id);
+			break;
+		case PROTO_REQ_LIST:
+			ret = agent_relay_req_list(r, id);
+			break;
+		case PROTO_REQ_STATS:
+			ret = agent_relay_req_stats(r, id);
+			break;
+		default:
+			ret = agent_relay_req_set_floor(r, id);
+			break;
+		}
+	}
+	if (ret == 0 || r->state != AGENT_HOST_UP)
+		return;
+	/* the module (or the encoder) refused: tell the host why */
+	agent_log_errno(AGENT_LOG_WARN, ret, "%s #%u failed", proto_type_name(type), id);
+	agent_relay_nl_check_gone(r, ret);
+	agent_relay_send_status(r, PROTO_RESP(type), id, ret);
+}
+
+static bool agent_relay_is_request(uint16_t type)
+{
+	return type >= PROTO_REQ_SCAN && type <= PROTO_REQ_SET_FLOOR;
+}
+
+static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f)
+{
+	uint16_t version;
+	int ret;
+
+	ret = proto_decode(f, &r->in);
+	if (ret < 0) {
+		agent_log_errno(AGENT_LOG_WARN, ret,
+				"invalid %s frame (type 0x%04x, id %u) from the host, ignoring",
+				proto_type_name(f->type), f->type, f->id);
+		if (f->id && agent_relay_is_request(f->type))
+			agent_relay_send_status(r, PROTO_RESP(f->type), f->id, ret);
+		else if (f->id && !(f->type & PROTO_RESP_BIT))
+			agent_relay_send_status(r, PROTO_RESP_ERROR, f->id, ret);
+		return;
+	}
+	if (r->in.type == PROTO_HELLO) {
+		struct proto_hello mine = {
+			.version_min = PROTO_VERSION_MIN,
+			.version_max = PROTO_VERSION_MAX,
+		};
+
+		ret = proto_hello_negotiate(&mine, &r->in.u.hello, &version);
+		if (ret < 0)
+			log_err("host speaks protocol versions %u..%u, we speak %u..%u",
+				r->in.u.hello.version_min, r->in.u.hello.version_max,
+				PROTO_VERSION_MIN, PROTO_VERSION_MAX);
+		else
+			log_info("host HELLO: protocol version %u", version);
+		return;
+	}
+	if (agent_relay_is_request(r->in.type)) {
+		agent_relay_request(r);
+		return;
+	}
+	log_warn("unexpected %s frame from the host, ignoring",
+		 proto_type_name(r->in.type));
+}
+
+/* ---- port input -------------------------------------------------------- */
+
+static void agent_relay_host_up(struct agent_relay *r)
+{
+	proto_decoder_init(&r->dec);
+	r->state = AGENT_HOST_UP;
+	if (r->events_dropped)
+		log_warn("%llu module events dropped while the host was away",
+			 (unsigned long long)r->events_dropped);
+	r->events_dropped = 0;
+	log_info("host connected");
+	agent_relay_send_hello(r);
+}
+
+static void agent_relay_feed(struct agent_relay *r, const uint8_t *buf, size_t n)
+{
+	struct proto_frame f;
+	size_t off = 0;
+	int ret;
+
+	while (off < n && r->state == AGENT_HOST_UP) {
+		off += proto_decoder_feed(&r->dec, buf + off, n - off);
+		while (r->state == AGENT_HOST_UP &&
+		       (ret = proto_decoder_next(&r->dec, &f)) == 1)
+			agent_relay_frame(r, &f);
+		if (r->state == AGENT_HOST_UP && ret < 0) {
+			agent_log_errno(AGENT_LOG_ERR, ret,
+					"corrupt frame header from the host, "
+					"ignoring input until it reconnects");
+			r->state = AGENT_HOST_DESYNC;
+		}
+	}
+}
+
+void agent_relay_port_ready(struct agent_relay *r, short revents)
+{
+	if (r->state == AGENT_HOST_DOWN)
+		return;
+	if (revents & POLLIN) {
+		for (;;) {
+			ssize_t n = read(r->port_fd, r->rbuf, sizeof(r->rbuf));
+
+			if (n > 0) {
+				if (r->state == AGENT_HOST_UP)
+					agent_relay_feed(r, r->rbuf, (size_t)n);
+				if (r->state == AGENT_HOST_DOWN)
+					return;
+				continue;
+			}
+			if (n == 0) {
+				agent_relay_host_down(r, "end of stream");
+				return;
+			}
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				agent_relay_host_down(r, "read failed");
+			break;
+		}
+	}
+	if (revents & (POLLHUP | POLLERR))
+		agent_relay_host_down(r, "hangup");
+}
+
+/* ---- module events ----------------------------------------------------- */
+
+static void agent_relay_event(void *arg, uint8_t cmd, uint32_t reason,
+			      const struct agent_ranges *ranges)
+{
+	struct agent_relay *r = arg;
+	struct agent_ranges rg = { 0 };
+	bool captured = cmd == VMDEFRAG_CMD_EVENT_CAPTURED;
+
+	if (!captured && reason > VMDEFRAG_RELEASE_UNLOAD) {
+		log_warn("module release event with unknown reason %u, ignoring", reason);
+		return;
+	}
+	log_info("module %s %zu ranges (%llu MiB)%s%s",
+		 captured ? "captured" : "released", ranges->n,
+		 (unsigned long long)(agent_relay_ranges_bytes(ranges) >> 20),
+		 captured ? "" : ", reason ",
+		 captured ? "" : agent_relay_reasons[reason]);
+	if (r->state != AGENT_HOST_UP) {
+		r->events_dropped++;
+		return;
+	}
+	/* a copy: the list is the callback's, and prepare sorts it */
+	rg.v = malloc((ranges->n ? ranges->n : 1) * sizeof(*rg.v));
+	if (!rg.v) {
+		log_err("out of memory relaying a module event, dropped");
+		return;
+	}
+	memcpy(rg.v, ranges->v, ranges->n * sizeof(*rg.v));
+	rg.n = rg.cap = ranges->n;
+	if (agent_relay_ranges_prepare(&rg) < 0) {
+		log_err("module event with invalid ranges, dropped");
+		agent_ranges_free(&rg);
+		return;
+	}
+	agent_relay_out_init(r, captured ? PROTO_EVT_CAPTURED : PROTO_EVT_RELEASED, 0);
+	r->out.u.evt.reason = captured ? 0 : reason;
+	(void)agent_relay_send_run(r, &rg);
+	agent_ranges_free(&rg);
+}
+
+void agent_relay_nl_ready(struct agent_relay *r)
+{
+	int ret;
+
+	if (!r->nl)
+		return;
+	ret = agent_nl_events_recv(r->nl, agent_relay_event, r);
+	if (ret == -ENOBUFS)
+		log_warn("module events lost (socket buffer overrun); "
+			 "the host must LIST to resynchronise");
+	else if (ret < 0)
+		agent_log_errno(AGENT_LOG_WARN, ret, "reading module events");
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+static void agent_relay_stats_event(struct agent_relay *r)
+{
+	int ret;
+
+	agent_relay_out_init(r, PROTO_EVT_STATS, 0);
+	ret = agent_nl_stats(r->nl, &r->out.u.stats);
+	if (ret < 0) {
+		agent_log_errno(AGENT_LOG_WARN, ret, "periodic STATS");
+		agent_relay_nl_check_gone(r, ret);
+		return;
+	}
+	(void)agent_relay_send(r);
+}
+
+void agent_relay_tick(struct agent_relay *r)
+{
+	uint64_t now = agent_relay_now_ms();
+
+	if (!r->nl && now >= r->next_nl_retry_ms)
+		agent_relay_nl_try_open(r);
+	if (r->state == AGENT_HOST_DOWN && agent_port_host_connected(r->port_fd))
+		agent_relay_host_up(r);
+	if (r->stats_interval_s && now >= r->next_stats_ms) {
+		r->next_stats_ms = now + r->stats_interval_s * 1000ULL;
+		if (r->state == AGENT_HOST_UP && r->nl)
+			agent_relay_stats_event(r);
+	}
+}
+
+int agent_relay_timeout_ms(const struct agent_relay *r)
+{
+	uint64_t now = agent_relay_now_ms();
+	uint64_t t = 1000;
+
+	if (r->state == AGENT_HOST_DOWN)
+		t = AGENT_RELAY_POLL_MS;
+	if (!r->nl && r->next_nl_retry_ms > now && r->next_nl_retry_ms - now < t)
+		t = r->next_nl_retry_ms - now;
+	else if (!r->nl && r->next_nl_retry_ms <= now)
+		t = 0;
+	if (r->stats_interval_s && r->next_stats_ms > now &&
+	    r->next_stats_ms - now < t)
+		t = r->next_stats_ms - now;
+	return (int)t;
+}
+
+int agent_relay_port_fd(const struct agent_relay *r)
+{
+	return r->state == AGENT_HOST_DOWN ? -1 : r->port_fd;
+}
+
+int agent_relay_nl_fd(const struct agent_relay *r)
+{
+	return r->nl ? agent_nl_event_fd(r->nl) : -1;
+}
+
+/* ---- lifetime ---------------------------------------------------------- */
+
+int agent_relay_new(int port_fd, unsigned int stats_interval_s,
+		    struct agent_relay **ret_relay)
+{
+	struct agent_relay *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	r->port_fd = port_fd;
+	r->state = AGENT_HOST_DOWN;
+	r->stats_interval_s = stats_interval_s;
+	r->next_stats_ms = agent_relay_now_ms() + stats_interval_s * 1000ULL;
+	proto_decoder_init(&r->dec);
+	/* module first, so the first HELLO can say whether it is there */
+	agent_relay_nl_try_open(r);
+	*ret_relay = r;
+	return 0;
+}
+
+void agent_relay_free(struct agent_relay *r)
+{
+	if (!r)
+		return;
+	agent_nl_close(r->nl);
+	close(r->port_fd);
+	free(r);
+}
