@@ -53,7 +53,7 @@ fuzz: daemon
 
 check: deps
 	$(MAKE) all unit fuzz
-	tests/run-checks
+	/usr/bin/python3 tests/run-checks
 
 demo: deps
 	$(MAKE) all

@@ -1,0 +1,8 @@
+"""Test harness for vmdefrag: boots real Debian guest kernels under QEMU.
+
+guest.py      Guest: boot, run commands in the guest, QMP, clean shutdown
+initramfs.py  builds the per-kernel test initramfs (busybox, virtio modules,
+              vmdefrag.ko, agent, workloads)
+qmp.py        a minimal QMP client
+hostmem.py    host-side measurements of a QEMU process's guest RAM
+"""

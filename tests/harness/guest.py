@@ -1,0 +1,352 @@
+"""Guest: one real Debian kernel booted under QEMU for a test.
+
+    with Guest(kernel, ram_mib=1024, fpr=True) as g:
+        status, out = g.run("cat /proc/buddyinfo")
+        g.check("memcheck run --mib 64")          # raises on non-zero exit
+        g.backing_bytes(), g.rss(), g.huge_mapped_bytes()
+
+The guest's RAM is a memory-backend-memfd with share=on (backend="memfd",
+what vmdefrag's shared backend reclaims from) or anonymous memory
+(backend="anon", the hint backend).  Devices: virtio-serial with the
+control port org.vmdefrag.test.0 (served by vdf-testd in the guest) and the
+vmdefrag port org.vmdefrag.0 (host side: `vdf_socket`), virtio-balloon with
+free page reporting switchable, QMP on `qmp_socket`, serial console to
+`console_log`.
+
+Accelerator: TCG, unless VMDEFRAG_ACCEL=kvm is set or a probe boot under
+KVM succeeds (the probe's answer is cached in build/accel).  The /dev/kvm of
+the development machines cannot boot stock kernels, so TCG is the rule.
+
+No QEMU outlives its test: each is started with PR_SET_PDEATHSIG(SIGKILL)
+so it dies with the harness process (crash, kill or timeout included), is
+stopped by __exit__ on every path, and any left at interpreter exit are
+killed by an atexit hook.  On exit the console is searched for kernel
+splats (Oops, BUG, WARNING, panic); one found fails the test.
+"""
+import atexit
+import ctypes
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from . import hostmem, initramfs
+from .qmp import QMP
+
+TOP = initramfs.TOP
+BUILD = initramfs.BUILD
+LOGS = BUILD / "test-logs"
+CTL_PORT = "org.vmdefrag.test.0"
+VDF_PORT = "org.vmdefrag.0"
+SPLAT = re.compile(r"(Oops|BUG:|WARNING:|Kernel panic|general protection fault|"
+                   r"Call Trace:|UBSAN:|KASAN:)")
+
+_live = set()
+_PR_SET_PDEATHSIG = 1
+
+
+class GuestError(Exception):
+    pass
+
+
+class GuestCommandError(GuestError):
+    def __init__(self, cmd, status, output):
+        super().__init__(f"guest command {cmd!r} exited {status}:\n{output}")
+        self.cmd, self.status, self.output = cmd, status, output
+
+
+def guest_kernels():
+    """Releases of the installed guest kernels, oldest first."""
+    out = subprocess.run([str(TOP / "tests/tools/guest-kernels.sh")],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def _pdeathsig():
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def accelerator():
+    forced = os.environ.get("VMDEFRAG_ACCEL")
+    if forced in ("tcg", "kvm"):
+        return forced
+    cache = BUILD / "accel"
+    if cache.exists() and time.time() - cache.stat().st_mtime < 86400:
+        return cache.read_text().strip()
+    accel = "tcg"
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        try:
+            with Guest(guest_kernels()[0], ram_mib=256, accel="kvm",
+                       boot_timeout=15, name="kvm-probe"):
+                accel = "kvm"
+        except GuestError:
+            pass
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(accel + "\n")
+    return accel
+
+
+class Guest:
+    def __init__(self, kernel, ram_mib=1024, fpr=True, smp=2, backend="memfd",
+                 name=None, accel=None, boot_timeout=180, extra_args=(),
+                 cmdline=""):
+        self.kernel = kernel
+        self.ram_mib = ram_mib
+        self.ram_bytes = ram_mib << 20
+        self.fpr = fpr
+        self.smp = smp
+        self.backend = backend
+        self.name = name or f"{kernel.split('-')[0]}-{os.getpid()}"
+        self._accel = accel
+        self.boot_timeout = boot_timeout
+        self.extra_args = list(extra_args)
+        self.cmdline = cmdline
+        self.proc = None
+        self.qmp_conn = None
+        self._ctl = None
+        self._ctl_buf = b""
+        self._next_id = 0
+
+    # ---- lifecycle -----------------------------------------------------
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.stop()
+        if exc_type is None:
+            self.check_console()
+        return False
+
+    @property
+    def accel(self):
+        if self._accel is None:
+            self._accel = accelerator()
+        return self._accel
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def qemu_args(self, initrd):
+        w = self.workdir
+        mem = f"{self.ram_mib}M"
+        if self.backend == "memfd":
+            memobj = f"memory-backend-memfd,id=ram0,size={mem},share=on"
+        elif self.backend == "anon":
+            memobj = f"memory-backend-ram,id=ram0,size={mem}"
+        else:
+            raise ValueError(f"unknown backend {self.backend!r}")
+        cpu = "host" if self.accel == "kvm" else "max"
+        append = ("console=ttyS0 rdinit=/init panic=-1 loglevel=4 "
+                  "mitigations=off " + self.cmdline)
+        return [
+            "qemu-system-x86_64", "-name", f"vdf-{self.name}",
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-machine", f"q35,accel={self.accel},memory-backend=ram0",
+            "-cpu", cpu, "-smp", str(self.smp), "-m", mem,
+            "-object", memobj,
+            "-kernel", f"/boot/vmlinuz-{self.kernel}", "-initrd", str(initrd),
+            "-append", append,
+            "-serial", f"file:{w}/console.log", "-monitor", "none",
+            "-device", "virtio-serial-pci,id=vser0",
+            "-chardev", f"socket,id=ctl,path={w}/ctl.sock,server=on,wait=off",
+            "-device", f"virtserialport,bus=vser0.0,chardev=ctl,name={CTL_PORT}",
+            "-chardev", f"socket,id=vdf,path={w}/vdf.sock,server=on,wait=off",
+            "-device", f"virtserialport,bus=vser0.0,chardev=vdf,name={VDF_PORT}",
+            "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting="
+                       + ("on" if self.fpr else "off"),
+            "-qmp", f"unix:{w}/qmp.sock,server=on,wait=off",
+            "-no-reboot",
+        ] + self.extra_args
+
+    def start(self):
+        initrd = initramfs.build(self.kernel)
+        self.workdir = Path(tempfile.mkdtemp(prefix="vdf-guest-"))
+        self.console_log = self.workdir / "console.log"
+        self.qmp_socket = self.workdir / "qmp.sock"
+        self.vdf_socket = self.workdir / "vdf.sock"
+        self.ctl_socket = self.workdir / "ctl.sock"
+        args = self.qemu_args(initrd)
+        self.qemu_log = open(self.workdir / "qemu.log", "wb")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                     stdout=self.qemu_log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_pdeathsig)
+        _live.add(self)
+        deadline = time.monotonic() + self.boot_timeout
+        self._ctl = self._connect(self.ctl_socket, deadline)
+        line = self._read_line(deadline)
+        if not line.startswith(b"READY "):
+            raise GuestError(f"unexpected greeting {line!r}")
+        self.qmp_conn = QMP(self.qmp_socket)
+
+    def _connect(self, path, deadline):
+        while True:
+            if self.proc.poll() is not None:
+                raise GuestError(f"QEMU exited {self.proc.returncode} during boot:\n"
+                                 + self._tail())
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(str(path))
+                return s
+            except (FileNotFoundError, ConnectionRefusedError):
+                s.close()
+            if time.monotonic() > deadline:
+                raise GuestError("QEMU did not create its sockets in time")
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None and self.qmp_conn is not None:
+            try:
+                self.qmp_conn.sock.settimeout(5)
+                self.qmp_conn.command("quit")
+            except Exception:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for closer in (self.qmp_conn, self._ctl):
+            if closer is not None:
+                try:
+                    closer.close()
+                except OSError:
+                    pass
+        self.qemu_log.close()
+        _live.discard(self)
+        LOGS.mkdir(parents=True, exist_ok=True)
+        for log in ("console.log", "qemu.log"):
+            if (self.workdir / log).exists():
+                shutil.copy(self.workdir / log, LOGS / f"{self.name}.{log}")
+        self.console = self.console_text()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.proc_exit = self.proc.returncode
+        self.proc = None
+
+    def console_text(self):
+        try:
+            return self.console_log.read_text(errors="replace")
+        except OSError:
+            return getattr(self, "console", "")
+
+    def _tail(self, n=40):
+        text = self.console_text().splitlines()[-n:]
+        qlog = (self.workdir / "qemu.log").read_text(errors="replace") \
+            if (self.workdir / "qemu.log").exists() else ""
+        return "\n".join(text) + ("\n[qemu] " + qlog if qlog else "")
+
+    def check_console(self):
+        """Raises if the guest kernel printed an oops, BUG, WARNING or panic."""
+        text = getattr(self, "console", None) or self.console_text()
+        m = SPLAT.search(text)
+        if m:
+            start = max(0, m.start() - 200)
+            raise GuestError("guest kernel splat on the console:\n"
+                             + text[start:start + 3000])
+
+    # ---- control channel -------------------------------------------------
+
+    def _read_line(self, deadline):
+        while b"\n" not in self._ctl_buf:
+            self._recv(deadline)
+        line, _, self._ctl_buf = self._ctl_buf.partition(b"\n")
+        return line
+
+    def _read_exact(self, n, deadline):
+        while len(self._ctl_buf) < n:
+            self._recv(deadline)
+        data, self._ctl_buf = self._ctl_buf[:n], self._ctl_buf[n:]
+        return data
+
+    def _recv(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise GuestError("timed out waiting for the guest:\n" + self._tail())
+        self._ctl.settimeout(min(left, 1.0))
+        try:
+            chunk = self._ctl.recv(65536)
+        except socket.timeout:
+            if self.proc.poll() is not None:
+                raise GuestError(f"QEMU exited {self.proc.returncode}:\n" + self._tail())
+            return
+        if not chunk:
+            raise GuestError("guest control channel closed:\n" + self._tail())
+        self._ctl_buf += chunk
+
+    def run(self, cmd, timeout=300):
+        """Runs `cmd` with /bin/sh -c in the guest: (exit status, output)."""
+        self._next_id += 1
+        ident = self._next_id
+        data = cmd.encode()
+        self._ctl.sendall(b"RUN %d %d %d\n" % (ident, timeout, len(data)) + data)
+        deadline = time.monotonic() + timeout + 30
+        header = self._read_line(deadline).split()
+        if len(header) != 3 or header[0] != b"OUT" or int(header[1]) != ident:
+            raise GuestError(f"bad reply header {header!r}")
+        output = self._read_exact(int(header[2]), deadline).decode(errors="replace")
+        end = self._read_line(deadline).split()
+        if len(end) != 3 or end[0] != b"END" or int(end[1]) != ident:
+            raise GuestError(f"bad reply trailer {end!r}")
+        return int(end[2]), output
+
+    def check(self, cmd, timeout=300):
+        status, output = self.run(cmd, timeout)
+        if status != 0:
+            raise GuestCommandError(cmd, status, output)
+        return output
+
+    def read(self, path):
+        return self.check(f"cat {path}")
+
+    # ---- QMP ----------------------------------------------------------------
+
+    def qmp(self, name, **args):
+        return self.qmp_conn.command(name, **args)
+
+    def hmp(self, command_line):
+        return self.qmp_conn.hmp(command_line)
+
+    # ---- host-side measurements --------------------------------------------
+
+    def backing_bytes(self):
+        return hostmem.backing_bytes(self.pid, self.ram_bytes)
+
+    def backing_data_map(self):
+        return hostmem.backing_data_map(self.pid, self.ram_bytes)
+
+    def rss(self):
+        return hostmem.rss(self.pid)
+
+    def huge_mapped_bytes(self):
+        return hostmem.huge_mapped_bytes(self.pid, self.ram_bytes)
+
+    def meminfo(self):
+        """The guest's /proc/meminfo in bytes."""
+        out = {}
+        for line in self.read("/proc/meminfo").splitlines():
+            key, _, val = line.partition(":")
+            parts = val.split()
+            if parts:
+                out[key] = int(parts[0]) * (1024 if len(parts) > 1 else 1)
+        return out
+
+
+@atexit.register
+def _kill_leftovers():
+    for g in list(_live):
+        if g.proc is not None and g.proc.poll() is None:
+            g.proc.kill()

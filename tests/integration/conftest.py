@@ -1,0 +1,45 @@
+"""Fixtures shared by the integration tests.
+
+kernel    parametrizes a test over every installed guest kernel (ids: the
+          kernel's major.minor, e.g. "6.1", "6.12")
+figures   records named measurements; they are printed together at the end
+          of the run, so `make check` shows what was measured, not just
+          whether it passed
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.guest import guest_kernels  # noqa: E402
+
+_FIGURES = []
+
+
+def _kernel_id(release):
+    return ".".join(release.split(".")[:2])
+
+
+def pytest_generate_tests(metafunc):
+    if "kernel" in metafunc.fixturenames:
+        kernels = guest_kernels()
+        metafunc.parametrize("kernel", kernels, ids=[_kernel_id(k) for k in kernels])
+
+
+@pytest.fixture
+def figures(request):
+    def record(name, value, unit=""):
+        _FIGURES.append((request.node.nodeid.split("::")[-1], name, value, unit))
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _FIGURES:
+        return
+    terminalreporter.section("measured figures")
+    for test, name, value, unit in _FIGURES:
+        if isinstance(value, float):
+            value = f"{value:.1f}"
+        terminalreporter.write_line(f"{test:48} {name:40} {value} {unit}")
