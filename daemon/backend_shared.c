@@ -17,6 +17,10 @@
  * Reclaim is fallocate(PUNCH_HOLE | KEEP_SIZE) on whole 2 MiB blocks: a
  * 2 MiB shmem folio or hugetlb page is freed as a unit, never split.  What
  * was freed is measured as the drop of st_blocks, the kernel's own count.
+ * A hole stays a hole only while nobody touches it: shmem has no shared
+ * zero page, so even a *read* through QEMU's MAP_SHARED mapping (HMP xp,
+ * a dump, migration reading guest RAM) allocates a 4 KiB page there again
+ * (measured in test_backend_shared).
  *
  * Re-back depends on the filesystem.  hugetlbfs allocates huge pages with
  * fallocate(0).  shmem's fallocate(0) allocates base pages only (unless
