@@ -1,0 +1,581 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vmdefrag capture: empty 2 MiB blocks and hold or compact them.
+ *
+ * A CAPTURE request runs in three steps:
+ *
+ *   preferred  the blocks of the request's preferred ranges, in the order
+ *              given (the host passes the ranges its backing really holds);
+ *   rank       one scan of all memory collects the FREE and MOVABLE blocks
+ *              and sorts them by vacate cost, cheapest first (wholly free
+ *              blocks cost nothing and come first, so they are taken before
+ *              migration can scatter pages into them);
+ *   vacate     for each candidate: re-classify it (the ranking is old by
+ *              now), check the safety floor (pressure.c), then empty it
+ *              with alloc_contig_range(), which migrates its in-use pages
+ *              away and hands us all 512 pages, or fails and leaves the
+ *              block exactly as the guest had it.
+ *
+ * An emptied block then goes one of two ways:
+ *
+ *   capture    the block is recorded in vdf_capture_xa and the module owns
+ *              its pages: the guest allocator cannot hand them out until
+ *              they are released; the host may reclaim their backing;
+ *   compact    the pages are freed at once with free_contig_range(); they
+ *              merge into one order-9 buddy that free page reporting can
+ *              pass to the host.
+ *
+ * The request stops when the byte target is reached or, short of it, for
+ * the reason it reports (VMDEFRAG_A_ERRNO): -ENOSPC the floor was reached,
+ * -ETIMEDOUT the time budget is spent, -EBUSY no candidate is left,
+ * -ENOMEM migration kept failing for memory, -EINTR a fatal signal, -E2BIG
+ * the per-request block limit (VDF_CAPTURE_MAX_BLOCKS, which bounds the
+ * reply) was reached and the caller may ask again.
+ *
+ * Retry policy lives in one place, vdf_capture_policy(): -EBUSY and -ENOMEM
+ * back off exponentially (1 to 64 ms) and move to the next block; a run of
+ * -ENOMEM ends the request; -EINTR ends it at once.  Every failure is noted
+ * against the block in vdf_capture_failed (tries and time); a block that
+ * failed VDF_FAIL_TRIES times is skipped for VDF_FAIL_HOLD_SEC seconds.
+ *
+ * Release hands blocks back with free_contig_range(): by request (ranges or
+ * bytes), under pressure (pressure.c: shrinker and OOM notifier), at unload.
+ *
+ * Locking:
+ *   vdf_capture_mutex    serializes requests (capture, release, unload)
+ *                        and protects vdf_capture_failed and
+ *                        vdf_capture_unloading.  Taken by process context
+ *                        only, never by the shrinker or the OOM notifier.
+ *   vdf_capture_xa       its own spinlock.  Ownership rule: whoever removes
+ *                        an entry with xa_erase() and gets it back owns the
+ *                        block and frees it, exactly once.  That is what
+ *                        lets the shrinker and the OOM notifier release
+ *                        blocks without the mutex while a request runs.
+ *                        Entries are inserted only under the mutex.
+ *   vdf_capture_nr       entries in vdf_capture_xa (atomic, for counts).
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/delay.h>
+#include <linux/gfp.h>
+#include <linux/ktime.h>
+#include <linux/minmax.h>
+#include <linux/mm.h>
+#include <linux/mutex.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/sort.h>
+#include <linux/xarray.h>
+
+#include "compat.h"
+#include "vmdefrag.h"
+
+#define VDF_CAPTURE_MAX_BLOCKS		2048	/* per request: 4 GiB */
+#define VDF_CAPTURE_DEFAULT_BUDGET_MS	30000
+#define VDF_FAIL_TRIES			3
+#define VDF_FAIL_HOLD_SEC		30
+#define VDF_BACKOFF_MAX_MS		64
+#define VDF_NOMEM_STREAK		4
+#define VDF_CAPTURE_GFP			(GFP_KERNEL | __GFP_NOWARN)
+
+static DEFINE_MUTEX(vdf_capture_mutex);
+static DEFINE_XARRAY(vdf_capture_xa);
+static DEFINE_XARRAY(vdf_capture_failed);	/* under vdf_capture_mutex */
+static bool vdf_capture_unloading;		/* under vdf_capture_mutex */
+static atomic_long_t vdf_capture_nr = ATOMIC_LONG_INIT(0);
+
+struct vdf_cand {
+	unsigned long idx;
+	unsigned long cost;
+};
+
+/* One CAPTURE request in progress. */
+struct vdf_capture_ctx {
+	const struct vdf_capture_req *req;
+	struct vdf_blocks *done;
+	unsigned long target;		/* blocks wanted */
+	u64 floor_bytes;
+	ktime_t deadline;
+	unsigned int backoff_ms;
+	unsigned int nomem_streak;
+	bool failed;			/* some block could not be emptied */
+	int stop;			/* why the request stopped, or 0 */
+	struct vdf_cand *cand;
+	unsigned long nr_cand;
+	unsigned long cap_cand;
+};
+
+enum vdf_capture_action {
+	VDF_ACT_NEXT,
+	VDF_ACT_STOP,
+};
+
+/* ---- block lists ---- */
+
+/* Make room for @more entries; 0 or -ENOMEM (the list is then unchanged). */
+static int vdf_blocks_reserve(struct vdf_blocks *b, unsigned int more)
+{
+	unsigned int cap;
+	unsigned long *idx;
+
+	if (b->nr + more <= b->cap)
+		return 0;
+	cap = max3(b->cap * 2, b->nr + more, 16U);
+	idx = kvmalloc_array(cap, sizeof(*idx), GFP_KERNEL);
+	if (!idx)
+		return -ENOMEM;
+	if (b->nr)
+		memcpy(idx, b->idx, b->nr * sizeof(*idx));
+	kvfree(b->idx);
+	b->idx = idx;
+	b->cap = cap;
+	return 0;
+}
+
+int vdf_blocks_add(struct vdf_blocks *b, unsigned long idx)
+{
+	int ret = vdf_blocks_reserve(b, 1);
+
+	if (ret)
+		return ret;
+	b->idx[b->nr++] = idx;
+	return 0;
+}
+
+void vdf_blocks_free(struct vdf_blocks *b)
+{
+	kvfree(b->idx);
+	b->idx = NULL;
+	b->nr = 0;
+	b->cap = 0;
+}
+
+/* ---- the captured set ---- */
+
+bool vdf_capture_held(unsigned long idx)
+{
+	return xa_load(&vdf_capture_xa, idx);
+}
+
+unsigned long vdf_capture_count(void)
+{
+	return atomic_long_read(&vdf_capture_nr);
+}
+
+/* The first captured block at or after *@idx, stored in *@idx; false at end. */
+bool vdf_capture_next(unsigned long *idx)
+{
+	return xa_find(&vdf_capture_xa, idx, ULONG_MAX, XA_PRESENT);
+}
+
+/*
+ * Release block @idx if it is captured: take it out of the set (which makes
+ * us its only owner) and free its pages.  Returns true if it was released.
+ * Any context that may free pages; no lock needed.
+ */
+static bool vdf_capture_put(unsigned long idx)
+{
+	if (!xa_erase(&vdf_capture_xa, idx))
+		return false;
+	atomic_long_dec(&vdf_capture_nr);
+	free_contig_range(vdf_block_pfn(idx), VDF_BLOCK_PAGES);
+	return true;
+}
+
+/* ---- failure memory, under vdf_capture_mutex ---- */
+
+static bool vdf_capture_failed_recently(unsigned long idx)
+{
+	void *entry = xa_load(&vdf_capture_failed, idx);
+	unsigned long val;
+
+	if (!entry)
+		return false;
+	val = xa_to_value(entry);
+	if (ktime_get_seconds() - (time64_t)(val >> 4) >= VDF_FAIL_HOLD_SEC) {
+		xa_erase(&vdf_capture_failed, idx);
+		return false;
+	}
+	return (val & 0xf) >= VDF_FAIL_TRIES;
+}
+
+static void vdf_capture_note_failure(unsigned long idx)
+{
+	void *entry = xa_load(&vdf_capture_failed, idx);
+	unsigned long tries = entry ? (xa_to_value(entry) & 0xf) : 0;
+
+	tries = min(tries + 1, 15UL);
+	/* best effort: losing a record only means an extra retry */
+	xa_store(&vdf_capture_failed, idx,
+		 xa_mk_value(((unsigned long)ktime_get_seconds() << 4) | tries),
+		 GFP_KERNEL | __GFP_NOWARN);
+}
+
+/* ---- vacate ---- */
+
+static void vdf_capture_backoff(struct vdf_capture_ctx *ctx)
+{
+	ctx->backoff_ms = clamp(ctx->backoff_ms * 2, 1U, (unsigned int)VDF_BACKOFF_MAX_MS);
+	msleep_interruptible(ctx->backoff_ms);
+}
+
+/*
+ * The one place where an alloc_contig_range() result becomes a decision:
+ * go on with the next block, or stop the request (ctx->stop says why).
+ */
+static enum vdf_capture_action vdf_capture_policy(struct vdf_capture_ctx *ctx,
+						  unsigned long idx, int err)
+{
+	switch (err) {
+	case 0:
+		ctx->backoff_ms = 0;
+		ctx->nomem_streak = 0;
+		xa_erase(&vdf_capture_failed, idx);
+		return VDF_ACT_NEXT;
+	case -EBUSY:
+		vdf_stat_add(VDF_STAT_BLOCKS_FAILED_BUSY, 1);
+		vdf_capture_note_failure(idx);
+		ctx->failed = true;
+		vdf_capture_backoff(ctx);
+		return VDF_ACT_NEXT;
+	case -ENOMEM:
+		vdf_stat_add(VDF_STAT_BLOCKS_FAILED_NOMEM, 1);
+		vdf_capture_note_failure(idx);
+		ctx->failed = true;
+		if (++ctx->nomem_streak >= VDF_NOMEM_STREAK) {
+			ctx->stop = -ENOMEM;
+			return VDF_ACT_STOP;
+		}
+		vdf_capture_backoff(ctx);
+		return VDF_ACT_NEXT;
+	case -EINTR:
+		vdf_stat_add(VDF_STAT_BLOCKS_FAILED_OTHER, 1);
+		ctx->stop = -EINTR;
+		return VDF_ACT_STOP;
+	default:
+		vdf_stat_add(VDF_STAT_BLOCKS_FAILED_OTHER, 1);
+		vdf_capture_note_failure(idx);
+		ctx->failed = true;
+		return VDF_ACT_NEXT;
+	}
+}
+
+/* Why the request must stop before trying another block, or 0. */
+static int vdf_capture_check_stop(struct vdf_capture_ctx *ctx)
+{
+	long room;
+
+	if (fatal_signal_pending(current))
+		return -EINTR;
+	if (ktime_after(ktime_get(), ctx->deadline))
+		return -ETIMEDOUT;
+	if (ctx->done->nr >= VDF_CAPTURE_MAX_BLOCKS)
+		return -E2BIG;
+	if (ctx->req->mode == VMDEFRAG_MODE_COMPACT)
+		room = vdf_pressure_headroom(0) - (long)VDF_BLOCK_PAGES;
+	else
+		room = vdf_pressure_headroom(ctx->floor_bytes);
+	if (room < (long)VDF_BLOCK_PAGES)
+		return -ENOSPC;
+	return 0;
+}
+
+/*
+ * Try to empty block @idx and capture or compact it.  Returns VDF_ACT_STOP
+ * when the request must end (ctx->stop set), VDF_ACT_NEXT otherwise.
+ */
+static enum vdf_capture_action vdf_capture_try(struct vdf_capture_ctx *ctx,
+					       unsigned long idx)
+{
+	bool compact = ctx->req->mode == VMDEFRAG_MODE_COMPACT;
+	unsigned long pfn = vdf_block_pfn(idx);
+	struct vdf_block blk;
+	ktime_t t0;
+	int err;
+
+	if (vdf_capture_held(idx) || vdf_capture_failed_recently(idx))
+		return VDF_ACT_NEXT;
+	vdf_scan_block(idx, vdf_scan_block_zone(idx), &blk, NULL);
+	if (blk.class != VMDEFRAG_CLASS_FREE && blk.class != VMDEFRAG_CLASS_MOVABLE)
+		return VDF_ACT_NEXT;
+	if (compact && blk.whole_buddy)
+		return VDF_ACT_NEXT;
+
+	ctx->stop = vdf_capture_check_stop(ctx);
+	if (ctx->stop)
+		return VDF_ACT_STOP;
+	/* room in the reply list first, so a captured block is always listed */
+	if (vdf_blocks_reserve(ctx->done, 1)) {
+		ctx->stop = -ENOMEM;
+		return VDF_ACT_STOP;
+	}
+
+	t0 = ktime_get();
+	err = vdf_compat_alloc_contig(pfn, pfn + VDF_BLOCK_PAGES, VDF_CAPTURE_GFP);
+	vdf_stat_add(VDF_STAT_VACATE_NS, ktime_to_ns(ktime_sub(ktime_get(), t0)));
+	if (err)
+		return vdf_capture_policy(ctx, idx, err);
+
+	vdf_stat_add(VDF_STAT_BLOCKS_VACATED, 1);
+	vdf_stat_add(VDF_STAT_PAGES_MIGRATED, blk.cost);
+	if (compact) {
+		free_contig_range(pfn, VDF_BLOCK_PAGES);
+		vdf_stat_add(VDF_STAT_BLOCKS_COMPACTED, 1);
+	} else {
+		err = xa_insert(&vdf_capture_xa, idx, xa_mk_value(0), GFP_KERNEL);
+		if (err) {
+			/* never keep a block we cannot account for */
+			WARN_ON_ONCE(err == -EBUSY);
+			free_contig_range(pfn, VDF_BLOCK_PAGES);
+			ctx->stop = err;
+			return VDF_ACT_STOP;
+		}
+		atomic_long_inc(&vdf_capture_nr);
+	}
+	ctx->done->idx[ctx->done->nr++] = idx;
+	vdf_capture_policy(ctx, idx, 0);
+	if (ctx->done->nr >= ctx->target)
+		return VDF_ACT_STOP;
+	return VDF_ACT_NEXT;
+}
+
+static enum vdf_capture_action vdf_capture_preferred(struct vdf_capture_ctx *ctx)
+{
+	const struct vdf_capture_req *req = ctx->req;
+	unsigned int i;
+
+	for (i = 0; i < req->nr_pref; i++) {
+		unsigned long idx = vdf_pfn_block(PHYS_PFN(req->pref[i].addr));
+		unsigned long end = idx + (req->pref[i].len >> VMDEFRAG_BLOCK_SHIFT);
+
+		for (; idx < end; idx++) {
+			if (vdf_capture_try(ctx, idx) == VDF_ACT_STOP)
+				return VDF_ACT_STOP;
+			cond_resched();
+		}
+	}
+	return VDF_ACT_NEXT;
+}
+
+static int vdf_capture_collect(const struct vdf_block *blk, void *arg)
+{
+	struct vdf_capture_ctx *ctx = arg;
+
+	if (blk->class != VMDEFRAG_CLASS_FREE && blk->class != VMDEFRAG_CLASS_MOVABLE)
+		return 0;
+	if (ctx->req->mode == VMDEFRAG_MODE_COMPACT && blk->whole_buddy)
+		return 0;
+	if (WARN_ON_ONCE(ctx->nr_cand >= ctx->cap_cand))
+		return 0;
+	ctx->cand[ctx->nr_cand].idx = blk->idx;
+	ctx->cand[ctx->nr_cand].cost = blk->cost;
+	ctx->nr_cand++;
+	return 0;
+}
+
+static int vdf_capture_cand_cmp(const void *a, const void *b)
+{
+	const struct vdf_cand *x = a, *y = b;
+
+	if (x->cost != y->cost)
+		return x->cost < y->cost ? -1 : 1;
+	if (x->idx != y->idx)
+		return x->idx < y->idx ? -1 : 1;
+	return 0;
+}
+
+static void vdf_capture_ranked(struct vdf_capture_ctx *ctx)
+{
+	unsigned long i;
+
+	vdf_scan_all(NULL, vdf_capture_collect, ctx);
+	sort(ctx->cand, ctx->nr_cand, sizeof(*ctx->cand), vdf_capture_cand_cmp, NULL);
+	for (i = 0; i < ctx->nr_cand; i++) {
+		if (vdf_capture_try(ctx, ctx->cand[i].idx) == VDF_ACT_STOP)
+			return;
+		cond_resched();
+	}
+	ctx->stop = ctx->failed ? -EBUSY : -ENOSPC;
+}
+
+/*
+ * Run one CAPTURE request.  On success returns 0 with the blocks captured
+ * (or compacted) in @done, which the caller frees, and the reason it
+ * stopped short, or 0, in *@ret_stop.  Returns a negative errno if the
+ * request could not run at all (nothing was captured then).
+ */
+int vdf_capture_run(const struct vdf_capture_req *req, struct vdf_blocks *done,
+		    int *ret_stop)
+{
+	struct vdf_capture_ctx ctx = {
+		.req = req,
+		.done = done,
+		.floor_bytes = max(req->floor_bytes, vdf_pressure_floor_bytes()),
+	};
+	unsigned long start, end;
+	u32 budget = req->budget_ms ? req->budget_ms : VDF_CAPTURE_DEFAULT_BUDGET_MS;
+	int ret;
+
+	ret = vdf_scan_ram_span(&start, &end);
+	if (ret)
+		return ret;
+	ctx.cap_cand = vdf_pfn_block(end - 1) - vdf_pfn_block(start) + 1;
+	ctx.target = min_t(u64, DIV_ROUND_UP_ULL(req->bytes, VMDEFRAG_BLOCK_SIZE),
+			   ctx.cap_cand);
+	ctx.deadline = ktime_add_ms(ktime_get(), budget);
+	if (!ctx.target) {
+		*ret_stop = 0;
+		return 0;
+	}
+	ctx.cand = kvmalloc_array(ctx.cap_cand, sizeof(*ctx.cand), GFP_KERNEL);
+	if (!ctx.cand)
+		return -ENOMEM;
+
+	ret = mutex_lock_killable(&vdf_capture_mutex);
+	if (ret)
+		goto out_free_cand;
+	if (vdf_capture_unloading) {
+		ret = -ENODEV;
+		goto out_unlock;
+	}
+	if (vdf_capture_preferred(&ctx) == VDF_ACT_NEXT)
+		vdf_capture_ranked(&ctx);
+	if (done->nr >= ctx.target)
+		ctx.stop = 0;
+	*ret_stop = ctx.stop;
+
+out_unlock:
+	mutex_unlock(&vdf_capture_mutex);
+out_free_cand:
+	kvfree(ctx.cand);
+	return ret;
+}
+
+/* ---- release ---- */
+
+/*
+ * Release the captured blocks inside the given ranges (validated by the
+ * caller); blocks not captured are skipped.  Released blocks are appended
+ * to @done.  Returns 0 or a negative errno (then some may be released).
+ */
+int vdf_capture_release_ranges(const struct vdf_range *r, unsigned int nr,
+			       struct vdf_blocks *done)
+{
+	unsigned int i;
+	int ret;
+
+	ret = mutex_lock_killable(&vdf_capture_mutex);
+	if (ret)
+		return ret;
+	for (i = 0; i < nr && !ret; i++) {
+		unsigned long idx = vdf_pfn_block(PHYS_PFN(r[i].addr));
+		unsigned long last = idx + (r[i].len >> VMDEFRAG_BLOCK_SHIFT) - 1;
+		void *entry;
+
+		xa_for_each_range(&vdf_capture_xa, idx, entry, idx, last) {
+			ret = vdf_blocks_reserve(done, 1);
+			if (ret)
+				break;
+			if (vdf_capture_put(idx))
+				done->idx[done->nr++] = idx;
+		}
+		cond_resched();
+	}
+	mutex_unlock(&vdf_capture_mutex);
+	vdf_stat_add(VDF_STAT_BLOCKS_RELEASED, done->nr);
+	return ret;
+}
+
+/* Release captured blocks worth at least @bytes (or all there are). */
+int vdf_capture_release_bytes(u64 bytes, struct vdf_blocks *done)
+{
+	u64 want = DIV_ROUND_UP_ULL(bytes, VMDEFRAG_BLOCK_SIZE);
+	unsigned long idx;
+	void *entry;
+	int ret;
+
+	ret = mutex_lock_killable(&vdf_capture_mutex);
+	if (ret)
+		return ret;
+	xa_for_each(&vdf_capture_xa, idx, entry) {
+		if (done->nr >= want)
+			break;
+		ret = vdf_blocks_reserve(done, 1);
+		if (ret)
+			break;
+		if (vdf_capture_put(idx))
+			done->idx[done->nr++] = idx;
+		cond_resched();
+	}
+	mutex_unlock(&vdf_capture_mutex);
+	vdf_stat_add(VDF_STAT_BLOCKS_RELEASED, done->nr);
+	return ret;
+}
+
+#define VDF_RELEASE_BATCH	32
+
+/*
+ * Release up to @max_blocks (at most VDF_RELEASE_BATCH) captured blocks for
+ * the shrinker or the OOM notifier, and tell listeners.  Takes no mutex and
+ * does not sleep; returns the number of blocks released.
+ */
+unsigned long vdf_capture_release_some(unsigned long max_blocks,
+				       enum vmdefrag_release_reason reason)
+{
+	unsigned long buf[VDF_RELEASE_BATCH];
+	struct vdf_blocks done = { .idx = buf, .cap = ARRAY_SIZE(buf) };
+	unsigned long idx = 0;
+
+	max_blocks = min_t(unsigned long, max_blocks, ARRAY_SIZE(buf));
+	while (done.nr < max_blocks && vdf_capture_next(&idx)) {
+		if (vdf_capture_put(idx))
+			done.idx[done.nr++] = idx;
+		idx++;
+	}
+	if (done.nr)
+		vdf_genl_notify(VMDEFRAG_CMD_EVENT_RELEASED, &done, reason,
+				GFP_NOWAIT | __GFP_NOWARN);
+	return done.nr;
+}
+
+/*
+ * Module unload, first step: refuse further requests, release every block
+ * and tell listeners (the family is still registered).
+ */
+void vdf_capture_release_all(void)
+{
+	struct vdf_blocks done = { 0 };
+	unsigned long idx;
+	void *entry;
+
+	mutex_lock(&vdf_capture_mutex);
+	vdf_capture_unloading = true;
+	xa_for_each(&vdf_capture_xa, idx, entry) {
+		bool listed = !vdf_blocks_reserve(&done, 1);
+
+		if (vdf_capture_put(idx) && listed)
+			done.idx[done.nr++] = idx;
+	}
+	mutex_unlock(&vdf_capture_mutex);
+	if (done.nr)
+		vdf_genl_notify(VMDEFRAG_CMD_EVENT_RELEASED, &done,
+				VMDEFRAG_RELEASE_UNLOAD, GFP_KERNEL);
+	vdf_blocks_free(&done);
+}
+
+int vdf_capture_init(void)
+{
+	BUILD_BUG_ON(pageblock_nr_pages != VDF_BLOCK_PAGES);
+	return 0;
+}
+
+/* Module unload, last step: nothing may be left; free the bookkeeping. */
+void vdf_capture_exit(void)
+{
+	unsigned long idx;
+	void *entry;
+
+	xa_for_each(&vdf_capture_xa, idx, entry)
+		WARN_ON_ONCE(!vdf_capture_put(idx));
+	xa_destroy(&vdf_capture_failed);
+}

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * vmdefrag: the one place where kernel API differences are handled.
+ *
+ * Supported guest kernels are Debian's 6.1 and 6.12.  The differences the
+ * module meets are:
+ *
+ *  - alloc_contig_range(): a function in 6.1; since memory allocation
+ *    profiling (6.10) a macro around the exported alloc_contig_range_noprof().
+ *    The macro's presence is the feature test, so a backport is handled too.
+ *    The module calls the _noprof variant directly: the pages it takes are
+ *    accounted to nobody, as they belong to the host while captured.
+ *  - shrinkers: struct shrinker embedded by the caller and
+ *    register_shrinker()/unregister_shrinker() before 6.7;
+ *    shrinker_alloc()/shrinker_register()/shrinker_free() after.  Both are
+ *    wrapped as a create/destroy pair that hands out a pointer; the
+ *    SHRINKER_ALLOCATED flag came with the new API and is the feature test.
+ *  - the largest buddy order: MAX_ORDER - 1 before 6.8, MAX_PAGE_ORDER after.
+ */
+#ifndef _VMDEFRAG_COMPAT_H
+#define _VMDEFRAG_COMPAT_H
+
+#include <linux/err.h>
+#include <linux/gfp.h>
+#include <linux/mmzone.h>
+#include <linux/shrinker.h>
+#include <linux/slab.h>
+
+#ifdef MAX_PAGE_ORDER
+#define VDF_MAX_BUDDY_ORDER	MAX_PAGE_ORDER
+#else
+#define VDF_MAX_BUDDY_ORDER	(MAX_ORDER - 1)
+#endif
+
+/*
+ * Empty [start, end) and take every page of it; 0 or a negative errno.
+ * The range must lie in one zone.  Undone with free_contig_range().
+ */
+static inline int vdf_compat_alloc_contig(unsigned long start,
+					  unsigned long end, gfp_t gfp)
+{
+#ifdef alloc_contig_range
+	return alloc_contig_range_noprof(start, end, MIGRATE_MOVABLE, gfp);
+#else
+	return alloc_contig_range(start, end, MIGRATE_MOVABLE, gfp);
+#endif
+}
+
+typedef unsigned long (*vdf_shrink_fn)(struct shrinker *s,
+				       struct shrink_control *sc);
+
+/*
+ * Create and register a shrinker; returns it or an ERR_PTR().  The caller
+ * never touches the struct's layout beyond the callbacks set here.
+ */
+static inline struct shrinker *vdf_compat_shrinker_create(const char *name,
+							  vdf_shrink_fn count,
+							  vdf_shrink_fn scan,
+							  int seeks)
+{
+	struct shrinker *s;
+
+#ifdef SHRINKER_ALLOCATED
+	s = shrinker_alloc(0, "%s", name);
+	if (!s)
+		return ERR_PTR(-ENOMEM);
+	s->count_objects = count;
+	s->scan_objects = scan;
+	s->seeks = seeks;
+	shrinker_register(s);
+#else
+	int ret;
+
+	s = kzalloc(sizeof(*s), GFP_KERNEL);
+	if (!s)
+		return ERR_PTR(-ENOMEM);
+	s->count_objects = count;
+	s->scan_objects = scan;
+	s->seeks = seeks;
+	ret = register_shrinker(s, "%s", name);
+	if (ret) {
+		kfree(s);
+		return ERR_PTR(ret);
+	}
+#endif
+	return s;
+}
+
+/* Unregister (waiting for running callbacks) and free a shrinker. */
+static inline void vdf_compat_shrinker_destroy(struct shrinker *s)
+{
+#ifdef SHRINKER_ALLOCATED
+	shrinker_free(s);
+#else
+	unregister_shrinker(s);
+	kfree(s);
+#endif
+}
+
+#endif /* _VMDEFRAG_COMPAT_H */

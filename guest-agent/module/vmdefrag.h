@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * vmdefrag.ko internal interfaces between its files:
+ *
+ *   main.c     module init/exit, statistics counters
+ *   genl.c     generic netlink family: requests, replies, events
+ *   scan.c     block classification (the estimate behind SCAN and CAPTURE)
+ *   capture.c  vacate, capture, compact and release of blocks
+ *   pressure.c safety floor, shrinker, OOM notifier
+ *   slabcal.c  slab cache naming by calibrated offsets
+ */
+#ifndef _VMDEFRAG_H
+#define _VMDEFRAG_H
+
+#include <linux/atomic.h>
+#include <linux/mmzone.h>
+#include <linux/netlink.h>
+#include <linux/types.h>
+
+#include "vmdefrag_genl.h"
+
+/* Pages per block; equal to pageblock_nr_pages (checked at init). */
+#define VDF_BLOCK_PAGES		(1UL << (VMDEFRAG_BLOCK_SHIFT - PAGE_SHIFT))
+
+static inline unsigned long vdf_block_pfn(unsigned long idx)
+{
+	return idx << (VMDEFRAG_BLOCK_SHIFT - PAGE_SHIFT);
+}
+
+static inline unsigned long vdf_pfn_block(unsigned long pfn)
+{
+	return pfn >> (VMDEFRAG_BLOCK_SHIFT - PAGE_SHIFT);
+}
+
+/* ---- main.c: statistics, in the order of VMDEFRAG_A_STAT_* ---- */
+enum vdf_stat {
+	VDF_STAT_BLOCKS_SCANNED,
+	VDF_STAT_BLOCKS_VACATED,
+	VDF_STAT_BLOCKS_FAILED_BUSY,
+	VDF_STAT_BLOCKS_FAILED_NOMEM,
+	VDF_STAT_BLOCKS_FAILED_OTHER,
+	VDF_STAT_PAGES_MIGRATED,
+	VDF_STAT_VACATE_NS,
+	VDF_STAT_BLOCKS_RELEASED,
+	VDF_STAT_PRESSURE_RELEASES,
+	VDF_STAT_OOM_RELEASES,
+	VDF_STAT_BLOCKS_COMPACTED,
+	VDF_STAT_NR
+};
+
+extern atomic64_t vdf_stats[VDF_STAT_NR];
+
+static inline void vdf_stat_add(enum vdf_stat stat, u64 val)
+{
+	atomic64_add(val, &vdf_stats[stat]);
+}
+
+/* ---- scan.c ---- */
+
+/* One classified block. */
+struct vdf_block {
+	unsigned long idx;	/* block index: pfn >> pageblock_order */
+	u16 cost;		/* in-use movable pages to migrate */
+	u16 free;		/* pages free in the buddy allocator */
+	u8 class;		/* enum vmdefrag_block_class */
+	u8 cause;		/* enum vmdefrag_unmovable_cause if UNMOVABLE */
+	bool whole_buddy;	/* one free buddy of order >= 9 covers it */
+};
+
+/* Slab pages in unmovable blocks, tallied by kmem_cache address. */
+#define VDF_SLAB_SLOTS		64
+#define VDF_SLAB_OVERFLOW	1UL	/* slot for caches past the table */
+
+struct vdf_slab_slot {
+	unsigned long cache;	/* 0: unknown, VDF_SLAB_OVERFLOW: the rest */
+	u64 pages;
+	u64 blocks;
+};
+
+struct vdf_scan_report {
+	u64 managed_pages;
+	u64 free_pages;
+	u64 classes[__VMDEFRAG_CLASS_MAX];
+	u64 cost_hist[VMDEFRAG_COST_BUCKETS];
+	u64 causes[__VMDEFRAG_CAUSE_MAX];
+	unsigned int nr_slab;
+	struct vdf_slab_slot slab[VDF_SLAB_SLOTS];
+	u64 scan_ns;
+};
+
+/* Called for every classified block; a non-zero return stops the walk. */
+typedef int (*vdf_scan_fn)(const struct vdf_block *blk, void *arg);
+
+int vdf_scan_all(struct vdf_scan_report *rep, vdf_scan_fn fn, void *arg);
+struct zone *vdf_scan_block_zone(unsigned long idx);
+void vdf_scan_block(unsigned long idx, struct zone *zone,
+		    struct vdf_block *ret_blk, struct vdf_scan_report *rep);
+int vdf_scan_ram_span(unsigned long *ret_start_pfn, unsigned long *ret_end_pfn);
+
+/* ---- slabcal.c ---- */
+int vdf_slabcal_init(void);
+unsigned long vdf_slabcal_cache_of(struct page *head);
+void vdf_slabcal_name(unsigned long cache, char *buf, size_t len);
+
+/* ---- capture.c ---- */
+
+/* A list of block indices, as captured or released by one operation. */
+struct vdf_blocks {
+	unsigned long *idx;
+	unsigned int nr;
+	unsigned int cap;
+};
+
+int vdf_blocks_add(struct vdf_blocks *b, unsigned long idx);
+void vdf_blocks_free(struct vdf_blocks *b);
+
+struct vdf_range {
+	u64 addr;
+	u64 len;
+};
+
+struct vdf_capture_req {
+	u64 bytes;
+	u32 mode;			/* enum vmdefrag_mode */
+	u32 budget_ms;
+	u64 floor_bytes;		/* 0: the module-wide floor */
+	const struct vdf_range *pref;	/* preferred ranges, validated */
+	unsigned int nr_pref;
+};
+
+int vdf_capture_init(void);
+void vdf_capture_exit(void);
+int vdf_capture_run(const struct vdf_capture_req *req, struct vdf_blocks *done,
+		    int *ret_stop);
+int vdf_capture_release_ranges(const struct vdf_range *r, unsigned int nr,
+			       struct vdf_blocks *done);
+int vdf_capture_release_bytes(u64 bytes, struct vdf_blocks *done);
+unsigned long vdf_capture_release_some(unsigned long max_blocks,
+				       enum vmdefrag_release_reason reason);
+void vdf_capture_release_all(void);
+bool vdf_capture_held(unsigned long idx);
+bool vdf_capture_next(unsigned long *idx);
+unsigned long vdf_capture_count(void);
+
+/* ---- pressure.c ---- */
+int vdf_pressure_init(void);
+void vdf_pressure_exit(void);
+u64 vdf_pressure_floor_bytes(void);
+int vdf_pressure_set_floor(u64 bytes, struct netlink_ext_ack *extack);
+long vdf_pressure_headroom(u64 floor_bytes);
+
+/* ---- genl.c ---- */
+int vdf_genl_init(void);
+void vdf_genl_exit(void);
+void vdf_genl_notify(u8 cmd, struct vdf_blocks *blocks,
+		     enum vmdefrag_release_reason reason, gfp_t gfp);
+
+#endif /* _VMDEFRAG_H */
