@@ -11,12 +11,17 @@
  *           and HELLO sent.  Each whole frame is decoded with the shared
  *           codec; requests become generic netlink commands and their
  *           replies become responses; module events become EVT_* frames.
- *   DESYNC  the host sent a corrupt frame header.  A byte stream cannot be
- *           resynchronised, so input is read and discarded until the host
- *           disconnects (and reconnects into UP with a fresh decoder).
+ *   DESYNC  the host sent a corrupt frame header.  The stream cannot be
+ *           trusted past it, so input is discarded until the host
+ *           disconnects (and reconnects into UP with a fresh decoder) or a
+ *           host HELLO header shows up in the input: a host starts every
+ *           connection with HELLO, and a quick close + reopen of the port
+ *           can pass unseen (the driver only shows the current state), so
+ *           that HELLO is the new connection's first byte.
  *
  * A read of 0 or POLLHUP moves UP/DESYNC to DOWN, as does a write the host
- * does not take (EPIPE, or no room for AGENT_RELAY_WRITE_MS).
+ * does not take (EPIPE, or no room for AGENT_RELAY_WRITE_MS).  Every host
+ * HELLO is answered with the guest's HELLO.
  *
  * Module side: a generic netlink client (nl.c) that may be absent (module
  * not loaded yet, or unloaded).  While it is, requests are answered with
@@ -26,6 +31,7 @@
  * Everything runs on the main loop's thread; requests are handled one at a
  * time, in order, and the module's replies can take seconds (a CAPTURE).
  */
+#include <endian.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -44,6 +50,8 @@
 #define AGENT_RELAY_WRITE_MS	5000
 #define AGENT_RELAY_POLL_MS	250	/* host reconnect check while DOWN */
 #define AGENT_RELAY_NL_RETRY_MS	1000
+/* DESYNC keeps this many bytes between reads to find a split HELLO header */
+#define AGENT_RELAY_CARRY	(PROTO_HDR_SIZE - 1)
 
 enum agent_relay_state {
 	AGENT_HOST_DOWN,
@@ -71,7 +79,8 @@ struct agent_relay {
 	struct proto_msg in;		/* the host frame being handled */
 	struct proto_msg out;		/* the frame being sent */
 	uint8_t wbuf[PROTO_MAX_FRAME];
-	uint8_t rbuf[PROTO_MAX_FRAME];
+	size_t carry;			/* DESYNC: tail bytes kept before rbuf */
+	uint8_t rbuf[AGENT_RELAY_CARRY + PROTO_MAX_FRAME];
 };
 
 static uint64_t agent_relay_now_ms(void)
@@ -459,6 +468,7 @@ static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f
 				PROTO_VERSION_MIN, PROTO_VERSION_MAX);
 		else
 			log_info("host HELLO: protocol version %u", version);
+		agent_relay_send_hello(r);
 		return;
 	}
 	if (agent_relay_is_request(r->in.type)) {
@@ -499,8 +509,35 @@ static void agent_relay_feed(struct agent_relay *r, const uint8_t *buf, size_t n
 					"corrupt frame header from the host, "
 					"ignoring input until it reconnects");
 			r->state = AGENT_HOST_DESYNC;
+			r->carry = 0;
 		}
 	}
+}
+
+/* DESYNC: look for a host HELLO header in carry + the n bytes just read. */
+static void agent_relay_desync_scan(struct agent_relay *r, size_t n)
+{
+	const struct proto_hdr hello = {
+		.magic = htole32(PROTO_MAGIC),
+		.version = PROTO_FRAME_VERSION,
+		.type = htole16(PROTO_HELLO),
+		.len = htole32(sizeof(struct proto_hello)),
+	};
+	uint8_t *start = r->rbuf + AGENT_RELAY_CARRY - r->carry;
+	size_t len = r->carry + n;
+	uint8_t *p = memmem(start, len, &hello, sizeof(hello));
+
+	if (p) {
+		log_info("host HELLO after the corrupt stream, new session");
+		proto_decoder_init(&r->dec);
+		r->state = AGENT_HOST_UP;
+		r->carry = 0;
+		agent_relay_feed(r, p, (size_t)(start + len - p));
+		return;
+	}
+	r->carry = len < AGENT_RELAY_CARRY ? len : AGENT_RELAY_CARRY;
+	memmove(r->rbuf + AGENT_RELAY_CARRY - r->carry, start + len - r->carry,
+		r->carry);
 }
 
 void agent_relay_port_ready(struct agent_relay *r, short revents)
@@ -509,11 +546,15 @@ void agent_relay_port_ready(struct agent_relay *r, short revents)
 		return;
 	if (revents & POLLIN) {
 		for (;;) {
-			ssize_t n = read(r->port_fd, r->rbuf, sizeof(r->rbuf));
+			ssize_t n = read(r->port_fd, r->rbuf + AGENT_RELAY_CARRY,
+					 PROTO_MAX_FRAME);
 
 			if (n > 0) {
 				if (r->state == AGENT_HOST_UP)
-					agent_relay_feed(r, r->rbuf, (size_t)n);
+					agent_relay_feed(r, r->rbuf + AGENT_RELAY_CARRY,
+							 (size_t)n);
+				else if (r->state == AGENT_HOST_DESYNC)
+					agent_relay_desync_scan(r, (size_t)n);
 				if (r->state == AGENT_HOST_DOWN)
 					return;
 				continue;

@@ -22,11 +22,19 @@
  *
  * Messages
  * --------
- * HELLO           both ways, id 0, first frame each side sends.  Carries
- *                 the protocol versions the sender speaks and, from the
- *                 guest, its page size, block size and RAM size (the host
- *                 sends zeros there).  Either side may send it again (the
- *                 agent does after the host reconnects).
+ * HELLO           both ways, id 0.  Carries the protocol versions the
+ *                 sender speaks and, from the guest, its page size, block
+ *                 size and RAM size (the host sends zeros there).  The host
+ *                 sends HELLO as the first frame of every connection and
+ *                 sends nothing else until a guest HELLO arrives; the guest
+ *                 answers every host HELLO with its own, and also sends one
+ *                 unprompted when it sees the host connect (so a host may
+ *                 get two: each HELLO simply restates the guest's facts).
+ *                 A host HELLO starts a new session on the guest: a guest
+ *                 that lost track of the stream resynchronises on it.  This
+ *                 matters because the guest cannot always see a quick host
+ *                 close + reopen of the port (virtio-serial only shows the
+ *                 current connection state).
  * REQ_*           host -> guest, id != 0, answered by exactly one RESP_* of
  *                 the same id (or a run of them, see PROTO_F_MORE).
  * RESP_*          guest -> host.  Every response body starts with a status:
