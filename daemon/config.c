@@ -1,0 +1,470 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * config.c - vmdefragd's configuration file and --vm specs.
+ *
+ * The file is INI-style, read top to bottom in one pass:
+ *
+ *	# comment             (also "; comment", and " # comment" after a value)
+ *	[daemon]              socket, socket_mode, socket_group, log_level,
+ *	                      reconnect_min_ms, reconnect_max_ms
+ *	[vm NAME]             qmp, channel, floor, max_reclaim, frames_per_sec,
+ *	                      events_per_sec, request_timeout_ms
+ *
+ * The parser is a two-state machine: before any section header a key is an
+ * error; after one, keys go to that section.  A [vm NAME] section seen
+ * twice is an error (one place per setting).  --vm specs on the command
+ * line use the same per-VM setters (config_vm_set()), so a key means the
+ * same thing in both places; a spec for a VM named in the file overrides
+ * only the fields it gives.  Every error is one line naming the file and
+ * line (or the spec) and what was wrong; nothing here logs.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <grp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+#include "config.h"
+#include "hostmem.h"
+#include "log.h"
+#include "size.h"
+
+#define CONFIG_FILE_MAX		(1u << 20)
+#define CONFIG_DEFAULT_FPS	500
+#define CONFIG_DEFAULT_EPS	100
+#define CONFIG_DEFAULT_TIMEOUT	60000
+#define CONFIG_RATE_MAX		100000
+#define CONFIG_MS_MAX		3600000
+
+void config_vm_init(struct config_vm *vm)
+{
+	memset(vm, 0, sizeof(*vm));
+	vm->frames_per_sec = CONFIG_DEFAULT_FPS;
+	vm->events_per_sec = CONFIG_DEFAULT_EPS;
+	vm->request_timeout_ms = CONFIG_DEFAULT_TIMEOUT;
+}
+
+void config_init(struct config *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->socket, sizeof(c->socket), "%s", CONFIG_DEFAULT_SOCKET);
+	c->socket_mode = CONFIG_DEFAULT_MODE;
+	c->log_level = LOG_INFO;
+	c->reconnect_min_ms = 500;
+	c->reconnect_max_ms = 30000;
+}
+
+static int config_fail(char *err, size_t errsz, int r, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int config_fail(char *err, size_t errsz, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errsz) {
+		va_start(ap, fmt);
+		vsnprintf(err, errsz, fmt, ap);
+		va_end(ap);
+	}
+	return r;
+}
+
+static bool config_name_valid(const char *name, size_t len)
+{
+	if (len == 0 || len >= CONFIG_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)name[i];
+
+		if (!isalnum(ch) && ch != '_' && ch != '-' && ch != '.')
+			return false;
+	}
+	return true;
+}
+
+static int config_parse_u32(const char *v, uint32_t min, uint32_t max,
+			    uint32_t *ret)
+{
+	unsigned long long x;
+	char *end;
+
+	if (!isdigit((unsigned char)*v))
+		return -EINVAL;
+	errno = 0;
+	x = strtoull(v, &end, 10);
+	if (*end)
+		return -EINVAL;
+	if (errno == ERANGE || x < min || x > max)
+		return -ERANGE;
+	*ret = (uint32_t)x;
+	return 0;
+}
+
+static int config_path(const char *v, char *dst, size_t dstsz, char *msg,
+		       size_t msgsz)
+{
+	if (*v != '/')
+		return config_fail(msg, msgsz, -EINVAL, "must be an absolute path");
+	if (strlen(v) >= dstsz)
+		return config_fail(msg, msgsz, -ENAMETOOLONG,
+				   "path longer than %zu bytes", dstsz - 1);
+	strcpy(dst, v);
+	return 0;
+}
+
+static int config_size(const char *v, uint64_t *dst, char *msg, size_t msgsz)
+{
+	int r = size_parse_blocks(v, dst);
+
+	switch (r) {
+	case 0:
+		return 0;
+	case -ERANGE:
+		return config_fail(msg, msgsz, r, "size '%s' is too large", v);
+	case -EDOM:
+		return config_fail(msg, msgsz, r,
+				   "size '%s' is not a multiple of 2 MiB", v);
+	default:
+		return config_fail(msg, msgsz, r,
+				   "'%s' is not a size (like 512M, 2G)", v);
+	}
+}
+
+static int config_u32(const char *key, const char *v, uint32_t min, uint32_t max,
+		      uint32_t *dst, char *msg, size_t msgsz)
+{
+	int r = config_parse_u32(v, min, max, dst);
+
+	if (r == -ERANGE)
+		return config_fail(msg, msgsz, r, "%s '%s' is not in %u..%u",
+				   key, v, min, max);
+	if (r < 0)
+		return config_fail(msg, msgsz, r, "%s '%s' is not a number", key, v);
+	return 0;
+}
+
+/* One per-VM setting; msg gets the reason without the location. */
+static int config_vm_set(struct config_vm *vm, const char *key, const char *v,
+			 char *msg, size_t msgsz)
+{
+	if (strcmp(key, "qmp") == 0)
+		return config_path(v, vm->qmp, sizeof(vm->qmp), msg, msgsz);
+	if (strcmp(key, "channel") == 0)
+		return config_path(v, vm->channel, sizeof(vm->channel), msg, msgsz);
+	if (strcmp(key, "floor") == 0)
+		return config_size(v, &vm->floor_bytes, msg, msgsz);
+	if (strcmp(key, "max_reclaim") == 0)
+		return config_size(v, &vm->max_reclaim_bytes, msg, msgsz);
+	if (strcmp(key, "frames_per_sec") == 0)
+		return config_u32(key, v, 1, CONFIG_RATE_MAX, &vm->frames_per_sec,
+				  msg, msgsz);
+	if (strcmp(key, "events_per_sec") == 0)
+		return config_u32(key, v, 1, CONFIG_RATE_MAX, &vm->events_per_sec,
+				  msg, msgsz);
+	if (strcmp(key, "request_timeout_ms") == 0)
+		return config_u32(key, v, 100, CONFIG_MS_MAX,
+				  &vm->request_timeout_ms, msg, msgsz);
+	return config_fail(msg, msgsz, -ENOENT, "unknown key '%s' for a VM", key);
+}
+
+static int config_group(struct config *c, const char *v, char *msg, size_t msgsz)
+{
+	struct group gr, *res = NULL;
+	char buf[4096];
+	uint32_t gid;
+
+	if (strlen(v) >= sizeof(c->socket_group_name))
+		return config_fail(msg, msgsz, -ENAMETOOLONG, "group name too long");
+	if (config_parse_u32(v, 0, UINT32_MAX - 1, &gid) == 0) {
+		c->socket_group = (gid_t)gid;
+	} else {
+		if (getgrnam_r(v, &gr, buf, sizeof(buf), &res) != 0 || !res)
+			return config_fail(msg, msgsz, -ENOENT, "no group named '%s'", v);
+		c->socket_group = res->gr_gid;
+	}
+	c->socket_group_set = true;
+	strcpy(c->socket_group_name, v);
+	return 0;
+}
+
+static int config_daemon_set(struct config *c, const char *key, const char *v,
+			     char *msg, size_t msgsz)
+{
+	if (strcmp(key, "socket") == 0)
+		return config_path(v, c->socket, sizeof(c->socket), msg, msgsz);
+	if (strcmp(key, "socket_mode") == 0) {
+		char *end;
+		unsigned long m;
+
+		errno = 0;
+		m = strtoul(v, &end, 8);
+		if (!*v || *end || errno || m > 0777 || (m & 0600) != 0600)
+			return config_fail(msg, msgsz, -EINVAL,
+					   "socket_mode '%s' is not an octal mode "
+					   "0600..0777 with owner rw", v);
+		c->socket_mode = (unsigned int)m;
+		return 0;
+	}
+	if (strcmp(key, "socket_group") == 0)
+		return config_group(c, v, msg, msgsz);
+	if (strcmp(key, "log_level") == 0) {
+		if (log_level_from_string(v, &c->log_level) < 0)
+			return config_fail(msg, msgsz, -EINVAL,
+					   "log_level '%s' is not one of err, "
+					   "warning, notice, info, debug", v);
+		return 0;
+	}
+	if (strcmp(key, "reconnect_min_ms") == 0)
+		return config_u32(key, v, 10, CONFIG_MS_MAX, &c->reconnect_min_ms,
+				  msg, msgsz);
+	if (strcmp(key, "reconnect_max_ms") == 0)
+		return config_u32(key, v, 10, CONFIG_MS_MAX, &c->reconnect_max_ms,
+				  msg, msgsz);
+	return config_fail(msg, msgsz, -ENOENT, "unknown key '%s' in [daemon]", key);
+}
+
+struct config_vm *config_find_vm(struct config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nvms; i++)
+		if (strcmp(c->vms[i].name, name) == 0)
+			return &c->vms[i];
+	return NULL;
+}
+
+static char *config_trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/* Removes a " # comment" / " ; comment" tail (the marker after a blank). */
+static void config_strip_comment(char *s)
+{
+	for (char *p = s; *p; p++) {
+		if ((*p == '#' || *p == ';') && (p == s || isspace((unsigned char)p[-1]))) {
+			*p = '\0';
+			return;
+		}
+	}
+}
+
+enum config_section {
+	CONFIG_SEC_NONE,
+	CONFIG_SEC_DAEMON,
+	CONFIG_SEC_VM,
+};
+
+static int config_section_header(struct config *c, char *line,
+				 enum config_section *sec, struct config_vm **vm,
+				 char *msg, size_t msgsz)
+{
+	size_t len = strlen(line);
+	char *inner, *name;
+
+	if (line[len - 1] != ']')
+		return config_fail(msg, msgsz, -EINVAL, "section header without ']'");
+	line[len - 1] = '\0';
+	inner = config_trim(line + 1);
+	if (strcmp(inner, "daemon") == 0) {
+		*sec = CONFIG_SEC_DAEMON;
+		return 0;
+	}
+	if (strncmp(inner, "vm", 2) != 0 || !isspace((unsigned char)inner[2]))
+		return config_fail(msg, msgsz, -EINVAL,
+				   "unknown section [%s] (want [daemon] or [vm NAME])",
+				   inner);
+	name = config_trim(inner + 2);
+	if (!config_name_valid(name, strlen(name)))
+		return config_fail(msg, msgsz, -EINVAL,
+				   "bad VM name '%s' (1-%d of A-Z a-z 0-9 _ - .)",
+				   name, CONFIG_NAME_MAX - 1);
+	if (config_find_vm(c, name))
+		return config_fail(msg, msgsz, -EEXIST, "second [vm %s] section", name);
+	if (c->nvms >= CONFIG_MAX_VMS)
+		return config_fail(msg, msgsz, -E2BIG, "more than %d VMs",
+				   CONFIG_MAX_VMS);
+	*vm = &c->vms[c->nvms++];
+	config_vm_init(*vm);
+	strcpy((*vm)->name, name);
+	*sec = CONFIG_SEC_VM;
+	return 0;
+}
+
+int config_parse_text(struct config *c, const char *text, const char *origin,
+		      char *err, size_t errsz)
+{
+	enum config_section sec = CONFIG_SEC_NONE;
+	struct config_vm *vm = NULL;
+	char msg[CONFIG_ERR_MAX];
+	const char *p = text;
+	unsigned int lineno = 0;
+	int r = 0;
+
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+		char *buf, *line, *eq, *key, *val;
+
+		lineno++;
+		buf = strndup(p, len);
+		if (!buf)
+			return config_fail(err, errsz, -ENOMEM, "%s: out of memory", origin);
+		p += len + (nl ? 1 : 0);
+		if (memchr(buf, '\0', len) || strlen(buf) != len) {
+			free(buf);
+			return config_fail(err, errsz, -EINVAL, "%s:%u: NUL byte in line",
+					   origin, lineno);
+		}
+		line = config_trim(buf);
+		if (*line == '#' || *line == ';' || *line == '\0') {
+			free(buf);
+			continue;
+		}
+		config_strip_comment(line);
+		line = config_trim(line);
+		if (*line == '[') {
+			r = config_section_header(c, line, &sec, &vm, msg, sizeof(msg));
+		} else if (!(eq = strchr(line, '='))) {
+			r = config_fail(msg, sizeof(msg), -EINVAL,
+					"expected 'key = value' or a [section]");
+		} else {
+			*eq = '\0';
+			key = config_trim(line);
+			val = config_trim(eq + 1);
+			if (!*key)
+				r = config_fail(msg, sizeof(msg), -EINVAL, "empty key");
+			else if (!*val)
+				r = config_fail(msg, sizeof(msg), -EINVAL,
+						"empty value for '%s'", key);
+			else if (sec == CONFIG_SEC_NONE)
+				r = config_fail(msg, sizeof(msg), -EINVAL,
+						"'%s' outside a section", key);
+			else if (sec == CONFIG_SEC_DAEMON)
+				r = config_daemon_set(c, key, val, msg, sizeof(msg));
+			else
+				r = config_vm_set(vm, key, val, msg, sizeof(msg));
+		}
+		free(buf);
+		if (r < 0)
+			return config_fail(err, errsz, r, "%s:%u: %s", origin, lineno, msg);
+	}
+	return 0;
+}
+
+int config_parse_file(struct config *c, const char *path, char *err, size_t errsz)
+{
+	char *text;
+	size_t len;
+	int r;
+
+	r = hostmem_read_text(path, CONFIG_FILE_MAX, &text, &len);
+	if (r < 0)
+		return config_fail(err, errsz, r, "%s: cannot read: %s", path,
+				   strerror(-r));
+	if (strlen(text) != len)
+		r = config_fail(err, errsz, -EINVAL, "%s: NUL byte in file", path);
+	else
+		r = config_parse_text(c, text, path, err, errsz);
+	free(text);
+	return r;
+}
+
+int config_parse_vm_spec(const char *spec, struct config_vm *vm, char *err,
+			 size_t errsz)
+{
+	char msg[CONFIG_ERR_MAX];
+	struct config_vm tmp = *vm;
+	const char *comma = strchr(spec, ',');
+	size_t nlen = comma ? (size_t)(comma - spec) : strlen(spec);
+	char *copy, *field, *save = NULL;
+	int r = 0;
+
+	if (!config_name_valid(spec, nlen))
+		return config_fail(err, errsz, -EINVAL,
+				   "--vm '%s': bad VM name (1-%d of A-Z a-z 0-9 _ - .)",
+				   spec, CONFIG_NAME_MAX - 1);
+	memcpy(tmp.name, spec, nlen);
+	tmp.name[nlen] = '\0';
+	copy = strdup(comma ? comma + 1 : "");
+	if (!copy)
+		return config_fail(err, errsz, -ENOMEM, "out of memory");
+	for (field = strtok_r(copy, ",", &save); field;
+	     field = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(field, '=');
+
+		if (!eq || eq == field || !eq[1]) {
+			r = config_fail(msg, sizeof(msg), -EINVAL,
+					"'%s' is not key=value", field);
+			break;
+		}
+		*eq = '\0';
+		r = config_vm_set(&tmp, field, eq + 1, msg, sizeof(msg));
+		if (r < 0)
+			break;
+	}
+	free(copy);
+	if (r < 0)
+		return config_fail(err, errsz, r, "--vm '%s': %s", spec, msg);
+	*vm = tmp;
+	return 0;
+}
+
+int config_add_vm_spec(struct config *c, const char *spec, char *err, size_t errsz)
+{
+	const char *comma = strchr(spec, ',');
+	size_t nlen = comma ? (size_t)(comma - spec) : strlen(spec);
+	struct config_vm vm, *existing = NULL;
+	int r;
+
+	config_vm_init(&vm);
+	for (size_t i = 0; i < c->nvms; i++) {
+		if (strlen(c->vms[i].name) == nlen &&
+		    strncmp(c->vms[i].name, spec, nlen) == 0) {
+			existing = &c->vms[i];
+			vm = *existing;
+		}
+	}
+	r = config_parse_vm_spec(spec, &vm, err, errsz);
+	if (r < 0)
+		return r;
+	if (existing) {
+		*existing = vm;
+		return 0;
+	}
+	if (c->nvms >= CONFIG_MAX_VMS)
+		return config_fail(err, errsz, -E2BIG, "--vm '%s': more than %d VMs",
+				   spec, CONFIG_MAX_VMS);
+	c->vms[c->nvms++] = vm;
+	return 0;
+}
+
+int config_validate(const struct config *c, char *err, size_t errsz)
+{
+	if (c->reconnect_min_ms > c->reconnect_max_ms)
+		return config_fail(err, errsz, -EINVAL,
+				   "reconnect_min_ms %u is above reconnect_max_ms %u",
+				   c->reconnect_min_ms, c->reconnect_max_ms);
+	for (size_t i = 0; i < c->nvms; i++) {
+		const struct config_vm *vm = &c->vms[i];
+
+		if (!vm->qmp[0])
+			return config_fail(err, errsz, -EINVAL,
+					   "VM '%s': no qmp=PATH given", vm->name);
+		if (!vm->channel[0])
+			return config_fail(err, errsz, -EINVAL,
+					   "VM '%s': no channel=PATH given", vm->name);
+		if (vm->max_reclaim_bytes && vm->floor_bytes >= UINT64_MAX - vm->max_reclaim_bytes)
+			return config_fail(err, errsz, -ERANGE,
+					   "VM '%s': floor + max_reclaim overflow", vm->name);
+	}
+	return 0;
+}

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * config.h - vmdefragd's configuration: config file and --vm specs
+ * (prefix config_).
+ *
+ * Every parse error is returned as a negative errno plus one line of text
+ * in the caller's buffer that names where the error is ("FILE:LINE: ..."
+ * or "--vm 'SPEC': ...") so the daemon can print it and exit.
+ */
+#ifndef VDF_CONFIG_H
+#define VDF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CONFIG_MAX_VMS		64
+#define CONFIG_NAME_MAX		64	/* VM names: [A-Za-z0-9_.-], 1..63 */
+#define CONFIG_PATH_MAX		108	/* sun_path */
+#define CONFIG_ERR_MAX		512
+
+#define CONFIG_DEFAULT_SOCKET	"/run/vmdefragd.sock"
+#define CONFIG_DEFAULT_MODE	0660
+
+struct config_vm {
+	char name[CONFIG_NAME_MAX];
+	char qmp[CONFIG_PATH_MAX];
+	char channel[CONFIG_PATH_MAX];
+	uint64_t floor_bytes;		/* guest RAM never taken; 2 MiB multiple */
+	uint64_t max_reclaim_bytes;	/* most RAM taken at once; 0: no limit */
+	uint32_t frames_per_sec;	/* guest frames allowed per second */
+	uint32_t events_per_sec;	/* guest EVT_* frames allowed per second */
+	uint32_t request_timeout_ms;	/* a request without answer drops */
+};
+
+struct config {
+	char socket[CONFIG_PATH_MAX];
+	unsigned int socket_mode;	/* permission bits of the socket */
+	bool socket_group_set;
+	gid_t socket_group;		/* group allowed besides root */
+	char socket_group_name[64];
+	int log_level;			/* LOG_ERR .. LOG_DEBUG */
+	uint32_t reconnect_min_ms;	/* first retry after a drop */
+	uint32_t reconnect_max_ms;	/* backoff doubles up to this */
+	size_t nvms;
+	struct config_vm vms[CONFIG_MAX_VMS];
+};
+
+/* Defaults: socket CONFIG_DEFAULT_SOCKET 0660 root, info, no VMs. */
+void config_init(struct config *c);
+void config_vm_init(struct config_vm *vm);
+
+/*
+ * Parses an INI-style config file into c (on top of what is there).  On
+ * error, err gets "PATH:LINE: message" (or "PATH: message").
+ */
+int config_parse_file(struct config *c, const char *path, char *err, size_t errsz);
+/* Same on text already read; `origin` names it in messages. */
+int config_parse_text(struct config *c, const char *text, const char *origin,
+		      char *err, size_t errsz);
+
+/*
+ * Parses "NAME,qmp=PATH,channel=PATH[,floor=SIZE][,max_reclaim=SIZE]
+ * [,frames_per_sec=N][,events_per_sec=N][,request_timeout_ms=N]".
+ * Fields not given keep their value in *vm (so a --vm can override a
+ * [vm NAME] section); qmp and channel must be set after the merge.
+ */
+int config_parse_vm_spec(const char *spec, struct config_vm *vm, char *err,
+			 size_t errsz);
+
+/* Merges a --vm spec into c: replaces fields of the VM of that name or adds it. */
+int config_add_vm_spec(struct config *c, const char *spec, char *err, size_t errsz);
+
+/* Final checks (every VM has qmp and channel, names unique). */
+int config_validate(const struct config *c, char *err, size_t errsz);
+
+struct config_vm *config_find_vm(struct config *c, const char *name);
+
+#endif /* VDF_CONFIG_H */

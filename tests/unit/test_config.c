@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * test_config.c - vmdefragd configuration (daemon/config.c), table-driven.
+ *
+ * Good files are parsed and every resulting field compared; each kind of
+ * bad line must be refused with its errno and a message that starts with
+ * "FILE:LINE: " and says what was wrong.  --vm specs are checked the same
+ * way, including a spec overriding one field of a [vm NAME] section.  The
+ * last case writes a real file and reads it with config_parse_file().
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#define MiB (1ull << 20)
+#define GiB (1ull << 30)
+
+static void test_config_good(void **state)
+{
+	static const char text[] =
+		"# vmdefragd test config\n"
+		"\n"
+		"[daemon]\n"
+		"socket = /tmp/vdf.sock   # trailing comment\n"
+		"  socket_mode=0600\n"
+		"socket_group = 0\n"
+		"log_level = debug\n"
+		"reconnect_min_ms = 100\n"
+		"reconnect_max_ms = 2000\n"
+		"; another comment\n"
+		"[vm web-1]\n"
+		"qmp = /run/qemu/web-1.qmp\n"
+		"channel = /run/qemu/web#1.vdf\n"
+		"floor = 512M\n"
+		"max_reclaim = 2G\n"
+		"frames_per_sec = 50\n"
+		"events_per_sec = 10\n"
+		"request_timeout_ms = 1000\n"
+		"[ vm db.2 ]\n"
+		"qmp=/q\n"
+		"channel=/c";
+	char err[CONFIG_ERR_MAX] = "";
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(config_parse_text(&c, text, "t.conf", err, sizeof(err)), 0);
+	assert_string_equal(c.socket, "/tmp/vdf.sock");
+	assert_int_equal(c.socket_mode, 0600);
+	assert_true(c.socket_group_set);
+	assert_int_equal(c.socket_group, 0);
+	assert_int_equal(c.log_level, LOG_DEBUG);
+	assert_int_equal(c.reconnect_min_ms, 100);
+	assert_int_equal(c.reconnect_max_ms, 2000);
+	assert_int_equal(c.nvms, 2);
+	assert_string_equal(c.vms[0].name, "web-1");
+	assert_string_equal(c.vms[0].qmp, "/run/qemu/web-1.qmp");
+	assert_string_equal(c.vms[0].channel, "/run/qemu/web#1.vdf");
+	assert_int_equal(c.vms[0].floor_bytes, 512 * MiB);
+	assert_int_equal(c.vms[0].max_reclaim_bytes, 2 * GiB);
+	assert_int_equal(c.vms[0].frames_per_sec, 50);
+	assert_int_equal(c.vms[0].events_per_sec, 10);
+	assert_int_equal(c.vms[0].request_timeout_ms, 1000);
+	assert_string_equal(c.vms[1].name, "db.2");
+	assert_string_equal(c.vms[1].channel, "/c");
+	assert_int_equal(c.vms[1].floor_bytes, 0);
+	assert_int_equal(c.vms[1].frames_per_sec, 500);	/* default */
+	assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+
+	/* defaults of an empty file */
+	config_init(&c);
+	assert_int_equal(config_parse_text(&c, "", "e.conf", err, sizeof(err)), 0);
+	assert_string_equal(c.socket, CONFIG_DEFAULT_SOCKET);
+	assert_int_equal(c.socket_mode, 0660);
+	assert_false(c.socket_group_set);
+	assert_int_equal(c.nvms, 0);
+}
+
+struct bad_case {
+	const char *text;
+	int ret;
+	const char *msg;	/* full expected message */
+};
+
+static const struct bad_case bad_cases[] = {
+	{ "socket = /x\n", -EINVAL, "b.conf:1: 'socket' outside a section" },
+	{ "[daemon]\nsocket /x\n", -EINVAL,
+	  "b.conf:2: expected 'key = value' or a [section]" },
+	{ "[daemon\n", -EINVAL, "b.conf:1: section header without ']'" },
+	{ "[demon]\n", -EINVAL,
+	  "b.conf:1: unknown section [demon] (want [daemon] or [vm NAME])" },
+	{ "[vm]\n", -EINVAL,
+	  "b.conf:1: unknown section [vm] (want [daemon] or [vm NAME])" },
+	{ "[vm a/b]\n", -EINVAL,
+	  "b.conf:1: bad VM name 'a/b' (1-63 of A-Z a-z 0-9 _ - .)" },
+	{ "[vm a]\nqmp=/q\n[vm a]\n", -EEXIST, "b.conf:3: second [vm a] section" },
+	{ "[daemon]\nsokcet = /x\n", -ENOENT,
+	  "b.conf:2: unknown key 'sokcet' in [daemon]" },
+	{ "[vm a]\nfloor_bytes = 1G\n", -ENOENT,
+	  "b.conf:2: unknown key 'floor_bytes' for a VM" },
+	{ "[daemon]\nsocket = relative.sock\n", -EINVAL,
+	  "b.conf:2: must be an absolute path" },
+	{ "[daemon]\nsocket =\n", -EINVAL, "b.conf:2: empty value for 'socket'" },
+	{ "[daemon]\n = 3\n", -EINVAL, "b.conf:2: empty key" },
+	{ "[daemon]\nsocket_mode = 0999\n", -EINVAL,
+	  "b.conf:2: socket_mode '0999' is not an octal mode 0600..0777 with owner rw" },
+	{ "[daemon]\nsocket_mode = 0440\n", -EINVAL,
+	  "b.conf:2: socket_mode '0440' is not an octal mode 0600..0777 with owner rw" },
+	{ "[daemon]\nsocket_group = no-such-group-vdf\n", -ENOENT,
+	  "b.conf:2: no group named 'no-such-group-vdf'" },
+	{ "[daemon]\nlog_level = loud\n", -EINVAL,
+	  "b.conf:2: log_level 'loud' is not one of err, warning, notice, info, debug" },
+	{ "[daemon]\nreconnect_min_ms = 5\n", -ERANGE,
+	  "b.conf:2: reconnect_min_ms '5' is not in 10..3600000" },
+	{ "[vm a]\n\n\nfloor = 3M\n", -EDOM,
+	  "b.conf:4: size '3M' is not a multiple of 2 MiB" },
+	{ "[vm a]\nfloor = lots\n", -EINVAL,
+	  "b.conf:2: 'lots' is not a size (like 512M, 2G)" },
+	{ "[vm a]\nmax_reclaim = 99999999999T\n", -ERANGE,
+	  "b.conf:2: size '99999999999T' is too large" },
+	{ "[vm a]\nframes_per_sec = 0\n", -ERANGE,
+	  "b.conf:2: frames_per_sec '0' is not in 1..100000" },
+	{ "[vm a]\nevents_per_sec = many\n", -EINVAL,
+	  "b.conf:2: events_per_sec 'many' is not a number" },
+};
+
+static void test_config_bad_lines(void **state)
+{
+	for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+		char err[CONFIG_ERR_MAX] = "";
+		struct config c;
+		int r;
+
+		config_init(&c);
+		r = config_parse_text(&c, bad_cases[i].text, "b.conf", err, sizeof(err));
+		if (r != bad_cases[i].ret || strcmp(err, bad_cases[i].msg) != 0)
+			fail_msg("case %zu: got %d \"%s\", want %d \"%s\"", i, r, err,
+				 bad_cases[i].ret, bad_cases[i].msg);
+	}
+}
+
+static void test_config_validate(void **state)
+{
+	char err[CONFIG_ERR_MAX];
+	struct config c;
+
+	config_init(&c);
+	assert_int_equal(config_parse_text(&c, "[vm a]\nqmp=/q\n", "v", err,
+					   sizeof(err)), 0);
+	assert_int_equal(config_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "VM 'a': no channel=PATH given");
+
+	config_init(&c);
+	assert_int_equal(config_parse_text(&c, "[daemon]\nreconnect_min_ms=500\n"
+					   "reconnect_max_ms=100\n", "v", err,
+					   sizeof(err)), 0);
+	assert_int_equal(config_validate(&c, err, sizeof(err)), -EINVAL);
+}
+
+struct spec_case {
+	const char *spec;
+	int ret;
+	const char *msg;
+};
+
+static const struct spec_case bad_specs[] = {
+	{ "", -EINVAL, "--vm '': bad VM name (1-63 of A-Z a-z 0-9 _ - .)" },
+	{ ",qmp=/q", -EINVAL, "--vm ',qmp=/q': bad VM name (1-63 of A-Z a-z 0-9 _ - .)" },
+	{ "a b,qmp=/q", -EINVAL,
+	  "--vm 'a b,qmp=/q': bad VM name (1-63 of A-Z a-z 0-9 _ - .)" },
+	{ "a,qmp", -EINVAL, "--vm 'a,qmp': 'qmp' is not key=value" },
+	{ "a,qmp=", -EINVAL, "--vm 'a,qmp=': 'qmp=' is not key=value" },
+	{ "a,=x", -EINVAL, "--vm 'a,=x': '=x' is not key=value" },
+	{ "a,qmp=rel", -EINVAL, "--vm 'a,qmp=rel': must be an absolute path" },
+	{ "a,colour=red", -ENOENT, "--vm 'a,colour=red': unknown key 'colour' for a VM" },
+	{ "a,qmp=/q,channel=/c,floor=1M", -EDOM,
+	  "--vm 'a,qmp=/q,channel=/c,floor=1M': size '1M' is not a multiple of 2 MiB" },
+	{ "a,floor=2Q", -EINVAL, "--vm 'a,floor=2Q': '2Q' is not a size (like 512M, 2G)" },
+	{ "a,floor=20000000000000000000", -ERANGE,
+	  "--vm 'a,floor=20000000000000000000': size '20000000000000000000' is too large" },
+};
+
+static void test_config_vm_specs(void **state)
+{
+	char err[CONFIG_ERR_MAX] = "";
+	struct config_vm vm;
+	struct config c;
+
+	config_vm_init(&vm);
+	assert_int_equal(config_parse_vm_spec("A,qmp=/run/a.qmp,channel=/run/a.sock,"
+					      "floor=1G,events_per_sec=7", &vm,
+					      err, sizeof(err)), 0);
+	assert_string_equal(vm.name, "A");
+	assert_string_equal(vm.qmp, "/run/a.qmp");
+	assert_string_equal(vm.channel, "/run/a.sock");
+	assert_int_equal(vm.floor_bytes, GiB);
+	assert_int_equal(vm.events_per_sec, 7);
+
+	for (size_t i = 0; i < sizeof(bad_specs) / sizeof(bad_specs[0]); i++) {
+		struct config_vm before;
+		int r;
+
+		config_vm_init(&vm);
+		before = vm;
+		r = config_parse_vm_spec(bad_specs[i].spec, &vm, err, sizeof(err));
+		if (r != bad_specs[i].ret || strcmp(err, bad_specs[i].msg) != 0)
+			fail_msg("spec %zu: got %d \"%s\", want %d \"%s\"", i, r, err,
+				 bad_specs[i].ret, bad_specs[i].msg);
+		assert_memory_equal(&vm, &before, sizeof(vm));	/* untouched */
+	}
+
+	/* a spec overrides the fields it names of the file's section */
+	config_init(&c);
+	assert_int_equal(config_parse_text(&c, "[vm a]\nqmp=/q\nchannel=/c\n"
+					   "floor=64M\n", "f", err, sizeof(err)), 0);
+	assert_int_equal(config_add_vm_spec(&c, "a,channel=/c2", err, sizeof(err)), 0);
+	assert_int_equal(config_add_vm_spec(&c, "b,qmp=/qb,channel=/cb", err,
+					    sizeof(err)), 0);
+	assert_int_equal(c.nvms, 2);
+	assert_string_equal(c.vms[0].qmp, "/q");
+	assert_string_equal(c.vms[0].channel, "/c2");
+	assert_int_equal(c.vms[0].floor_bytes, 64 * MiB);
+	assert_string_equal(config_find_vm(&c, "b")->qmp, "/qb");
+	assert_null(config_find_vm(&c, "c"));
+	assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+}
+
+static void test_config_file(void **state)
+{
+	char path[] = "/tmp/vdf-config-XXXXXX", err[CONFIG_ERR_MAX], want[128];
+	struct config c;
+	int fd = mkstemp(path);
+	FILE *f;
+
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	fputs("[daemon]\nlog_level = warning\n[vm x]\nqmp = /q\nchannel = /c\n"
+	      "max_reclaim = 5M\n", f);
+	fclose(f);
+	config_init(&c);
+	assert_int_equal(config_parse_file(&c, path, err, sizeof(err)), -EDOM);
+	snprintf(want, sizeof(want), "%s:6: size '5M' is not a multiple of 2 MiB", path);
+	assert_string_equal(err, want);
+	unlink(path);
+
+	config_init(&c);
+	assert_int_equal(config_parse_file(&c, path, err, sizeof(err)), -ENOENT);
+	snprintf(want, sizeof(want), "%s: cannot read: No such file or directory", path);
+	assert_string_equal(err, want);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_config_good),
+		cmocka_unit_test(test_config_bad_lines),
+		cmocka_unit_test(test_config_validate),
+		cmocka_unit_test(test_config_vm_specs),
+		cmocka_unit_test(test_config_file),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
