@@ -34,6 +34,9 @@
 
 #include "vmdefrag/proto.h"
 
+/* The fixed body of any message (the union of struct proto_msg). */
+typedef __typeof__(((struct proto_msg *)0)->u) proto_body_t;
+
 enum proto_array {
 	PROTO_ARR_NONE,
 	PROTO_ARR_RANGES,
@@ -336,29 +339,67 @@ static void proto_swap_body(uint16_t type, bool failed, void *body)
 }
 
 /* The array count of a (host-order) body, 0 for types without an array. */
-static uint32_t proto_body_count(const struct proto_msg *m)
+static uint32_t proto_body_count(uint16_t type, const proto_body_t *u)
 {
-	switch (m->type) {
+	switch (type) {
 	case PROTO_REQ_CAPTURE:
-		return m->u.capture.nranges;
+		return u->capture.nranges;
 	case PROTO_REQ_RELEASE:
-		return m->u.release.nranges;
+		return u->release.nranges;
 	case PROTO_EVT_CAPTURED:
 	case PROTO_EVT_RELEASED:
-		return m->u.evt.nranges;
+		return u->evt.nranges;
 	case PROTO_RESP_SCAN:
-		return m->u.scan.nslabs;
+		return u->scan.nslabs;
 	case PROTO_RESP_CAPTURE:
 	case PROTO_RESP_RELEASE:
-		return m->u.ranges_resp.nranges;
+		return u->ranges_resp.nranges;
 	case PROTO_RESP_LIST:
-		return m->u.list.nranges;
+		return u->list.nranges;
 	default:
 		return 0;
 	}
 }
 
 /* ---- field validation (host order, shared by decode and encode) -------- */
+
+/*
+ * What the validators see: header fields and the fixed body in host order,
+ * and the array either in host order (encoding: ranges / slabs) or still
+ * on the wire (decoding: wire), so a frame is validated whole before
+ * anything is written to the caller's message.
+ */
+struct proto_view {
+	uint16_t type;
+	uint8_t flags;
+	uint32_t id;
+	const proto_body_t *u;
+	const struct proto_range *ranges;	/* host order, or NULL */
+	const struct proto_slab *slabs;		/* host order, or NULL */
+	const uint8_t *wire;			/* the array on the wire */
+};
+
+static void proto_view_range(const struct proto_view *v, uint32_t i,
+			     struct proto_range *ret_range)
+{
+	struct proto_range r;
+
+	if (v->ranges) {
+		*ret_range = v->ranges[i];
+		return;
+	}
+	memcpy(&r, v->wire + (size_t)i * sizeof(r), sizeof(r));
+	ret_range->gpa = le64toh(r.gpa);
+	ret_range->len = le64toh(r.len);
+}
+
+static const char *proto_view_name(const struct proto_view *v, uint32_t i)
+{
+	if (v->slabs)
+		return v->slabs[i].name;
+	return (const char *)v->wire + (size_t)i * sizeof(struct proto_slab) +
+	       offsetof(struct proto_slab, name);
+}
 
 int proto_range_check(const struct proto_range *r)
 {
@@ -369,21 +410,33 @@ int proto_range_check(const struct proto_range *r)
 	return 0;
 }
 
-int proto_ranges_check(const struct proto_range *r, uint32_t n)
+static int proto_view_ranges_check(const struct proto_view *v, uint32_t n)
 {
+	struct proto_range prev = { 0 }, cur;
+
 	if (n > PROTO_MAX_RANGES)
 		return -E2BIG;
 	for (uint32_t i = 0; i < n; i++) {
-		int ret = proto_range_check(&r[i]);
+		int ret;
 
+		proto_view_range(v, i, &cur);
+		ret = proto_range_check(&cur);
 		if (ret < 0)
 			return ret;
 		/* ascending, no overlap: the previous range ends at or
 		 * before this one starts */
-		if (i > 0 && r[i - 1].gpa + r[i - 1].len > r[i].gpa)
+		if (i > 0 && prev.gpa + prev.len > cur.gpa)
 			return -EINVAL;
+		prev = cur;
 	}
 	return 0;
+}
+
+int proto_ranges_check(const struct proto_range *r, uint32_t n)
+{
+	struct proto_view v = { .ranges = r };
+
+	return proto_view_ranges_check(&v, n);
 }
 
 static int proto_status_check(int32_t status, bool may_fail)
@@ -443,9 +496,9 @@ static int proto_hist_check(const uint64_t *h, unsigned int n)
 	return 0;
 }
 
-static int proto_scan_check(const struct proto_msg *m)
+static int proto_scan_check(const struct proto_view *v)
 {
-	const struct proto_scan_resp *s = &m->u.scan;
+	const struct proto_scan_resp *s = &v->u->scan;
 	int r;
 
 	if (s->reserved || s->reserved2)
@@ -468,7 +521,7 @@ static int proto_scan_check(const struct proto_msg *m)
 	if (s->nslabs > PROTO_MAX_SLABS)
 		return -E2BIG;
 	for (uint32_t i = 0; i < s->nslabs; i++) {
-		r = proto_name_check(m->slabs[i].name);
+		r = proto_name_check(proto_view_name(v, i));
 		if (r < 0)
 			return r;
 	}
@@ -480,7 +533,7 @@ static int proto_scan_check(const struct proto_msg *m)
  * the body is a bare failure status.
  */
 static int proto_msg_check(const struct proto_type_info *ti,
-			   const struct proto_msg *m, bool failed)
+			   const struct proto_view *m, bool failed)
 {
 	int r;
 
@@ -489,18 +542,18 @@ static int proto_msg_check(const struct proto_type_info *ti,
 	if ((ti->id == PROTO_ID_ZERO) != (m->id == 0))
 		return -EBADMSG;
 	if (failed) {
-		if (m->u.status.reserved)
+		if (m->u->status.reserved)
 			return -EBADMSG;
 		if (m->flags)
 			return -EBADMSG;
-		if (m->u.status.status >= 0 || m->u.status.status < -PROTO_ERRNO_MAX)
+		if (m->u->status.status >= 0 || m->u->status.status < -PROTO_ERRNO_MAX)
 			return -EINVAL;
 		return 0;
 	}
 
 	switch (m->type) {
 	case PROTO_HELLO:
-		return proto_hello_check(&m->u.hello);
+		return proto_hello_check(&m->u->hello);
 	case PROTO_REQ_SCAN:
 	case PROTO_REQ_LIST:
 	case PROTO_REQ_STATS:
@@ -508,47 +561,47 @@ static int proto_msg_check(const struct proto_type_info *ti,
 	case PROTO_EVT_STATS:
 		return 0;
 	case PROTO_REQ_CAPTURE: {
-		const struct proto_capture_req *c = &m->u.capture;
+		const struct proto_capture_req *c = &m->u->capture;
 
 		if (c->reserved)
 			return -EBADMSG;
 		if (c->bytes == 0 || c->mode > VMDEFRAG_MODE_COMPACT)
 			return -EINVAL;
-		return proto_ranges_check(m->ranges, c->nranges);
+		return proto_view_ranges_check(m, c->nranges);
 	}
 	case PROTO_REQ_RELEASE: {
-		const struct proto_release_req *rr = &m->u.release;
+		const struct proto_release_req *rr = &m->u->release;
 
 		if (rr->reserved)
 			return -EBADMSG;
 		if ((rr->bytes == 0) == (rr->nranges == 0))
 			return -EINVAL;
-		return proto_ranges_check(m->ranges, rr->nranges);
+		return proto_view_ranges_check(m, rr->nranges);
 	}
 	case PROTO_EVT_CAPTURED:
 	case PROTO_EVT_RELEASED: {
-		const struct proto_evt_ranges *e = &m->u.evt;
+		const struct proto_evt_ranges *e = &m->u->evt;
 
 		if (m->type == PROTO_EVT_CAPTURED ? e->reason != 0 :
 		    e->reason > VMDEFRAG_RELEASE_UNLOAD)
 			return -EINVAL;
-		return proto_ranges_check(m->ranges, e->nranges);
+		return proto_view_ranges_check(m, e->nranges);
 	}
 	case PROTO_RESP_ERROR:
 		/* only ever a failure */
 		return -EINVAL;
 	case PROTO_RESP_SET_FLOOR:
-		if (m->u.status.reserved)
+		if (m->u->status.reserved)
 			return -EBADMSG;
-		return proto_status_check(m->u.status.status, false);
+		return proto_status_check(m->u->status.status, false);
 	case PROTO_RESP_SCAN:
-		r = proto_status_check(m->u.scan.status, false);
+		r = proto_status_check(m->u->scan.status, false);
 		if (r < 0)
 			return r;
 		return proto_scan_check(m);
 	case PROTO_RESP_CAPTURE:
 	case PROTO_RESP_RELEASE: {
-		const struct proto_ranges_resp *rr = &m->u.ranges_resp;
+		const struct proto_ranges_resp *rr = &m->u->ranges_resp;
 
 		if (rr->reserved)
 			return -EBADMSG;
@@ -558,17 +611,17 @@ static int proto_msg_check(const struct proto_type_info *ti,
 		r = proto_status_check(rr->stop_errno, m->type == PROTO_RESP_CAPTURE);
 		if (r < 0)
 			return r;
-		return proto_ranges_check(m->ranges, rr->nranges);
+		return proto_view_ranges_check(m, rr->nranges);
 	}
 	case PROTO_RESP_LIST:
-		r = proto_status_check(m->u.list.status, false);
+		r = proto_status_check(m->u->list.status, false);
 		if (r < 0)
 			return r;
-		return proto_ranges_check(m->ranges, m->u.list.nranges);
+		return proto_view_ranges_check(m, m->u->list.nranges);
 	case PROTO_RESP_STATS:
-		if (m->u.stats_resp.reserved)
+		if (m->u->stats_resp.reserved)
 			return -EBADMSG;
-		return proto_status_check(m->u.stats_resp.status, false);
+		return proto_status_check(m->u->stats_resp.status, false);
 	default:
 		return -EOPNOTSUPP;
 	}
@@ -603,9 +656,12 @@ static uint32_t proto_elem_max(enum proto_array a)
 int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg)
 {
 	const struct proto_type_info *ti = proto_type_lookup(f->type);
+	struct proto_view v = { 0 };
 	bool failed = false;
 	size_t fixed, esize;
+	proto_body_t body;
 	uint32_t count;
+	int r;
 
 	if (!ti)
 		return -EOPNOTSUPP;
@@ -626,20 +682,32 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg)
 	if (f->len < fixed)
 		return -EBADMSG;
 
-	memset(&ret_msg->u, 0, sizeof(ret_msg->u));
-	ret_msg->type = f->type;
-	ret_msg->flags = f->flags;
-	ret_msg->id = f->id;
-	memcpy(&ret_msg->u, f->payload, fixed);
-	proto_swap_body(f->type, failed, &ret_msg->u);
+	memset(&body, 0, sizeof(body));
+	memcpy(&body, f->payload, fixed);
+	proto_swap_body(f->type, failed, &body);
 
-	count = failed ? 0 : proto_body_count(ret_msg);
+	count = failed ? 0 : proto_body_count(f->type, &body);
 	esize = proto_elem_size(failed ? PROTO_ARR_NONE : ti->array);
 	if (count > proto_elem_max(ti->array))
 		return -E2BIG;
 	/* count <= 4064 and esize <= 48: no overflow in size_t */
 	if (f->len != fixed + (size_t)count * esize)
 		return -EBADMSG;
+
+	v.type = f->type;
+	v.flags = f->flags;
+	v.id = f->id;
+	v.u = &body;
+	v.wire = f->payload + fixed;
+	r = proto_msg_check(ti, &v, failed);
+	if (r < 0)
+		return r;
+
+	/* valid: only now fill the caller's message */
+	ret_msg->type = f->type;
+	ret_msg->flags = f->flags;
+	ret_msg->id = f->id;
+	ret_msg->u = body;
 
 	if (!failed && ti->array == PROTO_ARR_RANGES) {
 		memcpy(ret_msg->ranges, f->payload + fixed, count * esize);
@@ -654,7 +722,7 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg)
 			SWAP64(ret_msg->slabs[i].blocks);
 		}
 	}
-	return proto_msg_check(ti, ret_msg, failed);
+	return 0;
 }
 
 int proto_decode_buf(const void *buf, size_t len, struct proto_msg *ret_msg)
@@ -698,6 +766,7 @@ int proto_encode(const struct proto_msg *msg, void *buf, size_t size,
 		uint8_t b[PROTO_HDR_SIZE];
 	} hdr;
 	uint8_t body[sizeof(msg->u)];
+	struct proto_view v = { 0 };
 	size_t fixed, esize, total;
 	uint32_t count;
 	uint8_t *out = buf;
@@ -707,12 +776,18 @@ int proto_encode(const struct proto_msg *msg, void *buf, size_t size,
 	if (!ti)
 		return -EOPNOTSUPP;
 	failed = proto_msg_failed(ti, msg);
-	r = proto_msg_check(ti, msg, failed);
+	v.type = msg->type;
+	v.flags = msg->flags;
+	v.id = msg->id;
+	v.u = &msg->u;
+	v.ranges = msg->ranges;
+	v.slabs = msg->slabs;
+	r = proto_msg_check(ti, &v, failed);
 	if (r < 0)
 		return r;
 
 	fixed = failed ? sizeof(struct proto_status) : ti->fixed;
-	count = failed ? 0 : proto_body_count(msg);
+	count = failed ? 0 : proto_body_count(msg->type, &msg->u);
 	esize = proto_elem_size(failed ? PROTO_ARR_NONE : ti->array);
 	total = PROTO_HDR_SIZE + fixed + (size_t)count * esize;
 	if (total - PROTO_HDR_SIZE > PROTO_MAX_PAYLOAD)

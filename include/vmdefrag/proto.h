@@ -313,8 +313,8 @@ size_t proto_decoder_feed(struct proto_decoder *d, const void *data, size_t len)
 int proto_decoder_next(struct proto_decoder *d, struct proto_frame *ret_frame);
 
 /*
- * Validate a frame's payload against its type and decode it into *ret_msg.
- * Errors (ret_msg may have been written):
+ * Validate a frame's payload against its type and decode it into *ret_msg
+ * (untouched unless the whole frame is valid).  Errors:
  *   -EOPNOTSUPP  unknown type
  *   -EBADMSG     payload length does not match the type / counts, nonzero
  *                reserved field, id or flags not allowed for the type

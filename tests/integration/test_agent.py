@@ -281,7 +281,18 @@ def test_agent_session(kernel):
 def module_or_skip(g):
     if g.run("test -f /lib/modules/vmdefrag.ko")[0] != 0:
         pytest.skip("vmdefrag.ko is not built for this kernel (make module)")
-    g.check("insmod /lib/modules/vmdefrag.ko")
+
+
+def wait_hello(c, module, timeout=30):
+    """Skip frames until a guest HELLO whose FEAT_MODULE bit is `module`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = c.recv(timeout=max(0.1, deadline - time.monotonic()))
+        if frame[0] != HELLO:
+            c.events.append(frame)
+            continue
+        if bool(HELLO_FMT.unpack(frame[3])[3] & FEAT_MODULE) == module:
+            return HELLO_FMT.unpack(frame[3])
 
 
 def memfree(g):
@@ -294,11 +305,13 @@ def memfree(g):
 def test_agent_relays_module(kernel):
     with Guest(kernel, ram_mib=1024) as g:
         module_or_skip(g)
+        # the agent starts first and waits for the module
         start_agent(g)
         c = ProtoClient(g.vdf_socket, timeout=300)
         try:
-            features = c.hello()[3]
-            assert features & FEAT_MODULE
+            assert not c.hello()[3] & FEAT_MODULE
+            g.check("insmod /lib/modules/vmdefrag.ko")
+            wait_hello(c, module=True)
 
             # SCAN: totals and histograms shaped as the header says
             [(t, _, _, payload)] = c.request(REQ_SCAN)
@@ -374,6 +387,17 @@ def test_agent_relays_module(kernel):
             assert (t, payload) == (RESP | REQ_SET_FLOOR, STATUS_FMT.pack(0, 0))
             [(t, _, _, payload)] = c.request(REQ_STATS)
             assert STATS_FMT.unpack_from(payload, STATUS_FMT.size)[12] == 64 * MIB
+
+            # the module goes away under the agent, and comes back
+            g.check("rmmod vmdefrag")
+            [(t, _, _, payload)] = c.request(REQ_SCAN)
+            assert t == RESP | REQ_SCAN and status_of(payload) < 0
+            [(t, _, _, payload)] = c.request(REQ_SCAN)
+            assert status_of(payload) == -errno.ENODEV
+            g.check("insmod /lib/modules/vmdefrag.ko")
+            wait_hello(c, module=True)
+            [(t, _, _, payload)] = c.request(REQ_SCAN)
+            assert status_of(payload) == 0
         finally:
             c.close()
         stop_agent(g)

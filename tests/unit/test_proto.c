@@ -568,6 +568,17 @@ static size_t bad_build(const struct bad_case *bc)
 	return len;
 }
 
+/* Every byte still the 0xa5 the test filled it with. */
+static bool msg_untouched(const struct proto_msg *m)
+{
+	const uint8_t *p = (const uint8_t *)m;
+
+	for (size_t i = 0; i < sizeof(*m); i++)
+		if (p[i] != 0xa5)
+			return false;
+	return true;
+}
+
 static void test_bad_inputs(void **state)
 {
 	struct proto_msg *out = calloc(1, sizeof(*out));
@@ -585,10 +596,13 @@ static void test_bad_inputs(void **state)
 		struct proto_frame f;
 		int r;
 
+		memset(out, 0xa5, sizeof(*out));
 		r = proto_decode_buf(wire, len, out);
 		if (r != bc->expect)
 			fail_msg("%s: decode_buf returned %d, expected %d",
 				 bc->name, r, bc->expect);
+		if (!msg_untouched(out))
+			fail_msg("%s: failed decode wrote the message", bc->name);
 
 		/* the stream decoder agrees, fed byte by byte */
 		proto_decoder_init(d);
@@ -614,6 +628,8 @@ static void test_bad_inputs(void **state)
 		if (r != bc->expect)
 			fail_msg("%s: decode returned %d, expected %d",
 				 bc->name, r, bc->expect);
+		if (!msg_untouched(out))
+			fail_msg("%s: failed decode wrote the message", bc->name);
 	}
 	free(d);
 	free(out);
