@@ -27,7 +27,8 @@
  *
  * The request stops when the byte target is reached or, short of it, for
  * the reason it reports (VMDEFRAG_A_ERRNO): -ENOSPC the floor was reached,
- * -ETIMEDOUT the time budget is spent, -EBUSY no candidate is left,
+ * -ETIMEDOUT the time budget is spent, -EBUSY no candidate is left (the
+ * rest is unmovable, already whole, or failed),
  * -ENOMEM migration kept failing for memory, -EINTR a fatal signal, -E2BIG
  * the per-request block limit (VDF_CAPTURE_MAX_BLOCKS, which bounds the
  * reply) was reached and the caller may ask again.
@@ -98,7 +99,6 @@ struct vdf_capture_ctx {
 	ktime_t deadline;
 	unsigned int backoff_ms;
 	unsigned int nomem_streak;
-	bool failed;			/* some block could not be emptied */
 	int stop;			/* why the request stopped, or 0 */
 	struct vdf_cand *cand;
 	unsigned long nr_cand;
@@ -235,13 +235,11 @@ static enum vdf_capture_action vdf_capture_policy(struct vdf_capture_ctx *ctx,
 	case -EBUSY:
 		vdf_stat_add(VDF_STAT_BLOCKS_FAILED_BUSY, 1);
 		vdf_capture_note_failure(idx);
-		ctx->failed = true;
 		vdf_capture_backoff(ctx);
 		return VDF_ACT_NEXT;
 	case -ENOMEM:
 		vdf_stat_add(VDF_STAT_BLOCKS_FAILED_NOMEM, 1);
 		vdf_capture_note_failure(idx);
-		ctx->failed = true;
 		if (++ctx->nomem_streak >= VDF_NOMEM_STREAK) {
 			ctx->stop = -ENOMEM;
 			return VDF_ACT_STOP;
@@ -255,7 +253,6 @@ static enum vdf_capture_action vdf_capture_policy(struct vdf_capture_ctx *ctx,
 	default:
 		vdf_stat_add(VDF_STAT_BLOCKS_FAILED_OTHER, 1);
 		vdf_capture_note_failure(idx);
-		ctx->failed = true;
 		return VDF_ACT_NEXT;
 	}
 }
@@ -395,7 +392,7 @@ static void vdf_capture_ranked(struct vdf_capture_ctx *ctx)
 			return;
 		cond_resched();
 	}
-	ctx->stop = ctx->failed ? -EBUSY : -ENOSPC;
+	ctx->stop = -EBUSY;
 }
 
 /*

@@ -137,6 +137,30 @@ static unsigned long vdf_scan_compound(struct page *page, unsigned long pfn,
 	return step;
 }
 
+/*
+ * Whether block @start lies inside a free buddy larger than a block whose
+ * head is in an earlier block (x86-64: the second half of an order-10
+ * buddy).  Its own first page then carries no PageBuddy mark.
+ */
+static bool vdf_scan_in_big_buddy(unsigned long start)
+{
+	unsigned int order;
+
+	for (order = pageblock_order + 1; order <= VDF_MAX_BUDDY_ORDER; order++) {
+		unsigned long head = ALIGN_DOWN(start, 1UL << order);
+		struct page *page;
+
+		if (head == start)
+			continue;
+		page = pfn_to_online_page(head);
+		if (page && PageBuddy(page) &&
+		    READ_ONCE(page_private(page)) >= order &&
+		    READ_ONCE(page_private(page)) <= VDF_MAX_BUDDY_ORDER)
+			return true;
+	}
+	return false;
+}
+
 /* Classify the page at @pfn; returns how many pages were accounted. */
 static unsigned long vdf_scan_page(unsigned long pfn, unsigned long start,
 				   unsigned long end,
@@ -244,6 +268,10 @@ void vdf_scan_block(unsigned long idx, struct zone *zone,
 		ret_blk->class = VMDEFRAG_CLASS_OFFLINE;
 	} else if (vdf_capture_held(idx)) {
 		ret_blk->class = VMDEFRAG_CLASS_CAPTURED;
+	} else if (!PageBuddy(first) && vdf_scan_in_big_buddy(start)) {
+		t.free = VDF_BLOCK_PAGES;
+		t.whole_buddy = true;
+		vdf_scan_finish(ret_blk, &t, rep);
 	} else {
 		for (pfn = start; pfn < end; )
 			pfn += vdf_scan_page(pfn, start, end, rep, &t);

@@ -14,10 +14,13 @@
  *              hand us an alias), allocate one object, and search
  *              - the first 64 bytes of the object's head struct page for the
  *                word equal to the cache's address (slab->slab_cache), and
- *              - the first 256 bytes of the kmem_cache for a pointer to a
- *                string equal to the name (kmem_cache->name);
- *              each must match exactly once.  Do it for two caches of
- *              different sizes and names; the offsets must agree.
+ *              - the first 256 bytes of the kmem_cache for the first
+ *                pointer to a string equal to the name (kmem_cache->name;
+ *                the embedded sysfs kobject, further on, holds a copy of
+ *                the name that must not be taken: for a merged cache it is
+ *                an alias like ":0000064");
+ *              the cache pointer must match exactly once.  Do it for two
+ *              caches of different sizes and names; the offsets must agree.
  *   use        for a page the scanner found PageSlab, read the cache pointer
  *              at the page offset, and (once per distinct cache, when the
  *              report is built) the name pointer at the name offset and the
@@ -125,11 +128,9 @@ static int vdf_slabcal_probe(const char *name, unsigned int size,
 			break;
 		if (vdf_slabcal_read_str(ptr, buf, sizeof(buf)) || strcmp(buf, name))
 			continue;
-		if (name_off >= 0) {
-			ret = -EEXIST;
-			goto out_free_obj;
-		}
+		/* the first match: the sysfs kobject's copy of the name follows */
 		name_off = i;
+		break;
 	}
 
 	if (page_off < 0 || name_off < 0) {
