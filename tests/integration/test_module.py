@@ -1,0 +1,258 @@
+"""vmdefrag.ko in real guests: capture, compact, pressure, unload, bad input.
+
+Every test boots a Debian guest kernel (both, through the `kernel` fixture)
+with 1024 MiB under TCG, loads the module built for it, and talks to it with
+vdfnl, the test-only netlink client (tests/guest/vdfnl.c), whose output is
+key=value lines.  Effects are checked in the guest's own accounting
+(/proc/meminfo, /proc/buddyinfo, /proc/zoneinfo, dmesg) and with memcheck,
+which fills memory with a seeded pattern and verifies every page.
+"""
+import re
+
+from harness import hostmem
+from harness.guest import Guest
+
+MIB = 1 << 20
+BLOCK = 2 * MIB
+RAM_MIB = 1024
+
+# Expected rejection of each malformed request `vdfnl raw CASE` sends.
+RAW_EXPECT = {
+    "bytes-u32": "EINVAL",
+    "bytes-long": "EINVAL",
+    "mode-bad": "ERANGE",
+    "budget-zero": "ERANGE",
+    "unknown-attr": "EINVAL",
+    "reply-attr": "EINVAL",
+    "missing-bytes": "EINVAL",
+    "misaligned": "EINVAL",
+    "len-misaligned": "EINVAL",
+    "zero-len": "EINVAL",
+    "out-of-ram": "ERANGE",
+    "overflow": "ERANGE",
+    "too-many": "E2BIG",
+    "no-ranges": "EINVAL",
+    "range-no-len": "EINVAL",
+    "range-u32": "EINVAL",
+    "ranges-flat": "EINVAL",
+    "not-nested": "EINVAL",
+    "truncated": "EINVAL",
+    "release-both": "EINVAL",
+    "release-none": "EINVAL",
+    "release-misaligned": "EINVAL",
+    "release-outside": "ERANGE",
+    "set-missing": "EINVAL",
+    "set-floor-low": "EINVAL",
+    "set-floor-u32": "EINVAL",
+    "unknown-cmd": "EOPNOTSUPP",
+    "event-cmd": "EOPNOTSUPP",
+}
+ERRNO = {"EINVAL": -22, "ERANGE": -34, "E2BIG": -7, "EOPNOTSUPP": -95}
+OOM_SIGNS = re.compile(r"Out of memory|oom-kill|Killed process|invoked oom-killer")
+
+
+def kv(out):
+    """key=value lines of vdfnl output; the last value of a key wins."""
+    d = {}
+    for line in out.splitlines():
+        key, sep, val = line.partition("=")
+        if sep:
+            d[key] = val
+    return d
+
+
+def num(d, key):
+    return int(d[key], 0)
+
+
+def ranges(out):
+    """[(addr, len)] from range=0xA:0xL lines."""
+    return [tuple(int(x, 16) for x in m.groups())
+            for m in re.finditer(r"^range=0x([0-9a-f]+):0x([0-9a-f]+)$", out, re.M)]
+
+
+def assert_whole_blocks(rs):
+    for addr, length in rs:
+        assert addr % BLOCK == 0 and length % BLOCK == 0 and length > 0, \
+            f"range {addr:#x}+{length:#x} is not made of whole 2 MiB blocks"
+
+
+def high_watermarks(g):
+    """Sum of the zones' high watermarks, bytes."""
+    pages = re.findall(r"^\s+high\s+(\d+)$", g.read("/proc/zoneinfo"), re.M)
+    return sum(int(p) for p in pages) * 4096
+
+
+def free_with_pcp(g):
+    """MemFree plus the pages on per-cpu free lists (which MemFree omits)."""
+    info = g.read("/proc/zoneinfo")
+    free = sum(int(p) for p in re.findall(r"^\s+nr_free_pages\s+(\d+)$", info, re.M))
+    pcp = sum(int(p) for p in re.findall(r"^\s+count:\s+(\d+)$", info, re.M))
+    return (free + pcp) * 4096
+
+
+def load(g):
+    g.check("insmod /lib/modules/vmdefrag.ko")
+    return kv(g.check("vdfnl stats"))
+
+
+def stats(g):
+    return kv(g.check("vdfnl stats"))
+
+
+def test_capture_after_fragment(kernel, figures):
+    """Fragmented free memory is emptied and captured in whole blocks."""
+    with Guest(kernel, ram_mib=RAM_MIB) as g:
+        floor = num(load(g), "floor_bytes")
+        g.check("fragment --seed 7", timeout=600)
+        scan = kv(g.check("vdfnl scan"))
+        buddy_2m = hostmem.buddyinfo_free_bytes(g.read("/proc/buddyinfo"), min_order=9)
+        free = g.meminfo()["MemFree"]
+        above = free - floor - high_watermarks(g)
+        assert above > 256 * MIB, "the guest has too little free memory for the test"
+        assert num(scan, "free_block_bytes") < 0.8 * num(scan, "free_bytes"), \
+            "fragment left the free memory in whole blocks: nothing to defragment"
+        assert num(scan, "cause.slab") > 0, "slab pages pin no block after fragment"
+        assert any(k.startswith("slab.") and k != "slab.?" for k in scan), \
+            "no slab cache named (calibration failed?)"
+
+        g.check("vdfnl events --count 1 --timeout-ms 120000 >/tmp/events 2>&1 &")
+        g.check("sleep 1")
+        out = g.check("vdfnl capture 8G", timeout=300)
+        rep = kv(out)
+        got = num(rep, "bytes")
+        rs = ranges(out)
+        assert_whole_blocks(rs)
+        assert sum(n for _, n in rs) == got
+        assert num(rep, "errno") == -28, "capture stopped for another reason than the floor"
+
+        figures(f"{kernel}: free above floor", above / MIB, "MiB")
+        figures(f"{kernel}: captured", got / MIB, "MiB")
+        figures(f"{kernel}: FPR alone (SCAN free blocks)",
+                num(scan, "free_block_bytes") / MIB, "MiB")
+        figures(f"{kernel}: FPR alone (buddyinfo order>=9)", buddy_2m / MIB, "MiB")
+        assert got >= 0.9 * above, f"captured {got >> 20} MiB of {above >> 20} MiB above the floor"
+        assert got > buddy_2m, "capture did no better than free page reporting"
+
+        st = stats(g)
+        assert num(st, "pages_migrated") > 0, "nothing was migrated: no defragmentation"
+        assert num(st, "captured_bytes") == got
+        listed = ranges(g.check("vdfnl list"))
+        assert sum(n for _, n in listed) == got
+        assert g.meminfo()["MemFree"] < free - got + 64 * MIB, "captured memory still free"
+
+        events = g.check("sleep 1; cat /tmp/events")
+        assert "event=captured" in events
+        assert sum(n for _, n in ranges(events)) == got
+
+        out = g.check("vdfnl release 16G")
+        assert num(kv(out), "bytes") == got
+        assert num(stats(g), "captured_bytes") == 0
+        g.check("fragment --release")
+
+
+def test_memory_intact_across_cycles(kernel, figures):
+    """memcheck data survives capture/release cycles and compact mode."""
+    with Guest(kernel, ram_mib=RAM_MIB) as g:
+        load(g)
+        g.check("memcheck start --mib 96 --id anon --seed 11")
+        g.check("memcheck start --mib 64 --id file --file --seed 12")
+        g.check("fragment --seed 3 --files 120 --anon 120 --slab 8000", timeout=600)
+        for cycle in range(3):
+            out = g.check("vdfnl capture 8G --budget-ms 120000", timeout=300)
+            assert num(kv(out), "bytes") > 64 * MIB, f"cycle {cycle}: little captured"
+            g.check("memcheck run --mib 32 --seed %d" % (20 + cycle))
+            g.check("memcheck verify --id anon")
+            g.check("memcheck verify --id file")
+            rel = kv(g.check("vdfnl release 16G"))
+            assert num(rel, "bytes") == num(kv(out), "bytes")
+
+        before = hostmem.buddyinfo_free_bytes(g.read("/proc/buddyinfo"), min_order=9)
+        out = g.check("vdfnl capture 256M --mode compact", timeout=300)
+        compacted = num(kv(out), "bytes")
+        assert_whole_blocks(ranges(out))
+        after = hostmem.buddyinfo_free_bytes(g.read("/proc/buddyinfo"), min_order=9)
+        figures(f"{kernel}: compact mode emptied", compacted / MIB, "MiB")
+        figures(f"{kernel}: order>=9 free growth", (after - before) / MIB, "MiB")
+        assert compacted >= 64 * MIB
+        assert after - before >= compacted // 2, "compacted blocks did not become order-9 buddies"
+        assert num(stats(g), "captured_bytes") == 0, "compact mode kept blocks"
+        g.check("memcheck verify --id anon")
+        g.check("memcheck verify --id file")
+        g.check("memcheck stop --id anon; memcheck stop --id file; fragment --release")
+
+
+def test_pressure_releases_captured(kernel, figures):
+    """Allocating past the floor makes the shrinker give blocks back, no OOM kill."""
+    with Guest(kernel, ram_mib=RAM_MIB) as g:
+        load(g)
+        got = num(kv(g.check("vdfnl capture 8G", timeout=300)), "bytes")
+        assert got > 512 * MIB
+        free = g.meminfo()["MemFree"]
+        want = free + 192 * MIB
+        g.check(f"memcheck start --mib {want // MIB} --id p", timeout=300)
+        st = stats(g)
+        released = num(st, "pressure_releases") + num(st, "oom_releases")
+        figures(f"{kernel}: blocks released under pressure", released, "blocks")
+        assert num(st, "pressure_releases") > 0, "the shrinker released nothing"
+        assert num(st, "captured_bytes") <= got - 96 * MIB
+        dmesg = g.check("dmesg")
+        assert not OOM_SIGNS.search(dmesg), "a process was OOM-killed:\n" + dmesg[-2000:]
+        g.check("memcheck verify --id p")
+        g.check("memcheck stop --id p")
+        assert g.check("echo alive").strip() == "alive"
+        assert num(kv(g.check("vdfnl scan")), "total_bytes") > 0
+
+
+def test_unload_releases_everything(kernel):
+    """rmmod gives every captured page back and tells listeners why."""
+    with Guest(kernel, ram_mib=RAM_MIB) as g:
+        load(g)
+        before = free_with_pcp(g)
+        got = num(kv(g.check("vdfnl capture 8G", timeout=300)), "bytes")
+        assert got > 512 * MIB
+        assert free_with_pcp(g) < before - got + 32 * MIB
+        g.check("vdfnl events --count 1 --timeout-ms 60000 >/tmp/events 2>&1 &")
+        g.check("sleep 1; rmmod vmdefrag")
+        after = free_with_pcp(g)
+        # Freed pages may sit on per-cpu lists; counted with them, every
+        # page captured is free again.
+        assert abs(after - before) < 8 * MIB, \
+            f"free {before >> 20} MiB before, {after >> 20} MiB after unload"
+        events = g.check("sleep 1; cat /tmp/events")
+        assert "event=released" in events and "reason=unload" in events
+        assert sum(n for _, n in ranges(events)) == got
+        # loads again, clean
+        load(g)
+        g.check("rmmod vmdefrag")
+
+
+def test_malformed_requests_rejected(kernel):
+    """Every malformed request fails with the expected errno; the module keeps working."""
+    with Guest(kernel, ram_mib=RAM_MIB) as g:
+        load(g)
+        cases = g.check("vdfnl raw-cases").split()
+        assert set(cases) == set(RAW_EXPECT), "vdfnl raw cases and expectations differ"
+        script = "; ".join(f"vdfnl raw {c}; echo status=$?" for c in cases)
+        out = g.check(script, timeout=300)
+        results = out.split("raw=")[1:]
+        assert len(results) == len(cases)
+        for chunk in results:
+            name = chunk.split("\n", 1)[0]
+            d = kv(chunk)
+            assert d.get("status") == "1", f"raw {name} was not rejected:\n{chunk}"
+            assert int(d["error"]) == ERRNO[RAW_EXPECT[name]], f"raw {name}:\n{chunk}"
+        # still working, and nothing was captured by the bad requests
+        assert num(stats(g), "captured_bytes") == 0
+        out = g.check("vdfnl capture 64M")
+        assert num(kv(out), "bytes") == 64 * MIB
+        rs = ranges(out)
+        addr, length = rs[0]
+        rel = kv(g.check(f"vdfnl release --range {addr:#x}:{BLOCK:#x}"))
+        assert num(rel, "bytes") == BLOCK
+        again = kv(g.check(f"vdfnl release --range {addr:#x}:{BLOCK:#x}"))
+        assert num(again, "bytes") == 0, "a block was released twice"
+        assert num(kv(g.check("vdfnl release 1G")), "bytes") == 62 * MIB
+        status, out = g.run("vdfnl capture 2M --range 0x1000:0x200000")
+        assert status == 1 and "error=-22" in out
+
