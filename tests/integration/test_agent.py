@@ -11,11 +11,13 @@ test_agent_session        no module needed: the agent finds its port
                           codec's errno, ignores a corrupted stream until
                           the host reconnects, sends HELLO again after every
                           reconnect, and exits 0 on SIGTERM.
-test_agent_relays_module  with vmdefrag.ko loaded: HELLO, SCAN, CAPTURE a
-                          few MiB, LIST, RELEASE, the EVT_CAPTURED /
-                          EVT_RELEASED events, a host reconnect, STATS and
+test_agent_relays_module  the agent started before vmdefrag.ko, which it
+                          then finds: HELLO, SCAN, CAPTURE a few MiB, LIST,
+                          RELEASE, the EVT_CAPTURED / EVT_RELEASED /
+                          EVT_STATS events, a host reconnect, STATS and
                           SET_FLOOR, each checked against the others and
-                          against the guest's own view (MemFree).
+                          against the guest's own view (MemFree); then the
+                          module is unloaded and loaded under the agent.
 """
 import errno
 import socket
@@ -283,6 +285,15 @@ def module_or_skip(g):
         pytest.skip("vmdefrag.ko is not built for this kernel (make module)")
 
 
+def wait_event(c, type_, timeout=30):
+    """Read frames into c.events until one of type_ is among them."""
+    deadline = time.monotonic() + timeout
+    while not any(e[0] == type_ for e in c.events):
+        frame = c.recv(timeout=max(0.1, deadline - time.monotonic()))
+        (c.hellos if frame[0] == HELLO else c.events).append(frame)
+    return [e for e in c.events if e[0] == type_]
+
+
 def wait_hello(c, module, timeout=30):
     """Skip frames until a guest HELLO whose FEAT_MODULE bit is `module`."""
     deadline = time.monotonic() + timeout
@@ -306,7 +317,7 @@ def test_agent_relays_module(kernel):
     with Guest(kernel, ram_mib=1024) as g:
         module_or_skip(g)
         # the agent starts first and waits for the module
-        start_agent(g)
+        start_agent(g, "-v --stats-interval 1")
         c = ProtoClient(g.vdf_socket, timeout=300)
         try:
             assert not c.hello()[3] & FEAT_MODULE
@@ -341,10 +352,7 @@ def test_agent_relays_module(kernel):
             assert memfree(g) <= before - captured + 16 * MIB
 
             # the module's multicast event arrives as EVT_CAPTURED
-            deadline = time.monotonic() + 30
-            while not any(e[0] == EVT_CAPTURED for e in c.events):
-                c.events.append(c.recv(timeout=max(1, deadline - time.monotonic())))
-            evt = [e for e in c.events if e[0] == EVT_CAPTURED]
+            evt = wait_event(c, EVT_CAPTURED)
             evt_ranges = []
             for _, _, id_, payload in evt:
                 reason, n = EVT_FMT.unpack_from(payload)
@@ -377,16 +385,19 @@ def test_agent_relays_module(kernel):
             assert status == 0 and released == captured
             assert sorted(rel) == sorted(ranges)
             assert list_resp(c.request(REQ_LIST)) == []
-            deadline = time.monotonic() + 30
-            while not any(e[0] == EVT_RELEASED for e in c.events):
-                c.events.append(c.recv(timeout=max(1, deadline - time.monotonic())))
-            _, _, _, payload = next(e for e in c.events if e[0] == EVT_RELEASED)
+            _, _, _, payload = wait_event(c, EVT_RELEASED)[0]
             assert EVT_FMT.unpack_from(payload)[0] == RELEASE_REQUEST
 
             [(t, _, _, payload)] = c.request(REQ_SET_FLOOR, struct.pack("<Q", 64 * MIB))
             assert (t, payload) == (RESP | REQ_SET_FLOOR, STATUS_FMT.pack(0, 0))
             [(t, _, _, payload)] = c.request(REQ_STATS)
             assert STATS_FMT.unpack_from(payload, STATUS_FMT.size)[12] == 64 * MIB
+
+            # periodic statistics arrived on their own, as EVT_STATS
+            periodic = wait_event(c, EVT_STATS, timeout=10)
+            for _, flags, id_, payload in periodic:
+                assert (flags, id_, len(payload)) == (0, 0, STATS_FMT.size)
+                assert STATS_FMT.unpack(payload)[0] > 0       # blocks_scanned
 
             # the module goes away under the agent, and comes back
             g.check("rmmod vmdefrag")
