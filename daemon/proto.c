@@ -529,31 +529,32 @@ static int proto_scan_check(const struct proto_view *v)
 }
 
 /*
- * Validate a host-order message whose body has been filled.  `failed` says
- * the body is a bare failure status.
+ * Validate a message seen through v (every rule of the protocol but the
+ * lengths, which proto_decode() checks first).  `failed` says the body is
+ * a bare failure status.
  */
 static int proto_msg_check(const struct proto_type_info *ti,
-			   const struct proto_view *m, bool failed)
+			   const struct proto_view *v, bool failed)
 {
 	int r;
 
-	if (m->flags & ~ti->flags)
+	if (v->flags & ~ti->flags)
 		return -EBADMSG;
-	if ((ti->id == PROTO_ID_ZERO) != (m->id == 0))
+	if ((ti->id == PROTO_ID_ZERO) != (v->id == 0))
 		return -EBADMSG;
 	if (failed) {
-		if (m->u->status.reserved)
+		if (v->u->status.reserved)
 			return -EBADMSG;
-		if (m->flags)
+		if (v->flags)
 			return -EBADMSG;
-		if (m->u->status.status >= 0 || m->u->status.status < -PROTO_ERRNO_MAX)
+		if (v->u->status.status >= 0 || v->u->status.status < -PROTO_ERRNO_MAX)
 			return -EINVAL;
 		return 0;
 	}
 
-	switch (m->type) {
+	switch (v->type) {
 	case PROTO_HELLO:
-		return proto_hello_check(&m->u->hello);
+		return proto_hello_check(&v->u->hello);
 	case PROTO_REQ_SCAN:
 	case PROTO_REQ_LIST:
 	case PROTO_REQ_STATS:
@@ -561,67 +562,67 @@ static int proto_msg_check(const struct proto_type_info *ti,
 	case PROTO_EVT_STATS:
 		return 0;
 	case PROTO_REQ_CAPTURE: {
-		const struct proto_capture_req *c = &m->u->capture;
+		const struct proto_capture_req *c = &v->u->capture;
 
 		if (c->reserved)
 			return -EBADMSG;
 		if (c->bytes == 0 || c->mode > VMDEFRAG_MODE_COMPACT)
 			return -EINVAL;
-		return proto_view_ranges_check(m, c->nranges);
+		return proto_view_ranges_check(v, c->nranges);
 	}
 	case PROTO_REQ_RELEASE: {
-		const struct proto_release_req *rr = &m->u->release;
+		const struct proto_release_req *rr = &v->u->release;
 
 		if (rr->reserved)
 			return -EBADMSG;
 		if ((rr->bytes == 0) == (rr->nranges == 0))
 			return -EINVAL;
-		return proto_view_ranges_check(m, rr->nranges);
+		return proto_view_ranges_check(v, rr->nranges);
 	}
 	case PROTO_EVT_CAPTURED:
 	case PROTO_EVT_RELEASED: {
-		const struct proto_evt_ranges *e = &m->u->evt;
+		const struct proto_evt_ranges *e = &v->u->evt;
 
-		if (m->type == PROTO_EVT_CAPTURED ? e->reason != 0 :
+		if (v->type == PROTO_EVT_CAPTURED ? e->reason != 0 :
 		    e->reason > VMDEFRAG_RELEASE_UNLOAD)
 			return -EINVAL;
-		return proto_view_ranges_check(m, e->nranges);
+		return proto_view_ranges_check(v, e->nranges);
 	}
 	case PROTO_RESP_ERROR:
 		/* only ever a failure */
 		return -EINVAL;
 	case PROTO_RESP_SET_FLOOR:
-		if (m->u->status.reserved)
+		if (v->u->status.reserved)
 			return -EBADMSG;
-		return proto_status_check(m->u->status.status, false);
+		return proto_status_check(v->u->status.status, false);
 	case PROTO_RESP_SCAN:
-		r = proto_status_check(m->u->scan.status, false);
+		r = proto_status_check(v->u->scan.status, false);
 		if (r < 0)
 			return r;
-		return proto_scan_check(m);
+		return proto_scan_check(v);
 	case PROTO_RESP_CAPTURE:
 	case PROTO_RESP_RELEASE: {
-		const struct proto_ranges_resp *rr = &m->u->ranges_resp;
+		const struct proto_ranges_resp *rr = &v->u->ranges_resp;
 
 		if (rr->reserved)
 			return -EBADMSG;
 		r = proto_status_check(rr->status, false);
 		if (r < 0)
 			return r;
-		r = proto_status_check(rr->stop_errno, m->type == PROTO_RESP_CAPTURE);
+		r = proto_status_check(rr->stop_errno, v->type == PROTO_RESP_CAPTURE);
 		if (r < 0)
 			return r;
-		return proto_view_ranges_check(m, rr->nranges);
+		return proto_view_ranges_check(v, rr->nranges);
 	}
 	case PROTO_RESP_LIST:
-		r = proto_status_check(m->u->list.status, false);
+		r = proto_status_check(v->u->list.status, false);
 		if (r < 0)
 			return r;
-		return proto_view_ranges_check(m, m->u->list.nranges);
+		return proto_view_ranges_check(v, v->u->list.nranges);
 	case PROTO_RESP_STATS:
-		if (m->u->stats_resp.reserved)
+		if (v->u->stats_resp.reserved)
 			return -EBADMSG;
-		return proto_status_check(m->u->stats_resp.status, false);
+		return proto_status_check(v->u->stats_resp.status, false);
 	default:
 		return -EOPNOTSUPP;
 	}

@@ -209,17 +209,19 @@ static int agent_relay_range_cmp(const void *a, const void *b)
 	return x->gpa < y->gpa ? -1 : x->gpa > y->gpa;
 }
 
-/* Sort the module's ranges and check them as the host will. */
+/*
+ * Sort the module's ranges and check them as the host will.  -EPROTO if
+ * the module broke the contract (a misaligned, empty, overflowing or
+ * overlapping range): the host gets that status instead of the ranges.
+ */
 static int agent_relay_ranges_prepare(struct agent_ranges *rg)
 {
 	qsort(rg->v, rg->n, sizeof(rg->v[0]), agent_relay_range_cmp);
 	for (size_t i = 0; i < rg->n; i++) {
-		int ret = proto_range_check(&rg->v[i]);
-
-		if (ret < 0)
-			return ret;
+		if (proto_range_check(&rg->v[i]) < 0)
+			return -EPROTO;
 		if (i && rg->v[i - 1].gpa + rg->v[i - 1].len > rg->v[i].gpa)
-			return -EINVAL;
+			return -EPROTO;
 	}
 	return 0;
 }
@@ -302,10 +304,8 @@ static int agent_relay_req_capture(struct agent_relay *r, uint32_t id)
 		return ret;
 	ret = agent_relay_ranges_prepare(&rg);
 	if (ret < 0) {
-		agent_log_errno(AGENT_LOG_ERR, ret,
-				"CAPTURE #%u: module replied with invalid ranges", id);
 		agent_ranges_free(&rg);
-		return -EIO;
+		return ret;
 	}
 	if (stop > 0 || stop < -PROTO_ERRNO_MAX)
 		stop = -EIO;
@@ -334,10 +334,8 @@ static int agent_relay_req_release(struct agent_relay *r, uint32_t id)
 		return ret;
 	ret = agent_relay_ranges_prepare(&rg);
 	if (ret < 0) {
-		agent_log_errno(AGENT_LOG_ERR, ret,
-				"RELEASE #%u: module replied with invalid ranges", id);
 		agent_ranges_free(&rg);
-		return -EIO;
+		return ret;
 	}
 	log_info("RELEASE #%u: released %llu MiB in %zu ranges", id,
 		 (unsigned long long)(bytes >> 20), rg.n);
@@ -358,10 +356,8 @@ static int agent_relay_req_list(struct agent_relay *r, uint32_t id)
 		return ret;
 	ret = agent_relay_ranges_prepare(&rg);
 	if (ret < 0) {
-		agent_log_errno(AGENT_LOG_ERR, ret,
-				"LIST #%u: module replied with invalid ranges", id);
 		agent_ranges_free(&rg);
-		return -EIO;
+		return ret;
 	}
 	log_info("LIST #%u: %zu ranges, %llu MiB captured", id, rg.n,
 		 (unsigned long long)(agent_relay_ranges_bytes(&rg) >> 20));
@@ -446,9 +442,8 @@ static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f
 
 	ret = proto_decode(f, &r->in);
 	if (ret < 0) {
-		agent_log_errno(AGENT_LOG_WARN, ret,
-				"invalid %s frame (type 0x%04x, id %u) from the host, ignoring",
-				proto_type_name(f->type), f->type, f->id);
+		log_warn("invalid %s frame (type 0x%04x, id %u) from the host: %s, ignoring",
+			 proto_type_name(f->type), f->type, f->id, strerror(-ret));
 		if (f->id && agent_relay_is_request(f->type))
 			agent_relay_send_status(r, PROTO_RESP(f->type), f->id, ret);
 		else if (f->id && !(f->type & PROTO_RESP_BIT))
