@@ -13,7 +13,8 @@ test_agent_session        no module needed: the agent finds its port
                           reconnect, and exits 0 on SIGTERM.
 test_agent_relays_module  the agent started before vmdefrag.ko, which it
                           then finds: HELLO, SCAN, CAPTURE a few MiB, LIST,
-                          RELEASE, the EVT_CAPTURED / EVT_RELEASED /
+                          RELEASE by ranges and by bytes, a compact-mode
+                          CAPTURE, the EVT_CAPTURED / EVT_RELEASED /
                           EVT_STATS events, a host reconnect, STATS and
                           SET_FLOOR, each checked against the others and
                           against the guest's own view (MemFree); then the
@@ -387,6 +388,21 @@ def test_agent_relays_module(kernel):
             assert list_resp(c.request(REQ_LIST)) == []
             _, _, _, payload = wait_event(c, EVT_RELEASED)[0]
             assert EVT_FMT.unpack_from(payload)[0] == RELEASE_REQUEST
+
+            # RELEASE by bytes, after a second capture
+            frames = c.request(REQ_CAPTURE, CAPTURE_REQ_FMT.pack(4 * MIB, 0, 0, 0, 0, 0))
+            status, _, again, ranges2 = ranges_resp(frames, RESP | REQ_CAPTURE)
+            assert status == 0 and again >= BLOCK
+            frames = c.request(REQ_RELEASE, RELEASE_REQ_FMT.pack(again, 0, 0))
+            status, _, released, rel = ranges_resp(frames, RESP | REQ_RELEASE)
+            assert (status, released, sorted(rel)) == (0, again, sorted(ranges2))
+
+            # compact mode empties blocks for the guest's own allocator:
+            # nothing stays captured
+            frames = c.request(REQ_CAPTURE, CAPTURE_REQ_FMT.pack(4 * MIB, 1, 0, 0, 0, 0))
+            status, _, compacted, _ = ranges_resp(frames, RESP | REQ_CAPTURE)
+            assert status == 0
+            assert list_resp(c.request(REQ_LIST)) == []
 
             [(t, _, _, payload)] = c.request(REQ_SET_FLOOR, struct.pack("<Q", 64 * MIB))
             assert (t, payload) == (RESP | REQ_SET_FLOOR, STATUS_FMT.pack(0, 0))
