@@ -216,7 +216,8 @@ static int agent_relay_range_cmp(const void *a, const void *b)
  */
 static int agent_relay_ranges_prepare(struct agent_ranges *rg)
 {
-	qsort(rg->v, rg->n, sizeof(rg->v[0]), agent_relay_range_cmp);
+	if (rg->n > 1)
+		qsort(rg->v, rg->n, sizeof(rg->v[0]), agent_relay_range_cmp);
 	for (size_t i = 0; i < rg->n; i++) {
 		if (proto_range_check(&rg->v[i]) < 0)
 			return -EPROTO;
@@ -254,7 +255,8 @@ static int agent_relay_send_run(struct agent_relay *r, const struct agent_ranges
 
 		if (n > PROTO_MAX_RANGES)
 			n = PROTO_MAX_RANGES;
-		memcpy(r->out.ranges, rg->v + off, n * sizeof(rg->v[0]));
+		if (n)
+			memcpy(r->out.ranges, rg->v + off, n * sizeof(rg->v[0]));
 		*agent_relay_out_nranges(r) = (uint32_t)n;
 		off += n;
 		r->out.flags = off < rg->n ? PROTO_F_MORE : 0;
@@ -597,7 +599,8 @@ static void agent_relay_event(void *arg, uint8_t cmd, uint32_t reason,
 		log_err("out of memory relaying a module event, dropped");
 		return;
 	}
-	memcpy(rg.v, ranges->v, ranges->n * sizeof(*rg.v));
+	if (ranges->n)
+		memcpy(rg.v, ranges->v, ranges->n * sizeof(*rg.v));
 	rg.n = rg.cap = ranges->n;
 	if (agent_relay_ranges_prepare(&rg) < 0) {
 		log_err("module event with invalid ranges, dropped");
