@@ -190,7 +190,11 @@ def test_pressure_releases_captured(kernel, figures):
         assert got > 512 * MIB
         free = g.meminfo()["MemFree"]
         want = free + 192 * MIB
+        g.check("vdfnl events --count 1 --timeout-ms 120000 >/tmp/events 2>&1 &")
+        g.check("sleep 1")
         g.check(f"memcheck start --mib {want // MIB} --id p", timeout=300)
+        events = g.check("sleep 1; cat /tmp/events")
+        assert "event=released" in events and re.search(r"reason=(shrinker|oom)", events)
         st = stats(g)
         released = num(st, "pressure_releases") + num(st, "oom_releases")
         figures(f"{kernel}: blocks released under pressure", released, "blocks")
@@ -222,8 +226,15 @@ def test_unload_releases_everything(kernel):
         events = g.check("sleep 1; cat /tmp/events")
         assert "event=released" in events and "reason=unload" in events
         assert sum(n for _, n in ranges(events)) == got
-        # loads again, clean
-        load(g)
+        # loads again, with a floor from the parameter, then one from SET
+        g.check("insmod /lib/modules/vmdefrag.ko floor_mb=300")
+        assert num(stats(g), "floor_bytes") == 300 * MIB
+        g.check("vdfnl set-floor 600M")
+        assert num(stats(g), "floor_bytes") == 600 * MIB
+        rep = kv(g.check("vdfnl capture 8G", timeout=300))
+        assert num(rep, "errno") == -28
+        assert g.meminfo()["MemFree"] >= 600 * MIB
+        assert num(rep, "bytes") > 64 * MIB
         g.check("rmmod vmdefrag")
 
 
@@ -255,4 +266,14 @@ def test_malformed_requests_rejected(kernel):
         assert num(kv(g.check("vdfnl release 1G")), "bytes") == 62 * MIB
         status, out = g.run("vdfnl capture 2M --range 0x1000:0x200000")
         assert status == 1 and "error=-22" in out
+        # a preferred range is taken before the cheapest blocks
+        want = rs[-1][0] + rs[-1][1] - BLOCK
+        out = g.check(f"vdfnl capture 2M --range {want:#x}:{BLOCK:#x}")
+        assert ranges(out) == [(want, BLOCK)]
+        assert num(kv(g.check("vdfnl release 2M")), "bytes") == BLOCK
+        # the time budget stops a request
+        rep = kv(g.check("vdfnl capture 8G --budget-ms 1", timeout=300))
+        assert num(rep, "errno") == -110
+        assert num(rep, "bytes") < 64 * MIB
+        g.check("vdfnl release 8G")
 
