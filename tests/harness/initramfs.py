@@ -12,6 +12,7 @@ the harness's commands.
 Images are cached under build/initramfs/<release>/ and rebuilt when any
 input is newer than the image.
 """
+import fcntl
 import lzma
 import os
 import shutil
@@ -119,8 +120,19 @@ def _inputs(release):
 
 
 def build(release):
-    """Returns the path of the initramfs for `release`, building it if stale."""
+    """Returns the path of the initramfs for `release`, building it if stale.
+
+    Concurrent test runs share build/: a lock file serialises the check and
+    the rebuild, so one run never boots an image another is rewriting.
+    """
     outdir = BUILD / "initramfs" / release
+    outdir.mkdir(parents=True, exist_ok=True)
+    with open(outdir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(release, outdir)
+
+
+def _build_locked(release, outdir):
     image = outdir / "initrd.cpio"
     if image.exists():
         newest = max(p.stat().st_mtime for p in _inputs(release))
