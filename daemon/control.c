@@ -1,0 +1,477 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * control.c - the control socket: JSON-lines requests from vmdefragctl.
+ *
+ * Access: the socket file has mode socket_mode (0660 by default) and
+ * belongs to root and socket_group; on top of the file permissions every
+ * client's credentials (SO_PEERCRED) are checked: root, the daemon's own
+ * user, or a member of socket_group (primary or supplementary group) may
+ * talk; anyone else gets one "permission" error and is disconnected.
+ *
+ * Each client is a small state machine:
+ *   READING   collecting a request line (at most CTL_REQUEST_MAX bytes;
+ *             a longer line is an error and closes the client)
+ *   WAITING   a scan was relayed to a guest; reading is paused until the
+ *             answer (or the session's failure) arrives, so one client has
+ *             at most one request in flight and cannot fill a VM's queue
+ *   WRITING   any state may have output pending; it is flushed on
+ *             EPOLLOUT, bounded by 2 * CTL_RESPONSE_MAX
+ * A client that disconnects while WAITING cancels its interest in the
+ * scan (vm_scan_cancel()); the guest's answer still refreshes the VM's
+ * cached picture.
+ *
+ * Clients are trusted only as far as the socket's permissions go: their
+ * input is still bounded and parsed strictly (ctl_proto_parse_request()).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "ctl_proto.h"
+#include "hostmem.h"
+#include "log.h"
+#include "loop.h"
+#include "vm.h"
+
+#define CONTROL_OUT_MAX	(2 * CTL_RESPONSE_MAX)
+
+struct control_client {
+	struct control *ctl;
+	int fd;
+	struct loop_io io;
+	char in[CTL_REQUEST_MAX + 1];
+	size_t in_len;
+	char *out;
+	size_t out_len;
+	bool closing;			/* close once out is flushed */
+	struct vm *waiting_vm;		/* WAITING on a scan of this VM */
+	uint32_t waiting_id;
+	struct control_client *next;
+};
+
+struct control {
+	struct loop *loop;
+	const struct config *cfg;
+	struct vm **vms;
+	size_t nvms;
+	int fd;
+	struct loop_io io;
+	char path[108];
+	struct control_client *clients;
+	size_t nclients;
+};
+
+static void control_client_free(struct control_client *cl)
+{
+	struct control *c = cl->ctl;
+
+	for (struct control_client **p = &c->clients; *p; p = &(*p)->next) {
+		if (*p == cl) {
+			*p = cl->next;
+			break;
+		}
+	}
+	c->nclients--;
+	if (cl->waiting_vm)
+		vm_scan_cancel(cl->waiting_vm, cl->waiting_id);
+	loop_io_remove(c->loop, &cl->io);
+	close(cl->fd);
+	free(cl->out);
+	free(cl);
+}
+
+static void control_client_update(struct control_client *cl)
+{
+	uint32_t ev = 0;
+
+	if (!cl->waiting_vm && !cl->closing)
+		ev |= EPOLLIN;
+	if (cl->out_len)
+		ev |= EPOLLOUT;
+	(void)loop_io_modify(cl->ctl->loop, &cl->io, ev);
+}
+
+/* Writes what it can; false if the client is gone (freed). */
+static bool control_client_flush(struct control_client *cl)
+{
+	while (cl->out_len) {
+		ssize_t n = send(cl->fd, cl->out, cl->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			control_client_free(cl);
+			return false;
+		}
+		memmove(cl->out, cl->out + n, cl->out_len - (size_t)n);
+		cl->out_len -= (size_t)n;
+	}
+	if (!cl->out_len && cl->closing) {
+		control_client_free(cl);
+		return false;
+	}
+	control_client_update(cl);
+	return true;
+}
+
+/* Queues one response line (consumes obj); false if the client is gone. */
+static bool control_client_send(struct control_client *cl, struct json_object *obj)
+{
+	const char *s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
+	size_t len = s ? strlen(s) : 0;
+	char *out;
+
+	if (!s || len + 1 > CTL_RESPONSE_MAX || cl->out_len + len + 1 > CONTROL_OUT_MAX) {
+		json_object_put(obj);
+		log_warning("control client: response too large or client not "
+			    "reading, disconnecting it");
+		control_client_free(cl);
+		return false;
+	}
+	out = realloc(cl->out, cl->out_len + len + 1);
+	if (!out) {
+		json_object_put(obj);
+		control_client_free(cl);
+		return false;
+	}
+	cl->out = out;
+	memcpy(cl->out + cl->out_len, s, len);
+	cl->out[cl->out_len + len] = '\n';
+	cl->out_len += len + 1;
+	json_object_put(obj);
+	return control_client_flush(cl);
+}
+
+static bool control_client_error(struct control_client *cl, const char *code,
+				 const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static bool control_client_error(struct control_client *cl, const char *code,
+				 const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return control_client_send(cl, ctl_proto_error(code, msg));
+}
+
+static struct vm *control_find_vm(struct control *c, const char *name)
+{
+	for (size_t i = 0; i < c->nvms; i++)
+		if (strcmp(vm_name(c->vms[i]), name) == 0)
+			return c->vms[i];
+	return NULL;
+}
+
+static void control_scan_done(void *userdata, int status,
+			      const struct proto_scan_resp *scan,
+			      const struct proto_slab *slabs)
+{
+	struct control_client *cl = userdata;
+	struct vm *vm = cl->waiting_vm;
+
+	cl->waiting_vm = NULL;
+	if (status == 0) {
+		control_client_send(cl, ctl_proto_ok("scan",
+				    ctl_proto_scan_json(vm_name(vm), scan, slabs)));
+		return;
+	}
+	if (status == -ECONNRESET)
+		control_client_error(cl, CTL_ERR_LOST, "VM '%s': guest session "
+				     "dropped before the scan was answered",
+				     vm_name(vm));
+	else
+		control_client_error(cl, CTL_ERR_GUEST, "VM '%s': guest answered "
+				     "the scan with error %d (%s)", vm_name(vm),
+				     status, strerror(-status));
+}
+
+static bool control_cmd_status(struct control_client *cl, const struct ctl_request *req)
+{
+	struct control *c = cl->ctl;
+	struct json_object *arr = json_object_new_array();
+	struct ctl_vm_status *st = malloc(sizeof(*st));
+
+	if (!st) {
+		json_object_put(arr);
+		return control_client_error(cl, CTL_ERR_INTERNAL, "out of memory");
+	}
+	for (size_t i = 0; i < c->nvms; i++) {
+		if (req->vm[0] && strcmp(req->vm, vm_name(c->vms[i])) != 0)
+			continue;
+		vm_get_status(c->vms[i], st);
+		json_object_array_add(arr, ctl_proto_status_json(st));
+	}
+	free(st);
+	if (req->vm[0] && json_object_array_length(arr) == 0) {
+		json_object_put(arr);
+		return control_client_error(cl, CTL_ERR_UNKNOWN_VM,
+					    "no VM named '%s'", req->vm);
+	}
+	return control_client_send(cl, ctl_proto_ok("vms", arr));
+}
+
+static bool control_cmd_scan(struct control_client *cl, const struct ctl_request *req)
+{
+	struct vm *vm = control_find_vm(cl->ctl, req->vm);
+	uint32_t id;
+	int r;
+
+	if (!vm)
+		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
+					    req->vm);
+	r = vm_scan(vm, control_scan_done, cl, &id);
+	if (r == -ENOTCONN)
+		return control_client_error(cl, CTL_ERR_NOT_READY,
+					    "VM '%s': guest session is not ready "
+					    "(is vmdefrag-agent running in the guest?)",
+					    req->vm);
+	if (r == -EBUSY)
+		return control_client_error(cl, CTL_ERR_BUSY,
+					    "VM '%s': too many requests queued", req->vm);
+	if (r < 0)
+		return control_client_error(cl, CTL_ERR_INTERNAL, "VM '%s': %s",
+					    req->vm, strerror(-r));
+	cl->waiting_vm = vm;
+	cl->waiting_id = id;
+	control_client_update(cl);
+	return true;
+}
+
+/* Handles one request line; false if the client is gone. */
+static bool control_client_line(struct control_client *cl, char *line)
+{
+	struct ctl_request req;
+	char err[256];
+
+	if (ctl_proto_parse_request(line, &req, err, sizeof(err)) < 0)
+		return control_client_error(cl, CTL_ERR_BAD_REQUEST, "%s", err);
+	switch (req.cmd) {
+	case CTL_CMD_STATUS:
+		return control_cmd_status(cl, &req);
+	case CTL_CMD_SCAN:
+		return control_cmd_scan(cl, &req);
+	}
+	return true;
+}
+
+static void control_client_io(struct loop_io *io, uint32_t events)
+{
+	struct control_client *cl = io->userdata;
+	ssize_t n;
+
+	if ((events & EPOLLOUT) && !control_client_flush(cl))
+		return;
+	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || cl->waiting_vm || cl->closing)
+		return;
+	n = recv(cl->fd, cl->in + cl->in_len, CTL_REQUEST_MAX - cl->in_len, MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0)
+		return control_client_free(cl);
+	cl->in_len += (size_t)n;
+	/* one request at a time: the next is read after this one's answer */
+	while (!cl->waiting_vm) {
+		char *nl = memchr(cl->in, '\n', cl->in_len);
+		size_t used;
+
+		if (!nl) {
+			if (cl->in_len >= CTL_REQUEST_MAX) {
+				cl->closing = true;
+				control_client_error(cl, CTL_ERR_BAD_REQUEST,
+						     "request longer than %u bytes",
+						     CTL_REQUEST_MAX);
+			}
+			return;
+		}
+		*nl = '\0';
+		used = (size_t)(nl - cl->in) + 1;
+		if (!control_client_line(cl, cl->in))
+			return;
+		memmove(cl->in, cl->in + used, cl->in_len - used);
+		cl->in_len -= used;
+	}
+}
+
+/* May this peer use the socket?  0, or -EACCES. */
+static int control_peer_allowed(const struct control *c, const struct ucred *cred)
+{
+	char path[64], *text, *p;
+	int r = -EACCES;
+
+	if (cred->uid == 0 || cred->uid == geteuid())
+		return 0;
+	if (!c->cfg->socket_group_set)
+		return -EACCES;
+	if (cred->gid == c->cfg->socket_group)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)cred->pid);
+	if (hostmem_read_text(path, 1 << 16, &text, NULL) < 0)
+		return -EACCES;
+	p = strstr(text, "\nGroups:");
+	if (p) {
+		char *end;
+
+		p += strlen("\nGroups:");
+		for (;;) {
+			unsigned long g = strtoul(p, &end, 10);
+
+			if (end == p)
+				break;
+			if (g == c->cfg->socket_group) {
+				r = 0;
+				break;
+			}
+			p = end;
+		}
+	}
+	free(text);
+	return r;
+}
+
+static void control_accept(struct loop_io *io, uint32_t events)
+{
+	struct control *c = io->userdata;
+	struct control_client *cl;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	int fd;
+
+	fd = accept4(c->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (c->nclients >= CONTROL_MAX_CLIENTS) {
+		log_warning("control: more than %d clients, refusing one",
+			    CONTROL_MAX_CLIENTS);
+		close(fd);
+		return;
+	}
+	cl = calloc(1, sizeof(*cl));
+	if (!cl) {
+		close(fd);
+		return;
+	}
+	cl->ctl = c;
+	cl->fd = fd;
+	loop_io_init(&cl->io, control_client_io, cl);
+	if (loop_io_add(c->loop, &cl->io, fd, EPOLLIN) < 0) {
+		close(fd);
+		free(cl);
+		return;
+	}
+	cl->next = c->clients;
+	c->clients = cl;
+	c->nclients++;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+	    control_peer_allowed(c, &cred) < 0) {
+		log_info("control: refused client uid %d gid %d (not root, not in "
+			 "the socket group)", (int)cred.uid, (int)cred.gid);
+		cl->closing = true;
+		control_client_error(cl, CTL_ERR_PERMISSION,
+				     "permission denied: not root and not in the "
+				     "daemon's socket group");
+	}
+}
+
+/* Removes a stale socket at path; -EADDRINUSE if someone listens there. */
+static int control_clear_stale(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, r;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	strcpy(sa.sun_path, path);
+	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	if (r == 0)
+		return -EADDRINUSE;
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int control_new(struct loop *loop, const struct config *cfg, struct vm **vms,
+		size_t nvms, struct control **ret_control)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct control *c;
+	mode_t old_umask;
+	int r;
+
+	if (strlen(cfg->socket) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	r = control_clear_stale(cfg->socket);
+	if (r < 0)
+		return r;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->loop = loop;
+	c->cfg = cfg;
+	c->vms = vms;
+	c->nvms = nvms;
+	strcpy(c->path, cfg->socket);
+	strcpy(sa.sun_path, cfg->socket);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		r = -errno;
+		goto out_free;
+	}
+	/* no window in which the socket is more open than configured */
+	old_umask = umask(0177);
+	r = bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ? -errno : 0;
+	umask(old_umask);
+	if (r < 0)
+		goto out_close;
+	if (cfg->socket_group_set && chown(c->path, (uid_t)-1, cfg->socket_group) < 0) {
+		r = -errno;
+		goto out_unlink;
+	}
+	if (chmod(c->path, cfg->socket_mode) < 0 || listen(c->fd, 16) < 0) {
+		r = -errno;
+		goto out_unlink;
+	}
+	loop_io_init(&c->io, control_accept, c);
+	r = loop_io_add(loop, &c->io, c->fd, EPOLLIN);
+	if (r < 0)
+		goto out_unlink;
+	*ret_control = c;
+	return 0;
+
+out_unlink:
+	unlink(c->path);
+out_close:
+	close(c->fd);
+out_free:
+	free(c);
+	return r;
+}
+
+void control_free(struct control *c)
+{
+	if (!c)
+		return;
+	while (c->clients)
+		control_client_free(c->clients);
+	loop_io_remove(c->loop, &c->io);
+	close(c->fd);
+	unlink(c->path);
+	free(c);
+}

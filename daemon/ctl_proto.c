@@ -1,0 +1,342 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ctl_proto.c - JSON of the control socket (see ctl_proto.h).
+ *
+ * The one place that knows the keys of every request and response, so the
+ * daemon (which builds them) and vmdefragctl (which reads them) cannot
+ * drift apart.  Requests are parsed strictly: an object, a known "cmd",
+ * "vm" a string of the right length when the command needs one, and no
+ * unknown keys, each refusal explained in one line for the client.
+ *
+ * Strings that came from a guest (slab cache names) appear in JSON as
+ * JSON strings: json-c escapes them.  The codec already guaranteed they
+ * are printable ASCII; vmdefragctl quotes them again when printing.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl_proto.h"
+
+static const char *const ctl_class_names[] = {
+	[VMDEFRAG_CLASS_CAPTURED] = "captured",
+	[VMDEFRAG_CLASS_FREE] = "free",
+	[VMDEFRAG_CLASS_MOVABLE] = "movable",
+	[VMDEFRAG_CLASS_UNMOVABLE] = "unmovable",
+	[VMDEFRAG_CLASS_OFFLINE] = "offline",
+};
+
+static const char *const ctl_cause_names[] = {
+	[VMDEFRAG_CAUSE_SLAB] = "slab",
+	[VMDEFRAG_CAUSE_PAGETABLE] = "pagetable",
+	[VMDEFRAG_CAUSE_RESERVED] = "reserved",
+	[VMDEFRAG_CAUSE_PINNED] = "pinned",
+	[VMDEFRAG_CAUSE_OTHER] = "other",
+};
+
+const char *ctl_proto_class_name(unsigned int i)
+{
+	return i < sizeof(ctl_class_names) / sizeof(ctl_class_names[0]) ?
+	       ctl_class_names[i] : NULL;
+}
+
+const char *ctl_proto_cause_name(unsigned int i)
+{
+	return i < sizeof(ctl_cause_names) / sizeof(ctl_cause_names[0]) ?
+	       ctl_cause_names[i] : NULL;
+}
+
+static const char *ctl_cmd_name(enum ctl_cmd cmd)
+{
+	return cmd == CTL_CMD_SCAN ? "scan" : "status";
+}
+
+int ctl_proto_format_request(const struct ctl_request *req, char **ret_line)
+{
+	struct json_object *o = json_object_new_object();
+	const char *s;
+	char *line;
+
+	if (!o)
+		return -ENOMEM;
+	json_object_object_add(o, "cmd", json_object_new_string(ctl_cmd_name(req->cmd)));
+	if (req->vm[0])
+		json_object_object_add(o, "vm", json_object_new_string(req->vm));
+	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	if (!s || asprintf(&line, "%s\n", s) < 0) {
+		json_object_put(o);
+		return -ENOMEM;
+	}
+	json_object_put(o);
+	*ret_line = line;
+	return 0;
+}
+
+int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
+			    char *err, size_t errsz)
+{
+	struct json_object *o = json_tokener_parse(line), *v;
+	struct ctl_request req = { 0 };
+	const char *cmd;
+	int r = -EINVAL;
+
+	if (!o || !json_object_is_type(o, json_type_object)) {
+		snprintf(err, errsz, "request is not a JSON object");
+		goto out_put;
+	}
+	if (!json_object_object_get_ex(o, "cmd", &v) ||
+	    !json_object_is_type(v, json_type_string)) {
+		snprintf(err, errsz, "request has no \"cmd\" string");
+		goto out_put;
+	}
+	cmd = json_object_get_string(v);
+	if (strcmp(cmd, "status") == 0) {
+		req.cmd = CTL_CMD_STATUS;
+	} else if (strcmp(cmd, "scan") == 0) {
+		req.cmd = CTL_CMD_SCAN;
+	} else {
+		snprintf(err, errsz, "unknown command (known: status, scan)");
+		goto out_put;
+	}
+	if (json_object_object_get_ex(o, "vm", &v)) {
+		const char *name;
+
+		if (!json_object_is_type(v, json_type_string)) {
+			snprintf(err, errsz, "\"vm\" is not a string");
+			goto out_put;
+		}
+		name = json_object_get_string(v);
+		if (!name[0] || strlen(name) >= sizeof(req.vm)) {
+			snprintf(err, errsz, "\"vm\" is empty or too long");
+			goto out_put;
+		}
+		strcpy(req.vm, name);
+	} else if (req.cmd == CTL_CMD_SCAN) {
+		snprintf(err, errsz, "scan needs \"vm\"");
+		goto out_put;
+	}
+	json_object_object_foreach(o, key, val) {
+		(void)val;
+		if (strcmp(key, "cmd") != 0 && strcmp(key, "vm") != 0) {
+			snprintf(err, errsz, "unknown key in request");
+			goto out_put;
+		}
+	}
+	*ret_req = req;
+	r = 0;
+out_put:
+	json_object_put(o);
+	return r;
+}
+
+struct json_object *ctl_proto_error(const char *code, const char *message)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "ok", json_object_new_boolean(0));
+	json_object_object_add(o, "error", json_object_new_string(code));
+	json_object_object_add(o, "message", json_object_new_string(message));
+	return o;
+}
+
+struct json_object *ctl_proto_ok(const char *key, struct json_object *value)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "ok", json_object_new_boolean(1));
+	json_object_object_add(o, key, value);
+	return o;
+}
+
+static void ctl_add_u64(struct json_object *o, const char *key, uint64_t v)
+{
+	json_object_object_add(o, key, json_object_new_uint64(v));
+}
+
+static void ctl_add_str(struct json_object *o, const char *key, const char *s)
+{
+	json_object_object_add(o, key, s && *s ? json_object_new_string(s) : NULL);
+}
+
+static struct json_object *ctl_features_json(uint64_t f)
+{
+	struct json_object *a = json_object_new_array();
+
+	if (f & PROTO_FEAT_EVENTS)
+		json_object_array_add(a, json_object_new_string("events"));
+	if (f & PROTO_FEAT_STATS_EVT)
+		json_object_array_add(a, json_object_new_string("stats-events"));
+	if (f & PROTO_FEAT_MODULE)
+		json_object_array_add(a, json_object_new_string("module"));
+	return a;
+}
+
+/*
+ * VMSTATUS keys: name; qmp {connected, error, pid}; backend ("shared",
+ * "hint", "unknown"), backend_note; ram_bytes; backing_bytes and
+ * huge_mapped_bytes (null when unknown); shmem_enabled (null if
+ * unreadable), reback_huge, reback_note; session {state, version,
+ * features [names], features_raw, guest_page_size, guest_ram_bytes,
+ * connects, drops, frames, queued, last_drop}; guest (null before any
+ * SCAN or STATS) {free_bytes, free_block_bytes, unmovable_blocks,
+ * scan_age_ms (from the last SCAN; null without one), captured_bytes,
+ * stats_age_ms}.
+ */
+struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
+{
+	struct json_object *o = json_object_new_object();
+	struct json_object *q = json_object_new_object();
+	struct json_object *s = json_object_new_object();
+	const struct session_info *si = &st->session;
+
+	ctl_add_str(o, "name", st->name);
+	json_object_object_add(q, "connected", json_object_new_boolean(st->qmp_connected));
+	ctl_add_str(q, "error", st->qmp_error);
+	json_object_object_add(q, "pid", json_object_new_int(st->pid));
+	json_object_object_add(o, "qmp", q);
+	ctl_add_str(o, "backend", st->backend);
+	ctl_add_str(o, "backend_note", st->backend_note);
+	ctl_add_u64(o, "ram_bytes", st->ram_bytes);
+	json_object_object_add(o, "backing_bytes", st->backing_known ?
+			       json_object_new_uint64(st->backing_bytes) : NULL);
+	json_object_object_add(o, "huge_mapped_bytes", st->huge_known ?
+			       json_object_new_uint64(st->huge_mapped_bytes) : NULL);
+	ctl_add_str(o, "shmem_enabled", st->shmem_enabled);
+	json_object_object_add(o, "reback_huge", json_object_new_boolean(st->reback_huge));
+	ctl_add_str(o, "reback_note", st->reback_note);
+
+	ctl_add_str(s, "state", session_state_name(si->state));
+	json_object_object_add(s, "version", json_object_new_int(si->version));
+	json_object_object_add(s, "features", ctl_features_json(si->guest.features));
+	ctl_add_u64(s, "features_raw", si->guest.features);
+	ctl_add_u64(s, "guest_page_size", si->guest.page_size);
+	ctl_add_u64(s, "guest_ram_bytes", si->guest.ram_bytes);
+	ctl_add_u64(s, "connects", si->connects);
+	ctl_add_u64(s, "drops", si->drops);
+	ctl_add_u64(s, "frames", si->frames);
+	ctl_add_u64(s, "queued", si->queued);
+	ctl_add_str(s, "last_drop", si->last_drop);
+	json_object_object_add(o, "session", s);
+
+	if (st->have_scan || st->have_stats) {
+		struct json_object *g = json_object_new_object();
+
+		if (st->have_scan) {
+			ctl_add_u64(g, "free_bytes", st->scan.free_bytes);
+			ctl_add_u64(g, "free_block_bytes", st->scan.free_block_bytes);
+			ctl_add_u64(g, "unmovable_blocks",
+				    st->scan.classes[VMDEFRAG_CLASS_UNMOVABLE]);
+			ctl_add_u64(g, "scan_age_ms", st->scan_age_ms);
+		} else {
+			json_object_object_add(g, "scan_age_ms", NULL);
+		}
+		/* the newer of the two says how much the module holds */
+		if (st->have_stats && (!st->have_scan || st->stats_age_ms <= st->scan_age_ms))
+			ctl_add_u64(g, "captured_bytes", st->stats.captured_bytes);
+		else
+			ctl_add_u64(g, "captured_bytes", st->scan.captured_bytes);
+		json_object_object_add(g, "stats_age_ms", st->have_stats ?
+				       json_object_new_uint64(st->stats_age_ms) : NULL);
+		json_object_object_add(o, "guest", g);
+	} else {
+		json_object_object_add(o, "guest", NULL);
+	}
+	return o;
+}
+
+/*
+ * SCAN keys: vm; total_bytes, free_bytes, free_block_bytes,
+ * capturable_bytes, captured_bytes, available_bytes, scan_ns; classes
+ * [{class, blocks}]; cost [{max_pages, blocks}] (bucket i holds blocks
+ * needing at most max_pages migrations, more than the bucket before);
+ * unmovable [{cause, blocks}]; slabs [{name, pages, blocks}].  A class or
+ * cause the daemon has no name for is "class-N" / "cause-N".
+ */
+struct json_object *ctl_proto_scan_json(const char *vm,
+					const struct proto_scan_resp *sc,
+					const struct proto_slab *slabs)
+{
+	struct json_object *o = json_object_new_object();
+	struct json_object *a;
+	char name[32];
+
+	ctl_add_str(o, "vm", vm);
+	ctl_add_u64(o, "total_bytes", sc->total_bytes);
+	ctl_add_u64(o, "free_bytes", sc->free_bytes);
+	ctl_add_u64(o, "free_block_bytes", sc->free_block_bytes);
+	ctl_add_u64(o, "capturable_bytes", sc->capturable_bytes);
+	ctl_add_u64(o, "captured_bytes", sc->captured_bytes);
+	ctl_add_u64(o, "available_bytes", sc->available_bytes);
+	ctl_add_u64(o, "scan_ns", sc->scan_ns);
+
+	a = json_object_new_array();
+	for (unsigned int i = 0; i < sc->nclasses && i < PROTO_HIST_MAX; i++) {
+		struct json_object *e = json_object_new_object();
+		const char *n = ctl_proto_class_name(i);
+
+		if (!n) {
+			snprintf(name, sizeof(name), "class-%u", i);
+			n = name;
+		}
+		ctl_add_str(e, "class", n);
+		ctl_add_u64(e, "blocks", sc->classes[i]);
+		json_object_array_add(a, e);
+	}
+	json_object_object_add(o, "classes", a);
+
+	a = json_object_new_array();
+	for (unsigned int i = 0; i < sc->ncost && i < PROTO_HIST_MAX; i++) {
+		struct json_object *e = json_object_new_object();
+
+		ctl_add_u64(e, "max_pages", sc->cost_bounds[i]);
+		ctl_add_u64(e, "blocks", sc->cost[i]);
+		json_object_array_add(a, e);
+	}
+	json_object_object_add(o, "cost", a);
+
+	a = json_object_new_array();
+	for (unsigned int i = 0; i < sc->nunmovable && i < PROTO_HIST_MAX; i++) {
+		struct json_object *e = json_object_new_object();
+		const char *n = ctl_proto_cause_name(i);
+
+		if (!n) {
+			snprintf(name, sizeof(name), "cause-%u", i);
+			n = name;
+		}
+		ctl_add_str(e, "cause", n);
+		ctl_add_u64(e, "blocks", sc->unmovable[i]);
+		json_object_array_add(a, e);
+	}
+	json_object_object_add(o, "unmovable", a);
+
+	a = json_object_new_array();
+	for (uint32_t i = 0; i < sc->nslabs && i < PROTO_MAX_SLABS; i++) {
+		struct json_object *e = json_object_new_object();
+
+		json_object_object_add(e, "name",
+				       json_object_new_string_len(slabs[i].name,
+								  (int)strnlen(slabs[i].name,
+									       PROTO_NAME_LEN)));
+		ctl_add_u64(e, "pages", slabs[i].pages);
+		ctl_add_u64(e, "blocks", slabs[i].blocks);
+		json_object_array_add(a, e);
+	}
+	json_object_object_add(o, "slabs", a);
+	return o;
+}
+
+int ctl_proto_exit_code(const char *code)
+{
+	if (!code)
+		return CTL_EXIT_FAILED;
+	if (strcmp(code, CTL_ERR_UNKNOWN_VM) == 0)
+		return CTL_EXIT_UNKNOWN_VM;
+	if (strcmp(code, CTL_ERR_NOT_READY) == 0)
+		return CTL_EXIT_NOT_READY;
+	if (strcmp(code, CTL_ERR_PERMISSION) == 0)
+		return CTL_EXIT_PERMISSION;
+	if (strcmp(code, CTL_ERR_BAD_REQUEST) == 0)
+		return CTL_EXIT_USAGE;
+	return CTL_EXIT_FAILED;
+}

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * ctl_proto.h - the control socket's message format, shared by vmdefragd
+ * and vmdefragctl (prefix ctl_proto_).
+ *
+ * JSON lines over a unix stream socket: the client writes one request
+ * object per line, the daemon answers each with one response object per
+ * line, in order.
+ *
+ *   request   {"cmd": "status"}            every VM
+ *             {"cmd": "status", "vm": N}   one VM
+ *             {"cmd": "scan", "vm": N}     relay REQ_SCAN to the guest
+ *   response  {"ok": true, "vms": [VMSTATUS, ...]}
+ *             {"ok": true, "scan": SCAN}
+ *             {"ok": false, "error": CODE, "message": "one line"}
+ *
+ * CODE is one of the CTL_ERR_* strings below; vmdefragctl maps each to an
+ * exit status (ctl_proto_exit_code()).  VMSTATUS and SCAN are built only
+ * by ctl_proto_status_json() / ctl_proto_scan_json(): their keys are
+ * documented there.
+ */
+#ifndef VDF_CTL_PROTO_H
+#define VDF_CTL_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#include "session.h"
+#include "vmdefrag/proto.h"
+
+#define CTL_REQUEST_MAX		4096		/* bytes in one request line */
+#define CTL_RESPONSE_MAX	(1u << 20)	/* bytes in one response line */
+#define CTL_DEFAULT_SOCKET	"/run/vmdefragd.sock"
+
+#define CTL_ERR_BAD_REQUEST	"bad-request"
+#define CTL_ERR_UNKNOWN_VM	"unknown-vm"
+#define CTL_ERR_NOT_READY	"not-ready"	/* guest session not READY */
+#define CTL_ERR_BUSY		"busy"		/* request queue full */
+#define CTL_ERR_GUEST		"guest-error"	/* guest answered with an errno */
+#define CTL_ERR_LOST		"session-lost"	/* dropped or timed out meanwhile */
+#define CTL_ERR_PERMISSION	"permission"
+#define CTL_ERR_INTERNAL	"internal"
+
+/* vmdefragctl exit statuses */
+enum ctl_exit {
+	CTL_EXIT_OK		= 0,
+	CTL_EXIT_FAILED		= 1,	/* the daemon or guest could not do it */
+	CTL_EXIT_USAGE		= 2,	/* bad arguments */
+	CTL_EXIT_NO_DAEMON	= 3,	/* socket missing / nobody listening */
+	CTL_EXIT_PERMISSION	= 4,	/* not allowed to use the socket */
+	CTL_EXIT_UNKNOWN_VM	= 5,
+	CTL_EXIT_NOT_READY	= 6,	/* the VM's guest session is not ready */
+};
+
+enum ctl_cmd {
+	CTL_CMD_STATUS,
+	CTL_CMD_SCAN,
+};
+
+struct ctl_request {
+	enum ctl_cmd cmd;
+	char vm[64];		/* "" if none given */
+};
+
+/* Encodes a request as one line (with "\n"); *ret_line is malloc'ed. */
+int ctl_proto_format_request(const struct ctl_request *req, char **ret_line);
+/*
+ * Parses one request line.  -EINVAL with a message in err (for the
+ * client) when it is not a valid request.
+ */
+int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
+			    char *err, size_t errsz);
+
+/* {"ok": false, "error": code, "message": message} */
+struct json_object *ctl_proto_error(const char *code, const char *message);
+/* {"ok": true, key: value}; takes ownership of value. */
+struct json_object *ctl_proto_ok(const char *key, struct json_object *value);
+
+/* One VM's state as the daemon sees it; vm.c fills it. */
+struct ctl_vm_status {
+	char name[64];
+	bool qmp_connected;
+	char qmp_error[256];		/* why not connected / attached */
+	int pid;			/* QEMU's pid, 0 if unknown */
+	const char *backend;		/* "shared", "hint", "unknown" */
+	char backend_note[256];		/* why hint / unknown */
+	uint64_t ram_bytes;
+	bool backing_known;
+	uint64_t backing_bytes;		/* allocated in the backing file(s) */
+	bool huge_known;
+	uint64_t huge_mapped_bytes;	/* guest RAM mapped by huge pages */
+	const char *shmem_enabled;	/* host setting, NULL if unreadable */
+	bool reback_huge;		/* re-backing can use 2 MiB folios */
+	char reback_note[192];
+	struct session_info session;
+	bool have_scan;
+	uint64_t scan_age_ms;
+	struct proto_scan_resp scan;
+	bool have_stats;
+	uint64_t stats_age_ms;
+	struct proto_stats stats;
+};
+
+struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st);
+struct json_object *ctl_proto_scan_json(const char *vm,
+					const struct proto_scan_resp *scan,
+					const struct proto_slab *slabs);
+
+/* Exit status for an error code from a response (unknown codes: FAILED). */
+int ctl_proto_exit_code(const char *code);
+
+const char *ctl_proto_class_name(unsigned int i);
+const char *ctl_proto_cause_name(unsigned int i);
+
+#endif /* VDF_CTL_PROTO_H */

@@ -1,0 +1,558 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vm.c - per-VM state: QEMU monitor, RAM layout, backend, guest session,
+ * and the guest's last report.
+ *
+ * A VM moves through two independent connections:
+ *
+ *   QMP      detached --qmp_connect + layout discovered--> attached
+ *            attached --QEMU closes the monitor or errors--> detached
+ *            (retries with a backoff from reconnect_min_ms to _max_ms)
+ *   session  see session.c; it runs whether or not QMP is attached, but
+ *            ranges from the guest are only ever trusted against a known
+ *            layout (vm_check_range() says -ENODATA without one).
+ *
+ * Everything the host knows about the VM's RAM comes from QEMU (layout,
+ * backing fd, pid); the guest's HELLO, SCAN and STATS are kept only to be
+ * reported, after session.c validated them.
+ *
+ * The backend follows from the layout: "shared" when every RAM backing is
+ * a file QEMU maps shared (memfd, hugetlbfs, tmpfs) and the daemon holds
+ * its fd; "hint" (free page reporting only) as soon as one backing is
+ * anonymous, which is a supported configuration, reported, not an error.
+ *
+ * Room for the memory-moving operations (reclaim/return, added later):
+ * `op` is the one operation in progress on this VM (NULL when idle); it
+ * will own its requests on the session's queue and its ranges, so a
+ * session drop or a QMP detach can abort it in one place.
+ *
+ * Single-threaded, on the loop's thread.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "hostmem.h"
+#include "log.h"
+#include "loop.h"
+#include "qmp.h"
+#include "session.h"
+#include "vm.h"
+#include "vm_layout.h"
+
+#define VM_QMP_TIMEOUT_MS	3000
+
+enum vm_backend {
+	VM_BACKEND_UNKNOWN,	/* not attached to QEMU */
+	VM_BACKEND_SHARED,
+	VM_BACKEND_HINT,
+};
+
+/* Placeholder of an operation in progress; defined with reclaim/return. */
+struct vm_op;
+
+struct vm {
+	struct loop *loop;
+	struct config_vm conf;
+	uint32_t retry_min_ms, retry_max_ms;
+
+	/* QEMU side */
+	struct qmp *qmp;		/* NULL while detached */
+	struct loop_io qmp_io;
+	struct loop_timer qmp_retry;
+	uint32_t qmp_backoff_ms;
+	char qmp_error[256];		/* why detached, "" when attached */
+	pid_t pid;
+	struct vm_layout *layout;	/* NULL while detached */
+	enum vm_backend backend;
+	char backend_note[256];
+
+	/* guest side */
+	struct session *session;
+	bool have_scan;
+	uint64_t scan_ms;
+	struct proto_scan_resp scan;
+	struct proto_slab slabs[PROTO_MAX_SLABS];
+	bool have_stats;
+	uint64_t stats_ms;
+	struct proto_stats stats;
+	uint64_t evt_captured_bytes;	/* as reported by events, for logs */
+	uint64_t evt_released_bytes;
+
+	struct vm_scan_req *scans;	/* scans in flight */
+
+	struct vm_op *op;		/* operation in progress, NULL: idle */
+};
+
+const char *vm_name(const struct vm *vm)
+{
+	return vm->conf.name;
+}
+
+/*
+ * The VM's RAM as configured: the sizes of its RAM backends.  The mapped
+ * ranges add up to a little less (QEMU overlays ROM on part of the first
+ * MiB), but the guest counts its RAM against the configured size.
+ */
+static uint64_t vm_configured_ram(const struct vm *vm)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; vm->layout && i < vm->layout->nbackings; i++)
+		sum += vm->layout->backings[i].size;
+	return sum;
+}
+
+/* ---- QMP attach / detach --------------------------------------------- */
+
+static void vm_qmp_detach(struct vm *vm, int error, const char *what)
+{
+	loop_io_remove(vm->loop, &vm->qmp_io);
+	qmp_close(vm->qmp);
+	vm->qmp = NULL;
+	vm_layout_free(vm->layout);
+	vm->layout = NULL;
+	vm->pid = 0;
+	vm->backend = VM_BACKEND_UNKNOWN;
+	vm->backend_note[0] = '\0';
+	snprintf(vm->qmp_error, sizeof(vm->qmp_error), "%s: %s", what,
+		 strerror(error < 0 ? -error : error));
+	if (!vm->qmp_backoff_ms)
+		vm->qmp_backoff_ms = vm->retry_min_ms;
+	else if (vm->qmp_backoff_ms < vm->retry_max_ms)
+		vm->qmp_backoff_ms = vm->qmp_backoff_ms * 2 > vm->retry_max_ms ?
+				     vm->retry_max_ms : vm->qmp_backoff_ms * 2;
+	loop_timer_arm(vm->loop, &vm->qmp_retry, vm->qmp_backoff_ms);
+}
+
+static void vm_qmp_io(struct loop_io *io, uint32_t events)
+{
+	struct vm *vm = io->userdata;
+	struct json_object *ev;
+	int r;
+
+	r = qmp_process_input(vm->qmp);
+	while (vm->qmp && qmp_next_event(vm->qmp, &ev) == 0) {
+		struct json_object *name;
+
+		if (json_object_object_get_ex(ev, "event", &name))
+			log_debug("VM '%s': QMP event %s", vm->conf.name,
+				  json_object_get_string(name));
+		json_object_put(ev);
+	}
+	if (r < 0) {
+		log_warning_errno(r, "VM '%s': QMP connection lost: %m; retrying",
+				  vm->conf.name);
+		vm_qmp_detach(vm, r, "QMP connection lost");
+	}
+}
+
+static void vm_set_backend(struct vm *vm)
+{
+	const struct vm_layout *l = vm->layout;
+
+	vm->backend = VM_BACKEND_SHARED;
+	vm->backend_note[0] = '\0';
+	for (size_t i = 0; i < l->nbackings; i++) {
+		const struct vm_backing *b = &l->backings[i];
+
+		if (b->kind == VM_BACKING_ANONYMOUS || b->fd < 0) {
+			vm->backend = VM_BACKEND_HINT;
+			snprintf(vm->backend_note, sizeof(vm->backend_note),
+				 "RAM backend '%s' is anonymous/private memory: no "
+				 "file to reclaim from; use a memfd with share=on "
+				 "for the shared backend", b->name);
+			return;
+		}
+	}
+}
+
+static int vm_qmp_attach(struct vm *vm)
+{
+	struct vm_layout *layout;
+	struct qmp *q;
+	pid_t pid;
+	int r;
+
+	r = qmp_connect(vm->conf.qmp, VM_QMP_TIMEOUT_MS, &q);
+	if (r < 0) {
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
+			 "cannot connect to %s: %s", vm->conf.qmp, strerror(-r));
+		return r;
+	}
+	r = qmp_peer_pid(q, &pid);
+	if (r < 0) {
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
+			 "cannot get QEMU's pid: %s", strerror(-r));
+		goto out_close;
+	}
+	r = vm_layout_discover(q, pid, &layout);
+	if (r < 0) {
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
+			 "cannot discover the RAM layout: %s%s%s", strerror(-r),
+			 qmp_last_error(q)[0] ? " - QMP said: " : "",
+			 qmp_last_error(q));
+		goto out_close;
+	}
+	r = loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(q), EPOLLIN);
+	if (r < 0) {
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error), "epoll: %s",
+			 strerror(-r));
+		vm_layout_free(layout);
+		goto out_close;
+	}
+	vm->qmp = q;
+	vm->pid = pid;
+	vm->layout = layout;
+	vm->qmp_error[0] = '\0';
+	vm->qmp_backoff_ms = 0;
+	vm_set_backend(vm);
+	return 0;
+
+out_close:
+	qmp_close(q);
+	return r;
+}
+
+static void vm_qmp_try(struct vm *vm)
+{
+	char buf[32];
+	int r;
+
+	r = vm_qmp_attach(vm);
+	if (r < 0) {
+		bool first = vm->qmp_backoff_ms == 0;
+
+		if (!vm->qmp_backoff_ms)
+			vm->qmp_backoff_ms = vm->retry_min_ms;
+		else
+			vm->qmp_backoff_ms = vm->qmp_backoff_ms * 2 > vm->retry_max_ms ?
+					     vm->retry_max_ms : vm->qmp_backoff_ms * 2;
+		loop_timer_arm(vm->loop, &vm->qmp_retry, vm->qmp_backoff_ms);
+		if (first)
+			log_warning("VM '%s': not attached to QEMU: %s; retrying",
+				    vm->conf.name, vm->qmp_error);
+		return;
+	}
+	snprintf(buf, sizeof(buf), "%d", (int)vm->pid);
+	if (vm->backend == VM_BACKEND_SHARED)
+		log_info("VM '%s': attached to QEMU pid %s, %llu MiB of RAM, shared "
+			 "backend", vm->conf.name, buf,
+			 (unsigned long long)(vm_configured_ram(vm) >> 20));
+	else
+		log_info("VM '%s': attached to QEMU pid %s, %llu MiB of RAM, hint "
+			 "backend only: %s", vm->conf.name, buf,
+			 (unsigned long long)(vm_configured_ram(vm) >> 20),
+			 vm->backend_note);
+}
+
+static void vm_qmp_retry_timer(struct loop_timer *t)
+{
+	struct vm *vm = t->userdata;
+
+	if (!vm->qmp)
+		vm_qmp_try(vm);
+}
+
+/* ---- session hooks ---------------------------------------------------- */
+
+static int vm_check_range(void *opaque, const struct proto_range *r)
+{
+	struct vm *vm = opaque;
+
+	if (!vm->layout)
+		return -ENODATA;
+	return vm_layout_translate(vm->layout, r->gpa, r->len, NULL, NULL);
+}
+
+static uint64_t vm_ram_bytes(void *opaque)
+{
+	return vm_configured_ram(opaque);
+}
+
+static uint64_t vm_ranges_bytes(const struct proto_msg *m)
+{
+	uint64_t sum = 0;
+
+	for (uint32_t i = 0; i < m->u.evt.nranges; i++)
+		sum += m->ranges[i].len;
+	return sum;
+}
+
+static void vm_event(void *opaque, const struct proto_msg *m)
+{
+	struct vm *vm = opaque;
+
+	switch (m->type) {
+	case PROTO_EVT_STATS:
+		vm->stats = m->u.stats;
+		vm->stats_ms = loop_now_ms();
+		vm->have_stats = true;
+		break;
+	case PROTO_EVT_CAPTURED:
+		vm->evt_captured_bytes += vm_ranges_bytes(m);
+		log_debug("VM '%s': guest captured %llu bytes", vm->conf.name,
+			  (unsigned long long)vm_ranges_bytes(m));
+		break;
+	case PROTO_EVT_RELEASED:
+		vm->evt_released_bytes += vm_ranges_bytes(m);
+		log_debug("VM '%s': guest released %llu bytes (reason %u)",
+			  vm->conf.name, (unsigned long long)vm_ranges_bytes(m),
+			  m->u.evt.reason);
+		break;
+	}
+}
+
+static void vm_session_state(void *opaque, enum session_state state)
+{
+	/* reclaim/return will abort vm->op here when the session drops */
+}
+
+static const struct session_hooks vm_session_hooks = {
+	.check_range = vm_check_range,
+	.ram_bytes = vm_ram_bytes,
+	.event = vm_event,
+	.state_changed = vm_session_state,
+};
+
+/* ---- scan ------------------------------------------------------------- */
+
+/* A scan in flight; fn is NULL once its requester went away. */
+struct vm_scan_req {
+	struct vm *vm;
+	uint32_t id;
+	vm_scan_fn fn;
+	void *userdata;
+	struct vm_scan_req *next;	/* vm->scans */
+};
+
+static void vm_scan_unlink(struct vm *vm, struct vm_scan_req *sr)
+{
+	for (struct vm_scan_req **p = &vm->scans; *p; p = &(*p)->next) {
+		if (*p == sr) {
+			*p = sr->next;
+			return;
+		}
+	}
+}
+
+static void vm_scan_done(void *opaque, int status, const struct proto_msg *resp,
+			 bool last)
+{
+	struct vm_scan_req *sr = opaque;
+	struct vm *vm = sr->vm;
+
+	if (status == 0 && resp && resp->type == PROTO_RESP_SCAN) {
+		vm->scan = resp->u.scan;
+		memcpy(vm->slabs, resp->slabs,
+		       sizeof(vm->slabs[0]) * resp->u.scan.nslabs);
+		vm->scan_ms = loop_now_ms();
+		vm->have_scan = true;
+		if (sr->fn)
+			sr->fn(sr->userdata, 0, &vm->scan, vm->slabs);
+	} else if (sr->fn) {
+		sr->fn(sr->userdata, status < 0 ? status : -EPROTO, NULL, NULL);
+	}
+	if (last) {
+		vm_scan_unlink(vm, sr);
+		free(sr);
+	}
+}
+
+int vm_scan(struct vm *vm, vm_scan_fn fn, void *userdata, uint32_t *ret_id)
+{
+	struct proto_msg *req;
+	struct vm_scan_req *sr;
+	int r;
+
+	sr = malloc(sizeof(*sr));
+	req = calloc(1, sizeof(*req));
+	if (!sr || !req) {
+		free(sr);
+		free(req);
+		return -ENOMEM;
+	}
+	sr->vm = vm;
+	sr->fn = fn;
+	sr->userdata = userdata;
+	req->type = PROTO_REQ_SCAN;
+	r = session_request(vm->session, req, vm_scan_done, sr, &sr->id);
+	free(req);
+	if (r < 0) {
+		free(sr);
+		return r;
+	}
+	sr->next = vm->scans;
+	vm->scans = sr;
+	if (ret_id)
+		*ret_id = sr->id;
+	return 0;
+}
+
+void vm_scan_cancel(struct vm *vm, uint32_t id)
+{
+	/*
+	 * The request stays queued (its answer is still due and still
+	 * refreshes the cached picture); only the requester is forgotten.
+	 */
+	for (struct vm_scan_req *sr = vm->scans; sr; sr = sr->next)
+		if (sr->id == id)
+			sr->fn = NULL;
+}
+
+/* ---- status ----------------------------------------------------------- */
+
+static void vm_status_host(struct vm *vm, struct ctl_vm_status *st)
+{
+	const struct vm_layout *l = vm->layout;
+	struct hostmem_vrange vr[VM_LAYOUT_MAX_RANGES];
+	struct hostmem_smaps sm;
+	enum hostmem_shmem_thp thp;
+	bool thp_known = hostmem_read_shmem_thp(&thp) == 0;
+	size_t nvr = 0;
+
+	st->shmem_enabled = thp_known ? hostmem_shmem_thp_name(thp) : NULL;
+	if (!l)
+		return;
+	st->ram_bytes = vm_configured_ram(vm);
+	st->backing_known = vm->backend == VM_BACKEND_SHARED;
+	for (size_t i = 0; i < l->nbackings; i++) {
+		uint64_t bytes;
+
+		if (l->backings[i].fd < 0 ||
+		    hostmem_backing_allocated(l->backings[i].fd, &bytes) < 0) {
+			st->backing_known = false;
+			continue;
+		}
+		st->backing_bytes += bytes;
+	}
+	for (size_t i = 0; i < l->nranges && nvr < VM_LAYOUT_MAX_RANGES; i++) {
+		vr[nvr].start = l->ranges[i].hva;
+		vr[nvr].len = l->ranges[i].len;
+		nvr++;
+	}
+	if (nvr && hostmem_read_smaps(vm->pid, vr, nvr, &sm) == 0) {
+		st->huge_known = true;
+		st->huge_mapped_bytes = hostmem_smaps_huge_bytes(&sm);
+	}
+
+	/* can re-backing a reclaimed range use 2 MiB folios? */
+	st->reback_huge = true;
+	for (size_t i = 0; i < l->nbackings; i++) {
+		const struct vm_backing *b = &l->backings[i];
+
+		switch (b->kind) {
+		case VM_BACKING_HUGETLBFS:
+			break;
+		case VM_BACKING_MEMFD:
+			if (!thp_known || !hostmem_shmem_thp_allows_huge(thp)) {
+				st->reback_huge = false;
+				snprintf(st->reback_note, sizeof(st->reback_note),
+					 "host shmem_enabled is '%s': memfd folios "
+					 "are 4 KiB; set it to advise",
+					 thp_known ? hostmem_shmem_thp_name(thp) : "?");
+			}
+			break;
+		case VM_BACKING_FILE:
+			st->reback_huge = false;
+			snprintf(st->reback_note, sizeof(st->reback_note),
+				 "backing '%s' is a plain file: base pages only",
+				 b->name);
+			break;
+		case VM_BACKING_ANONYMOUS:
+			st->reback_huge = false;
+			snprintf(st->reback_note, sizeof(st->reback_note),
+				 "anonymous RAM: the host re-backs on fault (THP)");
+			break;
+		}
+	}
+}
+
+void vm_get_status(struct vm *vm, struct ctl_vm_status *st)
+{
+	uint64_t now = loop_now_ms();
+
+	memset(st, 0, sizeof(*st));
+	snprintf(st->name, sizeof(st->name), "%s", vm->conf.name);
+	st->qmp_connected = vm->qmp != NULL;
+	snprintf(st->qmp_error, sizeof(st->qmp_error), "%s", vm->qmp_error);
+	st->pid = (int)vm->pid;
+	switch (vm->backend) {
+	case VM_BACKEND_SHARED:
+		st->backend = "shared";
+		break;
+	case VM_BACKEND_HINT:
+		st->backend = "hint";
+		snprintf(st->backend_note, sizeof(st->backend_note), "%s",
+			 vm->backend_note);
+		break;
+	default:
+		st->backend = "unknown";
+		snprintf(st->backend_note, sizeof(st->backend_note),
+			 "not attached to QEMU");
+		break;
+	}
+	vm_status_host(vm, st);
+	session_get_info(vm->session, &st->session);
+	st->have_scan = vm->have_scan;
+	st->scan_age_ms = now - vm->scan_ms;
+	st->scan = vm->scan;
+	st->have_stats = vm->have_stats;
+	st->stats_age_ms = now - vm->stats_ms;
+	st->stats = vm->stats;
+}
+
+/* ---- lifetime --------------------------------------------------------- */
+
+int vm_new(struct loop *loop, const struct config *cfg,
+	   const struct config_vm *conf, struct vm **ret_vm)
+{
+	struct session_limits lim = {
+		.frames_per_sec = conf->frames_per_sec,
+		.events_per_sec = conf->events_per_sec,
+		.request_timeout_ms = conf->request_timeout_ms,
+		.reconnect_min_ms = cfg->reconnect_min_ms,
+		.reconnect_max_ms = cfg->reconnect_max_ms,
+	};
+	struct vm *vm;
+	int r;
+
+	vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return -ENOMEM;
+	vm->loop = loop;
+	vm->conf = *conf;
+	vm->retry_min_ms = cfg->reconnect_min_ms;
+	vm->retry_max_ms = cfg->reconnect_max_ms;
+	snprintf(vm->qmp_error, sizeof(vm->qmp_error), "not connected yet");
+	loop_io_init(&vm->qmp_io, vm_qmp_io, vm);
+	loop_timer_init(&vm->qmp_retry, vm_qmp_retry_timer, vm);
+	r = session_new(loop, conf->name, conf->channel, &lim, &vm_session_hooks,
+			vm, &vm->session);
+	if (r < 0) {
+		free(vm);
+		return r;
+	}
+	*ret_vm = vm;
+	return 0;
+}
+
+void vm_start(struct vm *vm)
+{
+	vm_qmp_try(vm);
+	session_start(vm->session);
+}
+
+void vm_free(struct vm *vm)
+{
+	if (!vm)
+		return;
+	session_free(vm->session);
+	loop_timer_disarm(vm->loop, &vm->qmp_retry);
+	loop_io_remove(vm->loop, &vm->qmp_io);
+	qmp_close(vm->qmp);
+	vm_layout_free(vm->layout);
+	free(vm);
+}

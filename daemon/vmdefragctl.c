@@ -1,0 +1,413 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vmdefragctl.c - command line client of vmdefragd's control socket.
+ *
+ * One request, one response (ctl_proto.h), printed human-readable or, with
+ * --json, as the daemon's JSON object.  Every failure is one line on
+ * stderr and a distinct exit status (enum ctl_exit, listed in --help), so
+ * scripts can tell "daemon not running" from "no such VM" from "guest not
+ * ready".  Strings that came from a guest (slab cache names) are quoted
+ * with log_quote() before they reach the terminal.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "ctl_proto.h"
+#include "log.h"
+#include "size.h"
+
+#define CTL_TIMEOUT_MS	300000	/* a scan of a big guest under TCG is slow */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: vmdefragctl [--socket PATH] status [VM] [--json]\n"
+"       vmdefragctl [--socket PATH] scan VM [--json]\n"
+"\n"
+"  status [VM]   per VM: backend, RAM, host backing and huge-page-mapped\n"
+"                bytes, host shmem THP policy, guest session, and the\n"
+"                guest's last reported free/captured/unmovable memory\n"
+"  scan VM       ask the guest for its 2 MiB block picture: block classes,\n"
+"                vacate cost, unmovable causes, top slab caches\n"
+"  --socket PATH vmdefragd's control socket (default %s)\n"
+"  --json        print the daemon's JSON answer\n"
+"\n"
+"Exit status:\n"
+"  0  success\n"
+"  1  the daemon or the guest failed the request\n"
+"  2  bad arguments\n"
+"  3  the daemon is not running (no socket, or nobody listening)\n"
+"  4  permission denied on the control socket\n"
+"  5  unknown VM\n"
+"  6  the VM's guest session is not ready (no agent answering)\n",
+		CTL_DEFAULT_SOCKET);
+}
+
+static int die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int die(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("vmdefragctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+/* Sends line, reads one response line into *ret (malloc'ed). */
+static int ctl_transact(const char *path, const char *line, char **ret)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len = 0, cap = 0;
+	char *buf = NULL;
+	int fd, e;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return die(CTL_EXIT_USAGE, "socket path '%s' is too long", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return die(CTL_EXIT_FAILED, "socket: %s", strerror(errno));
+	strcpy(sa.sun_path, path);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		e = errno;
+		close(fd);
+		if (e == ENOENT || e == ECONNREFUSED || e == ENOTDIR)
+			return die(CTL_EXIT_NO_DAEMON, "vmdefragd is not running "
+				   "(%s: %s)", path, strerror(e));
+		if (e == EACCES || e == EPERM)
+			return die(CTL_EXIT_PERMISSION, "permission denied on %s "
+				   "(need root or the daemon's socket group)", path);
+		return die(CTL_EXIT_FAILED, "cannot connect to %s: %s", path,
+			   strerror(e));
+	}
+	if (send(fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line)) {
+		e = errno;
+		close(fd);
+		return die(CTL_EXIT_FAILED, "cannot send to vmdefragd: %s", strerror(e));
+	}
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (len + 4096 > cap) {
+			char *nb;
+
+			cap = cap ? cap * 2 : 65536;
+			if (cap > CTL_RESPONSE_MAX + 4096) {
+				free(buf);
+				close(fd);
+				return die(CTL_EXIT_FAILED, "response from vmdefragd too long");
+			}
+			nb = realloc(buf, cap);
+			if (!nb) {
+				free(buf);
+				close(fd);
+				return die(CTL_EXIT_FAILED, "out of memory");
+			}
+			buf = nb;
+		}
+		if (poll(&p, 1, CTL_TIMEOUT_MS) == 0) {
+			free(buf);
+			close(fd);
+			return die(CTL_EXIT_FAILED, "vmdefragd did not answer in %d s",
+				   CTL_TIMEOUT_MS / 1000);
+		}
+		n = recv(fd, buf + len, cap - len - 1, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			free(buf);
+			close(fd);
+			return die(CTL_EXIT_FAILED, "vmdefragd closed the connection "
+				   "without an answer");
+		}
+		len += (size_t)n;
+		buf[len] = '\0';
+		if (memchr(buf, '\n', len))
+			break;
+	}
+	close(fd);
+	*strchr(buf, '\n') = '\0';
+	*ret = buf;
+	return 0;
+}
+
+static uint64_t jget_u64(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && v ? json_object_get_uint64(v) : 0;
+}
+
+static bool jhas(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && v;
+}
+
+static const char *jget_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !v)
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static struct json_object *jget(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? v : NULL;
+}
+
+static const char *fmt_size(uint64_t v, char *buf, size_t sz)
+{
+	return size_format(v, buf, sz);
+}
+
+static void print_status_vm(struct json_object *vm)
+{
+	struct json_object *q = jget(vm, "qmp"), *s = jget(vm, "session");
+	struct json_object *g = jget(vm, "guest"), *feat;
+	char b1[32], b2[32], qb[200];
+	const char *note;
+
+	printf("%s\n", jget_str(vm, "name"));
+	if (q && json_object_get_boolean(jget(q, "connected")))
+		printf("  qemu:            pid %" PRIu64 "\n", jget_u64(q, "pid"));
+	else
+		printf("  qemu:            not attached (%s)\n",
+		       q && jget_str(q, "error") ? jget_str(q, "error") : "?");
+	note = jget_str(vm, "backend_note");
+	if (strcmp(jget_str(vm, "backend") ?: "", "hint") == 0)
+		printf("  backend:         hint backend only (%s)\n", note ?: "");
+	else if (note)
+		printf("  backend:         %s (%s)\n", jget_str(vm, "backend"), note);
+	else
+		printf("  backend:         %s\n", jget_str(vm, "backend"));
+	printf("  ram:             %s\n", fmt_size(jget_u64(vm, "ram_bytes"), b1, sizeof(b1)));
+	if (jhas(vm, "backing_bytes"))
+		printf("  host backing:    %s\n",
+		       fmt_size(jget_u64(vm, "backing_bytes"), b1, sizeof(b1)));
+	else
+		printf("  host backing:    n/a\n");
+	if (jhas(vm, "huge_mapped_bytes"))
+		printf("  huge-mapped:     %s\n",
+		       fmt_size(jget_u64(vm, "huge_mapped_bytes"), b1, sizeof(b1)));
+	printf("  shmem_enabled:   %s\n", jget_str(vm, "shmem_enabled") ?: "unknown");
+	if (json_object_get_boolean(jget(vm, "reback_huge")))
+		printf("  re-back huge:    yes (2 MiB folios)\n");
+	else
+		printf("  re-back huge:    no (%s)\n", jget_str(vm, "reback_note") ?: "not attached");
+	printf("  guest session:   %s", jget_str(s, "state"));
+	if (strcmp(jget_str(s, "state") ?: "", "ready") == 0) {
+		printf(", protocol v%" PRIu64 ", features:", jget_u64(s, "version"));
+		feat = jget(s, "features");
+		if (!feat || json_object_array_length(feat) == 0)
+			printf(" none");
+		for (size_t i = 0; feat && i < json_object_array_length(feat); i++)
+			printf(" %s", json_object_get_string(json_object_array_get_idx(feat, i)));
+	}
+	printf(" (connects %" PRIu64 ", drops %" PRIu64 ")\n", jget_u64(s, "connects"),
+	       jget_u64(s, "drops"));
+	if (jget_str(s, "last_drop"))
+		printf("  last drop:       %s\n",
+		       log_quote_str(jget_str(s, "last_drop"), qb, sizeof(qb)));
+	if (g) {
+		if (jhas(g, "scan_age_ms")) {
+			printf("  guest free:      %s (%s in whole 2 MiB blocks)\n",
+			       fmt_size(jget_u64(g, "free_bytes"), b1, sizeof(b1)),
+			       fmt_size(jget_u64(g, "free_block_bytes"), b2, sizeof(b2)));
+			printf("  unmovable:       %" PRIu64 " blocks\n",
+			       jget_u64(g, "unmovable_blocks"));
+		}
+		printf("  captured:        %s\n",
+		       fmt_size(jget_u64(g, "captured_bytes"), b1, sizeof(b1)));
+		if (jhas(g, "scan_age_ms"))
+			printf("  last scan:       %.1f s ago\n",
+			       (double)jget_u64(g, "scan_age_ms") / 1000.0);
+	} else {
+		printf("  guest report:    none yet (run: vmdefragctl scan %s)\n",
+		       jget_str(vm, "name"));
+	}
+}
+
+static void print_hist(struct json_object *scan, const char *key, const char *label,
+		       const char *title)
+{
+	struct json_object *a = jget(scan, key);
+	uint64_t total = 0;
+
+	printf("%s\n", title);
+	for (size_t i = 0; a && i < json_object_array_length(a); i++)
+		total += jget_u64(json_object_array_get_idx(a, i), "blocks");
+	for (size_t i = 0; a && i < json_object_array_length(a); i++) {
+		struct json_object *e = json_object_array_get_idx(a, i);
+		uint64_t n = jget_u64(e, "blocks");
+		char lab[48];
+
+		if (label)
+			snprintf(lab, sizeof(lab), "%s", jget_str(e, label));
+		else if (i == 0)
+			snprintf(lab, sizeof(lab), "%s%" PRIu64 " pages",
+				 jget_u64(e, "max_pages") ? "<= " : "", jget_u64(e, "max_pages"));
+		else
+			snprintf(lab, sizeof(lab), "%" PRIu64 "-%" PRIu64 " pages",
+				 jget_u64(json_object_array_get_idx(a, i - 1), "max_pages") + 1,
+				 jget_u64(e, "max_pages"));
+		printf("  %-16s %8" PRIu64 " blocks %6.1f%%\n", lab, n,
+		       total ? 100.0 * (double)n / (double)total : 0.0);
+	}
+}
+
+static void print_scan(struct json_object *scan)
+{
+	struct json_object *slabs = jget(scan, "slabs");
+	char b1[32], b2[32];
+
+	printf("%s: %s scanned, %s free (%s in whole 2 MiB blocks)\n",
+	       jget_str(scan, "vm"),
+	       fmt_size(jget_u64(scan, "total_bytes"), b1, sizeof(b1)),
+	       fmt_size(jget_u64(scan, "free_bytes"), b2, sizeof(b2)),
+	       fmt_size(jget_u64(scan, "free_block_bytes"), (char[32]){0}, 32));
+	printf("  capturable %s, captured %s, available %s, scan took %.1f ms\n",
+	       fmt_size(jget_u64(scan, "capturable_bytes"), b1, sizeof(b1)),
+	       fmt_size(jget_u64(scan, "captured_bytes"), b2, sizeof(b2)),
+	       fmt_size(jget_u64(scan, "available_bytes"), (char[32]){0}, 32),
+	       (double)jget_u64(scan, "scan_ns") / 1e6);
+	print_hist(scan, "classes", "class", "block classes:");
+	print_hist(scan, "cost", NULL, "vacate cost of movable blocks (pages to migrate):");
+	print_hist(scan, "unmovable", "cause", "unmovable blocks by cause:");
+	printf("top slab caches in unmovable blocks:\n");
+	if (!slabs || json_object_array_length(slabs) == 0)
+		printf("  (none)\n");
+	for (size_t i = 0; slabs && i < json_object_array_length(slabs) && i < 10; i++) {
+		struct json_object *e = json_object_array_get_idx(slabs, i);
+		char q[80];
+
+		printf("  %-34s %8" PRIu64 " pages %6" PRIu64 " blocks\n",
+		       log_quote_str(jget_str(e, "name"), q, sizeof(q)),
+		       jget_u64(e, "pages"), jget_u64(e, "blocks"));
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	const char *socket_path = CTL_DEFAULT_SOCKET;
+	struct ctl_request req = { 0 };
+	struct json_object *resp, *v;
+	char *line, *answer = NULL;
+	bool json = false;
+	int c, r;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': socket_path = optarg; break;
+		case 'j': json = true; break;
+		case 'h': usage(stdout); return 0;
+		case ':':
+			return die(CTL_EXIT_USAGE, "option '%s' needs an argument "
+				   "(see --help)", argv[optind - 1]);
+		default:
+			return die(CTL_EXIT_USAGE, "unknown option '%s' (see --help)",
+				   argv[optind - 1]);
+		}
+	}
+	/* the command, its operand, and --json anywhere after it */
+	{
+		const char *pos[3];
+		int npos = 0;
+
+		for (int i = optind; i < argc; i++) {
+			if (strcmp(argv[i], "--json") == 0)
+				json = true;
+			else if (argv[i][0] == '-' && argv[i][1])
+				return die(CTL_EXIT_USAGE, "unknown option '%s' (see --help)",
+					   argv[i]);
+			else if (npos < 3)
+				pos[npos++] = argv[i];
+			else
+				return die(CTL_EXIT_USAGE, "too many arguments (see --help)");
+		}
+		if (npos == 0)
+			return die(CTL_EXIT_USAGE, "no command given (status or scan; "
+				   "see --help)");
+		if (strcmp(pos[0], "status") == 0) {
+			req.cmd = CTL_CMD_STATUS;
+			if (npos > 2)
+				return die(CTL_EXIT_USAGE, "status takes at most one VM");
+		} else if (strcmp(pos[0], "scan") == 0) {
+			req.cmd = CTL_CMD_SCAN;
+			if (npos != 2)
+				return die(CTL_EXIT_USAGE, "scan takes exactly one VM");
+		} else {
+			return die(CTL_EXIT_USAGE, "unknown command '%s' (status or "
+				   "scan; see --help)", pos[0]);
+		}
+		if (npos == 2) {
+			if (!pos[1][0] || strlen(pos[1]) >= sizeof(req.vm))
+				return die(CTL_EXIT_USAGE, "bad VM name '%s'", pos[1]);
+			strcpy(req.vm, pos[1]);
+		}
+	}
+	if (ctl_proto_format_request(&req, &line) < 0)
+		return die(CTL_EXIT_FAILED, "out of memory");
+	r = ctl_transact(socket_path, line, &answer);
+	free(line);
+	if (r)
+		return r;
+	resp = json_tokener_parse(answer);
+	if (!resp || !json_object_is_type(resp, json_type_object) ||
+	    !json_object_object_get_ex(resp, "ok", &v)) {
+		free(answer);
+		return die(CTL_EXIT_FAILED, "vmdefragd sent an answer that is not "
+			   "a response object");
+	}
+	if (!json_object_get_boolean(v)) {
+		const char *code = jget_str(resp, "error");
+
+		r = die(ctl_proto_exit_code(code), "%s", jget_str(resp, "message") ?: "failed");
+		json_object_put(resp);
+		free(answer);
+		return r;
+	}
+	if (json) {
+		printf("%s\n", answer);
+	} else if (req.cmd == CTL_CMD_STATUS) {
+		struct json_object *vms = jget(resp, "vms");
+
+		for (size_t i = 0; vms && i < json_object_array_length(vms); i++) {
+			if (i)
+				printf("\n");
+			print_status_vm(json_object_array_get_idx(vms, i));
+		}
+	} else {
+		print_scan(jget(resp, "scan"));
+	}
+	json_object_put(resp);
+	free(answer);
+	return 0;
+}

@@ -1,0 +1,560 @@
+"""vmdefragd and vmdefragctl against real QEMU processes.
+
+The daemon attaches to each VM's real QEMU monitor (layout, backing, pid
+all come from QEMU) and connects to the VM's guest channel path.  In the
+first three tests the channel is served by a fake guest written here
+against include/vmdefrag/proto.h (a Python unix-socket server standing in
+for QEMU's chardev server), so each test controls exactly what "the guest"
+says; the last test uses a real guest with the real module and agent.
+
+test_hostile_guest_isolated  VM A's guest sends a corrupt magic, an
+                             oversized length, a response to no request,
+                             an event with a range outside RAM and a flood;
+                             each drops A's session with one log line
+                             saying what was wrong, the daemon stays up,
+                             and VM B's session keeps answering scans
+                             during and after; A reconnects and recovers.
+test_status_backends         status reports each VM's RAM and backend as
+                             QEMU has it: memfd -> shared (backing bytes as
+                             the kernel counts them), memory-backend-ram ->
+                             "hint backend only".
+test_cli_errors              unknown VM, daemon not running, permission
+                             denied, bad arguments, bad --vm size, bad
+                             config line: one line each, distinct exit codes.
+test_real_guest              a real guest with vmdefrag.ko and the agent:
+                             scan totals close to the guest's RAM, status
+                             backing bytes equal to what the harness measures.
+"""
+import ctypes
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.guest import Guest, BUILD, TOP
+from harness import hostmem
+
+MIB = 1 << 20
+BLOCK = 2 * MIB
+VMDEFRAGD = BUILD / "daemon/vmdefragd"
+VMDEFRAGCTL = BUILD / "daemon/vmdefragctl"
+
+HDR = struct.Struct("<IBBHII")
+MAGIC = 0x50464456
+HELLO = 0x0001
+REQ_SCAN = 0x10
+EVT_CAPTURED, EVT_STATS = 0x20, 0x22
+RESP = 0x8000
+HELLO_FMT = struct.Struct("<HHIQIIQ")
+STATUS_FMT = struct.Struct("<iI")
+SCAN_FMT = struct.Struct("<iI7QBBBBI16Q16Q16I16Q")
+SLAB_FMT = struct.Struct("<32sQQ")
+EVT_FMT = struct.Struct("<II")
+RANGE_FMT = struct.Struct("<QQ")
+STATS_FMT = struct.Struct("<13Q")
+
+EXIT_USAGE, EXIT_NO_DAEMON, EXIT_PERMISSION, EXIT_UNKNOWN_VM = 2, 3, 4, 5
+
+
+def _pdeathsig():
+    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+def frame(type_, id_=0, payload=b"", flags=0):
+    return HDR.pack(MAGIC, 1, flags, type_, id_, len(payload)) + payload
+
+
+def guest_hello(ram=200 * MIB):
+    return frame(HELLO, 0, HELLO_FMT.pack(1, 1, 0, 1, 4096, BLOCK, ram))
+
+
+def scan_payload(total=200 * MIB):
+    """A plausible RESP_SCAN: 100 blocks, 60 free, 30 movable, 10 unmovable."""
+    classes = [0, 60, 30, 10, 0] + [0] * 11
+    cost = [5, 10, 5, 5, 3, 2] + [0] * 10
+    bounds = [0, 16, 64, 128, 256, 512] + [0] * 10
+    unmov = [6, 2, 1, 1, 0] + [0] * 11
+    body = SCAN_FMT.pack(0, 0, total, 150 * MIB, 120 * MIB, 170 * MIB, 0,
+                         140 * MIB, 1234567, 5, 6, 5, 0, 2,
+                         *classes, *cost, *bounds, *unmov)
+    return body + SLAB_FMT.pack(b"dentry", 300, 4) + SLAB_FMT.pack(b"kmalloc-64", 40, 2)
+
+
+class FakeGuest:
+    """Serves a VM's channel path the way QEMU's chardev server would.
+
+    script(conn, n) runs once per accepted connection (n counts from 0);
+    the default is a well-behaved guest: HELLO, and SCAN answered.
+    """
+
+    def __init__(self, path, script=None):
+        self.path = str(path)
+        self.script = script or (lambda conn, n: self.behave(conn))
+        self.connections = 0
+        self.scans = 0
+        self.stop = threading.Event()
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(self.path)
+        self.srv.listen(4)
+        self.srv.settimeout(0.2)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            n = self.connections
+            self.connections += 1
+            try:
+                conn.settimeout(0.2)
+                self.script(conn, n)
+            except (OSError, ConnectionError):
+                pass
+            finally:
+                conn.close()
+
+    def close(self):
+        self.stop.set()
+        self.srv.close()
+        self.thread.join(timeout=5)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def frames(self, conn, buf):
+        """Yields (type, id, payload) from conn until it closes or we stop."""
+        while not self.stop.is_set():
+            while len(buf) >= HDR.size:
+                magic, _, _, type_, id_, length = HDR.unpack_from(buf)
+                assert magic == MAGIC, buf[:16]
+                if len(buf) < HDR.size + length:
+                    break
+                payload = bytes(buf[HDR.size:HDR.size + length])
+                del buf[:HDR.size + length]
+                yield type_, id_, payload
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                return
+            buf += chunk
+
+    def handshake(self, conn, buf):
+        """Waits for the host's HELLO (it must come first) and answers it."""
+        type_, id_, payload = next(self.frames(conn, buf))
+        assert (type_, id_) == (HELLO, 0)
+        conn.sendall(guest_hello())
+
+    def behave(self, conn, buf=None):
+        buf = buf if buf is not None else bytearray()
+        for type_, id_, payload in self.frames(conn, buf):
+            if type_ == HELLO:
+                conn.sendall(guest_hello())
+            elif type_ == REQ_SCAN:
+                self.scans += 1
+                conn.sendall(frame(RESP | REQ_SCAN, id_, scan_payload()))
+            else:
+                conn.sendall(frame(RESP | type_, id_, STATUS_FMT.pack(-19, 0)))
+
+    def wait_closed(self, conn, timeout=10):
+        """True once the daemon closed this connection."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if not conn.recv(65536):
+                    return True
+            except socket.timeout:
+                pass
+            except ConnectionResetError:
+                return True
+        return False
+
+
+class PausedQemu:
+    """A real QEMU, paused before the guest runs, with a QMP socket."""
+
+    def __init__(self, workdir, name, backend="memfd", ram="256M"):
+        self.qmp = Path(workdir) / f"{name}.qmp"
+        mem = (f"memory-backend-memfd,id=ram0,size={ram},share=on" if backend == "memfd"
+               else f"memory-backend-ram,id=ram0,size={ram}")
+        self.proc = subprocess.Popen(
+            ["qemu-system-x86_64", "-S", "-nodefaults", "-no-user-config",
+             "-display", "none", "-machine", "q35,accel=tcg,memory-backend=ram0",
+             "-m", ram, "-object", mem,
+             "-qmp", f"unix:{self.qmp},server=on,wait=off"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, preexec_fn=_pdeathsig)
+        deadline = time.monotonic() + 30
+        while not self.qmp.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError("QEMU exited: " + self.proc.stderr.read().decode())
+            assert time.monotonic() < deadline, "QEMU did not create its QMP socket"
+            time.sleep(0.05)
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Daemon:
+    def __init__(self, workdir, vms, config=None, extra=()):
+        self.workdir = Path(workdir)
+        self.socket = self.workdir / "vmdefragd.sock"
+        self.log_path = self.workdir / "vmdefragd.log"
+        args = [str(VMDEFRAGD), "--foreground", "--socket", str(self.socket),
+                "--log-level", "debug"]
+        if config is not None:
+            cfg = self.workdir / "vmdefragd.conf"
+            cfg.write_text(config)
+            args += ["--config", str(cfg)]
+        for name, qmp, channel in vms:
+            args += ["--vm", f"{name},qmp={qmp},channel={channel}"]
+        args += list(extra)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
+        deadline = time.monotonic() + 20
+        while not self.socket.exists():
+            assert self.proc.poll() is None, "vmdefragd exited:\n" + self.text()
+            assert time.monotonic() < deadline, "no control socket:\n" + self.text()
+            time.sleep(0.05)
+
+    def text(self):
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def ctl(self, *args, check=True, **kw):
+        return ctl("--socket", str(self.socket), *args, check=check, **kw)
+
+    def status(self, vm=None):
+        out = self.ctl("status", *([vm] if vm else []), "--json").stdout
+        return {v["name"]: v for v in json.loads(out)["vms"]}
+
+    def wait_for(self, cond, what, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            assert self.alive(), "vmdefragd died:\n" + self.text()
+            time.sleep(0.1)
+        pytest.fail(f"timed out waiting for {what}:\n" + self.text()[-4000:])
+
+
+def ctl(*args, check=True, **kw):
+    p = subprocess.run([str(VMDEFRAGCTL), *args], capture_output=True, text=True,
+                       timeout=120, **kw)
+    if check and p.returncode != 0:
+        pytest.fail(f"vmdefragctl {' '.join(args)} exited {p.returncode}: {p.stderr}")
+    return p
+
+
+@pytest.fixture
+def workdir():
+    with tempfile.TemporaryDirectory(prefix="vdf-daemon-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(autouse=True)
+def built():
+    if not VMDEFRAGD.exists() or not VMDEFRAGCTL.exists():
+        pytest.skip("vmdefragd/vmdefragctl not built (make daemon)")
+
+
+def one_error_line(p):
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and p.stdout == "", (p.stdout, p.stderr)
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------
+
+def attack_bad_magic(conn, guest):
+    conn.sendall(b"\xde\xad\xbe\xef" + b"\0" * 12)
+
+
+def attack_oversized(conn, guest):
+    buf = bytearray()
+    guest.handshake(conn, buf)
+    conn.sendall(HDR.pack(MAGIC, 1, 0, EVT_STATS, 0, 1 << 20))
+
+
+def attack_bogus_id(conn, guest):
+    buf = bytearray()
+    guest.handshake(conn, buf)
+    conn.sendall(frame(RESP | REQ_SCAN, 999, STATUS_FMT.pack(-5, 0)))
+
+
+def attack_range_outside_ram(conn, guest):
+    buf = bytearray()
+    guest.handshake(conn, buf)
+    # aligned and well-formed for the codec, but 64 GiB is not this VM's RAM
+    conn.sendall(frame(EVT_CAPTURED, 0, EVT_FMT.pack(0, 1) + RANGE_FMT.pack(64 << 30, BLOCK)))
+
+
+def attack_flood(conn, guest):
+    buf = bytearray()
+    guest.handshake(conn, buf)
+    one = frame(EVT_STATS, 0, STATS_FMT.pack(*[0] * 13))
+    try:
+        for _ in range(20):
+            conn.sendall(one * 500)
+    except OSError:
+        pass
+
+
+ATTACKS = [
+    (attack_bad_magic, "corrupt frame header: bad magic"),
+    (attack_oversized, "corrupt frame header: length above 64 KiB"),
+    (attack_bogus_id, "RESP_SCAN id 999 matches no outstanding request"),
+    (attack_range_outside_ram,
+     "EVT_CAPTURED range 0 [0x1000000000, +0x200000) is not guest RAM"),
+    (attack_flood, "more than 50 events in one second"),
+]
+
+CONFIG = """\
+# test configuration: quick reconnects, a low event rate limit for VM A
+[daemon]
+reconnect_min_ms = 100
+reconnect_max_ms = 400
+
+[vm A]
+events_per_sec = 50
+frames_per_sec = 5000
+"""
+
+
+def test_hostile_guest_isolated(workdir, figures):
+    qa = PausedQemu(workdir, "a")
+    qb = PausedQemu(workdir, "b")
+    attacked = threading.Event()
+
+    def evil(conn, n):
+        if n < len(ATTACKS):
+            ATTACKS[n][0](conn, guest_a)
+            guest_a.wait_closed(conn)
+            if n == len(ATTACKS) - 1:
+                attacked.set()
+        else:
+            guest_a.behave(conn)         # reformed: a normal session again
+
+    guest_a = FakeGuest(workdir / "a.vdf", evil)
+    guest_b = FakeGuest(workdir / "b.vdf")
+    d = Daemon(workdir, [("A", qa.qmp, workdir / "a.vdf"),
+                         ("B", qb.qmp, workdir / "b.vdf")], config=CONFIG)
+    try:
+        d.wait_for(lambda: d.status()["B"]["session"]["state"] == "ready", "B ready")
+        scans_during = 0
+        while not attacked.is_set():
+            p = d.ctl("scan", "B", "--json")
+            scan = json.loads(p.stdout)["scan"]
+            assert scan["total_bytes"] == 200 * MIB
+            scans_during += 1
+            assert d.alive()
+            time.sleep(0.05)
+        figures("scans of B answered during A's attacks", scans_during)
+        assert scans_during >= 3
+
+        # every attack: one warning naming what was wrong
+        d.wait_for(lambda: guest_a.connections > len(ATTACKS), "A to reconnect")
+        log = d.text()
+        drops = [l for l in log.splitlines() if "VM 'A': dropping guest session" in l]
+        for _, reason in ATTACKS:
+            assert sum(reason in l for l in drops) == 1, (reason, drops)
+        assert len(drops) == len(ATTACKS), drops
+        assert "VM 'B': dropping" not in log
+
+        # B unaffected; A recovered after its backoff and answers too
+        st = d.status()
+        assert st["B"]["session"]["state"] == "ready"
+        assert st["B"]["session"]["drops"] == 0
+        assert st["A"]["session"]["drops"] == len(ATTACKS)
+        assert st["A"]["session"]["last_drop"] == "more than 50 events in one second"
+        d.wait_for(lambda: d.status()["A"]["session"]["state"] == "ready", "A ready")
+        assert json.loads(d.ctl("scan", "A", "--json").stdout)["scan"]["vm"] == "A"
+        human = d.ctl("scan", "B").stdout
+        assert "unmovable" in human and '"dentry"' in human and "movable" in human
+        assert guest_b.connections == 1
+        assert d.alive()
+    finally:
+        rc = d.close()
+        guest_a.close()
+        guest_b.close()
+        qa.close()
+        qb.close()
+    assert rc == 0, d.text()[-3000:]
+
+
+def test_status_backends(workdir):
+    qm = PausedQemu(workdir, "m", backend="memfd", ram="256M")
+    qr = PausedQemu(workdir, "r", backend="ram", ram="384M")
+    guest = FakeGuest(workdir / "m.vdf")
+    d = Daemon(workdir, [("mem", qm.qmp, workdir / "m.vdf"),
+                         ("anon", qr.qmp, workdir / "r.vdf")])
+    try:
+        d.wait_for(lambda: d.status()["mem"]["session"]["state"] == "ready", "session")
+        st = d.status()
+        m, r = st["mem"], st["anon"]
+        assert m["qmp"]["connected"] and m["qmp"]["pid"] == qm.proc.pid
+        assert m["backend"] == "shared" and m["ram_bytes"] == 256 * MIB
+        assert m["backing_bytes"] == hostmem.backing_bytes(qm.proc.pid, 256 * MIB)
+        assert m["session"]["version"] == 1 and "events" in m["session"]["features"]
+        assert m["guest"] is None                  # no SCAN yet
+        assert r["backend"] == "hint" and r["ram_bytes"] == 384 * MIB
+        assert "anonymous" in r["backend_note"] and r["backing_bytes"] is None
+        assert r["session"]["state"] == "down"     # nobody serves its channel
+        assert not r["reback_huge"]
+        shmem = Path("/sys/kernel/mm/transparent_hugepage/shmem_enabled").read_text()
+        assert f"[{m['shmem_enabled']}]" in shmem
+        assert m["reback_huge"] == (m["shmem_enabled"] in ("always", "within_size",
+                                                            "advise", "force"))
+        # after a scan, status carries the guest's figures
+        d.ctl("scan", "mem")
+        g = d.status("mem")["mem"]["guest"]
+        assert g["free_bytes"] == 150 * MIB and g["free_block_bytes"] == 120 * MIB
+        assert g["unmovable_blocks"] == 10 and g["captured_bytes"] == 0
+
+        human = d.ctl("status").stdout
+        assert re.search(r"^anon\n(.*\n)*  backend: +hint backend only \(", human, re.M)
+        assert re.search(r"^mem\n(.*\n)*  backend: +shared\n  ram: +256 MiB", human, re.M)
+        assert "384 MiB" in human
+    finally:
+        d.close()
+        guest.close()
+        qm.close()
+        qr.close()
+
+
+def test_cli_errors(workdir):
+    missing = workdir / "nothing.sock"
+    p = ctl("--socket", str(missing), "status", check=False)
+    assert p.returncode == EXIT_NO_DAEMON
+    assert "vmdefragd is not running" in one_error_line(p)
+
+    for args in (["frobnicate"], [], ["scan"], ["scan", "a", "b"], ["status", "--bogus"],
+                 ["--socket"]):
+        p = ctl("--socket", str(missing), *args, check=False) if args != ["--socket"] \
+            else ctl(*args, check=False)
+        assert p.returncode == EXIT_USAGE, (args, p.stderr)
+        one_error_line(p)
+
+    # the daemon refuses bad input with one line naming what is wrong
+    bad = [
+        (["--vm", "A,qmp=/q,channel=/c,floor=3M"],
+         "--vm 'A,qmp=/q,channel=/c,floor=3M': size '3M' is not a multiple of 2 MiB"),
+        (["--vm", "A,qmp=/q,channel=/c,floor=12X"], "'12X' is not a size"),
+        (["--vm", "A,qmp=/q"], "VM 'A': no channel=PATH given"),
+        ([], "no VM given"),
+        (["--log-level", "loud", "--vm", "A,qmp=/q,channel=/c"], "--log-level 'loud'"),
+        (["--frobnicate"], "unknown option '--frobnicate'"),
+    ]
+    for args, msg in bad:
+        p = subprocess.run([str(VMDEFRAGD), "--foreground", "--socket",
+                            str(workdir / "x.sock"), *args], capture_output=True,
+                           text=True, timeout=10)
+        assert p.returncode == EXIT_USAGE, (args, p.stderr)
+        line = one_error_line(p)
+        assert msg in line, (msg, line)
+    cfg = workdir / "bad.conf"
+    cfg.write_text("[daemon]\nlog_level = info\n\n[vm A]\nqmp = /q\nfloor = 1M\n")
+    p = subprocess.run([str(VMDEFRAGD), "--foreground", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == EXIT_USAGE
+    assert one_error_line(p) == \
+        f"vmdefragd: {cfg}:6: size '1M' is not a multiple of 2 MiB"
+
+    # a running daemon: unknown VM, guest not ready, permission denied
+    q = PausedQemu(workdir, "q")
+    d = Daemon(workdir, [("A", q.qmp, workdir / "nobody.vdf")])
+    try:
+        p = d.ctl("scan", "nosuchvm", check=False)
+        assert p.returncode == EXIT_UNKNOWN_VM
+        assert one_error_line(p) == "vmdefragctl: no VM named 'nosuchvm'"
+        p = d.ctl("status", "nosuchvm", check=False)
+        assert p.returncode == EXIT_UNKNOWN_VM
+        p = d.ctl("scan", "A", check=False)
+        assert p.returncode == 6 and "not ready" in one_error_line(p)
+        assert oct(os.stat(d.socket).st_mode & 0o777) == "0o660"
+        p = ctl("--socket", str(d.socket), "status", check=False,
+                preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+        assert p.returncode == EXIT_PERMISSION
+        assert "permission denied" in one_error_line(p)
+        # a second daemon on the same socket refuses to start
+        p = subprocess.run([str(VMDEFRAGD), "--foreground", "--socket", str(d.socket),
+                            "--vm", f"A,qmp={q.qmp},channel=/x"], capture_output=True,
+                           text=True, timeout=10)
+        assert p.returncode == 1 and "another vmdefragd" in p.stderr
+        assert d.alive()
+    finally:
+        d.close()
+        q.close()
+
+
+def test_real_guest(kernel, workdir, figures):
+    agent = BUILD / "agent/vmdefrag-agent"
+    module = BUILD / "module" / kernel / "vmdefrag.ko"
+    if not agent.exists() or not module.exists():
+        pytest.skip("needs build/agent/vmdefrag-agent and the module for " + kernel)
+    qmp2 = workdir / "daemon.qmp"
+    with Guest(kernel, ram_mib=512,
+               extra_args=["-qmp", f"unix:{qmp2},server=on,wait=off"]) as g:
+        status, out = g.run("insmod /lib/modules/vmdefrag.ko")
+        if status != 0:
+            pytest.skip(f"vmdefrag.ko does not load in {kernel}: {out.strip()}")
+        g.check("vmdefrag-agent >/tmp/agent.log 2>&1 &")
+        d = Daemon(workdir, [("g", qmp2, g.vdf_socket)])
+        try:
+            d.wait_for(lambda: "module" in d.status()["g"]["session"]["features"],
+                       "the agent's HELLO with the module", timeout=60)
+            scan = json.loads(d.ctl("scan", "g", "--json").stdout)["scan"]
+            ram = g.ram_bytes
+            assert 0.8 * ram < scan["total_bytes"] <= ram, scan
+            assert 0 < scan["free_bytes"] < scan["total_bytes"]
+            blocks = sum(c["blocks"] for c in scan["classes"])
+            assert blocks * BLOCK >= 0.8 * scan["total_bytes"]
+            assert blocks * BLOCK <= ram
+            figures("guest free in whole 2 MiB blocks", scan["free_block_bytes"] / MIB, "MiB")
+
+            st = d.status("g")["g"]
+            measured = g.backing_bytes()
+            assert st["backend"] == "shared" and st["ram_bytes"] == ram
+            assert abs(st["backing_bytes"] - measured) <= 4 * MIB, (st, measured)
+            assert st["huge_mapped_bytes"] is not None
+            assert st["guest"]["free_bytes"] == scan["free_bytes"]
+            figures("host backing bytes (daemon / harness)",
+                    f"{st['backing_bytes'] // MIB} / {measured // MIB}", "MiB")
+            human = d.ctl("scan", "g").stdout
+            assert "block classes:" in human and "unmovable blocks by cause:" in human
+        finally:
+            rc = d.close()
+        assert rc == 0, d.text()[-3000:]
+        assert "dropping guest session" not in d.text()
+        g.check("kill $(pidof vmdefrag-agent)")
