@@ -165,7 +165,8 @@ static void session_close(struct session *s)
 	session_fail_all(s, -ECONNRESET);
 }
 
-static void session_schedule_reconnect(struct session *s, bool violation)
+/* Arms the reconnect timer: the backoff doubles up to reconnect_max_ms. */
+static void session_schedule_reconnect(struct session *s)
 {
 	uint64_t now = loop_now_ms();
 
@@ -174,9 +175,10 @@ static void session_schedule_reconnect(struct session *s, bool violation)
 	s->ready_since_ms = 0;
 	if (!s->backoff_ms)
 		s->backoff_ms = s->lim.reconnect_min_ms;
-	else if (violation || s->backoff_ms < s->lim.reconnect_max_ms)
-		s->backoff_ms = s->backoff_ms * 2 > s->lim.reconnect_max_ms ?
-				s->lim.reconnect_max_ms : s->backoff_ms * 2;
+	else if (s->backoff_ms < s->lim.reconnect_max_ms / 2)
+		s->backoff_ms *= 2;
+	else
+		s->backoff_ms = s->lim.reconnect_max_ms;
 	loop_timer_arm(s->loop, &s->reconnect, s->backoff_ms);
 }
 
@@ -187,24 +189,22 @@ static void session_violation(struct session *s, const char *fmt, ...)
 static void session_violation(struct session *s, const char *fmt, ...)
 {
 	va_list ap;
-	uint32_t delay;
 
 	va_start(ap, fmt);
 	vsnprintf(s->last_drop, sizeof(s->last_drop), fmt, ap);
 	va_end(ap);
 	s->drops++;
 	session_close(s);
-	session_schedule_reconnect(s, true);
-	delay = s->backoff_ms;
+	session_schedule_reconnect(s);
 	log_warning("VM '%s': dropping guest session: %s; reconnecting in %u ms",
-		    s->name, s->last_drop, delay);
+		    s->name, s->last_drop, s->backoff_ms);
 }
 
 /* The channel went away without a violation (EOF, I/O error). */
 static void session_lost(struct session *s, int error)
 {
 	session_close(s);
-	session_schedule_reconnect(s, false);
+	session_schedule_reconnect(s);
 	if (error)
 		log_info_errno(error, "VM '%s': guest channel lost: %m; "
 			       "reconnecting in %u ms", s->name, s->backoff_ms);
@@ -315,7 +315,7 @@ static void session_connect(struct session *s)
 	return;
 
 out_retry:
-	session_schedule_reconnect(s, false);
+	session_schedule_reconnect(s);
 	if (!s->logged_absent)
 		log_info_errno(r, "VM '%s': guest channel %s not available: %m; "
 			       "retrying", s->name, s->path);
@@ -441,29 +441,32 @@ void session_cancel(struct session *s, uint32_t id)
 
 /* ---- validation ------------------------------------------------------- */
 
+/* Sum of the first n entries of a histogram; false on overflow. */
+static bool session_hist_sum(const uint64_t *h, unsigned int n, uint64_t *ret_sum)
+{
+	uint64_t sum = 0;
+
+	for (unsigned int i = 0; i < n && i < PROTO_HIST_MAX; i++)
+		if (__builtin_add_overflow(sum, h[i], &sum))
+			return false;
+	*ret_sum = sum;
+	return true;
+}
+
 int session_check_scan(const struct proto_scan_resp *scan, uint64_t ram_bytes,
 		       const char **ret_why)
 {
-	uint64_t blocks = 0, unmov = 0, sum;
+	uint64_t blocks, cost, unmov, max_blocks;
 	const char *why = NULL;
 
 	if (scan->status < 0)
 		return 0;
-	for (unsigned int i = 0; i < scan->nclasses; i++) {
-		if (__builtin_add_overflow(blocks, scan->classes[i], &blocks))
-			why = "block class counts overflow";
-	}
-	for (unsigned int i = 0; i < scan->nunmovable; i++) {
-		if (__builtin_add_overflow(unmov, scan->unmovable[i], &unmov))
-			why = "unmovable counts overflow";
-	}
-	sum = 0;
-	for (unsigned int i = 0; i < scan->ncost; i++) {
-		if (__builtin_add_overflow(sum, scan->cost[i], &sum))
-			why = "cost counts overflow";
-	}
-	if (why)
-		;
+	/* a VM's RAM may start or end mid-block: allow one partial block */
+	max_blocks = ram_bytes ? ram_bytes / PROTO_BLOCK_SIZE + 1 : UINT64_MAX;
+	if (!session_hist_sum(scan->classes, scan->nclasses, &blocks) ||
+	    !session_hist_sum(scan->cost, scan->ncost, &cost) ||
+	    !session_hist_sum(scan->unmovable, scan->nunmovable, &unmov))
+		why = "a histogram's counts overflow";
 	else if (scan->free_bytes > scan->total_bytes)
 		why = "free_bytes above total_bytes";
 	else if (scan->free_block_bytes > scan->free_bytes)
@@ -476,11 +479,11 @@ int session_check_scan(const struct proto_scan_resp *scan, uint64_t ram_bytes,
 		why = "captured_bytes above the VM's RAM";
 	else if (ram_bytes && scan->capturable_bytes > ram_bytes)
 		why = "capturable_bytes above the VM's RAM";
-	else if (ram_bytes && blocks > ram_bytes / PROTO_BLOCK_SIZE + 1)
+	else if (blocks > max_blocks)
 		why = "more blocks in the class histogram than the VM has";
-	else if (ram_bytes && sum > ram_bytes / PROTO_BLOCK_SIZE + 1)
+	else if (cost > max_blocks)
 		why = "more blocks in the cost histogram than the VM has";
-	else if (ram_bytes && unmov > ram_bytes / PROTO_BLOCK_SIZE + 1)
+	else if (unmov > max_blocks)
 		why = "more unmovable blocks than the VM has";
 	if (why) {
 		*ret_why = why;

@@ -107,6 +107,18 @@ static uint64_t vm_configured_ram(const struct vm *vm)
 
 /* ---- QMP attach / detach --------------------------------------------- */
 
+/* Arms the QMP retry timer: the backoff doubles up to retry_max_ms. */
+static void vm_qmp_schedule_retry(struct vm *vm)
+{
+	if (!vm->qmp_backoff_ms)
+		vm->qmp_backoff_ms = vm->retry_min_ms;
+	else if (vm->qmp_backoff_ms < vm->retry_max_ms / 2)
+		vm->qmp_backoff_ms *= 2;
+	else
+		vm->qmp_backoff_ms = vm->retry_max_ms;
+	loop_timer_arm(vm->loop, &vm->qmp_retry, vm->qmp_backoff_ms);
+}
+
 static void vm_qmp_detach(struct vm *vm, int error, const char *what)
 {
 	loop_io_remove(vm->loop, &vm->qmp_io);
@@ -119,12 +131,7 @@ static void vm_qmp_detach(struct vm *vm, int error, const char *what)
 	vm->backend_note[0] = '\0';
 	snprintf(vm->qmp_error, sizeof(vm->qmp_error), "%s: %s", what,
 		 strerror(error < 0 ? -error : error));
-	if (!vm->qmp_backoff_ms)
-		vm->qmp_backoff_ms = vm->retry_min_ms;
-	else if (vm->qmp_backoff_ms < vm->retry_max_ms)
-		vm->qmp_backoff_ms = vm->qmp_backoff_ms * 2 > vm->retry_max_ms ?
-				     vm->retry_max_ms : vm->qmp_backoff_ms * 2;
-	loop_timer_arm(vm->loop, &vm->qmp_retry, vm->qmp_backoff_ms);
+	vm_qmp_schedule_retry(vm);
 }
 
 static void vm_qmp_io(struct loop_io *io, uint32_t events)
@@ -225,12 +232,7 @@ static void vm_qmp_try(struct vm *vm)
 	if (r < 0) {
 		bool first = vm->qmp_backoff_ms == 0;
 
-		if (!vm->qmp_backoff_ms)
-			vm->qmp_backoff_ms = vm->retry_min_ms;
-		else
-			vm->qmp_backoff_ms = vm->qmp_backoff_ms * 2 > vm->retry_max_ms ?
-					     vm->retry_max_ms : vm->qmp_backoff_ms * 2;
-		loop_timer_arm(vm->loop, &vm->qmp_retry, vm->qmp_backoff_ms);
+		vm_qmp_schedule_retry(vm);
 		if (first)
 			log_warning("VM '%s': not attached to QEMU: %s; retrying",
 				    vm->conf.name, vm->qmp_error);
