@@ -13,7 +13,10 @@ test_hostile_guest_isolated  VM A's guest sends a corrupt magic, an
                              each drops A's session with one log line
                              saying what was wrong, the daemon stays up,
                              and VM B's session keeps answering scans
-                             during and after; A reconnects and recovers.
+                             during and after; a guest that swallows a
+                             request is dropped after request_timeout_ms
+                             and the scan fails cleanly; A reconnects and
+                             recovers.
 test_status_backends         status reports each VM's RAM and backend as
                              QEMU has it: memfd -> shared (backing bytes as
                              the kernel counts them), memory-backend-ram ->
@@ -349,6 +352,7 @@ reconnect_max_ms = 400
 [vm A]
 events_per_sec = 50
 frames_per_sec = 5000
+request_timeout_ms = 1000
 """
 
 
@@ -356,6 +360,7 @@ def test_hostile_guest_isolated(workdir, figures):
     qa = PausedQemu(workdir, "a")
     qb = PausedQemu(workdir, "b")
     attacked = threading.Event()
+    silent = threading.Event()
 
     def evil(conn, n):
         if n < len(ATTACKS):
@@ -363,6 +368,11 @@ def test_hostile_guest_isolated(workdir, figures):
             guest_a.wait_closed(conn)
             if n == len(ATTACKS) - 1:
                 attacked.set()
+        elif n == len(ATTACKS):
+            # says HELLO, then never answers a request
+            guest_a.handshake(conn, bytearray())
+            silent.set()
+            guest_a.wait_closed(conn, timeout=30)
         else:
             guest_a.behave(conn)         # reformed: a normal session again
 
@@ -383,21 +393,33 @@ def test_hostile_guest_isolated(workdir, figures):
         figures("scans of B answered during A's attacks", scans_during)
         assert scans_during >= 3
 
+        # a guest that swallows a request: the scan fails, the session drops
+        assert silent.wait(20)
+        d.wait_for(lambda: d.status()["A"]["session"]["state"] == "ready", "A silent")
+        t0 = time.monotonic()
+        p = d.ctl("scan", "A", check=False)
+        assert p.returncode == 1 and one_error_line(p) == \
+            "vmdefragctl: VM 'A': guest session dropped before the scan was answered"
+        assert 0.9 < time.monotonic() - t0 < 10
+        assert "VM 'A': dropping guest session: no answer to REQ_SCAN id 1 " \
+               "within 1000 ms" in d.text()
+
         # every attack: one warning naming what was wrong
-        d.wait_for(lambda: guest_a.connections > len(ATTACKS), "A to reconnect")
+        d.wait_for(lambda: guest_a.connections > len(ATTACKS) + 1, "A to reconnect")
         log = d.text()
         drops = [l for l in log.splitlines() if "VM 'A': dropping guest session" in l]
         for _, reason in ATTACKS:
             assert sum(reason in l for l in drops) == 1, (reason, drops)
-        assert len(drops) == len(ATTACKS), drops
+        assert len(drops) == len(ATTACKS) + 1, drops
         assert "VM 'B': dropping" not in log
 
         # B unaffected; A recovered after its backoff and answers too
         st = d.status()
         assert st["B"]["session"]["state"] == "ready"
         assert st["B"]["session"]["drops"] == 0
-        assert st["A"]["session"]["drops"] == len(ATTACKS)
-        assert st["A"]["session"]["last_drop"] == "more than 50 events in one second"
+        assert st["A"]["session"]["drops"] == len(ATTACKS) + 1
+        assert st["A"]["session"]["last_drop"] == \
+            "no answer to REQ_SCAN id 1 within 1000 ms"
         d.wait_for(lambda: d.status()["A"]["session"]["state"] == "ready", "A ready")
         assert json.loads(d.ctl("scan", "A", "--json").stdout)["scan"]["vm"] == "A"
         human = d.ctl("scan", "B").stdout
