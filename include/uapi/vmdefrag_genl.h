@@ -57,6 +57,41 @@
  *          reply:    VMDEFRAG_A_STAT_* counters (monotonic since load) and
  *                    VMDEFRAG_A_CAPTURED_BYTES, VMDEFRAG_A_FLOOR_BYTES.
  * SET      request:  VMDEFRAG_A_FLOOR_BYTES (module-wide floor).
+ * ACK      request:  VMDEFRAG_A_RANGES, or the flag VMDEFRAG_A_ALL, not both.
+ *          reply:    VMDEFRAG_A_BYTES (bytes moved from PENDING to HOST).
+ *                    Ranges not PENDING are skipped, not an error.
+ *
+ * Flags: CAPTURE and LIST take VMDEFRAG_A_HOST (the request is made on
+ * behalf of the host: see "Host handshake"); CAPTURE takes VMDEFRAG_A_STRICT
+ * (empty only the preferred VMDEFRAG_A_RANGES, never any other block: the
+ * host asks for blocks its backing holds, and capturing an unbacked block
+ * would return nothing to it).  SCAN and STATS replies carry
+ * VMDEFRAG_A_PENDING_BYTES (bytes held in the PENDING state).
+ *
+ * Host handshake
+ * --------------
+ * A captured block is in one of three sub-states:
+ *
+ *   LOCAL    captured by a local requester (no VMDEFRAG_A_HOST): no host
+ *            will punch it; releasable at any time.
+ *   PENDING  captured or listed with VMDEFRAG_A_HOST and reported to the
+ *            host, which may be reclaiming its backing right now: NOT
+ *            releasable by the shrinker or the OOM notifier, only by an
+ *            explicit RELEASE.
+ *   HOST     acknowledged by the host (ACK): releasable under pressure;
+ *            after release the host backs the range again on fault.
+ *
+ *   CAPTURE + HOST        new blocks -> PENDING (without HOST: LOCAL)
+ *   LIST + HOST           every listed block -> PENDING (a restarted
+ *                         host reconciles and may reclaim what it lists)
+ *   ACK ranges            PENDING -> HOST
+ *   ACK + ALL             every PENDING block -> HOST (the host link is
+ *                         down: no reclaim can be in flight)
+ *   requester's socket    its PENDING blocks -> HOST
+ *   closes
+ *   RELEASE, shrinker,    block removed (shrinker and OOM skip PENDING);
+ *   OOM, unload           unload releases every block, so the agent must
+ *                         be stopped before the module is unloaded.
  *
  * Events (multicast group VMDEFRAG_MCGRP_EVENTS)
  * -----------------------------------------------
@@ -90,6 +125,7 @@ enum vmdefrag_cmd {
 	VMDEFRAG_CMD_SET,
 	VMDEFRAG_CMD_EVENT_CAPTURED,
 	VMDEFRAG_CMD_EVENT_RELEASED,
+	VMDEFRAG_CMD_ACK,
 
 	__VMDEFRAG_CMD_MAX,
 	VMDEFRAG_CMD_MAX = __VMDEFRAG_CMD_MAX - 1
@@ -187,6 +223,12 @@ enum vmdefrag_attr {
 	VMDEFRAG_A_STAT_PRESSURE_RELEASES,	/* blocks, shrinker */
 	VMDEFRAG_A_STAT_OOM_RELEASES,		/* blocks, OOM notifier */
 	VMDEFRAG_A_STAT_BLOCKS_COMPACTED,	/* compact mode */
+
+	/* capture handshake (see "Host handshake" above) */
+	VMDEFRAG_A_HOST,		/* flag: CAPTURE/LIST on behalf of the host */
+	VMDEFRAG_A_ALL,			/* flag: ACK every PENDING block */
+	VMDEFRAG_A_STRICT,		/* flag: CAPTURE only the preferred ranges */
+	VMDEFRAG_A_PENDING_BYTES,	/* u64, SCAN/STATS: PENDING blocks */
 
 	__VMDEFRAG_A_MAX,
 	VMDEFRAG_A_MAX = __VMDEFRAG_A_MAX - 1
