@@ -21,9 +21,15 @@
  *   capture    the block is recorded in vdf_capture_xa and the module owns
  *              its pages: the guest allocator cannot hand them out until
  *              they are released; the host may reclaim their backing;
- *   compact    the pages are freed at once with free_contig_range(); they
- *              merge into one order-9 buddy that free page reporting can
- *              pass to the host.
+ *   compact    the block is held by the request only (listed in its reply,
+ *              not in vdf_capture_xa) until the request ends, and then
+ *              freed with free_contig_range(); its pages merge into one
+ *              order-9 buddy that free page reporting can pass to the host.
+ *              Holding to the end matters: a block freed at once lands on
+ *              the per-cpu free lists, the first place the next block's
+ *              migration targets are taken from, and would be scattered
+ *              again.  Held blocks count against the floor like captured
+ *              ones.  See vdf_capture_compact_free() for the final drain.
  *
  * The request stops when the byte target is reached or, short of it, for
  * the reason it reports (VMDEFRAG_A_ERRNO): -ENOSPC the floor was reached,
@@ -262,16 +268,14 @@ static int vdf_capture_check_stop(struct vdf_capture_ctx *ctx)
 {
 	long room;
 
+	/* compact mode holds its blocks until the end: same floor */
 	if (fatal_signal_pending(current))
 		return -EINTR;
 	if (ktime_after(ktime_get(), ctx->deadline))
 		return -ETIMEDOUT;
 	if (ctx->done->nr >= VDF_CAPTURE_MAX_BLOCKS)
 		return -E2BIG;
-	if (ctx->req->mode == VMDEFRAG_MODE_COMPACT)
-		room = vdf_pressure_headroom(0) - (long)VDF_BLOCK_PAGES;
-	else
-		room = vdf_pressure_headroom(ctx->floor_bytes);
+	room = vdf_pressure_headroom(ctx->floor_bytes);
 	if (room < (long)VDF_BLOCK_PAGES)
 		return -ENOSPC;
 	return 0;
@@ -315,10 +319,7 @@ static enum vdf_capture_action vdf_capture_try(struct vdf_capture_ctx *ctx,
 
 	vdf_stat_add(VDF_STAT_BLOCKS_VACATED, 1);
 	vdf_stat_add(VDF_STAT_PAGES_MIGRATED, blk.cost);
-	if (compact) {
-		free_contig_range(pfn, VDF_BLOCK_PAGES);
-		vdf_stat_add(VDF_STAT_BLOCKS_COMPACTED, 1);
-	} else {
+	if (!compact) {
 		err = xa_insert(&vdf_capture_xa, idx, xa_mk_value(0), GFP_KERNEL);
 		if (err) {
 			/* never keep a block we cannot account for */
@@ -396,6 +397,32 @@ static void vdf_capture_ranked(struct vdf_capture_ctx *ctx)
 }
 
 /*
+ * Compact mode, end of request: free the blocks it held, each once.  Freed
+ * pages go to the per-cpu lists first, where they cannot merge, and the
+ * module cannot call drain_all_pages() (not exported).  alloc_contig_range()
+ * drains the zone's lists once it has isolated its range, so vacating the
+ * last block again - it is free, nothing migrates - flushes every other
+ * block into the buddy allocator; only that one goes back to the lists.
+ */
+static void vdf_capture_compact_free(const struct vdf_blocks *done)
+{
+	unsigned long pfn;
+	unsigned int i;
+
+	if (!done->nr)
+		return;
+	for (i = 0; i < done->nr; i++) {
+		free_contig_range(vdf_block_pfn(done->idx[i]), VDF_BLOCK_PAGES);
+		cond_resched();
+	}
+	vdf_stat_add(VDF_STAT_BLOCKS_COMPACTED, done->nr);
+
+	pfn = vdf_block_pfn(done->idx[done->nr - 1]);
+	if (!vdf_compat_alloc_contig(pfn, pfn + VDF_BLOCK_PAGES, VDF_CAPTURE_GFP))
+		free_contig_range(pfn, VDF_BLOCK_PAGES);
+}
+
+/*
  * Run one CAPTURE request.  On success returns 0 with the blocks captured
  * (or compacted) in @done, which the caller frees, and the reason it
  * stopped short, or 0, in *@ret_stop.  Returns a negative errno if the
@@ -440,6 +467,8 @@ int vdf_capture_run(const struct vdf_capture_req *req, struct vdf_blocks *done,
 	if (done->nr >= ctx.target)
 		ctx.stop = 0;
 	*ret_stop = ctx.stop;
+	if (req->mode == VMDEFRAG_MODE_COMPACT)
+		vdf_capture_compact_free(done);
 
 out_unlock:
 	mutex_unlock(&vdf_capture_mutex);

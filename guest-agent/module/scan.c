@@ -257,7 +257,7 @@ void vdf_scan_block(unsigned long idx, struct zone *zone,
 	struct page *first, *last;
 	unsigned long pfn;
 
-	BUILD_BUG_ON(VDF_SLAB_SLOTS > BITS_PER_TYPE(t.slab_seen));
+	BUILD_BUG_ON(sizeof(t.slab_seen) * BITS_PER_BYTE < VDF_SLAB_SLOTS);
 	BUILD_BUG_ON(VDF_BLOCK_PAGES > U16_MAX);
 	memset(ret_blk, 0, sizeof(*ret_blk));
 	ret_blk->idx = idx;
