@@ -73,6 +73,8 @@ static const struct proto_type_info proto_types[] = {
 	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, false },
 	{ PROTO_REQ_SET_FLOOR, "REQ_SET_FLOOR", sizeof(struct proto_set_floor_req),
 	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, false },
+	{ PROTO_REQ_ACK, "REQ_ACK", sizeof(struct proto_ack_req),
+	  PROTO_ARR_RANGES, PROTO_ID_NONZERO, 0, false },
 	{ PROTO_EVT_CAPTURED, "EVT_CAPTURED", sizeof(struct proto_evt_ranges),
 	  PROTO_ARR_RANGES, PROTO_ID_ZERO, PROTO_F_MORE, false },
 	{ PROTO_EVT_RELEASED, "EVT_RELEASED", sizeof(struct proto_evt_ranges),
@@ -92,6 +94,8 @@ static const struct proto_type_info proto_types[] = {
 	{ PROTO_RESP_STATS, "RESP_STATS", sizeof(struct proto_stats_resp),
 	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, true },
 	{ PROTO_RESP_SET_FLOOR, "RESP_SET_FLOOR", sizeof(struct proto_status),
+	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, true },
+	{ PROTO_RESP_ACK, "RESP_ACK", sizeof(struct proto_ack_resp),
 	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, true },
 };
 
@@ -250,7 +254,23 @@ static void proto_swap_body(uint16_t type, bool failed, void *body)
 		SWAP32(c->budget_ms);
 		SWAP64(c->floor_bytes);
 		SWAP32(c->nranges);
-		SWAP32(c->reserved);
+		SWAP32(c->flags);
+		break;
+	}
+	case PROTO_REQ_ACK: {
+		struct proto_ack_req *a = body;
+
+		SWAP64(a->bytes_unused);
+		SWAP32(a->flags);
+		SWAP32(a->nranges);
+		break;
+	}
+	case PROTO_RESP_ACK: {
+		struct proto_ack_resp *a = body;
+
+		SWAPS32(a->status);
+		SWAP32(a->reserved);
+		SWAP64(a->bytes);
 		break;
 	}
 	case PROTO_REQ_RELEASE: {
@@ -346,6 +366,8 @@ static uint32_t proto_body_count(uint16_t type, const proto_body_t *u)
 		return u->capture.nranges;
 	case PROTO_REQ_RELEASE:
 		return u->release.nranges;
+	case PROTO_REQ_ACK:
+		return u->ack.nranges;
 	case PROTO_EVT_CAPTURED:
 	case PROTO_EVT_RELEASED:
 		return u->evt.nranges;
@@ -564,11 +586,24 @@ static int proto_msg_check(const struct proto_type_info *ti,
 	case PROTO_REQ_CAPTURE: {
 		const struct proto_capture_req *c = &v->u->capture;
 
-		if (c->reserved)
-			return -EBADMSG;
 		if (c->bytes == 0 || c->mode > VMDEFRAG_MODE_COMPACT)
 			return -EINVAL;
+		if (c->flags & ~PROTO_CAPTURE_FLAGS)
+			return -EINVAL;
+		if ((c->flags & PROTO_CAPTURE_STRICT) && c->nranges == 0)
+			return -EINVAL;
 		return proto_view_ranges_check(v, c->nranges);
+	}
+	case PROTO_REQ_ACK: {
+		const struct proto_ack_req *a = &v->u->ack;
+
+		if (a->bytes_unused)
+			return -EBADMSG;
+		if (a->flags & ~PROTO_ACK_FLAGS)
+			return -EINVAL;
+		if (!(a->flags & PROTO_ACK_ALL) == (a->nranges == 0))
+			return -EINVAL;
+		return proto_view_ranges_check(v, a->nranges);
 	}
 	case PROTO_REQ_RELEASE: {
 		const struct proto_release_req *rr = &v->u->release;
@@ -623,6 +658,10 @@ static int proto_msg_check(const struct proto_type_info *ti,
 		if (v->u->stats_resp.reserved)
 			return -EBADMSG;
 		return proto_status_check(v->u->stats_resp.status, false);
+	case PROTO_RESP_ACK:
+		if (v->u->ack_resp.reserved)
+			return -EBADMSG;
+		return proto_status_check(v->u->ack_resp.status, false);
 	default:
 		return -EOPNOTSUPP;
 	}

@@ -44,6 +44,16 @@
  * EVT_*           guest -> host, id 0: ranges captured (by any requester),
  *                 ranges released (with the reason), periodic statistics.
  *
+ * The capture handshake (see include/uapi/vmdefrag_genl.h, "Host
+ * handshake"): every REQ_CAPTURE and REQ_LIST from the host is made on the
+ * host's behalf, so the guest holds the blocks it reports PENDING (not
+ * releasable under pressure) until the host sends REQ_ACK for them (it has
+ * reclaimed their backing, or decided not to).  REQ_LIST is how a host that
+ * restarted reconciles: every listed block becomes PENDING again.  When the
+ * host disconnects, the guest acknowledges every PENDING block itself: the
+ * host closes its end only after its last reclaim returned.
+ * PROTO_CAPTURE_STRICT asks the guest to empty only the preferred ranges.
+ *
  * Ranges are { gpa, len } in bytes, both multiples of PROTO_BLOCK_SIZE,
  * len > 0, gpa + len without overflow; within one frame ranges are in
  * strictly ascending order and do not overlap.  A list of ranges longer than
@@ -103,6 +113,7 @@ enum proto_type {
 	PROTO_REQ_LIST		= 0x0013,
 	PROTO_REQ_STATS		= 0x0014,
 	PROTO_REQ_SET_FLOOR	= 0x0015,
+	PROTO_REQ_ACK		= 0x0016,
 
 	PROTO_EVT_CAPTURED	= 0x0020,
 	PROTO_EVT_RELEASED	= 0x0021,
@@ -115,6 +126,7 @@ enum proto_type {
 	PROTO_RESP_LIST		= PROTO_RESP_BIT | PROTO_REQ_LIST,
 	PROTO_RESP_STATS	= PROTO_RESP_BIT | PROTO_REQ_STATS,
 	PROTO_RESP_SET_FLOOR	= PROTO_RESP_BIT | PROTO_REQ_SET_FLOOR,
+	PROTO_RESP_ACK		= PROTO_RESP_BIT | PROTO_REQ_ACK,
 };
 
 /* ---- wire structs (little-endian on the wire) ------------------------- */
@@ -177,6 +189,11 @@ struct proto_scan_resp {
 	uint64_t unmovable[PROTO_HIST_MAX];	/* enum vmdefrag_unmovable_cause */
 };
 
+/* REQ_CAPTURE flags (unknown bits are rejected with -EINVAL) */
+#define PROTO_CAPTURE_STRICT	0x1u	/* empty only the preferred ranges;
+					 * needs nranges > 0 */
+#define PROTO_CAPTURE_FLAGS	PROTO_CAPTURE_STRICT
+
 /* REQ_CAPTURE: fixed part, then nranges preferred ranges. */
 struct proto_capture_req {
 	uint64_t bytes;		/* > 0: how much to empty */
@@ -184,7 +201,7 @@ struct proto_capture_req {
 	uint32_t budget_ms;	/* 0: module default */
 	uint64_t floor_bytes;	/* 0: module floor */
 	uint32_t nranges;	/* <= PROTO_MAX_RANGES */
-	uint32_t reserved;	/* 0 */
+	uint32_t flags;		/* PROTO_CAPTURE_* */
 };
 
 /* RESP_CAPTURE / RESP_RELEASE: fixed part, then nranges ranges. */
@@ -237,6 +254,28 @@ struct proto_set_floor_req {
 	uint64_t floor_bytes;
 };
 
+/* REQ_ACK flags (unknown bits are rejected with -EINVAL) */
+#define PROTO_ACK_ALL		0x1u	/* every PENDING block; nranges 0 */
+#define PROTO_ACK_FLAGS		PROTO_ACK_ALL
+
+/*
+ * REQ_ACK: the host is done with these PENDING blocks (PENDING -> HOST):
+ * fixed part, then nranges ranges; exactly one of PROTO_ACK_ALL or
+ * nranges > 0.  Ranges not PENDING in the guest are skipped.
+ */
+struct proto_ack_req {
+	uint64_t bytes_unused;	/* 0 */
+	uint32_t flags;		/* PROTO_ACK_* */
+	uint32_t nranges;	/* <= PROTO_MAX_RANGES */
+};
+
+/* RESP_ACK */
+struct proto_ack_resp {
+	int32_t  status;
+	uint32_t reserved;	/* 0 */
+	uint64_t bytes;		/* bytes acknowledged (moved to HOST) */
+};
+
 /* EVT_CAPTURED (reason 0) / EVT_RELEASED: fixed part, then ranges. */
 struct proto_evt_ranges {
 	uint32_t reason;	/* EVT_RELEASED: enum vmdefrag_release_reason;
@@ -269,6 +308,8 @@ struct proto_msg {
 		struct proto_stats stats;		/* EVT_STATS */
 		struct proto_set_floor_req set_floor;	/* REQ_SET_FLOOR */
 		struct proto_evt_ranges evt;		/* EVT_CAPTURED/RELEASED */
+		struct proto_ack_req ack;		/* REQ_ACK */
+		struct proto_ack_resp ack_resp;		/* RESP_ACK */
 	} u;
 	struct proto_range ranges[PROTO_MAX_RANGES];
 	struct proto_slab slabs[PROTO_MAX_SLABS];
@@ -370,6 +411,8 @@ _Static_assert(sizeof(struct proto_stats) == 13 * 8, "proto_stats");
 _Static_assert(sizeof(struct proto_stats_resp) == 8 + 13 * 8, "proto_stats_resp");
 _Static_assert(sizeof(struct proto_set_floor_req) == 8, "proto_set_floor_req");
 _Static_assert(sizeof(struct proto_evt_ranges) == 8, "proto_evt_ranges");
+_Static_assert(sizeof(struct proto_ack_req) == 16, "proto_ack_req");
+_Static_assert(sizeof(struct proto_ack_resp) == 16, "proto_ack_resp");
 _Static_assert(sizeof(struct proto_capture_req) +
 	       PROTO_MAX_RANGES * sizeof(struct proto_range) <= PROTO_MAX_PAYLOAD,
 	       "PROTO_MAX_RANGES must fit one frame");

@@ -98,6 +98,35 @@ int main(int argc, char **argv)
 	gen_ranges(3);
 	r |= gen_emit(dir, "req_capture", 3);
 
+	msg.type = PROTO_REQ_CAPTURE;
+	msg.id = 14;
+	msg.u.capture.bytes = 4 * MIB;
+	msg.u.capture.flags = PROTO_CAPTURE_STRICT;
+	msg.u.capture.nranges = 2;
+	gen_ranges(2);
+	r |= gen_emit(dir, "req_capture_strict", 2);
+
+	msg.type = PROTO_REQ_ACK;
+	msg.id = 15;
+	msg.u.ack.nranges = 3;
+	gen_ranges(3);
+	r |= gen_emit(dir, "req_ack", 4);
+
+	msg.type = PROTO_REQ_ACK;
+	msg.id = 16;
+	msg.u.ack.flags = PROTO_ACK_ALL;
+	r |= gen_emit(dir, "req_ack_all", 0);
+
+	msg.type = PROTO_RESP_ACK;
+	msg.id = 17;
+	msg.u.ack_resp.bytes = 6 * MIB;
+	r |= gen_emit(dir, "resp_ack", 0);
+
+	msg.type = PROTO_RESP_ACK;
+	msg.id = 18;
+	msg.u.status.status = -ENODEV;
+	r |= gen_emit(dir, "resp_ack_failed", 0);
+
 	msg.type = PROTO_REQ_RELEASE;
 	msg.id = 3;
 	msg.u.release.nranges = 2;

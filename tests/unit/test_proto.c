@@ -108,6 +108,56 @@ static struct proto_msg *b_req_capture_max(void)
 	return m;
 }
 
+static struct proto_msg *b_req_capture_strict(void)
+{
+	struct proto_msg *m = b_req_capture();
+
+	m->u.capture.flags = PROTO_CAPTURE_STRICT;
+	return m;
+}
+
+static struct proto_msg *b_req_ack_ranges(void)
+{
+	struct proto_msg *m = msg_new(PROTO_REQ_ACK, 45);
+
+	m->u.ack.nranges = 3;
+	fill_ranges(m, 3);
+	return m;
+}
+
+static struct proto_msg *b_req_ack_max(void)
+{
+	struct proto_msg *m = msg_new(PROTO_REQ_ACK, 46);
+
+	m->u.ack.nranges = PROTO_MAX_RANGES;
+	fill_ranges(m, PROTO_MAX_RANGES);
+	return m;
+}
+
+static struct proto_msg *b_req_ack_all(void)
+{
+	struct proto_msg *m = msg_new(PROTO_REQ_ACK, 47);
+
+	m->u.ack.flags = PROTO_ACK_ALL;
+	return m;
+}
+
+static struct proto_msg *b_resp_ack(void)
+{
+	struct proto_msg *m = msg_new(PROTO_RESP_ACK, 48);
+
+	m->u.ack_resp.bytes = 96 * MIB;
+	return m;
+}
+
+static struct proto_msg *b_resp_ack_failed(void)
+{
+	struct proto_msg *m = msg_new(PROTO_RESP_ACK, 49);
+
+	m->u.status.status = -ENODEV;
+	return m;
+}
+
 static struct proto_msg *b_req_release_ranges(void)
 {
 	struct proto_msg *m = msg_new(PROTO_REQ_RELEASE, 5);
@@ -309,6 +359,12 @@ static const struct roundtrip_case roundtrip_cases[] = {
 	{ "req capture no ranges", b_req_capture_none, HDR + 32 },
 	{ "req capture max ranges", b_req_capture_max,
 	  HDR + 32 + PROTO_MAX_RANGES * RANGE_SZ },
+	{ "req capture strict", b_req_capture_strict, HDR + 32 + 2 * RANGE_SZ },
+	{ "req ack ranges", b_req_ack_ranges, HDR + 16 + 3 * RANGE_SZ },
+	{ "req ack max ranges", b_req_ack_max, HDR + 16 + PROTO_MAX_RANGES * RANGE_SZ },
+	{ "req ack all", b_req_ack_all, HDR + 16 },
+	{ "resp ack", b_resp_ack, HDR + 16 },
+	{ "resp ack failed", b_resp_ack_failed, HDR + 8 },
 	{ "req release ranges", b_req_release_ranges, HDR + 16 + 2 * RANGE_SZ },
 	{ "req release bytes", b_req_release_bytes, HDR + 16 },
 	{ "req list", b_req_list, HDR },
@@ -339,6 +395,7 @@ static uint32_t msg_nranges(const struct proto_msg *m)
 	switch (m->type) {
 	case PROTO_REQ_CAPTURE: return m->u.capture.nranges;
 	case PROTO_REQ_RELEASE: return m->u.release.nranges;
+	case PROTO_REQ_ACK: return m->u.ack.nranges;
 	case PROTO_EVT_CAPTURED:
 	case PROTO_EVT_RELEASED: return m->u.evt.nranges;
 	case PROTO_RESP_CAPTURE:
@@ -444,6 +501,9 @@ struct bad_case {
 #define RR_OFF(f) (HDR + offsetof(struct proto_ranges_resp, f))
 #define EVT_OFF(f) (HDR + offsetof(struct proto_evt_ranges, f))
 #define HDR_OFF(f) offsetof(struct proto_hdr, f)
+#define ACK_OFF(f) (HDR + offsetof(struct proto_ack_req, f))
+#define ACK_RANGE(i) (HDR + sizeof(struct proto_ack_req) + (i) * RANGE_SZ)
+#define ACKR_OFF(f) (HDR + offsetof(struct proto_ack_resp, f))
 
 static void mut_unterminated(uint8_t *frame)
 {
@@ -516,7 +576,27 @@ static const struct bad_case bad_cases[] = {
 	{ "hello block size", b_hello_guest, HELLO_OFF(block_size), 4, 4096, 0, -EINVAL, NULL },
 	{ "capture mode", b_req_capture, CAP_OFF(mode), 4, 7, 0, -EINVAL, NULL },
 	{ "capture 0 bytes", b_req_capture, CAP_OFF(bytes), 8, 0, 0, -EINVAL, NULL },
-	{ "capture reserved", b_req_capture, CAP_OFF(reserved), 4, 1, 0, -EBADMSG, NULL },
+	{ "capture unknown flag", b_req_capture, CAP_OFF(flags), 4, 2, 0, -EINVAL, NULL },
+	{ "capture high flag", b_req_capture_strict, CAP_OFF(flags), 4, 0x80000001u, 0, -EINVAL, NULL },
+	{ "strict capture without ranges", b_req_capture_none, CAP_OFF(flags), 4,
+	  PROTO_CAPTURE_STRICT, 0, -EINVAL, NULL },
+	{ "ack bytes set", b_req_ack_ranges, ACK_OFF(bytes_unused), 8, MIB, 0, -EBADMSG, NULL },
+	{ "ack unknown flag", b_req_ack_ranges, ACK_OFF(flags), 4, 4, 0, -EINVAL, NULL },
+	{ "ack all with ranges", b_req_ack_ranges, ACK_OFF(flags), 4, PROTO_ACK_ALL, 0, -EINVAL, NULL },
+	{ "ack nothing", b_req_ack_all, ACK_OFF(flags), 4, 0, 0, -EINVAL, NULL },
+	{ "ack count above max", b_req_ack_ranges, ACK_OFF(nranges), 4,
+	  PROTO_MAX_RANGES + 1, 0, -E2BIG, NULL },
+	{ "ack count short", b_req_ack_ranges, ACK_OFF(nranges), 4, 2, 0, -EBADMSG, NULL },
+	{ "ack misaligned range", b_req_ack_ranges, ACK_RANGE(1), 8, 4104 * MIB + 4096, 0, -EINVAL, NULL },
+	{ "ack overlapping ranges", b_req_ack_ranges, ACK_RANGE(2), 8, 4104 * MIB, 0, -EINVAL, NULL },
+	{ "ack range overflow", b_req_ack_ranges, ACK_RANGE(2), 8, 0xffffffffffe00000ULL, 0, -EOVERFLOW, NULL },
+	{ "ack with MORE", b_req_ack_all, HDR_OFF(flags), 1, PROTO_F_MORE, 0, -EBADMSG, NULL },
+	{ "ack id 0", b_req_ack_all, HDR_OFF(id), 4, 0, 0, -EBADMSG, NULL },
+	{ "truncated ack", b_req_ack_all, 0, 0, 0, -1, -EBADMSG, NULL },
+	{ "ack response reserved", b_resp_ack, ACKR_OFF(reserved), 4, 1, 0, -EBADMSG, NULL },
+	{ "ack response positive status", b_resp_ack, ACKR_OFF(status), 4, 3, 0, -EINVAL, NULL },
+	{ "ack response with MORE", b_resp_ack, HDR_OFF(flags), 1, PROTO_F_MORE, 0, -EBADMSG, NULL },
+	{ "ack response too long", b_resp_ack, 0, 0, 0, 8, -EBADMSG, NULL },
 	{ "release bytes and ranges", b_req_release_ranges, REL_OFF(bytes), 8, MIB, 0, -EINVAL, NULL },
 	{ "release nothing", b_req_release_bytes, REL_OFF(bytes), 8, 0, 0, -EINVAL, NULL },
 	{ "released reason", b_evt_released, EVT_OFF(reason), 4, 9, 0, -EINVAL, NULL },
