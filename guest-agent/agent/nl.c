@@ -70,6 +70,10 @@ static struct nla_policy agent_nl_policy[VMDEFRAG_A_MAX + 1] = {
 	[VMDEFRAG_A_STAT_PRESSURE_RELEASES]	= { .type = NLA_U64 },
 	[VMDEFRAG_A_STAT_OOM_RELEASES]		= { .type = NLA_U64 },
 	[VMDEFRAG_A_STAT_BLOCKS_COMPACTED]	= { .type = NLA_U64 },
+	[VMDEFRAG_A_HOST]			= { .type = NLA_FLAG },
+	[VMDEFRAG_A_ALL]			= { .type = NLA_FLAG },
+	[VMDEFRAG_A_STRICT]			= { .type = NLA_FLAG },
+	[VMDEFRAG_A_PENDING_BYTES]		= { .type = NLA_U64 },
 };
 
 static struct nla_policy agent_nl_range_policy[VMDEFRAG_A_RANGE_MAX + 1] = {
@@ -417,7 +421,11 @@ int agent_nl_capture(struct agent_nl *nl, const struct proto_capture_req *req,
 			   agent_nl_ranges_size(req->nranges));
 	if (!msg)
 		return -ENOMEM;
-	if (nla_put_u64(msg, VMDEFRAG_A_BYTES, req->bytes) < 0 ||
+	/* every CAPTURE relayed from the host is made on its behalf */
+	if (nla_put_flag(msg, VMDEFRAG_A_HOST) < 0 ||
+	    ((req->flags & PROTO_CAPTURE_STRICT) &&
+	     nla_put_flag(msg, VMDEFRAG_A_STRICT) < 0) ||
+	    nla_put_u64(msg, VMDEFRAG_A_BYTES, req->bytes) < 0 ||
 	    nla_put_u32(msg, VMDEFRAG_A_MODE, req->mode) < 0 ||
 	    (req->budget_ms &&
 	     nla_put_u32(msg, VMDEFRAG_A_BUDGET_MS, req->budget_ms) < 0) ||
@@ -477,6 +485,11 @@ int agent_nl_list(struct agent_nl *nl, struct agent_ranges *ret_ranges)
 	msg = agent_nl_msg(nl, VMDEFRAG_CMD_LIST, NLM_F_DUMP, 0);
 	if (!msg)
 		return -ENOMEM;
+	/* a LIST from the host is a reconciliation: listed blocks -> PENDING */
+	if (nla_put_flag(msg, VMDEFRAG_A_HOST) < 0) {
+		nlmsg_free(msg);
+		return -EMSGSIZE;
+	}
 	r = agent_nl_transact(nl, msg, &t);
 	if (r < 0) {
 		agent_ranges_free(&o.ranges);
@@ -484,6 +497,39 @@ int agent_nl_list(struct agent_nl *nl, struct agent_ranges *ret_ranges)
 	}
 	*ret_ranges = o.ranges;
 	return 0;
+}
+
+/* ---- ACK --------------------------------------------------------------- */
+
+static int agent_nl_parse_bytes(struct agent_nl_txn *t, struct nlattr **tb)
+{
+	uint64_t *bytes = t->out;
+
+	*bytes += agent_nl_u64(tb, VMDEFRAG_A_BYTES);
+	return 0;
+}
+
+int agent_nl_ack(struct agent_nl *nl, const struct proto_range *ranges,
+		 uint32_t nranges, uint64_t *ret_bytes)
+{
+	uint64_t bytes = 0;
+	struct agent_nl_txn t = { .parse = agent_nl_parse_bytes, .out = &bytes };
+	struct nl_msg *msg;
+	int r;
+
+	msg = agent_nl_msg(nl, VMDEFRAG_CMD_ACK, NLM_F_ACK,
+			   agent_nl_ranges_size(nranges));
+	if (!msg)
+		return -ENOMEM;
+	if (nranges ? agent_nl_put_ranges(msg, ranges, nranges) < 0 :
+		      nla_put_flag(msg, VMDEFRAG_A_ALL) < 0) {
+		nlmsg_free(msg);
+		return -EMSGSIZE;
+	}
+	r = agent_nl_transact(nl, msg, &t);
+	if (r == 0)
+		*ret_bytes = bytes;
+	return r;
 }
 
 /* ---- STATS / SET ------------------------------------------------------- */

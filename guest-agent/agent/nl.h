@@ -42,7 +42,15 @@ int agent_nl_capture(struct agent_nl *nl, const struct proto_capture_req *req,
 int agent_nl_release(struct agent_nl *nl, uint64_t bytes,
 		     const struct proto_range *ranges, uint32_t nranges,
 		     uint64_t *ret_bytes, struct agent_ranges *ret_ranges);
+/*
+ * CAPTURE always carries VMDEFRAG_A_HOST (and VMDEFRAG_A_STRICT when the
+ * host's request has PROTO_CAPTURE_STRICT): the agent only relays the
+ * host.  LIST carries VMDEFRAG_A_HOST: a host LIST is a reconciliation.
+ */
 int agent_nl_list(struct agent_nl *nl, struct agent_ranges *ret_ranges);
+/* ACK of nranges ranges, or of every PENDING block if nranges is 0. */
+int agent_nl_ack(struct agent_nl *nl, const struct proto_range *ranges,
+		 uint32_t nranges, uint64_t *ret_bytes);
 int agent_nl_stats(struct agent_nl *nl, struct proto_stats *ret_stats);
 int agent_nl_set_floor(struct agent_nl *nl, uint64_t floor_bytes);
 

@@ -23,6 +23,15 @@
  * does not take (EPIPE, or no room for AGENT_RELAY_WRITE_MS).  Every host
  * HELLO is answered with the guest's HELLO.
  *
+ * Capture handshake (include/uapi/vmdefrag_genl.h, "Host handshake"):
+ * every CAPTURE and LIST relayed from the host carries VMDEFRAG_A_HOST, so
+ * the blocks it reports stay PENDING (not releasable under pressure) until
+ * the host ACKs them.  When the host goes away (DOWN) or starts a new
+ * session (a host HELLO), no reclaim of the old session can still be in
+ * flight: the host closes its end only after its last punch returned.  So
+ * the first thing done then is a genl ACK with VMDEFRAG_A_ALL, making
+ * every PENDING block releasable again.
+ *
  * Module side: a generic netlink client (nl.c) that may be absent (module
  * not loaded yet, or unloaded).  While it is, requests are answered with
  * -ENODEV and every tick retries; when it comes (back), HELLO is sent
@@ -91,10 +100,31 @@ static uint64_t agent_relay_now_ms(void)
 	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
 }
 
+/*
+ * The host's session ended: no reclaim of it can be in flight, so every
+ * PENDING block becomes releasable (ACK with VMDEFRAG_A_ALL).
+ */
+static void agent_relay_ack_all(struct agent_relay *r, const char *why)
+{
+	uint64_t bytes = 0;
+	int ret;
+
+	if (!r->nl)
+		return;
+	ret = agent_nl_ack(r->nl, NULL, 0, &bytes);
+	if (ret < 0)
+		agent_log_errno(AGENT_LOG_WARN, ret, "ACK of every pending block "
+				"(%s) failed", why);
+	else
+		log_info("%s: acknowledged every pending block (%llu MiB)", why,
+			 (unsigned long long)(bytes >> 20));
+}
+
 static void agent_relay_host_down(struct agent_relay *r, const char *why)
 {
 	if (r->state == AGENT_HOST_DOWN)
 		return;
+	agent_relay_ack_all(r, "host disconnected");
 	log_info("host disconnected (%s)", why);
 	r->state = AGENT_HOST_DOWN;
 }
@@ -311,9 +341,10 @@ static int agent_relay_req_capture(struct agent_relay *r, uint32_t id)
 	}
 	if (stop > 0 || stop < -PROTO_ERRNO_MAX)
 		stop = -EIO;
-	log_info("CAPTURE #%u: asked %llu MiB (%s), got %llu MiB in %zu ranges%s%s",
+	log_info("CAPTURE #%u: asked %llu MiB (%s%s), got %llu MiB in %zu ranges%s%s",
 		 id, (unsigned long long)(r->in.u.capture.bytes >> 20),
 		 r->in.u.capture.mode == VMDEFRAG_MODE_COMPACT ? "compact" : "capture",
+		 r->in.u.capture.flags & PROTO_CAPTURE_STRICT ? ", strict" : "",
 		 (unsigned long long)(bytes >> 20), rg.n,
 		 stop ? ", stopped: " : "", stop ? strerror(-stop) : "");
 	agent_relay_out_init(r, PROTO_RESP_CAPTURE, id);
@@ -369,6 +400,22 @@ static int agent_relay_req_list(struct agent_relay *r, uint32_t id)
 	return ret;
 }
 
+static int agent_relay_req_ack(struct agent_relay *r, uint32_t id)
+{
+	uint64_t bytes = 0;
+	int ret;
+
+	ret = agent_nl_ack(r->nl, r->in.ranges, r->in.u.ack.nranges, &bytes);
+	if (ret < 0)
+		return ret;
+	log_info("ACK #%u: %s, %llu MiB acknowledged", id,
+		 r->in.u.ack.flags & PROTO_ACK_ALL ? "all" : "ranges",
+		 (unsigned long long)(bytes >> 20));
+	agent_relay_out_init(r, PROTO_RESP_ACK, id);
+	r->out.u.ack_resp.bytes = bytes;
+	return agent_relay_send(r);
+}
+
 static int agent_relay_req_stats(struct agent_relay *r, uint32_t id)
 {
 	int ret;
@@ -419,6 +466,9 @@ static void agent_relay_request(struct agent_relay *r)
 		case PROTO_REQ_STATS:
 			ret = agent_relay_req_stats(r, id);
 			break;
+		case PROTO_REQ_ACK:
+			ret = agent_relay_req_ack(r, id);
+			break;
 		default:
 			ret = agent_relay_req_set_floor(r, id);
 			break;
@@ -434,7 +484,7 @@ static void agent_relay_request(struct agent_relay *r)
 
 static bool agent_relay_is_request(uint16_t type)
 {
-	return type >= PROTO_REQ_SCAN && type <= PROTO_REQ_SET_FLOOR;
+	return type >= PROTO_REQ_SCAN && type <= PROTO_REQ_ACK;
 }
 
 static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f)
@@ -465,6 +515,8 @@ static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f
 				PROTO_VERSION_MIN, PROTO_VERSION_MAX);
 		else
 			log_info("host HELLO: protocol version %u", version);
+		/* a new host session: the old one has no punch in flight */
+		agent_relay_ack_all(r, "host HELLO");
 		agent_relay_send_hello(r);
 		return;
 	}

@@ -13,6 +13,10 @@ test_agent_session        no module needed: the agent finds its port
                           reconnect, and exits 0 on SIGTERM.
 test_agent_relays_module  the agent started before vmdefrag.ko, which it
                           then finds: HELLO, SCAN, CAPTURE a few MiB, LIST,
+                          the capture handshake (host captures are PENDING
+                          until ACKed; a host disconnect or HELLO ACKs them
+                          all; a LIST makes them PENDING again; a STRICT
+                          capture stays inside the preferred ranges),
                           RELEASE by ranges and by bytes, a compact-mode
                           CAPTURE, the EVT_CAPTURED / EVT_RELEASED /
                           EVT_STATS events, a host reconnect, STATS and
@@ -37,7 +41,8 @@ MAGIC = 0x50464456
 F_MORE = 0x01
 
 HELLO = 0x0001
-REQ_SCAN, REQ_CAPTURE, REQ_RELEASE, REQ_LIST, REQ_STATS, REQ_SET_FLOOR = range(0x10, 0x16)
+REQ_SCAN, REQ_CAPTURE, REQ_RELEASE, REQ_LIST, REQ_STATS, REQ_SET_FLOOR, REQ_ACK = \
+    range(0x10, 0x17)
 EVT_CAPTURED, EVT_RELEASED, EVT_STATS = 0x20, 0x21, 0x22
 RESP = 0x8000
 RESP_ERROR = RESP
@@ -56,6 +61,9 @@ LIST_RESP_FMT = struct.Struct("<iI")
 STATS_FMT = struct.Struct("<13Q")
 EVT_FMT = struct.Struct("<II")
 RANGE_FMT = struct.Struct("<QQ")
+ACK_REQ_FMT = struct.Struct("<QII")
+ACK_RESP_FMT = struct.Struct("<iIQ")
+CAPTURE_STRICT, ACK_ALL = 1, 1
 
 
 class ProtoClient:
@@ -222,6 +230,8 @@ def test_agent_session(kernel):
                 [(t, flags, _, payload)] = c.request(req)
                 assert (t, flags) == (RESP | req, 0)
                 assert payload == STATUS_FMT.pack(-errno.ENODEV, 0)
+            [(t, _, _, payload)] = c.request(REQ_ACK, ACK_REQ_FMT.pack(0, ACK_ALL, 0))
+            assert (t, payload) == (RESP | REQ_ACK, STATUS_FMT.pack(-errno.ENODEV, 0))
 
             # malformed requests get the codec's errno back
             bad_capture = CAPTURE_REQ_FMT.pack(4 * MIB, 0, 0, 0, 1, 0) + \
@@ -236,6 +246,15 @@ def test_agent_session(kernel):
             assert (t, status_of(payload)) == (RESP_ERROR, -errno.EOPNOTSUPP)
             [(t, _, _, payload)] = c.request(REQ_SET_FLOOR, b"\0" * 4)
             assert status_of(payload) == -errno.EBADMSG
+            # handshake frames: unknown flags, ACK of nothing, ALL with ranges
+            strict_none = CAPTURE_REQ_FMT.pack(4 * MIB, 0, 0, 0, 0, CAPTURE_STRICT)
+            unknown_flag = CAPTURE_REQ_FMT.pack(4 * MIB, 0, 0, 0, 0, 2)
+            ack_nothing = ACK_REQ_FMT.pack(0, 0, 0)
+            ack_all_ranges = ACK_REQ_FMT.pack(0, ACK_ALL, 1) + RANGE_FMT.pack(0, BLOCK)
+            for req, body in ((REQ_CAPTURE, strict_none), (REQ_CAPTURE, unknown_flag),
+                              (REQ_ACK, ack_nothing), (REQ_ACK, ack_all_ranges)):
+                [(t, _, _, payload)] = c.request(req, body)
+                assert (t, status_of(payload)) == (RESP | req, -errno.EINVAL), body
 
             # a request split into single bytes is reassembled
             frame = HDR.pack(MAGIC, 1, 0, REQ_STATS, 500, 0)
@@ -307,6 +326,24 @@ def wait_hello(c, module, timeout=30):
             return HELLO_FMT.unpack(frame[3])
 
 
+def ack(c, ranges):
+    """REQ_ACK of ranges: the bytes the guest moved from PENDING to HOST."""
+    body = ACK_REQ_FMT.pack(0, 0, len(ranges)) + b"".join(RANGE_FMT.pack(*r) for r in ranges)
+    [(t, flags, _, payload)] = c.request(REQ_ACK, body)
+    assert (t, flags) == (RESP | REQ_ACK, 0), payload
+    status, reserved, nbytes = ACK_RESP_FMT.unpack(payload)
+    assert (status, reserved) == (0, 0), status
+    return nbytes
+
+
+def wait_hello_count(c, n, timeout=30):
+    """Read frames until c has seen n HELLOs in all."""
+    deadline = time.monotonic() + timeout
+    while len(c.hellos) < n:
+        frame = c.recv(timeout=max(0.1, deadline - time.monotonic()))
+        (c.hellos if frame[0] == HELLO else c.events).append(frame)
+
+
 def memfree(g):
     for line in g.check("cat /proc/meminfo").splitlines():
         if line.startswith("MemFree:"):
@@ -363,14 +400,36 @@ def test_agent_relays_module(kernel):
 
             # LIST shows exactly what was captured
             assert list_resp(c.request(REQ_LIST)) == sorted(ranges)
+
+            # handshake: a host capture is PENDING until ACKed, once
+            assert ack(c, ranges) == captured
+            assert ack(c, ranges) == 0
+            # LIST from the host makes every listed block PENDING again
+            assert list_resp(c.request(REQ_LIST)) == sorted(ranges)
+            assert ack(c, ranges) == captured
+            assert list_resp(c.request(REQ_LIST)) == sorted(ranges)
         finally:
             c.close()
 
-        # host reconnects: HELLO again, state intact
+        # host reconnects: HELLO again, state intact; the disconnect
+        # acknowledged every PENDING block (the LIST above left them so)
         c = ProtoClient(g.vdf_socket, timeout=300)
         try:
             assert c.hello()[3] & FEAT_MODULE
+            assert ack(c, ranges) == 0
+            assert "host disconnected: acknowledged every pending block" in agent_log(g)
             assert list_resp(c.request(REQ_LIST)) == sorted(ranges)
+            assert ack(c, ranges) == captured
+            # ACK ALL: nothing left pending after the one above
+            [(t, _, _, payload)] = c.request(REQ_ACK, ACK_REQ_FMT.pack(0, ACK_ALL, 0))
+            assert ACK_RESP_FMT.unpack(payload) == (0, 0, 0)
+            # a host HELLO in mid-session is a new session: all acknowledged
+            c.request(REQ_LIST)
+            seen = len(c.hellos)
+            c.send_hello()
+            wait_hello_count(c, seen + 1)
+            assert ack(c, ranges) == 0
+            assert "host HELLO: acknowledged every pending block" in agent_log(g)
 
             [(t, _, _, payload)] = c.request(REQ_STATS)
             assert status_of(payload) == 0
@@ -388,6 +447,18 @@ def test_agent_relays_module(kernel):
             assert list_resp(c.request(REQ_LIST)) == []
             _, _, _, payload = wait_event(c, EVT_RELEASED)[0]
             assert EVT_FMT.unpack_from(payload)[0] == RELEASE_REQUEST
+
+            # STRICT: only the preferred ranges are emptied, even when they
+            # cannot give all that was asked
+            preferred = sorted(ranges)[:1]
+            body = CAPTURE_REQ_FMT.pack(64 * MIB, 0, 0, 0, 1, CAPTURE_STRICT) + \
+                RANGE_FMT.pack(*preferred[0])
+            status, _, strict_bytes, strict = ranges_resp(c.request(REQ_CAPTURE, body),
+                                                          RESP | REQ_CAPTURE)
+            assert status == 0 and 0 < strict_bytes <= preferred[0][1], strict
+            for gpa, length in strict:
+                assert preferred[0][0] <= gpa and gpa + length <= sum(preferred[0])
+            c.request(REQ_RELEASE, RELEASE_REQ_FMT.pack(strict_bytes, 0, 0))
 
             # RELEASE by bytes, after a second capture
             frames = c.request(REQ_CAPTURE, CAPTURE_REQ_FMT.pack(4 * MIB, 0, 0, 0, 0, 0))
