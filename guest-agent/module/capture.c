@@ -48,18 +48,30 @@
  * Release hands blocks back with free_contig_range(): by request (ranges or
  * bytes), under pressure (pressure.c: shrinker and OOM notifier), at unload.
  *
+ * Host handshake: a captured block is LOCAL (captured for a local
+ * requester), PENDING (captured or listed for the host, which may be
+ * punching its backing right now) or HOST (acknowledged by the host).  The
+ * state and the netlink port of the requester that made it PENDING are the
+ * block's xarray value.  Transitions (uapi header, "Host handshake"):
+ * CAPTURE+HOST and LIST+HOST make blocks PENDING, ACK and the requester's
+ * socket closing make them HOST.  The shrinker and the OOM notifier never
+ * take a PENDING block; RELEASE and unload take any.
+ *
  * Locking:
  *   vdf_capture_mutex    serializes requests (capture, release, unload)
  *                        and protects vdf_capture_failed and
  *                        vdf_capture_unloading.  Taken by process context
  *                        only, never by the shrinker or the OOM notifier.
  *   vdf_capture_xa       its own spinlock.  Ownership rule: whoever removes
- *                        an entry with xa_erase() and gets it back owns the
- *                        block and frees it, exactly once.  That is what
- *                        lets the shrinker and the OOM notifier release
- *                        blocks without the mutex while a request runs.
- *                        Entries are inserted only under the mutex.
+ *                        an entry (xa_erase(), or xa_cmpxchg() to NULL)
+ *                        and gets it back owns the block and frees it,
+ *                        exactly once.  That is what lets the shrinker and
+ *                        the OOM notifier release blocks without the mutex
+ *                        while a request runs.  Entries are inserted only
+ *                        under the mutex; their state changes only by
+ *                        xa_cmpxchg(), so a state seen is the state acted on.
  *   vdf_capture_nr       entries in vdf_capture_xa (atomic, for counts).
+ *   vdf_capture_npending PENDING entries (atomic, for counts).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -90,6 +102,29 @@ static DEFINE_XARRAY(vdf_capture_xa);
 static DEFINE_XARRAY(vdf_capture_failed);	/* under vdf_capture_mutex */
 static bool vdf_capture_unloading;		/* under vdf_capture_mutex */
 static atomic_long_t vdf_capture_nr = ATOMIC_LONG_INIT(0);
+static atomic_long_t vdf_capture_npending = ATOMIC_LONG_INIT(0);
+
+/* Sub-states of a captured block; the xarray value is owner << 2 | state. */
+enum vdf_capture_state {
+	VDF_CAPTURE_LOCAL,
+	VDF_CAPTURE_PENDING,
+	VDF_CAPTURE_HOST,
+};
+
+static void *vdf_capture_entry(enum vdf_capture_state state, u32 owner)
+{
+	return xa_mk_value(((unsigned long)owner << 2) | state);
+}
+
+static enum vdf_capture_state vdf_capture_state_of(void *entry)
+{
+	return xa_to_value(entry) & 3;
+}
+
+static u32 vdf_capture_owner_of(void *entry)
+{
+	return xa_to_value(entry) >> 2;
+}
 
 struct vdf_cand {
 	unsigned long idx;
@@ -168,6 +203,11 @@ unsigned long vdf_capture_count(void)
 	return atomic_long_read(&vdf_capture_nr);
 }
 
+unsigned long vdf_capture_pending(void)
+{
+	return atomic_long_read(&vdf_capture_npending);
+}
+
 /* The first captured block at or after *@idx, stored in *@idx; false at end. */
 bool vdf_capture_next(unsigned long *idx)
 {
@@ -181,11 +221,116 @@ bool vdf_capture_next(unsigned long *idx)
  */
 static bool vdf_capture_put(unsigned long idx)
 {
-	if (!xa_erase(&vdf_capture_xa, idx))
+	void *old = xa_erase(&vdf_capture_xa, idx);
+
+	if (!old)
+		return false;
+	if (vdf_capture_state_of(old) == VDF_CAPTURE_PENDING)
+		atomic_long_dec(&vdf_capture_npending);
+	atomic_long_dec(&vdf_capture_nr);
+	free_contig_range(vdf_block_pfn(idx), VDF_BLOCK_PAGES);
+	return true;
+}
+
+/*
+ * Release block @idx only if it is captured and not PENDING (the host may
+ * be reclaiming a PENDING block: it is not ours to give back under
+ * pressure).  Same ownership rule as vdf_capture_put(); no lock needed.
+ */
+static bool vdf_capture_put_unpinned(unsigned long idx)
+{
+	void *old = xa_load(&vdf_capture_xa, idx);
+
+	if (!old || vdf_capture_state_of(old) == VDF_CAPTURE_PENDING)
+		return false;
+	if (xa_cmpxchg(&vdf_capture_xa, idx, old, NULL, 0) != old)
 		return false;
 	atomic_long_dec(&vdf_capture_nr);
 	free_contig_range(vdf_block_pfn(idx), VDF_BLOCK_PAGES);
 	return true;
+}
+
+/*
+ * Move block @idx to @state (owned by @owner) if its current state is in
+ * @from (a mask of BIT(state)).  Returns true if it did.  Any context.
+ */
+static bool vdf_capture_move(unsigned long idx, unsigned int from,
+			     enum vdf_capture_state state, u32 owner)
+{
+	void *old = xa_load(&vdf_capture_xa, idx);
+	void *new = vdf_capture_entry(state, owner);
+	void *cur;
+
+	while (old && (BIT(vdf_capture_state_of(old)) & from)) {
+		if (old == new)
+			return true;
+		/* replacing a value entry allocates nothing */
+		cur = xa_cmpxchg(&vdf_capture_xa, idx, old, new, GFP_NOWAIT);
+		if (cur == old) {
+			if (vdf_capture_state_of(old) == VDF_CAPTURE_PENDING)
+				atomic_long_dec(&vdf_capture_npending);
+			if (state == VDF_CAPTURE_PENDING)
+				atomic_long_inc(&vdf_capture_npending);
+			return true;
+		}
+		if (xa_is_err(cur))
+			return false;
+		old = cur;
+	}
+	return false;
+}
+
+/* LIST+HOST: make block @idx PENDING for @owner; false if not captured. */
+bool vdf_capture_mark_pending(unsigned long idx, u32 owner)
+{
+	return vdf_capture_move(idx, BIT(VDF_CAPTURE_LOCAL) | BIT(VDF_CAPTURE_PENDING) |
+				BIT(VDF_CAPTURE_HOST), VDF_CAPTURE_PENDING, owner);
+}
+
+/*
+ * ACK: move the PENDING blocks inside the ranges (all of them if @r is
+ * NULL) to HOST; *@ret_blocks counts them.  Returns 0 or -EINTR.
+ */
+int vdf_capture_ack(const struct vdf_range *r, unsigned int nr,
+		    unsigned long *ret_blocks)
+{
+	unsigned long idx, first, last, moved = 0;
+	unsigned int i;
+	void *entry;
+	int ret;
+
+	ret = mutex_lock_killable(&vdf_capture_mutex);
+	if (ret)
+		return ret;
+	for (i = 0; i < (r ? nr : 1); i++) {
+		first = r ? vdf_pfn_block(PHYS_PFN(r[i].addr)) : 0;
+		last = r ? first + (r[i].len >> VMDEFRAG_BLOCK_SHIFT) - 1 : ULONG_MAX;
+		xa_for_each_range(&vdf_capture_xa, idx, entry, first, last)
+			if (vdf_capture_move(idx, BIT(VDF_CAPTURE_PENDING),
+					     VDF_CAPTURE_HOST, 0))
+				moved++;
+		cond_resched();
+	}
+	mutex_unlock(&vdf_capture_mutex);
+	*ret_blocks = moved;
+	return 0;
+}
+
+/*
+ * The netlink socket @owner closed: no reclaim it started can still be in
+ * flight, so its PENDING blocks become HOST.  Process context.
+ */
+void vdf_capture_owner_gone(u32 owner)
+{
+	unsigned long idx;
+	void *entry;
+
+	if (!atomic_long_read(&vdf_capture_npending))
+		return;
+	xa_for_each(&vdf_capture_xa, idx, entry)
+		if (vdf_capture_state_of(entry) == VDF_CAPTURE_PENDING &&
+		    vdf_capture_owner_of(entry) == owner)
+			vdf_capture_move(idx, BIT(VDF_CAPTURE_PENDING), VDF_CAPTURE_HOST, 0);
 }
 
 /* ---- failure memory, under vdf_capture_mutex ---- */
@@ -320,7 +465,10 @@ static enum vdf_capture_action vdf_capture_try(struct vdf_capture_ctx *ctx,
 	vdf_stat_add(VDF_STAT_BLOCKS_VACATED, 1);
 	vdf_stat_add(VDF_STAT_PAGES_MIGRATED, blk.cost);
 	if (!compact) {
-		err = xa_insert(&vdf_capture_xa, idx, xa_mk_value(0), GFP_KERNEL);
+		err = xa_insert(&vdf_capture_xa, idx,
+				ctx->req->host ?
+				vdf_capture_entry(VDF_CAPTURE_PENDING, ctx->req->portid) :
+				vdf_capture_entry(VDF_CAPTURE_LOCAL, 0), GFP_KERNEL);
 		if (err) {
 			/* never keep a block we cannot account for */
 			WARN_ON_ONCE(err == -EBUSY);
@@ -329,6 +477,8 @@ static enum vdf_capture_action vdf_capture_try(struct vdf_capture_ctx *ctx,
 			return VDF_ACT_STOP;
 		}
 		atomic_long_inc(&vdf_capture_nr);
+		if (ctx->req->host)
+			atomic_long_inc(&vdf_capture_npending);
 	}
 	ctx->done->idx[ctx->done->nr++] = idx;
 	vdf_capture_policy(ctx, idx, 0);
@@ -462,8 +612,12 @@ int vdf_capture_run(const struct vdf_capture_req *req, struct vdf_blocks *done,
 		ret = -ENODEV;
 		goto out_unlock;
 	}
-	if (vdf_capture_preferred(&ctx) == VDF_ACT_NEXT)
-		vdf_capture_ranked(&ctx);
+	if (vdf_capture_preferred(&ctx) == VDF_ACT_NEXT) {
+		if (req->strict)
+			ctx.stop = -EBUSY;
+		else
+			vdf_capture_ranked(&ctx);
+	}
 	if (done->nr >= ctx.target)
 		ctx.stop = 0;
 	*ret_stop = ctx.stop;
@@ -541,9 +695,10 @@ int vdf_capture_release_bytes(u64 bytes, struct vdf_blocks *done)
 #define VDF_RELEASE_BATCH	32
 
 /*
- * Release up to @max_blocks (at most VDF_RELEASE_BATCH) captured blocks for
- * the shrinker or the OOM notifier, and tell listeners.  Takes no mutex and
- * does not sleep; returns the number of blocks released.
+ * Release up to @max_blocks (at most VDF_RELEASE_BATCH) captured blocks that
+ * are not PENDING, for the shrinker or the OOM notifier, and tell
+ * listeners.  Takes no mutex and does not sleep; returns the number of
+ * blocks released.
  */
 unsigned long vdf_capture_release_some(unsigned long max_blocks,
 				       enum vmdefrag_release_reason reason)
@@ -554,7 +709,7 @@ unsigned long vdf_capture_release_some(unsigned long max_blocks,
 
 	max_blocks = min_t(unsigned long, max_blocks, ARRAY_SIZE(buf));
 	while (done.nr < max_blocks && vdf_capture_next(&idx)) {
-		if (vdf_capture_put(idx))
+		if (vdf_capture_put_unpinned(idx))
 			done.idx[done.nr++] = idx;
 		idx++;
 	}

@@ -27,6 +27,11 @@
  * order.  Events go to the "events" multicast group (CAP_SYS_ADMIN to
  * join) and are best effort: no listener, or no memory, means no event.
  *
+ * The host handshake (uapi header, "Host handshake") is carried by the
+ * VMDEFRAG_A_HOST, VMDEFRAG_A_ALL and VMDEFRAG_A_STRICT flags, the ACK
+ * command, and a netlink notifier that hears generic netlink sockets close
+ * (a requester gone cannot be reclaiming anything any more).
+ *
  * Concurrency: the family is parallel_ops, so a long CAPTURE does not hold
  * the global genl mutex; requests serialize on capture.c's mutex.  The
  * handlers keep no state between calls except LIST's dump cursor
@@ -70,6 +75,9 @@ static const struct nla_policy vdf_genl_policy[VMDEFRAG_A_MAX + 1] = {
 	[VMDEFRAG_A_RANGES]	= NLA_POLICY_NESTED(vdf_genl_ranges_policy),
 	[VMDEFRAG_A_BUDGET_MS]	= NLA_POLICY_FULL_RANGE(NLA_U32, &vdf_genl_budget_range),
 	[VMDEFRAG_A_FLOOR_BYTES] = { .type = NLA_U64 },
+	[VMDEFRAG_A_HOST]	= { .type = NLA_FLAG },
+	[VMDEFRAG_A_ALL]	= { .type = NLA_FLAG },
+	[VMDEFRAG_A_STRICT]	= { .type = NLA_FLAG },
 };
 
 /* ---- ranges ---- */
@@ -333,6 +341,8 @@ static int vdf_genl_fill_scan(struct sk_buff *msg, struct vdf_scan_report *rep)
 			     min(candidates, round_down(above, VMDEFRAG_BLOCK_SIZE))) ||
 	    vdf_genl_put_u64(msg, VMDEFRAG_A_CAPTURED_BYTES,
 			     (u64)vdf_capture_count() * VMDEFRAG_BLOCK_SIZE) ||
+	    vdf_genl_put_u64(msg, VMDEFRAG_A_PENDING_BYTES,
+			     (u64)vdf_capture_pending() * VMDEFRAG_BLOCK_SIZE) ||
 	    vdf_genl_put_u64(msg, VMDEFRAG_A_AVAILABLE_BYTES,
 			     (u64)si_mem_available() << PAGE_SHIFT) ||
 	    vdf_genl_put_u64(msg, VMDEFRAG_A_SCAN_NS, rep->scan_ns) ||
@@ -426,6 +436,13 @@ static int vdf_genl_capture(struct sk_buff *skb, struct genl_info *info)
 		req.budget_ms = nla_get_u32(attrs[VMDEFRAG_A_BUDGET_MS]);
 	if (attrs[VMDEFRAG_A_FLOOR_BYTES])
 		req.floor_bytes = nla_get_u64(attrs[VMDEFRAG_A_FLOOR_BYTES]);
+	req.host = nla_get_flag(attrs[VMDEFRAG_A_HOST]);
+	req.strict = nla_get_flag(attrs[VMDEFRAG_A_STRICT]);
+	req.portid = info->snd_portid;
+	if (req.strict && !attrs[VMDEFRAG_A_RANGES]) {
+		NL_SET_ERR_MSG_MOD(info->extack, "strict capture needs ranges");
+		return -EINVAL;
+	}
 	if (attrs[VMDEFRAG_A_RANGES]) {
 		ret = vdf_genl_parse_ranges(attrs[VMDEFRAG_A_RANGES], info->extack,
 					    &pref, &req.nr_pref);
@@ -482,8 +499,17 @@ static int vdf_genl_release(struct sk_buff *skb, struct genl_info *info)
 	return ret;
 }
 
+/*
+ * LIST.  With VMDEFRAG_A_HOST every block is made PENDING for the dumping
+ * socket before it is put in a message, so a block listed to the host can
+ * no longer be released under pressure.  The flag is read from the request
+ * header directly (the core validated it): how genl hands attributes to a
+ * dump differs between kernel versions.
+ */
 static int vdf_genl_list_dump(struct sk_buff *skb, struct netlink_callback *cb)
 {
+	bool host = nlmsg_find_attr(cb->nlh, GENL_HDRLEN, VMDEFRAG_A_HOST);
+	u32 portid = NETLINK_CB(cb->skb).portid;
 	unsigned long idx = cb->args[0];
 	struct nlattr *nest;
 	void *hdr;
@@ -494,7 +520,7 @@ static int vdf_genl_list_dump(struct sk_buff *skb, struct netlink_callback *cb)
 		return ret;
 	if (cb->args[1])
 		return 0;
-	hdr = genlmsg_put(skb, NETLINK_CB(cb->skb).portid, cb->nlh->nlmsg_seq,
+	hdr = genlmsg_put(skb, portid, cb->nlh->nlmsg_seq,
 			  &vdf_genl_family, NLM_F_MULTI, VMDEFRAG_CMD_LIST);
 	if (!hdr)
 		return -EMSGSIZE;
@@ -510,7 +536,12 @@ static int vdf_genl_list_dump(struct sk_buff *skb, struct netlink_callback *cb)
 			cb->args[1] = 1;
 			break;
 		}
-		for (end = idx + 1; vdf_capture_held(end); end++)
+		if (host && !vdf_capture_mark_pending(idx, portid)) {
+			idx++;	/* released meanwhile */
+			continue;
+		}
+		for (end = idx + 1; host ? vdf_capture_mark_pending(end, portid) :
+					   vdf_capture_held(end); end++)
 			;
 		if (vdf_genl_put_range(skb, idx, end))
 			break;
@@ -544,6 +575,8 @@ static int vdf_genl_stats(struct sk_buff *skb, struct genl_info *info)
 			goto out_free;
 	if (vdf_genl_put_u64(msg, VMDEFRAG_A_CAPTURED_BYTES,
 			     (u64)vdf_capture_count() * VMDEFRAG_BLOCK_SIZE) ||
+	    vdf_genl_put_u64(msg, VMDEFRAG_A_PENDING_BYTES,
+			     (u64)vdf_capture_pending() * VMDEFRAG_BLOCK_SIZE) ||
 	    vdf_genl_put_u64(msg, VMDEFRAG_A_FLOOR_BYTES, vdf_pressure_floor_bytes()))
 		goto out_free;
 	genlmsg_end(msg, hdr);
@@ -568,6 +601,47 @@ static int vdf_genl_set(struct sk_buff *skb, struct genl_info *info)
 	}
 	return vdf_pressure_set_floor(nla_get_u64(info->attrs[VMDEFRAG_A_FLOOR_BYTES]),
 				      info->extack);
+}
+
+static int vdf_genl_ack(struct sk_buff *skb, struct genl_info *info)
+{
+	struct nlattr **attrs = info->attrs;
+	struct vdf_range *r = NULL;
+	unsigned long moved = 0;
+	struct sk_buff *msg;
+	unsigned int nr = 0;
+	void *hdr;
+	int ret;
+
+	ret = vdf_genl_admin(skb, info->extack);
+	if (ret)
+		return ret;
+	if (!!attrs[VMDEFRAG_A_RANGES] == nla_get_flag(attrs[VMDEFRAG_A_ALL])) {
+		NL_SET_ERR_MSG_MOD(info->extack, "give either ranges or the all flag");
+		return -EINVAL;
+	}
+	if (attrs[VMDEFRAG_A_RANGES]) {
+		ret = vdf_genl_parse_ranges(attrs[VMDEFRAG_A_RANGES], info->extack,
+					    &r, &nr);
+		if (ret)
+			return ret;
+	}
+	ret = vdf_capture_ack(r, nr, &moved);
+	kvfree(r);
+	if (ret)
+		return ret;
+
+	msg = genlmsg_new(nla_total_size_64bit(sizeof(u64)), GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+	hdr = genlmsg_put_reply(msg, info, &vdf_genl_family, 0, VMDEFRAG_CMD_ACK);
+	if (!hdr || vdf_genl_put_u64(msg, VMDEFRAG_A_BYTES,
+				     (u64)moved * VMDEFRAG_BLOCK_SIZE)) {
+		nlmsg_free(msg);
+		return -EMSGSIZE;
+	}
+	genlmsg_end(msg, hdr);
+	return genlmsg_reply(msg, info);
 }
 
 static const struct genl_small_ops vdf_genl_ops[] = {
@@ -601,6 +675,11 @@ static const struct genl_small_ops vdf_genl_ops[] = {
 		.flags	= GENL_ADMIN_PERM,
 		.doit	= vdf_genl_set,
 	},
+	{
+		.cmd	= VMDEFRAG_CMD_ACK,
+		.flags	= GENL_ADMIN_PERM,
+		.doit	= vdf_genl_ack,
+	},
 };
 
 static const struct genl_multicast_group vdf_genl_mcgrps[] = {
@@ -620,15 +699,44 @@ static struct genl_family vdf_genl_family __ro_after_init = {
 	.n_mcgrps	= ARRAY_SIZE(vdf_genl_mcgrps),
 };
 
+/* A generic netlink socket closed: its PENDING blocks become HOST. */
+static int vdf_genl_sock_event(struct notifier_block *nb, unsigned long event,
+			       void *ptr)
+{
+	struct netlink_notify *n = ptr;
+
+	if (event == NETLINK_URELEASE && n->protocol == NETLINK_GENERIC &&
+	    net_eq(n->net, &init_net))
+		vdf_capture_owner_gone(n->portid);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block vdf_genl_sock_nb = {
+	.notifier_call = vdf_genl_sock_event,
+};
+
 int vdf_genl_init(void)
 {
-	return genl_register_family(&vdf_genl_family);
+	int ret;
+
+	ret = netlink_register_notifier(&vdf_genl_sock_nb);
+	if (ret)
+		return ret;
+	ret = genl_register_family(&vdf_genl_family);
+	if (ret)
+		goto out_unregister_notifier;
+	return 0;
+
+out_unregister_notifier:
+	netlink_unregister_notifier(&vdf_genl_sock_nb);
+	return ret;
 }
 
 /* Unregister; returns once no request of ours is running. */
 void vdf_genl_exit(void)
 {
 	genl_unregister_family(&vdf_genl_family);
+	netlink_unregister_notifier(&vdf_genl_sock_nb);
 }
 
 MODULE_ALIAS_GENL_FAMILY(VMDEFRAG_GENL_NAME);

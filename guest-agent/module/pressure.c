@@ -21,7 +21,8 @@
  *              VDF_OOM_BLOCKS blocks; a non-zero release spares the guest
  *              an OOM kill.
  *
- * Both callbacks release through vdf_capture_release_some(), which takes no
+ * Both callbacks release through vdf_capture_release_some(), which skips
+ * blocks in the PENDING handshake state (see capture.c), takes no
  * mutex (see capture.c for the ownership rule), never sleeps, and sends
  * EVENT_RELEASED with the reason.  Both are counted in the statistics.
  *
@@ -97,7 +98,11 @@ long vdf_pressure_headroom(u64 floor_bytes)
 static unsigned long vdf_pressure_count(struct shrinker *s,
 					struct shrink_control *sc)
 {
-	return min(vdf_capture_count() * VDF_BLOCK_PAGES, VDF_SHRINK_CHUNK);
+	unsigned long nr = vdf_capture_count(), pending = vdf_capture_pending();
+
+	/* PENDING blocks are the host's until it acknowledges them */
+	return min((nr > pending ? nr - pending : 0) * VDF_BLOCK_PAGES,
+		   VDF_SHRINK_CHUNK);
 }
 
 static unsigned long vdf_pressure_scan(struct shrinker *s,

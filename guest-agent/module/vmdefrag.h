@@ -126,6 +126,9 @@ struct vdf_capture_req {
 	u64 floor_bytes;		/* 0: the module-wide floor */
 	const struct vdf_range *pref;	/* preferred ranges, validated */
 	unsigned int nr_pref;
+	bool strict;			/* only the preferred ranges */
+	bool host;			/* for the host: blocks become PENDING */
+	u32 portid;			/* requester's netlink port */
 };
 
 int vdf_capture_init(void);
@@ -141,6 +144,11 @@ void vdf_capture_release_all(void);
 bool vdf_capture_held(unsigned long idx);
 bool vdf_capture_next(unsigned long *idx);
 unsigned long vdf_capture_count(void);
+unsigned long vdf_capture_pending(void);
+bool vdf_capture_mark_pending(unsigned long idx, u32 owner);
+int vdf_capture_ack(const struct vdf_range *r, unsigned int nr,
+		    unsigned long *ret_blocks);
+void vdf_capture_owner_gone(u32 owner);
 
 /* ---- pressure.c ---- */
 int vdf_pressure_init(void);

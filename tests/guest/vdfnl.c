@@ -8,9 +8,12 @@
  *
  *   vdfnl scan
  *   vdfnl capture BYTES [--mode capture|compact] [--range ADDR:LEN]...
- *                       [--budget-ms N] [--floor BYTES]
+ *                       [--budget-ms N] [--floor BYTES] [--host] [--strict]
+ *                       [--hold-ms N]
  *   vdfnl release BYTES | vdfnl release --range ADDR:LEN...
- *   vdfnl list | stats | set-floor BYTES
+ *   vdfnl list [--host] [--hold-ms N]
+ *   vdfnl ack --all | vdfnl ack --range ADDR:LEN...
+ *   vdfnl stats | set-floor BYTES
  *   vdfnl events [--count N] [--timeout-ms N]     (multicast listener)
  *   vdfnl raw CASE                                 (malformed requests)
  *   vdfnl raw-cases                                (lists the CASEs)
@@ -21,6 +24,8 @@
  * setup errors exit 2.  `raw` sends a request that is deliberately wrong
  * (bad types, lengths, alignment, ranges, counts, flags) so that a test can
  * check the module rejects it: a rejected case exits 1 with its error=.
+ * --hold-ms keeps the socket open that long after the reply (the module
+ * ties PENDING blocks to the requester's socket).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -76,7 +81,10 @@ static void vdfnl_usage(FILE *out)
 	fputs("usage: vdfnl scan | list | stats\n"
 	      "       vdfnl capture BYTES [--mode capture|compact] [--range ADDR:LEN]...\n"
 	      "                     [--budget-ms N] [--floor BYTES]\n"
+	      "                     [--host] [--strict] [--hold-ms N]\n"
 	      "       vdfnl release BYTES | release --range ADDR:LEN...\n"
+	      "       vdfnl list [--host] [--hold-ms N]\n"
+	      "       vdfnl ack --all | ack --range ADDR:LEN...\n"
 	      "       vdfnl set-floor BYTES\n"
 	      "       vdfnl events [--count N] [--timeout-ms N]\n"
 	      "       vdfnl raw CASE | raw-cases\n", out);
@@ -177,6 +185,7 @@ static void vdfnl_show_scan(struct nlattr **tb)
 	vdfnl_show_u64(tb, VMDEFRAG_A_FREE_BLOCK_BYTES, "free_block_bytes");
 	vdfnl_show_u64(tb, VMDEFRAG_A_CAPTURABLE_BYTES, "capturable_bytes");
 	vdfnl_show_u64(tb, VMDEFRAG_A_CAPTURED_BYTES, "captured_bytes");
+	vdfnl_show_u64(tb, VMDEFRAG_A_PENDING_BYTES, "pending_bytes");
 	vdfnl_show_u64(tb, VMDEFRAG_A_AVAILABLE_BYTES, "available_bytes");
 	vdfnl_show_u64(tb, VMDEFRAG_A_SCAN_NS, "scan_ns");
 	if (tb[VMDEFRAG_A_CLASSES])
@@ -217,6 +226,7 @@ static void vdfnl_show_stats(struct nlattr **tb)
 	for (i = 0; i < sizeof(vdfnl_stat_names) / sizeof(vdfnl_stat_names[0]); i++)
 		vdfnl_show_u64(tb, VMDEFRAG_A_STAT_BLOCKS_SCANNED + i, vdfnl_stat_names[i]);
 	vdfnl_show_u64(tb, VMDEFRAG_A_CAPTURED_BYTES, "captured_bytes");
+	vdfnl_show_u64(tb, VMDEFRAG_A_PENDING_BYTES, "pending_bytes");
 	vdfnl_show_u64(tb, VMDEFRAG_A_FLOOR_BYTES, "floor_bytes");
 }
 
@@ -375,6 +385,16 @@ static int vdfnl_put_ranges(struct nl_msg *msg, const struct vdfnl_range *r, uns
 
 /* ---- commands ---- */
 
+/* Keep the socket (and what the module ties to it) for @ms, then go on. */
+static void vdfnl_hold(uint64_t ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
+
+	fflush(stdout);
+	while (ms && nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
 static int vdfnl_simple(struct vdfnl *v, uint8_t cmd, int flags, void (*show)(struct nlattr **))
 {
 	struct nl_msg *msg = vdfnl_msg(v, cmd, flags, 0);
@@ -388,10 +408,10 @@ static int vdfnl_simple(struct vdfnl *v, uint8_t cmd, int flags, void (*show)(st
 static int vdfnl_capture(struct vdfnl *v, int argc, char **argv)
 {
 	static struct vdfnl_range r[VDFNL_MAX_RANGES];
-	uint64_t bytes, floor = 0, budget = 0;
+	uint64_t bytes, floor = 0, budget = 0, hold = 0;
 	unsigned int n = 0, mode = VMDEFRAG_MODE_CAPTURE;
+	int i, host = 0, strict = 0, ret;
 	struct nl_msg *msg;
-	int i;
 
 	if (argc < 1 || vdfnl_parse_size(argv[0], &bytes))
 		return vdfnl_usage(stderr), 2;
@@ -411,6 +431,13 @@ static int vdfnl_capture(struct vdfnl *v, int argc, char **argv)
 		} else if (!strcmp(argv[i], "--floor") && i + 1 < argc) {
 			if (vdfnl_parse_size(argv[++i], &floor))
 				return vdfnl_usage(stderr), 2;
+		} else if (!strcmp(argv[i], "--hold-ms") && i + 1 < argc) {
+			if (vdfnl_parse_size(argv[++i], &hold))
+				return vdfnl_usage(stderr), 2;
+		} else if (!strcmp(argv[i], "--host")) {
+			host = 1;
+		} else if (!strcmp(argv[i], "--strict")) {
+			strict = 1;
 		} else {
 			return vdfnl_usage(stderr), 2;
 		}
@@ -420,6 +447,62 @@ static int vdfnl_capture(struct vdfnl *v, int argc, char **argv)
 	    nla_put_u32(msg, VMDEFRAG_A_MODE, mode) ||
 	    (budget && nla_put_u32(msg, VMDEFRAG_A_BUDGET_MS, budget)) ||
 	    (floor && nla_put_u64(msg, VMDEFRAG_A_FLOOR_BYTES, floor)) ||
+	    (host && nla_put_flag(msg, VMDEFRAG_A_HOST)) ||
+	    (strict && nla_put_flag(msg, VMDEFRAG_A_STRICT)) ||
+	    (n && vdfnl_put_ranges(msg, r, n)))
+		return 2;
+	v->show = vdfnl_show_blocks;
+	ret = vdfnl_transact(v, msg);
+	vdfnl_hold(hold);
+	return ret;
+}
+
+static int vdfnl_list(struct vdfnl *v, int argc, char **argv)
+{
+	uint64_t hold = 0;
+	struct nl_msg *msg;
+	int i, host = 0, ret;
+
+	for (i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--host")) {
+			host = 1;
+		} else if (!strcmp(argv[i], "--hold-ms") && i + 1 < argc) {
+			if (vdfnl_parse_size(argv[++i], &hold))
+				return vdfnl_usage(stderr), 2;
+		} else {
+			return vdfnl_usage(stderr), 2;
+		}
+	}
+	msg = vdfnl_msg(v, VMDEFRAG_CMD_LIST, NLM_F_DUMP, 0);
+	if (!msg || (host && nla_put_flag(msg, VMDEFRAG_A_HOST)))
+		return 2;
+	v->show = vdfnl_show_blocks;
+	ret = vdfnl_transact(v, msg);
+	vdfnl_hold(hold);
+	return ret;
+}
+
+static int vdfnl_ack(struct vdfnl *v, int argc, char **argv)
+{
+	static struct vdfnl_range r[VDFNL_MAX_RANGES];
+	unsigned int n = 0;
+	struct nl_msg *msg;
+	int i, all = 0;
+
+	for (i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--range") && i + 1 < argc && n < VDFNL_MAX_RANGES) {
+			if (vdfnl_parse_range(argv[++i], &r[n++]))
+				return vdfnl_usage(stderr), 2;
+		} else if (!strcmp(argv[i], "--all")) {
+			all = 1;
+		} else {
+			return vdfnl_usage(stderr), 2;
+		}
+	}
+	if (all == !!n)
+		return vdfnl_usage(stderr), 2;
+	msg = vdfnl_msg(v, VMDEFRAG_CMD_ACK, 0, n * 32);
+	if (!msg || (all && nla_put_flag(msg, VMDEFRAG_A_ALL)) ||
 	    (n && vdfnl_put_ranges(msg, r, n)))
 		return 2;
 	v->show = vdfnl_show_blocks;
@@ -717,6 +800,25 @@ static int vdfnl_raw_release_outside(struct nl_msg *m)
 	return vdfnl_raw_ranges(m, 1ULL << 44, VMDEFRAG_BLOCK_SIZE, 1);
 }
 
+static int vdfnl_raw_strict_alone(struct nl_msg *m)
+{
+	return nla_put_u64(m, VMDEFRAG_A_BYTES, 1 << 21) ||
+	       nla_put_flag(m, VMDEFRAG_A_STRICT);
+}
+
+static int vdfnl_raw_flag_value(struct nl_msg *m)
+{
+	/* a flag carrying a payload */
+	return nla_put_u64(m, VMDEFRAG_A_BYTES, 1 << 21) ||
+	       nla_put_u32(m, VMDEFRAG_A_HOST, 1);
+}
+
+static int vdfnl_raw_ack_both(struct nl_msg *m)
+{
+	return nla_put_flag(m, VMDEFRAG_A_ALL) ||
+	       vdfnl_raw_ranges(m, 0x20000000ULL, VMDEFRAG_BLOCK_SIZE, 1);
+}
+
 static int vdfnl_raw_nothing(struct nl_msg *m)
 {
 	return 0;
@@ -756,6 +858,11 @@ static const struct vdfnl_raw_case vdfnl_raw_cases[] = {
 	{ "release-none",	VMDEFRAG_CMD_RELEASE,	vdfnl_raw_nothing },
 	{ "release-misaligned",	VMDEFRAG_CMD_RELEASE,	vdfnl_raw_release_misaligned },
 	{ "release-outside",	VMDEFRAG_CMD_RELEASE,	vdfnl_raw_release_outside },
+	{ "strict-alone",	VMDEFRAG_CMD_CAPTURE,	vdfnl_raw_strict_alone },
+	{ "flag-value",		VMDEFRAG_CMD_CAPTURE,	vdfnl_raw_flag_value },
+	{ "ack-both",		VMDEFRAG_CMD_ACK,	vdfnl_raw_ack_both },
+	{ "ack-none",		VMDEFRAG_CMD_ACK,	vdfnl_raw_nothing },
+	{ "ack-misaligned",	VMDEFRAG_CMD_ACK,	vdfnl_raw_release_misaligned },
 	{ "set-missing",	VMDEFRAG_CMD_SET,	vdfnl_raw_nothing },
 	{ "set-floor-low",	VMDEFRAG_CMD_SET,	vdfnl_raw_floor_low },
 	{ "set-floor-u32",	VMDEFRAG_CMD_SET,	vdfnl_raw_floor_u32 },
@@ -819,7 +926,9 @@ int main(int argc, char **argv)
 	else if (!strcmp(cmd, "stats"))
 		ret = vdfnl_simple(&v, VMDEFRAG_CMD_STATS, 0, vdfnl_show_stats);
 	else if (!strcmp(cmd, "list"))
-		ret = vdfnl_simple(&v, VMDEFRAG_CMD_LIST, NLM_F_DUMP, vdfnl_show_blocks);
+		ret = vdfnl_list(&v, argc - 2, argv + 2);
+	else if (!strcmp(cmd, "ack"))
+		ret = vdfnl_ack(&v, argc - 2, argv + 2);
 	else if (!strcmp(cmd, "capture"))
 		ret = vdfnl_capture(&v, argc - 2, argv + 2);
 	else if (!strcmp(cmd, "release"))

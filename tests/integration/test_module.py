@@ -41,6 +41,11 @@ RAW_EXPECT = {
     "release-none": "EINVAL",
     "release-misaligned": "EINVAL",
     "release-outside": "ERANGE",
+    "strict-alone": "EINVAL",
+    "flag-value": "ERANGE",
+    "ack-both": "EINVAL",
+    "ack-none": "EINVAL",
+    "ack-misaligned": "EINVAL",
     "set-missing": "EINVAL",
     "set-floor-low": "EINVAL",
     "set-floor-u32": "EINVAL",
@@ -98,6 +103,16 @@ def load(g):
 
 def stats(g):
     return kv(g.check("vdfnl stats"))
+
+
+def wait_stat(g, key, value, timeout=30):
+    """Poll vdfnl stats until `key` equals `value`; returns the stats."""
+    for _ in range(timeout):
+        st = stats(g)
+        if num(st, key) == value:
+            return st
+        g.check("sleep 1")
+    raise AssertionError(f"{key} stayed {num(st, key)}, expected {value}")
 
 
 def test_capture_after_fragment(kernel, figures):
@@ -186,6 +201,10 @@ def test_pressure_releases_captured(kernel, figures):
     """Allocating past the floor makes the shrinker give blocks back, no OOM kill."""
     with Guest(kernel, ram_mib=RAM_MIB) as g:
         load(g)
+        # 32 MiB captured for the host and not acknowledged: PENDING while
+        # the requester's socket stays open; pressure must not take them
+        g.check("vdfnl capture 32M --host --hold-ms 600000 >/tmp/held 2>&1 &")
+        wait_stat(g, "pending_bytes", 32 * MIB)
         got = num(kv(g.check("vdfnl capture 8G", timeout=300)), "bytes")
         assert got > 512 * MIB
         free = g.meminfo()["MemFree"]
@@ -199,7 +218,8 @@ def test_pressure_releases_captured(kernel, figures):
         released = num(st, "pressure_releases") + num(st, "oom_releases")
         figures(f"{kernel}: blocks released under pressure", released, "blocks")
         assert num(st, "pressure_releases") > 0, "the shrinker released nothing"
-        assert num(st, "captured_bytes") <= got - 96 * MIB
+        assert num(st, "captured_bytes") <= got + 32 * MIB - 96 * MIB
+        assert num(st, "pending_bytes") == 32 * MIB, "pressure released PENDING blocks"
         dmesg = g.check("dmesg")
         assert not OOM_SIGNS.search(dmesg), "a process was OOM-killed:\n" + dmesg[-2000:]
         g.check("memcheck verify --id p")
@@ -277,3 +297,46 @@ def test_malformed_requests_rejected(kernel):
         assert num(rep, "bytes") < 64 * MIB
         g.check("vdfnl release 8G")
 
+
+
+def test_host_handshake(kernel):
+    """STRICT captures only what is asked; PENDING lasts until ACK or the socket closes."""
+    with Guest(kernel, ram_mib=RAM_MIB) as g:
+        load(g)
+        out = g.check("vdfnl capture 64M")
+        addr = ranges(out)[-1][0]
+        g.check("vdfnl release 64M")
+        out = g.check(f"vdfnl capture 8G --strict --range {addr:#x}:{BLOCK:#x}")
+        assert ranges(out) == [(addr, BLOCK)]
+        assert num(kv(out), "errno") == -16
+        assert num(stats(g), "pending_bytes") == 0, "a local capture became PENDING"
+        g.check("vdfnl release 8G")
+
+        # CAPTURE+HOST: PENDING while the requester's socket is open...
+        g.check("vdfnl capture 64M --host --hold-ms 5000 >/tmp/c 2>&1 &")
+        wait_stat(g, "pending_bytes", 64 * MIB)
+        # ...HOST once it closes; still captured
+        st = wait_stat(g, "pending_bytes", 0)
+        assert num(st, "captured_bytes") == 64 * MIB
+
+        # LIST+HOST makes every listed block PENDING again; ACK moves them
+        g.check("vdfnl list --host --hold-ms 600000 >/tmp/l 2>&1 &")
+        wait_stat(g, "pending_bytes", 64 * MIB)
+        listed = ranges(g.read("/tmp/l"))
+        assert sum(n for _, n in listed) == 64 * MIB
+        first = listed[0][0]
+        acked = kv(g.check(f"vdfnl ack --range {first:#x}:{BLOCK:#x}"))
+        assert num(acked, "bytes") == BLOCK
+        assert num(stats(g), "pending_bytes") == 62 * MIB
+        acked = kv(g.check("vdfnl ack --all"))
+        assert num(acked, "bytes") == 62 * MIB
+        assert num(stats(g), "pending_bytes") == 0
+        assert num(kv(g.check("vdfnl ack --all")), "bytes") == 0
+
+        # an explicit RELEASE takes PENDING blocks too
+        g.check("vdfnl list --host")
+        g.check("vdfnl list --host --hold-ms 600000 >/tmp/l2 2>&1 &")
+        wait_stat(g, "pending_bytes", 64 * MIB)
+        assert num(kv(g.check("vdfnl release 1G")), "bytes") == 64 * MIB
+        st = stats(g)
+        assert num(st, "pending_bytes") == 0 and num(st, "captured_bytes") == 0
