@@ -10,7 +10,9 @@ what vmdefrag's shared backend reclaims from) or anonymous memory
 (backend="anon", the hint backend).  Devices: virtio-serial with the
 control port org.vmdefrag.test.0 (served by vdf-testd in the guest) and the
 vmdefrag port org.vmdefrag.0 (host side: `vdf_socket`), virtio-balloon with
-free page reporting switchable, QMP on `qmp_socket`, serial console to
+free page reporting switchable, QMP on `qmp_socket` (the harness's), with
+daemon_monitor=True a second QMP monitor on `daemon_qmp_socket` for
+vmdefragd (a QMP server takes one client at a time), serial console to
 `console_log`.
 
 Accelerator: TCG, unless VMDEFRAG_ACCEL=kvm is set or a probe boot under
@@ -95,7 +97,7 @@ def accelerator():
 class Guest:
     def __init__(self, kernel, ram_mib=1024, fpr=True, smp=2, backend="memfd",
                  name=None, accel=None, boot_timeout=180, extra_args=(),
-                 cmdline=""):
+                 cmdline="", daemon_monitor=False):
         self.kernel = kernel
         self.ram_mib = ram_mib
         self.ram_bytes = ram_mib << 20
@@ -107,6 +109,7 @@ class Guest:
         self.boot_timeout = boot_timeout
         self.extra_args = list(extra_args)
         self.cmdline = cmdline
+        self.daemon_monitor = daemon_monitor
         self.proc = None
         self.qmp_conn = None
         self._ctl = None
@@ -169,7 +172,8 @@ class Guest:
                        + ("on" if self.fpr else "off"),
             "-qmp", f"unix:{w}/qmp.sock,server=on,wait=off",
             "-no-reboot",
-        ] + self.extra_args
+        ] + (["-qmp", f"unix:{w}/daemon-qmp.sock,server=on,wait=off"]
+             if self.daemon_monitor else []) + self.extra_args
 
     def start(self):
         initrd = initramfs.build(self.kernel)
@@ -178,6 +182,7 @@ class Guest:
         self.qmp_socket = self.workdir / "qmp.sock"
         self.vdf_socket = self.workdir / "vdf.sock"
         self.ctl_socket = self.workdir / "ctl.sock"
+        self.daemon_qmp_socket = self.workdir / "daemon-qmp.sock"
         args = self.qemu_args(initrd)
         self.qemu_log = open(self.workdir / "qemu.log", "wb")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,

@@ -1,0 +1,122 @@
+"""Runs the real vmdefragd and vmdefragctl for tests and the demo.
+
+    with Guest(kernel, daemon_monitor=True) as g:
+        start_agent(g)                       # insmod vmdefrag.ko + agent
+        with Daemon(workdir, [("vm", g.daemon_qmp_socket, g.vdf_socket)]) as d:
+            d.wait_ready("vm")
+            d.ctl("reclaim", "vm", "512M", "--wait")
+            d.status("vm")["reclaimed_bytes"]
+
+The daemon runs in the foreground with PR_SET_PDEATHSIG, logging to
+workdir/vmdefragd.log; close() (or leaving the with block) stops it with
+SIGTERM and returns its exit status, SIGKILL after 10 s.
+"""
+import ctypes
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from .initramfs import BUILD
+
+VMDEFRAGD = BUILD / "daemon/vmdefragd"
+VMDEFRAGCTL = BUILD / "daemon/vmdefragctl"
+
+
+class DaemonError(Exception):
+    pass
+
+
+def _pdeathsig():
+    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+def start_agent(g):
+    """Loads vmdefrag.ko in guest `g` and starts vmdefrag-agent there."""
+    g.check("insmod /lib/modules/vmdefrag.ko")
+    g.check("vmdefrag-agent >/tmp/agent.log 2>&1 &")
+
+
+class Daemon:
+    def __init__(self, workdir, vms, config=None, extra=(), log_level="debug"):
+        self.workdir = Path(workdir)
+        self.socket = self.workdir / "vmdefragd.sock"
+        self.log_path = self.workdir / "vmdefragd.log"
+        args = [str(VMDEFRAGD), "--foreground", "--socket", str(self.socket),
+                "--log-level", log_level]
+        if config is not None:
+            cfg = self.workdir / "vmdefragd.conf"
+            cfg.write_text(config)
+            args += ["--config", str(cfg)]
+        for name, qmp, channel in vms:
+            args += ["--vm", f"{name},qmp={qmp},channel={channel}"]
+        args += list(extra)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
+        deadline = time.monotonic() + 20
+        while not self.socket.exists():
+            if self.proc.poll() is not None:
+                raise DaemonError("vmdefragd exited:\n" + self.text())
+            if time.monotonic() > deadline:
+                raise DaemonError("no control socket:\n" + self.text())
+            time.sleep(0.05)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def text(self):
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def kill(self):
+        """SIGKILL, as a crash would: no cleanup in the daemon."""
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
+        return self.proc.returncode
+
+    def ctl(self, *args, check=True, timeout=900):
+        p = subprocess.run([str(VMDEFRAGCTL), "--socket", str(self.socket), *args],
+                           capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise DaemonError(f"vmdefragctl {' '.join(args)} exited {p.returncode}: "
+                              f"{p.stderr.strip()}")
+        return p
+
+    def status(self, vm=None):
+        out = self.ctl("status", *([vm] if vm else []), "--json").stdout
+        return {v["name"]: v for v in json.loads(out)["vms"]}
+
+    def wait_for(self, cond, what, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            if not self.alive():
+                raise DaemonError("vmdefragd died:\n" + self.text()[-4000:])
+            time.sleep(0.2)
+        raise DaemonError(f"timed out waiting for {what}:\n" + self.text()[-4000:])
+
+    def wait_ready(self, vm, timeout=60):
+        """Waits until `vm`'s agent said HELLO with the module reachable."""
+        self.wait_for(lambda: "module" in self.status(vm)[vm]["session"]["features"],
+                      f"{vm}'s agent with the module", timeout)
