@@ -191,6 +191,12 @@ void vdf_blocks_free(struct vdf_blocks *b)
 	b->cap = 0;
 }
 
+/* Blocks needed to cover @bytes, rounded up, without overflowing. */
+static u64 vdf_capture_bytes_to_blocks(u64 bytes)
+{
+	return (bytes >> VMDEFRAG_BLOCK_SHIFT) + !!(bytes & (VMDEFRAG_BLOCK_SIZE - 1));
+}
+
 /* ---- the captured set ---- */
 
 bool vdf_capture_held(unsigned long idx)
@@ -594,7 +600,7 @@ int vdf_capture_run(const struct vdf_capture_req *req, struct vdf_blocks *done,
 	if (ret)
 		return ret;
 	ctx.cap_cand = vdf_pfn_block(end - 1) - vdf_pfn_block(start) + 1;
-	ctx.target = min_t(u64, DIV_ROUND_UP_ULL(req->bytes, VMDEFRAG_BLOCK_SIZE),
+	ctx.target = min_t(u64, vdf_capture_bytes_to_blocks(req->bytes),
 			   ctx.cap_cand);
 	ctx.deadline = ktime_add_ms(ktime_get(), budget);
 	if (!ctx.target) {
@@ -669,7 +675,7 @@ int vdf_capture_release_ranges(const struct vdf_range *r, unsigned int nr,
 /* Release captured blocks worth at least @bytes (or all there are). */
 int vdf_capture_release_bytes(u64 bytes, struct vdf_blocks *done)
 {
-	u64 want = DIV_ROUND_UP_ULL(bytes, VMDEFRAG_BLOCK_SIZE);
+	u64 want = vdf_capture_bytes_to_blocks(bytes);
 	unsigned long idx;
 	void *entry;
 	int ret;

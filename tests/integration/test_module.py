@@ -296,6 +296,11 @@ def test_malformed_requests_rejected(kernel):
         assert num(rep, "errno") == -110
         assert num(rep, "bytes") < 64 * MIB
         g.check("vdfnl release 8G")
+        # the largest byte counts do not wrap around
+        rep = kv(g.check("vdfnl capture 0xffffffffffffffff", timeout=300))
+        assert num(rep, "bytes") > 256 * MIB and num(rep, "errno") == -28
+        rel = kv(g.check("vdfnl release 0xffffffffffffffff"))
+        assert num(rel, "bytes") == num(rep, "bytes")
 
 
 
