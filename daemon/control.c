@@ -248,6 +248,60 @@ static bool control_cmd_scan(struct control_client *cl, const struct ctl_request
 	return true;
 }
 
+/*
+ * reclaim / return: start the operation and answer at once with its id
+ * (vmdefragctl --wait polls "op"); the operation runs on the loop.
+ */
+static bool control_cmd_start_op(struct control_client *cl, const struct ctl_request *req)
+{
+	struct vm *vm = control_find_vm(cl->ctl, req->vm);
+	enum reclaim_kind kind = req->cmd == CTL_CMD_RECLAIM ? RECLAIM_KIND_RECLAIM :
+			     RECLAIM_KIND_RETURN;
+	struct reclaim_op_info op;
+	const char *code;
+	char err[384];
+	uint32_t id;
+	int r;
+
+	if (!vm)
+		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
+					    req->vm);
+	r = vm_start_op(vm, kind, req->bytes, err, sizeof(err), &id);
+	if (r < 0) {
+		switch (r) {
+		case -EBUSY: code = CTL_ERR_BUSY; break;
+		case -ENOTCONN:
+		case -ENODATA: code = CTL_ERR_NOT_READY; break;
+		case -EOPNOTSUPP: code = CTL_ERR_UNSUPPORTED; break;
+		case -EINVAL: code = CTL_ERR_TOO_LARGE; break;
+		default: code = CTL_ERR_INTERNAL; break;
+		}
+		return control_client_error(cl, code, "VM '%s': %s", req->vm, err);
+	}
+	memset(&op, 0, sizeof(op));
+	if (vm_get_op(vm, id, &op) < 0)
+		op.id = id;
+	return control_client_send(cl, ctl_proto_ok("operation",
+				   ctl_proto_op_json(vm_name(vm), &op)));
+}
+
+static bool control_cmd_op(struct control_client *cl, const struct ctl_request *req)
+{
+	struct vm *vm = control_find_vm(cl->ctl, req->vm);
+	struct reclaim_op_info op;
+
+	if (!vm)
+		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
+					    req->vm);
+	if (vm_get_op(vm, req->id, &op) < 0)
+		return control_client_error(cl, CTL_ERR_NO_OP, "VM '%s': operation #%u "
+					    "is neither running nor the last one "
+					    "(the daemon restarted, or another "
+					    "operation followed it)", req->vm, req->id);
+	return control_client_send(cl, ctl_proto_ok("operation",
+				   ctl_proto_op_json(vm_name(vm), &op)));
+}
+
 /* Handles one request line; false if the client is gone. */
 static bool control_client_line(struct control_client *cl, char *line)
 {
@@ -261,6 +315,11 @@ static bool control_client_line(struct control_client *cl, char *line)
 		return control_cmd_status(cl, &req);
 	case CTL_CMD_SCAN:
 		return control_cmd_scan(cl, &req);
+	case CTL_CMD_RECLAIM:
+	case CTL_CMD_RETURN:
+		return control_cmd_start_op(cl, &req);
+	case CTL_CMD_OP:
+		return control_cmd_op(cl, &req);
 	}
 	return true;
 }

@@ -19,6 +19,8 @@
 
 #include "ctl_proto.h"
 
+#define SIZE_BLOCK_BYTES	(2ull << 20)
+
 static const char *const ctl_class_names[] = {
 	[VMDEFRAG_CLASS_CAPTURED] = "captured",
 	[VMDEFRAG_CLASS_FREE] = "free",
@@ -49,7 +51,13 @@ const char *ctl_proto_cause_name(unsigned int i)
 
 static const char *ctl_cmd_name(enum ctl_cmd cmd)
 {
-	return cmd == CTL_CMD_SCAN ? "scan" : "status";
+	switch (cmd) {
+	case CTL_CMD_SCAN: return "scan";
+	case CTL_CMD_RECLAIM: return "reclaim";
+	case CTL_CMD_RETURN: return "return";
+	case CTL_CMD_OP: return "op";
+	default: return "status";
+	}
 }
 
 int ctl_proto_format_request(const struct ctl_request *req, char **ret_line)
@@ -63,6 +71,10 @@ int ctl_proto_format_request(const struct ctl_request *req, char **ret_line)
 	json_object_object_add(o, "cmd", json_object_new_string(ctl_cmd_name(req->cmd)));
 	if (req->vm[0])
 		json_object_object_add(o, "vm", json_object_new_string(req->vm));
+	if (req->cmd == CTL_CMD_RECLAIM || req->cmd == CTL_CMD_RETURN)
+		json_object_object_add(o, "bytes", json_object_new_uint64(req->bytes));
+	if (req->cmd == CTL_CMD_OP)
+		json_object_object_add(o, "id", json_object_new_uint64(req->id));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	if (!s || asprintf(&line, "%s\n", s) < 0) {
 		json_object_put(o);
@@ -95,8 +107,15 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		req.cmd = CTL_CMD_STATUS;
 	} else if (strcmp(cmd, "scan") == 0) {
 		req.cmd = CTL_CMD_SCAN;
+	} else if (strcmp(cmd, "reclaim") == 0) {
+		req.cmd = CTL_CMD_RECLAIM;
+	} else if (strcmp(cmd, "return") == 0) {
+		req.cmd = CTL_CMD_RETURN;
+	} else if (strcmp(cmd, "op") == 0) {
+		req.cmd = CTL_CMD_OP;
 	} else {
-		snprintf(err, errsz, "unknown command (known: status, scan)");
+		snprintf(err, errsz, "unknown command (known: status, scan, reclaim, "
+			 "return, op)");
 		goto out_put;
 	}
 	if (json_object_object_get_ex(o, "vm", &v)) {
@@ -112,13 +131,39 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 			goto out_put;
 		}
 		strcpy(req.vm, name);
-	} else if (req.cmd == CTL_CMD_SCAN) {
-		snprintf(err, errsz, "scan needs \"vm\"");
+	} else if (req.cmd != CTL_CMD_STATUS) {
+		snprintf(err, errsz, "%s needs \"vm\"", cmd);
 		goto out_put;
 	}
+	if (req.cmd == CTL_CMD_RECLAIM || req.cmd == CTL_CMD_RETURN) {
+		if (!json_object_object_get_ex(o, "bytes", &v) ||
+		    !json_object_is_type(v, json_type_int) ||
+		    json_object_get_uint64(v) == 0 ||
+		    json_object_get_uint64(v) % SIZE_BLOCK_BYTES) {
+			snprintf(err, errsz, "%s needs \"bytes\", a positive multiple "
+				 "of 2 MiB", cmd);
+			goto out_put;
+		}
+		req.bytes = json_object_get_uint64(v);
+	}
+	if (req.cmd == CTL_CMD_OP) {
+		if (!json_object_object_get_ex(o, "id", &v) ||
+		    !json_object_is_type(v, json_type_int) ||
+		    json_object_get_uint64(v) == 0 ||
+		    json_object_get_uint64(v) > UINT32_MAX) {
+			snprintf(err, errsz, "op needs \"id\", an operation id");
+			goto out_put;
+		}
+		req.id = (uint32_t)json_object_get_uint64(v);
+	}
 	json_object_object_foreach(o, key, val) {
+		bool known = strcmp(key, "cmd") == 0 || strcmp(key, "vm") == 0 ||
+			     (strcmp(key, "bytes") == 0 && (req.cmd == CTL_CMD_RECLAIM ||
+							   req.cmd == CTL_CMD_RETURN)) ||
+			     (strcmp(key, "id") == 0 && req.cmd == CTL_CMD_OP);
+
 		(void)val;
-		if (strcmp(key, "cmd") != 0 && strcmp(key, "vm") != 0) {
+		if (!known) {
 			snprintf(err, errsz, "unknown key in request");
 			goto out_put;
 		}
@@ -181,7 +226,11 @@ static struct json_object *ctl_features_json(uint64_t f)
  * connects, drops, frames, queued, last_drop}; guest (null before any
  * SCAN or STATS) {free_bytes, free_block_bytes, unmovable_blocks,
  * scan_age_ms (from the last SCAN; null without one), captured_bytes,
- * stats_age_ms}.
+ * stats_age_ms}; memory (null until QEMU is attached) {reconciled,
+ * captured_bytes, reclaimed_bytes (held for the host and a hole in the
+ * backing right now), pending_bytes (PENDING in the guest, ACK unanswered),
+ * returned_bytes and guest_released_bytes (since the daemon started)};
+ * operation (OP of the running or last operation, null if none).
  */
 struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
 {
@@ -241,6 +290,54 @@ struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
 		json_object_object_add(o, "guest", g);
 	} else {
 		json_object_object_add(o, "guest", NULL);
+	}
+	if (st->mem.layout_known) {
+		struct json_object *m = json_object_new_object();
+
+		json_object_object_add(m, "reconciled",
+				       json_object_new_boolean(st->mem.reconciled));
+		ctl_add_u64(m, "captured_bytes", st->mem.captured_bytes);
+		ctl_add_u64(m, "reclaimed_bytes", st->mem.reclaimed_bytes);
+		ctl_add_u64(m, "pending_bytes", st->mem.pending_bytes);
+		ctl_add_u64(m, "returned_bytes", st->mem.returned_bytes);
+		ctl_add_u64(m, "guest_released_bytes", st->mem.guest_released_bytes);
+		json_object_object_add(o, "memory", m);
+	} else {
+		json_object_object_add(o, "memory", NULL);
+	}
+	json_object_object_add(o, "operation", st->mem.have_op ?
+			       ctl_proto_op_json(st->name, &st->mem.op) : NULL);
+	return o;
+}
+
+/*
+ * OP keys: vm, id, kind ("reclaim", "return", "reconcile"), state
+ * ("running", "done", "stopped", "failed"), target_bytes, done_bytes
+ * (reclaim/reconcile: backing freed; return: bytes the guest got back),
+ * error (0 or a negative errno), reason (null unless short), elapsed_ms,
+ * rounds; return only: reback ("huge", "partial", "small",
+ * "small-policy"; null before the first re-back), reback_huge_bytes,
+ * reback_note (null when huge).
+ */
+struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_info *op)
+{
+	struct json_object *o = json_object_new_object();
+
+	ctl_add_str(o, "vm", vm);
+	ctl_add_u64(o, "id", op->id);
+	ctl_add_str(o, "kind", reclaim_kind_name(op->kind));
+	ctl_add_str(o, "state", reclaim_op_state_name(op->state));
+	ctl_add_u64(o, "target_bytes", op->target_bytes);
+	ctl_add_u64(o, "done_bytes", op->done_bytes);
+	json_object_object_add(o, "error", json_object_new_int(op->error));
+	ctl_add_str(o, "reason", op->reason);
+	ctl_add_u64(o, "elapsed_ms", op->elapsed_ms);
+	ctl_add_u64(o, "rounds", op->rounds);
+	if (op->kind == RECLAIM_KIND_RETURN) {
+		ctl_add_str(o, "reback", op->reback_known ?
+			    backend_shared_status_name(op->reback) : NULL);
+		ctl_add_u64(o, "reback_huge_bytes", op->reback_huge_bytes);
+		ctl_add_str(o, "reback_note", op->reback_note);
 	}
 	return o;
 }
@@ -336,7 +433,7 @@ int ctl_proto_exit_code(const char *code)
 		return CTL_EXIT_NOT_READY;
 	if (strcmp(code, CTL_ERR_PERMISSION) == 0)
 		return CTL_EXIT_PERMISSION;
-	if (strcmp(code, CTL_ERR_BAD_REQUEST) == 0)
+	if (strcmp(code, CTL_ERR_BAD_REQUEST) == 0 || strcmp(code, CTL_ERR_TOO_LARGE) == 0)
 		return CTL_EXIT_USAGE;
 	return CTL_EXIT_FAILED;
 }

@@ -10,14 +10,18 @@
  *   request   {"cmd": "status"}            every VM
  *             {"cmd": "status", "vm": N}   one VM
  *             {"cmd": "scan", "vm": N}     relay REQ_SCAN to the guest
+ *             {"cmd": "reclaim", "vm": N, "bytes": B}   start a reclaim
+ *             {"cmd": "return", "vm": N, "bytes": B}    start a return
+ *             {"cmd": "op", "vm": N, "id": I}  one operation's progress
  *   response  {"ok": true, "vms": [VMSTATUS, ...]}
  *             {"ok": true, "scan": SCAN}
+ *             {"ok": true, "operation": OP}   reclaim, return, op
  *             {"ok": false, "error": CODE, "message": "one line"}
  *
  * CODE is one of the CTL_ERR_* strings below; vmdefragctl maps each to an
- * exit status (ctl_proto_exit_code()).  VMSTATUS and SCAN are built only
- * by ctl_proto_status_json() / ctl_proto_scan_json(): their keys are
- * documented there.
+ * exit status (ctl_proto_exit_code()).  VMSTATUS, SCAN and OP are built
+ * only by ctl_proto_status_json() / ctl_proto_scan_json() /
+ * ctl_proto_op_json(): their keys are documented there.
  */
 #ifndef VDF_CTL_PROTO_H
 #define VDF_CTL_PROTO_H
@@ -28,6 +32,7 @@
 
 #include <json-c/json.h>
 
+#include "reclaim.h"
 #include "session.h"
 #include "vmdefrag/proto.h"
 
@@ -42,6 +47,9 @@
 #define CTL_ERR_GUEST		"guest-error"	/* guest answered with an errno */
 #define CTL_ERR_LOST		"session-lost"	/* dropped or timed out meanwhile */
 #define CTL_ERR_PERMISSION	"permission"
+#define CTL_ERR_UNSUPPORTED	"unsupported"	/* e.g. reclaim on the hint backend */
+#define CTL_ERR_TOO_LARGE	"too-large"	/* size beyond what is possible */
+#define CTL_ERR_NO_OP		"no-operation"	/* op id unknown (superseded) */
 #define CTL_ERR_INTERNAL	"internal"
 
 /* vmdefragctl exit statuses */
@@ -58,11 +66,16 @@ enum ctl_exit {
 enum ctl_cmd {
 	CTL_CMD_STATUS,
 	CTL_CMD_SCAN,
+	CTL_CMD_RECLAIM,
+	CTL_CMD_RETURN,
+	CTL_CMD_OP,
 };
 
 struct ctl_request {
 	enum ctl_cmd cmd;
 	char vm[64];		/* "" if none given */
+	uint64_t bytes;		/* reclaim, return: > 0 */
+	uint32_t id;		/* op: the operation's id */
 };
 
 /* Encodes a request as one line (with "\n"); *ret_line is malloc'ed. */
@@ -102,9 +115,11 @@ struct ctl_vm_status {
 	bool have_stats;
 	uint64_t stats_age_ms;
 	struct proto_stats stats;
+	struct reclaim_status mem;	/* blocks held for the host, operations */
 };
 
 struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st);
+struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_info *op);
 struct json_object *ctl_proto_scan_json(const char *vm,
 					const struct proto_scan_resp *scan,
 					const struct proto_slab *slabs);

@@ -200,6 +200,19 @@ static void session_violation(struct session *s, const char *fmt, ...)
 		    s->name, s->last_drop, s->backoff_ms);
 }
 
+void session_drop(struct session *s, const char *fmt, ...)
+{
+	char why[SESSION_REASON_MAX];
+	va_list ap;
+
+	if (s->state == SESSION_DOWN)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	session_violation(s, "%s", why);
+}
+
 /* The channel went away without a violation (EOF, I/O error). */
 static void session_lost(struct session *s, int error)
 {
@@ -554,6 +567,8 @@ static void session_handle_hello(struct session *s, const struct proto_msg *m)
 	if (s->state == SESSION_READY) {
 		log_debug("VM '%s': guest restated HELLO (features 0x%" PRIx64 ")",
 			  s->name, h->features);
+		if (s->hooks->hello)
+			s->hooks->hello(s->vm, h);
 		return;
 	}
 	s->version = version;

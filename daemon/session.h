@@ -57,6 +57,8 @@ struct session_hooks {
 	void (*event)(void *vm, const struct proto_msg *m);
 	/* The session reached READY or left it. */
 	void (*state_changed)(void *vm, enum session_state state);
+	/* A guest HELLO restated while READY (features may have changed). */
+	void (*hello)(void *vm, const struct proto_hello *hello);
 };
 
 /*
@@ -100,6 +102,16 @@ int session_request(struct session *s, struct proto_msg *req,
 		    session_resp_fn fn, void *userdata, uint32_t *ret_id);
 /* The request's callback will not be called (its answer is still awaited). */
 void session_cancel(struct session *s, uint32_t id);
+
+/*
+ * A violation found by a user of the session (a response that breaks the
+ * meaning of its request): one warning with the reason, the connection
+ * dropped (hooks->state_changed(DOWN) runs, queued requests fail with
+ * -ECONNRESET), reconnect after the backoff.  Safe inside a response
+ * callback; cancel that request first if its callback must not run again.
+ */
+void session_drop(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 void session_get_info(const struct session *s, struct session_info *ret_info);
 const char *session_state_name(enum session_state state);

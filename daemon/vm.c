@@ -21,10 +21,10 @@
  * its fd; "hint" (free page reporting only) as soon as one backing is
  * anonymous, which is a supported configuration, reported, not an error.
  *
- * Room for the memory-moving operations (reclaim/return, added later):
- * `op` is the one operation in progress on this VM (NULL when idle); it
- * will own its requests on the session's queue and its ranges, so a
- * session drop or a QMP detach can abort it in one place.
+ * The memory-moving operations (reclaim, return, reconcile) live in
+ * reclaim.c, one `struct reclaim` per VM: this file forwards it the layout
+ * on every attach/detach and the session's hooks, so a session drop or a
+ * QMP detach aborts the operation in one place.
  *
  * Single-threaded, on the loop's thread.
  */
@@ -38,6 +38,7 @@
 #include "log.h"
 #include "loop.h"
 #include "qmp.h"
+#include "reclaim.h"
 #include "session.h"
 #include "vm.h"
 #include "vm_layout.h"
@@ -49,9 +50,6 @@ enum vm_backend {
 	VM_BACKEND_SHARED,
 	VM_BACKEND_HINT,
 };
-
-/* Placeholder of an operation in progress; defined with reclaim/return. */
-struct vm_op;
 
 struct vm {
 	struct loop *loop;
@@ -83,7 +81,7 @@ struct vm {
 
 	struct vm_scan_req *scans;	/* scans in flight */
 
-	struct vm_op *op;		/* operation in progress, NULL: idle */
+	struct reclaim *reclaim;	/* reclaim/return/reconcile and block states */
 };
 
 const char *vm_name(const struct vm *vm)
@@ -124,6 +122,7 @@ static void vm_qmp_detach(struct vm *vm, int error, const char *what)
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	qmp_close(vm->qmp);
 	vm->qmp = NULL;
+	(void)reclaim_set_layout(vm->reclaim, NULL, false, NULL);
 	vm_layout_free(vm->layout);
 	vm->layout = NULL;
 	vm->pid = 0;
@@ -216,6 +215,11 @@ static int vm_qmp_attach(struct vm *vm)
 	vm->qmp_error[0] = '\0';
 	vm->qmp_backoff_ms = 0;
 	vm_set_backend(vm);
+	r = reclaim_set_layout(vm->reclaim, layout, vm->backend == VM_BACKEND_SHARED,
+			       vm->backend_note);
+	if (r < 0)
+		log_warning_errno(r, "VM '%s': cannot track its blocks: %m; reclaim "
+				  "is unavailable", vm->conf.name);
 	return 0;
 
 out_close:
@@ -303,13 +307,29 @@ static void vm_event(void *opaque, const struct proto_msg *m)
 		log_debug("VM '%s': guest released %llu bytes (reason %u)",
 			  vm->conf.name, (unsigned long long)vm_ranges_bytes(m),
 			  m->u.evt.reason);
+		reclaim_event(vm->reclaim, m);
 		break;
 	}
 }
 
 static void vm_session_state(void *opaque, enum session_state state)
 {
-	/* reclaim/return will abort vm->op here when the session drops */
+	struct vm *vm = opaque;
+	struct session_info si;
+
+	if (state == SESSION_READY) {
+		session_get_info(vm->session, &si);
+		reclaim_session_ready(vm->reclaim, &si.guest);
+	} else {
+		reclaim_session_down(vm->reclaim);
+	}
+}
+
+static void vm_session_hello(void *opaque, const struct proto_hello *hello)
+{
+	struct vm *vm = opaque;
+
+	reclaim_session_hello(vm->reclaim, hello);
 }
 
 static const struct session_hooks vm_session_hooks = {
@@ -317,6 +337,7 @@ static const struct session_hooks vm_session_hooks = {
 	.ram_bytes = vm_ram_bytes,
 	.event = vm_event,
 	.state_changed = vm_session_state,
+	.hello = vm_session_hello,
 };
 
 /* ---- scan ------------------------------------------------------------- */
@@ -504,6 +525,18 @@ void vm_get_status(struct vm *vm, struct ctl_vm_status *st)
 	st->have_stats = vm->have_stats;
 	st->stats_age_ms = now - vm->stats_ms;
 	st->stats = vm->stats;
+	reclaim_get_status(vm->reclaim, &st->mem);
+}
+
+int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, char *err,
+		size_t errsz, uint32_t *ret_id)
+{
+	return reclaim_start(vm->reclaim, kind, bytes, err, errsz, ret_id);
+}
+
+int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op)
+{
+	return reclaim_get_op(vm->reclaim, id, ret_op);
 }
 
 /* ---- lifetime --------------------------------------------------------- */
@@ -517,6 +550,12 @@ int vm_new(struct loop *loop, const struct config *cfg,
 		.request_timeout_ms = conf->request_timeout_ms,
 		.reconnect_min_ms = cfg->reconnect_min_ms,
 		.reconnect_max_ms = cfg->reconnect_max_ms,
+	};
+	struct reclaim_params par = {
+		.floor_bytes = conf->floor_bytes,
+		.max_reclaim_bytes = conf->max_reclaim_bytes,
+		.budget_ms = conf->request_timeout_ms / 2 < 30000 ?
+			     conf->request_timeout_ms / 2 : 30000,
 	};
 	struct vm *vm;
 	int r;
@@ -537,6 +576,14 @@ int vm_new(struct loop *loop, const struct config *cfg,
 		free(vm);
 		return r;
 	}
+	if (par.budget_ms == 0)
+		par.budget_ms = 1;
+	r = reclaim_new(loop, conf->name, vm->session, &par, &vm->reclaim);
+	if (r < 0) {
+		session_free(vm->session);
+		free(vm);
+		return r;
+	}
 	*ret_vm = vm;
 	return 0;
 }
@@ -552,6 +599,7 @@ void vm_free(struct vm *vm)
 	if (!vm)
 		return;
 	session_free(vm->session);
+	reclaim_free(vm->reclaim);
 	loop_timer_disarm(vm->loop, &vm->qmp_retry);
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	qmp_close(vm->qmp);

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "ctl_proto.h"
+#include "reclaim.h"
 #include "vmdefrag/proto.h"
 
 struct loop;
@@ -45,5 +46,14 @@ typedef void (*vm_scan_fn)(void *userdata, int status,
 int vm_scan(struct vm *vm, vm_scan_fn fn, void *userdata, uint32_t *ret_id);
 /* fn will not be called for request id. */
 void vm_scan_cancel(struct vm *vm, uint32_t id);
+
+/*
+ * Starts a reclaim or return of bytes on this VM (reclaim_start()): 0 and
+ * the operation's id, or a negative errno with one line in err.
+ */
+int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, char *err,
+		size_t errsz, uint32_t *ret_id);
+/* The running or last operation, if its id is `id`; else -ENOENT. */
+int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op);
 
 #endif /* VDF_VM_H */

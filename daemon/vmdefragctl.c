@@ -8,6 +8,11 @@
  * scripts can tell "daemon not running" from "no such VM" from "guest not
  * ready".  Strings that came from a guest (slab cache names) are quoted
  * with log_quote() before they reach the terminal.
+ *
+ * reclaim / return start an operation in the daemon and print its id; with
+ * --wait the client polls the operation ("op") every CTL_POLL_MS, shows a
+ * progress line on a terminal (rewritten with \r), and exits 0 only if
+ * the whole size was moved, else 1 with the daemon's reason.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -28,18 +34,33 @@
 #include "size.h"
 
 #define CTL_TIMEOUT_MS	300000	/* a scan of a big guest under TCG is slow */
+#define CTL_POLL_MS	250	/* --wait: progress polling interval */
+
+static const char *pos0_name(enum ctl_cmd cmd)
+{
+	return cmd == CTL_CMD_RECLAIM ? "reclaim" : "return";
+}
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 "Usage: vmdefragctl [--socket PATH] status [VM] [--json]\n"
 "       vmdefragctl [--socket PATH] scan VM [--json]\n"
+"       vmdefragctl [--socket PATH] reclaim VM SIZE [--wait] [--json]\n"
+"       vmdefragctl [--socket PATH] return VM SIZE [--wait] [--json]\n"
 "\n"
 "  status [VM]   per VM: backend, RAM, host backing and huge-page-mapped\n"
 "                bytes, host shmem THP policy, guest session, and the\n"
 "                guest's last reported free/captured/unmovable memory\n"
 "  scan VM       ask the guest for its 2 MiB block picture: block classes,\n"
 "                vacate cost, unmovable causes, top slab caches\n"
+"  reclaim VM SIZE  take SIZE of the VM's RAM backing back from the guest:\n"
+"                the guest empties 2 MiB blocks its backing holds, the\n"
+"                daemon punches them (SIZE: K/M/G suffix, 2 MiB multiple)\n"
+"  return VM SIZE   give SIZE of reclaimed memory back, re-backed with\n"
+"                2 MiB folios where the host allows it\n"
+"  --wait        wait for the operation, showing progress; exit 0 only when\n"
+"                the whole SIZE was moved\n"
 "  --socket PATH vmdefragd's control socket (default %s)\n"
 "  --json        print the daemon's JSON answer\n"
 "\n"
@@ -181,6 +202,8 @@ static const char *fmt_size(uint64_t v, char *buf, size_t sz)
 	return size_format(v, buf, sz);
 }
 
+static void print_memory(struct json_object *vm);
+
 static void print_status_vm(struct json_object *vm)
 {
 	struct json_object *q = jget(vm, "qmp"), *s = jget(vm, "session");
@@ -246,6 +269,37 @@ static void print_status_vm(struct json_object *vm)
 		printf("  guest report:    none yet (run: vmdefragctl scan %s)\n",
 		       jget_str(vm, "name"));
 	}
+	print_memory(vm);
+}
+
+static void print_memory(struct json_object *vm)
+{
+	struct json_object *m = jget(vm, "memory"), *op = jget(vm, "operation");
+	char b1[32], b2[32], b3[32];
+
+	if (m) {
+		printf("  reclaimed:       %s (captured %s, pending ACK %s)%s\n",
+		       fmt_size(jget_u64(m, "reclaimed_bytes"), b1, sizeof(b1)),
+		       fmt_size(jget_u64(m, "captured_bytes"), b2, sizeof(b2)),
+		       fmt_size(jget_u64(m, "pending_bytes"), b3, sizeof(b3)),
+		       json_object_get_boolean(jget(m, "reconciled")) ? "" :
+		       " [not reconciled yet]");
+		printf("  returned:        %s (guest took back %s itself)\n",
+		       fmt_size(jget_u64(m, "returned_bytes"), b1, sizeof(b1)),
+		       fmt_size(jget_u64(m, "guest_released_bytes"), b2, sizeof(b2)));
+	}
+	if (op) {
+		printf("  last operation:  %s #%" PRIu64 " %s, %s of %s",
+		       jget_str(op, "kind"), jget_u64(op, "id"), jget_str(op, "state"),
+		       fmt_size(jget_u64(op, "done_bytes"), b1, sizeof(b1)),
+		       fmt_size(jget_u64(op, "target_bytes"), b2, sizeof(b2)));
+		if (jget_str(op, "reason"))
+			printf(": %s", jget_str(op, "reason"));
+		printf("\n");
+		if (jget_str(op, "reback_note"))
+			printf("  re-back:         %s (%s)\n", jget_str(op, "reback"),
+			       jget_str(op, "reback_note"));
+	}
 }
 
 static void print_hist(struct json_object *scan, const char *key, const char *label,
@@ -307,6 +361,105 @@ static void print_scan(struct json_object *scan)
 	}
 }
 
+/* Sends one request, parses the answer: 0 and *ret_resp, or an exit code
+ * (the error already printed). */
+static int ctl_call(const char *path, const struct ctl_request *req,
+		    struct json_object **ret_resp, char **ret_text)
+{
+	struct json_object *resp, *v;
+	char *line, *answer = NULL;
+	int r;
+
+	if (ctl_proto_format_request(req, &line) < 0)
+		return die(CTL_EXIT_FAILED, "out of memory");
+	r = ctl_transact(path, line, &answer);
+	free(line);
+	if (r)
+		return r;
+	resp = json_tokener_parse(answer);
+	if (!resp || !json_object_is_type(resp, json_type_object) ||
+	    !json_object_object_get_ex(resp, "ok", &v)) {
+		json_object_put(resp);
+		free(answer);
+		return die(CTL_EXIT_FAILED, "vmdefragd sent an answer that is not "
+			   "a response object");
+	}
+	if (!json_object_get_boolean(v)) {
+		r = die(ctl_proto_exit_code(jget_str(resp, "error")), "%s",
+			jget_str(resp, "message") ?: "failed");
+		json_object_put(resp);
+		free(answer);
+		return r;
+	}
+	*ret_resp = resp;
+	if (ret_text)
+		*ret_text = answer;
+	else
+		free(answer);
+	return 0;
+}
+
+static void op_line(struct json_object *op, char *buf, size_t sz)
+{
+	char b1[32], b2[32];
+
+	snprintf(buf, sz, "%s #%" PRIu64 " on %s: %s of %s (%s, %.1f s)",
+		 jget_str(op, "kind"), jget_u64(op, "id"), jget_str(op, "vm"),
+		 fmt_size(jget_u64(op, "done_bytes"), b1, sizeof(b1)),
+		 fmt_size(jget_u64(op, "target_bytes"), b2, sizeof(b2)),
+		 jget_str(op, "state"), (double)jget_u64(op, "elapsed_ms") / 1000.0);
+}
+
+/* --wait: poll the operation until it ends; the exit status. */
+static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json)
+{
+	struct ctl_request req = { .cmd = CTL_CMD_OP, .id = id };
+	bool tty = isatty(STDOUT_FILENO) && !json;
+	struct json_object *resp, *op;
+	char line[256], *text;
+	int r;
+
+	snprintf(req.vm, sizeof(req.vm), "%s", vm);
+	for (;;) {
+		struct timespec ts = { 0, CTL_POLL_MS * 1000000L };
+		const char *state;
+
+		r = ctl_call(path, &req, &resp, &text);
+		if (r) {
+			if (tty)
+				printf("\n");
+			return r;
+		}
+		op = jget(resp, "operation");
+		state = jget_str(op, "state") ?: "?";
+		op_line(op, line, sizeof(line));
+		if (strcmp(state, "running") != 0) {
+			const char *note = jget_str(op, "reback_note");
+
+			if (json)
+				printf("%s\n", text);
+			else
+				printf("%s%s\n", tty ? "\r\033[K" : "", line);
+			if (!json && note)
+				printf("warning: re-backed as '%s': %s\n",
+				       jget_str(op, "reback"), note);
+			r = strcmp(state, "done") == 0 ? CTL_EXIT_OK :
+			    die(CTL_EXIT_FAILED, "%s %s: %s", jget_str(op, "kind"),
+				state, jget_str(op, "reason") ?: "no reason given");
+			json_object_put(resp);
+			free(text);
+			return r;
+		}
+		if (tty) {
+			printf("\r\033[K%s", line);
+			fflush(stdout);
+		}
+		json_object_put(resp);
+		free(text);
+		nanosleep(&ts, NULL);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -317,9 +470,9 @@ int main(int argc, char **argv)
 	};
 	const char *socket_path = CTL_DEFAULT_SOCKET;
 	struct ctl_request req = { 0 };
-	struct json_object *resp, *v;
-	char *line, *answer = NULL;
-	bool json = false;
+	struct json_object *resp;
+	char *answer = NULL;
+	bool json = false, wait = false;
 	int c, r;
 
 	opterr = 0;
@@ -344,6 +497,8 @@ int main(int argc, char **argv)
 		for (int i = optind; i < argc; i++) {
 			if (strcmp(argv[i], "--json") == 0)
 				json = true;
+			else if (strcmp(argv[i], "--wait") == 0)
+				wait = true;
 			else if (argv[i][0] == '-' && argv[i][1])
 				return die(CTL_EXIT_USAGE, "unknown option '%s' (see --help)",
 					   argv[i]);
@@ -363,33 +518,50 @@ int main(int argc, char **argv)
 			req.cmd = CTL_CMD_SCAN;
 			if (npos != 2)
 				return die(CTL_EXIT_USAGE, "scan takes exactly one VM");
+		} else if (strcmp(pos[0], "reclaim") == 0 ||
+			   strcmp(pos[0], "return") == 0) {
+			req.cmd = pos[0][2] == 'c' ? CTL_CMD_RECLAIM : CTL_CMD_RETURN;
+			if (npos != 3)
+				return die(CTL_EXIT_USAGE, "%s takes a VM and a SIZE "
+					   "(e.g. %s vm1 512M)", pos[0], pos[0]);
+			r = size_parse_blocks(pos[2], &req.bytes);
+			if (r == -EDOM)
+				return die(CTL_EXIT_USAGE, "size '%s' is not a multiple "
+					   "of 2 MiB", pos[2]);
+			if (r < 0 || req.bytes == 0)
+				return die(CTL_EXIT_USAGE, "bad size '%s' (a number with "
+					   "an optional K, M or G suffix)", pos[2]);
 		} else {
-			return die(CTL_EXIT_USAGE, "unknown command '%s' (status or "
-				   "scan; see --help)", pos[0]);
+			return die(CTL_EXIT_USAGE, "unknown command '%s' (status, "
+				   "scan, reclaim or return; see --help)", pos[0]);
 		}
-		if (npos == 2) {
+		if (wait && req.cmd != CTL_CMD_RECLAIM && req.cmd != CTL_CMD_RETURN)
+			return die(CTL_EXIT_USAGE, "--wait goes with reclaim or return");
+		if (npos >= 2) {
 			if (!pos[1][0] || strlen(pos[1]) >= sizeof(req.vm))
 				return die(CTL_EXIT_USAGE, "bad VM name '%s'", pos[1]);
 			strcpy(req.vm, pos[1]);
 		}
 	}
-	if (ctl_proto_format_request(&req, &line) < 0)
-		return die(CTL_EXIT_FAILED, "out of memory");
-	r = ctl_transact(socket_path, line, &answer);
-	free(line);
+	r = ctl_call(socket_path, &req, &resp, &answer);
 	if (r)
 		return r;
-	resp = json_tokener_parse(answer);
-	if (!resp || !json_object_is_type(resp, json_type_object) ||
-	    !json_object_object_get_ex(resp, "ok", &v)) {
-		free(answer);
-		return die(CTL_EXIT_FAILED, "vmdefragd sent an answer that is not "
-			   "a response object");
-	}
-	if (!json_object_get_boolean(v)) {
-		const char *code = jget_str(resp, "error");
+	if (req.cmd == CTL_CMD_RECLAIM || req.cmd == CTL_CMD_RETURN) {
+		struct json_object *op = jget(resp, "operation");
+		uint32_t id = (uint32_t)jget_u64(op, "id");
+		char b[32];
 
-		r = die(ctl_proto_exit_code(code), "%s", jget_str(resp, "message") ?: "failed");
+		if (!wait) {
+			if (json)
+				printf("%s\n", answer);
+			else
+				printf("%s #%u started on %s: %s (follow with: "
+				       "vmdefragctl status %s)\n", pos0_name(req.cmd), id,
+				       req.vm, fmt_size(req.bytes, b, sizeof(b)), req.vm);
+			r = 0;
+		} else {
+			r = ctl_wait_op(socket_path, req.vm, id, json);
+		}
 		json_object_put(resp);
 		free(answer);
 		return r;

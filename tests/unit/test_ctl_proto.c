@@ -24,7 +24,11 @@
 static void test_request_roundtrip(void **state)
 {
 	static const struct ctl_request reqs[] = {
-		{ CTL_CMD_STATUS, "" }, { CTL_CMD_STATUS, "web-1" }, { CTL_CMD_SCAN, "db.2" },
+		{ CTL_CMD_STATUS, "", 0, 0 }, { CTL_CMD_STATUS, "web-1", 0, 0 },
+		{ CTL_CMD_SCAN, "db.2", 0, 0 },
+		{ CTL_CMD_RECLAIM, "vm1", 512 * MiB, 0 },
+		{ CTL_CMD_RETURN, "vm1", 1ull << 40, 0 },
+		{ CTL_CMD_OP, "vm1", 0, 4000000000u },
 	};
 
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
@@ -36,6 +40,8 @@ static void test_request_roundtrip(void **state)
 		assert_int_equal(ctl_proto_parse_request(line, &back, err, sizeof(err)), 0);
 		assert_int_equal(back.cmd, reqs[i].cmd);
 		assert_string_equal(back.vm, reqs[i].vm);
+		assert_int_equal(back.bytes, reqs[i].bytes);
+		assert_int_equal(back.id, reqs[i].id);
 		free(line);
 	}
 }
@@ -48,7 +54,21 @@ static const struct {
 	{ "[1,2]", "request is not a JSON object" },
 	{ "{\"cmd\": 3}", "request has no \"cmd\" string" },
 	{ "{\"vm\": \"a\"}", "request has no \"cmd\" string" },
-	{ "{\"cmd\": \"reclaim\", \"vm\": \"a\"}", "unknown command (known: status, scan)" },
+	{ "{\"cmd\": \"shrink\", \"vm\": \"a\"}",
+	  "unknown command (known: status, scan, reclaim, return, op)" },
+	{ "{\"cmd\": \"reclaim\", \"vm\": \"a\"}",
+	  "reclaim needs \"bytes\", a positive multiple of 2 MiB" },
+	{ "{\"cmd\": \"reclaim\", \"vm\": \"a\", \"bytes\": 4096}",
+	  "reclaim needs \"bytes\", a positive multiple of 2 MiB" },
+	{ "{\"cmd\": \"return\", \"vm\": \"a\", \"bytes\": -2097152}",
+	  "return needs \"bytes\", a positive multiple of 2 MiB" },
+	{ "{\"cmd\": \"return\", \"vm\": \"a\", \"bytes\": \"2M\"}",
+	  "return needs \"bytes\", a positive multiple of 2 MiB" },
+	{ "{\"cmd\": \"return\", \"bytes\": 2097152}", "return needs \"vm\"" },
+	{ "{\"cmd\": \"scan\", \"vm\": \"a\", \"bytes\": 2097152}", "unknown key in request" },
+	{ "{\"cmd\": \"op\", \"vm\": \"a\"}", "op needs \"id\", an operation id" },
+	{ "{\"cmd\": \"op\", \"vm\": \"a\", \"id\": 4294967296}",
+	  "op needs \"id\", an operation id" },
 	{ "{\"cmd\": \"scan\"}", "scan needs \"vm\"" },
 	{ "{\"cmd\": \"scan\", \"vm\": 7}", "\"vm\" is not a string" },
 	{ "{\"cmd\": \"scan\", \"vm\": \"\"}", "\"vm\" is empty or too long" },
@@ -76,6 +96,9 @@ static void test_exit_codes(void **state)
 	assert_int_equal(ctl_proto_exit_code(CTL_ERR_NOT_READY), CTL_EXIT_NOT_READY);
 	assert_int_equal(ctl_proto_exit_code(CTL_ERR_PERMISSION), CTL_EXIT_PERMISSION);
 	assert_int_equal(ctl_proto_exit_code(CTL_ERR_BAD_REQUEST), CTL_EXIT_USAGE);
+	assert_int_equal(ctl_proto_exit_code(CTL_ERR_TOO_LARGE), CTL_EXIT_USAGE);
+	assert_int_equal(ctl_proto_exit_code(CTL_ERR_BUSY), CTL_EXIT_FAILED);
+	assert_int_equal(ctl_proto_exit_code(CTL_ERR_UNSUPPORTED), CTL_EXIT_FAILED);
 	assert_int_equal(ctl_proto_exit_code(CTL_ERR_GUEST), CTL_EXIT_FAILED);
 	assert_int_equal(ctl_proto_exit_code("something-new"), CTL_EXIT_FAILED);
 	assert_int_equal(ctl_proto_exit_code(NULL), CTL_EXIT_FAILED);

@@ -1,0 +1,1170 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * reclaim.c - reclaim, return and reconcile: the daemon's side of the
+ * capture handshake (include/uapi/vmdefrag_genl.h, "Host handshake").
+ *
+ * Every block's state lives in a blockmap (blockmap.c).  One operation runs
+ * per VM, driven by the event loop: each step sends one request to the
+ * guest and continues in its response callback (or, to loop, from a 0 ms
+ * timer), so nothing ever waits on the guest.  Punching and populating are
+ * synchronous syscalls made from those callbacks.
+ *
+ * reclaim(SIZE), until SIZE bytes of backing were freed:
+ *   candidates = blocks the backing holds (SEEK_DATA) that are GUEST
+ *   none left -> STOPPED -ENOSPC
+ *   REQ_CAPTURE { SIZE - freed, STRICT, preferred = candidates }
+ *   the answer (a run of frames) is validated whole before anything is
+ *   punched: every block inside the map, asked for, GUEST, reported once,
+ *   and the ranges add up to the run's byte count.  A violation drops the
+ *   session and punches nothing (the agent then ACKs all: the blocks are
+ *   the guest's to release).  Valid blocks are punched (freed += the drop
+ *   of st_blocks), become RECLAIMED + UNACKED, and are ACKed.  An answer
+ *   that captured nothing ends the operation with the guest's reason.
+ *
+ * return(SIZE): RECLAIMED blocks (lowest first) are re-backed with 2 MiB
+ *   folios (backend_shared_reback: populate never overwrites data), become
+ *   RETURNING, and are RELEASEd; released blocks are GUEST and count as
+ *   returned.  A host whose shmem_enabled forbids huge folios still gets
+ *   the memory back; the operation says so (reback, reback_note) and the
+ *   log warns once per operation.
+ *
+ * reconcile, on every READY session whose guest has the module: REQ_LIST
+ *   (the agent adds VMDEFRAG_A_HOST, so every listed block is PENDING in
+ *   the guest), every listed block is punched (punching a hole is a no-op:
+ *   this catches a daemon killed between capture and punch), marked
+ *   RECLAIMED + UNACKED, and ACKed; every block not listed is GUEST.  So
+ *   the counters that matter (captured, reclaimed) are derived from the
+ *   guest's list and the backing's holes, never carried across restarts.
+ *
+ * EVT_RELEASED (guest pressure): the blocks are GUEST again; the ones the
+ *   host had reclaimed are re-backed with huge folios at once (the guest may
+ *   already be writing there: populating never touches existing data).
+ *
+ * Single-threaded, on the loop's thread.  Response callbacks may run after
+ * the operation ended (session lost: -ECONNRESET; QEMU detached: no layout,
+ * so captured blocks are ACKed without a punch).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blockmap.h"
+#include "hostmem.h"
+#include "log.h"
+#include "loop.h"
+#include "reclaim.h"
+#include "session.h"
+#include "vm_layout.h"
+
+#define RECLAIM_BLOCK	BLOCKMAP_BLOCK
+#define MIB(x)		((unsigned long long)((x) >> 20))
+
+/* The request of the operation in flight (at most one). */
+struct reclaim_inflight {
+	bool active;
+	uint32_t id;
+	uint16_t type;
+	bool have_bytes;
+	uint64_t run_bytes;		/* CAPTURE/RELEASE: bytes field of the run */
+	uint64_t sum;			/* bytes of the ranges received so far */
+	int32_t stop_errno;
+	uint64_t next_gpa;		/* LIST: ranges ascend across frames */
+};
+
+struct reclaim {
+	struct loop *loop;
+	char name[64];
+	struct session *session;
+	struct reclaim_params par;
+
+	const struct vm_layout *layout;	/* NULL while QEMU is detached */
+	bool shared;
+	char why_not[256];
+	struct blockmap map;
+	bool have_map;
+
+	bool ready;			/* session READY */
+	bool module;			/* guest HELLO says the module is there */
+	bool reconciled;
+	bool reconcile_pending;
+
+	bool running;
+	struct reclaim_op_info op;	/* running, or the last */
+	bool have_op;
+	uint64_t op_start_ms;
+	struct reclaim_inflight in;
+	struct loop_timer step;
+
+	uint64_t returned_bytes;
+	uint64_t guest_released_bytes;
+
+	struct proto_msg *msg;		/* request being built */
+	struct proto_range *scratch;	/* PROTO_MAX_RANGES ranges */
+};
+
+static uint32_t reclaim_next_id;
+
+const char *reclaim_kind_name(enum reclaim_kind kind)
+{
+	switch (kind) {
+	case RECLAIM_KIND_RECLAIM: return "reclaim";
+	case RECLAIM_KIND_RETURN: return "return";
+	case RECLAIM_KIND_RECONCILE: return "reconcile";
+	}
+	return "?";
+}
+
+const char *reclaim_op_state_name(enum reclaim_op_state state)
+{
+	switch (state) {
+	case RECLAIM_OP_RUNNING: return "running";
+	case RECLAIM_OP_DONE: return "done";
+	case RECLAIM_OP_STOPPED: return "stopped";
+	case RECLAIM_OP_FAILED: return "failed";
+	}
+	return "?";
+}
+
+/* Why a CAPTURE stopped short, in words (the module's stop reasons). */
+static const char *reclaim_stop_text(int err)
+{
+	switch (err) {
+	case -ENOSPC: return "the guest reached its floor (no more free memory to give)";
+	case -EBUSY: return "no block the host backs can be emptied (the rest is "
+			    "unmovable or failed to migrate)";
+	case -ETIMEDOUT: return "the guest's time budget ran out";
+	case -ENOMEM: return "migration in the guest kept failing for memory";
+	case -EINTR: return "the guest request was interrupted";
+	case 0: return "the guest captured nothing";
+	default: return NULL;
+	}
+}
+
+/* ---- operation lifetime ------------------------------------------------ */
+
+static void reclaim_op_end(struct reclaim *rc, enum reclaim_op_state state,
+			   int error, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void reclaim_op_end(struct reclaim *rc, enum reclaim_op_state state,
+			   int error, const char *fmt, ...)
+{
+	struct reclaim_op_info *op = &rc->op;
+	va_list ap;
+
+	if (!rc->running)
+		return;
+	rc->running = false;
+	loop_timer_disarm(rc->loop, &rc->step);
+	op->state = state;
+	op->error = state == RECLAIM_OP_DONE ? 0 : (error ? error : -EIO);
+	op->reason[0] = '\0';
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(op->reason, sizeof(op->reason), fmt, ap);
+		va_end(ap);
+	}
+	op->elapsed_ms = loop_now_ms() - rc->op_start_ms;
+	if (op->kind == RECLAIM_KIND_RECONCILE && state == RECLAIM_OP_DONE)
+		rc->reconciled = true;
+	if (state == RECLAIM_OP_DONE)
+		log_info("VM '%s': %s #%" PRIu32 " done: %llu of %llu MiB in %u "
+			 "rounds, %.1f s", rc->name, reclaim_kind_name(op->kind),
+			 op->id, MIB(op->done_bytes), MIB(op->target_bytes),
+			 op->rounds, (double)op->elapsed_ms / 1000.0);
+	else
+		log_warning("VM '%s': %s #%" PRIu32 " %s at %llu of %llu MiB: %s",
+			    rc->name, reclaim_kind_name(op->kind), op->id,
+			    reclaim_op_state_name(state), MIB(op->done_bytes),
+			    MIB(op->target_bytes), op->reason);
+	if (rc->reconcile_pending && rc->ready && rc->module && rc->have_map)
+		loop_timer_arm(rc->loop, &rc->step, 0);
+}
+
+static void reclaim_op_begin(struct reclaim *rc, enum reclaim_kind kind,
+			     uint64_t target)
+{
+	memset(&rc->op, 0, sizeof(rc->op));
+	if (++reclaim_next_id == 0)
+		reclaim_next_id = 1;
+	rc->op.id = reclaim_next_id;
+	rc->op.kind = kind;
+	rc->op.state = RECLAIM_OP_RUNNING;
+	rc->op.target_bytes = target;
+	rc->have_op = true;
+	rc->running = true;
+	rc->op_start_ms = loop_now_ms();
+}
+
+/* ---- backing ----------------------------------------------------------- */
+
+/*
+ * Calls fn for each maximal run of [gpa, gpa+len) that one backing holds
+ * contiguously.  -ERANGE if a block is not guest RAM of the layout.
+ */
+typedef int (*reclaim_run_fn)(struct reclaim *rc, const struct vm_ram_range *rr,
+			      uint64_t file_offset, uint64_t len, void *arg);
+
+static int reclaim_for_runs(struct reclaim *rc, uint64_t gpa, uint64_t len,
+			    reclaim_run_fn fn, void *arg)
+{
+	const struct vm_ram_range *run_rr = NULL;
+	uint64_t run_off = 0, run_len = 0;
+	int r;
+
+	for (uint64_t a = gpa; a < gpa + len; a += RECLAIM_BLOCK) {
+		const struct vm_ram_range *rr;
+		uint64_t off;
+
+		r = vm_layout_translate(rc->layout, a, RECLAIM_BLOCK, &rr, &off);
+		if (r < 0)
+			return r;
+		if (run_len && rr->backing == run_rr->backing &&
+		    run_off + run_len == off) {
+			run_len += RECLAIM_BLOCK;
+			continue;
+		}
+		if (run_len) {
+			r = fn(rc, run_rr, run_off, run_len, arg);
+			if (r < 0)
+				return r;
+		}
+		run_rr = rr;
+		run_off = off;
+		run_len = RECLAIM_BLOCK;
+	}
+	return run_len ? fn(rc, run_rr, run_off, run_len, arg) : 0;
+}
+
+static int reclaim_punch_run(struct reclaim *rc, const struct vm_ram_range *rr,
+			     uint64_t off, uint64_t len, void *arg)
+{
+	uint64_t *freed = arg, f = 0;
+	int r;
+
+	r = backend_shared_reclaim(rc->layout->backings[rr->backing].fd, off, len, &f);
+	if (r < 0)
+		return r;
+	*freed += f;
+	return 0;
+}
+
+/* Punches [gpa, gpa+len); *ret_freed gets the drop of st_blocks. */
+static int reclaim_punch(struct reclaim *rc, uint64_t gpa, uint64_t len,
+			 uint64_t *ret_freed)
+{
+	uint64_t freed = 0;
+	int r;
+
+	if (!rc->layout || !rc->shared)
+		return -ENODATA;
+	r = reclaim_for_runs(rc, gpa, len, reclaim_punch_run, &freed);
+	*ret_freed = freed;
+	return r;
+}
+
+struct reclaim_reback_acc {
+	bool any;
+	enum shared_reback_status worst;
+	uint64_t huge;
+	bool policy_known;
+	enum hostmem_shmem_thp policy;
+};
+
+static int reclaim_reback_run(struct reclaim *rc, const struct vm_ram_range *rr,
+			      uint64_t off, uint64_t len, void *arg)
+{
+	const struct vm_backing *b = &rc->layout->backings[rr->backing];
+	struct reclaim_reback_acc *acc = arg;
+	struct shared_reback_result res;
+	int r;
+
+	r = backend_shared_reback(b->fd, b->kind, off, len, &res);
+	if (r < 0)
+		return r;
+	if (!acc->any || res.status > acc->worst)
+		acc->worst = res.status;
+	acc->any = true;
+	acc->huge += res.huge_bytes;
+	if (res.policy_known) {
+		acc->policy_known = true;
+		acc->policy = res.policy;
+	}
+	return 0;
+}
+
+static int reclaim_reback(struct reclaim *rc, uint64_t gpa, uint64_t len,
+			  struct reclaim_reback_acc *acc)
+{
+	if (!rc->layout || !rc->shared)
+		return -ENODATA;
+	return reclaim_for_runs(rc, gpa, len, reclaim_reback_run, acc);
+}
+
+static void reclaim_reback_note(const struct reclaim_reback_acc *acc, char *buf,
+				size_t sz)
+{
+	switch (acc->worst) {
+	case SHARED_REBACK_HUGE:
+		buf[0] = '\0';
+		break;
+	case SHARED_REBACK_SMALL_POLICY:
+		snprintf(buf, sz, "host shmem_enabled is '%s': re-backed with 4 KiB "
+			 "pages; set /sys/kernel/mm/transparent_hugepage/"
+			 "shmem_enabled to advise for 2 MiB folios",
+			 acc->policy_known ? hostmem_shmem_thp_name(acc->policy) : "?");
+		break;
+	case SHARED_REBACK_PARTIAL:
+		snprintf(buf, sz, "only part re-backed with 2 MiB folios (blocks held "
+			 "4 KiB pages already, or no huge page was free)");
+		break;
+	case SHARED_REBACK_SMALL:
+		snprintf(buf, sz, "re-backed with 4 KiB pages although the policy "
+			 "allows 2 MiB folios (no huge page was free?)");
+		break;
+	}
+}
+
+/* Is the block at gpa a hole in its backing right now? */
+static bool reclaim_block_is_hole(struct reclaim *rc, uint64_t gpa)
+{
+	const struct vm_ram_range *rr;
+	uint64_t off;
+	off_t data;
+
+	if (vm_layout_translate(rc->layout, gpa, RECLAIM_BLOCK, &rr, &off) < 0)
+		return false;
+	data = lseek(rc->layout->backings[rr->backing].fd, (off_t)off, SEEK_DATA);
+	if (data < 0)
+		return errno == ENXIO;
+	return (uint64_t)data >= off + RECLAIM_BLOCK;
+}
+
+/* ---- ACK ---------------------------------------------------------------- */
+
+struct reclaim_ack {
+	struct reclaim *rc;
+	uint32_t n;
+	struct proto_range r[];
+};
+
+static void reclaim_ack_done(void *userdata, int status, const struct proto_msg *m,
+			     bool last)
+{
+	struct reclaim_ack *a = userdata;
+	struct reclaim *rc = a->rc;
+
+	if (status == 0 && m && rc->have_map) {
+		for (uint32_t i = 0; i < a->n; i++)
+			if (blockmap_check(&rc->map, a->r[i].gpa, a->r[i].len) == 0)
+				blockmap_flag_range(&rc->map, a->r[i].gpa, a->r[i].len,
+						    BLOCKMAP_F_UNACKED, false);
+	} else if (status != -ECONNRESET) {
+		log_warning("VM '%s': guest refused an ACK: %s; its blocks stay "
+			    "pending until the session ends", rc->name,
+			    strerror(status < 0 ? -status : EPROTO));
+	}
+	if (last)
+		free(a);
+}
+
+/* ACKs n ranges (n <= PROTO_MAX_RANGES).  Failure is logged: the blocks
+ * stay PENDING in the guest until the session ends (the agent ACKs all). */
+static void reclaim_send_ack(struct reclaim *rc, const struct proto_range *r, size_t n)
+{
+	struct proto_msg *m = rc->msg;
+	struct reclaim_ack *a;
+	int ret;
+
+	if (!n)
+		return;
+	a = malloc(sizeof(*a) + n * sizeof(a->r[0]));
+	if (!a) {
+		log_error("VM '%s': out of memory for an ACK", rc->name);
+		return;
+	}
+	a->rc = rc;
+	a->n = (uint32_t)n;
+	memcpy(a->r, r, n * sizeof(r[0]));
+	memset(&m->u, 0, sizeof(m->u));
+	m->type = PROTO_REQ_ACK;
+	m->u.ack.nranges = (uint32_t)n;
+	memcpy(m->ranges, r, n * sizeof(r[0]));
+	ret = session_request(rc->session, m, reclaim_ack_done, a, NULL);
+	if (ret < 0) {
+		free(a);
+		log_warning_errno(ret, "VM '%s': cannot send ACK: %m; the blocks stay "
+				  "pending until the session ends", rc->name);
+	}
+}
+
+/* ---- violations ---------------------------------------------------------- */
+
+static void reclaim_violation(struct reclaim *rc, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void reclaim_violation(struct reclaim *rc, const char *fmt, ...)
+{
+	char why[200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (rc->have_map)
+		blockmap_clear_flag(&rc->map, BLOCKMAP_F_ASKED | BLOCKMAP_F_SEEN);
+	reclaim_op_end(rc, RECLAIM_OP_FAILED, -EPROTO, "guest broke the protocol, "
+		       "session dropped, nothing punched: %s", why);
+	rc->in.active = false;
+	session_cancel(rc->session, rc->in.id);
+	session_drop(rc->session, "%s", why);
+}
+
+/*
+ * Checks the ranges of one response frame and marks their blocks SEEN.
+ * need_asked: every block must carry ASKED (STRICT subset); want: the state
+ * each block must be in (BLOCKMAP_NSTATES: any).  false after a violation
+ * (the session is gone).
+ */
+static bool reclaim_take_ranges(struct reclaim *rc, const struct proto_msg *m,
+				uint32_t n, bool need_asked, enum blockmap_state want)
+{
+	struct blockmap *bm = &rc->map;
+
+	for (uint32_t i = 0; i < n; i++) {
+		const struct proto_range *r = &m->ranges[i];
+
+		if (blockmap_check(bm, r->gpa, r->len) < 0) {
+			reclaim_violation(rc, "%s range [0x%" PRIx64 ", +0x%" PRIx64
+					  ") is outside the VM's RAM",
+					  proto_type_name(m->type), r->gpa, r->len);
+			return false;
+		}
+		for (uint64_t b = r->gpa / RECLAIM_BLOCK;
+		     b < (r->gpa + r->len) / RECLAIM_BLOCK; b++) {
+			const char *why = NULL;
+
+			if (blockmap_test(bm, b, BLOCKMAP_F_SEEN))
+				why = "reported twice";
+			else if (need_asked && !blockmap_test(bm, b, BLOCKMAP_F_ASKED))
+				why = "not asked for (strict capture)";
+			else if (want != BLOCKMAP_NSTATES && blockmap_get(bm, b) != want)
+				why = want == BLOCKMAP_GUEST ? "already captured" :
+				      "not one the host asked to release";
+			if (why) {
+				reclaim_violation(rc, "%s block 0x%" PRIx64 " %s",
+						  proto_type_name(m->type),
+						  (uint64_t)(b * RECLAIM_BLOCK), why);
+				return false;
+			}
+			blockmap_flag(bm, b, BLOCKMAP_F_SEEN, true);
+		}
+		rc->in.sum += r->len;
+	}
+	return true;
+}
+
+/* ---- reclaim ----------------------------------------------------------- */
+
+static void reclaim_capture_resp(void *userdata, int status,
+				 const struct proto_msg *m, bool last);
+
+/*
+ * Marks ASKED the GUEST blocks the backing holds and collects them as
+ * coalesced ranges into rc->msg (at most PROTO_MAX_RANGES); their bytes.
+ */
+static uint64_t reclaim_candidates(struct reclaim *rc, uint32_t *ret_n)
+{
+	const struct vm_layout *l = rc->layout;
+	struct proto_msg *m = rc->msg;
+	uint64_t total = 0;
+	uint32_t n = 0;
+
+	for (size_t i = 0; i < l->nranges && n < PROTO_MAX_RANGES; i++) {
+		const struct vm_ram_range *rr = &l->ranges[i];
+		uint64_t start = (rr->gpa + RECLAIM_BLOCK - 1) & ~(RECLAIM_BLOCK - 1);
+		uint64_t end = (rr->gpa + rr->len) & ~(RECLAIM_BLOCK - 1);
+		uint64_t off, nblk;
+		uint8_t *bits;
+
+		if (end <= start)
+			continue;
+		off = rr->file_offset + (start - rr->gpa);
+		if (off % RECLAIM_BLOCK)
+			continue;
+		nblk = (end - start) / RECLAIM_BLOCK;
+		bits = calloc((nblk + 7) / 8, 1);
+		if (!bits)
+			break;
+		if (backend_shared_backed_blocks(l->backings[rr->backing].fd, off,
+						 end - start, bits, (nblk + 7) / 8,
+						 NULL) < 0) {
+			free(bits);
+			continue;
+		}
+		for (uint64_t k = 0; k < nblk; k++) {
+			uint64_t gpa = start + k * RECLAIM_BLOCK;
+			uint64_t b = gpa / RECLAIM_BLOCK;
+
+			if (!(bits[k / 8] & (1u << (k % 8))) || b >= rc->map.nblocks ||
+			    blockmap_get(&rc->map, b) != BLOCKMAP_GUEST)
+				continue;
+			if (n && m->ranges[n - 1].gpa + m->ranges[n - 1].len == gpa) {
+				m->ranges[n - 1].len += RECLAIM_BLOCK;
+			} else {
+				if (n == PROTO_MAX_RANGES)
+					break;
+				m->ranges[n].gpa = gpa;
+				m->ranges[n].len = RECLAIM_BLOCK;
+				n++;
+			}
+			blockmap_flag(&rc->map, b, BLOCKMAP_F_ASKED, true);
+			total += RECLAIM_BLOCK;
+		}
+		free(bits);
+	}
+	*ret_n = n;
+	return total;
+}
+
+static void reclaim_step_reclaim(struct reclaim *rc)
+{
+	struct reclaim_op_info *op = &rc->op;
+	struct proto_msg *m = rc->msg;
+	uint64_t want, backed;
+	uint32_t n;
+	int r;
+
+	memset(&m->u, 0, sizeof(m->u));
+	backed = reclaim_candidates(rc, &n);
+	if (!backed)
+		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, -ENOSPC,
+				      "no backed block left to empty");
+	want = op->target_bytes - op->done_bytes;
+	want = (want + RECLAIM_BLOCK - 1) & ~(RECLAIM_BLOCK - 1);
+	m->type = PROTO_REQ_CAPTURE;
+	m->u.capture.bytes = want;
+	m->u.capture.mode = VMDEFRAG_MODE_CAPTURE;
+	m->u.capture.budget_ms = rc->par.budget_ms;
+	m->u.capture.floor_bytes = rc->par.floor_bytes;
+	m->u.capture.flags = PROTO_CAPTURE_STRICT;
+	m->u.capture.nranges = n;
+	memset(&rc->in, 0, sizeof(rc->in));
+	r = session_request(rc->session, m, reclaim_capture_resp, rc, &rc->in.id);
+	if (r < 0) {
+		blockmap_clear_flag(&rc->map, BLOCKMAP_F_ASKED);
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot send CAPTURE "
+				      "to the guest: %s", strerror(-r));
+	}
+	rc->in.active = true;
+	rc->in.type = PROTO_REQ_CAPTURE;
+	op->rounds++;
+	log_debug("VM '%s': reclaim #%" PRIu32 " round %u: CAPTURE %llu MiB strict "
+		  "from %u ranges (%llu MiB backed)", rc->name, op->id, op->rounds,
+		  MIB(want), n, MIB(backed));
+}
+
+/* Punches and ACKs every SEEN block; returns the bytes of backing freed. */
+static uint64_t reclaim_punch_seen(struct reclaim *rc, bool punch)
+{
+	struct proto_range *v = rc->scratch;
+	uint64_t pos = 0, freed_total = 0, bytes;
+	size_t n;
+
+	while ((n = blockmap_collect(&rc->map, BLOCKMAP_NSTATES, BLOCKMAP_F_SEEN,
+				     &pos, UINT64_MAX, v, PROTO_MAX_RANGES, &bytes))) {
+		for (size_t i = 0; i < n; i++) {
+			enum blockmap_state st = BLOCKMAP_CAPTURED;
+			uint64_t freed = 0;
+			int r = punch ? reclaim_punch(rc, v[i].gpa, v[i].len, &freed) :
+					-ENODATA;
+
+			if (r == 0)
+				st = BLOCKMAP_RECLAIMED;
+			else if (punch)
+				log_error_errno(r, "VM '%s': cannot punch [0x%" PRIx64
+						", +%llu MiB) of the backing: %m; "
+						"leaving it captured", rc->name,
+						v[i].gpa, MIB(v[i].len));
+			freed_total += freed;
+			blockmap_set_range(&rc->map, v[i].gpa, v[i].len, st);
+			blockmap_flag_range(&rc->map, v[i].gpa, v[i].len,
+					    BLOCKMAP_F_UNACKED, true);
+			blockmap_flag_range(&rc->map, v[i].gpa, v[i].len,
+					    BLOCKMAP_F_SEEN, false);
+		}
+		reclaim_send_ack(rc, v, n);
+	}
+	return freed_total;
+}
+
+static void reclaim_capture_resp(void *userdata, int status,
+				 const struct proto_msg *m, bool last)
+{
+	struct reclaim *rc = userdata;
+	struct reclaim_op_info *op = &rc->op;
+	const struct proto_ranges_resp *rr;
+	bool ours = rc->running && op->kind == RECLAIM_KIND_RECLAIM;
+	uint64_t captured, freed;
+
+	if (status < 0 || !m) {
+		if (rc->have_map)
+			blockmap_clear_flag(&rc->map, BLOCKMAP_F_ASKED | BLOCKMAP_F_SEEN);
+		rc->in.active = false;
+		if (status == -ECONNRESET)
+			return reclaim_op_end(rc, RECLAIM_OP_FAILED, status,
+					      "guest session lost");
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, status, "guest refused "
+				      "CAPTURE: %s%s", strerror(-status),
+				      status == -EINVAL ? " (does its module "
+				      "support the capture handshake?)" : "");
+	}
+	rr = &m->u.ranges_resp;
+	if (!rc->in.have_bytes) {
+		rc->in.have_bytes = true;
+		rc->in.run_bytes = rr->bytes;
+		rc->in.stop_errno = rr->stop_errno;
+	} else if (rr->bytes != rc->in.run_bytes) {
+		return reclaim_violation(rc, "RESP_CAPTURE run changes its byte "
+					 "count from %" PRIu64 " to %" PRIu64,
+					 rc->in.run_bytes, rr->bytes);
+	}
+	if (!reclaim_take_ranges(rc, m, rr->nranges, true, BLOCKMAP_GUEST))
+		return;
+	if (!last)
+		return;
+	if (rc->in.sum != rc->in.run_bytes)
+		return reclaim_violation(rc, "RESP_CAPTURE ranges add up to %" PRIu64
+					 " bytes, the answer says %" PRIu64,
+					 rc->in.sum, rc->in.run_bytes);
+	rc->in.active = false;
+	captured = rc->in.sum;
+	blockmap_clear_flag(&rc->map, BLOCKMAP_F_ASKED);
+	/* valid as a whole: only now punch (unless QEMU went away) */
+	freed = reclaim_punch_seen(rc, rc->layout && rc->shared);
+	if (!ours)
+		return;
+	op->done_bytes += freed;
+	log_info("VM '%s': reclaim #%" PRIu32 " round %u: guest captured %llu MiB, "
+		 "backing freed %llu MiB (total %llu of %llu MiB)", rc->name, op->id,
+		 op->rounds, MIB(captured), MIB(freed), MIB(op->done_bytes),
+		 MIB(op->target_bytes));
+	if (op->done_bytes >= op->target_bytes)
+		return reclaim_op_end(rc, RECLAIM_OP_DONE, 0, NULL);
+	if (!rc->layout)
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, -ENODATA,
+				      "QEMU monitor lost: captured blocks left unpunched");
+	if (captured == 0) {
+		const char *text = reclaim_stop_text(rc->in.stop_errno);
+
+		if (text)
+			return reclaim_op_end(rc, RECLAIM_OP_STOPPED,
+					      rc->in.stop_errno ? rc->in.stop_errno : -ENOSPC,
+					      "%s", text);
+		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, rc->in.stop_errno,
+				      "the guest stopped: %s", strerror(-rc->in.stop_errno));
+	}
+	loop_timer_arm(rc->loop, &rc->step, 0);
+}
+
+/* ---- return ------------------------------------------------------------ */
+
+static void reclaim_release_resp(void *userdata, int status,
+				 const struct proto_msg *m, bool last);
+
+static void reclaim_step_return(struct reclaim *rc)
+{
+	struct reclaim_op_info *op = &rc->op;
+	struct proto_msg *m = rc->msg;
+	struct reclaim_reback_acc acc = { 0 };
+	uint64_t pos = 0, bytes;
+	size_t n;
+	int r;
+
+	memset(&m->u, 0, sizeof(m->u));
+	n = blockmap_collect(&rc->map, BLOCKMAP_RECLAIMED, 0, &pos,
+			     op->target_bytes - op->done_bytes, m->ranges,
+			     PROTO_MAX_RANGES, &bytes);
+	if (!n)
+		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, -ENOSPC,
+				      "no reclaimed block left to return (the guest "
+				      "took %llu MiB back itself)",
+				      MIB(rc->guest_released_bytes));
+	/* re-back first: the guest gets 2 MiB folios, not faults */
+	for (size_t i = 0; i < n; i++) {
+		r = reclaim_reback(rc, m->ranges[i].gpa, m->ranges[i].len, &acc);
+		if (r < 0)
+			return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot re-back "
+					      "[0x%" PRIx64 ", +%llu MiB): %s",
+					      m->ranges[i].gpa, MIB(m->ranges[i].len),
+					      strerror(-r));
+		blockmap_set_range(&rc->map, m->ranges[i].gpa, m->ranges[i].len,
+				   BLOCKMAP_RETURNING);
+	}
+	if (!op->reback_known || acc.worst > op->reback) {
+		char note[sizeof(op->reback_note)];
+
+		reclaim_reback_note(&acc, note, sizeof(note));
+		if (acc.worst == SHARED_REBACK_SMALL_POLICY && !op->reback_known)
+			log_warning("VM '%s': return #%" PRIu32 ": %s", rc->name,
+				    op->id, note);
+		op->reback = acc.worst;
+		snprintf(op->reback_note, sizeof(op->reback_note), "%s", note);
+		op->reback_known = true;
+	}
+	op->reback_huge_bytes += acc.huge;
+	m->type = PROTO_REQ_RELEASE;
+	m->u.release.nranges = (uint32_t)n;
+	memset(&rc->in, 0, sizeof(rc->in));
+	r = session_request(rc->session, m, reclaim_release_resp, rc, &rc->in.id);
+	if (r < 0) {
+		/* re-backed but still captured by the guest */
+		for (size_t i = 0; i < n; i++)
+			blockmap_set_range(&rc->map, m->ranges[i].gpa, m->ranges[i].len,
+					   BLOCKMAP_CAPTURED);
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot send RELEASE "
+				      "to the guest: %s", strerror(-r));
+	}
+	rc->in.active = true;
+	rc->in.type = PROTO_REQ_RELEASE;
+	op->rounds++;
+	log_debug("VM '%s': return #%" PRIu32 " round %u: re-backed %llu MiB "
+		  "(%llu MiB huge), RELEASE sent", rc->name, op->id, op->rounds,
+		  MIB(bytes), MIB(acc.huge));
+}
+
+/* Every RETURNING block becomes `to`; SEEN ones count as returned. */
+static uint64_t reclaim_settle_returning(struct reclaim *rc, enum blockmap_state to)
+{
+	uint64_t released = 0;
+
+	for (uint64_t b = 0; b < rc->map.nblocks; b++) {
+		if (blockmap_get(&rc->map, b) != BLOCKMAP_RETURNING)
+			continue;
+		if (blockmap_test(&rc->map, b, BLOCKMAP_F_SEEN)) {
+			blockmap_set(&rc->map, b, BLOCKMAP_GUEST);
+			released += RECLAIM_BLOCK;
+		} else if (to == BLOCKMAP_GUEST) {
+			/* not captured any more: the guest took it back itself */
+			blockmap_set(&rc->map, b, BLOCKMAP_GUEST);
+			rc->guest_released_bytes += RECLAIM_BLOCK;
+		} else {
+			blockmap_set(&rc->map, b, to);
+		}
+		blockmap_flag(&rc->map, b, BLOCKMAP_F_SEEN | BLOCKMAP_F_UNACKED, false);
+	}
+	return released;
+}
+
+static void reclaim_release_resp(void *userdata, int status,
+				 const struct proto_msg *m, bool last)
+{
+	struct reclaim *rc = userdata;
+	struct reclaim_op_info *op = &rc->op;
+	bool ours = rc->running && op->kind == RECLAIM_KIND_RETURN;
+	uint64_t released;
+
+	if (status < 0 || !m) {
+		rc->in.active = false;
+		if (rc->have_map) {
+			blockmap_clear_flag(&rc->map, BLOCKMAP_F_SEEN);
+			/* re-backed, still captured (or the session is gone and
+			 * reconcile will tell) */
+			reclaim_settle_returning(rc, BLOCKMAP_CAPTURED);
+		}
+		if (status == -ECONNRESET)
+			return reclaim_op_end(rc, RECLAIM_OP_FAILED, status,
+					      "guest session lost");
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, status,
+				      "guest refused RELEASE: %s", strerror(-status));
+	}
+	if (!reclaim_take_ranges(rc, m, m->u.ranges_resp.nranges, false,
+				 BLOCKMAP_RETURNING))
+		return;
+	if (!last)
+		return;
+	rc->in.active = false;
+	released = reclaim_settle_returning(rc, BLOCKMAP_GUEST);
+	rc->returned_bytes += released;
+	if (!ours)
+		return;
+	op->done_bytes += released;
+	log_info("VM '%s': return #%" PRIu32 " round %u: guest got %llu MiB back "
+		 "(total %llu of %llu MiB)", rc->name, op->id, op->rounds,
+		 MIB(released), MIB(op->done_bytes), MIB(op->target_bytes));
+	if (op->done_bytes >= op->target_bytes)
+		return reclaim_op_end(rc, RECLAIM_OP_DONE, 0, NULL);
+	loop_timer_arm(rc->loop, &rc->step, 0);
+}
+
+/* ---- reconcile ---------------------------------------------------------- */
+
+static void reclaim_list_resp(void *userdata, int status,
+			      const struct proto_msg *m, bool last)
+{
+	struct reclaim *rc = userdata;
+	struct reclaim_op_info *op = &rc->op;
+	struct blockmap *bm = &rc->map;
+	uint64_t freed;
+
+	if (status < 0 || !m) {
+		rc->in.active = false;
+		if (rc->have_map)
+			blockmap_clear_flag(bm, BLOCKMAP_F_SEEN);
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, status, "%s",
+				      status == -ECONNRESET ? "guest session lost" :
+				      status == -ENODEV ? "guest module not loaded" :
+				      strerror(-status));
+	}
+	if (m->u.list.nranges && m->ranges[0].gpa < rc->in.next_gpa)
+		return reclaim_violation(rc, "RESP_LIST run out of order");
+	if (!reclaim_take_ranges(rc, m, m->u.list.nranges, false, BLOCKMAP_NSTATES))
+		return;
+	if (m->u.list.nranges) {
+		const struct proto_range *lr = &m->ranges[m->u.list.nranges - 1];
+
+		rc->in.next_gpa = lr->gpa + lr->len;
+	}
+	if (!last)
+		return;
+	rc->in.active = false;
+	/* the guest's list is the truth: everything else is the guest's */
+	for (uint64_t b = 0; b < bm->nblocks; b++) {
+		if (blockmap_test(bm, b, BLOCKMAP_F_SEEN))
+			continue;
+		if (blockmap_get(bm, b) != BLOCKMAP_GUEST)
+			blockmap_set(bm, b, BLOCKMAP_GUEST);
+		blockmap_flag(bm, b, BLOCKMAP_F_UNACKED | BLOCKMAP_F_ASKED, false);
+	}
+	op->target_bytes = rc->in.sum;
+	/* punch what is still backed (a daemon killed between capture and
+	 * punch), ACK everything listed */
+	freed = reclaim_punch_seen(rc, rc->layout && rc->shared);
+	op->done_bytes = freed;
+	log_info("VM '%s': reconciled: the guest holds %llu MiB captured, %llu MiB "
+		 "of it was still backed and is reclaimed now", rc->name,
+		 MIB(rc->in.sum), MIB(freed));
+	reclaim_op_end(rc, RECLAIM_OP_DONE, 0, NULL);
+}
+
+static void reclaim_start_reconcile(struct reclaim *rc)
+{
+	struct proto_msg *m = rc->msg;
+	int r;
+
+	rc->reconcile_pending = false;
+	rc->reconciled = false;
+	reclaim_op_begin(rc, RECLAIM_KIND_RECONCILE, 0);
+	blockmap_clear_flag(&rc->map, BLOCKMAP_F_SEEN | BLOCKMAP_F_ASKED);
+	memset(&m->u, 0, sizeof(m->u));
+	m->type = PROTO_REQ_LIST;
+	memset(&rc->in, 0, sizeof(rc->in));
+	r = session_request(rc->session, m, reclaim_list_resp, rc, &rc->in.id);
+	if (r < 0)
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot send LIST: %s",
+				      strerror(-r));
+	rc->in.active = true;
+	rc->in.type = PROTO_REQ_LIST;
+	rc->op.rounds++;
+}
+
+/* Reconcile now if it is due and possible, else remember it. */
+static void reclaim_maybe_reconcile(struct reclaim *rc)
+{
+	if (!rc->ready || !rc->module)
+		return;
+	if (rc->running || rc->in.active || !rc->have_map) {
+		rc->reconcile_pending = true;
+		return;
+	}
+	reclaim_start_reconcile(rc);
+}
+
+/* ---- loop step ---------------------------------------------------------- */
+
+static void reclaim_step_timer(struct loop_timer *t)
+{
+	struct reclaim *rc = t->userdata;
+
+	if (!rc->running) {
+		if (rc->reconcile_pending)
+			reclaim_maybe_reconcile(rc);
+		return;
+	}
+	if (rc->in.active)
+		return;
+	if (!rc->ready)
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, -ECONNRESET,
+				      "guest session lost");
+	if (!rc->layout)
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, -ENODATA,
+				      "QEMU monitor lost");
+	if (rc->op.kind == RECLAIM_KIND_RECLAIM)
+		reclaim_step_reclaim(rc);
+	else if (rc->op.kind == RECLAIM_KIND_RETURN)
+		reclaim_step_return(rc);
+}
+
+int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
+		  char *err, size_t errsz, uint32_t *ret_id)
+{
+	uint64_t ram, captured;
+
+	if (kind == RECLAIM_KIND_RECONCILE) {
+		snprintf(err, errsz, "reconcile runs by itself on every connect");
+		return -EINVAL;
+	}
+	if (!rc->layout || !rc->have_map) {
+		snprintf(err, errsz, "not attached to QEMU (RAM layout unknown)");
+		return -ENODATA;
+	}
+	if (!rc->shared) {
+		snprintf(err, errsz, "hint backend only (not yet supported): %s",
+			 rc->why_not);
+		return -EOPNOTSUPP;
+	}
+	if (!rc->ready || !rc->module) {
+		snprintf(err, errsz, "guest session is not ready%s",
+			 rc->ready ? " (the vmdefrag module is not loaded in the "
+			 "guest)" : " (is vmdefrag-agent running in the guest?)");
+		return -ENOTCONN;
+	}
+	if (rc->running || rc->in.active) {
+		snprintf(err, errsz, "%s #%" PRIu32 " is still running (one operation "
+			 "per VM at a time)", reclaim_kind_name(rc->op.kind), rc->op.id);
+		return -EBUSY;
+	}
+	if (!rc->reconciled) {
+		snprintf(err, errsz, "the guest's captures are not reconciled yet "
+			 "(last attempt: %s)", rc->have_op &&
+			 rc->op.kind == RECLAIM_KIND_RECONCILE && rc->op.reason[0] ?
+			 rc->op.reason : "pending");
+		return -ENOTCONN;
+	}
+	if (bytes == 0 || bytes % RECLAIM_BLOCK) {
+		snprintf(err, errsz, "size must be a positive multiple of 2 MiB");
+		return -EINVAL;
+	}
+	ram = vm_layout_ram_bytes(rc->layout);
+	captured = (rc->map.count[BLOCKMAP_CAPTURED] + rc->map.count[BLOCKMAP_RECLAIMED] +
+		    rc->map.count[BLOCKMAP_RETURNING]) * RECLAIM_BLOCK;
+	if (kind == RECLAIM_KIND_RECLAIM) {
+		if (bytes > ram - (captured < ram ? captured : ram)) {
+			snprintf(err, errsz, "cannot reclaim %llu MiB: the VM has %llu "
+				 "MiB of RAM and %llu MiB are reclaimed already",
+				 MIB(bytes), MIB(ram), MIB(captured));
+			return -EINVAL;
+		}
+		if (rc->par.max_reclaim_bytes &&
+		    bytes + captured > rc->par.max_reclaim_bytes) {
+			snprintf(err, errsz, "cannot reclaim %llu MiB: max_reclaim is "
+				 "%llu MiB and %llu MiB are reclaimed already",
+				 MIB(bytes), MIB(rc->par.max_reclaim_bytes),
+				 MIB(captured));
+			return -EINVAL;
+		}
+	} else if (bytes > blockmap_bytes(&rc->map, BLOCKMAP_RECLAIMED)) {
+		snprintf(err, errsz, "cannot return %llu MiB: only %llu MiB are "
+			 "reclaimed", MIB(bytes),
+			 MIB(blockmap_bytes(&rc->map, BLOCKMAP_RECLAIMED)));
+		return -EINVAL;
+	}
+	reclaim_op_begin(rc, kind, bytes);
+	log_info("VM '%s': %s #%" PRIu32 " of %llu MiB started", rc->name,
+		 reclaim_kind_name(kind), rc->op.id, MIB(bytes));
+	loop_timer_arm(rc->loop, &rc->step, 0);
+	*ret_id = rc->op.id;
+	return 0;
+}
+
+/* ---- session and QEMU ---------------------------------------------------- */
+
+void reclaim_session_ready(struct reclaim *rc, const struct proto_hello *hello)
+{
+	rc->ready = true;
+	rc->reconciled = false;
+	rc->module = hello->features & PROTO_FEAT_MODULE;
+	reclaim_maybe_reconcile(rc);
+}
+
+void reclaim_session_hello(struct reclaim *rc, const struct proto_hello *hello)
+{
+	bool module = hello->features & PROTO_FEAT_MODULE;
+
+	/* the module (re)appeared: its captures are news to us */
+	if (module && !rc->module) {
+		rc->module = true;
+		rc->reconciled = false;
+		reclaim_maybe_reconcile(rc);
+	}
+	rc->module = module;
+}
+
+void reclaim_session_down(struct reclaim *rc)
+{
+	rc->ready = false;
+	rc->reconciled = false;
+	rc->reconcile_pending = false;
+	reclaim_op_end(rc, RECLAIM_OP_FAILED, -ECONNRESET, "guest session lost");
+}
+
+int reclaim_set_layout(struct reclaim *rc, const struct vm_layout *l, bool shared,
+		       const char *why_not)
+{
+	uint64_t end = 0;
+	int r;
+
+	rc->layout = l;
+	rc->shared = shared;
+	snprintf(rc->why_not, sizeof(rc->why_not), "%s", why_not ? why_not : "");
+	if (!l) {
+		reclaim_op_end(rc, RECLAIM_OP_FAILED, -ENODATA, "QEMU monitor lost");
+		return 0;
+	}
+	for (size_t i = 0; i < l->nranges; i++)
+		if (l->ranges[i].gpa + l->ranges[i].len > end)
+			end = l->ranges[i].gpa + l->ranges[i].len;
+	if (rc->have_map && rc->map.nblocks == (end + RECLAIM_BLOCK - 1) / RECLAIM_BLOCK)
+		return 0;
+	if (rc->have_map)
+		blockmap_free(&rc->map);
+	rc->have_map = false;
+	rc->reconciled = false;
+	r = blockmap_init(&rc->map, end);
+	if (r < 0)
+		return r;
+	rc->have_map = true;
+	reclaim_maybe_reconcile(rc);
+	return 0;
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+void reclaim_event(struct reclaim *rc, const struct proto_msg *m)
+{
+	struct reclaim_reback_acc acc = { 0 };
+	uint64_t taken = 0, reback = 0;
+	bool unacked = false;
+
+	if (m->type != PROTO_EVT_RELEASED || !rc->have_map)
+		return;
+	for (uint32_t i = 0; i < m->u.evt.nranges; i++) {
+		const struct proto_range *r = &m->ranges[i];
+		uint64_t run_gpa = 0, run_len = 0;
+
+		if (blockmap_check(&rc->map, r->gpa, r->len) < 0)
+			continue;	/* session.c checked it is RAM */
+		for (uint64_t b = r->gpa / RECLAIM_BLOCK;
+		     b <= (r->gpa + r->len) / RECLAIM_BLOCK; b++) {
+			bool in = b < (r->gpa + r->len) / RECLAIM_BLOCK;
+			enum blockmap_state st = in ? blockmap_get(&rc->map, b) :
+						 BLOCKMAP_GUEST;
+
+			if (in && st != BLOCKMAP_GUEST) {
+				if (blockmap_test(&rc->map, b, BLOCKMAP_F_UNACKED))
+					unacked = true;
+				blockmap_set(&rc->map, b, BLOCKMAP_GUEST);
+				blockmap_flag(&rc->map, b, BLOCKMAP_F_UNACKED, false);
+				taken += RECLAIM_BLOCK;
+				if (st != BLOCKMAP_CAPTURED) {
+					if (!run_len)
+						run_gpa = b * RECLAIM_BLOCK;
+					run_len += RECLAIM_BLOCK;
+					continue;
+				}
+			}
+			/* the guest may be using it already: populate only */
+			if (run_len && rc->layout && rc->shared &&
+			    reclaim_reback(rc, run_gpa, run_len, &acc) == 0)
+				reback += run_len;
+			run_len = 0;
+		}
+	}
+	if (!taken)
+		return;
+	rc->guest_released_bytes += taken;
+	if (unacked)
+		log_warning("VM '%s': guest released blocks it had not been "
+			    "acknowledged for (reason %u): its module ignores the "
+			    "capture handshake", rc->name, m->u.evt.reason);
+	log_info("VM '%s': guest took back %llu MiB (reason %u); re-backed %llu MiB, "
+		 "%llu MiB with 2 MiB folios", rc->name, MIB(taken), m->u.evt.reason,
+		 MIB(reback), MIB(acc.huge));
+}
+
+/* ---- status and lifetime -------------------------------------------------- */
+
+void reclaim_get_status(struct reclaim *rc, struct reclaim_status *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->layout_known = rc->layout != NULL;
+	st->reconciled = rc->reconciled;
+	st->returned_bytes = rc->returned_bytes;
+	st->guest_released_bytes = rc->guest_released_bytes;
+	st->have_op = rc->have_op;
+	st->op = rc->op;
+	if (rc->running)
+		st->op.elapsed_ms = loop_now_ms() - rc->op_start_ms;
+	if (!rc->have_map)
+		return;
+	st->captured_bytes = (rc->map.count[BLOCKMAP_CAPTURED] +
+			      rc->map.count[BLOCKMAP_RECLAIMED] +
+			      rc->map.count[BLOCKMAP_RETURNING]) * RECLAIM_BLOCK;
+	st->pending_bytes = rc->map.unacked * RECLAIM_BLOCK;
+	/* derived: the blocks held for the host whose backing is a hole now */
+	if (rc->layout && rc->shared)
+		for (uint64_t b = 0; b < rc->map.nblocks; b++)
+			if (blockmap_get(&rc->map, b) == BLOCKMAP_RECLAIMED &&
+			    reclaim_block_is_hole(rc, b * RECLAIM_BLOCK))
+				st->reclaimed_bytes += RECLAIM_BLOCK;
+}
+
+int reclaim_get_op(struct reclaim *rc, uint32_t id, struct reclaim_op_info *ret_op)
+{
+	if (!rc->have_op || rc->op.id != id)
+		return -ENOENT;
+	*ret_op = rc->op;
+	if (rc->running)
+		ret_op->elapsed_ms = loop_now_ms() - rc->op_start_ms;
+	return 0;
+}
+
+int reclaim_new(struct loop *loop, const char *vm_name, struct session *session,
+		const struct reclaim_params *params, struct reclaim **ret_rc)
+{
+	struct reclaim *rc = calloc(1, sizeof(*rc));
+
+	if (!rc)
+		return -ENOMEM;
+	rc->msg = calloc(1, sizeof(*rc->msg));
+	rc->scratch = calloc(PROTO_MAX_RANGES, sizeof(*rc->scratch));
+	if (!rc->msg || !rc->scratch) {
+		free(rc->msg);
+		free(rc->scratch);
+		free(rc);
+		return -ENOMEM;
+	}
+	rc->loop = loop;
+	snprintf(rc->name, sizeof(rc->name), "%s", vm_name);
+	rc->session = session;
+	rc->par = *params;
+	loop_timer_init(&rc->step, reclaim_step_timer, rc);
+	*ret_rc = rc;
+	return 0;
+}
+
+void reclaim_free(struct reclaim *rc)
+{
+	if (!rc)
+		return;
+	loop_timer_disarm(rc->loop, &rc->step);
+	if (rc->have_map)
+		blockmap_free(&rc->map);
+	free(rc->msg);
+	free(rc->scratch);
+	free(rc);
+}

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * reclaim.h - the memory-moving operations of one VM (prefix reclaim_):
+ * reclaim (guest empties blocks, host punches their backing), return (host
+ * re-backs with 2 MiB folios, guest gets the blocks back), and the
+ * reconciliation that follows every (re)connect of the guest session.
+ * One operation runs per VM at a time; each has an id and a result that
+ * status reports until the next one starts.
+ */
+#ifndef VDF_RECLAIM_H
+#define VDF_RECLAIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend_shared.h"
+#include "vmdefrag/proto.h"
+
+struct loop;
+struct session;
+struct vm_layout;
+struct reclaim;
+
+enum reclaim_kind {
+	RECLAIM_KIND_RECLAIM,
+	RECLAIM_KIND_RETURN,
+	RECLAIM_KIND_RECONCILE,
+};
+
+enum reclaim_op_state {
+	RECLAIM_OP_RUNNING,
+	RECLAIM_OP_DONE,	/* the whole target */
+	RECLAIM_OP_STOPPED,	/* short of the target; reason says why */
+	RECLAIM_OP_FAILED,	/* the request failed (session lost, refused) */
+};
+
+#define RECLAIM_REASON_MAX	256
+
+struct reclaim_op_info {
+	uint32_t id;			/* unique in this daemon's life */
+	enum reclaim_kind kind;
+	enum reclaim_op_state state;
+	uint64_t target_bytes;		/* asked (reconcile: bytes the guest listed) */
+	uint64_t done_bytes;		/* reclaim/reconcile: backing freed (the drop
+					 * of st_blocks); return: bytes the guest
+					 * got back */
+	int error;			/* negative errno when short, else 0 */
+	char reason[RECLAIM_REASON_MAX];	/* one line when short, else "" */
+	uint64_t elapsed_ms;
+	uint32_t rounds;		/* requests sent to the guest */
+	/* return only: how the returned ranges were re-backed */
+	bool reback_known;
+	enum shared_reback_status reback;	/* the worst seen */
+	uint64_t reback_huge_bytes;	/* bytes re-backed by 2 MiB folios */
+	char reback_note[192];		/* why not huge, "" if huge */
+};
+
+struct reclaim_status {
+	bool layout_known;
+	bool reconciled;		/* the guest's captures are known */
+	uint64_t captured_bytes;	/* held by the guest for the host */
+	uint64_t reclaimed_bytes;	/* of those, backing is a hole right now */
+	uint64_t pending_bytes;		/* PENDING in the guest (ACK unanswered) */
+	uint64_t returned_bytes;	/* given back by return, since daemon start */
+	uint64_t guest_released_bytes;	/* taken back by the guest under pressure,
+					 * since daemon start */
+	bool have_op;
+	struct reclaim_op_info op;	/* running, or the last one */
+};
+
+struct reclaim_params {
+	uint64_t floor_bytes;		/* REQ_CAPTURE floor (0: module's) */
+	uint64_t max_reclaim_bytes;	/* most held at once (0: no limit) */
+	uint32_t budget_ms;		/* time budget of one REQ_CAPTURE */
+};
+
+int reclaim_new(struct loop *loop, const char *vm_name, struct session *session,
+		const struct reclaim_params *params, struct reclaim **ret_rc);
+/* Call after the session is freed (its callbacks may still reach rc). */
+void reclaim_free(struct reclaim *rc);
+
+/*
+ * The VM's RAM layout from QEMU, or NULL when QEMU is detached (a running
+ * operation fails).  shared: the backing can be punched; otherwise
+ * `why_not` says why (anonymous RAM).  l must stay valid until the next
+ * call.
+ */
+int reclaim_set_layout(struct reclaim *rc, const struct vm_layout *l, bool shared,
+		       const char *why_not);
+
+/* Session hooks, forwarded by vm.c. */
+void reclaim_session_ready(struct reclaim *rc, const struct proto_hello *hello);
+void reclaim_session_hello(struct reclaim *rc, const struct proto_hello *hello);
+void reclaim_session_down(struct reclaim *rc);
+void reclaim_event(struct reclaim *rc, const struct proto_msg *m);
+
+/*
+ * Starts a reclaim or return of `bytes` (a 2 MiB multiple).  Errors with
+ * one line in err: -EINVAL size not possible, -EBUSY an operation runs,
+ * -ENOTCONN guest not ready or not reconciled yet, -EOPNOTSUPP hint
+ * backend, -ENODATA QEMU not attached.
+ */
+int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
+		  char *err, size_t errsz, uint32_t *ret_id);
+
+void reclaim_get_status(struct reclaim *rc, struct reclaim_status *ret_status);
+/* The operation with this id, if it is the current or last one. */
+int reclaim_get_op(struct reclaim *rc, uint32_t id, struct reclaim_op_info *ret_op);
+
+const char *reclaim_kind_name(enum reclaim_kind kind);
+const char *reclaim_op_state_name(enum reclaim_op_state state);
+
+#endif /* VDF_RECLAIM_H */
