@@ -97,4 +97,24 @@ static inline void vdf_compat_shrinker_destroy(struct shrinker *s)
 #endif
 }
 
+/*
+ * The pageblock migratetype of @pfn, which must be online.  The kernel's
+ * get_pfnblock_flags_mask() is not exported, so read the bits where
+ * SPARSEMEM keeps them, the section's usemap (mem_section is exported):
+ * NR_PAGEBLOCK_BITS bits per pageblock, the migratetype in the low
+ * PB_migratetype_bits of them.  The layout is the same in 6.1 and 6.12.
+ * A racy read, like every read of the scanner.
+ */
+static inline unsigned int vdf_compat_migratetype(unsigned long pfn)
+{
+	struct mem_section *ms = __pfn_to_section(pfn);
+	unsigned long bitidx, word;
+
+	bitidx = ((pfn & (PAGES_PER_SECTION - 1)) >> pageblock_order) *
+		 NR_PAGEBLOCK_BITS;
+	word = READ_ONCE(section_to_usemap(ms)[bitidx / BITS_PER_LONG]);
+	return (word >> (bitidx % BITS_PER_LONG)) &
+	       ((1UL << PB_migratetype_bits) - 1);
+}
+
 #endif /* _VMDEFRAG_COMPAT_H */

@@ -349,7 +349,9 @@ static int vdf_genl_fill_scan(struct sk_buff *msg, struct vdf_scan_report *rep)
 	    vdf_genl_put_hist(msg, VMDEFRAG_A_CLASSES, rep->classes, __VMDEFRAG_CLASS_MAX) ||
 	    vdf_genl_put_hist(msg, VMDEFRAG_A_COST_HIST, rep->cost_hist,
 			      VMDEFRAG_COST_BUCKETS) ||
-	    vdf_genl_put_hist(msg, VMDEFRAG_A_UNMOVABLE, rep->causes, __VMDEFRAG_CAUSE_MAX))
+	    vdf_genl_put_hist(msg, VMDEFRAG_A_UNMOVABLE, rep->causes, __VMDEFRAG_CAUSE_MAX) ||
+	    vdf_genl_put_hist(msg, VMDEFRAG_A_MIGRATETYPES, rep->migratetypes,
+			      __VMDEFRAG_MT_MAX))
 		return -EMSGSIZE;
 	return vdf_genl_put_slab(msg, rep);
 }

@@ -27,9 +27,9 @@
  *              (__PageMovable) pages, whose number is the vacate cost.
  *
  * Pages with a zero refcount that are not buddy pages (on a per-cpu list,
- * or being freed) cost nothing.  The pageblock migratetype is not used: the
- * helpers that read it are not exported to modules, and alloc_contig_range()
- * isolates the block whatever its type.
+ * or being freed) cost nothing.  The pageblock migratetype of every online
+ * block is read (compat.h) and counted for the report; it does not change
+ * the class: alloc_contig_range() isolates a block whatever its type.
  *
  * Slab pages of unmovable blocks are tallied by kmem_cache address into
  * the report's slab table (slabcal.c turns addresses into names later).
@@ -94,6 +94,31 @@ static void vdf_scan_tally_slab(struct vdf_scan_report *rep, struct page *head,
 found:
 	rep->slab[i].pages += pages;
 	t->slab_seen |= BIT_ULL(i);
+}
+
+/* The uapi name of the pageblock migratetype of online @pfn. */
+static u8 vdf_scan_migratetype(unsigned long pfn)
+{
+	switch (vdf_compat_migratetype(pfn)) {
+	case MIGRATE_UNMOVABLE:
+		return VMDEFRAG_MT_UNMOVABLE;
+	case MIGRATE_MOVABLE:
+		return VMDEFRAG_MT_MOVABLE;
+	case MIGRATE_RECLAIMABLE:
+		return VMDEFRAG_MT_RECLAIMABLE;
+	case MIGRATE_HIGHATOMIC:
+		return VMDEFRAG_MT_HIGHATOMIC;
+#ifdef CONFIG_CMA
+	case MIGRATE_CMA:
+		return VMDEFRAG_MT_CMA;
+#endif
+#ifdef CONFIG_MEMORY_ISOLATION
+	case MIGRATE_ISOLATE:
+		return VMDEFRAG_MT_ISOLATE;
+#endif
+	default:
+		return VMDEFRAG_MT_OTHER;
+	}
 }
 
 /*
@@ -279,8 +304,13 @@ void vdf_scan_block(unsigned long idx, struct zone *zone,
 			pfn += vdf_scan_page(pfn, start, end, rep, &t);
 		vdf_scan_finish(ret_blk, &t, rep);
 	}
-	if (rep)
+	if (ret_blk->class != VMDEFRAG_CLASS_OFFLINE)
+		ret_blk->migratetype = vdf_scan_migratetype(start);
+	if (rep) {
 		rep->classes[ret_blk->class]++;
+		if (ret_blk->class != VMDEFRAG_CLASS_OFFLINE)
+			rep->migratetypes[ret_blk->migratetype]++;
+	}
 }
 
 /* The zone block @idx starts in, or NULL if its first page is not online. */

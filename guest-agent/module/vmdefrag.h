@@ -64,6 +64,7 @@ struct vdf_block {
 	u16 free;		/* pages free in the buddy allocator */
 	u8 class;		/* enum vmdefrag_block_class */
 	u8 cause;		/* enum vmdefrag_unmovable_cause if UNMOVABLE */
+	u8 migratetype;		/* enum vmdefrag_migratetype, not if OFFLINE */
 	bool whole_buddy;	/* one free buddy of order >= 9 covers it */
 };
 
@@ -83,6 +84,7 @@ struct vdf_scan_report {
 	u64 classes[__VMDEFRAG_CLASS_MAX];
 	u64 cost_hist[VMDEFRAG_COST_BUCKETS];
 	u64 causes[__VMDEFRAG_CAUSE_MAX];
+	u64 migratetypes[__VMDEFRAG_MT_MAX];
 	unsigned int nr_slab;
 	struct vdf_slab_slot slab[VDF_SLAB_SLOTS];
 	u64 scan_ns;

@@ -174,6 +174,25 @@ enum vmdefrag_unmovable_cause {
 };
 
 /*
+ * Pageblock migratetypes of the SCAN histogram VMDEFRAG_A_MIGRATETYPES: the
+ * type the guest's page allocator gave each scanned block (OFFLINE blocks
+ * are not counted).  A MOVABLE block full of slab says fallback stealing
+ * happened; UNMOVABLE and RECLAIMABLE blocks are where slab lives.
+ */
+enum vmdefrag_migratetype {
+	VMDEFRAG_MT_UNMOVABLE,
+	VMDEFRAG_MT_MOVABLE,
+	VMDEFRAG_MT_RECLAIMABLE,
+	VMDEFRAG_MT_HIGHATOMIC,
+	VMDEFRAG_MT_CMA,
+	VMDEFRAG_MT_ISOLATE,
+	VMDEFRAG_MT_OTHER,		/* a value this header does not know */
+
+	__VMDEFRAG_MT_MAX,
+	VMDEFRAG_MT_MAX = __VMDEFRAG_MT_MAX - 1
+};
+
+/*
  * Vacate-cost histogram buckets: pages to migrate in a MOVABLE block.
  * Bucket i counts blocks whose cost c satisfies
  *   VMDEFRAG_COST_BOUNDS[i - 1] < c <= VMDEFRAG_COST_BOUNDS[i]
@@ -229,6 +248,9 @@ enum vmdefrag_attr {
 	VMDEFRAG_A_ALL,			/* flag: ACK every PENDING block */
 	VMDEFRAG_A_STRICT,		/* flag: CAPTURE only the preferred ranges */
 	VMDEFRAG_A_PENDING_BYTES,	/* u64, SCAN/STATS: PENDING blocks */
+
+	VMDEFRAG_A_MIGRATETYPES,	/* SCAN nest: attr type = enum
+					 * vmdefrag_migratetype + 1, u64 blocks */
 
 	__VMDEFRAG_A_MAX,
 	VMDEFRAG_A_MAX = __VMDEFRAG_A_MAX - 1

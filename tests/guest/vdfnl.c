@@ -66,6 +66,10 @@ static const char *const vdfnl_class_names[] = {
 static const char *const vdfnl_cause_names[] = {
 	"slab", "pagetable", "reserved", "pinned", "other",
 };
+static const char *const vdfnl_migratetype_names[] = {
+	"unmovable", "movable", "reclaimable", "highatomic", "cma", "isolate",
+	"other",
+};
 static const char *const vdfnl_stat_names[] = {
 	"blocks_scanned", "blocks_vacated", "blocks_failed_busy",
 	"blocks_failed_nomem", "blocks_failed_other", "pages_migrated",
@@ -196,6 +200,9 @@ static void vdfnl_show_scan(struct nlattr **tb)
 	if (tb[VMDEFRAG_A_UNMOVABLE])
 		vdfnl_show_hist(tb[VMDEFRAG_A_UNMOVABLE], "cause", vdfnl_cause_names,
 				__VMDEFRAG_CAUSE_MAX);
+	if (tb[VMDEFRAG_A_MIGRATETYPES])
+		vdfnl_show_hist(tb[VMDEFRAG_A_MIGRATETYPES], "migratetype",
+				vdfnl_migratetype_names, __VMDEFRAG_MT_MAX);
 	if (!tb[VMDEFRAG_A_SLAB_CACHES])
 		return;
 	nla_for_each_nested(c, tb[VMDEFRAG_A_SLAB_CACHES], rem) {

@@ -130,6 +130,20 @@ def test_capture_after_fragment(kernel, figures):
         assert num(scan, "cause.slab") > 0, "slab pages pin no block after fragment"
         assert any(k.startswith("slab.") and k != "slab.?" for k in scan), \
             "no slab cache named (calibration failed?)"
+        # Every online block has a pageblock migratetype, read from the
+        # section usemap: the histogram covers exactly the non-offline
+        # blocks, most are movable, and the kernel's own allocations sit in
+        # unmovable or reclaimable blocks.
+        mt = {k.split(".", 1)[1]: int(v) for k, v in scan.items()
+              if k.startswith("migratetype.")}
+        online = sum(int(v) for k, v in scan.items()
+                     if k.startswith("class.") and k != "class.offline")
+        assert sum(mt.values()) == online, (mt, online)
+        assert mt["movable"] > online // 2, mt
+        assert mt["unmovable"] + mt["reclaimable"] > 0, mt
+        assert mt["other"] == 0, mt
+        figures(f"{kernel}: pageblocks unmovable/reclaimable/movable",
+                f"{mt['unmovable']}/{mt['reclaimable']}/{mt['movable']}", "blocks")
 
         g.check("vdfnl events --count 1 --timeout-ms 120000 >/tmp/events 2>&1 &")
         g.check("sleep 1")
