@@ -17,8 +17,10 @@
  *   punched: every block inside the map, asked for, GUEST, reported once,
  *   and the ranges add up to the run's byte count.  A violation drops the
  *   session and punches nothing (the agent then ACKs all: the blocks are
- *   the guest's to release).  Valid blocks are punched (freed += the drop
- *   of st_blocks), become RECLAIMED + UNACKED, and are ACKed.  An answer
+ *   the guest's to release).  Valid blocks are punched, become RECLAIMED +
+ *   UNACKED, and are ACKed.  freed is the net drop of the backing's
+ *   st_blocks since the operation started (the guest's migrations may
+ *   fault in pages that were holes: those count against it).  An answer
  *   that captured nothing ends the operation with the guest's reason.
  *
  * return(SIZE): RECLAIMED blocks (lowest first) are re-backed with 2 MiB
@@ -96,6 +98,7 @@ struct reclaim {
 	struct reclaim_op_info op;	/* running, or the last */
 	bool have_op;
 	uint64_t op_start_ms;
+	uint64_t op_backing_start;	/* reclaim: allocated bytes at its start */
 	struct reclaim_inflight in;
 	struct loop_timer step;
 
@@ -327,6 +330,18 @@ static void reclaim_reback_note(const struct reclaim_reback_acc *acc, char *buf,
 			 "allows 2 MiB folios (no huge page was free?)");
 		break;
 	}
+}
+
+/* Bytes allocated in all the backing files now (st_blocks). */
+static uint64_t reclaim_backing_bytes(struct reclaim *rc)
+{
+	uint64_t sum = 0, b;
+
+	for (size_t i = 0; rc->layout && i < rc->layout->nbackings; i++)
+		if (rc->layout->backings[i].fd >= 0 &&
+		    hostmem_backing_allocated(rc->layout->backings[i].fd, &b) == 0)
+			sum += b;
+	return sum;
 }
 
 /* Is the block at gpa a hole in its backing right now? */
@@ -648,9 +663,17 @@ static void reclaim_capture_resp(void *userdata, int status,
 	freed = reclaim_punch_seen(rc, rc->layout && rc->shared);
 	if (!ours)
 		return;
-	op->done_bytes += freed;
+	/*
+	 * What counts is the backing's net drop since the start: the guest's
+	 * migrations may have faulted in pages elsewhere meanwhile.
+	 */
+	if (rc->layout) {
+		uint64_t now = reclaim_backing_bytes(rc);
+
+		op->done_bytes = rc->op_backing_start > now ? rc->op_backing_start - now : 0;
+	}
 	log_info("VM '%s': reclaim #%" PRIu32 " round %u: guest captured %llu MiB, "
-		 "backing freed %llu MiB (total %llu of %llu MiB)", rc->name, op->id,
+		 "punched %llu MiB (backing down %llu of %llu MiB)", rc->name, op->id,
 		 op->rounds, MIB(captured), MIB(freed), MIB(op->done_bytes),
 		 MIB(op->target_bytes));
 	if (op->done_bytes >= op->target_bytes)
@@ -974,6 +997,7 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 		return -EINVAL;
 	}
 	reclaim_op_begin(rc, kind, bytes);
+	rc->op_backing_start = reclaim_backing_bytes(rc);
 	log_info("VM '%s': %s #%" PRIu32 " of %llu MiB started", rc->name,
 		 reclaim_kind_name(kind), rc->op.id, MIB(bytes));
 	loop_timer_arm(rc->loop, &rc->step, 0);

@@ -44,6 +44,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysinfo.h>
@@ -323,6 +324,70 @@ static int agent_relay_req_scan(struct agent_relay *r, uint32_t id)
 	return agent_relay_send(r);
 }
 
+/*
+ * Keep only the whole blocks of the preferred ranges that are "System RAM"
+ * in /proc/iomem: the host's RAM map includes blocks the guest firmware
+ * reserved (the top of low RAM on q35), which the module refuses as
+ * outside guest RAM.  In place; the ranges stay ascending.  Without
+ * /proc/iomem the ranges are left alone.
+ */
+static void agent_relay_clip_to_ram(struct proto_capture_req *c,
+				    struct proto_range *v)
+{
+	struct proto_range ram[64], *out;
+	uint32_t n = 0, nram = 0;
+	char line[256];
+	FILE *f;
+
+	if (!c->nranges)
+		return;
+	f = fopen("/proc/iomem", "re");
+	if (!f)
+		return;
+	while (nram < 64 && fgets(line, sizeof(line), f)) {
+		unsigned long long a, b;
+
+		/* top-level entries only: no indentation */
+		if (line[0] == ' ' || !strstr(line, ": System RAM"))
+			continue;
+		if (sscanf(line, "%llx-%llx", &a, &b) != 2 || b < a)
+			continue;
+		a = (a + PROTO_BLOCK_SIZE - 1) & ~(PROTO_BLOCK_SIZE - 1);
+		b = (b + 1) & ~(PROTO_BLOCK_SIZE - 1);
+		if (b > a) {
+			ram[nram].gpa = a;
+			ram[nram].len = b - a;
+			nram++;
+		}
+	}
+	fclose(f);
+	if (!nram)
+		return;
+	out = malloc(c->nranges * sizeof(*out));
+	if (!out)
+		return;
+	for (uint32_t i = 0; i < c->nranges; i++) {
+		for (uint32_t k = 0; k < nram; k++) {
+			uint64_t s0 = v[i].gpa > ram[k].gpa ? v[i].gpa : ram[k].gpa;
+			uint64_t e0 = v[i].gpa + v[i].len < ram[k].gpa + ram[k].len ?
+				      v[i].gpa + v[i].len : ram[k].gpa + ram[k].len;
+
+			if (e0 <= s0 || n == c->nranges)
+				continue;
+			out[n].gpa = s0;
+			out[n].len = e0 - s0;
+			n++;
+		}
+	}
+	if (n < c->nranges || memcmp(out, v, n * sizeof(*v)))
+		log_info("preferred ranges clipped to the guest's System RAM: %u -> %u",
+			 c->nranges, n);
+	if (n)
+		memcpy(v, out, n * sizeof(*v));
+	c->nranges = n;
+	free(out);
+}
+
 static int agent_relay_req_capture(struct agent_relay *r, uint32_t id)
 {
 	struct agent_ranges rg = { 0 };
@@ -330,6 +395,14 @@ static int agent_relay_req_capture(struct agent_relay *r, uint32_t id)
 	int32_t stop = 0;
 	int ret;
 
+	agent_relay_clip_to_ram(&r->in.u.capture, r->in.ranges);
+	if ((r->in.u.capture.flags & PROTO_CAPTURE_STRICT) && !r->in.u.capture.nranges) {
+		/* nothing the host asked for is RAM here: nothing to empty */
+		log_info("CAPTURE #%u: no preferred range is guest RAM", id);
+		agent_relay_out_init(r, PROTO_RESP_CAPTURE, id);
+		r->out.u.ranges_resp.stop_errno = -EBUSY;
+		return agent_relay_send_run(r, &rg);
+	}
 	ret = agent_nl_capture(r->nl, &r->in.u.capture, r->in.ranges, &bytes,
 			       &stop, &rg);
 	if (ret < 0)
