@@ -417,7 +417,9 @@ def test_agent_relays_module(kernel):
         try:
             assert c.hello()[3] & FEAT_MODULE
             assert ack(c, ranges) == 0
-            assert "host disconnected: acknowledged every pending block" in agent_log(g)
+            # the agent may see the close, or only the new host's HELLO
+            # (a quick reopen of the port can pass unseen): either ACKs all
+            assert "acknowledged every pending block (" in agent_log(g)
             assert list_resp(c.request(REQ_LIST)) == sorted(ranges)
             assert ack(c, ranges) == captured
             # ACK ALL: nothing left pending after the one above
