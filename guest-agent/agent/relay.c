@@ -32,6 +32,14 @@
  * the first thing done then is a genl ACK with VMDEFRAG_A_ALL, making
  * every PENDING block releasable again.
  *
+ * Module events are batched: consecutive events of the same kind and
+ * reason are merged for up to AGENT_RELAY_BATCH_MS (or until a frame's
+ * worth of ranges) and sent as one EVT_* run, because under pressure the
+ * module reports each 2 MiB block it gives back on its own, and the host
+ * rate-limits what a guest may send.  A batch is flushed before any other
+ * frame goes out, so the host sees events and responses in the order the
+ * module produced them.
+ *
  * Module side: a generic netlink client (nl.c) that may be absent (module
  * not loaded yet, or unloaded).  While it is, requests are answered with
  * -ENODEV and every tick retries; when it comes (back), HELLO is sent
@@ -60,6 +68,7 @@
 #define AGENT_RELAY_WRITE_MS	5000
 #define AGENT_RELAY_POLL_MS	250	/* host reconnect check while DOWN */
 #define AGENT_RELAY_NL_RETRY_MS	1000
+#define AGENT_RELAY_BATCH_MS	100	/* longest a module event waits */
 /* DESYNC keeps this many bytes between reads to find a split HELLO header */
 #define AGENT_RELAY_CARRY	(PROTO_HDR_SIZE - 1)
 
@@ -85,6 +94,10 @@ struct agent_relay {
 	uint64_t next_stats_ms;		/* CLOCK_MONOTONIC */
 	uint64_t next_nl_retry_ms;
 	uint64_t events_dropped;	/* while DOWN */
+	struct agent_ranges batch;	/* module events not sent yet */
+	uint8_t batch_cmd;		/* their VMDEFRAG_CMD_EVENT_* */
+	uint32_t batch_reason;		/* their release reason */
+	uint64_t batch_due_ms;		/* flush by then (CLOCK_MONOTONIC) */
 	struct proto_decoder dec;
 	struct proto_msg in;		/* the host frame being handled */
 	struct proto_msg out;		/* the frame being sent */
@@ -555,6 +568,25 @@ static void agent_relay_request(struct agent_relay *r)
 	agent_relay_send_status(r, PROTO_RESP(type), id, ret);
 }
 
+/* Send the batched module events as one EVT_* run, if there are any. */
+static void agent_relay_batch_flush(struct agent_relay *r)
+{
+	struct agent_ranges *b = &r->batch;
+	bool captured = r->batch_cmd == VMDEFRAG_CMD_EVENT_CAPTURED;
+
+	if (!b->n)
+		return;
+	if (agent_relay_ranges_prepare(b) < 0) {
+		log_err("module events with invalid ranges, dropped");
+	} else {
+		agent_relay_out_init(r, captured ? PROTO_EVT_CAPTURED :
+				     PROTO_EVT_RELEASED, 0);
+		r->out.u.evt.reason = captured ? 0 : r->batch_reason;
+		(void)agent_relay_send_run(r, b);
+	}
+	b->n = 0;
+}
+
 static bool agent_relay_is_request(uint16_t type)
 {
 	return type >= PROTO_REQ_SCAN && type <= PROTO_REQ_ACK;
@@ -565,6 +597,8 @@ static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f
 	uint16_t version;
 	int ret;
 
+	/* whatever this frame makes us send goes after the events before it */
+	agent_relay_batch_flush(r);
 	ret = proto_decode(f, &r->in);
 	if (ret < 0) {
 		log_warn("invalid %s frame (type 0x%04x, id %u) from the host: %s, ignoring",
@@ -702,7 +736,7 @@ static void agent_relay_event(void *arg, uint8_t cmd, uint32_t reason,
 			      const struct agent_ranges *ranges)
 {
 	struct agent_relay *r = arg;
-	struct agent_ranges rg = { 0 };
+	struct agent_ranges *b = &r->batch;
 	bool captured = cmd == VMDEFRAG_CMD_EVENT_CAPTURED;
 
 	if (!captured && reason > VMDEFRAG_RELEASE_UNLOAD) {
@@ -718,24 +752,30 @@ static void agent_relay_event(void *arg, uint8_t cmd, uint32_t reason,
 		r->events_dropped++;
 		return;
 	}
-	/* a copy: the list is the callback's, and prepare sorts it */
-	rg.v = malloc((ranges->n ? ranges->n : 1) * sizeof(*rg.v));
-	if (!rg.v) {
-		log_err("out of memory relaying a module event, dropped");
+	if (!ranges->n)
 		return;
+	if (b->n && (r->batch_cmd != cmd || (!captured && r->batch_reason != reason)))
+		agent_relay_batch_flush(r);
+	if (b->n + ranges->n > b->cap) {
+		size_t cap = b->n + ranges->n + PROTO_MAX_RANGES;
+		struct proto_range *v = realloc(b->v, cap * sizeof(*v));
+
+		if (!v) {
+			log_err("out of memory batching a module event, dropped");
+			return;
+		}
+		b->v = v;
+		b->cap = cap;
 	}
-	if (ranges->n)
-		memcpy(rg.v, ranges->v, ranges->n * sizeof(*rg.v));
-	rg.n = rg.cap = ranges->n;
-	if (agent_relay_ranges_prepare(&rg) < 0) {
-		log_err("module event with invalid ranges, dropped");
-		agent_ranges_free(&rg);
-		return;
+	if (!b->n) {
+		r->batch_cmd = cmd;
+		r->batch_reason = captured ? 0 : reason;
+		r->batch_due_ms = agent_relay_now_ms() + AGENT_RELAY_BATCH_MS;
 	}
-	agent_relay_out_init(r, captured ? PROTO_EVT_CAPTURED : PROTO_EVT_RELEASED, 0);
-	r->out.u.evt.reason = captured ? 0 : reason;
-	(void)agent_relay_send_run(r, &rg);
-	agent_ranges_free(&rg);
+	memcpy(b->v + b->n, ranges->v, ranges->n * sizeof(*b->v));
+	b->n += ranges->n;
+	if (b->n >= PROTO_MAX_RANGES)
+		agent_relay_batch_flush(r);
 }
 
 void agent_relay_nl_ready(struct agent_relay *r)
@@ -758,6 +798,7 @@ static void agent_relay_stats_event(struct agent_relay *r)
 {
 	int ret;
 
+	agent_relay_batch_flush(r);
 	agent_relay_out_init(r, PROTO_EVT_STATS, 0);
 	ret = agent_nl_stats(r->nl, &r->out.u.stats);
 	if (ret < 0) {
@@ -776,6 +817,8 @@ void agent_relay_tick(struct agent_relay *r)
 		agent_relay_nl_try_open(r);
 	if (r->state == AGENT_HOST_DOWN && agent_port_host_connected(r->port_fd))
 		agent_relay_host_up(r);
+	if (r->batch.n && (now >= r->batch_due_ms || r->state != AGENT_HOST_UP))
+		agent_relay_batch_flush(r);
 	if (r->stats_interval_s && now >= r->next_stats_ms) {
 		r->next_stats_ms = now + r->stats_interval_s * 1000ULL;
 		if (r->state == AGENT_HOST_UP && r->nl)
@@ -797,6 +840,9 @@ int agent_relay_timeout_ms(const struct agent_relay *r)
 	if (r->stats_interval_s && r->next_stats_ms > now &&
 	    r->next_stats_ms - now < t)
 		t = r->next_stats_ms - now;
+	if (r->batch.n)
+		t = r->batch_due_ms > now ? (r->batch_due_ms - now < t ?
+					     r->batch_due_ms - now : t) : 0;
 	return (int)t;
 }
 
@@ -836,5 +882,6 @@ void agent_relay_free(struct agent_relay *r)
 		return;
 	agent_nl_close(r->nl);
 	close(r->port_fd);
+	agent_ranges_free(&r->batch);
 	free(r);
 }
