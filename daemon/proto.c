@@ -730,7 +730,7 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg)
 	esize = proto_elem_size(failed ? PROTO_ARR_NONE : ti->array);
 	if (count > proto_elem_max(ti->array))
 		return -E2BIG;
-	/* count <= 4064 and esize <= 48: no overflow in size_t */
+	/* count <= PROTO_MAX_RANGES and esize <= 48: no overflow in size_t */
 	if (f->len != fixed + (size_t)count * esize)
 		return -EBADMSG;
 

@@ -108,8 +108,14 @@
 #define VMDEFRAG_BLOCK_SHIFT	21
 #define VMDEFRAG_BLOCK_SIZE	(1ULL << VMDEFRAG_BLOCK_SHIFT)
 
-/* Most ranges a request may carry in VMDEFRAG_A_RANGES. */
-#define VMDEFRAG_MAX_REQ_RANGES	4096
+/*
+ * Most ranges a request may carry in VMDEFRAG_A_RANGES.  A netlink
+ * attribute's length is 16 bits, and one range takes
+ * VMDEFRAG_RANGE_NLA_BYTES in the nest (its own nest header plus two u64
+ * attributes), so 2048 ranges (57 KiB) fit with room to spare.
+ */
+#define VMDEFRAG_MAX_REQ_RANGES	2048
+#define VMDEFRAG_RANGE_NLA_BYTES	(4 + 2 * (4 + 8))
 /* Most slab caches reported by SCAN (the largest by pages). */
 #define VMDEFRAG_MAX_SLAB_CACHES	32
 /* Longest slab cache name reported, including the NUL. */

@@ -86,7 +86,7 @@
 #define PROTO_MAX_FRAME		65536u
 #define PROTO_HDR_SIZE		16u
 #define PROTO_MAX_PAYLOAD	(PROTO_MAX_FRAME - PROTO_HDR_SIZE)
-#define PROTO_MAX_RANGES	4064u	/* per frame; below VMDEFRAG_MAX_REQ_RANGES */
+#define PROTO_MAX_RANGES	2048u	/* per frame: one genl request's worth */
 #define PROTO_MAX_SLABS		VMDEFRAG_MAX_SLAB_CACHES	/* 32 */
 #define PROTO_NAME_LEN		VMDEFRAG_SLAB_NAME_LEN		/* 32, NUL-padded */
 #define PROTO_HIST_MAX		16u	/* entries of each SCAN histogram */
@@ -421,6 +421,8 @@ _Static_assert(sizeof(struct proto_scan_resp) +
 	       "PROTO_MAX_SLABS must fit one frame");
 _Static_assert(PROTO_MAX_RANGES <= VMDEFRAG_MAX_REQ_RANGES,
 	       "a frame's ranges must fit one genl request");
+_Static_assert(4 + VMDEFRAG_MAX_REQ_RANGES * VMDEFRAG_RANGE_NLA_BYTES <= 0xffff,
+	       "a request's ranges must fit one netlink attribute");
 _Static_assert(__VMDEFRAG_CLASS_MAX <= PROTO_HIST_MAX &&
 	       __VMDEFRAG_CAUSE_MAX <= PROTO_HIST_MAX &&
 	       VMDEFRAG_COST_BUCKETS <= PROTO_HIST_MAX, "PROTO_HIST_MAX");
