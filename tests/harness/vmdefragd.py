@@ -14,6 +14,7 @@ SIGTERM and returns its exit status, SIGKILL after 10 s.
 import ctypes
 import json
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -55,13 +56,25 @@ class Daemon:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
+        # Wait until the socket accepts: after a crash the old socket file
+        # is still there before the new daemon has bound it again.
         deadline = time.monotonic() + 20
-        while not self.socket.exists():
+        while not self._accepts():
             if self.proc.poll() is not None:
                 raise DaemonError("vmdefragd exited:\n" + self.text())
             if time.monotonic() > deadline:
                 raise DaemonError("no control socket:\n" + self.text())
             time.sleep(0.05)
+
+    def _accepts(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(self.socket))
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def __enter__(self):
         return self
@@ -94,9 +107,9 @@ class Daemon:
             self.log.close()
         return self.proc.returncode
 
-    def ctl(self, *args, check=True, timeout=900):
+    def ctl(self, *args, check=True, timeout=900, **kw):
         p = subprocess.run([str(VMDEFRAGCTL), "--socket", str(self.socket), *args],
-                           capture_output=True, text=True, timeout=timeout)
+                           capture_output=True, text=True, timeout=timeout, **kw)
         if check and p.returncode != 0:
             raise DaemonError(f"vmdefragctl {' '.join(args)} exited {p.returncode}: "
                               f"{p.stderr.strip()}")

@@ -2,11 +2,13 @@
 
 kernel    parametrizes a test over every installed guest kernel (ids: the
           kernel's major.minor, e.g. "6.1", "6.12")
+workdir   a temporary directory for the test's sockets and logs
 figures   records named measurements; they are printed together at the end
           of the run, so `make check` shows what was measured, not just
           whether it passed
 """
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,12 @@ def pytest_generate_tests(metafunc):
     if "kernel" in metafunc.fixturenames:
         kernels = guest_kernels()
         metafunc.parametrize("kernel", kernels, ids=[_kernel_id(k) for k in kernels])
+
+
+@pytest.fixture
+def workdir():
+    with tempfile.TemporaryDirectory(prefix="vdf-test-") as d:
+        yield Path(d)
 
 
 @pytest.fixture

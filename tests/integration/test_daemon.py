@@ -36,20 +36,18 @@ import signal
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from harness.guest import Guest, BUILD, TOP
+from harness.guest import Guest, BUILD
 from harness import hostmem
+from harness.vmdefragd import VMDEFRAGD, VMDEFRAGCTL, Daemon  # noqa: F401
 
 MIB = 1 << 20
 BLOCK = 2 * MIB
-VMDEFRAGD = BUILD / "daemon/vmdefragd"
-VMDEFRAGCTL = BUILD / "daemon/vmdefragctl"
 
 HDR = struct.Struct("<IBBHII")
 MAGIC = 0x50464456
@@ -215,75 +213,12 @@ class PausedQemu:
         self.proc.wait()
 
 
-class Daemon:
-    def __init__(self, workdir, vms, config=None, extra=()):
-        self.workdir = Path(workdir)
-        self.socket = self.workdir / "vmdefragd.sock"
-        self.log_path = self.workdir / "vmdefragd.log"
-        args = [str(VMDEFRAGD), "--foreground", "--socket", str(self.socket),
-                "--log-level", "debug"]
-        if config is not None:
-            cfg = self.workdir / "vmdefragd.conf"
-            cfg.write_text(config)
-            args += ["--config", str(cfg)]
-        for name, qmp, channel in vms:
-            args += ["--vm", f"{name},qmp={qmp},channel={channel}"]
-        args += list(extra)
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
-        deadline = time.monotonic() + 20
-        while not self.socket.exists():
-            assert self.proc.poll() is None, "vmdefragd exited:\n" + self.text()
-            assert time.monotonic() < deadline, "no control socket:\n" + self.text()
-            time.sleep(0.05)
-
-    def text(self):
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
-
-    def ctl(self, *args, check=True, **kw):
-        return ctl("--socket", str(self.socket), *args, check=check, **kw)
-
-    def status(self, vm=None):
-        out = self.ctl("status", *([vm] if vm else []), "--json").stdout
-        return {v["name"]: v for v in json.loads(out)["vms"]}
-
-    def wait_for(self, cond, what, timeout=20):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            assert self.alive(), "vmdefragd died:\n" + self.text()
-            time.sleep(0.1)
-        pytest.fail(f"timed out waiting for {what}:\n" + self.text()[-4000:])
-
-
 def ctl(*args, check=True, **kw):
     p = subprocess.run([str(VMDEFRAGCTL), *args], capture_output=True, text=True,
                        timeout=120, **kw)
     if check and p.returncode != 0:
         pytest.fail(f"vmdefragctl {' '.join(args)} exited {p.returncode}: {p.stderr}")
     return p
-
-
-@pytest.fixture
-def workdir():
-    with tempfile.TemporaryDirectory(prefix="vdf-daemon-") as d:
-        yield Path(d)
 
 
 @pytest.fixture(autouse=True)
