@@ -515,3 +515,115 @@ def test_real_guest(kernel, workdir, figures):
         assert rc == 0, d.text()[-3000:]
         assert "dropping guest session" not in d.text()
         g.check("kill $(pidof vmdefrag-agent)")
+
+
+# ---------------------------------------------------------------------------
+# A hostile answer to CAPTURE: the reply that decides what the host punches.
+
+REQ_CAPTURE, REQ_LIST, REQ_ACK = 0x11, 0x13, 0x16
+CAPTURE_REQ_FMT = struct.Struct("<QIIQII")    # bytes mode budget floor nranges flags
+RANGES_RESP_FMT = struct.Struct("<iiQII")     # status stop_errno bytes nranges reserved
+LIST_RESP_FMT = struct.Struct("<iI")
+ACK_RESP_FMT = struct.Struct("<iIQ")
+FEAT_EVENTS_MODULE = 1 | 4
+
+
+def capture_answer(ranges, reported_bytes=None):
+    body = b"".join(RANGE_FMT.pack(a, n) for a, n in ranges)
+    total = sum(n for _, n in ranges) if reported_bytes is None else reported_bytes
+    return RANGES_RESP_FMT.pack(0, 0, total, len(ranges), 0) + body
+
+
+# (name, the guest's answer given the preferred ranges, expected drop reason)
+HOSTILE_CAPTURES = [
+    ("not asked for", lambda pref: capture_answer([(128 * MIB, BLOCK)]),
+     "not asked for"),
+    ("outside RAM", lambda pref: capture_answer([(64 << 30, BLOCK)]),
+     "not guest RAM"),
+    ("bytes do not add up", lambda pref: capture_answer([pref[0]], 64 * MIB),
+     None),
+    ("same block twice", lambda pref: capture_answer([pref[0], pref[0]]), None),
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE_CAPTURES, ids=[c[0] for c in HOSTILE_CAPTURES])
+def test_hostile_capture_answer_punches_nothing(workdir, case):
+    """A guest lying in its CAPTURE answer loses its session; no byte of the
+    backing is punched and the data in it is intact.  The control run (an
+    honest answer) proves the same setup does punch what it is told."""
+    name, answer, reason = case
+    q = PausedQemu(workdir, "h")
+    asked = []
+
+    def guest(conn, n):
+        buf = bytearray()
+        for type_, id_, payload in guest_h.frames(conn, buf):
+            if type_ == HELLO:
+                conn.sendall(frame(HELLO, 0, HELLO_FMT.pack(1, 1, 0, FEAT_EVENTS_MODULE,
+                                                             4096, BLOCK, 256 * MIB)))
+            elif type_ == REQ_LIST:
+                conn.sendall(frame(RESP | REQ_LIST, id_, LIST_RESP_FMT.pack(0, 0)))
+            elif type_ == REQ_ACK:
+                conn.sendall(frame(RESP | REQ_ACK, id_, ACK_RESP_FMT.pack(0, 0, 0)))
+            elif type_ == REQ_CAPTURE:
+                nr = CAPTURE_REQ_FMT.unpack_from(payload)[4]
+                pref = [RANGE_FMT.unpack_from(payload, CAPTURE_REQ_FMT.size + 16 * i)
+                        for i in range(nr)]
+                asked.append(pref)
+                # the first capture gets the hostile answer; in the control
+                # run (n counts sessions) an honest one: the first block
+                hostile = answer(pref) if not control else capture_answer(
+                    [(pref[0][0], BLOCK)])
+                conn.sendall(frame(RESP | REQ_CAPTURE, id_, hostile))
+            elif type_ == REQ_SCAN:
+                conn.sendall(frame(RESP | REQ_SCAN, id_, scan_payload(256 * MIB)))
+            else:
+                conn.sendall(frame(RESP | type_, id_, STATUS_FMT.pack(-19, 0)))
+
+    guest_h = FakeGuest(workdir / "h.vdf", guest)
+    d = Daemon(workdir, [("h", q.qmp, workdir / "h.vdf")],
+               config="[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n")
+    try:
+        d.wait_for(lambda: d.status("h")["h"]["session"]["state"] == "ready", "ready")
+        d.wait_for(lambda: d.status("h")["h"].get("memory", {}).get("reconciled"),
+                   "reconciled")
+        fd_path = hostmem.ram_backing_fds(q.proc.pid, 256 * MIB)[0][0]
+        data = bytes(range(256)) * (16 * MIB // 256)
+        fd = os.open(fd_path, os.O_RDWR)
+        try:
+            os.pwrite(fd, data, 0)                    # 16 MiB of guest data
+            before = os.fstat(fd).st_blocks * 512
+
+            control = False
+            p = d.ctl("reclaim", "h", "4M", "--wait", check=False)
+            assert p.returncode != 0, "a hostile answer was accepted: " + p.stdout
+            # it asked only for blocks that hold data (block 0 is not wholly
+            # RAM: the ROM overlay sits in its first MiB)
+            assert asked and all(a + n <= len(data) for a, n in asked[0]), asked
+            assert os.fstat(fd).st_blocks * 512 == before, "the backing was punched"
+            assert os.pread(fd, len(data), 0) == data, "guest data changed"
+            d.wait_for(lambda: "dropping guest session" in d.text(), "the drop")
+            drop = [ln for ln in d.text().splitlines() if "dropping guest session" in ln]
+            if reason:
+                assert reason in drop[-1], drop[-1]
+            assert d.alive()
+
+            # control: the same guest, honest now, gets its block punched
+            control = True
+            d.wait_for(lambda: d.status("h")["h"]["session"]["state"] == "ready",
+                       "ready again")
+            d.wait_for(lambda: d.status("h")["h"].get("memory", {}).get("reconciled"),
+                       "reconciled again")
+            d.ctl("reclaim", "h", "2M", "--wait")
+            punched = asked[-1][0][0]
+            assert os.fstat(fd).st_blocks * 512 == before - BLOCK
+            assert os.pread(fd, BLOCK, punched) == bytes(BLOCK)
+            rest = data[:punched] + bytes(BLOCK) + data[punched + BLOCK:]
+            assert os.pread(fd, len(data), 0) == rest, "data outside the block changed"
+        finally:
+            os.close(fd)
+    finally:
+        rc = d.close()
+        guest_h.close()
+        q.close()
+    assert rc == 0, d.text()[-3000:]
