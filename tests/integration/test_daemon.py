@@ -34,7 +34,6 @@ import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -43,25 +42,18 @@ from pathlib import Path
 import pytest
 
 from harness.guest import Guest, BUILD
+from harness.wire import (
+    ACK_RESP_FMT, CAPTURE_REQ_FMT, EVT_CAPTURED, EVT_FMT, EVT_STATS,
+    FEAT_EVENTS, FEAT_MODULE, HDR, HELLO, HELLO_FMT,
+    LIST_RESP_FMT, MAGIC, RANGES_RESP_FMT, RANGE_FMT, REQ_ACK,
+    REQ_CAPTURE, REQ_LIST, REQ_SCAN, RESP, SCAN_FMT,
+    SLAB_FMT, STATS_FMT, STATUS_FMT, frame)
 from harness import hostmem
 from harness.vmdefragd import VMDEFRAGD, VMDEFRAGCTL, Daemon  # noqa: F401
 
 MIB = 1 << 20
 BLOCK = 2 * MIB
 
-HDR = struct.Struct("<IBBHII")
-MAGIC = 0x50464456
-HELLO = 0x0001
-REQ_SCAN = 0x10
-EVT_CAPTURED, EVT_STATS = 0x20, 0x22
-RESP = 0x8000
-HELLO_FMT = struct.Struct("<HHIQIIQ")
-STATUS_FMT = struct.Struct("<iI")
-SCAN_FMT = struct.Struct("<iI7QBBBBI16Q16Q16I16Q")
-SLAB_FMT = struct.Struct("<32sQQ")
-EVT_FMT = struct.Struct("<II")
-RANGE_FMT = struct.Struct("<QQ")
-STATS_FMT = struct.Struct("<13Q")
 
 EXIT_USAGE, EXIT_NO_DAEMON, EXIT_PERMISSION, EXIT_UNKNOWN_VM = 2, 3, 4, 5
 
@@ -69,9 +61,6 @@ EXIT_USAGE, EXIT_NO_DAEMON, EXIT_PERMISSION, EXIT_UNKNOWN_VM = 2, 3, 4, 5
 def _pdeathsig():
     ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL, 0, 0, 0)
 
-
-def frame(type_, id_=0, payload=b"", flags=0):
-    return HDR.pack(MAGIC, 1, flags, type_, id_, len(payload)) + payload
 
 
 def guest_hello(ram=200 * MIB):
@@ -520,12 +509,7 @@ def test_real_guest(kernel, workdir, figures):
 # ---------------------------------------------------------------------------
 # A hostile answer to CAPTURE: the reply that decides what the host punches.
 
-REQ_CAPTURE, REQ_LIST, REQ_ACK = 0x11, 0x13, 0x16
-CAPTURE_REQ_FMT = struct.Struct("<QIIQII")    # bytes mode budget floor nranges flags
-RANGES_RESP_FMT = struct.Struct("<iiQII")     # status stop_errno bytes nranges reserved
-LIST_RESP_FMT = struct.Struct("<iI")
-ACK_RESP_FMT = struct.Struct("<iIQ")
-FEAT_EVENTS_MODULE = 1 | 4
+FEAT_EVENTS_MODULE = FEAT_EVENTS | FEAT_MODULE
 
 
 def capture_answer(ranges, reported_bytes=None):
