@@ -41,6 +41,7 @@
 
 #define PAGE		4096UL
 #define PIDFILE		"/run/fragment.pid"
+#define FILE_PAGES_MAX	8	/* files are 1..FILE_PAGES_MAX pages */
 
 struct fragment {
 	uint64_t seed;
@@ -78,7 +79,7 @@ static int fragment_keep(struct fragment *fr)
 
 static int fragment_write_file(const char *path, size_t pages, uint64_t tag)
 {
-	static char buf[32 * PAGE];
+	static char buf[FILE_PAGES_MAX * PAGE];
 	size_t i;
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
@@ -104,7 +105,9 @@ static int fragment_run(struct fragment *fr, struct fragment_result *res)
 	unsigned long i;
 	size_t *file_pages;
 
-	files_per_round = (fr->files_mib << 20) / (18 * PAGE) / fr->rounds + 1;
+	/* the mean file is (1 + FILE_PAGES_MAX) / 2 pages */
+	files_per_round = 2 * (fr->files_mib << 20) / ((1 + FILE_PAGES_MAX) * PAGE) /
+			  fr->rounds + 1;
 	slab_per_round = fr->slab_files / fr->rounds;
 	anon_pages_per_round = (fr->anon_mib << 20) / PAGE / fr->rounds;
 	anon_len = anon_pages_per_round * fr->rounds * PAGE;
@@ -124,7 +127,7 @@ static int fragment_run(struct fragment *fr, struct fragment_result *res)
 		for (i = 0; i < files_per_round; i++) {
 			size_t n = r * files_per_round + i;
 
-			file_pages[n] = 1 + prng_below(&fr->rng, 8);
+			file_pages[n] = 1 + prng_below(&fr->rng, FILE_PAGES_MAX);
 			snprintf(path, sizeof(path), "%s/f%zu", fr->dir, n);
 			if (fragment_write_file(path, file_pages[n],
 						fr->seed + n) < 0)
