@@ -19,6 +19,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -251,6 +257,24 @@ static __attribute__((unused)) int qemu_vm_start(struct qemu_vm *vm, const char 
 	fixture_print_stderr(vm);
 	qemu_vm_stop(vm);
 	return r;
+}
+
+/*
+ * Reads one 64-bit word of guest-physical memory through QEMU ("xp"),
+ * failing the running cmocka test if QEMU does not answer.
+ */
+static inline uint64_t qemu_read_gpa(struct qmp *q, uint64_t gpa)
+{
+	char cmd[64], *out = NULL, *p;
+	uint64_t v;
+
+	snprintf(cmd, sizeof(cmd), "xp /1xg 0x%" PRIx64, gpa);
+	assert_int_equal(qmp_hmp(q, cmd, 5000, &out), 0);
+	p = strstr(out, ": 0x");
+	assert_non_null(p);
+	v = strtoull(p + 4, NULL, 16);
+	free(out);
+	return v;
 }
 
 #endif /* VDF_QEMU_FIXTURE_H */

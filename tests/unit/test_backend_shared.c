@@ -119,20 +119,6 @@ static uint64_t allocated(int fd)
 	return v;
 }
 
-static uint64_t qemu_read_gpa(struct qmp *q, uint64_t gpa)
-{
-	char cmd[64], *out = NULL, *p;
-	uint64_t v;
-
-	snprintf(cmd, sizeof(cmd), "xp /1xg 0x%" PRIx64, gpa);
-	assert_int_equal(qmp_hmp(q, cmd, 5000, &out), 0);
-	p = strstr(out, ": 0x");
-	assert_non_null(p);
-	v = strtoull(p + 4, NULL, 16);
-	free(out);
-	return v;
-}
-
 /* Empties the test area, then writes the pattern into every block. */
 static void prepare(struct ctx *c)
 {

@@ -119,21 +119,6 @@ static const struct layout_case layout_cases[] = {
 	},
 };
 
-/* Reads one 64-bit word of guest-physical memory through QEMU ("xp"). */
-static uint64_t qemu_read_gpa(struct qmp *q, uint64_t gpa)
-{
-	char cmd[64], *out = NULL, *p;
-	uint64_t v;
-
-	snprintf(cmd, sizeof(cmd), "xp /1xg 0x%" PRIx64, gpa);
-	assert_int_equal(qmp_hmp(q, cmd, 5000, &out), 0);
-	p = strstr(out, ": 0x");
-	assert_non_null(p);
-	v = strtoull(p + 4, NULL, 16);
-	free(out);
-	return v;
-}
-
 /* Marker through the backing fd at the translated offset == QEMU's view. */
 static void check_marker(struct qemu_vm *vm, const struct vm_layout *l,
 			 uint64_t gpa)
