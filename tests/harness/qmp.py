@@ -4,8 +4,8 @@ Events that arrive while a command waits for its reply are kept in
 `events`, in arrival order, so a test can look for them afterwards.
 """
 import json
-import socket
-import time
+
+from .unixsock import connect_unix
 
 
 class QMPError(Exception):
@@ -14,17 +14,7 @@ class QMPError(Exception):
 
 class QMP:
     def __init__(self, path, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(str(path))
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        self.sock = connect_unix(path, timeout)
         self.sock.settimeout(timeout)
         self.file = self.sock.makefile("rb")
         self.events = []

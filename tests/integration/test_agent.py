@@ -25,13 +25,13 @@ test_agent_relays_module  the agent started before vmdefrag.ko, which it
                           module is unloaded and loaded under the agent.
 """
 import errno
-import socket
 import struct
 import time
 
 import pytest
 
 from harness.guest import Guest
+from harness.unixsock import connect_unix
 from harness.wire import (
     ACK_ALL, ACK_REQ_FMT, ACK_RESP_FMT, CAPTURE_REQ_FMT, CAPTURE_STRICT,
     EVT_CAPTURED, EVT_FMT, EVT_RELEASED, EVT_STATS, FEAT_EVENTS,
@@ -53,17 +53,7 @@ class ProtoClient:
     """
 
     def __init__(self, path, timeout=60):
-        deadline = time.monotonic() + 10
-        while True:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                self.sock.connect(str(path))
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        self.sock = connect_unix(path, 10, interval=0.1)
         self.timeout = timeout
         self.buf = b""
         self.events = []
