@@ -26,6 +26,15 @@
  * blocks except inside qmp_execute()/qmp_wait_event(), which poll() with a
  * deadline.
  *
+ * Custom transport (qmp_open_custom()): no socket, no framing.  The state
+ * starts at ready; qmp_execute() formats the command object exactly as for
+ * the socket (minus the id, which the transport's owner assigns), hands
+ * its text to t->execute() and reads the reply text through the same
+ * parser and the same return/error handling.  -ECONNRESET from the
+ * transport breaks the qmp like EOF on a socket.  Input polling and events
+ * do not exist there: qmp_process_input() is a no-op and waiting for an
+ * event is -EOPNOTSUPP.
+ *
  * QEMU is trusted more than a guest, but its text (error descriptions,
  * event names) is still quoted before it is logged.
  */
@@ -53,7 +62,9 @@ enum qmp_state {
 };
 
 struct qmp {
-	int fd;
+	int fd;				/* -1 on a custom transport */
+	const struct qmp_transport *t;	/* NULL: the socket */
+	void *tctx;
 	enum qmp_state state;
 	int broken_error;		/* negative errno once BROKEN */
 	int version;
@@ -274,6 +285,8 @@ int qmp_process_input(struct qmp *q)
 {
 	int r;
 
+	if (q->t)
+		return q->state == QMP_STATE_BROKEN ? q->broken_error : 0;
 	/* read until the socket is empty, but stop after a bounded amount */
 	for (int i = 0; i < 64; i++) {
 		struct pollfd p = { .fd = q->fd, .events = POLLIN };
@@ -363,11 +376,53 @@ static void qmp_set_error(struct qmp *q, struct json_object *err)
 			json_object_get_string(desc) : "(no description)");
 }
 
+/* Takes the reply object; its "return" or "error" decides the result. */
+static int qmp_take_reply(struct qmp *q, struct json_object *reply,
+			  struct json_object **ret_return)
+{
+	struct json_object *v;
+	int r;
+
+	if (json_object_object_get_ex(reply, "error", &v)) {
+		qmp_set_error(q, v);
+		r = -EIO;
+	} else if (json_object_object_get_ex(reply, "return", &v)) {
+		if (ret_return)
+			*ret_return = json_object_get(v);
+		r = 0;
+	} else {
+		r = -EPROTO;
+	}
+	json_object_put(reply);
+	return r;
+}
+
+static int qmp_execute_custom(struct qmp *q, struct json_object *cmd,
+			      int timeout_ms, struct json_object **ret_return)
+{
+	struct json_object *reply;
+	char *text = NULL;
+	int r;
+
+	r = q->t->execute(q->tctx, json_object_to_json_string_ext(cmd,
+			  JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+			  timeout_ms, &text);
+	if (r == -ECONNRESET)
+		return qmp_break(q, r);
+	if (r < 0)
+		return r;
+	r = text ? qmp_parse_line(text, strlen(text), &reply) : -EPROTO;
+	free(text);
+	if (r < 0)
+		return r;
+	return qmp_take_reply(q, reply, ret_return);
+}
+
 int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 		int timeout_ms, struct json_object **ret_return)
 {
 	int64_t deadline = qmp_now_ms() + (timeout_ms < 0 ? QMP_DEFAULT_TIMEOUT_MS : timeout_ms);
-	struct json_object *cmd, *reply, *v;
+	struct json_object *cmd, *reply;
 	const char *text;
 	size_t tlen;
 	char *line;
@@ -389,6 +444,12 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 	json_object_object_add(cmd, "execute", json_object_new_string(command));
 	if (args)
 		json_object_object_add(cmd, "arguments", json_object_get(args));
+	if (q->t) {
+		r = qmp_execute_custom(q, cmd, timeout_ms < 0 ?
+				       QMP_DEFAULT_TIMEOUT_MS : timeout_ms,
+				       ret_return);
+		goto out_put_cmd;
+	}
 	json_object_object_add(cmd, "id", json_object_new_string(q->waiting_id));
 	text = json_object_to_json_string_ext(cmd, JSON_C_TO_STRING_PLAIN |
 					      JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -414,17 +475,7 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 
 	reply = q->reply;
 	q->reply = NULL;
-	if (json_object_object_get_ex(reply, "error", &v)) {
-		qmp_set_error(q, v);
-		r = -EIO;
-	} else if (json_object_object_get_ex(reply, "return", &v)) {
-		if (ret_return)
-			*ret_return = json_object_get(v);
-		r = 0;
-	} else {
-		r = -EPROTO;
-	}
-	json_object_put(reply);
+	r = qmp_take_reply(q, reply, ret_return);
 out_put_cmd:
 	q->waiting_id[0] = '\0';
 	json_object_put(cmd);
@@ -533,6 +584,24 @@ out_close:
 	return r;
 }
 
+int qmp_open_custom(const struct qmp_transport *t, void *ctx,
+		    struct qmp **ret_qmp)
+{
+	struct qmp *q;
+
+	if (!t || !t->execute)
+		return -EINVAL;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->fd = -1;
+	q->t = t;
+	q->tctx = ctx;
+	q->state = QMP_STATE_READY;
+	*ret_qmp = q;
+	return 0;
+}
+
 int qmp_connect(const char *path, int timeout_ms, struct qmp **ret_qmp)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -565,6 +634,8 @@ void qmp_close(struct qmp *q)
 	json_object_put(q->reply);
 	if (q->fd >= 0)
 		close(q->fd);
+	if (q->t && q->t->close)
+		q->t->close(q->tctx);
 	free(q->buf);
 	free(q);
 }
@@ -584,6 +655,8 @@ int qmp_peer_pid(const struct qmp *q, pid_t *ret_pid)
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 
+	if (q->t)
+		return -EOPNOTSUPP;
 	if (getsockopt(q->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return -errno;
 	if (cred.pid <= 0)
@@ -594,8 +667,11 @@ int qmp_peer_pid(const struct qmp *q, pid_t *ret_pid)
 
 int qmp_wait_event(struct qmp *q, int timeout_ms)
 {
-	int r = qmp_drain_lines(q);
+	int r;
 
+	if (q->t)
+		return -EOPNOTSUPP;
+	r = qmp_drain_lines(q);
 	if (r < 0)
 		return r;
 	return qmp_wait(q, qmp_have_event, qmp_now_ms() + timeout_ms);

@@ -14,6 +14,13 @@
  * out command returns -ETIMEDOUT; its late reply is recognised by its id
  * and discarded.  -ECONNRESET when QEMU closed the socket, -EPROTO when it
  * sent something that is not QMP, -EMSGSIZE for a line over QMP_LINE_MAX.
+ *
+ * Two transports sit under the same struct qmp: the socket above, and a
+ * custom one (qmp_open_custom()) that hands each command's JSON text to a
+ * function and gets the reply's JSON text back, e.g. libvirt's
+ * virDomainQemuMonitorCommand().  A custom qmp has no fd (qmp_fd() is -1),
+ * no greeting (version 0), no peer pid and no events; everything built on
+ * qmp_execute() works unchanged.
  */
 #ifndef VDF_QMP_H
 #define VDF_QMP_H
@@ -37,10 +44,31 @@ int qmp_connect(const char *path, int timeout_ms, struct qmp **ret_qmp);
 int qmp_connect_fd(int fd, int timeout_ms, struct qmp **ret_qmp);
 void qmp_close(struct qmp *q);
 
+/* A transport that runs one command at a time on the caller's behalf. */
+struct qmp_transport {
+	/*
+	 * Sends `command` (one JSON object, no trailing newline) and returns
+	 * the reply object's JSON text in *ret_reply (malloc'ed), or a
+	 * negative errno (-ECONNRESET if the monitor is gone for good).
+	 */
+	int (*execute)(void *ctx, const char *command, int timeout_ms,
+		       char **ret_reply);
+	/* Called by qmp_close(); may be NULL. */
+	void (*close)(void *ctx);
+};
+
+/* A qmp on transport t (not copied: it must outlive the qmp). */
+int qmp_open_custom(const struct qmp_transport *t, void *ctx,
+		    struct qmp **ret_qmp);
+
+/* The socket, or -1 on a custom transport. */
 int qmp_fd(const struct qmp *q);
 /* QEMU's version from the greeting, as major*10000 + minor*100 + micro. */
 int qmp_qemu_version(const struct qmp *q);
-/* PID of the process at the other end of the socket (SO_PEERCRED). */
+/*
+ * PID of the process at the other end of the socket (SO_PEERCRED);
+ * -EOPNOTSUPP on a custom transport.
+ */
 int qmp_peer_pid(const struct qmp *q, pid_t *ret_pid);
 
 /*

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * test_qmp.c - the QMP client against a real QEMU, its parser against odd
- * and hostile input from a socketpair peer, and the logging helpers it uses.
+ * and hostile input from a socketpair peer, the custom transport (canned
+ * replies, and relayed to a real QEMU so that the RAM layout discovery runs
+ * over it), and the logging helpers it uses.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +13,7 @@
 
 #include "log.h"
 #include "qemu_fixture.h"
+#include "vm_layout.h"
 
 /* ---------------- real QEMU ---------------- */
 
@@ -125,6 +128,179 @@ static void test_real_events_queued(void **state)
 	}
 	assert_int_equal(i, 2);
 	assert_int_equal(qmp_events_dropped(vm->qmp), 0);
+}
+
+/* ---------------- custom transport ---------------- */
+
+struct canned {
+	const char *reply;	/* text handed back, NULL: fail with err */
+	int err;
+	char seen[512];		/* the last command text received */
+	int closed;
+};
+
+static int canned_execute(void *ctx, const char *command, int timeout_ms,
+			  char **ret_reply)
+{
+	struct canned *c = ctx;
+
+	snprintf(c->seen, sizeof(c->seen), "%s", command);
+	if (!c->reply)
+		return c->err;
+	*ret_reply = strdup(c->reply);
+	return 0;
+}
+
+static void canned_close(void *ctx)
+{
+	((struct canned *)ctx)->closed++;
+}
+
+static const struct qmp_transport canned_transport = {
+	.execute = canned_execute,
+	.close = canned_close,
+};
+
+struct custom_case {
+	const char *reply;
+	int err;
+	int want;
+	const char *want_error;	/* substring of qmp_last_error(), or NULL */
+};
+
+static const struct custom_case custom_cases[] = {
+	{ "{\"return\": {\"status\": \"running\"}, \"id\": \"libvirt-7\"}", 0, 0, NULL },
+	{ "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"nope\"}}", 0, -EIO,
+	  "CommandNotFound: nope" },
+	{ "{\"id\": \"x\"}", 0, -EPROTO, NULL },
+	{ "[1, 2]", 0, -EPROTO, NULL },
+	{ "not json", 0, -EPROTO, NULL },
+	{ "", 0, -EPROTO, NULL },
+	{ NULL, -ETIMEDOUT, -ETIMEDOUT, NULL },
+	{ NULL, -EINVAL, -EINVAL, NULL },
+};
+
+static void test_custom_reply_table(void **state)
+{
+	for (size_t i = 0; i < sizeof(custom_cases) / sizeof(custom_cases[0]); i++) {
+		const struct custom_case *tc = &custom_cases[i];
+		struct canned c = { .reply = tc->reply, .err = tc->err };
+		struct json_object *ret = (void *)0x1, *args;
+		struct qmp *q = NULL;
+		pid_t pid = 77;
+		int r;
+
+		assert_int_equal(qmp_open_custom(&canned_transport, &c, &q), 0);
+		assert_int_equal(qmp_fd(q), -1);
+		assert_int_equal(qmp_peer_pid(q, &pid), -EOPNOTSUPP);
+		assert_int_equal(pid, 77);
+		assert_int_equal(qmp_process_input(q), 0);
+		assert_int_equal(qmp_wait_event(q, 0), -EOPNOTSUPP);
+		args = json_object_new_object();
+		json_object_object_add(args, "k", json_object_new_string("a/b"));
+		r = qmp_execute(q, "query-status", args, 100, &ret);
+		json_object_put(args);
+		if (r != tc->want)
+			fail_msg("case %zu: got %d, want %d", i, r, tc->want);
+		/* the command as the transport got it: no id, no newline */
+		assert_string_equal(c.seen, "{\"execute\":\"query-status\","
+				    "\"arguments\":{\"k\":\"a/b\"}}");
+		if (r == 0) {
+			assert_ptr_not_equal(ret, (void *)0x1);
+			json_object_put(ret);
+		} else {
+			assert_ptr_equal(ret, (void *)0x1);
+		}
+		if (tc->want_error)
+			assert_non_null(strstr(qmp_last_error(q), tc->want_error));
+		/* a failure that is not the transport's end leaves it usable */
+		c.reply = "{\"return\": {}}";
+		assert_int_equal(qmp_execute(q, "x", NULL, 100, NULL), 0);
+		qmp_close(q);
+		assert_int_equal(c.closed, 1);
+	}
+}
+
+static void test_custom_connreset_breaks(void **state)
+{
+	struct canned c = { .reply = NULL, .err = -ECONNRESET };
+	struct qmp *q = NULL;
+
+	assert_int_equal(qmp_open_custom(NULL, &c, &q), -EINVAL);
+	assert_int_equal(qmp_open_custom(&canned_transport, &c, &q), 0);
+	assert_int_equal(qmp_execute(q, "query-status", NULL, 100, NULL), -ECONNRESET);
+	/* the monitor is gone: later calls fail without asking the transport */
+	c.reply = "{\"return\": {}}";
+	c.seen[0] = '\0';
+	assert_int_equal(qmp_execute(q, "query-status", NULL, 100, NULL), -ECONNRESET);
+	assert_string_equal(c.seen, "");
+	assert_int_equal(qmp_process_input(q), -ECONNRESET);
+	qmp_close(q);
+	assert_int_equal(c.closed, 1);
+}
+
+/*
+ * Relays the custom transport's commands to the real QEMU's socket, as
+ * libvirt relays virDomainQemuMonitorCommand: the RAM layout discovery
+ * must work over it unchanged.
+ */
+static int relay_execute(void *ctx, const char *command, int timeout_ms,
+			 char **ret_reply)
+{
+	struct qmp *real = ctx;
+	struct json_object *cmd, *exe = NULL, *args = NULL, *ret = NULL, *reply;
+	int r;
+
+	cmd = json_tokener_parse(command);
+	if (!cmd || !json_object_object_get_ex(cmd, "execute", &exe)) {
+		json_object_put(cmd);
+		return -EPROTO;
+	}
+	assert_false(json_object_object_get_ex(cmd, "id", NULL));
+	json_object_object_get_ex(cmd, "arguments", &args);
+	r = qmp_execute(real, json_object_get_string(exe), args, timeout_ms, &ret);
+	json_object_put(cmd);
+	reply = json_object_new_object();
+	if (r == -EIO) {
+		struct json_object *e = json_object_new_object();
+
+		json_object_object_add(e, "class", json_object_new_string("GenericError"));
+		json_object_object_add(e, "desc", json_object_new_string(qmp_last_error(real)));
+		json_object_object_add(reply, "error", e);
+	} else if (r < 0) {
+		json_object_put(reply);
+		return r;
+	} else {
+		json_object_object_add(reply, "return", ret);
+	}
+	json_object_object_add(reply, "id", json_object_new_string("libvirt-1"));
+	*ret_reply = strdup(json_object_to_json_string(reply));
+	json_object_put(reply);
+	return 0;
+}
+
+static const struct qmp_transport relay_transport = { .execute = relay_execute };
+
+static void test_real_custom_layout(void **state)
+{
+	struct qemu_vm *vm = *state;
+	struct vm_layout *l = NULL;
+	struct qmp *q = NULL;
+	char *out = NULL;
+
+	assert_int_equal(qmp_open_custom(&relay_transport, vm->qmp, &q), 0);
+	assert_int_equal(qmp_hmp(q, "info version", 5000, &out), 0);
+	assert_true(out[0] >= '1' && out[0] <= '9');
+	free(out);
+	assert_int_equal(qmp_execute(q, "no-such-command", NULL, 5000, NULL), -EIO);
+	assert_non_null(strstr(qmp_last_error(q), "CommandNotFound"));
+	assert_int_equal(vm_layout_discover(q, vm->pid, &l), 0);
+	assert_int_equal(l->nbackings, 1);
+	assert_int_equal(l->backings[0].kind, VM_BACKING_MEMFD);
+	assert_true(l->backings[0].fd >= 0);
+	assert_int_equal(l->backings[0].size, 128u << 20);
+	vm_layout_free(l);
+	qmp_close(q);
 }
 
 /* ---------------- socketpair peer ---------------- */
@@ -469,6 +645,8 @@ int main(void)
 		cmocka_unit_test(test_peer_event_flood),
 		cmocka_unit_test(test_peer_line_too_long),
 		cmocka_unit_test(test_peer_process_input),
+		cmocka_unit_test(test_custom_reply_table),
+		cmocka_unit_test(test_custom_connreset_breaks),
 		cmocka_unit_test(test_log_quote),
 		cmocka_unit_test(test_log_errno),
 	};
@@ -478,6 +656,7 @@ int main(void)
 		cmocka_unit_test(test_real_error_reply),
 		cmocka_unit_test(test_real_hmp),
 		cmocka_unit_test(test_real_events_queued),
+		cmocka_unit_test(test_real_custom_layout),
 	};
 	int failed;
 
