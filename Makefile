@@ -7,6 +7,18 @@
 #   make check      deps + build + every test; ends with "N passed, N failed"
 #   make demo       the main job end to end on the built-in demo guest
 #   make bench      benchmarks against the reference mechanisms
+#   make check-slow the slow tier (tests/slow): a debootstrapped Debian 12
+#                   guest installs vmdefrag with DKMS + systemd, the host
+#                   reclaims from it; not part of `make check`
+#
+# In a guest, as root (see README "Guest agent install (DKMS)"):
+#   make dkms-install [KVER=<release>]
+#                   /usr/src/vmdefrag-VERSION, then dkms add/build/install
+#                   for the running kernel (or KVER); re-running replaces
+#                   the same version
+#   make install-guest [PREFIX=/usr/local] [DESTDIR=]
+#                   the agent to $(PREFIX)/sbin, its systemd unit and the
+#                   udev rule that starts it when port org.vmdefrag.0 appears
 #
 # Every output goes under build/.  Each component directory owns its own
 # Makefile; this one only sequences them.
@@ -16,7 +28,7 @@ GUEST_KERNELS = $(shell tests/tools/guest-kernels.sh)
 export BUILD
 
 .PHONY: all deps daemon agent module guest unit fuzz check check-unit \
-	check-integration demo bench clean
+	check-integration demo bench clean dkms-install install-guest check-slow
 
 all: daemon agent module guest
 
@@ -62,6 +74,47 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	tests/bench/run-bench
+
+# ---- guest install (DKMS, systemd, udev) ----------------------------------
+# The version lives in one place, the module's dkms.conf.
+VDF_VERSION   = $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' \
+		  guest-agent/module/dkms.conf)
+KVER         ?= $(shell uname -r)
+PREFIX       ?= /usr/local
+GUEST_UNITDIR ?= /etc/systemd/system
+GUEST_UDEVDIR ?= /etc/udev/rules.d
+
+dkms-install:
+	@test "$$(id -u)" = 0 || { echo "make dkms-install: must run as root" >&2; exit 1; }
+	@command -v dkms >/dev/null || \
+		{ echo "make dkms-install: dkms is not installed (apt-get install dkms)" >&2; exit 1; }
+	@test -d /lib/modules/$(KVER)/build || \
+		{ echo "make dkms-install: no headers for $(KVER) (apt-get install linux-headers-$(KVER))" >&2; exit 1; }
+	@if [ -n "$$(dkms status -m vmdefrag -v $(VDF_VERSION))" ]; then \
+		echo "  DKMS    remove vmdefrag/$(VDF_VERSION)"; \
+		dkms remove vmdefrag/$(VDF_VERSION) --all >/dev/null; fi
+	rm -rf /usr/src/vmdefrag-$(VDF_VERSION)
+	$(MAKE) -C guest-agent/module tree TREE=/usr/src/vmdefrag-$(VDF_VERSION)
+	dkms add vmdefrag/$(VDF_VERSION)
+	dkms build vmdefrag/$(VDF_VERSION) -k $(KVER)
+	dkms install vmdefrag/$(VDF_VERSION) -k $(KVER)
+
+install-guest: agent
+	install -D -m 0755 $(BUILD)/agent/vmdefrag-agent $(DESTDIR)$(PREFIX)/sbin/vmdefrag-agent
+	install -d $(DESTDIR)$(GUEST_UNITDIR) $(DESTDIR)$(GUEST_UDEVDIR)
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' configs/guest/vmdefrag-agent.service \
+		>$(DESTDIR)$(GUEST_UNITDIR)/vmdefrag-agent.service
+	chmod 0644 $(DESTDIR)$(GUEST_UNITDIR)/vmdefrag-agent.service
+	install -m 0644 configs/guest/90-vmdefrag-agent.rules $(DESTDIR)$(GUEST_UDEVDIR)/
+	@# a running guest picks the files up now, and starts the agent if the
+	@# port is already there; a chroot or a DESTDIR install does not
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl daemon-reload && udevadm control --reload && \
+		udevadm trigger --subsystem-match=virtio-ports --action=add; fi
+
+check-slow: deps
+	$(MAKE) all
+	VMDEFRAG_TIERS=slow /usr/bin/python3 tests/run-checks
 
 clean:
 	rm -rf $(BUILD)
