@@ -49,9 +49,34 @@ const char *ctl_proto_cause_name(unsigned int i)
 	       ctl_cause_names[i] : NULL;
 }
 
+static const char *const ctl_notify_names[] = {
+	[CTL_NOTIFY_PREPARE] = "prepare",
+	[CTL_NOTIFY_STARTED] = "started",
+	[CTL_NOTIFY_STOPPED] = "stopped",
+	[CTL_NOTIFY_RELEASE] = "release",
+};
+
+const char *ctl_proto_notify_name(enum ctl_notify_event event)
+{
+	return (unsigned int)event < sizeof(ctl_notify_names) / sizeof(ctl_notify_names[0]) ?
+	       ctl_notify_names[event] : NULL;
+}
+
+int ctl_proto_notify_from_name(const char *name, enum ctl_notify_event *ret_event)
+{
+	for (unsigned int i = 0; i < sizeof(ctl_notify_names) / sizeof(ctl_notify_names[0]); i++) {
+		if (strcmp(name, ctl_notify_names[i]) == 0) {
+			*ret_event = (enum ctl_notify_event)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 static const char *ctl_cmd_name(enum ctl_cmd cmd)
 {
 	switch (cmd) {
+	case CTL_CMD_NOTIFY: return "notify";
 	case CTL_CMD_SCAN: return "scan";
 	case CTL_CMD_RECLAIM: return "reclaim";
 	case CTL_CMD_RETURN: return "return";
@@ -75,6 +100,15 @@ int ctl_proto_format_request(const struct ctl_request *req, char **ret_line)
 		json_object_object_add(o, "bytes", json_object_new_uint64(req->bytes));
 	if (req->cmd == CTL_CMD_OP)
 		json_object_object_add(o, "id", json_object_new_uint64(req->id));
+	if (req->cmd == CTL_CMD_NOTIFY) {
+		const char *ev = ctl_proto_notify_name(req->event);
+
+		if (!ev) {
+			json_object_put(o);
+			return -EINVAL;
+		}
+		json_object_object_add(o, "event", json_object_new_string(ev));
+	}
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	if (!s || asprintf(&line, "%s\n", s) < 0) {
 		json_object_put(o);
@@ -113,9 +147,11 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		req.cmd = CTL_CMD_RETURN;
 	} else if (strcmp(cmd, "op") == 0) {
 		req.cmd = CTL_CMD_OP;
+	} else if (strcmp(cmd, "notify") == 0) {
+		req.cmd = CTL_CMD_NOTIFY;
 	} else {
 		snprintf(err, errsz, "unknown command (known: status, scan, reclaim, "
-			 "return, op)");
+			 "return, op, notify)");
 		goto out_put;
 	}
 	if (json_object_object_get_ex(o, "vm", &v)) {
@@ -156,11 +192,20 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		}
 		req.id = (uint32_t)json_object_get_uint64(v);
 	}
+	if (req.cmd == CTL_CMD_NOTIFY &&
+	    (!json_object_object_get_ex(o, "event", &v) ||
+	     !json_object_is_type(v, json_type_string) ||
+	     ctl_proto_notify_from_name(json_object_get_string(v), &req.event) < 0)) {
+		snprintf(err, errsz, "notify needs \"event\": prepare, started, "
+			 "stopped or release");
+		goto out_put;
+	}
 	json_object_object_foreach(o, key, val) {
 		bool known = strcmp(key, "cmd") == 0 || strcmp(key, "vm") == 0 ||
 			     (strcmp(key, "bytes") == 0 && (req.cmd == CTL_CMD_RECLAIM ||
 							   req.cmd == CTL_CMD_RETURN)) ||
-			     (strcmp(key, "id") == 0 && req.cmd == CTL_CMD_OP);
+			     (strcmp(key, "id") == 0 && req.cmd == CTL_CMD_OP) ||
+			     (strcmp(key, "event") == 0 && req.cmd == CTL_CMD_NOTIFY);
 
 		(void)val;
 		if (!known) {

@@ -13,10 +13,21 @@
  *             {"cmd": "reclaim", "vm": N, "bytes": B}   start a reclaim
  *             {"cmd": "return", "vm": N, "bytes": B}    start a return
  *             {"cmd": "op", "vm": N, "id": I}  one operation's progress
+ *             {"cmd": "notify", "vm": N, "event": E}  from the libvirt hook
  *   response  {"ok": true, "vms": [VMSTATUS, ...]}
  *             {"ok": true, "scan": SCAN}
  *             {"ok": true, "operation": OP}   reclaim, return, op
+ *             {"ok": true}                    notify
  *             {"ok": false, "error": CODE, "message": "one line"}
+ *
+ * notify: E is "prepare", "started", "stopped" or "release" (libvirt's
+ * qemu hook operations of the same names); anything else is bad-request.
+ * N is a libvirt domain name, which need not be a VM the daemon knows.
+ * The answer comes at once and never waits on libvirt (the hook runs while
+ * libvirtd holds the domain).  With --libvirt, "started" makes the daemon
+ * re-read that domain soon and attach to it, "stopped" and "release" detach
+ * it; "prepare" is only logged.  Without --libvirt every event is accepted
+ * and logged at debug level.
  *
  * CODE is one of the CTL_ERR_* strings below; vmdefragctl maps each to an
  * exit status (ctl_proto_exit_code()).  VMSTATUS, SCAN and OP are built
@@ -69,6 +80,15 @@ enum ctl_cmd {
 	CTL_CMD_RECLAIM,
 	CTL_CMD_RETURN,
 	CTL_CMD_OP,
+	CTL_CMD_NOTIFY,
+};
+
+/* notify's events, named as libvirt's qemu hook names its operations */
+enum ctl_notify_event {
+	CTL_NOTIFY_PREPARE,
+	CTL_NOTIFY_STARTED,
+	CTL_NOTIFY_STOPPED,
+	CTL_NOTIFY_RELEASE,
 };
 
 struct ctl_request {
@@ -76,7 +96,13 @@ struct ctl_request {
 	char vm[64];		/* "" if none given */
 	uint64_t bytes;		/* reclaim, return: > 0 */
 	uint32_t id;		/* op: the operation's id */
+	enum ctl_notify_event event;	/* notify */
 };
+
+/* "prepare", ... for an event; NULL if out of range. */
+const char *ctl_proto_notify_name(enum ctl_notify_event event);
+/* The event named `name`; -EINVAL if none. */
+int ctl_proto_notify_from_name(const char *name, enum ctl_notify_event *ret_event);
 
 /* Encodes a request as one line (with "\n"); *ret_line is malloc'ed. */
 int ctl_proto_format_request(const struct ctl_request *req, char **ret_line);

@@ -24,11 +24,15 @@
 static void test_request_roundtrip(void **state)
 {
 	static const struct ctl_request reqs[] = {
-		{ CTL_CMD_STATUS, "", 0, 0 }, { CTL_CMD_STATUS, "web-1", 0, 0 },
-		{ CTL_CMD_SCAN, "db.2", 0, 0 },
-		{ CTL_CMD_RECLAIM, "vm1", 512 * MiB, 0 },
-		{ CTL_CMD_RETURN, "vm1", 1ull << 40, 0 },
-		{ CTL_CMD_OP, "vm1", 0, 4000000000u },
+		{ CTL_CMD_STATUS, "", 0, 0, 0 }, { CTL_CMD_STATUS, "web-1", 0, 0, 0 },
+		{ CTL_CMD_SCAN, "db.2", 0, 0, 0 },
+		{ CTL_CMD_RECLAIM, "vm1", 512 * MiB, 0, 0 },
+		{ CTL_CMD_RETURN, "vm1", 1ull << 40, 0, 0 },
+		{ CTL_CMD_OP, "vm1", 0, 4000000000u, 0 },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_PREPARE },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STARTED },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STOPPED },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_RELEASE },
 	};
 
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
@@ -42,6 +46,8 @@ static void test_request_roundtrip(void **state)
 		assert_string_equal(back.vm, reqs[i].vm);
 		assert_int_equal(back.bytes, reqs[i].bytes);
 		assert_int_equal(back.id, reqs[i].id);
+		if (reqs[i].cmd == CTL_CMD_NOTIFY)
+			assert_int_equal(back.event, reqs[i].event);
 		free(line);
 	}
 }
@@ -55,7 +61,16 @@ static const struct {
 	{ "{\"cmd\": 3}", "request has no \"cmd\" string" },
 	{ "{\"vm\": \"a\"}", "request has no \"cmd\" string" },
 	{ "{\"cmd\": \"shrink\", \"vm\": \"a\"}",
-	  "unknown command (known: status, scan, reclaim, return, op)" },
+	  "unknown command (known: status, scan, reclaim, return, op, notify)" },
+	{ "{\"cmd\": \"notify\", \"vm\": \"a\"}",
+	  "notify needs \"event\": prepare, started, stopped or release" },
+	{ "{\"cmd\": \"notify\", \"vm\": \"a\", \"event\": \"migrate\"}",
+	  "notify needs \"event\": prepare, started, stopped or release" },
+	{ "{\"cmd\": \"notify\", \"vm\": \"a\", \"event\": 1}",
+	  "notify needs \"event\": prepare, started, stopped or release" },
+	{ "{\"cmd\": \"notify\", \"event\": \"started\"}", "notify needs \"vm\"" },
+	{ "{\"cmd\": \"scan\", \"vm\": \"a\", \"event\": \"started\"}",
+	  "unknown key in request" },
 	{ "{\"cmd\": \"reclaim\", \"vm\": \"a\"}",
 	  "reclaim needs \"bytes\", a positive multiple of 2 MiB" },
 	{ "{\"cmd\": \"reclaim\", \"vm\": \"a\", \"bytes\": 4096}",
