@@ -9,6 +9,9 @@
  *	                      reconnect_min_ms, reconnect_max_ms
  *	[vm NAME]             qmp, channel, floor, max_reclaim, frames_per_sec,
  *	                      events_per_sec, request_timeout_ms
+ *	[libvirt]             turns libvirt mode on; uri, and floor,
+ *	                      max_reclaim, frames_per_sec, events_per_sec,
+ *	                      request_timeout_ms for every discovered domain
  *
  * The parser is a two-state machine: before any section header a key is an
  * error; after one, keys go to that section.  A [vm NAME] section seen
@@ -55,6 +58,16 @@ void config_init(struct config *c)
 	c->log_level = LOG_INFO;
 	c->reconnect_min_ms = 500;
 	c->reconnect_max_ms = 30000;
+	config_vm_init(&c->libvirt_defaults);
+}
+
+int config_set_libvirt(struct config *c, const char *uri)
+{
+	if (strlen(uri) >= sizeof(c->libvirt_uri))
+		return -ENAMETOOLONG;
+	strcpy(c->libvirt_uri, uri);
+	c->libvirt = true;
+	return 0;
 }
 
 static int config_fail(char *err, size_t errsz, int r, const char *fmt, ...)
@@ -261,7 +274,28 @@ enum config_section {
 	CONFIG_SEC_NONE,
 	CONFIG_SEC_DAEMON,
 	CONFIG_SEC_VM,
+	CONFIG_SEC_LIBVIRT,
 };
+
+bool config_vm_name_ok(const char *name)
+{
+	return config_name_valid(name, strlen(name));
+}
+
+static int config_libvirt_set(struct config *c, const char *key, const char *v,
+			      char *msg, size_t msgsz)
+{
+	if (strcmp(key, "uri") == 0) {
+		if (strlen(v) >= sizeof(c->libvirt_uri))
+			return config_fail(msg, msgsz, -ENAMETOOLONG, "uri too long");
+		strcpy(c->libvirt_uri, v);
+		return 0;
+	}
+	if (strcmp(key, "qmp") == 0 || strcmp(key, "channel") == 0)
+		return config_fail(msg, msgsz, -EINVAL, "'%s' comes from each "
+				   "domain's XML, not from [libvirt]", key);
+	return config_vm_set(&c->libvirt_defaults, key, v, msg, msgsz);
+}
 
 static int config_section_header(struct config *c, char *line,
 				 enum config_section *sec, struct config_vm **vm,
@@ -278,9 +312,14 @@ static int config_section_header(struct config *c, char *line,
 		*sec = CONFIG_SEC_DAEMON;
 		return 0;
 	}
+	if (strcmp(inner, "libvirt") == 0) {
+		*sec = CONFIG_SEC_LIBVIRT;
+		c->libvirt = true;
+		return 0;
+	}
 	if (strncmp(inner, "vm", 2) != 0 || !isspace((unsigned char)inner[2]))
 		return config_fail(msg, msgsz, -EINVAL,
-				   "unknown section [%s] (want [daemon] or [vm NAME])",
+				   "unknown section [%s] (want [daemon], [libvirt] or [vm NAME])",
 				   inner);
 	name = config_trim(inner + 2);
 	if (!config_name_valid(name, strlen(name)))
@@ -350,6 +389,8 @@ int config_parse_text(struct config *c, const char *text, const char *origin,
 						"'%s' outside a section", key);
 			else if (sec == CONFIG_SEC_DAEMON)
 				r = config_daemon_set(c, key, val, msg, sizeof(msg));
+			else if (sec == CONFIG_SEC_LIBVIRT)
+				r = config_libvirt_set(c, key, val, msg, sizeof(msg));
 			else
 				r = config_vm_set(vm, key, val, msg, sizeof(msg));
 		}

@@ -45,6 +45,11 @@ struct config {
 	uint32_t reconnect_max_ms;	/* backoff doubles up to this */
 	size_t nvms;
 	struct config_vm vms[CONFIG_MAX_VMS];
+
+	/* libvirt mode: --libvirt [URI] or a [libvirt] section */
+	bool libvirt;
+	char libvirt_uri[256];		/* "" = the default, qemu:///system */
+	struct config_vm libvirt_defaults;	/* limits of discovered domains */
 };
 
 /* Defaults: socket CONFIG_DEFAULT_SOCKET 0660 root, info, no VMs. */
@@ -76,5 +81,11 @@ int config_add_vm_spec(struct config *c, const char *spec, char *err, size_t err
 int config_validate(const struct config *c, char *err, size_t errsz);
 
 struct config_vm *config_find_vm(struct config *c, const char *name);
+
+/* Is name usable as a VM name ([A-Za-z0-9_.-], 1..CONFIG_NAME_MAX-1)? */
+bool config_vm_name_ok(const char *name);
+
+/* Sets the libvirt URI ("" for the default); -ENAMETOOLONG if it does not fit. */
+int config_set_libvirt(struct config *c, const char *uri);
 
 #endif /* VDF_CONFIG_H */

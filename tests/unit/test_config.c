@@ -26,6 +26,30 @@
 #define MiB (1ull << 20)
 #define GiB (1ull << 30)
 
+static void test_config_libvirt(void **state)
+{
+	static const char text[] =
+		"[libvirt]\n"
+		"uri = qemu:///session\n"
+		"floor = 256M\n"
+		"max_reclaim = 1G\n";
+	char err[CONFIG_ERR_MAX] = "";
+	struct config c;
+
+	config_init(&c);
+	assert_false(c.libvirt);
+	assert_int_equal(config_parse_text(&c, text, "l.conf", err, sizeof(err)), 0);
+	assert_true(c.libvirt);
+	assert_string_equal(c.libvirt_uri, "qemu:///session");
+	assert_int_equal(c.libvirt_defaults.floor_bytes, 256 * MiB);
+	assert_int_equal(c.libvirt_defaults.max_reclaim_bytes, GiB);
+	assert_int_equal(c.nvms, 0);
+	assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+	assert_true(config_vm_name_ok("dom-1.a_b"));
+	assert_false(config_vm_name_ok("dom 1"));
+	assert_false(config_vm_name_ok(""));
+}
+
 static void test_config_good(void **state)
 {
 	static const char text[] =
@@ -98,9 +122,13 @@ static const struct bad_case bad_cases[] = {
 	  "b.conf:2: expected 'key = value' or a [section]" },
 	{ "[daemon\n", -EINVAL, "b.conf:1: section header without ']'" },
 	{ "[demon]\n", -EINVAL,
-	  "b.conf:1: unknown section [demon] (want [daemon] or [vm NAME])" },
+	  "b.conf:1: unknown section [demon] (want [daemon], [libvirt] or [vm NAME])" },
 	{ "[vm]\n", -EINVAL,
-	  "b.conf:1: unknown section [vm] (want [daemon] or [vm NAME])" },
+	  "b.conf:1: unknown section [vm] (want [daemon], [libvirt] or [vm NAME])" },
+	{ "[libvirt]\nchannel = /c\n", -EINVAL,
+	  "b.conf:2: 'channel' comes from each domain's XML, not from [libvirt]" },
+	{ "[libvirt]\nfloor = 3M\n", -EDOM,
+	  "b.conf:2: size '3M' is not a multiple of 2 MiB" },
 	{ "[vm a/b]\n", -EINVAL,
 	  "b.conf:1: bad VM name 'a/b' (1-63 of A-Z a-z 0-9 _ - .)" },
 	{ "[vm a]\nqmp=/q\n[vm a]\n", -EEXIST, "b.conf:3: second [vm a] section" },
@@ -263,6 +291,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_config_good),
+		cmocka_unit_test(test_config_libvirt),
 		cmocka_unit_test(test_config_bad_lines),
 		cmocka_unit_test(test_config_validate),
 		cmocka_unit_test(test_config_vm_specs),
