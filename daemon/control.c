@@ -20,6 +20,11 @@
  * scan (vm_scan_cancel()); the guest's answer still refreshes the VM's
  * cached picture.
  *
+ * The VM set is the daemon's vm_list: it grows while the server runs (a
+ * libvirt domain seen for the first time) and never shrinks, so a client
+ * never holds a freed VM.  notify (from the libvirt hook) is answered at
+ * once; its effect runs later, in the notify function's owner.
+ *
  * Clients are trusted only as far as the socket's permissions go: their
  * input is still bounded and parsed strictly (ctl_proto_parse_request()).
  */
@@ -60,8 +65,9 @@ struct control_client {
 struct control {
 	struct loop *loop;
 	const struct config *cfg;
-	struct vm **vms;
-	size_t nvms;
+	const struct vm_list *vms;
+	control_notify_fn notify;
+	void *notify_userdata;
 	int fd;
 	struct loop_io io;
 	char path[108];
@@ -167,10 +173,7 @@ static bool control_client_error(struct control_client *cl, const char *code,
 
 static struct vm *control_find_vm(struct control *c, const char *name)
 {
-	for (size_t i = 0; i < c->nvms; i++)
-		if (strcmp(vm_name(c->vms[i]), name) == 0)
-			return c->vms[i];
-	return NULL;
+	return vm_list_find(c->vms, name);
 }
 
 static void control_scan_done(void *userdata, int status,
@@ -206,10 +209,10 @@ static bool control_cmd_status(struct control_client *cl, const struct ctl_reque
 		json_object_put(arr);
 		return control_client_error(cl, CTL_ERR_INTERNAL, "out of memory");
 	}
-	for (size_t i = 0; i < c->nvms; i++) {
-		if (req->vm[0] && strcmp(req->vm, vm_name(c->vms[i])) != 0)
+	for (size_t i = 0; i < c->vms->n; i++) {
+		if (req->vm[0] && strcmp(req->vm, vm_name(c->vms->v[i])) != 0)
 			continue;
-		vm_get_status(c->vms[i], st);
+		vm_get_status(c->vms->v[i], st);
 		json_object_array_add(arr, ctl_proto_status_json(st));
 	}
 	free(st);
@@ -302,6 +305,24 @@ static bool control_cmd_op(struct control_client *cl, const struct ctl_request *
 				   ctl_proto_op_json(vm_name(vm), &op)));
 }
 
+/* The libvirt hook: answered at once, acted on by the notify function. */
+static bool control_cmd_notify(struct control_client *cl, const struct ctl_request *req)
+{
+	struct control *c = cl->ctl;
+	struct json_object *ok;
+	char name[160];
+
+	if (c->notify)
+		c->notify(c->notify_userdata, req->vm, req->event);
+	else
+		log_debug("notify: domain %s %s (not in libvirt mode, ignoring)",
+			  log_quote_str(req->vm, name, sizeof(name)),
+			  ctl_proto_notify_name(req->event));
+	ok = json_object_new_object();
+	json_object_object_add(ok, "ok", json_object_new_boolean(1));
+	return control_client_send(cl, ok);
+}
+
 /* Handles one request line; false if the client is gone. */
 static bool control_client_line(struct control_client *cl, char *line)
 {
@@ -320,6 +341,8 @@ static bool control_client_line(struct control_client *cl, char *line)
 		return control_cmd_start_op(cl, &req);
 	case CTL_CMD_OP:
 		return control_cmd_op(cl, &req);
+	case CTL_CMD_NOTIFY:
+		return control_cmd_notify(cl, &req);
 	}
 	return true;
 }
@@ -466,8 +489,8 @@ static int control_clear_stale(const char *path)
 	return 0;
 }
 
-int control_new(struct loop *loop, const struct config *cfg, struct vm **vms,
-		size_t nvms, struct control **ret_control)
+int control_new(struct loop *loop, const struct config *cfg,
+		const struct vm_list *vms, struct control **ret_control)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct control *c;
@@ -485,7 +508,6 @@ int control_new(struct loop *loop, const struct config *cfg, struct vm **vms,
 	c->loop = loop;
 	c->cfg = cfg;
 	c->vms = vms;
-	c->nvms = nvms;
 	strcpy(c->path, cfg->socket);
 	strcpy(sa.sun_path, cfg->socket);
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -521,6 +543,12 @@ out_close:
 out_free:
 	free(c);
 	return r;
+}
+
+void control_set_notify(struct control *c, control_notify_fn fn, void *userdata)
+{
+	c->notify = fn;
+	c->notify_userdata = userdata;
 }
 
 void control_free(struct control *c)

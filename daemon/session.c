@@ -354,6 +354,28 @@ void session_start(struct session *s)
 	}
 }
 
+int session_set_path(struct session *s, const char *path)
+{
+	if (strlen(path) >= sizeof(s->path))
+		return -ENAMETOOLONG;
+	if (strcmp(path, s->path) != 0) {
+		session_close(s);
+		strcpy(s->path, path);
+		s->backoff_ms = 0;
+		s->logged_absent = false;
+	}
+	session_start(s);
+	return 0;
+}
+
+void session_stop(struct session *s)
+{
+	session_close(s);
+	loop_timer_disarm(s->loop, &s->reconnect);
+	s->backoff_ms = 0;
+	s->logged_absent = false;
+}
+
 /* ---- requests --------------------------------------------------------- */
 
 static void session_req_timeout(struct loop_timer *t)

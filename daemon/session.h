@@ -91,6 +91,13 @@ void session_free(struct session *s);
 
 /* Connects now (or arms the reconnect timer if the channel is not there). */
 void session_start(struct session *s);
+/*
+ * The channel moved (a libvirt domain restarted under a new path): closes
+ * a connection to the old path, then session_start() on the new one.
+ */
+int session_set_path(struct session *s, const char *path);
+/* Closes and stops reconnecting until the next session_start(). */
+void session_stop(struct session *s);
 
 /*
  * Queues req (type and body; the id is assigned here) for the guest.

@@ -26,6 +26,14 @@
  * on every attach/detach and the session's hooks, so a session drop or a
  * QMP detach aborts the operation in one place.
  *
+ * Where the monitor comes from: a --vm names a QMP socket, and the VM
+ * connects and retries on its own (qmp_retry timer).  A libvirt domain's
+ * VM (vm_new_libvirt()) never connects by itself: virt_domains.c hands it
+ * a monitor carried by libvirt (vm_attach_monitor(), a qmp without fd or
+ * events) and the channel path from the live XML when the domain runs, and
+ * takes both away (vm_detach_monitor()) when it stops.  No retry timer
+ * runs for it; the domain's lifecycle events decide.
+ *
  * Single-threaded, on the loop's thread.
  */
 #include <errno.h>
@@ -55,6 +63,7 @@ struct vm {
 	struct loop *loop;
 	struct config_vm conf;
 	uint32_t retry_min_ms, retry_max_ms;
+	bool libvirt;			/* monitor and channel given by libvirt */
 
 	/* QEMU side */
 	struct qmp *qmp;		/* NULL while detached */
@@ -108,6 +117,8 @@ static uint64_t vm_configured_ram(const struct vm *vm)
 /* Arms the QMP retry timer: the backoff doubles up to retry_max_ms. */
 static void vm_qmp_schedule_retry(struct vm *vm)
 {
+	if (vm->libvirt)
+		return;		/* the domain's events decide */
 	if (!vm->qmp_backoff_ms)
 		vm->qmp_backoff_ms = vm->retry_min_ms;
 	else if (vm->qmp_backoff_ms < vm->retry_max_ms / 2)
@@ -117,7 +128,8 @@ static void vm_qmp_schedule_retry(struct vm *vm)
 	loop_timer_arm(vm->loop, &vm->qmp_retry, vm->qmp_backoff_ms);
 }
 
-static void vm_qmp_detach(struct vm *vm, int error, const char *what)
+/* Forgets QEMU: monitor, layout, pid, backend. */
+static void vm_qmp_drop(struct vm *vm)
 {
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	qmp_close(vm->qmp);
@@ -128,6 +140,11 @@ static void vm_qmp_detach(struct vm *vm, int error, const char *what)
 	vm->pid = 0;
 	vm->backend = VM_BACKEND_UNKNOWN;
 	vm->backend_note[0] = '\0';
+}
+
+static void vm_qmp_detach(struct vm *vm, int error, const char *what)
+{
+	vm_qmp_drop(vm);
 	snprintf(vm->qmp_error, sizeof(vm->qmp_error), "%s: %s", what,
 		 strerror(error < 0 ? -error : error));
 	vm_qmp_schedule_retry(vm);
@@ -175,25 +192,15 @@ static void vm_set_backend(struct vm *vm)
 	}
 }
 
-static int vm_qmp_attach(struct vm *vm)
+/*
+ * Takes q (closed on failure): discovers the layout of QEMU pid `pid`,
+ * watches the monitor's fd if it has one, and chooses the backend.
+ */
+static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 {
 	struct vm_layout *layout;
-	struct qmp *q;
-	pid_t pid;
 	int r;
 
-	r = qmp_connect(vm->conf.qmp, VM_QMP_TIMEOUT_MS, &q);
-	if (r < 0) {
-		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
-			 "cannot connect to %s: %s", vm->conf.qmp, strerror(-r));
-		return r;
-	}
-	r = qmp_peer_pid(q, &pid);
-	if (r < 0) {
-		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
-			 "cannot get QEMU's pid: %s", strerror(-r));
-		goto out_close;
-	}
 	r = vm_layout_discover(q, pid, &layout);
 	if (r < 0) {
 		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
@@ -202,12 +209,14 @@ static int vm_qmp_attach(struct vm *vm)
 			 qmp_last_error(q));
 		goto out_close;
 	}
-	r = loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(q), EPOLLIN);
-	if (r < 0) {
-		snprintf(vm->qmp_error, sizeof(vm->qmp_error), "epoll: %s",
-			 strerror(-r));
-		vm_layout_free(layout);
-		goto out_close;
+	if (qmp_fd(q) >= 0) {
+		r = loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(q), EPOLLIN);
+		if (r < 0) {
+			snprintf(vm->qmp_error, sizeof(vm->qmp_error), "epoll: %s",
+				 strerror(-r));
+			vm_layout_free(layout);
+			goto out_close;
+		}
 	}
 	vm->qmp = q;
 	vm->pid = pid;
@@ -227,9 +236,43 @@ out_close:
 	return r;
 }
 
+static int vm_qmp_attach(struct vm *vm)
+{
+	struct qmp *q;
+	pid_t pid;
+	int r;
+
+	r = qmp_connect(vm->conf.qmp, VM_QMP_TIMEOUT_MS, &q);
+	if (r < 0) {
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
+			 "cannot connect to %s: %s", vm->conf.qmp, strerror(-r));
+		return r;
+	}
+	r = qmp_peer_pid(q, &pid);
+	if (r < 0) {
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
+			 "cannot get QEMU's pid: %s", strerror(-r));
+		qmp_close(q);
+		return r;
+	}
+	return vm_qmp_adopt(vm, q, pid);
+}
+
+static void vm_log_attached(struct vm *vm)
+{
+	if (vm->backend == VM_BACKEND_SHARED)
+		log_info("VM '%s': attached to QEMU pid %d, %llu MiB of RAM, shared "
+			 "backend", vm->conf.name, (int)vm->pid,
+			 (unsigned long long)(vm_configured_ram(vm) >> 20));
+	else
+		log_info("VM '%s': attached to QEMU pid %d, %llu MiB of RAM, hint "
+			 "backend only: %s", vm->conf.name, (int)vm->pid,
+			 (unsigned long long)(vm_configured_ram(vm) >> 20),
+			 vm->backend_note);
+}
+
 static void vm_qmp_try(struct vm *vm)
 {
-	char buf[32];
 	int r;
 
 	r = vm_qmp_attach(vm);
@@ -242,24 +285,61 @@ static void vm_qmp_try(struct vm *vm)
 				    vm->conf.name, vm->qmp_error);
 		return;
 	}
-	snprintf(buf, sizeof(buf), "%d", (int)vm->pid);
-	if (vm->backend == VM_BACKEND_SHARED)
-		log_info("VM '%s': attached to QEMU pid %s, %llu MiB of RAM, shared "
-			 "backend", vm->conf.name, buf,
-			 (unsigned long long)(vm_configured_ram(vm) >> 20));
-	else
-		log_info("VM '%s': attached to QEMU pid %s, %llu MiB of RAM, hint "
-			 "backend only: %s", vm->conf.name, buf,
-			 (unsigned long long)(vm_configured_ram(vm) >> 20),
-			 vm->backend_note);
+	vm_log_attached(vm);
 }
 
 static void vm_qmp_retry_timer(struct loop_timer *t)
 {
 	struct vm *vm = t->userdata;
 
-	if (!vm->qmp)
+	if (!vm->qmp && !vm->libvirt)
 		vm_qmp_try(vm);
+}
+
+/* ---- libvirt-given monitor -------------------------------------------- */
+
+bool vm_is_libvirt(const struct vm *vm)
+{
+	return vm->libvirt;
+}
+
+bool vm_monitor_attached(const struct vm *vm)
+{
+	return vm->qmp != NULL;
+}
+
+int vm_attach_monitor(struct vm *vm, struct qmp *q, pid_t pid, const char *channel)
+{
+	int r;
+
+	if (vm->qmp)
+		vm_qmp_drop(vm);
+	if (strlen(channel) >= sizeof(vm->conf.channel)) {
+		qmp_close(q);
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
+			 "channel path too long for a unix socket");
+		return -ENAMETOOLONG;
+	}
+	r = vm_qmp_adopt(vm, q, pid);
+	if (r < 0)
+		return r;
+	vm_log_attached(vm);
+	strcpy(vm->conf.channel, channel);
+	r = session_set_path(vm->session, channel);
+	if (r < 0)
+		log_warning_errno(r, "VM '%s': guest channel: %m", vm->conf.name);
+	return 0;
+}
+
+void vm_detach_monitor(struct vm *vm, const char *why)
+{
+	bool was = vm->qmp != NULL;
+
+	vm_qmp_drop(vm);
+	session_stop(vm->session);
+	snprintf(vm->qmp_error, sizeof(vm->qmp_error), "%s", why);
+	if (was)
+		log_info("VM '%s': detached: %s", vm->conf.name, why);
 }
 
 /* ---- session hooks ---------------------------------------------------- */
@@ -588,10 +668,61 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	return 0;
 }
 
+int vm_new_libvirt(struct loop *loop, const struct config *cfg,
+		   const struct config_vm *conf, struct vm **ret_vm)
+{
+	struct vm *vm;
+	int r;
+
+	r = vm_new(loop, cfg, conf, &vm);
+	if (r < 0)
+		return r;
+	vm->libvirt = true;
+	snprintf(vm->qmp_error, sizeof(vm->qmp_error), "domain is not running");
+	*ret_vm = vm;
+	return 0;
+}
+
 void vm_start(struct vm *vm)
 {
+	if (vm->libvirt)
+		return;
 	vm_qmp_try(vm);
 	session_start(vm->session);
+}
+
+/* ---- the VM list ------------------------------------------------------ */
+
+int vm_list_add(struct vm_list *l, struct vm *vm)
+{
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 8;
+		struct vm **nv = realloc(l->v, ncap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		l->v = nv;
+		l->cap = ncap;
+	}
+	l->v[l->n++] = vm;
+	return 0;
+}
+
+struct vm *vm_list_find(const struct vm_list *l, const char *name)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i]->conf.name, name) == 0)
+			return l->v[i];
+	return NULL;
+}
+
+void vm_list_free(struct vm_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		vm_free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = l->cap = 0;
 }
 
 void vm_free(struct vm *vm)

@@ -8,7 +8,9 @@
 #define VDF_VM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "ctl_proto.h"
@@ -16,7 +18,22 @@
 #include "vmdefrag/proto.h"
 
 struct loop;
+struct qmp;
 struct vm;
+
+/*
+ * The daemon's VMs.  It only grows: a VM lives as long as the daemon, so
+ * a control client never holds a freed one.
+ */
+struct vm_list {
+	struct vm **v;
+	size_t n, cap;
+};
+
+int vm_list_add(struct vm_list *l, struct vm *vm);
+struct vm *vm_list_find(const struct vm_list *l, const char *name);
+/* Frees every VM and the array. */
+void vm_list_free(struct vm_list *l);
 
 int vm_new(struct loop *loop, const struct config *cfg,
 	   const struct config_vm *conf, struct vm **ret_vm);
@@ -24,6 +41,26 @@ void vm_free(struct vm *vm);
 
 /* Attaches to QEMU (retrying with backoff) and starts the guest session. */
 void vm_start(struct vm *vm);
+
+/*
+ * A VM whose monitor and channel come from libvirt (conf->qmp and
+ * conf->channel may be empty): vm_start() does nothing for it; its owner
+ * calls vm_attach_monitor() when the domain runs and vm_detach_monitor()
+ * when it stops.  It reports "not running" in between.
+ */
+int vm_new_libvirt(struct loop *loop, const struct config *cfg,
+		   const struct config_vm *conf, struct vm **ret_vm);
+bool vm_is_libvirt(const struct vm *vm);
+/*
+ * Attaches to a running QEMU through q (always taken over, closed on
+ * failure): discovers the RAM layout with QEMU pid `pid`, then (re)starts
+ * the guest session on `channel`.  A previous attachment is dropped first.
+ * On failure the reason is in the VM's status and returned.
+ */
+int vm_attach_monitor(struct vm *vm, struct qmp *q, pid_t pid, const char *channel);
+/* Drops the monitor and the guest session; `why` shows in status. */
+void vm_detach_monitor(struct vm *vm, const char *why);
+bool vm_monitor_attached(const struct vm *vm);
 
 const char *vm_name(const struct vm *vm);
 
