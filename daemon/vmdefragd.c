@@ -8,10 +8,16 @@
  *   --socket / --log-level / --vm on top of it; 3. validation; 4. the
  *   event loop, signals (SIGTERM/SIGINT end the loop), one struct vm per
  *   configured VM; 5. the control socket; 6. each VM attaches to QEMU and
- *   its guest channel, retrying on its own from then on.
+ *   its guest channel, retrying on its own from then on; 7. in libvirt
+ *   mode (--libvirt [URI] or a [libvirt] section), the connection to
+ *   libvirtd, which adds a VM per running domain that has the vmdefrag
+ *   channel and follows their lifecycle (virt_domains.c).  Then zero VMs
+ *   at start is fine; VMs are only ever added, and a --vm wins over a
+ *   domain of the same name.
  * After that nothing is fatal: a VM that misbehaves is logged and retried,
  * never a reason to exit.  Shutdown closes the control socket first (so no
- * client waits on a VM being freed), then the VMs.
+ * client waits on a VM being freed), then libvirt (its event thread), then
+ * the VMs.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -28,6 +34,8 @@
 #include "control.h"
 #include "log.h"
 #include "loop.h"
+#include "virt_conn.h"
+#include "virt_domains.h"
 #include "vm.h"
 
 #define EXIT_USAGE 2
@@ -36,7 +44,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "Usage: vmdefragd [--foreground] [--config FILE] [--socket PATH]\n"
-"                 [--log-level LEVEL] --vm NAME,qmp=PATH,channel=PATH[,...] ...\n"
+"                 [--log-level LEVEL] [--libvirt[=URI]]\n"
+"                 [--vm NAME,qmp=PATH,channel=PATH[,...] ...]\n"
 "\n"
 "Host daemon of vmdefrag: attaches to each VM's QEMU monitor and vmdefrag\n"
 "guest channel and serves vmdefragctl on a unix socket.\n"
@@ -51,10 +60,15 @@ static void usage(FILE *f)
 "                     max_reclaim=SIZE (multiples of 2M), frames_per_sec=N,\n"
 "                     events_per_sec=N, request_timeout_ms=N; repeat per VM;\n"
 "                     a VM named in the config file gets the given fields\n"
+"  --libvirt [URI]    also manage libvirt's running domains (default URI\n"
+"                     %s): each domain with the org.vmdefrag.0\n"
+"                     channel becomes a VM named after the domain, followed\n"
+"                     across stop/start, libvirtd restarts and migration;\n"
+"                     QMP goes through libvirt.  A --vm of the same name wins\n"
 "  --help             this text\n"
 "\n"
 "Exit status: 0 stopped by SIGTERM/SIGINT, 1 could not start, 2 bad\n"
-"arguments or config.\n", CONFIG_DEFAULT_SOCKET);
+"arguments or config.\n", CONFIG_DEFAULT_SOCKET, VIRT_CONN_DEFAULT_URI);
 }
 
 static void syslog_sink(int level, const char *msg, void *userdata)
@@ -80,6 +94,8 @@ struct args {
 	const char *log_level;
 	const char **vm_specs;
 	size_t nvm_specs;
+	bool libvirt;
+	const char *libvirt_uri;	/* NULL: the config's or the default */
 };
 
 static int parse_args(int argc, char **argv, struct args *a)
@@ -90,6 +106,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "socket", required_argument, NULL, 's' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "vm", required_argument, NULL, 'v' },
+		{ "libvirt", optional_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -99,13 +116,20 @@ static int parse_args(int argc, char **argv, struct args *a)
 	if (!a->vm_specs)
 		return -ENOMEM;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+	/* "+": no permutation, so "--libvirt URI" can take the next word */
+	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f': a->foreground = true; break;
 		case 'c': a->config = optarg; break;
 		case 's': a->socket = optarg; break;
 		case 'l': a->log_level = optarg; break;
 		case 'v': a->vm_specs[a->nvm_specs++] = optarg; break;
+		case 'L':
+			a->libvirt = true;
+			a->libvirt_uri = optarg;
+			if (!optarg && optind < argc && argv[optind][0] != '-')
+				a->libvirt_uri = argv[optind++];
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -152,10 +176,23 @@ static int build_config(const struct args *a, struct config *cfg)
 	for (size_t i = 0; i < a->nvm_specs; i++)
 		if (config_add_vm_spec(cfg, a->vm_specs[i], err, sizeof(err)) < 0)
 			goto out_err;
+	if (a->libvirt) {
+		const char *uri = a->libvirt_uri ? a->libvirt_uri : cfg->libvirt_uri;
+
+		if (!*uri && a->libvirt_uri) {
+			snprintf(err, sizeof(err), "--libvirt=: empty URI");
+			goto out_err;
+		}
+		if (config_set_libvirt(cfg, uri) < 0) {
+			snprintf(err, sizeof(err), "--libvirt '%s': URI too long", uri);
+			goto out_err;
+		}
+	}
 	if (config_validate(cfg, err, sizeof(err)) < 0)
 		goto out_err;
-	if (cfg->nvms == 0) {
-		snprintf(err, sizeof(err), "no VM given (--vm or a [vm NAME] section)");
+	if (cfg->nvms == 0 && !cfg->libvirt) {
+		snprintf(err, sizeof(err), "no VM given (--vm, a [vm NAME] section, "
+			 "or --libvirt)");
 		goto out_err;
 	}
 	return 0;
@@ -190,8 +227,8 @@ int main(int argc, char **argv)
 	struct control *ctl = NULL;
 	struct loop *loop = NULL;
 	struct loop_io sig_io;
-	struct vm **vms;
-	size_t nvms = 0;
+	struct virt_domains *virt = NULL;
+	struct vm_list vms = { 0 };
 	int r, ret = 1;
 
 	if (parse_args(argc, argv, &a) < 0)
@@ -211,8 +248,7 @@ int main(int argc, char **argv)
 		log_set_sink(syslog_sink, NULL);
 	}
 
-	vms = calloc(cfg->nvms, sizeof(*vms));
-	r = vms ? loop_new(&loop) : -ENOMEM;
+	r = loop_new(&loop);
 	if (r < 0) {
 		log_error_errno(r, "cannot create the event loop: %m");
 		goto out_free;
@@ -222,14 +258,25 @@ int main(int argc, char **argv)
 		log_error_errno(r, "cannot set up signals: %m");
 		goto out_free;
 	}
-	for (nvms = 0; nvms < cfg->nvms; nvms++) {
-		r = vm_new(loop, cfg, &cfg->vms[nvms], &vms[nvms]);
+	for (size_t i = 0; i < cfg->nvms; i++) {
+		struct vm *vm;
+
+		r = vm_new(loop, cfg, &cfg->vms[i], &vm);
+		if (r == 0 && (r = vm_list_add(&vms, vm)) < 0)
+			vm_free(vm);
 		if (r < 0) {
-			log_error_errno(r, "VM '%s': %m", cfg->vms[nvms].name);
+			log_error_errno(r, "VM '%s': %m", cfg->vms[i].name);
 			goto out_free;
 		}
 	}
-	r = control_new(loop, cfg, vms, nvms, &ctl);
+	if (cfg->libvirt) {
+		r = virt_domains_new(loop, cfg, &vms, &virt);
+		if (r < 0) {
+			log_error_errno(r, "libvirt: cannot start: %m");
+			goto out_free;
+		}
+	}
+	r = control_new(loop, cfg, &vms, &ctl);
 	if (r < 0) {
 		if (r == -EADDRINUSE)
 			log_error("control socket %s: another vmdefragd is listening "
@@ -238,9 +285,16 @@ int main(int argc, char **argv)
 			log_error_errno(r, "control socket %s: %m", cfg->socket);
 		goto out_free;
 	}
-	log_info("listening on %s, %zu VM(s)", cfg->socket, nvms);
-	for (size_t i = 0; i < nvms; i++)
-		vm_start(vms[i]);
+	log_info("listening on %s, %zu VM(s)%s%s", cfg->socket, vms.n,
+		 cfg->libvirt ? ", libvirt " : "",
+		 cfg->libvirt ? (cfg->libvirt_uri[0] ? cfg->libvirt_uri :
+				 VIRT_CONN_DEFAULT_URI) : "");
+	for (size_t i = 0; i < vms.n; i++)
+		vm_start(vms.v[i]);
+	if (virt) {
+		control_set_notify(ctl, virt_domains_notify, virt);
+		virt_domains_start(virt);
+	}
 	r = loop_run(loop);
 	ret = r < 0 ? 1 : r;
 	if (r < 0)
@@ -248,9 +302,8 @@ int main(int argc, char **argv)
 
 out_free:
 	control_free(ctl);
-	for (size_t i = 0; i < nvms; i++)
-		vm_free(vms[i]);
-	free(vms);
+	virt_domains_free(virt);
+	vm_list_free(&vms);
 	loop_free(loop);
 	free(a.vm_specs);
 	free(cfg);

@@ -1,0 +1,556 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * virt_domains.c - libvirt mode: which running domain is which VM.
+ *
+ * Model: one record per domain name ever seen running (bounded by
+ * VIRT_DOMAINS_MAX), each in one of
+ *
+ *   unmanaged   no usable org.vmdefrag.0 unix channel in its live XML, a
+ *               name that cannot be a VM name, or a --vm of the same name
+ *               (the --vm wins); said once per record at info level
+ *   stopped     has a struct vm (created the first time the domain was
+ *               seen managed, kept for the daemon's lifetime), detached:
+ *               status says why ("domain is not running")
+ *   attached    its struct vm holds a monitor carried by libvirt and the
+ *               guest session runs on the channel path from the live XML
+ *
+ * What moves a record, all on the loop thread (virt_conn.c delivers):
+ *   - (re)connect and lost events: every active domain is refreshed, and
+ *     every attached VM whose domain is not among them is detached;
+ *   - lifecycle events: STARTED/RESUMED refresh, STOPPED detaches (also
+ *     the source side of a migration: STOPPED/MIGRATED);
+ *   - the hook's notify: "started" queues a refresh on a zero-delay timer
+ *     (the hook runs while libvirtd holds the domain, so nothing here may
+ *     call libvirt before the hook has its answer), "stopped"/"release"
+ *     detach at once (no libvirt call needed);
+ *   - the connection dropped: every VM is detached until the reconnect.
+ * A refresh is idempotent: same QEMU pid and attached means nothing to do.
+ *
+ * A refresh reads the live XML (domain_xml_parse()), finds the QEMU pid
+ * (virt_domains_pid()), and attaches the VM through a qmp whose transport
+ * is virDomainQemuMonitorCommand() on that domain.  libvirt marks such a
+ * domain tainted ("custom-monitor") in its log; that is the documented
+ * price of not opening a second monitor.
+ *
+ * The QEMU pid: libvirt's qemu driver writes it to RUNDIR/NAME.pid, where
+ * RUNDIR is /run/libvirt/qemu for qemu:///system and
+ * $XDG_RUNTIME_DIR/libvirt/qemu/run for qemu:///session.  The daemon needs
+ * the pid to open the RAM backing through /proc, so it must run on the
+ * domain's host: other URIs (remote, other drivers) are refused per
+ * domain with a status line.  The pid is cross-checked against the
+ * process's command line (libvirt passes "-name guest=NAME,...").
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libvirt/libvirt-qemu.h>
+
+#include "domain_xml.h"
+#include "hostmem.h"
+#include "log.h"
+#include "loop.h"
+#include "qmp.h"
+#include "virt_conn.h"
+#include "virt_domains.h"
+#include "vm.h"
+
+#define VIRT_DOMAINS_MAX	4096	/* records kept */
+
+enum virt_rundir {
+	VIRT_RUNDIR_UNKNOWN,	/* not connected yet */
+	VIRT_RUNDIR_SYSTEM,
+	VIRT_RUNDIR_SESSION,
+	VIRT_RUNDIR_NONE,	/* not a local qemu driver */
+};
+
+struct virt_domain {
+	char name[VIRT_CONN_NAME_MAX];
+	struct vm *vm;			/* NULL while unmanaged */
+	pid_t pid;			/* QEMU pid while attached, else 0 */
+	bool said_unmanaged;		/* the info line was logged */
+	bool refresh_pending;		/* the hook said "started" */
+	bool seen;			/* scratch for virt_domains_resync() */
+	struct virt_domain *next;
+};
+
+struct virt_domains {
+	struct loop *loop;
+	const struct config *cfg;
+	struct vm_list *vms;
+	struct virt_conn *conn;
+	enum virt_rundir rundir;
+	struct virt_domain *doms;
+	size_t ndoms;
+	struct loop_timer refresh;	/* runs refresh_pending records */
+};
+
+/* ---- the monitor transport ------------------------------------------- */
+
+static int virt_domains_qmp_execute(void *ctx, const char *command, int timeout_ms,
+				    char **ret_reply)
+{
+	char *reply = NULL;
+	int r;
+
+	/* libvirt applies its own job timeout; timeout_ms cannot be passed */
+	if (virDomainQemuMonitorCommand(ctx, command, &reply,
+					VIR_DOMAIN_QEMU_MONITOR_COMMAND_DEFAULT) < 0) {
+		r = virt_conn_last_errno();
+		log_debug("libvirt: monitor command failed: %s", virt_conn_last_error());
+		/* the domain stopped or the connection is gone: for good */
+		if (r == -ENOENT || r == -ESRCH)
+			r = -ECONNRESET;
+		return r;
+	}
+	if (!reply)
+		return -EPROTO;
+	*ret_reply = reply;
+	return 0;
+}
+
+static void virt_domains_qmp_close(void *ctx)
+{
+	virDomainFree(ctx);
+}
+
+static const struct qmp_transport virt_domains_qmp_transport = {
+	.execute = virt_domains_qmp_execute,
+	.close = virt_domains_qmp_close,
+};
+
+/* ---- records ---------------------------------------------------------- */
+
+static struct virt_domain *virt_domains_find(struct virt_domains *d, const char *name)
+{
+	for (struct virt_domain *v = d->doms; v; v = v->next)
+		if (strcmp(v->name, name) == 0)
+			return v;
+	return NULL;
+}
+
+/* The record of `name`, created if needed; NULL if none can be kept. */
+static struct virt_domain *virt_domains_get(struct virt_domains *d, const char *name)
+{
+	struct virt_domain *v = virt_domains_find(d, name);
+
+	if (v)
+		return v;
+	if (d->ndoms >= VIRT_DOMAINS_MAX || strlen(name) >= sizeof(v->name))
+		return NULL;
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return NULL;
+	strcpy(v->name, name);
+	v->next = d->doms;
+	d->doms = v;
+	d->ndoms++;
+	return v;
+}
+
+static void virt_domains_unmanaged(struct virt_domain *v, const char *name,
+				   const char *why)
+{
+	char q[320];
+
+	if (v && v->said_unmanaged)
+		return;
+	if (v)
+		v->said_unmanaged = true;
+	log_info("libvirt: domain %s is not managed: %s",
+		 log_quote_str(name, q, sizeof(q)), why);
+}
+
+static void virt_domains_detach(struct virt_domain *v, const char *why)
+{
+	if (!v || !v->vm)
+		return;
+	v->pid = 0;
+	vm_detach_monitor(v->vm, why);
+}
+
+/* ---- the QEMU pid ----------------------------------------------------- */
+
+static enum virt_rundir virt_domains_rundir_of(virConnectPtr conn)
+{
+	char *uri = virConnectGetURI(conn);
+	enum virt_rundir rd = VIRT_RUNDIR_NONE;
+
+	if (!uri)
+		return VIRT_RUNDIR_NONE;
+	/* local qemu driver only: "qemu:///system", "qemu+unix:///system" */
+	if (strncmp(uri, "qemu:", 5) == 0 || strncmp(uri, "qemu+unix:", 10) == 0) {
+		const char *path = strstr(uri, ":///");
+
+		if (path && strncmp(path + 4, "system", 6) == 0 &&
+		    (path[10] == '\0' || path[10] == '?'))
+			rd = VIRT_RUNDIR_SYSTEM;
+		else if (path && strncmp(path + 4, "session", 7) == 0 &&
+			 (path[11] == '\0' || path[11] == '?'))
+			rd = VIRT_RUNDIR_SESSION;
+	}
+	free(uri);
+	return rd;
+}
+
+/* Does /proc/PID/cmdline carry "-name guest=NAME[,...]"? */
+static bool virt_domains_pid_is(pid_t pid, const char *name)
+{
+	char path[64], want[VIRT_CONN_NAME_MAX + 8], *text;
+	size_t len, wlen;
+	bool ok = false;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	if (hostmem_read_text(path, 1u << 20, &text, &len) < 0)
+		return false;
+	wlen = (size_t)snprintf(want, sizeof(want), "guest=%s", name);
+	for (size_t off = 0; off < len; off += strlen(text + off) + 1) {
+		const char *arg = text + off;
+
+		if (strncmp(arg, want, wlen) == 0 && (arg[wlen] == ',' || arg[wlen] == '\0')) {
+			ok = true;
+			break;
+		}
+	}
+	free(text);
+	return ok;
+}
+
+static int virt_domains_pid(struct virt_domains *d, const char *name, pid_t *ret_pid,
+			    char *why, size_t whysz)
+{
+	const char *xdg;
+	char path[512], *text, *end;
+	long pid;
+	int r;
+
+	switch (d->rundir) {
+	case VIRT_RUNDIR_SYSTEM:
+		snprintf(path, sizeof(path), "/run/libvirt/qemu/%s.pid", name);
+		break;
+	case VIRT_RUNDIR_SESSION:
+		xdg = getenv("XDG_RUNTIME_DIR");
+		if (!xdg || !*xdg) {
+			snprintf(why, whysz, "qemu:///session needs XDG_RUNTIME_DIR "
+				 "to find the QEMU pid");
+			return -ENOENT;
+		}
+		snprintf(path, sizeof(path), "%s/libvirt/qemu/run/%s.pid", xdg, name);
+		break;
+	default:
+		snprintf(why, whysz, "URI %s is not a local qemu driver: vmdefragd "
+			 "must run on the domain's host", virt_conn_uri(d->conn));
+		return -EOPNOTSUPP;
+	}
+	r = hostmem_read_text(path, 64, &text, NULL);
+	if (r < 0) {
+		snprintf(why, whysz, "cannot read %s: %s", path, strerror(-r));
+		return r;
+	}
+	pid = strtol(text, &end, 10);
+	r = (end != text && (*end == '\0' || *end == '\n') && pid > 1 &&
+	     pid < (1L << 30)) ? 0 : -EINVAL;
+	free(text);
+	if (r < 0) {
+		snprintf(why, whysz, "%s does not hold a pid", path);
+		return r;
+	}
+	if (!virt_domains_pid_is((pid_t)pid, name)) {
+		snprintf(why, whysz, "pid %ld from %s is not the domain's QEMU",
+			 pid, path);
+		return -ESRCH;
+	}
+	*ret_pid = (pid_t)pid;
+	return 0;
+}
+
+/* ---- refresh ---------------------------------------------------------- */
+
+/* The VM of record v, created on first use; NULL (said why) if none. */
+static struct vm *virt_domains_vm(struct virt_domains *d, struct virt_domain *v,
+				  const char *channel)
+{
+	struct config_vm conf = d->cfg->libvirt_defaults;
+	struct vm *vm;
+	int r;
+
+	if (v->vm)
+		return v->vm;
+	strcpy(conf.name, v->name);	/* config_vm_name_ok() checked it fits */
+	conf.qmp[0] = '\0';
+	snprintf(conf.channel, sizeof(conf.channel), "%s", channel);
+	r = vm_new_libvirt(d->loop, d->cfg, &conf, &vm);
+	if (r == 0) {
+		r = vm_list_add(d->vms, vm);
+		if (r < 0)
+			vm_free(vm);
+	}
+	if (r < 0) {
+		log_error_errno(r, "libvirt: domain '%s': cannot create its VM: %m",
+				v->name);
+		return NULL;
+	}
+	v->vm = vm;
+	return vm;
+}
+
+/* Takes dom.  Attaches the domain's VM if it runs and is usable. */
+static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom)
+{
+	const char *name = virDomainGetName(dom);
+	struct virt_domain *v;
+	struct domain_xml *x = NULL;
+	struct vm *vm, *other;
+	struct qmp *q;
+	char why[1024], *xml = NULL;
+	pid_t pid = 0;
+	int r;
+
+	if (!name)
+		goto out_free;
+	v = virt_domains_get(d, name);
+	if (!v) {
+		log_debug("libvirt: no record for domain '%s' (too many), ignoring", name);
+		goto out_free;
+	}
+	v->refresh_pending = false;
+	v->seen = true;
+	if (virDomainIsActive(dom) != 1) {
+		virt_domains_detach(v, "domain is not running");
+		goto out_free;
+	}
+	if (!config_vm_name_ok(name)) {
+		virt_domains_unmanaged(v, name, "its name is not a valid VM name "
+				       "(1-63 of A-Z a-z 0-9 _ - .)");
+		goto out_free;
+	}
+	other = vm_list_find(d->vms, name);
+	if (other && !vm_is_libvirt(other)) {
+		virt_domains_unmanaged(v, name, "a --vm of the same name wins");
+		goto out_free;
+	}
+	xml = virDomainGetXMLDesc(dom, 0);
+	x = calloc(1, sizeof(*x));
+	if (!xml || !x) {
+		log_warning("libvirt: domain '%s': cannot read its XML: %s", name,
+			    virt_conn_last_error());
+		goto out_free;
+	}
+	r = domain_xml_parse(xml, strlen(xml), x, why, sizeof(why));
+	if (r < 0) {
+		virt_domains_unmanaged(v, name, why);
+		goto out_free;
+	}
+	if (!x->channel || strcmp(x->channel_type, "unix") != 0 || !x->channel_bind ||
+	    !x->channel_path[0]) {
+		virt_domains_unmanaged(v, name, "no unix channel "
+				       DOMAIN_XML_CHANNEL " in its XML");
+		goto out_free;
+	}
+	v->said_unmanaged = false;
+	vm = virt_domains_vm(d, v, x->channel_path);
+	if (!vm)
+		goto out_free;
+	r = virt_domains_pid(d, name, &pid, why, sizeof(why));
+	if (r < 0) {
+		log_warning("VM '%s': cannot attach: %s", name, why);
+		virt_domains_detach(v, why);
+		goto out_free;
+	}
+	if (v->pid == pid && vm_monitor_attached(vm))
+		goto out_free;		/* nothing changed */
+	r = qmp_open_custom(&virt_domains_qmp_transport, dom, &q);
+	if (r < 0)
+		goto out_free;
+	dom = NULL;			/* the qmp owns it now */
+	r = vm_attach_monitor(vm, q, pid, x->channel_path);
+	if (r < 0) {
+		log_warning_errno(r, "VM '%s': cannot attach through libvirt: %m; "
+				  "waiting for its next start", name);
+		v->pid = 0;
+		goto out_free;
+	}
+	v->pid = pid;
+
+out_free:
+	free(x);
+	free(xml);
+	if (dom)
+		virDomainFree(dom);
+}
+
+static void virt_domains_refresh_name(struct virt_domains *d, const char *name)
+{
+	virConnectPtr conn = virt_conn_get(d->conn);
+	virDomainPtr dom;
+
+	if (!conn)
+		return;
+	dom = virDomainLookupByName(conn, name);
+	if (!dom) {
+		virt_domains_detach(virt_domains_find(d, name), "domain is not running");
+		return;
+	}
+	virt_domains_refresh_dom(d, dom);
+}
+
+/* Every active domain refreshed; attached VMs of vanished domains detached. */
+static void virt_domains_resync(void *userdata)
+{
+	struct virt_domains *d = userdata;
+	virConnectPtr conn = virt_conn_get(d->conn);
+	virDomainPtr *list = NULL;
+	int n;
+
+	if (!conn)
+		return;
+	n = virConnectListAllDomains(conn, &list, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+	if (n < 0) {
+		log_warning("libvirt: cannot list domains: %s; waiting for events",
+			    virt_conn_last_error());
+		return;
+	}
+	for (struct virt_domain *v = d->doms; v; v = v->next)
+		v->seen = false;
+	for (int i = 0; i < n; i++)
+		virt_domains_refresh_dom(d, list[i]);	/* takes list[i] */
+	free(list);
+	for (struct virt_domain *v = d->doms; v; v = v->next)
+		if (!v->seen)
+			virt_domains_detach(v, "domain is not running");
+}
+
+/* ---- virt_conn hooks -------------------------------------------------- */
+
+static void virt_domains_connected(void *userdata, virConnectPtr conn)
+{
+	struct virt_domains *d = userdata;
+
+	d->rundir = virt_domains_rundir_of(conn);
+	if (d->rundir == VIRT_RUNDIR_NONE)
+		log_warning("libvirt: %s is not a local qemu driver; domains "
+			    "cannot be attached (their QEMU pid is not known here)",
+			    virt_conn_uri(d->conn));
+	virt_domains_resync(d);
+}
+
+static void virt_domains_disconnected(void *userdata)
+{
+	struct virt_domains *d = userdata;
+
+	for (struct virt_domain *v = d->doms; v; v = v->next)
+		virt_domains_detach(v, "libvirt connection lost");
+}
+
+static void virt_domains_event(void *userdata, const char *name, int event, int detail)
+{
+	struct virt_domains *d = userdata;
+
+	log_debug("libvirt: domain '%s' event %d detail %d", name, event, detail);
+	switch (event) {
+	case VIR_DOMAIN_EVENT_STARTED:
+	case VIR_DOMAIN_EVENT_RESUMED:
+		virt_domains_refresh_name(d, name);
+		break;
+	case VIR_DOMAIN_EVENT_STOPPED:
+		virt_domains_detach(virt_domains_find(d, name),
+				    detail == VIR_DOMAIN_EVENT_STOPPED_MIGRATED ?
+				    "domain migrated away" : "domain is not running");
+		break;
+	default:
+		break;
+	}
+}
+
+static const struct virt_conn_hooks virt_domains_hooks = {
+	.connected = virt_domains_connected,
+	.disconnected = virt_domains_disconnected,
+	.domain_event = virt_domains_event,
+	.resync = virt_domains_resync,
+};
+
+/* ---- the hook's notify ------------------------------------------------ */
+
+static void virt_domains_refresh_timer(struct loop_timer *t)
+{
+	struct virt_domains *d = t->userdata;
+
+	for (struct virt_domain *v = d->doms; v; v = v->next)
+		if (v->refresh_pending)
+			virt_domains_refresh_name(d, v->name);	/* clears it */
+}
+
+void virt_domains_notify(void *userdata, const char *domain,
+			 enum ctl_notify_event event)
+{
+	struct virt_domains *d = userdata;
+	struct virt_domain *v;
+	char q[320];
+
+	log_info("libvirt hook: domain %s %s", log_quote_str(domain, q, sizeof(q)),
+		 ctl_proto_notify_name(event));
+	switch (event) {
+	case CTL_NOTIFY_PREPARE:
+		break;
+	case CTL_NOTIFY_STARTED:
+		v = virt_domains_get(d, domain);
+		if (!v)
+			break;
+		v->refresh_pending = true;
+		loop_timer_arm(d->loop, &d->refresh, 0);
+		break;
+	case CTL_NOTIFY_STOPPED:
+	case CTL_NOTIFY_RELEASE:
+		virt_domains_detach(virt_domains_find(d, domain),
+				    "domain is not running");
+		break;
+	}
+}
+
+/* ---- lifetime --------------------------------------------------------- */
+
+int virt_domains_new(struct loop *loop, const struct config *cfg,
+		     struct vm_list *vms, struct virt_domains **ret_domains)
+{
+	struct virt_domains *d;
+	int r;
+
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->loop = loop;
+	d->cfg = cfg;
+	d->vms = vms;
+	loop_timer_init(&d->refresh, virt_domains_refresh_timer, d);
+	r = virt_conn_new(loop, cfg->libvirt_uri, cfg->reconnect_min_ms,
+			  cfg->reconnect_max_ms, &virt_domains_hooks, d, &d->conn);
+	if (r < 0) {
+		free(d);
+		return r;
+	}
+	*ret_domains = d;
+	return 0;
+}
+
+void virt_domains_start(struct virt_domains *d)
+{
+	virt_conn_start(d->conn);
+}
+
+void virt_domains_free(struct virt_domains *d)
+{
+	if (!d)
+		return;
+	loop_timer_disarm(d->loop, &d->refresh);
+	/* detaches every VM (through the disconnected hook) before closing */
+	virt_conn_free(d->conn);
+	while (d->doms) {
+		struct virt_domain *v = d->doms;
+
+		d->doms = v->next;
+		free(v);
+	}
+	free(d);
+}
