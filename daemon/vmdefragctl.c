@@ -13,6 +13,13 @@
  * --wait the client polls the operation ("op") every CTL_POLL_MS, shows a
  * progress line on a terminal (rewritten with \r), and exits 0 only if
  * the whole size was moved, else 1 with the daemon's reason.
+ *
+ * Two commands serve the libvirt integration.  notify is what the libvirt
+ * qemu hook runs: one request with a short deadline (CTL_NOTIFY_TIMEOUT_MS
+ * for connect and answer), so a wedged daemon cannot hold libvirtd up.
+ * check-domain never talks to vmdefragd: it reads a domain's XML from
+ * libvirt (read-only connection; live XML when running) or from a file,
+ * and prints what the domain lacks (domain_xml.c), exit 0 only if nothing.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -28,13 +35,20 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
 
 #include "ctl_proto.h"
+#include "domain_xml.h"
 #include "log.h"
 #include "size.h"
 
 #define CTL_TIMEOUT_MS	300000	/* a scan of a big guest under TCG is slow */
 #define CTL_POLL_MS	250	/* --wait: progress polling interval */
+#define CTL_NOTIFY_TIMEOUT_MS	2000	/* notify: connect + answer */
+
+/* How long ctl_transact() waits to connect and for the answer. */
+static int ctl_timeout_ms = CTL_TIMEOUT_MS;
 
 static const char *pos0_name(enum ctl_cmd cmd)
 {
@@ -48,6 +62,9 @@ static void usage(FILE *f)
 "       vmdefragctl [--socket PATH] scan VM [--json]\n"
 "       vmdefragctl [--socket PATH] reclaim VM SIZE [--wait] [--json]\n"
 "       vmdefragctl [--socket PATH] return VM SIZE [--wait] [--json]\n"
+"       vmdefragctl [--socket PATH] notify DOMAIN EVENT\n"
+"       vmdefragctl check-domain NAME [--connect URI]\n"
+"       vmdefragctl check-domain --xml FILE\n"
 "\n"
 "  status [VM]   per VM: backend, RAM, host backing and huge-page-mapped\n"
 "                bytes, host shmem THP policy, guest session, and the\n"
@@ -59,6 +76,15 @@ static void usage(FILE *f)
 "                daemon punches them (SIZE: K/M/G suffix, 2 MiB multiple)\n"
 "  return VM SIZE   give SIZE of reclaimed memory back, re-backed with\n"
 "                2 MiB folios where the host allows it\n"
+"  notify DOMAIN EVENT  tell vmdefragd a libvirt domain was prepared,\n"
+"                started, stopped or released (EVENT: prepare, started,\n"
+"                stopped, release); what the libvirt hook runs, gives up\n"
+"                after %d s\n"
+"  check-domain NAME  read libvirt domain NAME's XML (live when running)\n"
+"                and say what it lacks for vmdefrag, in plain words; exit 0\n"
+"                only when it lacks nothing.  Does not need vmdefragd.\n"
+"  --connect URI libvirt URI for check-domain (default: libvirt's default)\n"
+"  --xml FILE    check-domain on a domain XML file instead (- = stdin)\n"
 "  --wait        wait for the operation, showing progress; exit 0 only when\n"
 "                the whole SIZE was moved\n"
 "  --socket PATH vmdefragd's control socket (default %s)\n"
@@ -71,8 +97,11 @@ static void usage(FILE *f)
 "  3  the daemon is not running (no socket, or nobody listening)\n"
 "  4  permission denied on the control socket\n"
 "  5  unknown VM\n"
-"  6  the VM's guest session is not ready (no agent answering)\n",
-		CTL_DEFAULT_SOCKET);
+"  6  the VM's guest session is not ready (no agent answering)\n"
+"check-domain: 0 nothing lacks, 1 something lacks, 2 bad arguments or an\n"
+"unreadable XML file, 3 libvirt unreachable, 4 permission denied,\n"
+"5 no such domain\n",
+		CTL_NOTIFY_TIMEOUT_MS / 1000, CTL_DEFAULT_SOCKET);
 }
 
 static int die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -103,9 +132,19 @@ static int ctl_transact(const char *path, const char *line, char **ret)
 	if (fd < 0)
 		return die(CTL_EXIT_FAILED, "socket: %s", strerror(errno));
 	strcpy(sa.sun_path, path);
+	/* a unix connect() blocks while the listener's backlog is full */
+	{
+		struct timeval tv = { ctl_timeout_ms / 1000,
+				      (ctl_timeout_ms % 1000) * 1000 };
+
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	}
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		e = errno;
 		close(fd);
+		if (e == EAGAIN || e == EINPROGRESS)
+			return die(CTL_EXIT_FAILED, "vmdefragd did not accept the "
+				   "connection in %d ms", ctl_timeout_ms);
 		if (e == ENOENT || e == ECONNREFUSED || e == ENOTDIR)
 			return die(CTL_EXIT_NO_DAEMON, "vmdefragd is not running "
 				   "(%s: %s)", path, strerror(e));
@@ -141,11 +180,11 @@ static int ctl_transact(const char *path, const char *line, char **ret)
 			}
 			buf = nb;
 		}
-		if (poll(&p, 1, CTL_TIMEOUT_MS) == 0) {
+		if (poll(&p, 1, ctl_timeout_ms) == 0) {
 			free(buf);
 			close(fd);
-			return die(CTL_EXIT_FAILED, "vmdefragd did not answer in %d s",
-				   CTL_TIMEOUT_MS / 1000);
+			return die(CTL_EXIT_FAILED, "vmdefragd did not answer in %d ms",
+				   ctl_timeout_ms);
 		}
 		n = recv(fd, buf + len, cap - len - 1, 0);
 		if (n < 0 && errno == EINTR)
@@ -460,6 +499,255 @@ static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json)
 	}
 }
 
+/*
+ * notify DOMAIN EVENT (argv[0] is "notify"): one request under a short
+ * deadline; prints nothing when the daemon took it.
+ */
+static int ctl_notify(const char *path, int argc, char **argv)
+{
+	struct ctl_request req = { .cmd = CTL_CMD_NOTIFY };
+	struct json_object *resp;
+	int r;
+
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] == '-' && argv[i][1])
+			return die(CTL_EXIT_USAGE, "unknown option '%s' for notify "
+				   "(see --help)", argv[i]);
+	if (argc != 3)
+		return die(CTL_EXIT_USAGE, "notify takes a domain and an event "
+			   "(e.g. notify vm1 started)");
+	if (!argv[1][0] || strlen(argv[1]) >= sizeof(req.vm))
+		return die(CTL_EXIT_USAGE, "bad domain name '%s'", argv[1]);
+	if (ctl_proto_notify_from_name(argv[2], &req.event) < 0)
+		return die(CTL_EXIT_USAGE, "unknown event '%s' (prepare, started, "
+			   "stopped or release)", argv[2]);
+	strcpy(req.vm, argv[1]);
+	ctl_timeout_ms = CTL_NOTIFY_TIMEOUT_MS;
+	r = ctl_call(path, &req, &resp, NULL);
+	if (r)
+		return r;
+	json_object_put(resp);
+	return 0;
+}
+
+/* Reads a whole file (or stdin for "-"), at most DOMAIN_XML_MAX + 1 bytes. */
+static int ctl_read_xml_file(const char *path, char **ret_buf, size_t *ret_len)
+{
+	size_t cap = (size_t)DOMAIN_XML_MAX + 2, len = 0;
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+	char *buf;
+	size_t n;
+
+	if (!f)
+		return die(CTL_EXIT_USAGE, "cannot open '%s': %s", path, strerror(errno));
+	buf = malloc(cap);
+	if (!buf) {
+		if (f != stdin)
+			fclose(f);
+		return die(CTL_EXIT_FAILED, "out of memory");
+	}
+	while (len < cap - 1 && (n = fread(buf + len, 1, cap - 1 - len, f)) > 0)
+		len += n;
+	if (ferror(f)) {
+		free(buf);
+		if (f != stdin)
+			fclose(f);
+		return die(CTL_EXIT_USAGE, "cannot read '%s'", path);
+	}
+	if (f != stdin)
+		fclose(f);
+	buf[len] = '\0';
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
+}
+
+static void ctl_virt_quiet(void *opaque, virErrorPtr err)
+{
+}
+
+/* One line from libvirt's last error. */
+static const char *ctl_virt_msg(void)
+{
+	virErrorPtr e = virGetLastError();
+
+	return e && e->message ? e->message : "unknown libvirt error";
+}
+
+/*
+ * The XML of libvirt domain `name` (live if it runs, else its definition),
+ * through a read-only connection; *ret_xml is malloc'ed.  Returns 0 or an
+ * exit status (the error printed).
+ */
+static int ctl_libvirt_xml(const char *uri, const char *name, char **ret_xml)
+{
+	virConnectPtr conn;
+	virDomainPtr dom;
+	virErrorPtr e;
+	char *xml;
+	int code;
+
+	virSetErrorFunc(NULL, ctl_virt_quiet);
+	conn = virConnectOpenReadOnly(uri);
+	if (!conn) {
+		e = virGetLastError();
+		code = e && (e->code == VIR_ERR_AUTH_FAILED ||
+			     e->code == VIR_ERR_AUTH_CANCELLED ||
+			     e->code == VIR_ERR_OPERATION_DENIED ||
+			     (e->code == VIR_ERR_SYSTEM_ERROR &&
+			      (e->int1 == EACCES || e->int1 == EPERM))) ?
+		       CTL_EXIT_PERMISSION : CTL_EXIT_NO_DAEMON;
+		return die(code, "cannot reach libvirt%s%s: %s", uri ? " at " : "",
+			   uri ?: "", ctl_virt_msg());
+	}
+	dom = virDomainLookupByName(conn, name);
+	if (!dom) {
+		e = virGetLastError();
+		if (e && e->code == VIR_ERR_NO_DOMAIN)
+			code = die(CTL_EXIT_UNKNOWN_VM, "libvirt has no domain named '%s'",
+				   name);
+		else
+			code = die(CTL_EXIT_FAILED, "cannot look up domain '%s': %s",
+				   name, ctl_virt_msg());
+		virConnectClose(conn);
+		return code;
+	}
+	xml = virDomainGetXMLDesc(dom, 0);
+	if (!xml)
+		code = die(CTL_EXIT_FAILED, "cannot read the XML of domain '%s': %s",
+			   name, ctl_virt_msg());
+	else
+		code = 0;
+	virDomainFree(dom);
+	virConnectClose(conn);
+	if (code == 0)
+		*ret_xml = xml;
+	return code;
+}
+
+static const char *ctl_blocks_name(enum domain_xml_blocks b, bool json)
+{
+	switch (b) {
+	case DOMAIN_XML_BLOCKS_ALL:
+		return json ? "all" : "needed for anything";
+	case DOMAIN_XML_BLOCKS_SHARED:
+		return json ? "shared" : "needed for the shared backend";
+	default:
+		return json ? "hint" : "needed for the hint backend";
+	}
+}
+
+/* The name as typed when it is plain, else quoted. */
+static const char *ctl_plain_name(const char *name, char *buf, size_t sz)
+{
+	if (name[0] && strspn(name, "abcdefghijklmnopqrstuvwxyz"
+			      "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:+-") ==
+	    strlen(name) && strlen(name) < sz) {
+		strcpy(buf, name);
+		return buf;
+	}
+	return log_quote_str(name, buf, sz);
+}
+
+/* Prints what the domain in xml lacks; the exit status (0: nothing). */
+static int ctl_check_report(const char *label, const char *xml, size_t len,
+			    bool from_file, bool json)
+{
+	struct domain_xml_lack lacks[DOMAIN_XML_LACKS_MAX];
+	struct domain_xml d;
+	char err[256], q[300];
+	size_t n;
+
+	if (domain_xml_parse(xml, len, &d, err, sizeof(err)) < 0)
+		return die(from_file ? CTL_EXIT_USAGE : CTL_EXIT_FAILED, "%s: %s",
+			   label, err);
+	n = domain_xml_lacks(&d, lacks, DOMAIN_XML_LACKS_MAX);
+	if (json) {
+		struct json_object *o = json_object_new_object();
+		struct json_object *a = json_object_new_array();
+
+		json_object_object_add(o, "domain", json_object_new_string(d.name));
+		json_object_object_add(o, "ok", json_object_new_boolean(n == 0));
+		json_object_object_add(o, "verdict",
+				       json_object_new_string(domain_xml_verdict(&d)));
+		json_object_object_add(o, "channel_path",
+				       json_object_new_string(d.channel_path));
+		for (size_t i = 0; i < n; i++) {
+			struct json_object *l = json_object_new_object();
+
+			json_object_object_add(l, "blocks", json_object_new_string(
+				ctl_blocks_name(lacks[i].blocks, true)));
+			json_object_object_add(l, "text",
+					       json_object_new_string(lacks[i].text));
+			json_object_array_add(a, l);
+		}
+		json_object_object_add(o, "lacks", a);
+		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		json_object_put(o);
+		return n ? CTL_EXIT_FAILED : CTL_EXIT_OK;
+	}
+	ctl_plain_name(d.name, q, sizeof(q));
+	if (n == 0) {
+		printf("domain %s has everything vmdefrag needs\n", q);
+		return CTL_EXIT_OK;
+	}
+	printf("domain %s lacks what vmdefrag needs:\n", q);
+	for (size_t i = 0; i < n; i++)
+		printf("  %s: %s\n", ctl_blocks_name(lacks[i].blocks, false),
+		       lacks[i].text);
+	printf("%s\n", domain_xml_verdict(&d));
+	return CTL_EXIT_FAILED;
+}
+
+/* check-domain NAME [--connect URI] | check-domain --xml FILE */
+static int ctl_check_domain(int argc, char **argv, bool json)
+{
+	const char *name = NULL, *uri = NULL, *file = NULL;
+	char *xml = NULL;
+	size_t len = 0;
+	int r;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--connect") == 0 || strcmp(argv[i], "--xml") == 0) {
+			if (i + 1 >= argc)
+				return die(CTL_EXIT_USAGE, "option '%s' needs an argument "
+					   "(see --help)", argv[i]);
+			if (argv[i][2] == 'c')
+				uri = argv[++i];
+			else
+				file = argv[++i];
+		} else if (strcmp(argv[i], "--json") == 0) {
+			json = true;
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			return die(CTL_EXIT_USAGE, "unknown option '%s' for check-domain "
+				   "(see --help)", argv[i]);
+		} else if (!name) {
+			name = argv[i];
+		} else {
+			return die(CTL_EXIT_USAGE, "check-domain takes one domain name");
+		}
+	}
+	if (file && (name || uri))
+		return die(CTL_EXIT_USAGE, "check-domain takes a domain NAME or "
+			   "--xml FILE, not both");
+	if (!file && (!name || !name[0]))
+		return die(CTL_EXIT_USAGE, "check-domain needs a domain name or "
+			   "--xml FILE (see --help)");
+	if (file) {
+		r = ctl_read_xml_file(file, &xml, &len);
+		if (r)
+			return r;
+		r = ctl_check_report(file, xml, len, true, json);
+	} else {
+		r = ctl_libvirt_xml(uri, name, &xml);
+		if (r)
+			return r;
+		r = ctl_check_report(name, xml, strlen(xml), false, json);
+	}
+	free(xml);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -489,6 +777,10 @@ int main(int argc, char **argv)
 				   argv[optind - 1]);
 		}
 	}
+	if (optind < argc && strcmp(argv[optind], "notify") == 0)
+		return ctl_notify(socket_path, argc - optind, argv + optind);
+	if (optind < argc && strcmp(argv[optind], "check-domain") == 0)
+		return ctl_check_domain(argc - optind, argv + optind, json);
 	/* the command, its operand, and --json anywhere after it */
 	{
 		const char *pos[3];
@@ -533,7 +825,7 @@ int main(int argc, char **argv)
 					   "an optional K, M or G suffix)", pos[2]);
 		} else {
 			return die(CTL_EXIT_USAGE, "unknown command '%s' (status, "
-				   "scan, reclaim or return; see --help)", pos[0]);
+				   "scan, reclaim, return, notify or check-domain; see --help)", pos[0]);
 		}
 		if (wait && req.cmd != CTL_CMD_RECLAIM && req.cmd != CTL_CMD_RETURN)
 			return die(CTL_EXIT_USAGE, "--wait goes with reclaim or return");
