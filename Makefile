@@ -20,6 +20,12 @@
 #                   the agent to $(PREFIX)/sbin, its systemd unit and the
 #                   udev rule that starts it when port org.vmdefrag.0 appears
 #
+# On the host, as root (see README "Host install"):
+#   make install [PREFIX=/usr/local] [DESTDIR=]
+#                   vmdefragd, vmdefragctl, the libvirt qemu hook, the config
+#                   (kept if present), the systemd unit, the domain snippet
+#   make uninstall  removes them (the config only if unchanged)
+#
 # Every output goes under build/.  Each component directory owns its own
 # Makefile; this one only sequences them.
 
@@ -28,7 +34,8 @@ GUEST_KERNELS = $(shell tests/tools/guest-kernels.sh)
 export BUILD
 
 .PHONY: all deps daemon agent module guest unit fuzz check check-unit \
-	check-integration demo bench clean dkms-install install-guest check-slow
+	check-integration demo bench clean dkms-install install-guest check-slow \
+	install uninstall
 
 all: daemon agent module guest
 
@@ -111,6 +118,58 @@ install-guest: agent
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemctl daemon-reload && udevadm control --reload && \
 		udevadm trigger --subsystem-match=virtio-ports --action=add; fi
+
+# ---- host install (daemon, CLI, libvirt hook, config, systemd) -----------
+# make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc] ...
+# The hook and the unit name installed paths: @BINDIR@, @SBINDIR@ and
+# @SYSCONFDIR@ in them are replaced here.  An existing vmdefragd.conf is
+# never overwritten; uninstall removes it only if it is still the shipped one.
+BINDIR       ?= $(PREFIX)/bin
+SBINDIR      ?= $(PREFIX)/sbin
+DATADIR      ?= $(PREFIX)/share/vmdefrag
+SYSCONFDIR   ?= /etc
+LIBVIRT_HOOKDIR ?= $(SYSCONFDIR)/libvirt/hooks/qemu.d
+SYSTEMD_UNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir \
+			systemd 2>/dev/null),/lib/systemd/system)
+HOST_SUBST    = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' \
+		    -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+
+install: daemon
+	install -D -m 0755 $(BUILD)/daemon/vmdefragd $(DESTDIR)$(SBINDIR)/vmdefragd
+	install -D -m 0755 $(BUILD)/daemon/vmdefragctl $(DESTDIR)$(BINDIR)/vmdefragctl
+	install -d $(DESTDIR)$(LIBVIRT_HOOKDIR) $(DESTDIR)$(SYSTEMD_UNITDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/vmdefrag $(DESTDIR)$(DATADIR)
+	$(HOST_SUBST) configs/libvirt/hooks/qemu.d/vmdefrag \
+		>$(DESTDIR)$(LIBVIRT_HOOKDIR)/vmdefrag
+	chmod 0755 $(DESTDIR)$(LIBVIRT_HOOKDIR)/vmdefrag
+	$(HOST_SUBST) configs/systemd/vmdefragd.service \
+		>$(DESTDIR)$(SYSTEMD_UNITDIR)/vmdefragd.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/vmdefragd.service
+	install -m 0644 configs/libvirt/domain-snippet.xml $(DESTDIR)$(DATADIR)/
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/vmdefrag/vmdefragd.conf ]; then \
+		echo "  KEEP    $(DESTDIR)$(SYSCONFDIR)/vmdefrag/vmdefragd.conf (exists)"; \
+	else \
+		install -m 0644 configs/vmdefragd.conf \
+			$(DESTDIR)$(SYSCONFDIR)/vmdefrag/vmdefragd.conf; \
+		echo "  CONF    $(DESTDIR)$(SYSCONFDIR)/vmdefrag/vmdefragd.conf"; fi
+	@# services are the admin's to restart; only systemd's view is refreshed
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl daemon-reload; fi
+	@echo "  NOTE    libvirtd runs a new hook after a restart or reload"
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/vmdefragd $(DESTDIR)$(BINDIR)/vmdefragctl \
+		$(DESTDIR)$(LIBVIRT_HOOKDIR)/vmdefrag \
+		$(DESTDIR)$(SYSTEMD_UNITDIR)/vmdefragd.service \
+		$(DESTDIR)$(DATADIR)/domain-snippet.xml
+	@if cmp -s configs/vmdefragd.conf $(DESTDIR)$(SYSCONFDIR)/vmdefrag/vmdefragd.conf; then \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/vmdefrag/vmdefragd.conf; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/vmdefrag/vmdefragd.conf ]; then \
+		echo "  KEEP    $(DESTDIR)$(SYSCONFDIR)/vmdefrag/vmdefragd.conf (changed)"; fi
+	@for d in $(DESTDIR)$(DATADIR) $(DESTDIR)$(SYSCONFDIR)/vmdefrag; do \
+		rmdir $$d 2>/dev/null || :; done
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl daemon-reload; fi
 
 check-slow: deps
 	$(MAKE) all
