@@ -37,6 +37,7 @@
 #include <json-c/json.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+#include <libxml/xmlerror.h>
 
 #include "ctl_proto.h"
 #include "domain_xml.h"
@@ -566,6 +567,12 @@ static void ctl_virt_quiet(void *opaque, virErrorPtr err)
 {
 }
 
+/* libxml2's default handler prints to stderr (libvirt's test driver parses
+ * in-process); the libvirt error we report says it in one line. */
+static void ctl_xml_quiet(void *ctx, const char *msg, ...)
+{
+}
+
 /* One line from libvirt's last error. */
 static const char *ctl_virt_msg(void)
 {
@@ -588,6 +595,7 @@ static int ctl_libvirt_xml(const char *uri, const char *name, char **ret_xml)
 	int code;
 
 	virSetErrorFunc(NULL, ctl_virt_quiet);
+	xmlSetGenericErrorFunc(NULL, ctl_xml_quiet);
 	conn = virConnectOpenReadOnly(uri);
 	if (!conn) {
 		e = virGetLastError();

@@ -1,0 +1,384 @@
+"""The host install story: make install, the systemd unit, the libvirt hook,
+vmdefragctl check-domain.  No guest is booted; everything here is fast.
+
+install   `make install DESTDIR=... PREFIX=/usr` puts exactly the expected
+          files, with their modes, and substitutes the installed paths into
+          the hook and the unit; an existing config survives a reinstall and
+          `make uninstall` removes everything but a changed config.
+unit      `systemd-analyze verify` accepts the installed unit (installed
+          for real under a temporary prefix so ExecStart exists), rejects a
+          spoiled copy of it, and the capability set is exactly the three
+          the unit explains.
+hook      libvirt's calling convention (DOMAIN OP SUBOP EXTRA, XML on stdin,
+          a minimal environment): migrate/restore give the XML back byte for
+          byte; lifecycle ops with no daemon, or with a daemon that never
+          answers, exit 0 quickly and print nothing; with a real vmdefragd
+          the daemon logs the notify; other ops are silent and send nothing.
+check     check-domain --xml on the snippet merged into a domain (as the
+          libvirt tests merge it) and on spoiled variants: exit codes and the
+          plain-words lines; check-domain NAME through libvirt's test driver
+          (a real libvirt connection, no libvirtd needed).
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.vmdefragd import VMDEFRAGCTL, Daemon  # noqa: E402
+
+TOP = Path(__file__).resolve().parents[2]
+SNIPPET = TOP / "configs/libvirt/domain-snippet.xml"
+CONF = TOP / "configs/vmdefragd.conf"
+UNITDIR = subprocess.run(["pkg-config", "--variable=systemdsystemunitdir", "systemd"],
+                         capture_output=True, text=True).stdout.strip() or "/lib/systemd/system"
+
+# path under DESTDIR -> mode, for `make install PREFIX=/usr`
+EXPECTED = {
+    "usr/sbin/vmdefragd": 0o755,
+    "usr/bin/vmdefragctl": 0o755,
+    "etc/libvirt/hooks/qemu.d/vmdefrag": 0o755,
+    "etc/vmdefrag/vmdefragd.conf": 0o644,
+    UNITDIR.lstrip("/") + "/vmdefragd.service": 0o644,
+    "usr/share/vmdefrag/domain-snippet.xml": 0o644,
+}
+
+# libvirt runs hooks with a small, fixed environment
+HOOK_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LC_ALL": "C"}
+
+
+def make(*args):
+    p = subprocess.run(["make", "--no-print-directory", "-C", str(TOP), *args],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, f"make {' '.join(args)}:\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+def files_under(root):
+    return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode)
+            for p in Path(root).rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def destdir(workdir):
+    d = workdir / "dest"
+    make("install", f"DESTDIR={d}", "PREFIX=/usr")
+    return d
+
+
+def test_install_files_and_modes(destdir):
+    assert files_under(destdir) == EXPECTED
+    hook = (destdir / "etc/libvirt/hooks/qemu.d/vmdefrag").read_text()
+    unit = (destdir / UNITDIR.lstrip("/") / "vmdefragd.service").read_text()
+    assert "ctl=${VMDEFRAG_CTL:-/usr/bin/vmdefragctl}" in hook
+    assert ("ExecStart=/usr/sbin/vmdefragd --foreground "
+            "--config /etc/vmdefrag/vmdefragd.conf --libvirt") in unit
+    for text in (hook, unit):
+        assert not re.search(r"@[A-Z]+@", text), "a placeholder was left"
+    assert (destdir / "etc/vmdefrag/vmdefragd.conf").read_bytes() == CONF.read_bytes()
+    assert (destdir / "usr/sbin/vmdefragd").read_bytes() == \
+        (TOP / "build/daemon/vmdefragd").read_bytes()
+
+
+def test_install_keeps_config_and_uninstall(destdir):
+    conf = destdir / "etc/vmdefrag/vmdefragd.conf"
+    conf.write_text(conf.read_text() + "\n[daemon]\nlog_level = debug\n")
+    mine = conf.read_bytes()
+    out = make("install", f"DESTDIR={destdir}", "PREFIX=/usr").stdout
+    assert "KEEP" in out and conf.read_bytes() == mine
+    make("uninstall", f"DESTDIR={destdir}", "PREFIX=/usr")
+    assert files_under(destdir) == {"etc/vmdefrag/vmdefragd.conf": 0o644}
+    assert conf.read_bytes() == mine
+    # an unchanged config goes with the rest
+    conf.unlink()
+    make("install", f"DESTDIR={destdir}", "PREFIX=/usr")
+    make("uninstall", f"DESTDIR={destdir}", "PREFIX=/usr")
+    assert files_under(destdir) == {}
+
+
+@pytest.fixture
+def real_prefix(workdir):
+    """Installed with no DESTDIR under a temporary prefix, so the unit's
+    ExecStart names a binary that exists."""
+    p = workdir / "root"
+    make("install", f"PREFIX={p}/usr", f"SYSCONFDIR={p}/etc",
+         f"SYSTEMD_UNITDIR={p}/unit")
+    return p
+
+
+def test_unit_verifies(real_prefix, workdir):
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze not installed")
+    unit = real_prefix / "unit/vmdefragd.service"
+    p = subprocess.run(["systemd-analyze", "verify", str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and not p.stderr.strip(), p.stderr
+    text = unit.read_text()
+    for key in ("CapabilityBoundingSet", "AmbientCapabilities"):
+        caps = re.search(rf"^{key}=(.*)$", text, re.M).group(1).split()
+        assert sorted(caps) == ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SYS_PTRACE"]
+    for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/run",
+                 "ProtectHome=yes", "PrivateTmp=yes", "RestrictAddressFamilies=AF_UNIX"):
+        assert re.search(rf"^{re.escape(line)}$", text, re.M), line
+    # the check itself can fail: a unit whose daemon is missing is refused
+    bad = workdir / "vmdefragd.service"
+    bad.write_text(text.replace(str(real_prefix / "usr/sbin/vmdefragd"),
+                                str(real_prefix / "usr/sbin/nonexistent")))
+    p = subprocess.run(["systemd-analyze", "verify", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "nonexistent" in p.stderr
+
+
+def run_hook(hook, domain, op, stdin=b"", env=None, subop="begin"):
+    t0 = time.monotonic()
+    p = subprocess.run([str(hook), domain, op, subop, "-"], input=stdin,
+                       capture_output=True, env={**HOOK_ENV, **(env or {})}, timeout=30)
+    return p, time.monotonic() - t0
+
+
+def test_hook_passes_xml_through(destdir):
+    hook = destdir / "etc/libvirt/hooks/qemu.d/vmdefrag"
+    xml = SNIPPET.read_bytes()
+    # big, and with bytes a line-oriented shell loop would mangle
+    odd = xml + b"\n<!-- \\n \t trailing -->" + bytes(range(1, 256)) * 1000 + b"no newline"
+    for op in ("migrate", "restore"):
+        for data in (xml, odd, b""):
+            p, _ = run_hook(hook, "vm1", op, data)
+            assert p.returncode == 0 and p.stderr == b""
+            assert p.stdout == data, f"{op}: output differs from input"
+
+
+def test_hook_without_daemon(destdir, workdir):
+    hook = destdir / "etc/libvirt/hooks/qemu.d/vmdefrag"
+    env = {"VMDEFRAG_CTL": str(VMDEFRAGCTL), "VMDEFRAG_SOCKET": str(workdir / "none.sock")}
+    for op in ("prepare", "started", "stopped", "release", "reconnect", "start", "attach"):
+        p, dt = run_hook(hook, "vm1", op, SNIPPET.read_bytes(), env)
+        assert (p.returncode, p.stdout, p.stderr) == (0, b"", b""), op
+        assert dt < 2, f"{op} took {dt:.1f} s"
+    # the installed path /usr/bin/vmdefragctl is absent here, and so may be
+    # any vmdefragctl on PATH: still exit 0, silently
+    p, _ = run_hook(hook, "vm1", "started", b"<domain/>")
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"", b"")
+
+
+def test_hook_daemon_that_never_answers(destdir, workdir):
+    """A wedged daemon (listening, never answering) holds libvirtd for at
+    most vmdefragctl's 2 s notify deadline."""
+    hook = destdir / "etc/libvirt/hooks/qemu.d/vmdefrag"
+    path = workdir / "wedged.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        srv.bind(str(path))
+        srv.listen(1)
+        env = {"VMDEFRAG_CTL": str(VMDEFRAGCTL), "VMDEFRAG_SOCKET": str(path)}
+        p, dt = run_hook(hook, "vm1", "started", b"<domain/>", env)
+        assert (p.returncode, p.stdout, p.stderr) == (0, b"", b"")
+        assert 1.5 < dt < 4, f"took {dt:.1f} s"
+        # vmdefragctl itself says so, with exit 1
+        q = subprocess.run([str(VMDEFRAGCTL), "--socket", str(path), "notify", "vm1",
+                            "started"], capture_output=True, text=True, timeout=10)
+        assert q.returncode == 1 and "did not answer" in q.stderr
+    finally:
+        srv.close()
+
+
+def test_hook_notifies_daemon(destdir, workdir):
+    hook = destdir / "etc/libvirt/hooks/qemu.d/vmdefrag"
+    with Daemon(workdir, [("ghost", workdir / "no.qmp", workdir / "no.vdf")]) as d:
+        env = {"VMDEFRAG_CTL": str(VMDEFRAGCTL), "VMDEFRAG_SOCKET": str(d.socket)}
+        for op in ("prepare", "started", "stopped", "release"):
+            p, dt = run_hook(hook, "dom-hook", op, SNIPPET.read_bytes(), env)
+            assert (p.returncode, p.stdout, p.stderr) == (0, b"", b"")
+            assert dt < 2
+            d.wait_for(lambda: re.search(rf'notify: domain "?dom-hook"? {op}\b', d.text()),
+                       f"the daemon to log notify {op}", timeout=5)
+        run_hook(hook, "dom-other", "reconnect", b"<domain/>", env)
+        run_hook(hook, "dom-other", "migrate", b"<domain/>", env)
+        time.sleep(0.5)
+        assert "dom-other" not in d.text()
+        # vmdefragctl notify directly: exit 0, nothing printed; bad event: 2
+        p = d.ctl("notify", "dom-hook", "started")
+        assert p.stdout == "" and p.stderr == ""
+        p = d.ctl("notify", "dom-hook", "exploded", check=False)
+        assert p.returncode == 2 and "unknown event" in p.stderr
+        assert d.alive()
+
+
+def domain_with_snippet(name="vm1"):
+    """A minimal domain with the snippet's children merged in."""
+    dom = ET.fromstring(f"<domain type='kvm'><name>{name}</name>"
+                        "<memory unit='MiB'>512</memory>"
+                        "<os><type arch='x86_64'>hvm</type></os>"
+                        "<devices><memballoon model='virtio'/></devices></domain>")
+    devices = dom.find("devices")
+    for child in ET.parse(SNIPPET).getroot():
+        if child.tag == "devices":
+            for dev in child:
+                old = devices.find(dev.tag) if dev.tag == "memballoon" else None
+                if old is not None:
+                    devices.remove(old)
+                devices.append(dev)
+        else:
+            dom.insert(2, child)
+    return dom
+
+
+def check_domain(*args):
+    return subprocess.run([str(VMDEFRAGCTL), "check-domain", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def spoil_channel(d):
+    dev = d.find("devices")
+    dev.remove(dev.find("channel"))
+
+
+def spoil_pty(d):
+    ch = d.find("devices/channel")
+    ch.set("type", "pty")
+    ch.remove(ch.find("source"))
+
+
+def spoil_ram(d):
+    d.remove(d.find("memoryBacking"))
+
+
+def spoil_private(d):
+    mb = d.find("memoryBacking")
+    mb.remove(mb.find("access"))
+
+
+def spoil_fpr(d):
+    del d.find("devices/memballoon").attrib["freePageReporting"]
+
+
+def spoil_balloon(d):
+    dev = d.find("devices")
+    dev.remove(dev.find("memballoon"))
+
+
+def spoil_all(d):
+    spoil_channel(d)
+    spoil_ram(d)
+    spoil_balloon(d)
+
+
+# spoiler -> [(what it blocks, words it says)], in the order printed
+CHECK_CASES = {
+    "good": (None, []),
+    "no channel": (spoil_channel, [("anything", "no virtio channel named org.vmdefrag.0")]),
+    "pty channel": (spoil_pty, [("anything", "is type 'pty', not 'unix'")]),
+    "anonymous RAM": (spoil_ram, [("the shared backend",
+                                   "guest RAM is private anonymous memory: reclaim uses "
+                                   "only the hint backend; add <memoryBacking>")]),
+    "private memfd": (spoil_private, [("the shared backend", "add <access mode='shared'/>")]),
+    "FPR off": (spoil_fpr, [("the hint backend", "balloon has free page reporting off")]),
+    "no balloon": (spoil_balloon, [("the hint backend", "no balloon device")]),
+    "nothing": (spoil_all, [("anything", "no virtio channel"),
+                            ("the shared backend", "the host cannot punch"),
+                            ("the hint backend", "no balloon device")]),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECK_CASES))
+def test_check_domain_xml(case, workdir):
+    spoil, want = CHECK_CASES[case]
+    dom = domain_with_snippet()
+    if spoil:
+        spoil(dom)
+    f = workdir / "dom.xml"
+    f.write_bytes(ET.tostring(dom))
+    if not want:
+        # libvirt's own schema accepts the merged snippet
+        if shutil.which("virt-xml-validate"):
+            v = subprocess.run(["virt-xml-validate", str(f), "domain"],
+                               capture_output=True, text=True, timeout=60)
+            assert v.returncode == 0, v.stdout + v.stderr
+    p = check_domain("--xml", str(f))
+    lines = p.stdout.splitlines()
+    if not want:
+        assert (p.returncode, lines, p.stderr) == \
+            (0, ["domain vm1 has everything vmdefrag needs"], "")
+        return
+    assert p.returncode == 1 and p.stderr == ""
+    assert lines[0] == "domain vm1 lacks what vmdefrag needs:"
+    assert len(lines) == len(want) + 2, p.stdout
+    for line, (blocks, words) in zip(lines[1:], want):
+        assert line.startswith(f"  needed for {blocks}: ") and words in line, line
+    assert lines[-1].startswith("vmdefrag ")
+
+
+def test_check_domain_bad_input(workdir):
+    cases = {
+        "missing file": (str(workdir / "nope.xml"), "cannot open"),
+        "malformed": ("<domain><name>x</name><devices>", "not well-formed"),
+        "snippet alone (no <name>)": (SNIPPET.read_text(), "has no <name>"),
+        "entities": ("<!DOCTYPE d [<!ENTITY x SYSTEM 'file:///etc/shadow'>]>"
+                     "<domain><name>&x;</name></domain>", "DOCTYPE"),
+        "too big": ("<domain><name>x</name>" + " " * (5 << 20) + "</domain>", "limit"),
+    }
+    for what, (content, says) in cases.items():
+        if what == "missing file":
+            p = check_domain("--xml", content)
+        else:
+            f = workdir / "bad.xml"
+            f.write_text(content)
+            p = check_domain("--xml", str(f))
+        assert p.returncode == 2 and p.stdout == "", what
+        assert len(p.stderr.splitlines()) == 1 and says in p.stderr, (what, p.stderr)
+    for args in ((), ("a", "b"), ("a", "--xml", "f"), ("--xml",), ("--bogus", "a")):
+        p = check_domain(*args)
+        assert p.returncode == 2 and len(p.stderr.splitlines()) == 1, args
+
+
+def test_check_domain_through_libvirt(workdir):
+    """libvirt's test driver: a real read-only connection and real domain
+    lookup, served from a node XML file instead of libvirtd."""
+    node = ET.Element("node")
+    good = domain_with_snippet("good")
+    good.set("type", "test")
+    bad = domain_with_snippet("bad")
+    bad.set("type", "test")
+    spoil_ram(bad)
+    node.extend([good, bad])
+    f = workdir / "node.xml"
+    f.write_bytes(ET.tostring(node))
+    uri = f"test://{f}"
+    p = check_domain("good", "--connect", uri)
+    assert (p.returncode, p.stdout) == (0, "domain good has everything vmdefrag needs\n"), \
+        p.stderr
+    p = check_domain("bad", "--connect", uri)
+    assert p.returncode == 1 and "guest RAM is private anonymous memory" in p.stdout
+    p = check_domain("nosuch", "--connect", uri)
+    assert p.returncode == 5 and "no domain named 'nosuch'" in p.stderr
+    p = check_domain("good", "--connect", f"test://{workdir}/missing.xml")
+    assert p.returncode in (3, 1) and p.stderr.startswith("vmdefragctl: ")
+    assert len(p.stderr.splitlines()) == 1
+    # --json carries the same verdict for scripts
+    p = check_domain("bad", "--connect", uri, "--json")
+    assert p.returncode == 1
+    j = json.loads(p.stdout)
+    assert j["ok"] is False and [x["blocks"] for x in j["lacks"]] == ["shared"]
+
+
+def test_hook_is_posix_sh():
+    """The hook runs under dash (Debian's /bin/sh) and is shellcheck-clean."""
+    hook = TOP / "configs/libvirt/hooks/qemu.d/vmdefrag"
+    assert hook.read_text().startswith("#!/bin/sh\n")
+    assert os.access(hook, os.X_OK)
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck not installed")
+    p = subprocess.run(["shellcheck", "-s", "sh", str(hook)], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stdout
