@@ -87,7 +87,9 @@ def accelerator():
             with Guest(guest_kernels()[0], ram_mib=256, accel="kvm",
                        boot_timeout=15, name="kvm-probe"):
                 accel = "kvm"
-        except GuestError:
+        except (GuestError, OSError):
+            # a KVM that cannot run the guest shows as a boot timeout or as
+            # QEMU dying under us (the control socket resets)
             pass
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(accel + "\n")
