@@ -14,7 +14,8 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       qemu-system-x86 qemu-utils busybox-static cpio kmod xz-utils
       python3 python3-pytest python3-pytest-timeout
       linux-image-amd64 linux-headers-amd64 linux-source-6.1
-      libvirt-daemon-system libvirt-clients dkms libxml2-dev debootstrap"
+      libvirt-daemon-system libvirt-clients dkms libxml2-dev debootstrap
+      shellcheck"
 
 missing=""
 for p in $PKGS; do
