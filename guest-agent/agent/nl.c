@@ -7,7 +7,12 @@
  *   req  blocking, one transaction at a time: send a command, receive its
  *        reply (or dump) and the final ACK / NLMSG_DONE / NLMSG_ERROR.
  *        The module's errno from NLMSG_ERROR is kept as is (libnl would
- *        turn it into an NLE_* code).
+ *        turn it into an NLE_* code).  A doit handler runs inside our
+ *        sendmsg(), so its reply is queued before the receive starts; the
+ *        receive timeout (AGENT_NL_REPLY_TIMEOUT_MS) is the safety net for
+ *        a reply that never comes: the transaction fails with -ETIMEDOUT
+ *        and the socket is replaced, so a late reply cannot be taken for
+ *        the next transaction's.
  *   evt  non-blocking, subscribed to the "events" multicast group, drained
  *        by agent_nl_events_recv() when poll() says it is readable.
  *
@@ -19,12 +24,16 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <netlink/genl/ctrl.h>
 #include <netlink/genl/genl.h>
 #include <netlink/netlink.h>
 
 #include "nl.h"
+
+#define AGENT_NL_REPLY_TIMEOUT_MS	10000
 
 struct agent_nl {
 	struct nl_sock *req;
@@ -243,6 +252,23 @@ static int agent_nl_done_cb(struct nl_msg *msg, void *arg)
 	return NL_STOP;
 }
 
+static int agent_nl_sock(struct nl_sock **ret_sk, bool reply_timeout);
+
+/*
+ * After a receive timeout the socket may still get the late reply: swap in
+ * a fresh one.  If that fails the old one stays (its sequence check drops
+ * the stale reply at worst as an error of the next transaction).
+ */
+static void agent_nl_replace_req(struct agent_nl *nl)
+{
+	struct nl_sock *sk;
+
+	if (agent_nl_sock(&sk, true) < 0)
+		return;
+	nl_socket_free(nl->req);
+	nl->req = sk;
+}
+
 /* Send msg (consumed) and receive until its ACK, DONE or error. */
 static int agent_nl_transact(struct agent_nl *nl, struct nl_msg *msg,
 			     struct agent_nl_txn *t)
@@ -270,6 +296,10 @@ static int agent_nl_transact(struct agent_nl *nl, struct nl_msg *msg,
 		r = nl_recvmsgs(nl->req, cb);
 		if (r < 0 && !t->done) {
 			nl_cb_put(cb);
+			if (r == -NLE_AGAIN) {
+				agent_nl_replace_req(nl);
+				return -ETIMEDOUT;
+			}
 			return t->err ? t->err : agent_nl_errno(r);
 		}
 	}
@@ -651,8 +681,12 @@ int agent_nl_events_recv(struct agent_nl *nl, agent_nl_event_fn fn, void *arg)
 
 /* ---- setup ------------------------------------------------------------- */
 
-static int agent_nl_sock(struct nl_sock **ret_sk)
+static int agent_nl_sock(struct nl_sock **ret_sk, bool reply_timeout)
 {
+	struct timeval tv = {
+		.tv_sec = AGENT_NL_REPLY_TIMEOUT_MS / 1000,
+		.tv_usec = AGENT_NL_REPLY_TIMEOUT_MS % 1000 * 1000,
+	};
 	struct nl_sock *sk = nl_socket_alloc();
 	int r;
 
@@ -666,6 +700,13 @@ static int agent_nl_sock(struct nl_sock **ret_sk)
 	/* replies with thousands of ranges exceed a page */
 	nl_socket_enable_msg_peek(sk);
 	(void)nl_socket_set_buffer_size(sk, 4 << 20, 1 << 20);
+	if (reply_timeout &&
+	    setsockopt(nl_socket_get_fd(sk), SOL_SOCKET, SO_RCVTIMEO, &tv,
+		       sizeof(tv)) < 0) {
+		r = -errno;
+		nl_socket_free(sk);
+		return r;
+	}
 	*ret_sk = sk;
 	return 0;
 }
@@ -677,10 +718,10 @@ int agent_nl_open(struct agent_nl **ret_nl)
 
 	if (!nl)
 		return -ENOMEM;
-	r = agent_nl_sock(&nl->req);
+	r = agent_nl_sock(&nl->req, true);
 	if (r < 0)
 		goto out_free;
-	r = agent_nl_sock(&nl->evt);
+	r = agent_nl_sock(&nl->evt, false);
 	if (r < 0)
 		goto out_free_req;
 
