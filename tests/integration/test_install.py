@@ -8,7 +8,8 @@ install   `make install DESTDIR=... PREFIX=/usr` puts exactly the expected
 unit      `systemd-analyze verify` accepts the installed unit (installed
           for real under a temporary prefix so ExecStart exists), rejects a
           spoiled copy of it, and the capability set is exactly the three
-          the unit explains.
+          the unit explains; vmdefragd under that bounding set attaches to a
+          QEMU of another user (memfd backing), and fails without any one.
 hook      libvirt's calling convention (DOMAIN OP SUBOP EXTRA, XML on stdin,
           a minimal environment): migrate/restore give the XML back byte for
           byte; lifecycle ops with no daemon, or with a daemon that never
@@ -19,6 +20,7 @@ check     check-domain --xml on the snippet merged into a domain (as the
           plain-words lines; check-domain NAME through libvirt's test driver
           (a real libvirt connection, no libvirtd needed).
 """
+import grp
 import json
 import os
 import re
@@ -138,6 +140,92 @@ def test_unit_verifies(real_prefix, workdir):
     p = subprocess.run(["systemd-analyze", "verify", str(bad)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "nonexistent" in p.stderr
+
+
+def unit_caps(unit_text):
+    caps = re.search(r"^CapabilityBoundingSet=(.*)$", unit_text, re.M).group(1).split()
+    return [c.lower().removeprefix("cap_") for c in caps]
+
+
+def status_when_settled(sock, timeout=15):
+    """The VM's status once the daemon has tried QEMU (attached or failed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        p = subprocess.run([str(VMDEFRAGCTL), "--socket", str(sock), "status", "--json"],
+                           capture_output=True, text=True, timeout=10)
+        if p.returncode == 0:
+            vm = json.loads(p.stdout)["vms"][0]
+            if vm["qmp"]["connected"] or vm["qmp"].get("error"):
+                return vm
+        time.sleep(0.2)
+    raise AssertionError("the daemon never tried QEMU")
+
+
+def test_unit_capabilities_needed_and_enough(workdir):
+    """vmdefragd as the unit runs it (root, bounding set = the unit's
+    CapabilityBoundingSet) attaches to a QEMU running as another user with
+    a memfd backing; without any one of the three it cannot."""
+    qemu = shutil.which("qemu-system-x86_64")
+    unit = (TOP / "configs/systemd/vmdefragd.service").read_text()
+    caps = unit_caps(unit)
+    assert sorted(caps) == ["chown", "dac_override", "sys_ptrace"]
+    os.chmod(workdir, 0o711)
+    qdir = workdir / "qemu"
+    qdir.mkdir(mode=0o700)
+    shutil.chown(qdir, "nobody", "nogroup")
+    conf = workdir / "vmdefragd.conf"
+    conf.write_text("[daemon]\nsocket_group = kvm\n")
+    vm = f"ghost,qmp={qdir}/vm.qmp,channel={qdir}/vm.vdf"
+    q = subprocess.Popen(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         "--pdeathsig", "KILL", qemu, "-machine", "pc,memory-backend=ram0,accel=tcg",
+         "-m", "64", "-object", "memory-backend-memfd,id=ram0,size=64M,share=on",
+         "-nodefaults", "-display", "none", "-S", "-device", "virtio-serial",
+         "-chardev", f"socket,id=vdf,path={qdir}/vm.vdf,server=on,wait=off",
+         "-device", "virtserialport,chardev=vdf,name=org.vmdefrag.0",
+         "-qmp", f"unix:{qdir}/vm.qmp,server=on,wait=off"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not (qdir / "vm.qmp").exists():
+            assert q.poll() is None and time.monotonic() < deadline, "QEMU did not start"
+            time.sleep(0.1)
+        results = {}
+        for drop in [None] + caps:
+            keep = [c for c in caps if c != drop]
+            sock = workdir / f"ctl-{drop}.sock"
+            log = open(workdir / f"vmdefragd-{drop}.log", "wb")
+            d = subprocess.Popen(
+                ["setpriv", "--bounding-set=-all," + ",".join("+" + c for c in keep),
+                 "--inh-caps=-all", "--pdeathsig", "KILL", "--",
+                 str(TOP / "build/daemon/vmdefragd"), "--foreground", "--socket", str(sock),
+                 "--config", str(conf), "--log-level", "debug", "--vm", vm],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                if drop == "chown":
+                    assert d.wait(timeout=15) == 1
+                    results[drop] = (workdir / f"vmdefragd-{drop}.log").read_text()
+                    continue
+                results[drop] = status_when_settled(sock)
+                if drop is None:
+                    assert stat.S_IMODE(sock.stat().st_mode) == 0o660
+                    assert sock.stat().st_gid == grp.getgrnam("kvm").gr_gid
+            finally:
+                if d.poll() is None:
+                    d.terminate()
+                    d.wait(timeout=10)
+                log.close()
+    finally:
+        q.kill()
+        q.wait()
+    ok = results[None]
+    assert ok["qmp"]["connected"] and ok["qmp"]["pid"] == q.pid, ok
+    assert ok["backend"] == "shared", ok
+    assert "cannot discover the RAM layout: Permission denied" in \
+        results["sys_ptrace"]["qmp"]["error"]
+    assert "cannot connect to" in results["dac_override"]["qmp"]["error"] and \
+        "Permission denied" in results["dac_override"]["qmp"]["error"]
+    assert "control socket" in results["chown"] and "not permitted" in results["chown"]
 
 
 def run_hook(hook, domain, op, stdin=b"", env=None, subop="begin"):
