@@ -125,7 +125,7 @@ static int ctl_transact(const char *path, const char *line, char **ret)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	size_t len = 0, cap = 0;
 	char *buf = NULL;
-	int fd, e;
+	int fd, e, send_errno;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return die(CTL_EXIT_USAGE, "socket path '%s' is too long", path);
@@ -155,10 +155,19 @@ static int ctl_transact(const char *path, const char *line, char **ret)
 		return die(CTL_EXIT_FAILED, "cannot connect to %s: %s", path,
 			   strerror(e));
 	}
+	/*
+	 * A daemon that refuses us (permission) writes why and closes without
+	 * reading our request, so the send may fail with EPIPE while that
+	 * answer waits in our receive queue: read it before giving up.
+	 */
+	send_errno = 0;
 	if (send(fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line)) {
-		e = errno;
-		close(fd);
-		return die(CTL_EXIT_FAILED, "cannot send to vmdefragd: %s", strerror(e));
+		send_errno = errno;
+		if (send_errno != EPIPE && send_errno != ECONNRESET) {
+			close(fd);
+			return die(CTL_EXIT_FAILED, "cannot send to vmdefragd: %s",
+				   strerror(send_errno));
+		}
 	}
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -193,6 +202,9 @@ static int ctl_transact(const char *path, const char *line, char **ret)
 		if (n <= 0) {
 			free(buf);
 			close(fd);
+			if (send_errno)
+				return die(CTL_EXIT_FAILED, "cannot send to vmdefragd: %s",
+					   strerror(send_errno));
 			return die(CTL_EXIT_FAILED, "vmdefragd closed the connection "
 				   "without an answer");
 		}
