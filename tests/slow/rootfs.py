@@ -1,0 +1,140 @@
+"""rootfs: a cached Debian 12 root filesystem for the guest-install test.
+
+What it owns: making a bookworm rootfs with debootstrap once, keeping it as
+a tarball under the cache directory, and handing each test a fresh copy.
+
+Model: the tarball's name carries a hash of everything that decides its
+contents (suite, variant, package list, this builder's version), so
+changing the package list builds a new one and never reuses a stale one:
+
+    cache_dir()/rootfs-<hash>.tar   (made by build(), atomically renamed)
+
+The mirror is read at run time from the host's apt sources (the first
+"deb" URI serving bookworm main), never written into this file.  The
+cache directory is $VMDEFRAG_ROOTFS_CACHE or /var/cache/vmdefrag-tests.
+
+Run as a script to build (or just locate) the cached tarball:
+    /usr/bin/python3 tests/slow/rootfs.py
+"""
+import glob
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SUITE = "bookworm"
+VARIANT = "minbase"
+BUILDER_VERSION = "1"
+PACKAGES = sorted([
+    "systemd", "systemd-sysv", "udev", "kmod", "dkms", "build-essential",
+    "libnl-genl-3-dev", "pkg-config", "linux-image-amd64",
+    "linux-headers-amd64", "initramfs-tools", "ca-certificates",
+])
+
+
+class RootfsError(Exception):
+    pass
+
+
+def cache_dir():
+    return Path(os.environ.get("VMDEFRAG_ROOTFS_CACHE", "/var/cache/vmdefrag-tests"))
+
+
+def cache_key():
+    text = "\n".join([SUITE, VARIANT, BUILDER_VERSION] + sorted(PACKAGES))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def tarball():
+    return cache_dir() / f"rootfs-{cache_key()}.tar"
+
+
+def _deb822_mirrors(text):
+    for stanza in re.split(r"\n\s*\n", text):
+        fields = {}
+        for line in stanza.splitlines():
+            if line.startswith("#") or ":" not in line or line[:1].isspace():
+                continue
+            key, _, val = line.partition(":")
+            fields[key.strip().lower()] = val.split()
+        if ("deb" in fields.get("types", []) and SUITE in fields.get("suites", [])
+                and "main" in fields.get("components", [])):
+            yield from fields.get("uris", [])
+
+
+def _one_line_mirrors(text):
+    for line in text.splitlines():
+        parts = re.sub(r"\[[^]]*\]", "", line.split("#")[0]).split()
+        if len(parts) >= 4 and parts[0] == "deb" and parts[2] == SUITE \
+                and "main" in parts[3:]:
+            yield parts[1]
+
+
+def mirror():
+    """The host's Debian mirror for bookworm main, from its apt sources."""
+    for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*")):
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        found = _deb822_mirrors(text) if path.endswith(".sources") else \
+            _one_line_mirrors(text) if path.endswith(".list") else ()
+        for uri in found:
+            return uri
+    raise RootfsError("no apt source for bookworm main on this host")
+
+
+def build():
+    """Returns the cached rootfs tarball, running debootstrap if it is missing."""
+    out = tarball()
+    if out.exists():
+        return out
+    if shutil.which("debootstrap") is None:
+        raise RootfsError("debootstrap is not installed (make deps)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vdf-rootfs-", dir=out.parent) as tmp:
+        root = Path(tmp) / "root"
+        log = out.parent / f"debootstrap-{cache_key()}.log"
+        with open(log, "wb") as f:
+            proc = subprocess.run(
+                ["debootstrap", f"--variant={VARIANT}", "--arch=amd64",
+                 "--include=" + ",".join(PACKAGES), SUITE, str(root), mirror()],
+                stdout=f, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            raise RootfsError(f"debootstrap exited {proc.returncode}, see {log}")
+        shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+        (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+        part = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root),
+                        "-cf", str(part), "."], check=True)
+        os.rename(part, out)
+    return out
+
+
+def extract(dest):
+    """Unpacks a fresh copy of the cached rootfs into `dest` (created)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(dest),
+                    "-xf", str(build())], check=True)
+    return dest
+
+
+def kernel_release(root):
+    """The release of the (single) kernel installed in the rootfs."""
+    kernels = sorted(p.name[len("vmlinuz-"):] for p in (Path(root) / "boot").glob("vmlinuz-*"))
+    if len(kernels) != 1:
+        raise RootfsError(f"expected one kernel in the rootfs, found {kernels}")
+    return kernels[0]
+
+
+if __name__ == "__main__":
+    try:
+        print(build())
+    except RootfsError as e:
+        print(f"rootfs: {e}", file=sys.stderr)
+        sys.exit(1)
