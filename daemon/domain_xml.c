@@ -468,14 +468,15 @@ size_t domain_xml_lacks(const struct domain_xml *d,
 		;
 	else if (d->mem_source == DOMAIN_XML_SOURCE_MEMFD ||
 		 d->mem_source == DOMAIN_XML_SOURCE_FILE ||
-		 d->mem_hugepages)
+		 (d->mem_source == DOMAIN_XML_SOURCE_DEFAULT && d->mem_hugepages))
 		domain_xml_add(ret, max, &n, DOMAIN_XML_BLOCKS_SHARED,
 			       "guest RAM is in %s but private to QEMU, so the host cannot punch reclaimed ranges%s; add <access mode='shared'/> to <memoryBacking>",
 			       domain_xml_source_name(d->mem_source),
 			       hint ? ": reclaim uses only the hint backend" : "");
 	else
 		domain_xml_add(ret, max, &n, DOMAIN_XML_BLOCKS_SHARED,
-			       "guest RAM is private anonymous memory: %s; %s",
+			       "guest RAM is %s anonymous memory: %s; %s",
+			       d->mem_shared ? "shared" : "private",
 			       hint ? "reclaim uses only the hint backend"
 				    : "the host cannot punch reclaimed ranges",
 			       shared_fix);

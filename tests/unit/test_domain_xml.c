@@ -76,6 +76,20 @@ static const struct dx_case dx_cases[] = {
 	  true, false, true, "/run/libvirt/qemu/channel/1-vm1/org.vmdefrag.0", 1,
 	  { { DOMAIN_XML_BLOCKS_SHARED,
 	      "guest RAM is private anonymous memory: reclaim uses only the hint backend" } } },
+	{ "shared anonymous RAM (no file to punch)",
+	  HEAD "<memoryBacking><source type='anonymous'/><access mode='shared'/></memoryBacking>"
+	  "<devices>" CHAN BALLOON "</devices></domain>",
+	  true, false, true, "/run/libvirt/qemu/channel/1-vm1/org.vmdefrag.0", 1,
+	  { { DOMAIN_XML_BLOCKS_SHARED, "guest RAM is shared anonymous memory" } } },
+	{ "hugepages, shared (hugetlbfs file)",
+	  HEAD "<memoryBacking><hugepages/><access mode='shared'/></memoryBacking>"
+	  "<devices>" CHAN BALLOON "</devices></domain>",
+	  true, true, true, "/run/libvirt/qemu/channel/1-vm1/org.vmdefrag.0", 0, { } },
+	{ "hugepages, private",
+	  HEAD "<memoryBacking><hugepages/></memoryBacking>"
+	  "<devices>" CHAN BALLOON "</devices></domain>",
+	  true, false, true, "/run/libvirt/qemu/channel/1-vm1/org.vmdefrag.0", 1,
+	  { { DOMAIN_XML_BLOCKS_SHARED, "guest RAM is in hugetlbfs but private" } } },
 	{ "memfd, not shared",
 	  HEAD "<memoryBacking><source type='memfd'/></memoryBacking><devices>"
 	  CHAN BALLOON "</devices></domain>",
