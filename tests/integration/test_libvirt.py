@@ -26,9 +26,12 @@ domain is slow enough):
             the hook told it "stopped" (its log line)
   start     `virsh start`: the daemon attaches to the new QEMU (new pid,
             new channel path), the hook said "started", reclaim works again
+  --vm      a second daemon given a --vm of the domain's name keeps the
+            --vm and says the domain is not managed
+test_notify_without_libvirt  notify accepted and ignored without --libvirt,
+            a bad event refused (exit 2)
 """
 import re
-import time
 
 import pytest
 
@@ -173,3 +176,32 @@ def test_libvirt_domain(workdir, figures):
             g.check("memcheck verify --id a")
             assert d.alive()
         assert d.proc.returncode == 0, d.text()[-2000:]
+
+        # ---- a --vm of the domain's name wins over the domain ----------------
+        wd2 = workdir / "d2"
+        wd2.mkdir()
+        with Daemon(wd2, [(name, wd2 / "none.qmp", wd2 / "none.vdf")], config=CONFIG,
+                    extra=["--libvirt", URI]) as d2:
+            d2.wait_for(lambda: f'domain "{name}" is not managed: a --vm of the '
+                        'same name wins' in d2.text(), "the --vm to win")
+            st = d2.status()
+            assert list(st) == [name], st
+            assert not st[name]["qmp"]["connected"], st[name]["qmp"]
+            assert "none.qmp" in st[name]["qmp"]["error"], st[name]["qmp"]
+        assert d2.proc.returncode == 0, d2.text()[-2000:]
+
+
+def test_notify_without_libvirt(workdir):
+    """Without --libvirt the hook's notify is accepted (the hook must never
+    fail a domain's start) and changes nothing; a bad event is refused."""
+    with Daemon(workdir, [("g", workdir / "none.qmp", workdir / "none.vdf")],
+                config=CONFIG) as d:
+        for event in ("prepare", "started", "stopped", "release"):
+            p = d.ctl("notify", "some-domain", event, check=False)
+            assert p.returncode == 0, (event, p.stdout, p.stderr)
+        p = d.ctl("notify", "some-domain", "migrate", check=False)
+        assert p.returncode == 2, (p.stdout, p.stderr)
+        assert 'notify: domain "some-domain" started (not in libvirt mode' in d.text()
+        assert list(d.status()) == ["g"]
+        assert d.alive()
+    assert d.proc.returncode == 0
