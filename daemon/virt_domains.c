@@ -26,6 +26,14 @@
  *   - the connection dropped: every VM is detached until the reconnect.
  * A refresh is idempotent: same QEMU pid and attached means nothing to do.
  *
+ * Every libvirt call here is synchronous on the loop thread, so the loop
+ * waits while libvirtd works.  A monitor command waits for the domain's
+ * job; when libvirtd holds it while it runs the hook, and the hook waits
+ * for this daemon's answer to notify, the two wait on each other until
+ * vmdefragctl's own timeout (2 s) lets the hook go: bounded, and only if a
+ * refresh of that very domain was already running when the hook came.
+ * notify itself never calls libvirt, which keeps the common case free of it.
+ *
  * A refresh reads the live XML (domain_xml_parse()), finds the QEMU pid
  * (virt_domains_pid()), and attaches the VM through a qmp whose transport
  * is virDomainQemuMonitorCommand() on that domain.  libvirt marks such a
