@@ -180,12 +180,20 @@ class Libvirtd:
             proc.kill()
             proc.wait()
 
-    def restart(self):
-        """Stops and starts our libvirtd (domains keep running meanwhile)."""
+    def stop_libvirtd(self):
+        """Stops our libvirtd only (domains keep running; virtlogd stays)."""
         if not self.owned:
-            raise LibvirtError("not our libvirtd: will not restart it")
+            raise LibvirtError("not our libvirtd: will not stop it")
         self._stop_proc(self.libvirtd)
+
+    def start_libvirtd(self):
+        if not self.owned:
+            raise LibvirtError("not our libvirtd: will not start it")
         self._start_libvirtd()
+
+    def restart(self):
+        self.stop_libvirtd()
+        self.start_libvirtd()
 
     def stop(self):
         if self.owned:

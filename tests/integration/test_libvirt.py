@@ -20,8 +20,8 @@ domain is slow enough):
             shared-memory RSS; `return NAME 128M --wait` backs it again;
             memcheck verifies
   check     `vmdefragctl check-domain NAME` finds nothing lacking
-  restart   libvirtd restarted under the daemon: it reconnects and attaches
-            the same QEMU again
+  restart   libvirtd stopped under the daemon: it detaches, retries, and
+            once libvirtd is back reconnects and attaches the same QEMU again
   destroy   `virsh destroy`: status says "not running", the daemon lives,
             the hook told it "stopped" (its log line)
   start     `virsh start`: the daemon attaches to the new QEMU (new pid,
@@ -133,13 +133,19 @@ def test_libvirt_domain(workdir, figures):
 
             # ---- libvirtd restart ----------------------------------------
             if lv.owned:
-                lv.restart()
+                lv.stop_libvirtd()
                 d.wait_for(lambda: "libvirt: connection to" in d.text(),
                            "the daemon to notice libvirtd went away")
+                # down long enough for a failed reconnect
+                d.wait_for(lambda: "libvirt: cannot connect to" in d.text(),
+                           "a failed reconnect")
+                assert not d.status(name)[name]["qmp"]["connected"]
+                lv.start_libvirtd()
                 d.wait_for(lambda: d.text().count("libvirt: connected to") >= 2,
                            "the daemon to reconnect", timeout=60)
                 wait_attached(d, name, pid0)
                 d.wait_ready(name)
+                g.check("memcheck verify --id a")
 
             # ---- destroy -------------------------------------------------
             g.destroy()
