@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from chroot import mounts_below
+
 SUITE = "bookworm"
 VARIANT = "minbase"
 BUILDER_VERSION = "1"
@@ -96,8 +98,9 @@ def build():
     if shutil.which("debootstrap") is None:
         raise RootfsError("debootstrap is not installed (make deps)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="vdf-rootfs-", dir=out.parent) as tmp:
-        root = Path(tmp) / "root"
+    tmp = Path(tempfile.mkdtemp(prefix="vdf-rootfs-", dir=out.parent))
+    root = tmp / "root"
+    try:
         log = out.parent / f"debootstrap-{cache_key()}.log"
         with open(log, "wb") as f:
             proc = subprocess.run(
@@ -108,10 +111,18 @@ def build():
             raise RootfsError(f"debootstrap exited {proc.returncode}, see {log}")
         shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
         (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
-        part = Path(tmp) / "rootfs.tar"
+        part = tmp / "rootfs.tar"
         subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root),
                         "-cf", str(part), "."], check=True)
         os.rename(part, out)
+    finally:
+        # an interrupted debootstrap can leave /proc or /sys mounted in
+        # the target: never let rmtree walk into them
+        for mnt in mounts_below(tmp):
+            if subprocess.run(["umount", mnt]).returncode != 0:
+                subprocess.run(["umount", "-l", mnt])
+        if not mounts_below(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
