@@ -23,7 +23,9 @@
  *     (the hook runs while libvirtd holds the domain, so nothing here may
  *     call libvirt before the hook has its answer), "stopped"/"release"
  *     detach at once (no libvirt call needed);
- *   - the connection dropped: every VM is detached until the reconnect.
+ *   - the connection dropped: every VM is detached until the reconnect;
+ *   - a running domain that could not be attached is retried every
+ *     reconnect_max_ms (virt_domains_retry_later()).
  * A refresh is idempotent: same QEMU pid and attached means nothing to do.
  *
  * Every libvirt call here is synchronous on the loop thread, so the loop
@@ -276,6 +278,18 @@ static int virt_domains_pid(struct virt_domains *d, const char *name, pid_t *ret
 
 /* ---- refresh ---------------------------------------------------------- */
 
+/*
+ * A running, managed domain we could not attach (its pid file, a monitor
+ * command that timed out): one more try after reconnect_max_ms, and again
+ * until it works or the domain stops.
+ */
+static void virt_domains_retry_later(struct virt_domains *d, struct virt_domain *v)
+{
+	v->refresh_pending = true;
+	if (!d->refresh.armed)
+		loop_timer_arm(d->loop, &d->refresh, d->cfg->reconnect_max_ms);
+}
+
 /* The VM of record v, created on first use; NULL (said why) if none. */
 static struct vm *virt_domains_vm(struct virt_domains *d, struct virt_domain *v,
 				  const char *channel)
@@ -365,6 +379,8 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom)
 	if (r < 0) {
 		log_warning("VM '%s': cannot attach: %s", name, why);
 		virt_domains_detach(v, why);
+		if (r != -EOPNOTSUPP)
+			virt_domains_retry_later(d, v);
 		goto out_free;
 	}
 	if (v->pid == pid && vm_monitor_attached(vm))
@@ -376,8 +392,9 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom)
 	r = vm_attach_monitor(vm, q, pid, x->channel_path);
 	if (r < 0) {
 		log_warning_errno(r, "VM '%s': cannot attach through libvirt: %m; "
-				  "waiting for its next start", name);
+				  "retrying in %u ms", name, d->cfg->reconnect_max_ms);
 		v->pid = 0;
+		virt_domains_retry_later(d, v);
 		goto out_free;
 	}
 	v->pid = pid;
@@ -398,7 +415,11 @@ static void virt_domains_refresh_name(struct virt_domains *d, const char *name)
 		return;
 	dom = virDomainLookupByName(conn, name);
 	if (!dom) {
-		virt_domains_detach(virt_domains_find(d, name), "domain is not running");
+		struct virt_domain *v = virt_domains_find(d, name);
+
+		if (v)
+			v->refresh_pending = false;
+		virt_domains_detach(v, "domain is not running");
 		return;
 	}
 	virt_domains_refresh_dom(d, dom);
