@@ -334,7 +334,10 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom)
 		goto out_free;
 	v = virt_domains_get(d, name);
 	if (!v) {
-		log_debug("libvirt: no record for domain '%s' (too many), ignoring", name);
+		char nq[320];
+
+		log_debug("libvirt: no record for domain %s (too many), ignoring",
+			  log_quote_str(name, nq, sizeof(nq)));
 		goto out_free;
 	}
 	v->refresh_pending = false;
@@ -476,8 +479,10 @@ static void virt_domains_disconnected(void *userdata)
 static void virt_domains_event(void *userdata, const char *name, int event, int detail)
 {
 	struct virt_domains *d = userdata;
+	char q[320];
 
-	log_debug("libvirt: domain '%s' event %d detail %d", name, event, detail);
+	log_debug("libvirt: domain %s event %d detail %d",
+		  log_quote_str(name, q, sizeof(q)), event, detail);
 	switch (event) {
 	case VIR_DOMAIN_EVENT_STARTED:
 	case VIR_DOMAIN_EVENT_RESUMED:
