@@ -2,8 +2,8 @@
 /*
  * test_hint.c - the hint backend's host-side facts (daemon/hint.c): the
  * balloon probe against real paused QEMUs, one per row of a table of
- * device configurations, and the RssAnon settle state machine on tables
- * of sample series.
+ * device configurations, the RssAnon settle state machine on tables of
+ * sample series, and the hint keys of the control socket's JSON.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "ctl_proto.h"
 #include "hint.h"
 #include "log.h"
 #include "qemu_fixture.h"
@@ -167,6 +168,63 @@ static void test_settle(void **state)
 	}
 }
 
+static uint64_t ju64(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	assert_true(json_object_object_get_ex(o, key, &v));
+	assert_non_null(v);
+	return json_object_get_uint64(v);
+}
+
+/* The keys ctl_proto.h documents for the hint backend, and their absence
+ * from other operations. */
+static void test_json_keys(void **state)
+{
+	struct reclaim_op_info op = {
+		.id = 7, .kind = RECLAIM_KIND_RECLAIM, .state = RECLAIM_OP_STOPPED,
+		.target_bytes = 512 * MiB, .done_bytes = 300 * MiB, .hint = true,
+		.compacted_bytes = 510 * MiB, .rss_anon_before = 900 * MiB,
+		.rss_anon_after = 600 * MiB,
+	};
+	struct ctl_vm_status *st = calloc(1, sizeof(*st));
+	struct json_object *o, *m, *v;
+
+	assert_non_null(st);
+	o = ctl_proto_op_json("g", &op);
+	assert_true(json_object_object_get_ex(o, "backend", &v));
+	assert_string_equal(json_object_get_string(v), "hint");
+	assert_true(ju64(o, "compacted_bytes") == 510 * MiB);
+	assert_true(ju64(o, "rss_anon_before") == 900 * MiB);
+	assert_true(ju64(o, "rss_anon_after") == 600 * MiB);
+	assert_true(ju64(o, "done_bytes") == 300 * MiB);
+	json_object_put(o);
+	op.hint = false;
+	o = ctl_proto_op_json("g", &op);
+	assert_false(json_object_object_get_ex(o, "compacted_bytes", &v));
+	assert_false(json_object_object_get_ex(o, "backend", &v));
+	json_object_put(o);
+
+	snprintf(st->name, sizeof(st->name), "g");
+	st->backend = "hint";
+	snprintf(st->backend_note, sizeof(st->backend_note), "why");
+	st->rss_known = true;
+	st->rss_anon_bytes = 600 * MiB;
+	st->mem.layout_known = true;
+	st->mem.hint_returned_bytes = 300 * MiB;
+	o = ctl_proto_status_json(st);
+	assert_true(ju64(o, "rss_anon_bytes") == 600 * MiB);
+	assert_true(json_object_object_get_ex(o, "memory", &m));
+	assert_true(ju64(m, "hint_returned_bytes") == 300 * MiB);
+	json_object_put(o);
+	st->rss_known = false;
+	o = ctl_proto_status_json(st);
+	assert_true(json_object_object_get_ex(o, "rss_anon_bytes", &v));
+	assert_null(v);
+	json_object_put(o);
+	free(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -174,6 +232,7 @@ int main(void)
 		cmocka_unit_test(test_probe_live),
 		cmocka_unit_test(test_probe_dead),
 		cmocka_unit_test(test_settle),
+		cmocka_unit_test(test_json_keys),
 	};
 
 	log_set_max_level(LOG_WARNING);
