@@ -1063,8 +1063,9 @@ static void reclaim_hint_settled(struct reclaim *rc, bool capped)
 	}
 	if (op->done_bytes < rc->phase_done_start + RECLAIM_BLOCK)
 		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, -EAGAIN, "%s; the last "
-				      "compaction gave nothing more back (migrated "
-				      "pages refault what reporting had returned)", sum);
+				      "compaction gave nothing more back (the guest's "
+				      "free memory is with the host already, or the "
+				      "pages it migrated refaulted as much)", sum);
 	if (rc->phases >= HINT_MAX_PHASES)
 		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, -EAGAIN, "%s; stopped "
 				      "after %u compaction phases", sum, rc->phases);
