@@ -176,31 +176,32 @@ static void vm_set_backend(struct vm *vm, struct qmp *q)
 		return;
 	vm->backend = VM_BACKEND_NONE;
 	r = hint_probe_balloon(q, VM_QMP_TIMEOUT_MS, &hb);
-	if (r < 0)
+	if (r < 0) {
 		snprintf(vm->backend_note, sizeof(vm->backend_note),
 			 "RAM backend '%s' is anonymous memory and QEMU did not say "
 			 "whether it has a virtio-balloon with free-page-reporting "
 			 "(%s): nothing known to hand memory back", anon->name,
 			 strerror(-r));
-	else if (hb.found && hb.fpr) {
+	} else if (hb.found && hb.fpr) {
 		vm->backend = VM_BACKEND_HINT;
 		snprintf(vm->backend_note, sizeof(vm->backend_note),
 			 "RAM backend '%s' is anonymous memory and virtio-balloon "
 			 "%s has free-page-reporting=on: the guest compacts 2 MiB "
 			 "blocks, free page reporting hands them to QEMU", anon->name,
 			 hb.path);
-	} else if (hb.found)
+	} else if (hb.found) {
 		snprintf(vm->backend_note, sizeof(vm->backend_note),
 			 "RAM backend '%s' is anonymous memory and virtio-balloon %s "
 			 "has free-page-reporting=off: nothing can hand memory back; "
 			 "turn free-page-reporting on or use a shared memfd backing",
 			 anon->name, hb.path);
-	else
+	} else {
 		snprintf(vm->backend_note, sizeof(vm->backend_note),
 			 "RAM backend '%s' is anonymous memory and there is no "
 			 "virtio-balloon with free-page-reporting=on: nothing can hand "
 			 "memory back; add one or use a shared memfd backing",
 			 anon->name);
+	}
 }
 
 static enum reclaim_backend vm_reclaim_backend(const struct vm *vm)
