@@ -264,7 +264,9 @@ static struct json_object *ctl_features_json(uint64_t f)
 
 /*
  * VMSTATUS keys: name; qmp {connected, error, pid}; backend ("shared",
- * "hint", "unknown"), backend_note; ram_bytes; backing_bytes and
+ * "hint", "none", "unknown"), backend_note (why: always set but for
+ * "shared"); ram_bytes; rss_anon_bytes (QEMU's RssAnon, null when
+ * unreadable); backing_bytes and
  * huge_mapped_bytes (null when unknown); shmem_enabled (null if
  * unreadable), reback_huge, reback_note; session {state, version,
  * features [names], features_raw, guest_page_size, guest_ram_bytes,
@@ -274,7 +276,9 @@ static struct json_object *ctl_features_json(uint64_t f)
  * stats_age_ms}; memory (null until QEMU is attached) {reconciled,
  * captured_bytes, reclaimed_bytes (held for the host and a hole in the
  * backing right now), pending_bytes (PENDING in the guest, ACK unanswered),
- * returned_bytes and guest_released_bytes (since the daemon started)};
+ * returned_bytes and guest_released_bytes (since the daemon started),
+ * hint_returned_bytes (hint reclaims: measured RssAnon drops, summed since
+ * the daemon started)};
  * operation (OP of the running or last operation, null if none).
  */
 struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
@@ -292,6 +296,8 @@ struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
 	ctl_add_str(o, "backend", st->backend);
 	ctl_add_str(o, "backend_note", st->backend_note);
 	ctl_add_u64(o, "ram_bytes", st->ram_bytes);
+	json_object_object_add(o, "rss_anon_bytes", st->rss_known ?
+			       json_object_new_uint64(st->rss_anon_bytes) : NULL);
 	json_object_object_add(o, "backing_bytes", st->backing_known ?
 			       json_object_new_uint64(st->backing_bytes) : NULL);
 	json_object_object_add(o, "huge_mapped_bytes", st->huge_known ?
@@ -346,6 +352,7 @@ struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
 		ctl_add_u64(m, "pending_bytes", st->mem.pending_bytes);
 		ctl_add_u64(m, "returned_bytes", st->mem.returned_bytes);
 		ctl_add_u64(m, "guest_released_bytes", st->mem.guest_released_bytes);
+		ctl_add_u64(m, "hint_returned_bytes", st->mem.hint_returned_bytes);
 		json_object_object_add(o, "memory", m);
 	} else {
 		json_object_object_add(o, "memory", NULL);
@@ -362,7 +369,10 @@ struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
  * error (0 or a negative errno), reason (null unless short), elapsed_ms,
  * rounds; return only: reback ("huge", "partial", "small",
  * "small-policy"; null before the first re-back), reback_huge_bytes,
- * reback_note (null when huge).
+ * reback_note (null when huge); reclaim on the hint backend only: backend
+ * "hint", compacted_bytes (what the guest emptied and freed: its claim),
+ * rss_anon_before, rss_anon_after (QEMU's RssAnon at the start and at the
+ * latest sample; done_bytes is the drop between them, never the claim).
  */
 struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_info *op)
 {
@@ -383,6 +393,12 @@ struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_in
 			    backend_shared_status_name(op->reback) : NULL);
 		ctl_add_u64(o, "reback_huge_bytes", op->reback_huge_bytes);
 		ctl_add_str(o, "reback_note", op->reback_note);
+	}
+	if (op->hint) {
+		ctl_add_str(o, "backend", "hint");
+		ctl_add_u64(o, "compacted_bytes", op->compacted_bytes);
+		ctl_add_u64(o, "rss_anon_before", op->rss_anon_before);
+		ctl_add_u64(o, "rss_anon_after", op->rss_anon_after);
 	}
 	return o;
 }

@@ -124,9 +124,11 @@ struct ctl_vm_status {
 	bool qmp_connected;
 	char qmp_error[256];		/* why not connected / attached */
 	int pid;			/* QEMU's pid, 0 if unknown */
-	const char *backend;		/* "shared", "hint", "unknown" */
-	char backend_note[256];		/* why hint / unknown */
+	const char *backend;		/* "shared", "hint", "none", "unknown" */
+	char backend_note[512];		/* why hint / none / unknown */
 	uint64_t ram_bytes;
+	bool rss_known;
+	uint64_t rss_anon_bytes;	/* QEMU's RssAnon */
 	bool backing_known;
 	uint64_t backing_bytes;		/* allocated in the backing file(s) */
 	bool huge_known;

@@ -42,6 +42,22 @@
  *   host had reclaimed are re-backed with huge folios at once (the guest may
  *   already be writing there: populating never touches existing data).
  *
+ * hint reclaim(SIZE) (anonymous RAM, virtio-balloon free page reporting):
+ *   the host can neither choose nor punch blocks, so it measures.  RssAnon
+ *   of QEMU is read at the start; then phases of
+ *     compact  REQ_CAPTURE { SIZE - returned, COMPACT } rounds until the
+ *              guest emptied that much or stops (an answer with nothing);
+ *              the guest frees the blocks as order-9 buddies at the end of
+ *              each request; nothing is held, so no block changes state
+ *              here and there is nothing to ACK, reconcile or return;
+ *     settle   RssAnon sampled every HINT_SAMPLE_MS until it makes no new
+ *              low for HINT_QUIET_MS or HINT_CAP_MS pass (hint.c);
+ *   returned = RssAnon at the start - the latest sample (never the guest's
+ *   claim; the guest's migrations may fault in pages QEMU had discarded,
+ *   which counts against it).  DONE when returned reaches SIZE; else
+ *   another phase, unless the guest stopped, the phase gave back less than
+ *   a block, or HINT_MAX_PHASES ran: STOPPED with both figures in words.
+ *
  * Single-threaded, on the loop's thread.  Response callbacks may run after
  * the operation ended (session lost: -ECONNRESET; QEMU detached: no layout,
  * so captured blocks are ACKed without a punch).
@@ -55,6 +71,7 @@
 #include <unistd.h>
 
 #include "blockmap.h"
+#include "hint.h"
 #include "hostmem.h"
 #include "log.h"
 #include "loop.h"
@@ -64,6 +81,15 @@
 
 #define RECLAIM_BLOCK	BLOCKMAP_BLOCK
 #define MIB(x)		((unsigned long long)((x) >> 20))
+
+/*
+ * Hint reclaim timing: reporting passes run 2 s apart, so a quiet period
+ * must span two of them; the cap bounds one settle phase.
+ */
+#define HINT_SAMPLE_MS	250
+#define HINT_QUIET_MS	5000
+#define HINT_CAP_MS	60000
+#define HINT_MAX_PHASES	4
 
 /* The request of the operation in flight (at most one). */
 struct reclaim_inflight {
@@ -84,8 +110,9 @@ struct reclaim {
 	struct reclaim_params par;
 
 	const struct vm_layout *layout;	/* NULL while QEMU is detached */
-	bool shared;
-	char why_not[256];
+	bool shared;			/* backend: punch the backing */
+	bool hint;			/* backend: compact + free page reporting */
+	char why_not[512];
 	struct blockmap map;
 	bool have_map;
 
@@ -104,6 +131,17 @@ struct reclaim {
 
 	uint64_t returned_bytes;
 	uint64_t guest_released_bytes;
+
+	/* hint reclaim in progress (op.hint) */
+	bool settling;			/* settle phase, else compact phase */
+	struct hint_settle settle;
+	uint32_t phases;
+	uint64_t phase_want;		/* bytes to compact in this phase */
+	uint64_t phase_compacted;
+	uint64_t phase_done_start;	/* op.done_bytes when the phase began */
+	bool guest_stopped;		/* the last round emptied nothing */
+	int32_t guest_stop_errno;
+	uint64_t hint_returned_bytes;
 
 	struct proto_msg *msg;		/* request being built */
 	struct proto_range *scratch;	/* PROTO_MAX_RANGES ranges */
@@ -174,6 +212,8 @@ static void reclaim_op_end(struct reclaim *rc, enum reclaim_op_state state,
 	op->elapsed_ms = loop_now_ms() - rc->op_start_ms;
 	if (op->kind == RECLAIM_KIND_RECONCILE && state == RECLAIM_OP_DONE)
 		rc->reconciled = true;
+	if (op->hint)
+		rc->hint_returned_bytes += op->done_bytes;
 	if (state == RECLAIM_OP_DONE)
 		log_info("VM '%s': %s #%" PRIu32 " done: %llu of %llu MiB in %u "
 			 "rounds, %.1f s", rc->name, reclaim_kind_name(op->kind),
@@ -907,6 +947,230 @@ static void reclaim_maybe_reconcile(struct reclaim *rc)
 	reclaim_start_reconcile(rc);
 }
 
+/* ---- hint reclaim --------------------------------------------------------- */
+
+static void reclaim_hint_capture_resp(void *userdata, int status,
+				      const struct proto_msg *m, bool last);
+
+/* QEMU's RssAnon now. */
+static int reclaim_hint_rss(struct reclaim *rc, uint64_t *ret_rss)
+{
+	struct hostmem_status hs;
+	int r;
+
+	if (!rc->layout)
+		return -ENODATA;
+	r = hostmem_read_status(rc->layout->pid, &hs);
+	if (r < 0)
+		return r;
+	*ret_rss = hs.rss_anon;
+	return 0;
+}
+
+static void reclaim_hint_phase_begin(struct reclaim *rc)
+{
+	struct reclaim_op_info *op = &rc->op;
+
+	rc->phases++;
+	rc->settling = false;
+	rc->phase_want = op->target_bytes - op->done_bytes;
+	rc->phase_want = (rc->phase_want + RECLAIM_BLOCK - 1) & ~(RECLAIM_BLOCK - 1);
+	rc->phase_compacted = 0;
+	rc->phase_done_start = op->done_bytes;
+	loop_timer_arm(rc->loop, &rc->step, 0);
+}
+
+static int reclaim_hint_start(struct reclaim *rc, uint64_t bytes, char *err,
+			      size_t errsz, uint32_t *ret_id)
+{
+	uint64_t rss;
+	int r;
+
+	r = reclaim_hint_rss(rc, &rss);
+	if (r < 0) {
+		snprintf(err, errsz, "cannot read QEMU's RssAnon (pid %d): %s",
+			 (int)rc->layout->pid, strerror(-r));
+		return r;
+	}
+	reclaim_op_begin(rc, RECLAIM_KIND_RECLAIM, bytes);
+	rc->op.hint = true;
+	rc->op.rss_anon_before = rss;
+	rc->op.rss_anon_after = rss;
+	rc->phases = 0;
+	rc->guest_stopped = false;
+	rc->guest_stop_errno = 0;
+	log_info("VM '%s': reclaim #%" PRIu32 " of %llu MiB started (hint backend: "
+		 "guest compaction, QEMU RssAnon %llu MiB)", rc->name, rc->op.id,
+		 MIB(bytes), MIB(rss));
+	reclaim_hint_phase_begin(rc);
+	*ret_id = rc->op.id;
+	return 0;
+}
+
+static void reclaim_hint_send(struct reclaim *rc)
+{
+	struct reclaim_op_info *op = &rc->op;
+	struct proto_msg *m = rc->msg;
+	int r;
+
+	memset(&m->u, 0, sizeof(m->u));
+	m->type = PROTO_REQ_CAPTURE;
+	m->u.capture.bytes = rc->phase_want - rc->phase_compacted;
+	m->u.capture.mode = VMDEFRAG_MODE_COMPACT;
+	m->u.capture.budget_ms = rc->par.budget_ms;
+	m->u.capture.floor_bytes = rc->par.floor_bytes;
+	memset(&rc->in, 0, sizeof(rc->in));
+	r = session_request(rc->session, m, reclaim_hint_capture_resp, rc, &rc->in.id);
+	if (r < 0)
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot send CAPTURE "
+				      "to the guest: %s", strerror(-r));
+	rc->in.active = true;
+	rc->in.type = PROTO_REQ_CAPTURE;
+	op->rounds++;
+	log_debug("VM '%s': reclaim #%" PRIu32 " round %u: CAPTURE %llu MiB compact",
+		  rc->name, op->id, op->rounds, MIB(m->u.capture.bytes));
+}
+
+/* The op's figures in words, for its reason when it stops short. */
+static void reclaim_hint_summary(struct reclaim *rc, char *buf, size_t sz)
+{
+	const struct reclaim_op_info *op = &rc->op;
+
+	snprintf(buf, sz, "the guest compacted %llu MiB; free page reporting gave "
+		 "back %llu MiB (QEMU RssAnon %llu -> %llu MiB)",
+		 MIB(op->compacted_bytes), MIB(op->done_bytes),
+		 MIB(op->rss_anon_before), MIB(op->rss_anon_after));
+}
+
+/* A settle phase ended: done, stopped, or one more phase. */
+static void reclaim_hint_settled(struct reclaim *rc, bool capped)
+{
+	struct reclaim_op_info *op = &rc->op;
+	char sum[200];
+	const char *text;
+
+	reclaim_hint_summary(rc, sum, sizeof(sum));
+	log_info("VM '%s': reclaim #%" PRIu32 " phase %u %s: %s", rc->name, op->id,
+		 rc->phases, capped ? "still falling at the cap" : "settled", sum);
+	if (op->done_bytes >= op->target_bytes)
+		return reclaim_op_end(rc, RECLAIM_OP_DONE, 0, NULL);
+	if (rc->guest_stopped) {
+		text = reclaim_stop_text(rc->guest_stop_errno);
+		return reclaim_op_end(rc, RECLAIM_OP_STOPPED,
+				      rc->guest_stop_errno ? rc->guest_stop_errno :
+				      -ENOSPC, "%s; %s", sum, text ? text :
+				      strerror(-rc->guest_stop_errno));
+	}
+	if (op->done_bytes < rc->phase_done_start + RECLAIM_BLOCK)
+		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, -EAGAIN, "%s; the last "
+				      "compaction gave nothing more back (the guest's "
+				      "free memory is with the host already, or the "
+				      "pages it migrated refaulted as much)", sum);
+	if (rc->phases >= HINT_MAX_PHASES)
+		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, -EAGAIN, "%s; stopped "
+				      "after %u compaction phases", sum, rc->phases);
+	reclaim_hint_phase_begin(rc);
+}
+
+static void reclaim_hint_step(struct reclaim *rc)
+{
+	struct reclaim_op_info *op = &rc->op;
+	enum hint_settle_state s;
+	uint64_t rss;
+	int r;
+
+	if (!rc->settling)
+		return reclaim_hint_send(rc);
+	r = reclaim_hint_rss(rc, &rss);
+	if (r < 0)
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot read QEMU's "
+				      "RssAnon: %s", strerror(-r));
+	s = hint_settle_feed(&rc->settle, loop_now_ms(), rss);
+	op->rss_anon_after = rss;
+	op->done_bytes = op->rss_anon_before > rss ? op->rss_anon_before - rss : 0;
+	if (s == HINT_SETTLE_FALLING) {
+		loop_timer_arm(rc->loop, &rc->step, HINT_SAMPLE_MS);
+		return;
+	}
+	reclaim_hint_settled(rc, s == HINT_SETTLE_CAPPED);
+}
+
+static void reclaim_hint_settle_begin(struct reclaim *rc)
+{
+	uint64_t rss;
+	int r;
+
+	r = reclaim_hint_rss(rc, &rss);
+	if (r < 0)
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot read QEMU's "
+				      "RssAnon: %s", strerror(-r));
+	rc->settling = true;
+	hint_settle_begin(&rc->settle, loop_now_ms(), rss, HINT_QUIET_MS, HINT_CAP_MS);
+	loop_timer_arm(rc->loop, &rc->step, HINT_SAMPLE_MS);
+}
+
+static void reclaim_hint_capture_resp(void *userdata, int status,
+				      const struct proto_msg *m, bool last)
+{
+	struct reclaim *rc = userdata;
+	struct reclaim_op_info *op = &rc->op;
+	const struct proto_ranges_resp *rr;
+	bool ours = rc->running && op->kind == RECLAIM_KIND_RECLAIM && op->hint;
+	uint64_t compacted;
+
+	if (status < 0 || !m) {
+		rc->in.active = false;
+		if (status == -ECONNRESET)
+			return reclaim_op_end(rc, RECLAIM_OP_FAILED, status,
+					      "guest session lost");
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, status, "guest refused "
+				      "CAPTURE (compact): %s", strerror(-status));
+	}
+	rr = &m->u.ranges_resp;
+	if (!rc->in.have_bytes) {
+		rc->in.have_bytes = true;
+		rc->in.run_bytes = rr->bytes;
+		rc->in.stop_errno = rr->stop_errno;
+	} else if (rr->bytes != rc->in.run_bytes) {
+		return reclaim_violation(rc, "RESP_CAPTURE run changes its byte "
+					 "count from %" PRIu64 " to %" PRIu64,
+					 rc->in.run_bytes, rr->bytes);
+	}
+	/* nothing is held: the ranges only need to be the VM's RAM */
+	for (uint32_t i = 0; i < rr->nranges; i++) {
+		if (!rc->have_map ||
+		    blockmap_check(&rc->map, m->ranges[i].gpa, m->ranges[i].len) < 0)
+			return reclaim_violation(rc, "RESP_CAPTURE range [0x%" PRIx64
+						 ", +0x%" PRIx64 ") is outside the "
+						 "VM's RAM", m->ranges[i].gpa,
+						 m->ranges[i].len);
+		rc->in.sum += m->ranges[i].len;
+	}
+	if (!last)
+		return;
+	if (rc->in.sum != rc->in.run_bytes)
+		return reclaim_violation(rc, "RESP_CAPTURE ranges add up to %" PRIu64
+					 " bytes, the answer says %" PRIu64,
+					 rc->in.sum, rc->in.run_bytes);
+	rc->in.active = false;
+	if (!ours)
+		return;
+	compacted = rc->in.sum;
+	op->compacted_bytes += compacted;
+	rc->phase_compacted += compacted;
+	log_info("VM '%s': reclaim #%" PRIu32 " round %u: guest compacted %llu MiB "
+		 "(phase %u: %llu of %llu MiB)", rc->name, op->id, op->rounds,
+		 MIB(compacted), rc->phases, MIB(rc->phase_compacted),
+		 MIB(rc->phase_want));
+	if (compacted == 0) {
+		rc->guest_stopped = true;
+		rc->guest_stop_errno = rc->in.stop_errno;
+	}
+	if (compacted == 0 || rc->phase_compacted >= rc->phase_want)
+		return reclaim_hint_settle_begin(rc);
+	loop_timer_arm(rc->loop, &rc->step, 0);
+}
+
 /* ---- loop step ---------------------------------------------------------- */
 
 static void reclaim_step_timer(struct loop_timer *t)
@@ -926,7 +1190,9 @@ static void reclaim_step_timer(struct loop_timer *t)
 	if (!rc->layout)
 		return reclaim_op_end(rc, RECLAIM_OP_FAILED, -ENODATA,
 				      "QEMU monitor lost");
-	if (rc->op.kind == RECLAIM_KIND_RECLAIM)
+	if (rc->op.kind == RECLAIM_KIND_RECLAIM && rc->op.hint)
+		reclaim_hint_step(rc);
+	else if (rc->op.kind == RECLAIM_KIND_RECLAIM)
 		reclaim_step_reclaim(rc);
 	else if (rc->op.kind == RECLAIM_KIND_RETURN)
 		reclaim_step_return(rc);
@@ -945,9 +1211,13 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 		snprintf(err, errsz, "not attached to QEMU (RAM layout unknown)");
 		return -ENODATA;
 	}
-	if (!rc->shared) {
-		snprintf(err, errsz, "hint backend only (not yet supported): %s",
-			 rc->why_not);
+	if (!rc->shared && !rc->hint) {
+		snprintf(err, errsz, "no reclaim backend: %s", rc->why_not);
+		return -EOPNOTSUPP;
+	}
+	if (rc->hint && kind == RECLAIM_KIND_RETURN) {
+		snprintf(err, errsz, "hint backend: the guest keeps every block; the "
+			 "host re-backs its RAM on fault (THP), nothing to return");
 		return -EOPNOTSUPP;
 	}
 	if (!rc->ready || !rc->module) {
@@ -982,6 +1252,13 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 				 MIB(bytes), MIB(ram), MIB(captured));
 			return -EINVAL;
 		}
+		if (rc->par.max_reclaim_bytes && rc->hint &&
+		    bytes > rc->par.max_reclaim_bytes) {
+			snprintf(err, errsz, "cannot reclaim %llu MiB: max_reclaim is "
+				 "%llu MiB (per operation on the hint backend)",
+				 MIB(bytes), MIB(rc->par.max_reclaim_bytes));
+			return -EINVAL;
+		}
 		if (rc->par.max_reclaim_bytes &&
 		    bytes + captured > rc->par.max_reclaim_bytes) {
 			snprintf(err, errsz, "cannot reclaim %llu MiB: max_reclaim is "
@@ -996,6 +1273,8 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 			 MIB(blockmap_bytes(&rc->map, BLOCKMAP_RECLAIMED)));
 		return -EINVAL;
 	}
+	if (rc->hint)
+		return reclaim_hint_start(rc, bytes, err, errsz, ret_id);
 	reclaim_op_begin(rc, kind, bytes);
 	rc->op_backing_start = reclaim_backing_bytes(rc);
 	log_info("VM '%s': %s #%" PRIu32 " of %llu MiB started", rc->name,
@@ -1036,14 +1315,15 @@ void reclaim_session_down(struct reclaim *rc)
 	reclaim_op_end(rc, RECLAIM_OP_FAILED, -ECONNRESET, "guest session lost");
 }
 
-int reclaim_set_layout(struct reclaim *rc, const struct vm_layout *l, bool shared,
-		       const char *why_not)
+int reclaim_set_layout(struct reclaim *rc, const struct vm_layout *l,
+		       enum reclaim_backend backend, const char *why_not)
 {
 	uint64_t end = 0;
 	int r;
 
 	rc->layout = l;
-	rc->shared = shared;
+	rc->shared = l && backend == RECLAIM_BACKEND_SHARED;
+	rc->hint = l && backend == RECLAIM_BACKEND_HINT;
 	snprintf(rc->why_not, sizeof(rc->why_not), "%s", why_not ? why_not : "");
 	if (!l) {
 		reclaim_op_end(rc, RECLAIM_OP_FAILED, -ENODATA, "QEMU monitor lost");
@@ -1129,6 +1409,7 @@ void reclaim_get_status(struct reclaim *rc, struct reclaim_status *st)
 	st->reconciled = rc->reconciled;
 	st->returned_bytes = rc->returned_bytes;
 	st->guest_released_bytes = rc->guest_released_bytes;
+	st->hint_returned_bytes = rc->hint_returned_bytes;
 	st->have_op = rc->have_op;
 	st->op = rc->op;
 	if (rc->running)

@@ -4,6 +4,9 @@
  * reclaim (guest empties blocks, host punches their backing), return (host
  * re-backs with 2 MiB folios, guest gets the blocks back), and the
  * reconciliation that follows every (re)connect of the guest session.
+ * On the hint backend (anonymous RAM, free page reporting) reclaim has the
+ * guest compact blocks instead, and its result is the measured fall of
+ * QEMU's RssAnon; there is nothing to return there.
  * One operation runs per VM at a time; each has an id and a result that
  * status reports until the next one starts.
  */
@@ -28,6 +31,13 @@ enum reclaim_kind {
 	RECLAIM_KIND_RECONCILE,
 };
 
+/* How the host takes memory back from this VM (vm.c decides). */
+enum reclaim_backend {
+	RECLAIM_BACKEND_NONE,	/* it cannot: why_not says why */
+	RECLAIM_BACKEND_SHARED,	/* punch the shared backing file */
+	RECLAIM_BACKEND_HINT,	/* guest compacts, free page reporting returns */
+};
+
 enum reclaim_op_state {
 	RECLAIM_OP_RUNNING,
 	RECLAIM_OP_DONE,	/* the whole target */
@@ -43,8 +53,9 @@ struct reclaim_op_info {
 	enum reclaim_op_state state;
 	uint64_t target_bytes;		/* asked (reconcile: bytes the guest listed) */
 	uint64_t done_bytes;		/* reclaim/reconcile: backing freed (the drop
-					 * of st_blocks); return: bytes the guest
-					 * got back */
+					 * of st_blocks; hint: the drop of QEMU's
+					 * RssAnon); return: bytes the guest got
+					 * back */
 	int error;			/* negative errno when short, else 0 */
 	char reason[RECLAIM_REASON_MAX];	/* one line when short, else "" */
 	uint64_t elapsed_ms;
@@ -54,6 +65,11 @@ struct reclaim_op_info {
 	enum shared_reback_status reback;	/* the worst seen */
 	uint64_t reback_huge_bytes;	/* bytes re-backed by 2 MiB folios */
 	char reback_note[192];		/* why not huge, "" if huge */
+	/* hint reclaim only: the guest's claim beside the measurement */
+	bool hint;
+	uint64_t compacted_bytes;	/* blocks the guest emptied and freed */
+	uint64_t rss_anon_before;	/* QEMU's RssAnon at the start */
+	uint64_t rss_anon_after;	/* latest sample (the final one when done) */
 };
 
 struct reclaim_status {
@@ -65,6 +81,8 @@ struct reclaim_status {
 	uint64_t returned_bytes;	/* given back by return, since daemon start */
 	uint64_t guest_released_bytes;	/* taken back by the guest under pressure,
 					 * since daemon start */
+	uint64_t hint_returned_bytes;	/* hint reclaims: RssAnon drops measured,
+					 * summed since daemon start */
 	bool have_op;
 	struct reclaim_op_info op;	/* running, or the last one */
 };
@@ -82,12 +100,12 @@ void reclaim_free(struct reclaim *rc);
 
 /*
  * The VM's RAM layout from QEMU, or NULL when QEMU is detached (a running
- * operation fails).  shared: the backing can be punched; otherwise
- * `why_not` says why (anonymous RAM).  l must stay valid until the next
+ * operation fails), and its backend; for RECLAIM_BACKEND_NONE `why_not`
+ * says why nothing can be reclaimed.  l must stay valid until the next
  * call.
  */
-int reclaim_set_layout(struct reclaim *rc, const struct vm_layout *l, bool shared,
-		       const char *why_not);
+int reclaim_set_layout(struct reclaim *rc, const struct vm_layout *l,
+		       enum reclaim_backend backend, const char *why_not);
 
 /* Session hooks, forwarded by vm.c. */
 void reclaim_session_ready(struct reclaim *rc, const struct proto_hello *hello);
@@ -98,8 +116,9 @@ void reclaim_event(struct reclaim *rc, const struct proto_msg *m);
 /*
  * Starts a reclaim or return of `bytes` (a 2 MiB multiple).  Errors with
  * one line in err: -EINVAL size not possible, -EBUSY an operation runs,
- * -ENOTCONN guest not ready or not reconciled yet, -EOPNOTSUPP hint
- * backend, -ENODATA QEMU not attached.
+ * -ENOTCONN guest not ready or not reconciled yet, -EOPNOTSUPP no backend
+ * or a return on the hint backend, -ENODATA QEMU not attached, or the
+ * errno of reading QEMU's RssAnon (hint).
  */
 int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 		  char *err, size_t errsz, uint32_t *ret_id);

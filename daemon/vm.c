@@ -16,10 +16,12 @@
  * backing fd, pid); the guest's HELLO, SCAN and STATS are kept only to be
  * reported, after session.c validated them.
  *
- * The backend follows from the layout: "shared" when every RAM backing is
- * a file QEMU maps shared (memfd, hugetlbfs, tmpfs) and the daemon holds
- * its fd; "hint" (free page reporting only) as soon as one backing is
- * anonymous, which is a supported configuration, reported, not an error.
+ * The backend follows from the layout and QEMU's devices: "shared" when
+ * every RAM backing is a file QEMU maps shared (memfd, hugetlbfs, tmpfs)
+ * and the daemon holds its fd; else, with anonymous RAM, "hint" when QEMU
+ * has a virtio-balloon with free-page-reporting=on (hint.c asks QOM), and
+ * "none" without one: nothing could hand that RAM back.  Both are
+ * supported configurations, reported with the reason, not errors.
  *
  * The memory-moving operations (reclaim, return, reconcile) live in
  * reclaim.c, one `struct reclaim` per VM: this file forwards it the layout
@@ -42,6 +44,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include "hint.h"
 #include "hostmem.h"
 #include "log.h"
 #include "loop.h"
@@ -57,6 +60,7 @@ enum vm_backend {
 	VM_BACKEND_UNKNOWN,	/* not attached to QEMU */
 	VM_BACKEND_SHARED,
 	VM_BACKEND_HINT,
+	VM_BACKEND_NONE,	/* anonymous RAM, no free page reporting */
 };
 
 struct vm {
@@ -74,7 +78,7 @@ struct vm {
 	pid_t pid;
 	struct vm_layout *layout;	/* NULL while detached */
 	enum vm_backend backend;
-	char backend_note[256];
+	char backend_note[512];
 
 	/* guest side */
 	struct session *session;
@@ -134,7 +138,7 @@ static void vm_qmp_drop(struct vm *vm)
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	qmp_close(vm->qmp);
 	vm->qmp = NULL;
-	(void)reclaim_set_layout(vm->reclaim, NULL, false, NULL);
+	(void)reclaim_set_layout(vm->reclaim, NULL, RECLAIM_BACKEND_NONE, NULL);
 	vm_layout_free(vm->layout);
 	vm->layout = NULL;
 	vm->pid = 0;
@@ -172,23 +176,57 @@ static void vm_qmp_io(struct loop_io *io, uint32_t events)
 	}
 }
 
-static void vm_set_backend(struct vm *vm)
+/* Decides the backend from the layout and, for anonymous RAM, the balloon. */
+static void vm_set_backend(struct vm *vm, struct qmp *q)
 {
 	const struct vm_layout *l = vm->layout;
+	const struct vm_backing *anon = NULL;
+	struct hint_balloon hb;
+	int r;
 
 	vm->backend = VM_BACKEND_SHARED;
 	vm->backend_note[0] = '\0';
-	for (size_t i = 0; i < l->nbackings; i++) {
-		const struct vm_backing *b = &l->backings[i];
+	for (size_t i = 0; i < l->nbackings && !anon; i++)
+		if (l->backings[i].kind == VM_BACKING_ANONYMOUS || l->backings[i].fd < 0)
+			anon = &l->backings[i];
+	if (!anon)
+		return;
+	vm->backend = VM_BACKEND_NONE;
+	r = hint_probe_balloon(q, VM_QMP_TIMEOUT_MS, &hb);
+	if (r < 0) {
+		snprintf(vm->backend_note, sizeof(vm->backend_note),
+			 "RAM backend '%s' is anonymous memory and QEMU did not say "
+			 "whether it has a virtio-balloon with free-page-reporting "
+			 "(%s): nothing known to hand memory back", anon->name,
+			 strerror(-r));
+	} else if (hb.found && hb.fpr) {
+		vm->backend = VM_BACKEND_HINT;
+		snprintf(vm->backend_note, sizeof(vm->backend_note),
+			 "RAM backend '%s' is anonymous memory and virtio-balloon "
+			 "%s has free-page-reporting=on: the guest compacts 2 MiB "
+			 "blocks, free page reporting hands them to QEMU", anon->name,
+			 hb.path);
+	} else if (hb.found) {
+		snprintf(vm->backend_note, sizeof(vm->backend_note),
+			 "RAM backend '%s' is anonymous memory and virtio-balloon %s "
+			 "has free-page-reporting=off: nothing can hand memory back; "
+			 "turn free-page-reporting on or use a shared memfd backing",
+			 anon->name, hb.path);
+	} else {
+		snprintf(vm->backend_note, sizeof(vm->backend_note),
+			 "RAM backend '%s' is anonymous memory and there is no "
+			 "virtio-balloon with free-page-reporting=on: nothing can hand "
+			 "memory back; add one or use a shared memfd backing",
+			 anon->name);
+	}
+}
 
-		if (b->kind == VM_BACKING_ANONYMOUS || b->fd < 0) {
-			vm->backend = VM_BACKEND_HINT;
-			snprintf(vm->backend_note, sizeof(vm->backend_note),
-				 "RAM backend '%s' is anonymous/private memory: no "
-				 "file to reclaim from; use a memfd with share=on "
-				 "for the shared backend", b->name);
-			return;
-		}
+static enum reclaim_backend vm_reclaim_backend(const struct vm *vm)
+{
+	switch (vm->backend) {
+	case VM_BACKEND_SHARED: return RECLAIM_BACKEND_SHARED;
+	case VM_BACKEND_HINT: return RECLAIM_BACKEND_HINT;
+	default: return RECLAIM_BACKEND_NONE;
 	}
 }
 
@@ -223,8 +261,8 @@ static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 	vm->layout = layout;
 	vm->qmp_error[0] = '\0';
 	vm->qmp_backoff_ms = 0;
-	vm_set_backend(vm);
-	r = reclaim_set_layout(vm->reclaim, layout, vm->backend == VM_BACKEND_SHARED,
+	vm_set_backend(vm, q);
+	r = reclaim_set_layout(vm->reclaim, layout, vm_reclaim_backend(vm),
 			       vm->backend_note);
 	if (r < 0)
 		log_warning_errno(r, "VM '%s': cannot track its blocks: %m; reclaim "
@@ -265,9 +303,10 @@ static void vm_log_attached(struct vm *vm)
 			 "backend", vm->conf.name, (int)vm->pid,
 			 (unsigned long long)(vm_configured_ram(vm) >> 20));
 	else
-		log_info("VM '%s': attached to QEMU pid %d, %llu MiB of RAM, hint "
-			 "backend only: %s", vm->conf.name, (int)vm->pid,
+		log_info("VM '%s': attached to QEMU pid %d, %llu MiB of RAM, %s "
+			 "backend: %s", vm->conf.name, (int)vm->pid,
 			 (unsigned long long)(vm_configured_ram(vm) >> 20),
+			 vm->backend == VM_BACKEND_HINT ? "hint" : "no",
 			 vm->backend_note);
 }
 
@@ -512,6 +551,7 @@ static void vm_status_host(struct vm *vm, struct ctl_vm_status *st)
 	const struct vm_layout *l = vm->layout;
 	struct hostmem_vrange vr[VM_LAYOUT_MAX_RANGES];
 	struct hostmem_smaps sm;
+	struct hostmem_status hs;
 	enum hostmem_shmem_thp thp;
 	bool thp_known = hostmem_read_shmem_thp(&thp) == 0;
 	size_t nvr = 0;
@@ -520,6 +560,10 @@ static void vm_status_host(struct vm *vm, struct ctl_vm_status *st)
 	if (!l)
 		return;
 	st->ram_bytes = vm_configured_ram(vm);
+	if (vm->pid && hostmem_read_status(vm->pid, &hs) == 0) {
+		st->rss_known = true;
+		st->rss_anon_bytes = hs.rss_anon;
+	}
 	st->backing_known = vm->backend == VM_BACKEND_SHARED;
 	for (size_t i = 0; i < l->nbackings; i++) {
 		uint64_t bytes;
@@ -588,6 +632,11 @@ void vm_get_status(struct vm *vm, struct ctl_vm_status *st)
 		break;
 	case VM_BACKEND_HINT:
 		st->backend = "hint";
+		snprintf(st->backend_note, sizeof(st->backend_note), "%s",
+			 vm->backend_note);
+		break;
+	case VM_BACKEND_NONE:
+		st->backend = "none";
 		snprintf(st->backend_note, sizeof(st->backend_note), "%s",
 			 vm->backend_note);
 		break;

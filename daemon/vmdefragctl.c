@@ -74,9 +74,13 @@ static void usage(FILE *f)
 "                vacate cost, unmovable causes, top slab caches\n"
 "  reclaim VM SIZE  take SIZE of the VM's RAM backing back from the guest:\n"
 "                the guest empties 2 MiB blocks its backing holds, the\n"
-"                daemon punches them (SIZE: K/M/G suffix, 2 MiB multiple)\n"
+"                daemon punches them (SIZE: K/M/G suffix, 2 MiB multiple);\n"
+"                hint backend (anonymous RAM, free page reporting): the\n"
+"                guest compacts blocks, what came back is the measured\n"
+"                fall of QEMU's RssAnon\n"
 "  return VM SIZE   give SIZE of reclaimed memory back, re-backed with\n"
-"                2 MiB folios where the host allows it\n"
+"                2 MiB folios where the host allows it (not on the hint\n"
+"                backend: the guest keeps its blocks)\n"
 "  notify DOMAIN EVENT  tell vmdefragd a libvirt domain was prepared,\n"
 "                started, stopped or released (EVENT: prepare, started,\n"
 "                stopped, release); what the libvirt hook runs, gives up\n"
@@ -270,13 +274,16 @@ static void print_status_vm(struct json_object *vm)
 		printf("  qemu:            not attached (%s)\n",
 		       q && jget_str(q, "error") ? jget_str(q, "error") : "?");
 	note = jget_str(vm, "backend_note");
-	if (strcmp(jget_str(vm, "backend") ?: "", "hint") == 0)
-		printf("  backend:         hint backend only (%s)\n", note ?: "");
+	if (strcmp(jget_str(vm, "backend") ?: "", "none") == 0)
+		printf("  backend:         none, reclaim impossible (%s)\n", note ?: "");
 	else if (note)
 		printf("  backend:         %s (%s)\n", jget_str(vm, "backend"), note);
 	else
 		printf("  backend:         %s\n", jget_str(vm, "backend"));
 	printf("  ram:             %s\n", fmt_size(jget_u64(vm, "ram_bytes"), b1, sizeof(b1)));
+	if (jhas(vm, "rss_anon_bytes"))
+		printf("  qemu RssAnon:    %s\n",
+		       fmt_size(jget_u64(vm, "rss_anon_bytes"), b1, sizeof(b1)));
 	if (jhas(vm, "backing_bytes"))
 		printf("  host backing:    %s\n",
 		       fmt_size(jget_u64(vm, "backing_bytes"), b1, sizeof(b1)));
@@ -329,7 +336,11 @@ static void print_memory(struct json_object *vm)
 	struct json_object *m = jget(vm, "memory"), *op = jget(vm, "operation");
 	char b1[32], b2[32], b3[32];
 
-	if (m) {
+	if (m && strcmp(jget_str(vm, "backend") ?: "", "hint") == 0) {
+		printf("  hint returned:   %s (QEMU RssAnon drops of hint reclaims, "
+		       "measured)\n",
+		       fmt_size(jget_u64(m, "hint_returned_bytes"), b1, sizeof(b1)));
+	} else if (m) {
 		printf("  reclaimed:       %s (captured %s, pending ACK %s)%s\n",
 		       fmt_size(jget_u64(m, "reclaimed_bytes"), b1, sizeof(b1)),
 		       fmt_size(jget_u64(m, "captured_bytes"), b2, sizeof(b2)),
@@ -453,13 +464,19 @@ static int ctl_call(const char *path, const struct ctl_request *req,
 
 static void op_line(struct json_object *op, char *buf, size_t sz)
 {
-	char b1[32], b2[32];
+	char b1[32], b2[32], b3[32];
+	int n;
 
-	snprintf(buf, sz, "%s #%" PRIu64 " on %s: %s of %s (%s, %.1f s)",
-		 jget_str(op, "kind"), jget_u64(op, "id"), jget_str(op, "vm"),
-		 fmt_size(jget_u64(op, "done_bytes"), b1, sizeof(b1)),
-		 fmt_size(jget_u64(op, "target_bytes"), b2, sizeof(b2)),
-		 jget_str(op, "state"), (double)jget_u64(op, "elapsed_ms") / 1000.0);
+	n = snprintf(buf, sz, "%s #%" PRIu64 " on %s: %s of %s (%s, %.1f s)",
+		     jget_str(op, "kind"), jget_u64(op, "id"), jget_str(op, "vm"),
+		     fmt_size(jget_u64(op, "done_bytes"), b1, sizeof(b1)),
+		     fmt_size(jget_u64(op, "target_bytes"), b2, sizeof(b2)),
+		     jget_str(op, "state"), (double)jget_u64(op, "elapsed_ms") / 1000.0);
+	/* hint: what came back is measured; what the guest did is beside it */
+	if (jget_str(op, "backend") && n > 0 && (size_t)n < sz)
+		snprintf(buf + n, sz - n, "; guest compacted %s, returned = QEMU "
+			 "RssAnon drop",
+			 fmt_size(jget_u64(op, "compacted_bytes"), b3, sizeof(b3)));
 }
 
 /* --wait: poll the operation until it ends; the exit status. */

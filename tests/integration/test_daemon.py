@@ -19,8 +19,8 @@ test_hostile_guest_isolated  VM A's guest sends a corrupt magic, an
                              recovers.
 test_status_backends         status reports each VM's RAM and backend as
                              QEMU has it: memfd -> shared (backing bytes as
-                             the kernel counts them), memory-backend-ram ->
-                             "hint backend only".
+                             the kernel counts them), memory-backend-ram
+                             without a balloon -> "none", with the reason.
 test_cli_errors              unknown VM, daemon not running, permission
                              denied, bad arguments, bad --vm size, bad
                              config line: one line each, distinct exit codes.
@@ -374,7 +374,7 @@ def test_status_backends(workdir):
         assert m["backing_bytes"] == hostmem.backing_bytes(qm.proc.pid, 256 * MIB)
         assert m["session"]["version"] == 1 and "events" in m["session"]["features"]
         assert m["guest"] is None                  # no SCAN yet
-        assert r["backend"] == "hint" and r["ram_bytes"] == 384 * MIB
+        assert r["backend"] == "none" and r["ram_bytes"] == 384 * MIB
         assert "anonymous" in r["backend_note"] and r["backing_bytes"] is None
         assert r["session"]["state"] == "down"     # nobody serves its channel
         assert not r["reback_huge"]
@@ -389,7 +389,8 @@ def test_status_backends(workdir):
         assert g["unmovable_blocks"] == 10 and g["captured_bytes"] == 0
 
         human = d.ctl("status").stdout
-        assert re.search(r"^anon\n(.*\n)*  backend: +hint backend only \(", human, re.M)
+        assert re.search(r"^anon\n(.*\n)*  backend: +none, reclaim impossible \(", human,
+                         re.M)
         assert re.search(r"^mem\n(.*\n)*  backend: +shared\n  ram: +256 MiB", human, re.M)
         assert "384 MiB" in human
     finally:
