@@ -8,11 +8,12 @@ CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
 	    -D_GNU_SOURCE -I$(TOP)/include -I$(TOP)/daemon
 LIBNL_CFLAGS := $(shell pkg-config --cflags libnl-genl-3.0)
 LIBNL_LIBS   := $(shell pkg-config --libs libnl-genl-3.0)
-JSONC_CFLAGS := $(shell pkg-config --cflags json-c)
-JSONC_LIBS   := $(shell pkg-config --libs json-c)
-# libvirt mode of the daemon (virDomainQemuMonitorCommand lives in
-# libvirt-qemu) and the domain XML reader shared by daemon and CLI.
-# Recursive (=): evaluated only where used, so the guest agent also builds
-# inside a guest that has no libvirt.
+# Host-only libraries are recursive (=), evaluated only where used, so the
+# guest agent (libnl only) builds inside a guest that has none of them:
+# json-c for the daemon and CLI; libvirt, libvirt-qemu (where
+# virDomainQemuMonitorCommand lives) and libxml2 for libvirt mode and the
+# domain XML reader.
+JSONC_CFLAGS  = $(shell pkg-config --cflags json-c)
+JSONC_LIBS    = $(shell pkg-config --libs json-c)
 VIRT_CFLAGS   = $(shell pkg-config --cflags libvirt libvirt-qemu libxml-2.0)
 VIRT_LIBS     = $(shell pkg-config --libs libvirt libvirt-qemu libxml-2.0) -lpthread
