@@ -214,15 +214,21 @@ int backend_shared_reback(int fd, enum vm_backing_kind kind, uint64_t offset,
 		huge = len;
 		allows = true;
 	} else if (sfs.f_type == TMPFS_MAGIC) {
-		/* memfds live on the internal shm mount: shmem_enabled rules */
-		res.policy_known = hostmem_read_shmem_thp(&res.policy) == 0;
+		/*
+		 * memfds live on the internal shm mount, where shmem_enabled
+		 * rules; a file on a tmpfs mount follows that mount's huge=
+		 * (shmem_enabled deny/force override both).
+		 */
+		res.tmpfs_mount = kind == VM_BACKING_FILE;
+		if (res.tmpfs_mount)
+			res.policy_known = hostmem_tmpfs_huge(fd, &res.policy) == 0;
+		else
+			res.policy_known = hostmem_read_shmem_thp(&res.policy) == 0;
 		allows = !res.policy_known ||
 			 hostmem_shmem_thp_allows_huge(res.policy);
 		r = shared_populate_shmem(fd, offset, len, &huge);
 		if (r < 0)
 			return r;
-		if (kind == VM_BACKING_FILE && huge == 0)
-			allows = false;	/* tmpfs mount's huge= decides */
 	} else {
 		if (fallocate(fd, 0, (off_t)offset, (off_t)len) < 0)
 			return -errno;

@@ -60,14 +60,16 @@ struct shared_reback_result {
 	enum shared_reback_status status;
 	uint64_t allocated;	/* growth of the file's st_blocks, bytes */
 	uint64_t huge_bytes;	/* bytes of the range behind huge pages */
-	bool policy_known;	/* shmem_enabled could be read */
-	enum hostmem_shmem_thp policy;
+	bool policy_known;	/* the policy below could be read */
+	enum hostmem_shmem_thp policy;	/* shmem_enabled, or for a file on a
+					 * tmpfs mount that mount's huge= */
+	bool tmpfs_mount;	/* policy is a tmpfs mount's huge= option */
 };
 
 /*
  * Re-backs [offset, offset+len) with 2 MiB folios where possible:
  *  - hugetlbfs: fallocate(0);
- *  - memfd / tmpfs: a temporary 2 MiB-aligned MAP_SHARED mapping of the
+ *  - memfd / tmpfs file: a temporary 2 MiB-aligned MAP_SHARED mapping of the
  *    range, madvise(MADV_HUGEPAGE), then madvise(MADV_POPULATE_WRITE); the
  *    result is measured from this process's smaps (ShmemPmdMapped /
  *    FilePmdMapped of the temporary mapping: a block counts as huge only
@@ -82,7 +84,8 @@ struct shared_reback_result {
  * !!! Never call this on RAM the guest is using.
  *
  * Returns 0 and the status in *ret_result; never pretends: with
- * shmem_enabled never/deny the status is SHARED_REBACK_SMALL_POLICY.
+ * shmem_enabled never/deny (memfd), or a tmpfs mount without huge= (file),
+ * the status is SHARED_REBACK_SMALL_POLICY.
  */
 int backend_shared_reback(int fd, enum vm_backing_kind kind, uint64_t offset,
 			  uint64_t len, struct shared_reback_result *ret_result);

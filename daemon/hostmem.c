@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "hostmem.h"
@@ -416,4 +417,104 @@ bool hostmem_shmem_thp_allows_huge(enum hostmem_shmem_thp mode)
 {
 	return mode == HOSTMEM_SHMEM_ALWAYS || mode == HOSTMEM_SHMEM_WITHIN_SIZE ||
 	       mode == HOSTMEM_SHMEM_ADVISE || mode == HOSTMEM_SHMEM_FORCE;
+}
+
+/*
+ * Whether one mountinfo line ("ID PARENT MAJ:MIN ROOT POINT OPTS [TAGS...]
+ * - FSTYPE SOURCE SUPEROPTS") is a tmpfs mount of dev; if so, where its
+ * super options are.
+ */
+static bool hostmem_mountinfo_tmpfs(const char *line, size_t len, dev_t dev,
+				    const char **ret_opts, size_t *ret_optlen)
+{
+	const char *end = line + len, *p;
+	unsigned int major, minor;
+
+	if (sscanf(line, "%*s %*s %u:%u", &major, &minor) != 2 ||
+	    makedev(major, minor) != dev)
+		return false;
+	p = memmem(line, len, " - ", 3);
+	if (!p)
+		return false;
+	p += 3;
+	if ((size_t)(end - p) < 6 || memcmp(p, "tmpfs ", 6) != 0)
+		return false;
+	p = memchr(p + 6, ' ', (size_t)(end - p - 6));	/* past the source */
+	if (!p)
+		return false;
+	*ret_opts = p + 1;
+	*ret_optlen = (size_t)(end - p - 1);
+	return true;
+}
+
+int hostmem_parse_tmpfs_huge(const char *mountinfo, dev_t dev,
+			     enum hostmem_shmem_thp *ret_mode)
+{
+	static const struct {
+		const char *name;
+		enum hostmem_shmem_thp mode;
+	} values[] = {
+		{ "never", HOSTMEM_SHMEM_NEVER },
+		{ "always", HOSTMEM_SHMEM_ALWAYS },
+		{ "within_size", HOSTMEM_SHMEM_WITHIN_SIZE },
+		{ "advise", HOSTMEM_SHMEM_ADVISE },
+	};
+	const char *line = mountinfo;
+
+	while (*line) {
+		const char *nl = strchr(line, '\n');
+		size_t len = nl ? (size_t)(nl - line) : strlen(line);
+		const char *opts, *o, *oend;
+		size_t optlen;
+
+		if (!hostmem_mountinfo_tmpfs(line, len, dev, &opts, &optlen)) {
+			line += len + (nl ? 1 : 0);
+			continue;
+		}
+		/* super options: comma separated, no blanks */
+		for (o = opts, oend = opts + optlen; o < oend;) {
+			const char *comma = memchr(o, ',', (size_t)(oend - o));
+			size_t olen = comma ? (size_t)(comma - o) : (size_t)(oend - o);
+
+			if (olen > 5 && memcmp(o, "huge=", 5) == 0) {
+				for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+					if (olen - 5 == strlen(values[i].name) &&
+					    memcmp(o + 5, values[i].name, olen - 5) == 0) {
+						*ret_mode = values[i].mode;
+						return 0;
+					}
+				}
+				return -EPROTO;
+			}
+			o += olen + 1;
+		}
+		*ret_mode = HOSTMEM_SHMEM_NEVER;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+int hostmem_tmpfs_huge(int fd, enum hostmem_shmem_thp *ret_mode)
+{
+	enum hostmem_shmem_thp sys, mode;
+	struct stat st;
+	char *text;
+	int r;
+
+	if (hostmem_read_shmem_thp(&sys) == 0 &&
+	    (sys == HOSTMEM_SHMEM_DENY || sys == HOSTMEM_SHMEM_FORCE)) {
+		*ret_mode = sys;
+		return 0;
+	}
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	r = hostmem_read_text("/proc/self/mountinfo", HOSTMEM_TEXT_MAX, &text, NULL);
+	if (r < 0)
+		return r;
+	r = hostmem_parse_tmpfs_huge(text, st.st_dev, &mode);
+	free(text);
+	if (r < 0)
+		return r;
+	*ret_mode = mode;
+	return 0;
 }

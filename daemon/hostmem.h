@@ -99,4 +99,21 @@ const char *hostmem_shmem_thp_name(enum hostmem_shmem_thp mode);
  */
 bool hostmem_shmem_thp_allows_huge(enum hostmem_shmem_thp mode);
 
+/*
+ * The huge= option of the tmpfs mount of device `dev`, from
+ * /proc/self/mountinfo text: its super options' huge=always/within_size/
+ * advise/never, HOSTMEM_SHMEM_NEVER when the option is absent (tmpfs's
+ * default).  -ENOENT if no tmpfs mount of that device is listed (another
+ * mount namespace), -EPROTO for a huge= value this code does not know.
+ */
+int hostmem_parse_tmpfs_huge(const char *mountinfo, dev_t dev,
+			     enum hostmem_shmem_thp *ret_mode);
+
+/*
+ * Whether files on the tmpfs holding fd get huge folios: shmem_enabled
+ * deny or force overrides every mount (the result is then DENY or FORCE),
+ * otherwise the mount's own huge= option decides.
+ */
+int hostmem_tmpfs_huge(int fd, enum hostmem_shmem_thp *ret_mode);
+
 #endif /* VDF_HOSTMEM_H */

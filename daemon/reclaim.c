@@ -316,6 +316,7 @@ struct reclaim_reback_acc {
 	uint64_t huge;
 	bool policy_known;
 	enum hostmem_shmem_thp policy;
+	bool tmpfs_mount;	/* policy is a tmpfs mount's huge= */
 };
 
 static int reclaim_reback_run(struct reclaim *rc, const struct vm_ram_range *rr,
@@ -336,6 +337,7 @@ static int reclaim_reback_run(struct reclaim *rc, const struct vm_ram_range *rr,
 	if (res.policy_known) {
 		acc->policy_known = true;
 		acc->policy = res.policy;
+		acc->tmpfs_mount = res.tmpfs_mount;
 	}
 	return 0;
 }
@@ -356,10 +358,17 @@ static void reclaim_reback_note(const struct reclaim_reback_acc *acc, char *buf,
 		buf[0] = '\0';
 		break;
 	case SHARED_REBACK_SMALL_POLICY:
-		snprintf(buf, sz, "host shmem_enabled is '%s': re-backed with 4 KiB "
-			 "pages; set /sys/kernel/mm/transparent_hugepage/"
-			 "shmem_enabled to advise for 2 MiB folios",
-			 acc->policy_known ? hostmem_shmem_thp_name(acc->policy) : "?");
+		if (acc->tmpfs_mount && acc->policy != HOSTMEM_SHMEM_DENY)
+			snprintf(buf, sz, "the backing's tmpfs mount has huge=%s: "
+				 "re-backed with 4 KiB pages; mount it with "
+				 "huge=within_size for 2 MiB folios",
+				 hostmem_shmem_thp_name(acc->policy));
+		else
+			snprintf(buf, sz, "host shmem_enabled is '%s': re-backed with "
+				 "4 KiB pages; set /sys/kernel/mm/transparent_hugepage/"
+				 "shmem_enabled to advise for 2 MiB folios",
+				 acc->policy_known ?
+				 hostmem_shmem_thp_name(acc->policy) : "?");
 		break;
 	case SHARED_REBACK_PARTIAL:
 		snprintf(buf, sz, "only part re-backed with 2 MiB folios (blocks held "

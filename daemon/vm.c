@@ -39,10 +39,12 @@
  * Single-threaded, on the loop's thread.
  */
 #include <errno.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/statfs.h>
 
 #include "hint.h"
 #include "hostmem.h"
@@ -546,6 +548,38 @@ void vm_scan_cancel(struct vm *vm, uint32_t id)
 
 /* ---- status ----------------------------------------------------------- */
 
+/*
+ * Can a file backing be re-backed huge?  Only a file on a tmpfs mounted
+ * with huge= (or with shmem_enabled=force); a disk filesystem's page
+ * cache is base pages here.
+ */
+static void vm_status_file_reback(const struct vm_backing *b,
+				  struct ctl_vm_status *st)
+{
+	enum hostmem_shmem_thp mount;
+	struct statfs sfs;
+
+	if (b->fd < 0 || fstatfs(b->fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC) {
+		st->reback_huge = false;
+		snprintf(st->reback_note, sizeof(st->reback_note),
+			 "backing '%.48s' is a file on a disk filesystem: base "
+			 "pages only", b->name);
+		return;
+	}
+	if (hostmem_tmpfs_huge(b->fd, &mount) < 0) {
+		st->reback_huge = false;
+		snprintf(st->reback_note, sizeof(st->reback_note),
+			 "backing '%.48s' is on a tmpfs whose huge= option cannot "
+			 "be read", b->name);
+	} else if (!hostmem_shmem_thp_allows_huge(mount)) {
+		st->reback_huge = false;
+		snprintf(st->reback_note, sizeof(st->reback_note),
+			 "backing '%.48s' is on a tmpfs with huge=%s: 4 KiB folios; "
+			 "mount it with huge=within_size", b->name,
+			 hostmem_shmem_thp_name(mount));
+	}
+}
+
 static void vm_status_host(struct vm *vm, struct ctl_vm_status *st)
 {
 	const struct vm_layout *l = vm->layout;
@@ -603,10 +637,7 @@ static void vm_status_host(struct vm *vm, struct ctl_vm_status *st)
 			}
 			break;
 		case VM_BACKING_FILE:
-			st->reback_huge = false;
-			snprintf(st->reback_note, sizeof(st->reback_note),
-				 "backing '%s' is a plain file: base pages only",
-				 b->name);
+			vm_status_file_reback(b, st);
 			break;
 		case VM_BACKING_ANONYMOUS:
 			st->reback_huge = false;

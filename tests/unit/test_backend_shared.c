@@ -17,8 +17,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
 #include "backend_shared.h"
 #include "hostmem.h"
@@ -383,6 +389,60 @@ static void test_reback_rejects(void **state)
 }
 
 /*
+ * A file on a tmpfs mount: the mount's huge= decides, not shmem_enabled
+ * (which stays as the host has it).  within_size re-backs every block
+ * with a 2 MiB folio; a mount without huge= gets 4 KiB pages and says that
+ * the mount is why.
+ */
+static void test_reback_tmpfs_file(void **state)
+{
+	static const struct {
+		const char *opts;
+		enum shared_reback_status expect;
+		uint64_t huge_blocks;
+	} cases[] = {
+		{ "size=64m,huge=within_size", SHARED_REBACK_HUGE, 4 },
+		{ "size=64m", SHARED_REBACK_SMALL_POLICY, 0 },
+	};
+	char dir[] = "/tmp/vdf-tmpfs-XXXXXX", path[64];
+	enum hostmem_shmem_thp sys;
+
+	if (hostmem_read_shmem_thp(&sys) == 0 &&
+	    (sys == HOSTMEM_SHMEM_DENY || sys == HOSTMEM_SHMEM_FORCE)) {
+		fprintf(stderr, "# skip: shmem_enabled overrides every mount\n");
+		skip();
+	}
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/ram", dir);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct shared_reback_result res;
+		uint64_t freed, off = 2 * BLK, len = 4 * BLK;
+		int fd;
+
+		fprintf(stderr, "# case: tmpfs %s\n", cases[i].opts);
+		if (mount("tmpfs", dir, "tmpfs", 0, cases[i].opts) < 0) {
+			rmdir(dir);
+			fprintf(stderr, "# skip: cannot mount tmpfs: %s\n", strerror(errno));
+			skip();
+		}
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		assert_true(fd >= 0);
+		assert_int_equal(ftruncate(fd, 8 * BLK), 0);
+		assert_int_equal(fallocate(fd, 0, 0, 8 * BLK), 0);
+		assert_int_equal(backend_shared_reclaim(fd, off, len, &freed), 0);
+		assert_true(freed == len);
+		assert_int_equal(backend_shared_reback(fd, VM_BACKING_FILE, off, len, &res), 0);
+		assert_int_equal(res.status, cases[i].expect);
+		assert_true(res.huge_bytes == cases[i].huge_blocks * BLK);
+		assert_true(res.policy_known && res.tmpfs_mount);
+		assert_true(remap_pmd_bytes(fd, off, len) == cases[i].huge_blocks * BLK);
+		close(fd);
+		assert_int_equal(umount(dir), 0);
+	}
+	rmdir(dir);
+}
+
+/*
  * hugetlbfs: needs free 2 MiB huge pages, which this host may not have
  * reserved; the test says so instead of passing.
  */
@@ -427,6 +487,7 @@ int main(void)
 		cmocka_unit_test(test_reback_rejects),
 		cmocka_unit_test(test_reback_table),
 		cmocka_unit_test(test_hugetlb_memfd),
+		cmocka_unit_test(test_reback_tmpfs_file),
 	};
 
 	log_set_max_level(LOG_WARNING);

@@ -11,8 +11,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "hostmem.h"
 #include "log.h"
@@ -355,6 +362,104 @@ static void test_live_smaps_huge(void **state)
 	close(fd);
 }
 
+/* mountinfo as a host shows it: a huge tmpfs, a plain one, a disk fs */
+static const char mountinfo_sample[] =
+	"22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
+	"25 22 0:21 / /dev/shm rw,nosuid,nodev shared:4 - tmpfs tmpfs rw,inode64\n"
+	"90 22 0:45 / /srv/vmram rw,relatime shared:50 - tmpfs vmram "
+	"rw,size=8388608k,huge=within_size,inode64\n"
+	"91 22 0:46 / /srv/adv rw,relatime - tmpfs t rw,huge=advise\n"
+	"92 22 0:47 / /srv/odd rw,relatime - tmpfs t rw,huge=sometimes\n"
+	"93 22 0:48 / /srv/notmpfs rw,relatime - ext4 /dev/vdb huge=always\n"
+	"94 22 0:49 / /srv/last rw - tmpfs t huge=always";
+
+static void test_parse_tmpfs_huge(void **state)
+{
+	static const struct {
+		unsigned int major, minor;
+		int expect;
+		enum hostmem_shmem_thp mode;
+	} cases[] = {
+		{ 0, 45, 0, HOSTMEM_SHMEM_WITHIN_SIZE },
+		{ 0, 21, 0, HOSTMEM_SHMEM_NEVER },	/* no huge=: tmpfs default */
+		{ 0, 46, 0, HOSTMEM_SHMEM_ADVISE },
+		{ 0, 47, -EPROTO, 0 },			/* unknown value */
+		{ 0, 48, -ENOENT, 0 },			/* not a tmpfs */
+		{ 0, 49, 0, HOSTMEM_SHMEM_ALWAYS },	/* last line, no newline */
+		{ 254, 1, -ENOENT, 0 },
+		{ 0, 99, -ENOENT, 0 },			/* not listed */
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		enum hostmem_shmem_thp mode = HOSTMEM_SHMEM_DENY;
+		int r = hostmem_parse_tmpfs_huge(mountinfo_sample,
+						 makedev(cases[i].major, cases[i].minor),
+						 &mode);
+
+		assert_int_equal(r, cases[i].expect);
+		if (r == 0)
+			assert_int_equal(mode, cases[i].mode);
+		else
+			assert_int_equal(mode, HOSTMEM_SHMEM_DENY);	/* untouched */
+	}
+	{
+		enum hostmem_shmem_thp mode;
+
+		assert_int_equal(hostmem_parse_tmpfs_huge("", makedev(0, 45), &mode),
+				 -ENOENT);
+		assert_int_equal(hostmem_parse_tmpfs_huge("garbage\n\n - tmpfs",
+							  makedev(0, 45), &mode),
+				 -ENOENT);
+	}
+}
+
+/* A real tmpfs mounted with each huge= value, read back through an fd. */
+static void test_live_tmpfs_huge(void **state)
+{
+	static const struct {
+		const char *opt;
+		enum hostmem_shmem_thp mode;
+	} cases[] = {
+		{ "huge=within_size", HOSTMEM_SHMEM_WITHIN_SIZE },
+		{ "huge=advise", HOSTMEM_SHMEM_ADVISE },
+		{ "size=4m", HOSTMEM_SHMEM_NEVER },
+	};
+	char dir[] = "/tmp/vdf-tmpfs-XXXXXX", path[64];
+	enum hostmem_shmem_thp sys, mode;
+	int fd;
+
+	if (hostmem_read_shmem_thp(&sys) == 0 &&
+	    (sys == HOSTMEM_SHMEM_DENY || sys == HOSTMEM_SHMEM_FORCE)) {
+		fprintf(stderr, "# skip: shmem_enabled overrides every mount\n");
+		skip();
+	}
+	assert_non_null(mkdtemp(dir));
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (mount("tmpfs", dir, "tmpfs", 0, cases[i].opt) < 0) {
+			int e = errno;
+
+			rmdir(dir);
+			if (e == EPERM) {
+				fprintf(stderr, "# skip: cannot mount tmpfs\n");
+				skip();
+			}
+			fail_msg("mount tmpfs %s: %s", cases[i].opt, strerror(e));
+		}
+		snprintf(path, sizeof(path), "%s/f", dir);
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		assert_true(fd >= 0);
+		assert_int_equal(hostmem_tmpfs_huge(fd, &mode), 0);
+		assert_int_equal(mode, cases[i].mode);
+		close(fd);
+		assert_int_equal(umount(dir), 0);
+	}
+	rmdir(dir);
+	fd = memfd_create("vdf-not-a-mount", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(hostmem_tmpfs_huge(fd, &mode), -ENOENT);
+	close(fd);
+}
+
 static int teardown_group(void **state)
 {
 	fixture_sysfs_restore();
@@ -373,6 +478,8 @@ int main(void)
 		cmocka_unit_test(test_backing_measures),
 		cmocka_unit_test(test_live_qemu_smaps),
 		cmocka_unit_test(test_live_smaps_huge),
+		cmocka_unit_test(test_parse_tmpfs_huge),
+		cmocka_unit_test(test_live_tmpfs_huge),
 	};
 
 	log_set_max_level(LOG_WARNING);
