@@ -92,14 +92,18 @@ def parse_smaps(text):
 
 
 def guest_ram_mappings(smaps_text, ram_bytes):
-    """Mappings of guest RAM: the backing file, or anon maps of RAM size."""
+    """Mappings of guest RAM: the memfd or a shared file of RAM size, or
+    anon maps of at least RAM size."""
     out = []
     for header, fields in parse_smaps(smaps_text):
         start, end = (int(x, 16) for x in header.split()[0].split("-"))
         size = end - start
         path = header.split(None, 5)[5] if len(header.split(None, 5)) > 5 else ""
+        perms = header.split()[1]
         if "memfd:" in path and size == ram_bytes:
             out.append((header, fields))
+        elif path.startswith("/") and perms.endswith("s") and size == ram_bytes:
+            out.append((header, fields))    # a shared RAM file (tmpfs)
         elif path == "" and size >= ram_bytes:
             out.append((header, fields))
     return out
