@@ -446,23 +446,61 @@ static void test_reback_tmpfs_file(void **state)
  * hugetlbfs: needs free 2 MiB huge pages, which this host may not have
  * reserved; the test says so instead of passing.
  */
-static void test_hugetlb_memfd(void **state)
+static unsigned long meminfo_value(const char *key)
 {
 	char *text = NULL, *p;
-	unsigned long free_pages = 0;
-	struct shared_reback_result res;
-	uint64_t freed;
-	int fd;
+	unsigned long v = 0;
 
 	assert_int_equal(hostmem_read_text("/proc/meminfo", 1 << 20, &text, NULL), 0);
-	p = strstr(text, "HugePages_Free:");
+	p = strstr(text, key);
 	if (p)
-		free_pages = strtoul(p + 15, NULL, 10);
+		v = strtoul(p + strlen(key), NULL, 10);
 	free(text);
+	return v;
+}
+
+#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
+
+static unsigned long hugepages_total;	/* vm.nr_hugepages before the test */
+static bool hugepages_reserved;		/* the test raised it */
+
+static int nr_hugepages_write(unsigned long n)
+{
+	char buf[32];
+	int fd, len, r = 0;
+
+	fd = open(NR_HUGEPAGES, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	len = snprintf(buf, sizeof(buf), "%lu", n);
+	if (write(fd, buf, (size_t)len) != len)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+/*
+ * hugetlbfs (a MFD_HUGETLB memfd): reserves the 4 huge pages it needs for
+ * the test when the host has none free, and gives them back after.
+ */
+static void test_hugetlb_memfd(void **state)
+{
+	unsigned long free_pages = meminfo_value("HugePages_Free:");
+	struct shared_reback_result res;
+	uint64_t freed;
+	int fd, r;
+
+	hugepages_total = meminfo_value("HugePages_Total:");
 	if (free_pages < 4) {
-		fprintf(stderr, "# skip: hugetlbfs needs 4 free 2 MiB huge pages, host has %lu "
-			"(vm.nr_hugepages)\n", free_pages);
-		skip();
+		r = nr_hugepages_write(hugepages_total + 4 - free_pages);
+		hugepages_reserved = r == 0;
+		free_pages = meminfo_value("HugePages_Free:");
+		if (r < 0 || free_pages < 4) {
+			fprintf(stderr, "# skip: cannot reserve 4 free 2 MiB huge pages "
+				"(vm.nr_hugepages): %s, %lu free\n",
+				r < 0 ? strerror(-r) : "memory too fragmented", free_pages);
+			skip();
+		}
 	}
 	fd = memfd_create("vdf-test-hugetlb", MFD_CLOEXEC | MFD_HUGETLB);
 	if (fd < 0) {
@@ -473,9 +511,21 @@ static void test_hugetlb_memfd(void **state)
 	assert_int_equal(backend_shared_reback(fd, VM_BACKING_HUGETLBFS, 0, 2 * BLK, &res), 0);
 	assert_int_equal(res.status, SHARED_REBACK_HUGE);
 	assert_true(res.allocated == 2 * BLK);
+	assert_true(res.huge_bytes == 2 * BLK);
 	assert_int_equal(backend_shared_reclaim(fd, 0, BLK, &freed), 0);
 	assert_true(freed == BLK);
+	assert_int_equal(backend_shared_reclaim(fd, BLK, BLK, &freed), 0);
+	assert_true(freed == BLK);
 	close(fd);
+}
+
+/* Gives back what test_hugetlb_memfd reserved, on every path. */
+static int hugetlb_teardown(void **state)
+{
+	if (hugepages_reserved && nr_hugepages_write(hugepages_total) < 0)
+		return -1;
+	hugepages_reserved = false;
+	return 0;
 }
 
 int main(void)
@@ -486,7 +536,7 @@ int main(void)
 		cmocka_unit_test(test_backed_blocks),
 		cmocka_unit_test(test_reback_rejects),
 		cmocka_unit_test(test_reback_table),
-		cmocka_unit_test(test_hugetlb_memfd),
+		cmocka_unit_test_teardown(test_hugetlb_memfd, hugetlb_teardown),
 		cmocka_unit_test(test_reback_tmpfs_file),
 	};
 
