@@ -489,6 +489,27 @@ static void reclaim_violation(struct reclaim *rc, const char *fmt, ...)
 }
 
 /*
+ * Every frame of one RESP_CAPTURE run repeats the run's byte count (and
+ * stop reason): the first frame sets them, a later one that differs is a
+ * violation (handled here).  False when the caller must stop.
+ */
+static bool reclaim_capture_run_bytes(struct reclaim *rc,
+				      const struct proto_ranges_resp *rr)
+{
+	if (!rc->in.have_bytes) {
+		rc->in.have_bytes = true;
+		rc->in.run_bytes = rr->bytes;
+		rc->in.stop_errno = rr->stop_errno;
+		return true;
+	}
+	if (rr->bytes == rc->in.run_bytes)
+		return true;
+	reclaim_violation(rc, "RESP_CAPTURE run changes its byte count from %"
+			  PRIu64 " to %" PRIu64, rc->in.run_bytes, rr->bytes);
+	return false;
+}
+
+/*
  * Checks the ranges of one response frame and marks their blocks SEEN.
  * need_asked: every block must carry ASKED (STRICT subset); want: the state
  * each block must be in (BLOCKMAP_NSTATES: any).  false after a violation
@@ -688,15 +709,8 @@ static void reclaim_capture_resp(void *userdata, int status,
 				      "support the capture handshake?)" : "");
 	}
 	rr = &m->u.ranges_resp;
-	if (!rc->in.have_bytes) {
-		rc->in.have_bytes = true;
-		rc->in.run_bytes = rr->bytes;
-		rc->in.stop_errno = rr->stop_errno;
-	} else if (rr->bytes != rc->in.run_bytes) {
-		return reclaim_violation(rc, "RESP_CAPTURE run changes its byte "
-					 "count from %" PRIu64 " to %" PRIu64,
-					 rc->in.run_bytes, rr->bytes);
-	}
+	if (!reclaim_capture_run_bytes(rc, rr))
+		return;
 	if (!reclaim_take_ranges(rc, m, rr->nranges, true, BLOCKMAP_GUEST))
 		return;
 	if (!last)
@@ -1136,15 +1150,8 @@ static void reclaim_hint_capture_resp(void *userdata, int status,
 				      "CAPTURE (compact): %s", strerror(-status));
 	}
 	rr = &m->u.ranges_resp;
-	if (!rc->in.have_bytes) {
-		rc->in.have_bytes = true;
-		rc->in.run_bytes = rr->bytes;
-		rc->in.stop_errno = rr->stop_errno;
-	} else if (rr->bytes != rc->in.run_bytes) {
-		return reclaim_violation(rc, "RESP_CAPTURE run changes its byte "
-					 "count from %" PRIu64 " to %" PRIu64,
-					 rc->in.run_bytes, rr->bytes);
-	}
+	if (!reclaim_capture_run_bytes(rc, rr))
+		return;
 	/* nothing is held: the ranges only need to be the VM's RAM */
 	for (uint32_t i = 0; i < rr->nranges; i++) {
 		if (!rc->have_map ||
