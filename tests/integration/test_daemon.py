@@ -177,18 +177,22 @@ class FakeGuest:
 
 
 class PausedQemu:
-    """A real QEMU, paused before the guest runs, with a QMP socket."""
+    """A real QEMU, paused before the guest runs, with a QMP socket; RAM in a
+    memfd (backend="memfd") or anonymous (backend="anon"), plus one optional
+    -device."""
 
-    def __init__(self, workdir, name, backend="memfd", ram="256M"):
+    def __init__(self, workdir, name, backend="memfd", ram="256M", device=None):
         self.qmp = Path(workdir) / f"{name}.qmp"
         mem = (f"memory-backend-memfd,id=ram0,size={ram},share=on" if backend == "memfd"
                else f"memory-backend-ram,id=ram0,size={ram}")
+        args = ["qemu-system-x86_64", "-S", "-nodefaults", "-no-user-config",
+                "-display", "none", "-machine", "q35,accel=tcg,memory-backend=ram0",
+                "-m", ram, "-object", mem,
+                "-qmp", f"unix:{self.qmp},server=on,wait=off"]
+        if device:
+            args += ["-device", device]
         self.proc = subprocess.Popen(
-            ["qemu-system-x86_64", "-S", "-nodefaults", "-no-user-config",
-             "-display", "none", "-machine", "q35,accel=tcg,memory-backend=ram0",
-             "-m", ram, "-object", mem,
-             "-qmp", f"unix:{self.qmp},server=on,wait=off"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, preexec_fn=_pdeathsig)
         deadline = time.monotonic() + 30
         while not self.qmp.exists():

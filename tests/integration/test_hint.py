@@ -20,16 +20,14 @@ test_hint_reclaim  one 768 MiB guest per kernel, free page reporting on,
     hint_returned_bytes; return is refused; memcheck stays intact.
 """
 import json
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from harness import hostmem
 from harness.guest import Guest, BUILD
 from harness.vmdefragd import Daemon
-from test_daemon import _pdeathsig, one_error_line
+from test_daemon import PausedQemu, one_error_line
 
 MIB = 1 << 20
 BLOCK = 2 * MIB
@@ -47,36 +45,10 @@ BALLOONS = [
 ]
 
 
-class AnonQemu:
-    """A real QEMU with anonymous RAM, paused before the guest runs."""
-
-    def __init__(self, workdir, name, device):
-        self.qmp = Path(workdir) / f"{name}.qmp"
-        args = ["qemu-system-x86_64", "-S", "-nodefaults", "-no-user-config",
-                "-display", "none", "-machine", "q35,accel=tcg,memory-backend=ram0",
-                "-m", "256M", "-object", "memory-backend-ram,id=ram0,size=256M",
-                "-qmp", f"unix:{self.qmp},server=on,wait=off"]
-        if device:
-            args += ["-device", device]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     preexec_fn=_pdeathsig)
-        deadline = time.monotonic() + 30
-        while not self.qmp.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError("QEMU exited: " + self.proc.stderr.read().decode())
-            assert time.monotonic() < deadline, "QEMU did not create its QMP socket"
-            time.sleep(0.05)
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
-
-
 @pytest.mark.parametrize("case", BALLOONS, ids=[b[0] for b in BALLOONS])
 def test_hint_backend_choice(workdir, case):
     name, device, backend, words = case
-    q = AnonQemu(workdir, "h", device)
+    q = PausedQemu(workdir, "h", backend="anon", device=device)
     d = Daemon(workdir, [("h", q.qmp, workdir / "absent.sock")])
     try:
         d.wait_for(lambda: d.status()["h"]["qmp"]["connected"], "QMP attach")
