@@ -183,8 +183,12 @@ class Guest:
         ] + (["-qmp", f"unix:{w}/daemon-qmp.sock,server=on,wait=off"]
              if self.daemon_monitor else []) + self.extra_args
 
+    def initrd(self):
+        """The initrd to boot: the harness's initramfs for this kernel."""
+        return initramfs.build(self.kernel)
+
     def start(self):
-        initrd = initramfs.build(self.kernel)
+        initrd = self.initrd()
         self.workdir = Path(tempfile.mkdtemp(prefix="vdf-guest-"))
         self.console_log = self.workdir / "console.log"
         self.qmp_socket = self.workdir / "qmp.sock"

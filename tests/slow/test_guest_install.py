@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,8 +41,7 @@ import pytest
 
 import rootfs
 from chroot import Chroot
-from harness.guest import BUILD, TOP, VDF_PORT, Guest, GuestError, _live, _pdeathsig
-from harness.qmp import QMP
+from harness.guest import BUILD, TOP, VDF_PORT, Guest
 from harness.vmdefragd import Daemon
 
 MIB = 1 << 20
@@ -79,25 +77,8 @@ class RootfsGuest(Guest):
         args[i] += f",id={PORT_ID}"
         return args + ["-drive", f"file={self.image},format=raw,if=virtio,cache=unsafe"]
 
-    def start(self):
-        # Guest.start() with the rootfs's initrd instead of initramfs.build()
-        self.workdir = Path(tempfile.mkdtemp(prefix="vdf-guest-"))
-        self.console_log = self.workdir / "console.log"
-        self.qmp_socket = self.workdir / "qmp.sock"
-        self.vdf_socket = self.workdir / "vdf.sock"
-        self.ctl_socket = self.workdir / "ctl.sock"
-        self.daemon_qmp_socket = self.workdir / "daemon-qmp.sock"
-        args = self.qemu_args(self.initrd_path)
-        self.qemu_log = open(self.workdir / "qemu.log", "wb")
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.qemu_log,
-                             stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
-        _live.add(self)
-        deadline = time.monotonic() + self.boot_timeout
-        self._ctl = self._connect(self.ctl_socket, deadline)
-        line = self._read_line(deadline)
-        if not line.startswith(b"READY "):
-            raise GuestError(f"unexpected greeting {line!r}")
-        self.qmp_conn = QMP(self.qmp_socket)
+    def initrd(self):
+        return self.initrd_path
 
 
 def source_files():
