@@ -509,6 +509,16 @@ static bool reclaim_capture_run_bytes(struct reclaim *rc,
 	return false;
 }
 
+/* At a run's last frame its ranges must add up to its byte count. */
+static bool reclaim_capture_run_adds_up(struct reclaim *rc)
+{
+	if (rc->in.sum == rc->in.run_bytes)
+		return true;
+	reclaim_violation(rc, "RESP_CAPTURE ranges add up to %" PRIu64 " bytes, "
+			  "the answer says %" PRIu64, rc->in.sum, rc->in.run_bytes);
+	return false;
+}
+
 /*
  * Checks the ranges of one response frame and marks their blocks SEEN.
  * need_asked: every block must carry ASKED (STRICT subset); want: the state
@@ -715,10 +725,8 @@ static void reclaim_capture_resp(void *userdata, int status,
 		return;
 	if (!last)
 		return;
-	if (rc->in.sum != rc->in.run_bytes)
-		return reclaim_violation(rc, "RESP_CAPTURE ranges add up to %" PRIu64
-					 " bytes, the answer says %" PRIu64,
-					 rc->in.sum, rc->in.run_bytes);
+	if (!reclaim_capture_run_adds_up(rc))
+		return;
 	rc->in.active = false;
 	captured = rc->in.sum;
 	blockmap_clear_flag(&rc->map, BLOCKMAP_F_ASKED);
@@ -1164,10 +1172,8 @@ static void reclaim_hint_capture_resp(void *userdata, int status,
 	}
 	if (!last)
 		return;
-	if (rc->in.sum != rc->in.run_bytes)
-		return reclaim_violation(rc, "RESP_CAPTURE ranges add up to %" PRIu64
-					 " bytes, the answer says %" PRIu64,
-					 rc->in.sum, rc->in.run_bytes);
+	if (!reclaim_capture_run_adds_up(rc))
+		return;
 	rc->in.active = false;
 	if (!ours)
 		return;
