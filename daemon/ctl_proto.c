@@ -369,7 +369,11 @@ struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
  * error (0 or a negative errno), reason (null unless short), elapsed_ms,
  * rounds; return only: reback ("huge", "partial", "small",
  * "small-policy"; null before the first re-back), reback_huge_bytes,
- * reback_note (null when huge); reclaim on the hint backend only: backend
+ * reback_note (null when huge); reclaim on the shared backend only:
+ * punched_bytes (backing freed by the operation's own punches; done_bytes
+ * is the backing's net drop, which free page reporting on the same memfd
+ * adds to and the guest's migrations take from); reclaim on the hint
+ * backend only: backend
  * "hint", compacted_bytes (what the guest emptied and freed: its claim),
  * rss_anon_before, rss_anon_after (QEMU's RssAnon at the start and at the
  * latest sample; done_bytes is the drop between them, never the claim).
@@ -394,6 +398,8 @@ struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_in
 		ctl_add_u64(o, "reback_huge_bytes", op->reback_huge_bytes);
 		ctl_add_str(o, "reback_note", op->reback_note);
 	}
+	if (op->kind == RECLAIM_KIND_RECLAIM && !op->hint)
+		ctl_add_u64(o, "punched_bytes", op->punched_bytes);
 	if (op->hint) {
 		ctl_add_str(o, "backend", "hint");
 		ctl_add_u64(o, "compacted_bytes", op->compacted_bytes);

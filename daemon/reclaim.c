@@ -734,6 +734,7 @@ static void reclaim_capture_resp(void *userdata, int status,
 	freed = reclaim_punch_seen(rc, rc->layout && rc->shared);
 	if (!ours)
 		return;
+	op->punched_bytes += freed;
 	/*
 	 * What counts is the backing's net drop since the start: the guest's
 	 * migrations may have faulted in pages elsewhere meanwhile.

@@ -65,6 +65,13 @@ struct reclaim_op_info {
 	enum shared_reback_status reback;	/* the worst seen */
 	uint64_t reback_huge_bytes;	/* bytes re-backed by 2 MiB folios */
 	char reback_note[192];		/* why not huge, "" if huge */
+	/*
+	 * shared reclaim only: backing freed by this operation's own punches
+	 * (done_bytes is the net drop of the backing, which also moves with
+	 * whatever else frees or faults RAM meanwhile: free page reporting
+	 * on the same memfd, the guest's migrations)
+	 */
+	uint64_t punched_bytes;
 	/* hint reclaim only: the guest's claim beside the measurement */
 	bool hint;
 	uint64_t compacted_bytes;	/* blocks the guest emptied and freed */

@@ -472,6 +472,13 @@ static void op_line(struct json_object *op, char *buf, size_t sz)
 		     fmt_size(jget_u64(op, "done_bytes"), b1, sizeof(b1)),
 		     fmt_size(jget_u64(op, "target_bytes"), b2, sizeof(b2)),
 		     jget_str(op, "state"), (double)jget_u64(op, "elapsed_ms") / 1000.0);
+	/* shared: say so when the net drop is not the daemon's punches alone */
+	if (jget(op, "punched_bytes") && n > 0 && (size_t)n < sz &&
+	    jget_u64(op, "punched_bytes") + (2u << 20) < jget_u64(op, "done_bytes"))
+		snprintf(buf + n, sz - n, "; vmdefrag punched %s, the rest of the "
+			 "backing's drop came from the guest meanwhile (free page "
+			 "reporting)",
+			 fmt_size(jget_u64(op, "punched_bytes"), b3, sizeof(b3)));
 	/* hint: what came back is measured; what the guest did is beside it */
 	if (jget_str(op, "backend") && n > 0 && (size_t)n < sz)
 		snprintf(buf + n, sz - n, "; guest compacted %s, returned = QEMU "

@@ -198,12 +198,20 @@ static void test_json_keys(void **state)
 	assert_true(ju64(o, "rss_anon_before") == 900 * MiB);
 	assert_true(ju64(o, "rss_anon_after") == 600 * MiB);
 	assert_true(ju64(o, "done_bytes") == 300 * MiB);
+	assert_false(json_object_object_get_ex(o, "punched_bytes", &v));
 	json_object_put(o);
 	op.hint = false;
+	op.punched_bytes = 256 * MiB;
 	o = ctl_proto_op_json("g", &op);
 	assert_false(json_object_object_get_ex(o, "compacted_bytes", &v));
 	assert_false(json_object_object_get_ex(o, "backend", &v));
+	assert_true(ju64(o, "punched_bytes") == 256 * MiB);	/* shared reclaim */
 	json_object_put(o);
+	op.kind = RECLAIM_KIND_RETURN;
+	o = ctl_proto_op_json("g", &op);
+	assert_false(json_object_object_get_ex(o, "punched_bytes", &v));
+	json_object_put(o);
+	op.kind = RECLAIM_KIND_RECLAIM;
 
 	snprintf(st->name, sizeof(st->name), "g");
 	st->backend = "hint";
