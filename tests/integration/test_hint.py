@@ -18,6 +18,12 @@ test_hint_reclaim  one 768 MiB guest per kernel, free page reporting on,
     what reporting had already done; the operation reports that measured
     drop (and what the guest compacted beside it), status counts it in
     hint_returned_bytes; return is refused; memcheck stays intact.
+test_hint_hostile_guest  a paused anonymous-RAM QEMU with reporting on and
+    a fake guest on its channel that answers the compact-mode CAPTURE with
+    a lie: ranges outside RAM or not adding up drop its session (the
+    daemon lives on, the operation fails); a well-formed claim of blocks it
+    never freed is reported as what it is, a claim: the operation returns
+    the measured RssAnon drop (nothing), not the guest's figure.
 """
 import json
 import time
@@ -27,7 +33,11 @@ import pytest
 from harness import hostmem
 from harness.guest import Guest, BUILD
 from harness.vmdefragd import Daemon
-from test_daemon import PausedQemu, one_error_line
+from harness.wire import (
+    ACK_RESP_FMT, CAPTURE_REQ_FMT, HELLO, HELLO_FMT, LIST_RESP_FMT, REQ_ACK,
+    REQ_CAPTURE, REQ_LIST, REQ_SCAN, RESP, STATUS_FMT, frame)
+from test_daemon import (FEAT_EVENTS_MODULE, FakeGuest, PausedQemu, capture_answer,
+                         one_error_line, scan_payload)
 
 MIB = 1 << 20
 BLOCK = 2 * MIB
@@ -160,3 +170,71 @@ def test_hint_reclaim(kernel, workdir, figures):
         finally:
             rc = d.close()
         assert rc == 0, d.text()
+
+
+MODE_COMPACT = 1
+HOSTILE_COMPACT = [
+    # (id, answer(asked bytes) -> RESP_CAPTURE payload, reason in the drop or None)
+    ("outside RAM", lambda want: capture_answer([(64 << 30, BLOCK)]), "not guest RAM"),
+    ("bytes do not add up", lambda want: capture_answer([(256 * MIB, BLOCK)], 64 * MIB),
+     "add up"),
+    ("claims what it never freed", lambda want: capture_answer(
+        [(128 * MIB + i * BLOCK, BLOCK) for i in range(want // BLOCK)]), None),
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE_COMPACT, ids=[c[0] for c in HOSTILE_COMPACT])
+def test_hint_hostile_guest(workdir, case):
+    name, answer, reason = case
+    q = PausedQemu(workdir, "h", backend="anon", ram="512M",
+                   device="virtio-balloon-pci,id=bal,free-page-reporting=on")
+    modes = []
+
+    def guest(conn, n):
+        buf = bytearray()
+        for type_, id_, payload in guest_h.frames(conn, buf):
+            if type_ == HELLO:
+                conn.sendall(frame(HELLO, 0, HELLO_FMT.pack(1, 1, 0, FEAT_EVENTS_MODULE,
+                                                             4096, BLOCK, 512 * MIB)))
+            elif type_ == REQ_LIST:
+                conn.sendall(frame(RESP | REQ_LIST, id_, LIST_RESP_FMT.pack(0, 0)))
+            elif type_ == REQ_ACK:
+                conn.sendall(frame(RESP | REQ_ACK, id_, ACK_RESP_FMT.pack(0, 0, 0)))
+            elif type_ == REQ_CAPTURE:
+                want, mode = CAPTURE_REQ_FMT.unpack_from(payload)[:2]
+                modes.append(mode)
+                conn.sendall(frame(RESP | REQ_CAPTURE, id_, answer(want)))
+            elif type_ == REQ_SCAN:
+                conn.sendall(frame(RESP | REQ_SCAN, id_, scan_payload(512 * MIB)))
+            else:
+                conn.sendall(frame(RESP | type_, id_, STATUS_FMT.pack(-19, 0)))
+
+    guest_h = FakeGuest(workdir / "h.vdf", guest)
+    d = Daemon(workdir, [("h", q.qmp, workdir / "h.vdf")],
+               config="[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n")
+    try:
+        d.wait_for(lambda: d.status("h")["h"]["session"]["state"] == "ready", "ready")
+        assert d.status("h")["h"]["backend"] == "hint"
+        rss0 = hostmem.rss(q.proc.pid)["RssAnon"]
+        p = d.ctl("reclaim", "h", "8M", "--wait", check=False, timeout=120)
+        assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+        assert modes and all(m == MODE_COMPACT for m in modes), modes
+        o = d.status("h")["h"]["operation"]
+        if reason:
+            assert o["state"] == "failed", o
+            d.wait_for(lambda: "dropping guest session" in d.text(), "the drop")
+            drop = [ln for ln in d.text().splitlines() if "dropping guest session" in ln]
+            assert reason in drop[-1], drop[-1]
+        else:
+            # a well-formed lie: the session stays, the figure is measured
+            assert o["state"] == "stopped", o
+            assert o["compacted_bytes"] >= 8 * MIB, o
+            assert o["done_bytes"] < 2 * MIB, o
+            assert abs(o["rss_anon_before"] - rss0) <= 8 * MIB, (o, rss0)
+            assert d.status("h")["h"]["session"]["state"] == "ready"
+        assert d.alive()
+    finally:
+        rc = d.close()
+        guest_h.close()
+        q.close()
+    assert rc == 0, d.text()[-3000:]
