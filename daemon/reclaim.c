@@ -124,6 +124,13 @@ struct reclaim {
 	bool running;
 	struct reclaim_op_info op;	/* running, or the last */
 	bool have_op;
+	/*
+	 * The last reclaim or return that ended: a reconcile that follows a
+	 * reconnect replaces `op`, and a client still waiting on the ended
+	 * operation must get its result, not "unknown operation".
+	 */
+	struct reclaim_op_info last_user_op;
+	bool have_last_user_op;
 	uint64_t op_start_ms;
 	uint64_t op_backing_start;	/* reclaim: allocated bytes at its start */
 	struct reclaim_inflight in;
@@ -212,6 +219,10 @@ static void reclaim_op_end(struct reclaim *rc, enum reclaim_op_state state,
 	op->elapsed_ms = loop_now_ms() - rc->op_start_ms;
 	if (op->kind == RECLAIM_KIND_RECONCILE && state == RECLAIM_OP_DONE)
 		rc->reconciled = true;
+	if (op->kind != RECLAIM_KIND_RECONCILE) {
+		rc->last_user_op = *op;
+		rc->have_last_user_op = true;
+	}
 	if (op->hint)
 		rc->hint_returned_bytes += op->done_bytes;
 	if (state == RECLAIM_OP_DONE)
@@ -1453,6 +1464,11 @@ void reclaim_get_status(struct reclaim *rc, struct reclaim_status *st)
 
 int reclaim_get_op(struct reclaim *rc, uint32_t id, struct reclaim_op_info *ret_op)
 {
+	if (rc->have_last_user_op && rc->last_user_op.id == id &&
+	    !(rc->have_op && rc->op.id == id)) {
+		*ret_op = rc->last_user_op;
+		return 0;
+	}
 	if (!rc->have_op || rc->op.id != id)
 		return -ENOENT;
 	*ret_op = rc->op;

@@ -131,7 +131,10 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 		  char *err, size_t errsz, uint32_t *ret_id);
 
 void reclaim_get_status(struct reclaim *rc, struct reclaim_status *ret_status);
-/* The operation with this id, if it is the current or last one. */
+/*
+ * The operation with this id, if it is the current or last one, or the
+ * last reclaim/return (a reconcile after a reconnect does not hide it).
+ */
 int reclaim_get_op(struct reclaim *rc, uint32_t id, struct reclaim_op_info *ret_op);
 
 const char *reclaim_kind_name(enum reclaim_kind kind);

@@ -90,7 +90,7 @@ void vm_scan_cancel(struct vm *vm, uint32_t id);
  */
 int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, char *err,
 		size_t errsz, uint32_t *ret_id);
-/* The running or last operation, if its id is `id`; else -ENOENT. */
+/* Operation `id` if it runs, is the last one, or the last reclaim/return; else -ENOENT. */
 int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op);
 
 #endif /* VDF_VM_H */
