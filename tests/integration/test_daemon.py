@@ -523,6 +523,31 @@ def capture_answer(ranges, reported_bytes=None):
     return RANGES_RESP_FMT.pack(0, 0, total, len(ranges), 0) + body
 
 
+def capturing_guest(path, ram_bytes, on_capture):
+    """A FakeGuest at path: a module guest of ram_bytes that answers HELLO,
+    LIST (nothing captured), ACK and SCAN honestly and every REQ_CAPTURE
+    with on_capture(payload) (the RESP_CAPTURE payload to send)."""
+    def script(conn, n):
+        buf = bytearray()
+        for type_, id_, payload in fake.frames(conn, buf):
+            if type_ == HELLO:
+                conn.sendall(frame(HELLO, 0, HELLO_FMT.pack(1, 1, 0, FEAT_EVENTS_MODULE,
+                                                             4096, BLOCK, ram_bytes)))
+            elif type_ == REQ_LIST:
+                conn.sendall(frame(RESP | REQ_LIST, id_, LIST_RESP_FMT.pack(0, 0)))
+            elif type_ == REQ_ACK:
+                conn.sendall(frame(RESP | REQ_ACK, id_, ACK_RESP_FMT.pack(0, 0, 0)))
+            elif type_ == REQ_CAPTURE:
+                conn.sendall(frame(RESP | REQ_CAPTURE, id_, on_capture(payload)))
+            elif type_ == REQ_SCAN:
+                conn.sendall(frame(RESP | REQ_SCAN, id_, scan_payload(ram_bytes)))
+            else:
+                conn.sendall(frame(RESP | type_, id_, STATUS_FMT.pack(-19, 0)))
+
+    fake = FakeGuest(path, script)
+    return fake
+
+
 # (name, the guest's answer given the preferred ranges, expected drop reason)
 HOSTILE_CAPTURES = [
     ("not asked for", lambda pref: capture_answer([(128 * MIB, BLOCK)]),
@@ -544,32 +569,15 @@ def test_hostile_capture_answer_punches_nothing(workdir, case):
     q = PausedQemu(workdir, "h")
     asked = []
 
-    def guest(conn, n):
-        buf = bytearray()
-        for type_, id_, payload in guest_h.frames(conn, buf):
-            if type_ == HELLO:
-                conn.sendall(frame(HELLO, 0, HELLO_FMT.pack(1, 1, 0, FEAT_EVENTS_MODULE,
-                                                             4096, BLOCK, 256 * MIB)))
-            elif type_ == REQ_LIST:
-                conn.sendall(frame(RESP | REQ_LIST, id_, LIST_RESP_FMT.pack(0, 0)))
-            elif type_ == REQ_ACK:
-                conn.sendall(frame(RESP | REQ_ACK, id_, ACK_RESP_FMT.pack(0, 0, 0)))
-            elif type_ == REQ_CAPTURE:
-                nr = CAPTURE_REQ_FMT.unpack_from(payload)[4]
-                pref = [RANGE_FMT.unpack_from(payload, CAPTURE_REQ_FMT.size + 16 * i)
-                        for i in range(nr)]
-                asked.append(pref)
-                # the first capture gets the hostile answer; in the control
-                # run (n counts sessions) an honest one: the first block
-                hostile = answer(pref) if not control else capture_answer(
-                    [(pref[0][0], BLOCK)])
-                conn.sendall(frame(RESP | REQ_CAPTURE, id_, hostile))
-            elif type_ == REQ_SCAN:
-                conn.sendall(frame(RESP | REQ_SCAN, id_, scan_payload(256 * MIB)))
-            else:
-                conn.sendall(frame(RESP | type_, id_, STATUS_FMT.pack(-19, 0)))
+    def on_capture(payload):
+        nr = CAPTURE_REQ_FMT.unpack_from(payload)[4]
+        pref = [RANGE_FMT.unpack_from(payload, CAPTURE_REQ_FMT.size + 16 * i)
+                for i in range(nr)]
+        asked.append(pref)
+        # the hostile answer; in the control run an honest one: the first block
+        return answer(pref) if not control else capture_answer([(pref[0][0], BLOCK)])
 
-    guest_h = FakeGuest(workdir / "h.vdf", guest)
+    guest_h = capturing_guest(workdir / "h.vdf", 256 * MIB, on_capture)
     d = Daemon(workdir, [("h", q.qmp, workdir / "h.vdf")],
                config="[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n")
     try:

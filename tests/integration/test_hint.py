@@ -33,11 +33,8 @@ import pytest
 from harness import hostmem
 from harness.guest import Guest, BUILD
 from harness.vmdefragd import Daemon
-from harness.wire import (
-    ACK_RESP_FMT, CAPTURE_REQ_FMT, HELLO, HELLO_FMT, LIST_RESP_FMT, REQ_ACK,
-    REQ_CAPTURE, REQ_LIST, REQ_SCAN, RESP, STATUS_FMT, frame)
-from test_daemon import (FEAT_EVENTS_MODULE, FakeGuest, PausedQemu, capture_answer,
-                         one_error_line, scan_payload)
+from harness.wire import CAPTURE_REQ_FMT
+from test_daemon import PausedQemu, capture_answer, capturing_guest, one_error_line
 
 MIB = 1 << 20
 BLOCK = 2 * MIB
@@ -190,26 +187,12 @@ def test_hint_hostile_guest(workdir, case):
                    device="virtio-balloon-pci,id=bal,free-page-reporting=on")
     modes = []
 
-    def guest(conn, n):
-        buf = bytearray()
-        for type_, id_, payload in guest_h.frames(conn, buf):
-            if type_ == HELLO:
-                conn.sendall(frame(HELLO, 0, HELLO_FMT.pack(1, 1, 0, FEAT_EVENTS_MODULE,
-                                                             4096, BLOCK, 512 * MIB)))
-            elif type_ == REQ_LIST:
-                conn.sendall(frame(RESP | REQ_LIST, id_, LIST_RESP_FMT.pack(0, 0)))
-            elif type_ == REQ_ACK:
-                conn.sendall(frame(RESP | REQ_ACK, id_, ACK_RESP_FMT.pack(0, 0, 0)))
-            elif type_ == REQ_CAPTURE:
-                want, mode = CAPTURE_REQ_FMT.unpack_from(payload)[:2]
-                modes.append(mode)
-                conn.sendall(frame(RESP | REQ_CAPTURE, id_, answer(want)))
-            elif type_ == REQ_SCAN:
-                conn.sendall(frame(RESP | REQ_SCAN, id_, scan_payload(512 * MIB)))
-            else:
-                conn.sendall(frame(RESP | type_, id_, STATUS_FMT.pack(-19, 0)))
+    def on_capture(payload):
+        want, mode = CAPTURE_REQ_FMT.unpack_from(payload)[:2]
+        modes.append(mode)
+        return answer(want)
 
-    guest_h = FakeGuest(workdir / "h.vdf", guest)
+    guest_h = capturing_guest(workdir / "h.vdf", 512 * MIB, on_capture)
     d = Daemon(workdir, [("h", q.qmp, workdir / "h.vdf")],
                config="[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n")
     try:
