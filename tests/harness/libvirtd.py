@@ -247,8 +247,14 @@ def merge_snippet(domain, snippet_path=SNIPPET):
 
 
 class DomainGuest(Guest):
-    def __init__(self, kernel, libvirtd, ram_mib=640, name=None, **kw):
+    """The harness guest as a libvirt domain.  anonymous_ram=True leaves out
+    the snippet's <memoryBacking>: libvirt's default private anonymous RAM,
+    what most existing domains have (vmdefrag's hint backend)."""
+
+    def __init__(self, kernel, libvirtd, ram_mib=640, name=None,
+                 anonymous_ram=False, **kw):
         super().__init__(kernel, ram_mib=ram_mib, **kw)
+        self.anonymous_ram = anonymous_ram
         self.libvirtd = libvirtd
         self.name = name or f"vdf-virt-{os.getpid()}"
         self.defined = False
@@ -284,6 +290,8 @@ class DomainGuest(Guest):
         ET.SubElement(ch, "source", mode="bind", path=str(w / "ctl.sock"))
         ET.SubElement(ch, "target", type="virtio", name=CTL_PORT)
         merge_snippet(d)
+        if self.anonymous_ram:
+            d.remove(d.find("memoryBacking"))
         return ET.tostring(d, encoding="unicode")
 
     def start(self):

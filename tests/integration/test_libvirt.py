@@ -28,10 +28,18 @@ domain is slow enough):
             new channel path), the hook said "started", reclaim works again
   --vm      a second daemon given a --vm of the domain's name keeps the
             --vm and says the domain is not managed
+test_libvirt_hint_domain  the same domain on libvirt's default anonymous
+            RAM (no <memoryBacking>): check-domain says "hint backend only"
+            (exit 1); vmdefragd --libvirt finds the balloon's free page
+            reporting through libvirt's monitor and uses the hint backend;
+            a reclaim makes QEMU's RssAnon (read here) fall by at least half
+            the size asked; return is refused; memcheck verifies
 test_notify_without_libvirt  notify accepted and ignored without --libvirt,
             a bad event refused (exit 2)
 """
+import json
 import re
+import subprocess
 
 import pytest
 
@@ -39,6 +47,7 @@ from harness import folios, hostmem
 from harness.guest import BUILD, guest_kernels
 from harness.libvirtd import URI, DomainGuest, Libvirtd
 from harness.vmdefragd import VMDEFRAGCTL, Daemon, start_agent
+from test_hint import rss_anon, settled_rss
 from test_reclaim import captured_holes
 
 MIB = 1 << 20
@@ -195,6 +204,45 @@ def test_libvirt_domain(workdir, figures):
             assert not st[name]["qmp"]["connected"], st[name]["qmp"]
             assert "none.qmp" in st[name]["qmp"]["error"], st[name]["qmp"]
         assert d2.proc.returncode == 0, d2.text()[-2000:]
+
+
+def test_libvirt_hint_domain(workdir, figures):
+    kernel = guest_kernels()[0]
+    if not (BUILD / "agent/vmdefrag-agent").exists() or \
+            not (BUILD / "module" / kernel / "vmdefrag.ko").exists():
+        pytest.skip("needs build/agent/vmdefrag-agent and the module for " + kernel)
+    with Libvirtd(workdir, hook=False) as lv, \
+            DomainGuest(kernel, lv, ram_mib=640, anonymous_ram=True) as g:
+        name, pid = g.name, g.pid
+        p = subprocess.run([str(VMDEFRAGCTL), "check-domain", name, "--connect", URI],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert "hint backend" in p.stdout, p.stdout
+        with Daemon(workdir, [], config=CONFIG, extra=["--libvirt", URI]) as d:
+            wait_attached(d, name, pid)
+            st = d.status(name)[name]
+            assert st["backend"] == "hint", st
+            assert "free-page-reporting=on" in st["backend_note"], st
+            start_agent(g)
+            d.wait_ready(name)
+            g.check("memcheck start --mib 64 --id a --seed 5", timeout=300)
+            g.check("fragment --seed 7 --files 0 --anon 360 --slab 0", timeout=600)
+            r0 = settled_rss(g)
+            size = int(0.5 * g.meminfo()["MemFree"]) // (2 * MIB) * (2 * MIB)
+            p = d.ctl("reclaim", name, f"{size // MIB}M", "--wait", "--json",
+                      check=False, timeout=600)
+            op = json.loads(p.stdout.strip().splitlines()[-1])["operation"]
+            drop = r0 - rss_anon(g)
+            assert op["backend"] == "hint" and op["state"] in ("done", "stopped"), op
+            assert drop >= size // 2, (drop, size, op, d.text()[-3000:])
+            assert abs(op["done_bytes"] - drop) <= 8 * MIB + drop // 20, (op, drop)
+            figures("libvirt hint domain: QEMU RssAnon drop", drop / MIB,
+                    f"MiB for {size // MIB} MiB asked")
+            p = d.ctl("return", name, "64M", check=False)
+            assert p.returncode == 1 and "nothing to return" in p.stderr, p.stderr
+            g.check("memcheck verify --id a")
+            assert d.alive()
+        assert d.proc.returncode == 0, d.text()[-2000:]
 
 
 def test_notify_without_libvirt(workdir):
