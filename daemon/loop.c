@@ -32,6 +32,15 @@ struct loop {
 	struct loop_timer *timers;	/* armed timers, any order */
 };
 
+uint32_t loop_backoff_next(uint32_t cur_ms, uint32_t min_ms, uint32_t max_ms)
+{
+	if (!cur_ms)
+		return min_ms;
+	if (cur_ms < max_ms / 2)
+		return cur_ms * 2;
+	return max_ms;
+}
+
 uint64_t loop_now_ms(void)
 {
 	struct timespec ts;

@@ -52,6 +52,13 @@ void loop_timer_init(struct loop_timer *t, loop_timer_fn fn, void *userdata);
 void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t delay_ms);
 void loop_timer_disarm(struct loop *l, struct loop_timer *t);
 
+/*
+ * The next delay of a retry backoff: min_ms first (cur_ms 0), then
+ * doubling, never above max_ms.  Every reconnecting owner (QMP, guest
+ * channel, libvirt) uses it so they back off alike.
+ */
+uint32_t loop_backoff_next(uint32_t cur_ms, uint32_t min_ms, uint32_t max_ms);
+
 /* Runs until loop_quit(); returns the code given to it. */
 int loop_run(struct loop *l);
 void loop_quit(struct loop *l, int code);

@@ -173,12 +173,8 @@ static void session_schedule_reconnect(struct session *s)
 	if (s->ready_since_ms && now - s->ready_since_ms >= SESSION_READY_RESET_MS)
 		s->backoff_ms = 0;
 	s->ready_since_ms = 0;
-	if (!s->backoff_ms)
-		s->backoff_ms = s->lim.reconnect_min_ms;
-	else if (s->backoff_ms < s->lim.reconnect_max_ms / 2)
-		s->backoff_ms *= 2;
-	else
-		s->backoff_ms = s->lim.reconnect_max_ms;
+	s->backoff_ms = loop_backoff_next(s->backoff_ms, s->lim.reconnect_min_ms,
+					  s->lim.reconnect_max_ms);
 	loop_timer_arm(s->loop, &s->reconnect, s->backoff_ms);
 }
 

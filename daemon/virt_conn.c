@@ -217,12 +217,8 @@ static int virt_conn_lifecycle_cb(virConnectPtr conn, virDomainPtr dom,
 
 static void virt_conn_schedule_retry(struct virt_conn *c)
 {
-	if (!c->backoff_ms)
-		c->backoff_ms = c->retry_min_ms;
-	else if (c->backoff_ms < c->retry_max_ms / 2)
-		c->backoff_ms *= 2;
-	else
-		c->backoff_ms = c->retry_max_ms;
+	c->backoff_ms = loop_backoff_next(c->backoff_ms, c->retry_min_ms,
+					  c->retry_max_ms);
 	loop_timer_arm(c->loop, &c->retry, c->backoff_ms);
 }
 

@@ -125,12 +125,8 @@ static void vm_qmp_schedule_retry(struct vm *vm)
 {
 	if (vm->libvirt)
 		return;		/* the domain's events decide */
-	if (!vm->qmp_backoff_ms)
-		vm->qmp_backoff_ms = vm->retry_min_ms;
-	else if (vm->qmp_backoff_ms < vm->retry_max_ms / 2)
-		vm->qmp_backoff_ms *= 2;
-	else
-		vm->qmp_backoff_ms = vm->retry_max_ms;
+	vm->qmp_backoff_ms = loop_backoff_next(vm->qmp_backoff_ms, vm->retry_min_ms,
+					       vm->retry_max_ms);
 	loop_timer_arm(vm->loop, &vm->qmp_retry, vm->qmp_backoff_ms);
 }
 
