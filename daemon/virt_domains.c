@@ -368,8 +368,7 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom)
 		virt_domains_unmanaged(v, name, why);
 		goto out_free;
 	}
-	if (!x->channel || strcmp(x->channel_type, "unix") != 0 || !x->channel_bind ||
-	    !x->channel_path[0]) {
+	if (!domain_xml_channel_ok(x) || !x->channel_path[0]) {
 		virt_domains_unmanaged(v, name, "no unix channel "
 				       DOMAIN_XML_CHANNEL " in its XML");
 		goto out_free;

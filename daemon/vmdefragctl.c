@@ -43,6 +43,7 @@
 #include "domain_xml.h"
 #include "log.h"
 #include "size.h"
+#include "virt_conn.h"
 
 #define CTL_TIMEOUT_MS	300000	/* a scan of a big guest under TCG is slow */
 #define CTL_POLL_MS	250	/* --wait: progress polling interval */
@@ -609,14 +610,6 @@ static void ctl_xml_quiet(void *ctx, const char *msg, ...)
 {
 }
 
-/* One line from libvirt's last error. */
-static const char *ctl_virt_msg(void)
-{
-	virErrorPtr e = virGetLastError();
-
-	return e && e->message ? e->message : "unknown libvirt error";
-}
-
 /*
  * The XML of libvirt domain `name` (live if it runs, else its definition),
  * through a read-only connection; *ret_xml is malloc'ed.  Returns 0 or an
@@ -642,7 +635,7 @@ static int ctl_libvirt_xml(const char *uri, const char *name, char **ret_xml)
 			      (e->int1 == EACCES || e->int1 == EPERM))) ?
 		       CTL_EXIT_PERMISSION : CTL_EXIT_NO_DAEMON;
 		return die(code, "cannot reach libvirt%s%s: %s", uri ? " at " : "",
-			   uri ?: "", ctl_virt_msg());
+			   uri ?: "", virt_conn_last_error());
 	}
 	dom = virDomainLookupByName(conn, name);
 	if (!dom) {
@@ -652,14 +645,14 @@ static int ctl_libvirt_xml(const char *uri, const char *name, char **ret_xml)
 				   name);
 		else
 			code = die(CTL_EXIT_FAILED, "cannot look up domain '%s': %s",
-				   name, ctl_virt_msg());
+				   name, virt_conn_last_error());
 		virConnectClose(conn);
 		return code;
 	}
 	xml = virDomainGetXMLDesc(dom, 0);
 	if (!xml)
 		code = die(CTL_EXIT_FAILED, "cannot read the XML of domain '%s': %s",
-			   name, ctl_virt_msg());
+			   name, virt_conn_last_error());
 	else
 		code = 0;
 	virDomainFree(dom);
