@@ -187,6 +187,36 @@ out_unmap:
 	return r;
 }
 
+int backend_shared_shmem_policy(int fd, enum vm_backing_kind kind,
+				enum hostmem_shmem_thp *ret_policy,
+				bool *ret_tmpfs_mount)
+{
+	enum hostmem_shmem_thp policy;
+	struct statfs sfs;
+	int r;
+
+	switch (kind) {
+	case VM_BACKING_MEMFD:
+		/* memfds live on the internal shm mount: shmem_enabled rules */
+		r = hostmem_read_shmem_thp(&policy);
+		break;
+	case VM_BACKING_FILE:
+		if (fstatfs(fd, &sfs) < 0)
+			return -errno;
+		if (sfs.f_type != TMPFS_MAGIC)
+			return -EMEDIUMTYPE;
+		r = hostmem_tmpfs_huge(fd, &policy);
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (r < 0)
+		return r;
+	*ret_policy = policy;
+	*ret_tmpfs_mount = kind == VM_BACKING_FILE;
+	return 0;
+}
+
 int backend_shared_reback(int fd, enum vm_backing_kind kind, uint64_t offset,
 			  uint64_t len, struct shared_reback_result *ret_result)
 {
@@ -214,16 +244,8 @@ int backend_shared_reback(int fd, enum vm_backing_kind kind, uint64_t offset,
 		huge = len;
 		allows = true;
 	} else if (sfs.f_type == TMPFS_MAGIC) {
-		/*
-		 * memfds live on the internal shm mount, where shmem_enabled
-		 * rules; a file on a tmpfs mount follows that mount's huge=
-		 * (shmem_enabled deny/force override both).
-		 */
-		res.tmpfs_mount = kind == VM_BACKING_FILE;
-		if (res.tmpfs_mount)
-			res.policy_known = hostmem_tmpfs_huge(fd, &res.policy) == 0;
-		else
-			res.policy_known = hostmem_read_shmem_thp(&res.policy) == 0;
+		res.policy_known = backend_shared_shmem_policy(fd, kind, &res.policy,
+								&res.tmpfs_mount) == 0;
 		allows = !res.policy_known ||
 			 hostmem_shmem_thp_allows_huge(res.policy);
 		r = shared_populate_shmem(fd, offset, len, &huge);

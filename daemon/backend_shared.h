@@ -90,6 +90,18 @@ struct shared_reback_result {
 int backend_shared_reback(int fd, enum vm_backing_kind kind, uint64_t offset,
 			  uint64_t len, struct shared_reback_result *ret_result);
 
+/*
+ * The setting that decides whether a shmem backing gets 2 MiB folios: the
+ * host's shmem_enabled for a memfd (VM_BACKING_MEMFD), the tmpfs mount's
+ * huge= for a file on a tmpfs mount (VM_BACKING_FILE; shmem_enabled deny
+ * or force override it, hostmem_tmpfs_huge()).  *ret_tmpfs_mount says
+ * which one it is.  -EMEDIUMTYPE for a file not on tmpfs, -EINVAL for other
+ * kinds, or the errno of reading the setting.
+ */
+int backend_shared_shmem_policy(int fd, enum vm_backing_kind kind,
+				enum hostmem_shmem_thp *ret_policy,
+				bool *ret_tmpfs_mount);
+
 const char *backend_shared_status_name(enum shared_reback_status status);
 
 #endif /* VDF_BACKEND_SHARED_H */

@@ -39,13 +39,12 @@
  * Single-threaded, on the loop's thread.
  */
 #include <errno.h>
-#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/statfs.h>
 
+#include "backend_shared.h"
 #include "hint.h"
 #include "hostmem.h"
 #include "log.h"
@@ -545,35 +544,39 @@ void vm_scan_cancel(struct vm *vm, uint32_t id)
 /* ---- status ----------------------------------------------------------- */
 
 /*
- * Can a file backing be re-backed huge?  Only a file on a tmpfs mounted
- * with huge= (or with shmem_enabled=force); a disk filesystem's page
- * cache is base pages here.
+ * Can re-backing this memfd or file get 2 MiB folios?  The setting that
+ * decides is backend_shared_shmem_policy()'s: shmem_enabled for a memfd,
+ * the tmpfs mount's huge= for a file; a disk filesystem's page cache is
+ * base pages here.
  */
-static void vm_status_file_reback(const struct vm_backing *b,
-				  struct ctl_vm_status *st)
+static void vm_status_shmem_reback(const struct vm_backing *b,
+				   struct ctl_vm_status *st)
 {
-	enum hostmem_shmem_thp mount;
-	struct statfs sfs;
+	enum hostmem_shmem_thp policy;
+	bool mount;
+	int r;
 
-	if (b->fd < 0 || fstatfs(b->fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC) {
-		st->reback_huge = false;
+	r = backend_shared_shmem_policy(b->fd, b->kind, &policy, &mount);
+	if (r == 0 && hostmem_shmem_thp_allows_huge(policy))
+		return;
+	st->reback_huge = false;
+	if (b->kind == VM_BACKING_MEMFD)
+		snprintf(st->reback_note, sizeof(st->reback_note),
+			 "host shmem_enabled is '%s': memfd folios are 4 KiB; set "
+			 "it to advise", r == 0 ? hostmem_shmem_thp_name(policy) : "?");
+	else if (r == -EMEDIUMTYPE || b->fd < 0)
 		snprintf(st->reback_note, sizeof(st->reback_note),
 			 "backing '%.48s' is a file on a disk filesystem: base "
 			 "pages only", b->name);
-		return;
-	}
-	if (hostmem_tmpfs_huge(b->fd, &mount) < 0) {
-		st->reback_huge = false;
+	else if (r < 0)
 		snprintf(st->reback_note, sizeof(st->reback_note),
 			 "backing '%.48s' is on a tmpfs whose huge= option cannot "
 			 "be read", b->name);
-	} else if (!hostmem_shmem_thp_allows_huge(mount)) {
-		st->reback_huge = false;
+	else
 		snprintf(st->reback_note, sizeof(st->reback_note),
 			 "backing '%.48s' is on a tmpfs with huge=%s: 4 KiB folios; "
 			 "mount it with huge=within_size", b->name,
-			 hostmem_shmem_thp_name(mount));
-	}
+			 hostmem_shmem_thp_name(policy));
 }
 
 static void vm_status_host(struct vm *vm, struct ctl_vm_status *st)
@@ -624,16 +627,8 @@ static void vm_status_host(struct vm *vm, struct ctl_vm_status *st)
 		case VM_BACKING_HUGETLBFS:
 			break;
 		case VM_BACKING_MEMFD:
-			if (!thp_known || !hostmem_shmem_thp_allows_huge(thp)) {
-				st->reback_huge = false;
-				snprintf(st->reback_note, sizeof(st->reback_note),
-					 "host shmem_enabled is '%s': memfd folios "
-					 "are 4 KiB; set it to advise",
-					 thp_known ? hostmem_shmem_thp_name(thp) : "?");
-			}
-			break;
 		case VM_BACKING_FILE:
-			vm_status_file_reback(b, st);
+			vm_status_shmem_reback(b, st);
 			break;
 		case VM_BACKING_ANONYMOUS:
 			st->reback_huge = false;
