@@ -110,8 +110,7 @@ struct reclaim {
 	struct reclaim_params par;
 
 	const struct vm_layout *layout;	/* NULL while QEMU is detached */
-	bool shared;			/* backend: punch the backing */
-	bool hint;			/* backend: compact + free page reporting */
+	enum reclaim_backend backend;	/* NONE while QEMU is detached */
 	char why_not[512];
 	struct blockmap map;
 	bool have_map;
@@ -307,6 +306,12 @@ static int reclaim_punch_run(struct reclaim *rc, const struct vm_ram_range *rr,
 	return 0;
 }
 
+/* The backing can be punched: QEMU attached, shared backend. */
+static bool reclaim_shared(const struct reclaim *rc)
+{
+	return rc->backend == RECLAIM_BACKEND_SHARED;	/* NONE without a layout */
+}
+
 /* Punches [gpa, gpa+len); *ret_freed gets the drop of st_blocks. */
 static int reclaim_punch(struct reclaim *rc, uint64_t gpa, uint64_t len,
 			 uint64_t *ret_freed)
@@ -314,7 +319,7 @@ static int reclaim_punch(struct reclaim *rc, uint64_t gpa, uint64_t len,
 	uint64_t freed = 0;
 	int r;
 
-	if (!rc->layout || !rc->shared)
+	if (!reclaim_shared(rc))
 		return -ENODATA;
 	r = reclaim_for_runs(rc, gpa, len, reclaim_punch_run, &freed);
 	*ret_freed = freed;
@@ -356,7 +361,7 @@ static int reclaim_reback_run(struct reclaim *rc, const struct vm_ram_range *rr,
 static int reclaim_reback(struct reclaim *rc, uint64_t gpa, uint64_t len,
 			  struct reclaim_reback_acc *acc)
 {
-	if (!rc->layout || !rc->shared)
+	if (!reclaim_shared(rc))
 		return -ENODATA;
 	return reclaim_for_runs(rc, gpa, len, reclaim_reback_run, acc);
 }
@@ -742,7 +747,7 @@ static void reclaim_capture_resp(void *userdata, int status,
 	captured = rc->in.sum;
 	blockmap_clear_flag(&rc->map, BLOCKMAP_F_ASKED);
 	/* valid as a whole: only now punch (unless QEMU went away) */
-	freed = reclaim_punch_seen(rc, rc->layout && rc->shared);
+	freed = reclaim_punch_seen(rc, reclaim_shared(rc));
 	if (!ours)
 		return;
 	op->punched_bytes += freed;
@@ -949,7 +954,7 @@ static void reclaim_list_resp(void *userdata, int status,
 	op->target_bytes = rc->in.sum;
 	/* punch what is still backed (a daemon killed between capture and
 	 * punch), ACK everything listed */
-	freed = reclaim_punch_seen(rc, rc->layout && rc->shared);
+	freed = reclaim_punch_seen(rc, reclaim_shared(rc));
 	op->done_bytes = freed;
 	log_info("VM '%s': reconciled: the guest holds %llu MiB captured, %llu MiB "
 		 "of it was still backed and is reclaimed now", rc->name,
@@ -1245,11 +1250,11 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 		snprintf(err, errsz, "not attached to QEMU (RAM layout unknown)");
 		return -ENODATA;
 	}
-	if (!rc->shared && !rc->hint) {
+	if (rc->backend == RECLAIM_BACKEND_NONE) {
 		snprintf(err, errsz, "no reclaim backend: %s", rc->why_not);
 		return -EOPNOTSUPP;
 	}
-	if (rc->hint && kind == RECLAIM_KIND_RETURN) {
+	if (rc->backend == RECLAIM_BACKEND_HINT && kind == RECLAIM_KIND_RETURN) {
 		snprintf(err, errsz, "hint backend: the guest keeps every block; the "
 			 "host re-backs its RAM on fault (THP), nothing to return");
 		return -EOPNOTSUPP;
@@ -1286,7 +1291,7 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 				 MIB(bytes), MIB(ram), MIB(captured));
 			return -EINVAL;
 		}
-		if (rc->par.max_reclaim_bytes && rc->hint &&
+		if (rc->par.max_reclaim_bytes && rc->backend == RECLAIM_BACKEND_HINT &&
 		    bytes > rc->par.max_reclaim_bytes) {
 			snprintf(err, errsz, "cannot reclaim %llu MiB: max_reclaim is "
 				 "%llu MiB (per operation on the hint backend)",
@@ -1307,7 +1312,7 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 			 MIB(blockmap_bytes(&rc->map, BLOCKMAP_RECLAIMED)));
 		return -EINVAL;
 	}
-	if (rc->hint)
+	if (rc->backend == RECLAIM_BACKEND_HINT)
 		return reclaim_hint_start(rc, bytes, err, errsz, ret_id);
 	reclaim_op_begin(rc, kind, bytes);
 	rc->op_backing_start = reclaim_backing_bytes(rc);
@@ -1356,8 +1361,7 @@ int reclaim_set_layout(struct reclaim *rc, const struct vm_layout *l,
 	int r;
 
 	rc->layout = l;
-	rc->shared = l && backend == RECLAIM_BACKEND_SHARED;
-	rc->hint = l && backend == RECLAIM_BACKEND_HINT;
+	rc->backend = l ? backend : RECLAIM_BACKEND_NONE;
 	snprintf(rc->why_not, sizeof(rc->why_not), "%s", why_not ? why_not : "");
 	if (!l) {
 		reclaim_op_end(rc, RECLAIM_OP_FAILED, -ENODATA, "QEMU monitor lost");
@@ -1416,7 +1420,7 @@ void reclaim_event(struct reclaim *rc, const struct proto_msg *m)
 				}
 			}
 			/* the guest may be using it already: populate only */
-			if (run_len && rc->layout && rc->shared &&
+			if (run_len && reclaim_shared(rc) &&
 			    reclaim_reback(rc, run_gpa, run_len, &acc) == 0)
 				reback += run_len;
 			run_len = 0;
@@ -1455,7 +1459,7 @@ void reclaim_get_status(struct reclaim *rc, struct reclaim_status *st)
 			      rc->map.count[BLOCKMAP_RETURNING]) * RECLAIM_BLOCK;
 	st->pending_bytes = rc->map.unacked * RECLAIM_BLOCK;
 	/* derived: the blocks held for the host whose backing is a hole now */
-	if (rc->layout && rc->shared)
+	if (reclaim_shared(rc))
 		for (uint64_t b = 0; b < rc->map.nblocks; b++)
 			if (blockmap_get(&rc->map, b) == BLOCKMAP_RECLAIMED &&
 			    reclaim_block_is_hole(rc, b * RECLAIM_BLOCK))
@@ -1464,13 +1468,12 @@ void reclaim_get_status(struct reclaim *rc, struct reclaim_status *st)
 
 int reclaim_get_op(struct reclaim *rc, uint32_t id, struct reclaim_op_info *ret_op)
 {
-	if (rc->have_last_user_op && rc->last_user_op.id == id &&
-	    !(rc->have_op && rc->op.id == id)) {
+	if (!rc->have_op || rc->op.id != id) {
+		if (!rc->have_last_user_op || rc->last_user_op.id != id)
+			return -ENOENT;
 		*ret_op = rc->last_user_op;
 		return 0;
 	}
-	if (!rc->have_op || rc->op.id != id)
-		return -ENOENT;
 	*ret_op = rc->op;
 	if (rc->running)
 		ret_op->elapsed_ms = loop_now_ms() - rc->op_start_ms;
