@@ -285,12 +285,9 @@ bool config_vm_name_ok(const char *name)
 static int config_libvirt_set(struct config *c, const char *key, const char *v,
 			      char *msg, size_t msgsz)
 {
-	if (strcmp(key, "uri") == 0) {
-		if (strlen(v) >= sizeof(c->libvirt_uri))
-			return config_fail(msg, msgsz, -ENAMETOOLONG, "uri too long");
-		strcpy(c->libvirt_uri, v);
-		return 0;
-	}
+	if (strcmp(key, "uri") == 0)
+		return config_set_libvirt(c, v) < 0 ?
+		       config_fail(msg, msgsz, -ENAMETOOLONG, "uri too long") : 0;
 	if (strcmp(key, "qmp") == 0 || strcmp(key, "channel") == 0)
 		return config_fail(msg, msgsz, -EINVAL, "'%s' comes from each "
 				   "domain's XML, not from [libvirt]", key);

@@ -373,8 +373,8 @@ struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
  * punched_bytes (backing freed by the operation's own punches; done_bytes
  * is the backing's net drop, which free page reporting on the same memfd
  * adds to and the guest's migrations take from); reclaim on the hint
- * backend only: backend
- * "hint", compacted_bytes (what the guest emptied and freed: its claim),
+ * backend only: backend "hint", compacted_bytes (what the guest emptied
+ * and freed: its claim),
  * rss_anon_before, rss_anon_after (QEMU's RssAnon at the start and at the
  * latest sample; done_bytes is the drop between them, never the claim).
  */
