@@ -133,3 +133,8 @@ class Daemon:
         """Waits until `vm`'s agent said HELLO with the module reachable."""
         self.wait_for(lambda: "module" in self.status(vm)[vm]["session"]["features"],
                       f"{vm}'s agent with the module", timeout)
+
+    def wait_reconciled(self, vm, timeout=120, what="the daemon to reconcile with the guest"):
+        """Waits until the daemon knows what `vm`'s guest holds captured."""
+        self.wait_for(lambda: (self.status(vm)[vm].get("memory") or {}).get("reconciled"),
+                      what, timeout)

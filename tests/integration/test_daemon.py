@@ -582,8 +582,7 @@ def test_hostile_capture_answer_punches_nothing(workdir, case):
                config="[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n")
     try:
         d.wait_for(lambda: d.status("h")["h"]["session"]["state"] == "ready", "ready")
-        d.wait_for(lambda: d.status("h")["h"].get("memory", {}).get("reconciled"),
-                   "reconciled")
+        d.wait_reconciled("h", timeout=60, what="reconciled")
         fd_path = hostmem.ram_backing_fds(q.proc.pid, 256 * MIB)[0][0]
         data = bytes(range(256)) * (16 * MIB // 256)
         fd = os.open(fd_path, os.O_RDWR)
@@ -609,8 +608,7 @@ def test_hostile_capture_answer_punches_nothing(workdir, case):
             control = True
             d.wait_for(lambda: d.status("h")["h"]["session"]["state"] == "ready",
                        "ready again")
-            d.wait_for(lambda: d.status("h")["h"].get("memory", {}).get("reconciled"),
-                       "reconciled again")
+            d.wait_reconciled("h", timeout=60, what="reconciled again")
             d.ctl("reclaim", "h", "2M", "--wait")
             punched = asked[-1][0][0]
             assert os.fstat(fd).st_blocks * 512 == before - BLOCK

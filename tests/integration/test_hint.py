@@ -122,8 +122,7 @@ def test_hint_reclaim(kernel, workdir, figures):
         g.check("fragment --seed 7 --files 0 --anon 480 --slab 0", timeout=600)
         d = Daemon(workdir, [("g", g.daemon_qmp_socket, g.vdf_socket)], config=config)
         try:
-            d.wait_for(lambda: (d.status("g")["g"].get("memory") or {}).get("reconciled"),
-                       "the daemon to reconcile with the guest", timeout=120)
+            d.wait_reconciled("g")
             st = d.status("g")["g"]
             assert st["backend"] == "hint", st
             assert "free-page-reporting=on" in st["backend_note"], st

@@ -22,7 +22,7 @@ from harness import folios, hostmem
 from harness.guest import Guest, BUILD, guest_kernels
 from harness.vmdefragd import Daemon
 
-from test_reclaim import BLOCK, MIB, mem, op, wait_reconciled
+from test_reclaim import BLOCK, MIB, mem, op
 
 RAM_MIB = 768
 
@@ -57,7 +57,7 @@ def test_returned_ranges_mapped_huge(workdir, figures):
         g.check("fragment --seed 3 --anon 160 --files 60", timeout=600)
         d = Daemon(workdir, [("g", qmp2, g.vdf_socket)], config=config)
         try:
-            wait_reconciled(d)
+            d.wait_reconciled("g")
             st = d.status("g")["g"]
             assert st["backend"] == "shared", st
             assert st["reback_huge"] is True, st

@@ -71,11 +71,6 @@ def wait_attached(d, name, pid, timeout=60):
                f"{name} attached to QEMU pid {pid}", timeout=timeout)
 
 
-def wait_reconciled(d, name, timeout=120):
-    d.wait_for(lambda: (d.status(name)[name]["memory"] or {}).get("reconciled"),
-               "the daemon to reconcile with the guest", timeout=timeout)
-
-
 def fill(g):
     """Backs all guest RAM (as in a guest that ran a while), then guest data."""
     g.populate_backing()
@@ -115,7 +110,7 @@ def test_libvirt_domain(workdir, figures):
 
             # ---- reclaim / return ----------------------------------------
             fill(g)
-            wait_reconciled(d, name)
+            d.wait_reconciled(name)
             # free page reporting is on in the snippet: the backing also
             # shrinks by itself, so what vmdefrag took is counted block by
             # block (captured by the guest and a hole in the backing)
@@ -182,7 +177,7 @@ def test_libvirt_domain(workdir, figures):
             d.wait_ready(name)
             assert f"guest channel {path1}" in d.text()
             fill(g)
-            wait_reconciled(d, name)
+            d.wait_reconciled(name)
             h0, b0 = captured_holes(g), g.backing_bytes()
             p = d.ctl("reclaim", name, "64M", "--wait", check=False)
             assert p.returncode == 0, (p.stdout, p.stderr, d.text()[-3000:])

@@ -66,11 +66,6 @@ def op(d):
     return d.status("g")["g"]["operation"]
 
 
-def wait_reconciled(d, timeout=120):
-    d.wait_for(lambda: (mem(d) or {}).get("reconciled"), "the daemon to reconcile "
-               "with the guest", timeout=timeout)
-
-
 def captured_holes(g):
     """Bytes the guest module holds captured whose backing is a hole: the
     harness's own count of "reclaimed" (the guest's LIST via vdfnl, the
@@ -118,7 +113,7 @@ def test_reclaim_cycle(kernel, workdir, figures, shmem_advise):  # noqa: F811
         g.check("fragment --seed 7 --files 120 --anon 120 --slab 8000", timeout=600)
         d = Daemon(workdir, [("g", qmp2, g.vdf_socket)], config=config)
         try:
-            wait_reconciled(d)
+            d.wait_reconciled("g")
 
             # ---- reclaim -------------------------------------------------
             free = meminfo(g, "MemFree")
@@ -185,7 +180,7 @@ def test_reclaim_cycle(kernel, workdir, figures, shmem_advise):  # noqa: F811
             d.proc.wait()
             d.log.close()
             d = Daemon(workdir, [("g", qmp2, g.vdf_socket)], config=config)
-            wait_reconciled(d)
+            d.wait_reconciled("g")
             r2, b2 = mem(d)["reclaimed_bytes"], g.backing_bytes()
             assert mem(d)["pending_bytes"] == 0
             # derived from the guest's list and the backing's holes: exactly
