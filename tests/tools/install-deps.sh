@@ -15,7 +15,7 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       python3 python3-pytest python3-pytest-timeout
       linux-image-amd64 linux-headers-amd64 linux-source-6.1
       libvirt-daemon-system libvirt-clients dkms libxml2-dev debootstrap
-      shellcheck"
+      shellcheck systemd"
 
 missing=""
 for p in $PKGS; do
