@@ -30,7 +30,7 @@
 # Makefile; this one only sequences them.
 
 BUILD        ?= $(CURDIR)/build
-GUEST_KERNELS = $(shell tests/tools/guest-kernels.sh)
+GUEST_KERNELS = $(shell build-aux/guest-kernels.sh)
 export BUILD
 
 .PHONY: all deps daemon agent module guest unit fuzz check check-unit \
@@ -40,7 +40,7 @@ export BUILD
 all: daemon agent module guest
 
 deps:
-	@tests/tools/install-deps.sh
+	@build-aux/install-deps.sh
 
 daemon:
 	$(MAKE) -C daemon

@@ -67,7 +67,7 @@ class GuestCommandError(GuestError):
 
 def guest_kernels():
     """Releases of the installed guest kernels, oldest first."""
-    out = subprocess.run([str(TOP / "tests/tools/guest-kernels.sh")],
+    out = subprocess.run([str(TOP / "build-aux/guest-kernels.sh")],
                          capture_output=True, text=True, check=True)
     return out.stdout.split()
 

@@ -1,6 +1,6 @@
 # Compiler settings shared by every userspace component.  Included by the
 # component Makefiles; the kernel module uses Kbuild instead.
-TOP      := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/../..)
+TOP      := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
 BUILD    ?= $(TOP)/build
 CC       ?= cc
 CFLAGS   ?= -O2 -g
