@@ -33,22 +33,27 @@ BUILD        ?= $(CURDIR)/build
 GUEST_KERNELS = $(shell build-aux/guest-kernels.sh)
 export BUILD
 
-.PHONY: all deps daemon agent module guest unit fuzz check check-unit \
+.PHONY: all deps lib daemon agent module guest unit fuzz check check-unit \
 	check-integration demo bench clean dkms-install install-guest check-slow \
 	install uninstall
 
-all: daemon agent module guest
+all: lib daemon agent module guest
 
 deps:
 	@build-aux/install-deps.sh
 
-daemon:
+# the shared userspace library; every component below also builds it
+# through build-aux/libvdf.mk when it is out of date
+lib:
+	$(MAKE) -C lib
+
+daemon: lib
 	$(MAKE) -C daemon
 
-agent:
+agent: lib
 	$(MAKE) -C guest-agent/agent
 
-guest:
+guest: agent
 	$(MAKE) -C tests/guest
 
 # One self-contained tree per kernel, laid out as DKMS lays it out

@@ -1,11 +1,13 @@
 # Compiler settings shared by every userspace component.  Included by the
-# component Makefiles; the kernel module uses Kbuild instead.
+# component Makefiles; the kernel module uses Kbuild instead.  Headers:
+# include/ (contracts between components) and lib/ (the shared library,
+# build-aux/libvdf.mk); a component's own folder is its own business.
 TOP      := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
 BUILD    ?= $(TOP)/build
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-	    -D_GNU_SOURCE -I$(TOP)/include -I$(TOP)/daemon
+	    -D_GNU_SOURCE -I$(TOP)/include -I$(TOP)/lib
 LIBNL_CFLAGS := $(shell pkg-config --cflags libnl-genl-3.0)
 LIBNL_LIBS   := $(shell pkg-config --libs libnl-genl-3.0)
 # Host-only libraries are recursive (=), evaluated only where used, so the

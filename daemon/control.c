@@ -44,6 +44,7 @@
 #include "hostmem.h"
 #include "log.h"
 #include "loop.h"
+#include "outbuf.h"
 #include "vm.h"
 
 #define CONTROL_OUT_MAX	(2 * CTL_RESPONSE_MAX)
@@ -54,8 +55,7 @@ struct control_client {
 	struct loop_io io;
 	char in[CTL_REQUEST_MAX + 1];
 	size_t in_len;
-	char *out;
-	size_t out_len;
+	struct outbuf out;		/* at most CONTROL_OUT_MAX */
 	bool closing;			/* close once out is flushed */
 	struct vm *waiting_vm;		/* WAITING on a scan of this VM */
 	uint32_t waiting_id;
@@ -90,7 +90,7 @@ static void control_client_free(struct control_client *cl)
 		vm_scan_cancel(cl->waiting_vm, cl->waiting_id);
 	loop_io_remove(c->loop, &cl->io);
 	close(cl->fd);
-	free(cl->out);
+	outbuf_free(&cl->out);
 	free(cl);
 }
 
@@ -100,7 +100,7 @@ static void control_client_update(struct control_client *cl)
 
 	if (!cl->waiting_vm && !cl->closing)
 		ev |= EPOLLIN;
-	if (cl->out_len)
+	if (outbuf_pending(&cl->out))
 		ev |= EPOLLOUT;
 	(void)loop_io_modify(cl->ctl->loop, &cl->io, ev);
 }
@@ -108,19 +108,11 @@ static void control_client_update(struct control_client *cl)
 /* Writes what it can; false if the client is gone (freed). */
 static bool control_client_flush(struct control_client *cl)
 {
-	while (cl->out_len) {
-		ssize_t n = send(cl->fd, cl->out, cl->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				break;
-			control_client_free(cl);
-			return false;
-		}
-		memmove(cl->out, cl->out + n, cl->out_len - (size_t)n);
-		cl->out_len -= (size_t)n;
+	if (outbuf_flush(&cl->out, cl->fd) < 0) {
+		control_client_free(cl);
+		return false;
 	}
-	if (!cl->out_len && cl->closing) {
+	if (!outbuf_pending(&cl->out) && cl->closing) {
 		control_client_free(cl);
 		return false;
 	}
@@ -133,26 +125,23 @@ static bool control_client_send(struct control_client *cl, struct json_object *o
 {
 	const char *s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
 	size_t len = s ? strlen(s) : 0;
-	char *out;
+	int r = -ENOBUFS;
 
-	if (!s || len + 1 > CTL_RESPONSE_MAX || cl->out_len + len + 1 > CONTROL_OUT_MAX) {
-		json_object_put(obj);
+	/* the line and its newline go in together, or neither does */
+	if (s && len + 1 <= CTL_RESPONSE_MAX &&
+	    len + 1 <= outbuf_room(&cl->out)) {
+		r = outbuf_append(&cl->out, s, len);
+		if (r == 0)
+			r = outbuf_append(&cl->out, "\n", 1);
+	}
+	json_object_put(obj);
+	if (r == -ENOBUFS)
 		log_warning("control client: response too large or client not "
 			    "reading, disconnecting it");
+	if (r < 0) {
 		control_client_free(cl);
 		return false;
 	}
-	out = realloc(cl->out, cl->out_len + len + 1);
-	if (!out) {
-		json_object_put(obj);
-		control_client_free(cl);
-		return false;
-	}
-	cl->out = out;
-	memcpy(cl->out + cl->out_len, s, len);
-	cl->out[cl->out_len + len] = '\n';
-	cl->out_len += len + 1;
-	json_object_put(obj);
 	return control_client_flush(cl);
 }
 
@@ -445,6 +434,7 @@ static void control_accept(struct loop_io *io, uint32_t events)
 	}
 	cl->ctl = c;
 	cl->fd = fd;
+	(void)outbuf_init(&cl->out, CONTROL_OUT_MAX, 0);	/* allocates nothing */
 	loop_io_init(&cl->io, control_client_io, cl);
 	if (loop_io_add(c->loop, &cl->io, fd, EPOLLIN) < 0) {
 		close(fd);

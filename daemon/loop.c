@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "loop.h"
 
 struct loop {
@@ -43,10 +44,7 @@ uint32_t loop_backoff_next(uint32_t cur_ms, uint32_t min_ms, uint32_t max_ms)
 
 uint64_t loop_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return clock_now_ms();
 }
 
 int loop_new(struct loop **ret_loop)

@@ -49,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "qmp.h"
 
@@ -83,12 +84,10 @@ struct qmp {
 	char last_error[512];
 };
 
+/* Deadlines are signed, so "already past" is a negative remainder. */
 static int64_t qmp_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)clock_now_ms();
 }
 
 static int qmp_remaining_ms(int64_t deadline)

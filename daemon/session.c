@@ -58,6 +58,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "outbuf.h"
 #include "session.h"
 
 #define SESSION_READY_RESET_MS	60000	/* READY this long resets the backoff */
@@ -96,8 +97,7 @@ struct session {
 
 	struct proto_decoder *dec;	/* allocated once */
 	struct proto_msg *msg;		/* decode target, allocated once */
-	uint8_t *out;			/* unsent bytes, at most SESSION_OUT_MAX */
-	size_t out_len;
+	struct outbuf out;		/* unsent bytes, allocated once */
 
 	struct session_req *queue;	/* head is in flight once sent */
 	struct session_req *tail;
@@ -157,7 +157,7 @@ static void session_close(struct session *s)
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
-	s->out_len = 0;
+	outbuf_clear(&s->out);
 	s->state = SESSION_DOWN;
 	s->version = 0;
 	if (was == SESSION_READY && s->hooks->state_changed)
@@ -226,7 +226,7 @@ static void session_lost(struct session *s, int error)
 
 static void session_update_events(struct session *s)
 {
-	uint32_t ev = EPOLLIN | (s->out_len ? EPOLLOUT : 0);
+	uint32_t ev = EPOLLIN | (outbuf_pending(&s->out) ? EPOLLOUT : 0);
 
 	if (s->fd >= 0)
 		(void)loop_io_modify(s->loop, &s->io, ev);
@@ -234,17 +234,10 @@ static void session_update_events(struct session *s)
 
 static int session_flush(struct session *s)
 {
-	while (s->out_len) {
-		ssize_t n = send(s->fd, s->out, s->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	int r = outbuf_flush(&s->out, s->fd);
 
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				break;
-			return -errno;
-		}
-		memmove(s->out, s->out + n, s->out_len - (size_t)n);
-		s->out_len -= (size_t)n;
-	}
+	if (r < 0)
+		return r;
 	session_update_events(s);
 	return 0;
 }
@@ -252,11 +245,9 @@ static int session_flush(struct session *s)
 /* Queues bytes toward the guest; a guest that does not read gets dropped. */
 static int session_write(struct session *s, const void *buf, size_t len)
 {
-	if (s->out_len + len > SESSION_OUT_MAX)
-		return -ENOBUFS;
-	memcpy(s->out + s->out_len, buf, len);
-	s->out_len += len;
-	return session_flush(s);
+	int r = outbuf_append(&s->out, buf, len);
+
+	return r < 0 ? r : session_flush(s);
 }
 
 static void session_write_or_drop(struct session *s, const void *buf, size_t len)
@@ -265,7 +256,7 @@ static void session_write_or_drop(struct session *s, const void *buf, size_t len
 
 	if (r == -ENOBUFS)
 		session_violation(s, "guest does not read its channel (%u bytes unsent)",
-				  (unsigned int)s->out_len);
+				  (unsigned int)outbuf_pending(&s->out));
 	else if (r < 0)
 		session_lost(s, r);
 }
@@ -784,11 +775,10 @@ int session_new(struct loop *loop, const char *vm_name, const char *path,
 		return -ENOMEM;
 	s->dec = malloc(sizeof(*s->dec));
 	s->msg = malloc(sizeof(*s->msg));
-	s->out = malloc(SESSION_OUT_MAX);
-	if (!s->dec || !s->msg || !s->out) {
+	if (!s->dec || !s->msg ||
+	    outbuf_init(&s->out, SESSION_OUT_MAX, SESSION_OUT_MAX) < 0) {
 		free(s->dec);
 		free(s->msg);
-		free(s->out);
 		free(s);
 		return -ENOMEM;
 	}
@@ -818,7 +808,7 @@ void session_free(struct session *s)
 	loop_timer_disarm(s->loop, &s->kick);
 	free(s->dec);
 	free(s->msg);
-	free(s->out);
+	outbuf_free(&s->out);
 	free(s);
 }
 

@@ -87,7 +87,7 @@ static int agent_parse_args(int argc, char **argv, struct agent_opts *ret_opts)
 			o.stats_interval_s = (unsigned int)v;
 			break;
 		case 'v':
-			agent_log_max = AGENT_LOG_DEBUG;
+			log_set_max_level(LOG_DEBUG);
 			break;
 		case 'h':
 			return 1;
@@ -141,16 +141,16 @@ static int agent_open_port(const struct agent_opts *o, int sfd, int *ret_fd)
 		if (r == 0) {
 			r = agent_port_open(path, ret_fd);
 			if (r < 0)
-				return agent_log_errno(AGENT_LOG_ERR, r,
-						       "cannot open port \"%s\"", path);
+				return log_error_errno(r,
+						       "cannot open port \"%s\": %m", path);
 			log_info("opened port \"%s\"", path);
 			return 0;
 		}
 		if (r != -ENOENT)
-			return agent_log_errno(AGENT_LOG_ERR, r, "looking for port \"%s\"",
+			return log_error_errno(r, "looking for port \"%s\": %m",
 					       o->port ? o->port : PROTO_PORT_NAME);
 		if (!logged)
-			log_warn("port \"%s\" not found, waiting for it",
+			log_warning("port \"%s\" not found, waiting for it",
 				 o->port ? o->port : PROTO_PORT_NAME);
 		logged = true;
 		if (agent_signal_pending(sfd, AGENT_PORT_RETRY_S * 1000))
@@ -169,7 +169,7 @@ static int agent_loop(struct agent_relay *relay, int sfd)
 		int n = poll(p, 3, agent_relay_timeout_ms(relay));
 
 		if (n < 0 && errno != EINTR)
-			return agent_log_errno(AGENT_LOG_ERR, -errno, "poll");
+			return log_error_errno(-errno, "poll: %m");
 		if (n > 0 && p[0].revents && agent_signal_pending(sfd, 0))
 			return 0;
 		if (n > 0 && p[1].fd >= 0 && p[1].revents)
@@ -187,6 +187,7 @@ int main(int argc, char **argv)
 	sigset_t mask;
 	int r, sfd, port_fd = -1;
 
+	log_set_style(LOG_STYLE_PROGRAM, "vmdefrag-agent");
 	r = agent_parse_args(argc, argv, &opts);
 	if (r == 1) {
 		agent_usage(stdout);
@@ -203,7 +204,7 @@ int main(int argc, char **argv)
 		return 1;
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	if (sfd < 0) {
-		agent_log_errno(AGENT_LOG_ERR, -errno, "signalfd");
+		log_error_errno(-errno, "signalfd: %m");
 		return 1;
 	}
 
@@ -212,7 +213,7 @@ int main(int argc, char **argv)
 		goto out_close_sfd;
 	r = agent_relay_new(port_fd, opts.stats_interval_s, &relay);
 	if (r < 0) {
-		agent_log_errno(AGENT_LOG_ERR, r, "starting the relay");
+		log_error_errno(r, "starting the relay: %m");
 		close(port_fd);
 		goto out_close_sfd;
 	}

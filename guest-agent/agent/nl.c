@@ -1,14 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * nl.c - the agent's generic netlink client of vmdefrag.ko
- * (include/uapi/vmdefrag_genl.h).
+ * nl.c - the agent's commands to vmdefrag.ko (include/uapi/vmdefrag_genl.h),
+ * typed as the wire protocol needs them; the family-level work (sockets,
+ * messages, the transaction) is genl.c's, shared with the test client.
  *
  * Two sockets:
- *   req  blocking, one transaction at a time: send a command, receive its
- *        reply (or dump) and the final ACK / NLMSG_DONE / NLMSG_ERROR.
- *        The module's errno from NLMSG_ERROR is kept as is (libnl would
- *        turn it into an NLE_* code).  A doit handler runs inside our
- *        sendmsg(), so its reply is queued before the receive starts; the
+ *   req  blocking, one transaction at a time (agent_genl_transact()).  Its
  *        receive timeout (AGENT_NL_REPLY_TIMEOUT_MS) is the safety net for
  *        a reply that never comes: the transaction fails with -ETIMEDOUT
  *        and the socket is replaced, so a late reply cannot be taken for
@@ -31,6 +28,7 @@
 #include <netlink/genl/genl.h>
 #include <netlink/netlink.h>
 
+#include "genl.h"
 #include "nl.h"
 
 #define AGENT_NL_REPLY_TIMEOUT_MS	10000
@@ -39,14 +37,6 @@ struct agent_nl {
 	struct nl_sock *req;
 	struct nl_sock *evt;
 	int family;
-};
-
-/* State of one request/reply transaction on the req socket. */
-struct agent_nl_txn {
-	int (*parse)(struct agent_nl_txn *t, struct nlattr **tb);
-	void *out;
-	int err;	/* NLMSG_ERROR from the kernel, or a parse error */
-	bool done;
 };
 
 static struct nla_policy agent_nl_policy[VMDEFRAG_A_MAX + 1] = {
@@ -95,31 +85,6 @@ static struct nla_policy agent_nl_slab_policy[VMDEFRAG_A_SLAB_MAX + 1] = {
 	[VMDEFRAG_A_SLAB_PAGES]		= { .type = NLA_U64 },
 	[VMDEFRAG_A_SLAB_BLOCKS]	= { .type = NLA_U64 },
 };
-
-/* libnl's NLE_* codes back to errno, for the few that matter. */
-static int agent_nl_errno(int nlerr)
-{
-	switch (nlerr < 0 ? -nlerr : nlerr) {
-	case 0:			return 0;
-	case NLE_NOMEM:		return -ENOMEM;
-	case NLE_OBJ_NOTFOUND:	return -ENOENT;
-	case NLE_AGAIN:		return -EAGAIN;
-	case NLE_INTR:		return -EINTR;
-	case NLE_BUSY:		return -EBUSY;
-	case NLE_PERM:		return -EPERM;
-	case NLE_NOACCESS:	return -EACCES;
-	case NLE_INVAL:		return -EINVAL;
-	case NLE_RANGE:		return -ERANGE;
-	case NLE_MSGSIZE:	return -EMSGSIZE;
-	case NLE_OPNOTSUPP:	return -EOPNOTSUPP;
-	case NLE_NODEV:		return -ENODEV;
-	case NLE_MSG_OVERFLOW:	return -ENOBUFS;
-	case NLE_PARSE_ERR:
-	case NLE_MSG_TRUNC:
-	case NLE_MSG_TOOSHORT:	return -EBADMSG;
-	default:		return -EIO;
-	}
-}
 
 void agent_ranges_free(struct agent_ranges *r)
 {
@@ -212,46 +177,6 @@ static uint64_t agent_nl_u64(struct nlattr **tb, int attr)
 
 /* ---- transactions ------------------------------------------------------ */
 
-static int agent_nl_valid_cb(struct nl_msg *msg, void *arg)
-{
-	struct agent_nl_txn *t = arg;
-	struct nlattr *tb[VMDEFRAG_A_MAX + 1];
-	int r;
-
-	if (t->err)
-		return NL_SKIP;
-	r = genlmsg_parse(nlmsg_hdr(msg), 0, tb, VMDEFRAG_A_MAX, agent_nl_policy);
-	if (r < 0) {
-		t->err = -EBADMSG;
-		return NL_SKIP;
-	}
-	if (t->parse) {
-		r = t->parse(t, tb);
-		if (r < 0)
-			t->err = r;
-	}
-	return NL_OK;
-}
-
-static int agent_nl_error_cb(struct sockaddr_nl *nla, struct nlmsgerr *e,
-			     void *arg)
-{
-	struct agent_nl_txn *t = arg;
-
-	if (!t->err)
-		t->err = e->error < 0 ? e->error : -EIO;
-	t->done = true;
-	return NL_STOP;
-}
-
-static int agent_nl_done_cb(struct nl_msg *msg, void *arg)
-{
-	struct agent_nl_txn *t = arg;
-
-	t->done = true;
-	return NL_STOP;
-}
-
 static int agent_nl_sock(struct nl_sock **ret_sk, bool reply_timeout);
 
 /*
@@ -271,87 +196,30 @@ static void agent_nl_replace_req(struct agent_nl *nl)
 
 /* Send msg (consumed) and receive until its ACK, DONE or error. */
 static int agent_nl_transact(struct agent_nl *nl, struct nl_msg *msg,
-			     struct agent_nl_txn *t)
+			     struct agent_genl_txn *t)
 {
-	struct nl_cb *cb;
 	int r;
 
-	cb = nl_cb_alloc(NL_CB_DEFAULT);
-	if (!cb) {
-		nlmsg_free(msg);
-		return -ENOMEM;
-	}
-	nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, agent_nl_valid_cb, t);
-	nl_cb_set(cb, NL_CB_ACK, NL_CB_CUSTOM, agent_nl_done_cb, t);
-	nl_cb_set(cb, NL_CB_FINISH, NL_CB_CUSTOM, agent_nl_done_cb, t);
-	nl_cb_err(cb, NL_CB_CUSTOM, agent_nl_error_cb, t);
-
-	r = nl_send_auto(nl->req, msg);
-	nlmsg_free(msg);
-	if (r < 0) {
-		nl_cb_put(cb);
-		return agent_nl_errno(r);
-	}
-	while (!t->done) {
-		r = nl_recvmsgs(nl->req, cb);
-		if (r < 0 && !t->done) {
-			nl_cb_put(cb);
-			if (r == -NLE_AGAIN) {
-				agent_nl_replace_req(nl);
-				return -ETIMEDOUT;
-			}
-			return t->err ? t->err : agent_nl_errno(r);
-		}
-	}
-	nl_cb_put(cb);
-	return t->err;
+	t->policy = agent_nl_policy;
+	r = agent_genl_transact(nl->req, msg, t);
+	if (r == -ETIMEDOUT)
+		agent_nl_replace_req(nl);
+	return r;
 }
 
 static struct nl_msg *agent_nl_msg(struct agent_nl *nl, uint8_t cmd, int flags,
 				   size_t size)
 {
-	struct nl_msg *msg = size ? nlmsg_alloc_size(size) : nlmsg_alloc();
-
-	if (!msg)
-		return NULL;
-	if (!genlmsg_put(msg, NL_AUTO_PORT, NL_AUTO_SEQ, nl->family, 0, flags,
-			 cmd, VMDEFRAG_GENL_VERSION)) {
-		nlmsg_free(msg);
-		return NULL;
-	}
-	return msg;
-}
-
-static int agent_nl_put_ranges(struct nl_msg *msg, const struct proto_range *r,
-			       uint32_t n)
-{
-	struct nlattr *ranges, *range;
-
-	ranges = nla_nest_start(msg, VMDEFRAG_A_RANGES);
-	if (!ranges)
-		return -EMSGSIZE;
-	for (uint32_t i = 0; i < n; i++) {
-		range = nla_nest_start(msg, VMDEFRAG_A_RANGE);
-		if (!range ||
-		    nla_put_u64(msg, VMDEFRAG_A_RANGE_ADDR, r[i].gpa) < 0 ||
-		    nla_put_u64(msg, VMDEFRAG_A_RANGE_LEN, r[i].len) < 0)
-			return -EMSGSIZE;
-		nla_nest_end(msg, range);
-	}
-	nla_nest_end(msg, ranges);
-	return 0;
-}
-
-/* Room for a request carrying n ranges (each nest is 4 + 2 * 12 bytes). */
-static size_t agent_nl_ranges_size(uint32_t n)
-{
-	return 512 + (size_t)n * 32;
+	return agent_genl_msg(nl->family, cmd, flags, size);
 }
 
 /* ---- SCAN -------------------------------------------------------------- */
 
-static int agent_nl_parse_scan(struct agent_nl_txn *t, struct nlattr **tb)
+static int agent_nl_parse_scan(struct agent_genl_txn *t, uint8_t cmd,
+				struct nlattr **tb)
 {
+	if (!tb)
+		return -EBADMSG;
 	static const uint32_t bounds[VMDEFRAG_COST_BUCKETS] = VMDEFRAG_COST_BOUNDS;
 	struct proto_msg *m = t->out;
 	struct proto_scan_resp *s = &m->u.scan;
@@ -398,7 +266,7 @@ static int agent_nl_parse_scan(struct agent_nl_txn *t, struct nlattr **tb)
 int agent_nl_scan(struct agent_nl *nl, struct proto_msg *ret_msg)
 {
 	struct proto_msg *m = calloc(1, sizeof(*m));
-	struct agent_nl_txn t = { .parse = agent_nl_parse_scan, .out = m };
+	struct agent_genl_txn t = { .reply = agent_nl_parse_scan, .out = m };
 	struct nl_msg *msg;
 	int r;
 
@@ -426,8 +294,11 @@ struct agent_nl_ranges_out {
 	struct agent_ranges ranges;
 };
 
-static int agent_nl_parse_ranges_reply(struct agent_nl_txn *t, struct nlattr **tb)
+static int agent_nl_parse_ranges_reply(struct agent_genl_txn *t, uint8_t cmd,
+				struct nlattr **tb)
 {
+	if (!tb)
+		return -EBADMSG;
 	struct agent_nl_ranges_out *o = t->out;
 
 	o->bytes += agent_nl_u64(tb, VMDEFRAG_A_BYTES);
@@ -443,12 +314,12 @@ int agent_nl_capture(struct agent_nl *nl, const struct proto_capture_req *req,
 		     int32_t *ret_stop_errno, struct agent_ranges *ret_ranges)
 {
 	struct agent_nl_ranges_out o = { 0 };
-	struct agent_nl_txn t = { .parse = agent_nl_parse_ranges_reply, .out = &o };
+	struct agent_genl_txn t = { .reply = agent_nl_parse_ranges_reply, .out = &o };
 	struct nl_msg *msg;
 	int r;
 
 	msg = agent_nl_msg(nl, VMDEFRAG_CMD_CAPTURE, NLM_F_ACK,
-			   agent_nl_ranges_size(req->nranges));
+			   agent_genl_ranges_size(req->nranges));
 	if (!msg)
 		return -ENOMEM;
 	/* every CAPTURE relayed from the host is made on its behalf */
@@ -462,7 +333,7 @@ int agent_nl_capture(struct agent_nl *nl, const struct proto_capture_req *req,
 	    (req->floor_bytes &&
 	     nla_put_u64(msg, VMDEFRAG_A_FLOOR_BYTES, req->floor_bytes) < 0) ||
 	    (req->nranges &&
-	     agent_nl_put_ranges(msg, preferred, req->nranges) < 0)) {
+	     agent_genl_put_ranges(msg, preferred, req->nranges) < 0)) {
 		nlmsg_free(msg);
 		return -EMSGSIZE;
 	}
@@ -482,15 +353,15 @@ int agent_nl_release(struct agent_nl *nl, uint64_t bytes,
 		     uint64_t *ret_bytes, struct agent_ranges *ret_ranges)
 {
 	struct agent_nl_ranges_out o = { 0 };
-	struct agent_nl_txn t = { .parse = agent_nl_parse_ranges_reply, .out = &o };
+	struct agent_genl_txn t = { .reply = agent_nl_parse_ranges_reply, .out = &o };
 	struct nl_msg *msg;
 	int r;
 
 	msg = agent_nl_msg(nl, VMDEFRAG_CMD_RELEASE, NLM_F_ACK,
-			   agent_nl_ranges_size(nranges));
+			   agent_genl_ranges_size(nranges));
 	if (!msg)
 		return -ENOMEM;
-	if (nranges ? agent_nl_put_ranges(msg, ranges, nranges) < 0 :
+	if (nranges ? agent_genl_put_ranges(msg, ranges, nranges) < 0 :
 		      nla_put_u64(msg, VMDEFRAG_A_BYTES, bytes) < 0) {
 		nlmsg_free(msg);
 		return -EMSGSIZE;
@@ -508,7 +379,7 @@ int agent_nl_release(struct agent_nl *nl, uint64_t bytes,
 int agent_nl_list(struct agent_nl *nl, struct agent_ranges *ret_ranges)
 {
 	struct agent_nl_ranges_out o = { 0 };
-	struct agent_nl_txn t = { .parse = agent_nl_parse_ranges_reply, .out = &o };
+	struct agent_genl_txn t = { .reply = agent_nl_parse_ranges_reply, .out = &o };
 	struct nl_msg *msg;
 	int r;
 
@@ -531,8 +402,11 @@ int agent_nl_list(struct agent_nl *nl, struct agent_ranges *ret_ranges)
 
 /* ---- ACK --------------------------------------------------------------- */
 
-static int agent_nl_parse_bytes(struct agent_nl_txn *t, struct nlattr **tb)
+static int agent_nl_parse_bytes(struct agent_genl_txn *t, uint8_t cmd,
+				struct nlattr **tb)
 {
+	if (!tb)
+		return -EBADMSG;
 	uint64_t *bytes = t->out;
 
 	*bytes += agent_nl_u64(tb, VMDEFRAG_A_BYTES);
@@ -543,15 +417,15 @@ int agent_nl_ack(struct agent_nl *nl, const struct proto_range *ranges,
 		 uint32_t nranges, uint64_t *ret_bytes)
 {
 	uint64_t bytes = 0;
-	struct agent_nl_txn t = { .parse = agent_nl_parse_bytes, .out = &bytes };
+	struct agent_genl_txn t = { .reply = agent_nl_parse_bytes, .out = &bytes };
 	struct nl_msg *msg;
 	int r;
 
 	msg = agent_nl_msg(nl, VMDEFRAG_CMD_ACK, NLM_F_ACK,
-			   agent_nl_ranges_size(nranges));
+			   agent_genl_ranges_size(nranges));
 	if (!msg)
 		return -ENOMEM;
-	if (nranges ? agent_nl_put_ranges(msg, ranges, nranges) < 0 :
+	if (nranges ? agent_genl_put_ranges(msg, ranges, nranges) < 0 :
 		      nla_put_flag(msg, VMDEFRAG_A_ALL) < 0) {
 		nlmsg_free(msg);
 		return -EMSGSIZE;
@@ -564,8 +438,11 @@ int agent_nl_ack(struct agent_nl *nl, const struct proto_range *ranges,
 
 /* ---- STATS / SET ------------------------------------------------------- */
 
-static int agent_nl_parse_stats(struct agent_nl_txn *t, struct nlattr **tb)
+static int agent_nl_parse_stats(struct agent_genl_txn *t, uint8_t cmd,
+				struct nlattr **tb)
 {
+	if (!tb)
+		return -EBADMSG;
 	struct proto_stats *s = t->out;
 
 	s->blocks_scanned = agent_nl_u64(tb, VMDEFRAG_A_STAT_BLOCKS_SCANNED);
@@ -587,7 +464,7 @@ static int agent_nl_parse_stats(struct agent_nl_txn *t, struct nlattr **tb)
 int agent_nl_stats(struct agent_nl *nl, struct proto_stats *ret_stats)
 {
 	struct proto_stats s = { 0 };
-	struct agent_nl_txn t = { .parse = agent_nl_parse_stats, .out = &s };
+	struct agent_genl_txn t = { .reply = agent_nl_parse_stats, .out = &s };
 	struct nl_msg *msg;
 	int r;
 
@@ -602,7 +479,7 @@ int agent_nl_stats(struct agent_nl *nl, struct proto_stats *ret_stats)
 
 int agent_nl_set_floor(struct agent_nl *nl, uint64_t floor_bytes)
 {
-	struct agent_nl_txn t = { 0 };
+	struct agent_genl_txn t = { 0 };
 	struct nl_msg *msg;
 
 	msg = agent_nl_msg(nl, VMDEFRAG_CMD_SET, NLM_F_ACK, 0);
@@ -673,7 +550,7 @@ int agent_nl_events_recv(struct agent_nl *nl, agent_nl_event_fn fn, void *arg)
 	}
 	nl_cb_put(cb);
 	/* libnl reports the socket's ENOBUFS (events dropped) as NLE_NOMEM */
-	r = r == -NLE_NOMEM ? -ENOBUFS : agent_nl_errno(r);
+	r = r == -NLE_NOMEM ? -ENOBUFS : agent_genl_errno(r);
 	if (r == -EAGAIN)
 		r = 0;
 	return r ? r : ctx.err;
@@ -683,32 +560,8 @@ int agent_nl_events_recv(struct agent_nl *nl, agent_nl_event_fn fn, void *arg)
 
 static int agent_nl_sock(struct nl_sock **ret_sk, bool reply_timeout)
 {
-	struct timeval tv = {
-		.tv_sec = AGENT_NL_REPLY_TIMEOUT_MS / 1000,
-		.tv_usec = AGENT_NL_REPLY_TIMEOUT_MS % 1000 * 1000,
-	};
-	struct nl_sock *sk = nl_socket_alloc();
-	int r;
-
-	if (!sk)
-		return -ENOMEM;
-	r = genl_connect(sk);
-	if (r < 0) {
-		nl_socket_free(sk);
-		return agent_nl_errno(r);
-	}
-	/* replies with thousands of ranges exceed a page */
-	nl_socket_enable_msg_peek(sk);
-	(void)nl_socket_set_buffer_size(sk, 4 << 20, 1 << 20);
-	if (reply_timeout &&
-	    setsockopt(nl_socket_get_fd(sk), SOL_SOCKET, SO_RCVTIMEO, &tv,
-		       sizeof(tv)) < 0) {
-		r = -errno;
-		nl_socket_free(sk);
-		return r;
-	}
-	*ret_sk = sk;
-	return 0;
+	return agent_genl_sock(ret_sk, 4 << 20,
+			       reply_timeout ? AGENT_NL_REPLY_TIMEOUT_MS : 0);
 }
 
 int agent_nl_open(struct agent_nl **ret_nl)
@@ -725,27 +578,24 @@ int agent_nl_open(struct agent_nl **ret_nl)
 	if (r < 0)
 		goto out_free_req;
 
-	r = genl_ctrl_resolve(nl->req, VMDEFRAG_GENL_NAME);
-	if (r < 0) {
-		r = agent_nl_errno(r);
+	r = agent_genl_family(nl->req, &nl->family);
+	if (r < 0)
 		goto out_free_evt;
-	}
-	nl->family = r;
 	grp = genl_ctrl_resolve_grp(nl->req, VMDEFRAG_GENL_NAME,
 				    VMDEFRAG_MCGRP_EVENTS);
 	if (grp < 0) {
-		r = agent_nl_errno(grp);
+		r = agent_genl_errno(grp);
 		goto out_free_evt;
 	}
 	nl_socket_disable_seq_check(nl->evt);
 	r = nl_socket_add_membership(nl->evt, grp);
 	if (r < 0) {
-		r = agent_nl_errno(r);
+		r = agent_genl_errno(r);
 		goto out_free_evt;
 	}
 	r = nl_socket_set_nonblocking(nl->evt);
 	if (r < 0) {
-		r = agent_nl_errno(r);
+		r = agent_genl_errno(r);
 		goto out_free_evt;
 	}
 	*ret_nl = nl;

@@ -21,7 +21,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "port.h"
@@ -128,43 +127,4 @@ bool agent_port_host_connected(int fd)
 	if (poll(&p, 1, 0) < 0)
 		return false;
 	return !(p.revents & (POLLHUP | POLLERR | POLLNVAL));
-}
-
-static long agent_port_ms_since(const struct timespec *t0)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
-}
-
-int agent_port_write(int fd, const void *buf, size_t len, int timeout_ms)
-{
-	const char *p = buf;
-	struct timespec t0;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (len) {
-		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-		ssize_t n = write(fd, p, len);
-		long left;
-
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno != EAGAIN)
-			return -errno;
-		left = timeout_ms - agent_port_ms_since(&t0);
-		if (left <= 0)
-			return -ETIMEDOUT;
-		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
-			return -errno;
-		if (pfd.revents & (POLLHUP | POLLERR | POLLNVAL))
-			return -EPIPE;
-	}
-	return 0;
 }

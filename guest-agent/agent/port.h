@@ -20,9 +20,8 @@ int agent_port_open(const char *path, int *ret_fd);
 bool agent_port_host_connected(int fd);
 
 /*
- * Write all of buf, waiting up to timeout_ms for room.  -EPIPE if the host
- * went away, -ETIMEDOUT if it stopped reading.
+ * Writes go through an outbuf (lib/outbuf.h): outbuf_drain() waits for
+ * room and says -EPIPE when the host closed the port (POLLHUP).
  */
-int agent_port_write(int fd, const void *buf, size_t len, int timeout_ms);
 
 #endif /* AGENT_PORT_H */

@@ -59,8 +59,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "nl.h"
+#include "outbuf.h"
 #include "port.h"
 #include "relay.h"
 #include "vmdefrag/proto.h"
@@ -101,18 +103,11 @@ struct agent_relay {
 	struct proto_decoder dec;
 	struct proto_msg in;		/* the host frame being handled */
 	struct proto_msg out;		/* the frame being sent */
-	uint8_t wbuf[PROTO_MAX_FRAME];
+	uint8_t wbuf[PROTO_MAX_FRAME];	/* the frame being encoded */
+	struct outbuf port_out;		/* its bytes the port has not taken */
 	size_t carry;			/* DESYNC: tail bytes kept before rbuf */
 	uint8_t rbuf[AGENT_RELAY_CARRY + PROTO_MAX_FRAME];
 };
-
-static uint64_t agent_relay_now_ms(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
-}
 
 /*
  * The host's session ended: no reclaim of it can be in flight, so every
@@ -127,8 +122,8 @@ static void agent_relay_ack_all(struct agent_relay *r, const char *why)
 		return;
 	ret = agent_nl_ack(r->nl, NULL, 0, &bytes);
 	if (ret < 0)
-		agent_log_errno(AGENT_LOG_WARN, ret, "ACK of every pending block "
-				"(%s) failed", why);
+		log_warning_errno(ret, "ACK of every pending block "
+				"(%s) failed: %m", why);
 	else
 		log_info("%s: acknowledged every pending block (%llu MiB)", why,
 			 (unsigned long long)(bytes >> 20));
@@ -150,8 +145,12 @@ static int agent_relay_send_raw(struct agent_relay *r, size_t len)
 
 	if (r->state != AGENT_HOST_UP)
 		return -ENOTCONN;
-	ret = agent_port_write(r->port_fd, r->wbuf, len, AGENT_RELAY_WRITE_MS);
+	ret = outbuf_append(&r->port_out, r->wbuf, len);
+	if (ret == 0)
+		ret = outbuf_drain(&r->port_out, r->port_fd, AGENT_RELAY_WRITE_MS);
 	if (ret < 0) {
+		/* the frame's tail is lost with the connection */
+		outbuf_clear(&r->port_out);
 		agent_relay_host_down(r, ret == -ETIMEDOUT ? "not reading" : "write failed");
 		return ret;
 	}
@@ -216,13 +215,13 @@ static void agent_relay_nl_try_open(struct agent_relay *r)
 {
 	int ret = agent_nl_open(&r->nl);
 
-	r->next_nl_retry_ms = agent_relay_now_ms() + AGENT_RELAY_NL_RETRY_MS;
+	r->next_nl_retry_ms = clock_now_ms() + AGENT_RELAY_NL_RETRY_MS;
 	if (ret < 0) {
 		r->nl = NULL;
 		if (!r->nl_absent_logged)
-			agent_log_errno(AGENT_LOG_WARN, ret,
+			log_warning_errno(ret,
 					"generic netlink family \"%s\" not available, "
-					"retrying every %d ms", VMDEFRAG_GENL_NAME,
+					"retrying every %d ms: %m", VMDEFRAG_GENL_NAME,
 					AGENT_RELAY_NL_RETRY_MS);
 		r->nl_absent_logged = true;
 		return;
@@ -238,10 +237,10 @@ static void agent_relay_nl_check_gone(struct agent_relay *r, int err)
 {
 	if (err != -ENOENT || !r->nl)
 		return;
-	log_warn("the vmdefrag module went away, reconnecting");
+	log_warning("the vmdefrag module went away, reconnecting");
 	agent_nl_close(r->nl);
 	r->nl = NULL;
-	r->next_nl_retry_ms = agent_relay_now_ms() + AGENT_RELAY_NL_RETRY_MS;
+	r->next_nl_retry_ms = clock_now_ms() + AGENT_RELAY_NL_RETRY_MS;
 }
 
 /* ---- ranges runs ------------------------------------------------------- */
@@ -563,7 +562,7 @@ static void agent_relay_request(struct agent_relay *r)
 	if (ret == 0 || r->state != AGENT_HOST_UP)
 		return;
 	/* the module (or the encoder) refused: tell the host why */
-	agent_log_errno(AGENT_LOG_WARN, ret, "%s #%u failed", proto_type_name(type), id);
+	log_warning_errno(ret, "%s #%u failed: %m", proto_type_name(type), id);
 	agent_relay_nl_check_gone(r, ret);
 	agent_relay_send_status(r, PROTO_RESP(type), id, ret);
 }
@@ -577,7 +576,7 @@ static void agent_relay_batch_flush(struct agent_relay *r)
 	if (!b->n)
 		return;
 	if (agent_relay_ranges_prepare(b) < 0) {
-		log_err("module events with invalid ranges, dropped");
+		log_error("module events with invalid ranges, dropped");
 	} else {
 		agent_relay_out_init(r, captured ? PROTO_EVT_CAPTURED :
 				     PROTO_EVT_RELEASED, 0);
@@ -601,7 +600,7 @@ static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f
 	agent_relay_batch_flush(r);
 	ret = proto_decode(f, &r->in);
 	if (ret < 0) {
-		log_warn("invalid %s frame (type 0x%04x, id %u) from the host: %s, ignoring",
+		log_warning("invalid %s frame (type 0x%04x, id %u) from the host: %s, ignoring",
 			 proto_type_name(f->type), f->type, f->id, strerror(-ret));
 		if (f->id && agent_relay_is_request(f->type))
 			agent_relay_send_status(r, PROTO_RESP(f->type), f->id, ret);
@@ -617,7 +616,7 @@ static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f
 
 		ret = proto_hello_negotiate(&mine, &r->in.u.hello, &version);
 		if (ret < 0)
-			log_err("host speaks protocol versions %u..%u, we speak %u..%u",
+			log_error("host speaks protocol versions %u..%u, we speak %u..%u",
 				r->in.u.hello.version_min, r->in.u.hello.version_max,
 				PROTO_VERSION_MIN, PROTO_VERSION_MAX);
 		else
@@ -631,7 +630,7 @@ static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f
 		agent_relay_request(r);
 		return;
 	}
-	log_warn("unexpected %s frame from the host, ignoring",
+	log_warning("unexpected %s frame from the host, ignoring",
 		 proto_type_name(r->in.type));
 }
 
@@ -642,7 +641,7 @@ static void agent_relay_host_up(struct agent_relay *r)
 	proto_decoder_init(&r->dec);
 	r->state = AGENT_HOST_UP;
 	if (r->events_dropped)
-		log_warn("%llu module events dropped while the host was away",
+		log_warning("%llu module events dropped while the host was away",
 			 (unsigned long long)r->events_dropped);
 	r->events_dropped = 0;
 	log_info("host connected");
@@ -661,9 +660,9 @@ static void agent_relay_feed(struct agent_relay *r, const uint8_t *buf, size_t n
 		       (ret = proto_decoder_next(&r->dec, &f)) == 1)
 			agent_relay_frame(r, &f);
 		if (r->state == AGENT_HOST_UP && ret < 0) {
-			agent_log_errno(AGENT_LOG_ERR, ret,
+			log_error_errno(ret,
 					"corrupt frame header from the host, "
-					"ignoring input until it reconnects");
+					"ignoring input until it reconnects: %m");
 			r->state = AGENT_HOST_DESYNC;
 			r->carry = 0;
 		}
@@ -740,7 +739,7 @@ static void agent_relay_event(void *arg, uint8_t cmd, uint32_t reason,
 	bool captured = cmd == VMDEFRAG_CMD_EVENT_CAPTURED;
 
 	if (!captured && reason > VMDEFRAG_RELEASE_UNLOAD) {
-		log_warn("module release event with unknown reason %u, ignoring", reason);
+		log_warning("module release event with unknown reason %u, ignoring", reason);
 		return;
 	}
 	log_info("module %s %zu ranges (%llu MiB)%s%s",
@@ -761,7 +760,7 @@ static void agent_relay_event(void *arg, uint8_t cmd, uint32_t reason,
 		struct proto_range *v = realloc(b->v, cap * sizeof(*v));
 
 		if (!v) {
-			log_err("out of memory batching a module event, dropped");
+			log_error("out of memory batching a module event, dropped");
 			return;
 		}
 		b->v = v;
@@ -770,7 +769,7 @@ static void agent_relay_event(void *arg, uint8_t cmd, uint32_t reason,
 	if (!b->n) {
 		r->batch_cmd = cmd;
 		r->batch_reason = captured ? 0 : reason;
-		r->batch_due_ms = agent_relay_now_ms() + AGENT_RELAY_BATCH_MS;
+		r->batch_due_ms = clock_now_ms() + AGENT_RELAY_BATCH_MS;
 	}
 	memcpy(b->v + b->n, ranges->v, ranges->n * sizeof(*b->v));
 	b->n += ranges->n;
@@ -786,10 +785,10 @@ void agent_relay_nl_ready(struct agent_relay *r)
 		return;
 	ret = agent_nl_events_recv(r->nl, agent_relay_event, r);
 	if (ret == -ENOBUFS)
-		log_warn("module events lost (socket buffer overrun); "
+		log_warning("module events lost (socket buffer overrun); "
 			 "the host must LIST to resynchronise");
 	else if (ret < 0)
-		agent_log_errno(AGENT_LOG_WARN, ret, "reading module events");
+		log_warning_errno(ret, "reading module events: %m");
 }
 
 /* ---- timers ------------------------------------------------------------ */
@@ -802,7 +801,7 @@ static void agent_relay_stats_event(struct agent_relay *r)
 	agent_relay_out_init(r, PROTO_EVT_STATS, 0);
 	ret = agent_nl_stats(r->nl, &r->out.u.stats);
 	if (ret < 0) {
-		agent_log_errno(AGENT_LOG_WARN, ret, "periodic STATS");
+		log_warning_errno(ret, "periodic STATS: %m");
 		agent_relay_nl_check_gone(r, ret);
 		return;
 	}
@@ -811,7 +810,7 @@ static void agent_relay_stats_event(struct agent_relay *r)
 
 void agent_relay_tick(struct agent_relay *r)
 {
-	uint64_t now = agent_relay_now_ms();
+	uint64_t now = clock_now_ms();
 
 	if (!r->nl && now >= r->next_nl_retry_ms)
 		agent_relay_nl_try_open(r);
@@ -828,7 +827,7 @@ void agent_relay_tick(struct agent_relay *r)
 
 int agent_relay_timeout_ms(const struct agent_relay *r)
 {
-	uint64_t now = agent_relay_now_ms();
+	uint64_t now = clock_now_ms();
 	uint64_t t = 1000;
 
 	if (r->state == AGENT_HOST_DOWN)
@@ -865,10 +864,14 @@ int agent_relay_new(int port_fd, unsigned int stats_interval_s,
 
 	if (!r)
 		return -ENOMEM;
+	if (outbuf_init(&r->port_out, PROTO_MAX_FRAME, PROTO_MAX_FRAME) < 0) {
+		free(r);
+		return -ENOMEM;
+	}
 	r->port_fd = port_fd;
 	r->state = AGENT_HOST_DOWN;
 	r->stats_interval_s = stats_interval_s;
-	r->next_stats_ms = agent_relay_now_ms() + stats_interval_s * 1000ULL;
+	r->next_stats_ms = clock_now_ms() + stats_interval_s * 1000ULL;
 	proto_decoder_init(&r->dec);
 	/* module first, so the first HELLO can say whether it is there */
 	agent_relay_nl_try_open(r);
@@ -883,5 +886,6 @@ void agent_relay_free(struct agent_relay *r)
 	agent_nl_close(r->nl);
 	close(r->port_fd);
 	agent_ranges_free(&r->batch);
+	outbuf_free(&r->port_out);
 	free(r);
 }

@@ -4,7 +4,7 @@
  *
  * This header is the one definition of the protocol: the host daemon
  * (vmdefragd) and the guest agent (vmdefrag-agent) both include it and both
- * link the codec in daemon/proto.c.
+ * link the codec in lib/proto.c.
  *
  * Framing
  * -------

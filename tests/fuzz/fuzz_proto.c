@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * fuzz_proto.c - libFuzzer target for the wire codec (daemon/proto.c).
+ * fuzz_proto.c - libFuzzer target for the wire codec (lib/proto.c).
  *
  * The input is a byte stream as a hostile guest would write it to the
  * port.  Its first byte picks how the stream is cut into reads (1..16

@@ -26,6 +26,12 @@
  * check the module rejects it: a rejected case exits 1 with its error=.
  * --hold-ms keeps the socket open that long after the reply (the module
  * ties PENDING blocks to the requester's socket).
+ *
+ * The family-level client -- socket, message, ranges, the transaction with
+ * the module's errno and extended ack -- is the agent's (guest-agent/agent/
+ * genl.c), and `events` listens through the agent's own event client
+ * (nl.c), so what the tests see of the module is what the agent sees.
+ * Only the printing and the deliberately malformed requests are here.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -43,6 +49,8 @@
 #include <netlink/msg.h>
 #include <netlink/netlink.h>
 
+#include "genl.h"
+#include "nl.h"
 #include "uapi/vmdefrag_genl.h"
 
 #define VDFNL_MAX_RANGES	(VMDEFRAG_MAX_REQ_RANGES + 8)
@@ -50,14 +58,7 @@
 struct vdfnl {
 	struct nl_sock *sk;
 	int family;
-	int done;
-	int error;		/* negative errno from the kernel, or 0 */
-	char extack[256];
-	void (*show)(struct nlattr **tb);
-};
-
-struct vdfnl_range {
-	uint64_t addr, len;
+	void (*show)(struct nlattr **tb);	/* prints a reply */
 };
 
 static const char *const vdfnl_class_names[] = {
@@ -117,10 +118,10 @@ static int vdfnl_parse_size(const char *s, uint64_t *ret)
 	return 0;
 }
 
-static int vdfnl_parse_range(const char *s, struct vdfnl_range *ret)
+static int vdfnl_parse_range(const char *s, struct proto_range *ret)
 {
 	char buf[128], *colon;
-	struct vdfnl_range r;
+	struct proto_range r;
 
 	if (strlen(s) >= sizeof(buf))
 		return -EINVAL;
@@ -129,7 +130,7 @@ static int vdfnl_parse_range(const char *s, struct vdfnl_range *ret)
 	if (!colon)
 		return -EINVAL;
 	*colon = '\0';
-	if (vdfnl_parse_size(buf, &r.addr) || vdfnl_parse_size(colon + 1, &r.len))
+	if (vdfnl_parse_size(buf, &r.gpa) || vdfnl_parse_size(colon + 1, &r.len))
 		return -EINVAL;
 	*ret = r;
 	return 0;
@@ -237,157 +238,59 @@ static void vdfnl_show_stats(struct nlattr **tb)
 	vdfnl_show_u64(tb, VMDEFRAG_A_FLOOR_BYTES, "floor_bytes");
 }
 
-static int vdfnl_on_valid(struct nl_msg *msg, void *arg)
+static int vdfnl_on_reply(struct agent_genl_txn *t, uint8_t cmd, struct nlattr **tb)
 {
-	struct vdfnl *v = arg;
-	struct nlattr *tb[VMDEFRAG_A_MAX + 1];
-	struct genlmsghdr *gh = nlmsg_data(nlmsg_hdr(msg));
+	struct vdfnl *v = t->out;
 
-	if (genlmsg_parse(nlmsg_hdr(msg), 0, tb, VMDEFRAG_A_MAX, NULL)) {
+	if (!tb)
 		printf("bad_reply=1\n");
-		return NL_SKIP;
-	}
-	if (gh->cmd == VMDEFRAG_CMD_EVENT_CAPTURED || gh->cmd == VMDEFRAG_CMD_EVENT_RELEASED) {
-		unsigned int reason = tb[VMDEFRAG_A_REASON] ? nla_get_u32(tb[VMDEFRAG_A_REASON]) : 0;
-
-		printf("event=%s\n", gh->cmd == VMDEFRAG_CMD_EVENT_CAPTURED ? "captured" : "released");
-		if (gh->cmd == VMDEFRAG_CMD_EVENT_RELEASED)
-			printf("reason=%s\n", reason < 4 ? vdfnl_reason_names[reason] : "?");
-		if (tb[VMDEFRAG_A_RANGES])
-			vdfnl_show_ranges(tb[VMDEFRAG_A_RANGES]);
-		v->done++;
-		return NL_OK;
-	}
-	if (v->show)
+	else if (v->show)
 		v->show(tb);
-	return NL_OK;
-}
-
-static int vdfnl_on_ack(struct nl_msg *msg, void *arg)
-{
-	struct vdfnl *v = arg;
-
-	v->done = 1;
-	return NL_STOP;
-}
-
-/* The error and its extended ack message, if the kernel sent one. */
-static int vdfnl_on_error(struct sockaddr_nl *who, struct nlmsgerr *e, void *arg)
-{
-	struct nlmsghdr *nlh = (struct nlmsghdr *)((char *)e - NLMSG_HDRLEN);
-	struct nlattr *tb[NLMSGERR_ATTR_MAX + 1];
-	struct vdfnl *v = arg;
-	size_t off = sizeof(*e);
-
-	v->error = e->error;
-	v->done = 1;
-	if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS))
-		return NL_STOP;
-	if (!(nlh->nlmsg_flags & NLM_F_CAPPED))
-		off += e->msg.nlmsg_len - NLMSG_HDRLEN;
-	if (NLMSG_HDRLEN + off >= nlh->nlmsg_len)
-		return NL_STOP;
-	if (nla_parse(tb, NLMSGERR_ATTR_MAX, (struct nlattr *)((char *)e + off),
-		      nlh->nlmsg_len - NLMSG_HDRLEN - off, NULL) == 0 &&
-	    tb[NLMSGERR_ATTR_MSG])
-		snprintf(v->extack, sizeof(v->extack), "%s", nla_get_string(tb[NLMSGERR_ATTR_MSG]));
-	return NL_STOP;
-}
-
-static int vdfnl_on_finish(struct nl_msg *msg, void *arg)
-{
-	struct vdfnl *v = arg;
-
-	v->done = 1;
-	return NL_STOP;
+	return 0;
 }
 
 static int vdfnl_open(struct vdfnl *v)
 {
-	int one = 1;
+	int r = agent_genl_sock(&v->sk, 1 << 20, 0);
 
-	v->sk = nl_socket_alloc();
-	if (!v->sk)
-		return -ENOMEM;
-	if (genl_connect(v->sk)) {
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
 		fprintf(stderr, "vdfnl: cannot open a generic netlink socket\n");
 		return -EIO;
 	}
-	v->family = genl_ctrl_resolve(v->sk, VMDEFRAG_GENL_NAME);
-	if (v->family < 0) {
+	if (agent_genl_family(v->sk, &v->family) < 0) {
 		fprintf(stderr, "vdfnl: family \"%s\" not found (module not loaded?)\n",
 			VMDEFRAG_GENL_NAME);
 		return -ENOENT;
 	}
-	setsockopt(nl_socket_get_fd(v->sk), SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
-	nl_socket_enable_msg_peek(v->sk);
-	nl_socket_set_buffer_size(v->sk, 1 << 20, 1 << 20);
-	nl_socket_modify_cb(v->sk, NL_CB_VALID, NL_CB_CUSTOM, vdfnl_on_valid, v);
-	nl_socket_modify_cb(v->sk, NL_CB_ACK, NL_CB_CUSTOM, vdfnl_on_ack, v);
-	nl_socket_modify_cb(v->sk, NL_CB_FINISH, NL_CB_CUSTOM, vdfnl_on_finish, v);
-	nl_socket_modify_err_cb(v->sk, NL_CB_CUSTOM, vdfnl_on_error, v);
 	return 0;
 }
 
 /* Start a message for @cmd with room for @size bytes of attributes. */
 static struct nl_msg *vdfnl_msg(struct vdfnl *v, uint8_t cmd, int flags, size_t size)
 {
-	struct nl_msg *msg = nlmsg_alloc_size(size + 4096);
-
-	if (!msg)
-		return NULL;
-	if (!genlmsg_put(msg, NL_AUTO_PORT, NL_AUTO_SEQ, v->family, 0, flags, cmd,
-			 VMDEFRAG_GENL_VERSION)) {
-		nlmsg_free(msg);
-		return NULL;
-	}
-	return msg;
+	return agent_genl_msg(v->family, cmd, flags, size + 4096);
 }
 
 /* Send @msg (consumed), wait for the reply and ack; 1 on kernel error. */
 static int vdfnl_transact(struct vdfnl *v, struct nl_msg *msg)
 {
-	int ret = nl_send_auto(v->sk, msg);
+	struct agent_genl_txn t = { .reply = vdfnl_on_reply, .out = v };
+	int ret = agent_genl_transact(v->sk, msg, &t);
 
-	nlmsg_free(msg);
-	if (ret < 0) {
-		printf("error=-%d\nsend_error=%s\n", EIO, nl_geterror(ret));
+	if (t.nlerr && !t.err) {
+		printf("error=-%d\n%s_error=%s\n", EIO, t.sent ? "recv" : "send",
+		       nl_geterror(t.nlerr));
 		return 1;
 	}
-	while (!v->done) {
-		ret = nl_recvmsgs_default(v->sk);
-		if (ret < 0 && !v->error) {
-			printf("error=-%d\nrecv_error=%s\n", EIO, nl_geterror(ret));
-			return 1;
-		}
-	}
-	if (v->error) {
-		printf("error=%d\nerror_name=%s\n", v->error, strerror(-v->error));
-		if (v->extack[0])
-			printf("extack=%s\n", v->extack);
+	if (ret < 0) {
+		printf("error=%d\nerror_name=%s\n", ret, strerror(-ret));
+		if (t.extack[0])
+			printf("extack=%s\n", t.extack);
 		return 1;
 	}
 	return 0;
-}
-
-static int vdfnl_put_ranges(struct nl_msg *msg, const struct vdfnl_range *r, unsigned int n)
-{
-	struct nlattr *nest = nla_nest_start(msg, VMDEFRAG_A_RANGES | NLA_F_NESTED);
-	unsigned int i;
-
-	if (!nest)
-		return -EMSGSIZE;
-	for (i = 0; i < n; i++) {
-		struct nlattr *one = nla_nest_start(msg, VMDEFRAG_A_RANGE | NLA_F_NESTED);
-
-		if (!one || nla_put_u64(msg, VMDEFRAG_A_RANGE_ADDR, r[i].addr) ||
-		    nla_put_u64(msg, VMDEFRAG_A_RANGE_LEN, r[i].len))
-			return -EMSGSIZE;
-		if (nla_nest_end(msg, one))
-			return -EMSGSIZE;
-	}
-	/* fails past 64 KiB (u16 nla_len): about 2300 ranges */
-	return nla_nest_end(msg, nest) ? -EMSGSIZE : 0;
 }
 
 /* ---- commands ---- */
@@ -414,7 +317,7 @@ static int vdfnl_simple(struct vdfnl *v, uint8_t cmd, int flags, void (*show)(st
 
 static int vdfnl_capture(struct vdfnl *v, int argc, char **argv)
 {
-	static struct vdfnl_range r[VDFNL_MAX_RANGES];
+	static struct proto_range r[VDFNL_MAX_RANGES];
 	uint64_t bytes, floor = 0, budget = 0, hold = 0;
 	unsigned int n = 0, mode = VMDEFRAG_MODE_CAPTURE;
 	int i, host = 0, strict = 0, ret;
@@ -456,7 +359,7 @@ static int vdfnl_capture(struct vdfnl *v, int argc, char **argv)
 	    (floor && nla_put_u64(msg, VMDEFRAG_A_FLOOR_BYTES, floor)) ||
 	    (host && nla_put_flag(msg, VMDEFRAG_A_HOST)) ||
 	    (strict && nla_put_flag(msg, VMDEFRAG_A_STRICT)) ||
-	    (n && vdfnl_put_ranges(msg, r, n)))
+	    (n && agent_genl_put_ranges(msg, r, n)))
 		return 2;
 	v->show = vdfnl_show_blocks;
 	ret = vdfnl_transact(v, msg);
@@ -491,7 +394,7 @@ static int vdfnl_list(struct vdfnl *v, int argc, char **argv)
 
 static int vdfnl_ack(struct vdfnl *v, int argc, char **argv)
 {
-	static struct vdfnl_range r[VDFNL_MAX_RANGES];
+	static struct proto_range r[VDFNL_MAX_RANGES];
 	unsigned int n = 0;
 	struct nl_msg *msg;
 	int i, all = 0;
@@ -510,7 +413,7 @@ static int vdfnl_ack(struct vdfnl *v, int argc, char **argv)
 		return vdfnl_usage(stderr), 2;
 	msg = vdfnl_msg(v, VMDEFRAG_CMD_ACK, 0, n * 32);
 	if (!msg || (all && nla_put_flag(msg, VMDEFRAG_A_ALL)) ||
-	    (n && vdfnl_put_ranges(msg, r, n)))
+	    (n && agent_genl_put_ranges(msg, r, n)))
 		return 2;
 	v->show = vdfnl_show_blocks;
 	return vdfnl_transact(v, msg);
@@ -518,7 +421,7 @@ static int vdfnl_ack(struct vdfnl *v, int argc, char **argv)
 
 static int vdfnl_release(struct vdfnl *v, int argc, char **argv)
 {
-	static struct vdfnl_range r[VDFNL_MAX_RANGES];
+	static struct proto_range r[VDFNL_MAX_RANGES];
 	unsigned int n = 0;
 	struct nl_msg *msg;
 	uint64_t bytes = 0;
@@ -538,7 +441,7 @@ static int vdfnl_release(struct vdfnl *v, int argc, char **argv)
 		return vdfnl_usage(stderr), 2;
 	msg = vdfnl_msg(v, VMDEFRAG_CMD_RELEASE, 0, n * 32);
 	if (!msg || (have_bytes && nla_put_u64(msg, VMDEFRAG_A_BYTES, bytes)) ||
-	    (n && vdfnl_put_ranges(msg, r, n)))
+	    (n && agent_genl_put_ranges(msg, r, n)))
 		return 2;
 	v->show = vdfnl_show_blocks;
 	return vdfnl_transact(v, msg);
@@ -558,12 +461,32 @@ static int vdfnl_set_floor(struct vdfnl *v, int argc, char **argv)
 	return vdfnl_transact(v, msg);
 }
 
-/* Listen to the events group until @count events or the timeout. */
+/* One module event, as the agent receives it. */
+static void vdfnl_on_event(void *arg, uint8_t cmd, uint32_t reason,
+			   const struct agent_ranges *ranges)
+{
+	uint64_t *seen = arg;
+
+	printf("event=%s\n", cmd == VMDEFRAG_CMD_EVENT_CAPTURED ? "captured" : "released");
+	if (cmd == VMDEFRAG_CMD_EVENT_RELEASED)
+		printf("reason=%s\n", reason < 4 ? vdfnl_reason_names[reason] : "?");
+	for (size_t i = 0; i < ranges->n; i++)
+		printf("range=0x%" PRIx64 ":0x%" PRIx64 "\n",
+		       ranges->v[i].gpa, ranges->v[i].len);
+	printf("ranges=%zu\n", ranges->n);
+	(*seen)++;
+}
+
+/*
+ * Listen to the events group until @count events or the timeout, through
+ * the agent's own event client (nl.c).
+ */
 static int vdfnl_events(struct vdfnl *v, int argc, char **argv)
 {
-	uint64_t count = 1, timeout_ms = 10000;
+	uint64_t count = 1, timeout_ms = 10000, seen = 0;
+	struct agent_nl *nl;
 	struct pollfd pfd;
-	int grp, i;
+	int i;
 
 	for (i = 0; i < argc; i++) {
 		if (!strcmp(argv[i], "--count") && i + 1 < argc) {
@@ -576,24 +499,22 @@ static int vdfnl_events(struct vdfnl *v, int argc, char **argv)
 			return vdfnl_usage(stderr), 2;
 		}
 	}
-	grp = genl_ctrl_resolve_grp(v->sk, VMDEFRAG_GENL_NAME, VMDEFRAG_MCGRP_EVENTS);
-	if (grp < 0 || nl_socket_add_membership(v->sk, grp)) {
+	if (agent_nl_open(&nl) < 0) {
 		printf("error=-%d\n", ENOENT);
 		return 1;
 	}
-	nl_socket_disable_seq_check(v->sk);
 	printf("listening=1\n");
 	fflush(stdout);
-	v->done = 0;
-	pfd.fd = nl_socket_get_fd(v->sk);
+	pfd.fd = agent_nl_event_fd(nl);
 	pfd.events = POLLIN;
-	while ((uint64_t)v->done < count) {
+	while (seen < count) {
 		if (poll(&pfd, 1, (int)timeout_ms) <= 0)
 			break;
-		nl_recvmsgs_default(v->sk);
+		(void)agent_nl_events_recv(nl, vdfnl_on_event, &seen);
 		fflush(stdout);
 	}
-	printf("events=%d\n", v->done);
+	printf("events=%d\n", (int)seen);
+	agent_nl_close(nl);
 	return 0;
 }
 
@@ -609,14 +530,14 @@ static int vdfnl_put_raw(struct nl_msg *msg, int type, size_t len)
 
 static int vdfnl_raw_ranges(struct nl_msg *msg, uint64_t addr, uint64_t len, unsigned int n)
 {
-	static struct vdfnl_range r[VDFNL_MAX_RANGES];
+	static struct proto_range r[VDFNL_MAX_RANGES];
 	unsigned int i;
 
 	for (i = 0; i < n; i++) {
-		r[i].addr = addr + (uint64_t)i * VMDEFRAG_BLOCK_SIZE;
+		r[i].gpa = addr + (uint64_t)i * VMDEFRAG_BLOCK_SIZE;
 		r[i].len = len;
 	}
-	return vdfnl_put_ranges(msg, r, n);
+	return agent_genl_put_ranges(msg, r, n);
 }
 
 struct vdfnl_raw_case {

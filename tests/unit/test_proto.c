@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * test_proto.c - unit tests of the wire codec (daemon/proto.c).
+ * test_proto.c - unit tests of the wire codec (lib/proto.c).
  *
  * Three tables:
  *   roundtrip_cases  one valid message of every type (and the edge sizes:

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * test_size.c - size parsing and printing (daemon/size.c), table-driven:
+ * test_size.c - size parsing and printing (lib/size.c), table-driven:
  * every accepted spelling with its value, every refused one with the errno
  * the daemon turns into its error message (syntax, overflow, not whole
  * 2 MiB blocks).

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * log.h - vmdefrag userspace logging (prefix log_).
+ * log.h - vmdefrag userspace logging (prefix log_), one API for the host
+ * daemon, its CLI, the guest agent and the tests.
  *
  * Levels are syslog's (LOG_ERR .. LOG_DEBUG).  log_*_errno() log and return
  * -abs(error) in one step, so a caller can write
@@ -21,8 +22,28 @@ typedef void (*log_sink_fn)(int level, const char *msg, void *userdata);
 
 void log_set_max_level(int level);
 int log_get_max_level(void);
-/* NULL restores the default sink (stderr, "<level>: message\n"). */
+/* NULL restores the default sink (stderr, in the style of log_set_style()). */
 void log_set_sink(log_sink_fn fn, void *userdata);
+
+/*
+ * How messages are worded and how the default sink frames them:
+ *   LOG_STYLE_FUNC    (the default) "<level>: <function>: <msg>": the
+ *                     daemon, whose lines are read by whoever runs it
+ *                     next to the code (foreground, tests; the syslog
+ *                     sink gets "<function>: <msg>");
+ *   LOG_STYLE_PROGRAM "<ident>: <word><msg>" where <word> is "error: ",
+ *                     "warning: ", "debug: " or nothing for info; under
+ *                     systemd (JOURNAL_STREAM set when this is called) the
+ *                     word becomes a sd-daemon priority prefix, "<3>" error
+ *                     .. "<7>" debug, which journald turns into the entry's
+ *                     priority: the guest agent.
+ * ident is kept by reference (a string literal or argv[0]).
+ */
+enum log_style {
+	LOG_STYLE_FUNC,
+	LOG_STYLE_PROGRAM,
+};
+void log_set_style(enum log_style style, const char *ident);
 const char *log_level_name(int level);
 /* Parses "err", "warning", "info", "debug" (or "3".."7"). */
 int log_level_from_string(const char *s, int *ret_level);

@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * log.c - leveled logging for vmdefragd and its library.
+ * log.c - leveled logging for every vmdefrag program: the host daemon and
+ * CLI, the guest agent, the tests.
  *
- * Model: one process-wide maximum level and one sink.  Every message is
- * formatted into a bounded stack buffer (LOG_LINE_MAX) and handed to the
- * sink; the default sink writes "<level>: <func>: <msg>" to stderr.  The
- * daemon is single-threaded, so the two globals need no lock; they are set
+ * Model: one process-wide maximum level, one sink and one style.  Every
+ * message is formatted into a bounded stack buffer (LOG_LINE_MAX) and
+ * handed to the sink; the default sink writes it to stderr framed by the
+ * style: "<level>: <func>: <msg>" for the daemon (LOG_STYLE_FUNC), or
+ * "<ident>: <word><msg>" for the agent (LOG_STYLE_PROGRAM), which under
+ * systemd starts each line with a sd-daemon priority prefix ("<3>" error
+ * .. "<7>" debug) instead of the word, so journald records the priority.
+ * No timestamps: the journal, syslog or the test harness add them.  The
+ * programs are single-threaded, so the globals need no lock; they are set
  * once at startup (or by a test that captures output).
  *
  * The errno helpers implement the "log or return, and do both in one step"
@@ -16,6 +22,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +34,9 @@
 static int log_max_level = LOG_INFO;
 static log_sink_fn log_sink;
 static void *log_sink_userdata;
+static enum log_style log_style = LOG_STYLE_FUNC;
+static const char *log_ident = "";
+static bool log_journal;
 
 void log_set_max_level(int level)
 {
@@ -46,6 +56,13 @@ void log_set_sink(log_sink_fn fn, void *userdata)
 {
 	log_sink = fn;
 	log_sink_userdata = userdata;
+}
+
+void log_set_style(enum log_style style, const char *ident)
+{
+	log_style = style;
+	log_ident = ident ? ident : "";
+	log_journal = getenv("JOURNAL_STREAM") != NULL;
 }
 
 static const char *const log_level_names[] = {
@@ -78,9 +95,26 @@ int log_level_from_string(const char *s, int *ret_level)
 	return -EINVAL;
 }
 
+/* LOG_STYLE_PROGRAM's word before the message on a terminal or in a file. */
+static const char *log_program_word(int level)
+{
+	if (level <= LOG_ERR)
+		return "error: ";
+	if (level == LOG_WARNING)
+		return "warning: ";
+	if (level == LOG_DEBUG)
+		return "debug: ";
+	return "";
+}
+
 static void log_default_sink(int level, const char *msg, void *userdata)
 {
-	fprintf(stderr, "%s: %s\n", log_level_name(level), msg);
+	if (log_style == LOG_STYLE_FUNC)
+		fprintf(stderr, "%s: %s\n", log_level_name(level), msg);
+	else if (log_journal)
+		fprintf(stderr, "<%d>%s: %s\n", level, log_ident, msg);
+	else
+		fprintf(stderr, "%s: %s%s\n", log_ident, log_program_word(level), msg);
 }
 
 int log_internal(int level, int error, const char *func, const char *fmt, ...)
@@ -95,9 +129,12 @@ int log_internal(int level, int error, const char *func, const char *fmt, ...)
 	if (level > log_max_level)
 		return -error;
 
-	n = snprintf(line, sizeof(line), "%s: ", func ? func : "?");
-	if (n < 0 || (size_t)n >= sizeof(line))
-		n = 0;
+	n = 0;
+	if (log_style == LOG_STYLE_FUNC) {
+		n = snprintf(line, sizeof(line), "%s: ", func ? func : "?");
+		if (n < 0 || (size_t)n >= sizeof(line))
+			n = 0;
+	}
 	errno = error;
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - n, fmt, ap);
