@@ -199,6 +199,7 @@ int loop_run(struct loop *l)
 			io->fn(io, ev.events);
 		}
 	}
+	l->quit = false;	/* a later loop_run() runs again */
 	return l->code;
 }
 

@@ -59,7 +59,10 @@ void loop_timer_disarm(struct loop *l, struct loop_timer *t);
  */
 uint32_t loop_backoff_next(uint32_t cur_ms, uint32_t min_ms, uint32_t max_ms);
 
-/* Runs until loop_quit(); returns the code given to it. */
+/*
+ * Runs until loop_quit(); returns the code given to it.  May be called
+ * again afterwards (a test steps the loop that way).
+ */
 int loop_run(struct loop *l);
 void loop_quit(struct loop *l, int code);
 

@@ -24,7 +24,10 @@
  *    SESSION_QUEUE_MAX; a run of PROTO_F_MORE frames is capped at
  *    SESSION_RUN_MAX);
  *  - a range must lie inside this VM's RAM (hooks->check_range, backed by
- *    vm_layout_translate()); alignment and order are the codec's;
+ *    vm_layout_translate()); alignment and order are the codec's.  While
+ *    the layout is unknown, events with ranges are ignored and responses
+ *    are delivered with their ranges unchecked (session.h says why);
+ *  - whether a response failed is the codec's verdict (proto_msg_failed());
  *  - SCAN/STATS totals must fit the VM's RAM (session_check_scan());
  *  - guests may not send requests, and nothing but HELLO before HELLO;
  *  - at most frames_per_sec frames and events_per_sec events per second;
@@ -658,7 +661,6 @@ static void session_handle_frame(struct session *s, const struct proto_frame *f)
 	struct proto_msg *m = s->msg;
 	bool is_event = f->type == PROTO_EVT_CAPTURED ||
 			f->type == PROTO_EVT_RELEASED || f->type == PROTO_EVT_STATS;
-	bool failed;
 	int r;
 
 	s->frames++;
@@ -675,11 +677,8 @@ static void session_handle_frame(struct session *s, const struct proto_frame *f)
 	if (s->state != SESSION_READY)
 		return session_violation(s, "%s before the guest's HELLO",
 					 proto_type_name(m->type));
-	if (m->type & PROTO_RESP_BIT) {
-		/* a failed response is exactly a status (the codec checked) */
-		failed = f->len == sizeof(struct proto_status);
-		return session_handle_response(s, m, failed);
-	}
+	if (m->type & PROTO_RESP_BIT)
+		return session_handle_response(s, m, proto_msg_failed(m));
 	if (!is_event)
 		return session_violation(s, "guest sent host-only %s",
 					 proto_type_name(m->type));

@@ -47,8 +47,9 @@ struct session_limits {
 struct session_hooks {
 	/*
 	 * 0 if [gpa, gpa+len) is guest RAM of this VM; -ERANGE if it is
-	 * not (a violation); -ENODATA if the layout is unknown right now (the
-	 * frame is ignored, not trusted).
+	 * not (a violation: the session drops); -ENODATA if the layout is
+	 * unknown right now.  See "Ranges while the layout is unknown" below
+	 * for what the session does with a frame then.
 	 */
 	int (*check_range)(void *vm, const struct proto_range *r);
 	/* Guest RAM in bytes from the host's layout; 0 if unknown. */
@@ -60,6 +61,24 @@ struct session_hooks {
 	/* A guest HELLO restated while READY (features may have changed). */
 	void (*hello)(void *vm, const struct proto_hello *hello);
 };
+
+/*
+ * Ranges while the layout is unknown (check_range() says -ENODATA: QMP is
+ * detached, or the layout is being rediscovered):
+ *  - an event with ranges (EVT_CAPTURED/RELEASED) is ignored, logged at
+ *    debug: it asks nothing of the host, and the next reconcile (a LIST)
+ *    learns the same blocks once the layout is back;
+ *  - a response is delivered to its requester anyway, its ranges not
+ *    checked against RAM (every other check -- id, type, run length, the
+ *    codec's structure -- still applies).  The request went out earlier,
+ *    and holding its answer back would leave the queue's head waiting for
+ *    a frame the guest will not send again, then time out and drop a
+ *    session that broke no rule.  So a requester must treat the ranges of
+ *    a response as unchecked and translate each through the layout it
+ *    holds before acting on it; without a layout it must not act (the
+ *    reclaim code ends its operation when the layout goes away).
+ * A range the layout does know to be outside RAM is a violation either way.
+ */
 
 /*
  * Completion of a request: called once per response frame (`last` false

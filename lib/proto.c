@@ -107,6 +107,16 @@ static const struct proto_type_info *proto_type_lookup(uint16_t type)
 	return NULL;
 }
 
+/*
+ * The one rule for "failed response": a response type whose status (the
+ * first field of every response body) is negative, or any RESP_ERROR.
+ * Such a response is sent and read as its bare 8-byte status.
+ */
+static bool proto_status_failed(const struct proto_type_info *ti, int32_t status)
+{
+	return ti->response && (ti->type == PROTO_RESP_ERROR || status < 0);
+}
+
 const char *proto_type_name(uint16_t type)
 {
 	const struct proto_type_info *ti = proto_type_lookup(type);
@@ -709,12 +719,12 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg)
 		return -EMSGSIZE;
 
 	fixed = ti->fixed;
-	if (ti->response && f->len == sizeof(struct proto_status)) {
+	if (f->len == sizeof(struct proto_status)) {
 		int32_t status;
 
 		memcpy(&status, f->payload, sizeof(status));
 		status = (int32_t)le32toh((uint32_t)status);
-		if (status < 0 || ti->type == PROTO_RESP_ERROR) {
+		if (proto_status_failed(ti, status)) {
 			failed = true;
 			fixed = sizeof(struct proto_status);
 		}
@@ -790,11 +800,12 @@ int proto_decode_buf(const void *buf, size_t len, struct proto_msg *ret_msg)
 
 /* ---- encode ------------------------------------------------------------ */
 
-static bool proto_msg_failed(const struct proto_type_info *ti,
-			     const struct proto_msg *m)
+bool proto_msg_failed(const struct proto_msg *m)
 {
+	const struct proto_type_info *ti = proto_type_lookup(m->type);
+
 	/* every response body starts with the int32 status */
-	return ti->response && (ti->type == PROTO_RESP_ERROR || m->u.status.status < 0);
+	return ti && proto_status_failed(ti, m->u.status.status);
 }
 
 int proto_encode(const struct proto_msg *msg, void *buf, size_t size,
@@ -815,7 +826,7 @@ int proto_encode(const struct proto_msg *msg, void *buf, size_t size,
 
 	if (!ti)
 		return -EOPNOTSUPP;
-	failed = proto_msg_failed(ti, msg);
+	failed = proto_status_failed(ti, msg->u.status.status);
 	v.type = msg->type;
 	v.flags = msg->flags;
 	v.id = msg->id;

@@ -67,6 +67,7 @@
 #ifndef VMDEFRAG_PROTO_H
 #define VMDEFRAG_PROTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -367,6 +368,16 @@ int proto_decoder_next(struct proto_decoder *d, struct proto_frame *ret_frame);
  *                non-printable characters
  */
 int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg);
+
+/*
+ * The codec's verdict on a message: true for a failed response, whose body
+ * is only its status (u.status: a negative errno, or any status of a
+ * RESP_ERROR), false for anything else -- a successful response, even an
+ * empty RESP_LIST or a RESP_SET_FLOOR whose 8 bytes are a status of 0, a
+ * request, an event.  The decoder and the encoder use this same rule, so a
+ * user of a decoded message asks here and never recomputes it.
+ */
+bool proto_msg_failed(const struct proto_msg *m);
 
 /* proto_decode() of a raw frame (header + payload) known to be whole. */
 int proto_decode_buf(const void *buf, size_t len, struct proto_msg *ret_msg);

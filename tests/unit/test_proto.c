@@ -946,6 +946,66 @@ static void test_type_names(void **state)
 	assert_string_equal(proto_type_name(0x4242), "?");
 }
 
+/*
+ * The codec's verdict, proto_msg_failed(), on decoded messages: a frame of
+ * exactly 8 payload bytes is a failed response only if the codec says so.
+ * An empty successful RESP_LIST and a successful RESP_SET_FLOOR are 8
+ * bytes too, and are not failures.
+ */
+static void test_failed_verdict(void **state)
+{
+	static const struct {
+		uint16_t type;
+		int32_t status;
+		uint32_t nranges;	/* RESP_LIST only */
+		bool failed;
+	} cases[] = {
+		{ PROTO_RESP_LIST, 0, 0, false },	/* empty, 8 bytes */
+		{ PROTO_RESP_LIST, 0, 1, false },
+		{ PROTO_RESP_LIST, -ENOMEM, 0, true },	/* bare status */
+		{ PROTO_RESP_SET_FLOOR, 0, 0, false },	/* 8 bytes, success */
+		{ PROTO_RESP_SET_FLOOR, -EINVAL, 0, true },
+		{ PROTO_RESP_SCAN, -ENODEV, 0, true },
+		{ PROTO_RESP_ERROR, -EOPNOTSUPP, 0, true },
+	};
+	uint8_t buf[PROTO_MAX_FRAME];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct proto_msg *m = msg_new(cases[i].type, 7), *d = msg_new(0, 0);
+		size_t len;
+
+		if (cases[i].status < 0 || cases[i].type == PROTO_RESP_ERROR) {
+			assert_int_equal(proto_encode_status(cases[i].type, 7,
+							     cases[i].status, buf,
+							     sizeof(buf), &len), 0);
+		} else {
+			m->u.list.nranges = cases[i].nranges;
+			if (cases[i].nranges) {
+				m->ranges[0].gpa = 4 * MIB;
+				m->ranges[0].len = 2 * MIB;
+			}
+			assert_int_equal(proto_encode(m, buf, sizeof(buf), &len), 0);
+		}
+		assert_int_equal(proto_decode_buf(buf, len, d), 0);
+		assert_int_equal(proto_msg_failed(d), cases[i].failed);
+		if (cases[i].failed)
+			assert_int_equal(d->u.status.status, cases[i].status);
+		/* the encoder's verdict on what it was given is the same */
+		if (!cases[i].failed)
+			assert_false(proto_msg_failed(m));
+		free(m);
+		free(d);
+	}
+	/* requests and events are never failed responses */
+	{
+		struct proto_msg *m = msg_new(PROTO_REQ_LIST, 1);
+
+		m->u.status.status = -1;
+		assert_false(proto_msg_failed(m));
+		free(m);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -959,6 +1019,7 @@ int main(void)
 		cmocka_unit_test(test_encode_status),
 		cmocka_unit_test(test_negotiate),
 		cmocka_unit_test(test_type_names),
+		cmocka_unit_test(test_failed_verdict),
 	};
 
 	return cmocka_run_group_tests_name("proto", tests, NULL, NULL);

@@ -1,0 +1,340 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * test_session.c - the guest session's contract for ranges while the VM's
+ * RAM layout is unknown (daemon/session.h, "Ranges while the layout is
+ * unknown"), against the real session.c, loop.c and codec.
+ *
+ * The test plays the guest: it listens on a unix socket, the session
+ * connects to it as it connects to QEMU's chardev, and both sides speak
+ * the real wire protocol.  The VM's hooks are a fixture whose
+ * check_range() answer the test sets: -ENODATA (layout unknown), 0, or
+ * -ERANGE.  With the layout unknown:
+ *   - a RESP_LIST with ranges reaches its requester, ranges intact and
+ *     unchecked, and the session stays READY;
+ *   - an EVT_CAPTURED is not handed to the VM, and the session stays READY;
+ *   - an empty successful RESP_LIST (8 bytes, like a bare status) is a
+ *     success, status 0, by the codec's verdict;
+ * and a range the layout knows to be outside RAM still drops the session.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "log.h"
+#include "loop.h"
+#include "session.h"
+
+#define MIB (1ULL << 20)
+#define RAM (256 * MIB)
+
+struct fixture {
+	struct loop *loop;
+	struct session *s;
+	char path[108];
+	int lfd;			/* the guest's listening socket */
+	int gfd;			/* the guest's end of the session */
+	struct proto_decoder dec;	/* what the host sent */
+	int check_range;		/* what check_range() answers */
+	unsigned int checks;		/* check_range() calls */
+	unsigned int events;		/* events handed to the VM */
+	/* the last response handed to the requester */
+	unsigned int responses;
+	int status;
+	struct proto_msg resp;
+};
+
+static int fx_check_range(void *vm, const struct proto_range *r)
+{
+	struct fixture *fx = vm;
+
+	fx->checks++;
+	return fx->check_range;
+}
+
+static uint64_t fx_ram_bytes(void *vm)
+{
+	return 0;	/* unknown, like the layout */
+}
+
+static void fx_event(void *vm, const struct proto_msg *m)
+{
+	((struct fixture *)vm)->events++;
+}
+
+static const struct session_hooks fx_hooks = {
+	.check_range = fx_check_range,
+	.ram_bytes = fx_ram_bytes,
+	.event = fx_event,
+};
+
+static void fx_resp(void *userdata, int status, const struct proto_msg *resp,
+		    bool last)
+{
+	struct fixture *fx = userdata;
+
+	fx->responses++;
+	fx->status = status;
+	if (resp)
+		fx->resp = *resp;
+}
+
+static void quit_timer(struct loop_timer *t)
+{
+	loop_quit(t->userdata, 0);
+}
+
+/* Runs the loop for ms milliseconds. */
+static void pump(struct fixture *fx, unsigned int ms)
+{
+	struct loop_timer t;
+
+	loop_timer_init(&t, quit_timer, fx->loop);
+	loop_timer_arm(fx->loop, &t, ms);
+	loop_run(fx->loop);
+}
+
+static void guest_send(struct fixture *fx, const struct proto_msg *m)
+{
+	static uint8_t buf[PROTO_MAX_FRAME];
+	size_t len;
+
+	assert_int_equal(proto_encode(m, buf, sizeof(buf), &len), 0);
+	assert_int_equal(write(fx->gfd, buf, len), (ssize_t)len);
+}
+
+/* The next frame the host sent, decoded into *m (waits for it). */
+static void guest_recv(struct fixture *fx, struct proto_msg *m)
+{
+	for (int i = 0; i < 50; i++) {
+		struct pollfd p = { .fd = fx->gfd, .events = POLLIN };
+		struct proto_frame f;
+		uint8_t buf[4096];
+		ssize_t n;
+
+		if (proto_decoder_next(&fx->dec, &f) == 1) {
+			assert_int_equal(proto_decode(&f, m), 0);
+			return;
+		}
+		pump(fx, 10);
+		if (poll(&p, 1, 0) == 1) {
+			n = read(fx->gfd, buf, sizeof(buf));
+			assert_true(n > 0);
+			assert_int_equal(proto_decoder_feed(&fx->dec, buf, (size_t)n), n);
+		}
+	}
+	fail_msg("the host sent nothing");
+}
+
+static struct proto_msg *msg(uint16_t type, uint32_t id)
+{
+	static struct proto_msg m;
+
+	memset(&m, 0, sizeof(m));
+	m.type = type;
+	m.id = id;
+	return &m;
+}
+
+static int setup(void **state)
+{
+	static const struct session_limits lim = {
+		.frames_per_sec = 1000, .events_per_sec = 1000,
+		.request_timeout_ms = 5000, .reconnect_min_ms = 60000,
+		.reconnect_max_ms = 60000,
+	};
+	struct fixture *fx = calloc(1, sizeof(*fx));
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct proto_msg *m;
+	struct session_info info;
+
+	assert_non_null(fx);
+	fx->check_range = -ENODATA;
+	snprintf(fx->path, sizeof(fx->path), "/tmp/vdf-test-session-%d.sock", getpid());
+	unlink(fx->path);
+	strcpy(sa.sun_path, fx->path);
+	fx->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fx->lfd >= 0);
+	assert_int_equal(bind(fx->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fx->lfd, 1), 0);
+	proto_decoder_init(&fx->dec);
+
+	assert_int_equal(loop_new(&fx->loop), 0);
+	assert_int_equal(session_new(fx->loop, "t", fx->path, &lim, &fx_hooks, fx,
+				     &fx->s), 0);
+	session_start(fx->s);
+	fx->gfd = accept(fx->lfd, NULL, NULL);
+	assert_true(fx->gfd >= 0);
+
+	m = calloc(1, sizeof(*m));
+	assert_non_null(m);
+	guest_recv(fx, m);
+	assert_int_equal(m->type, PROTO_HELLO);
+	free(m);
+	m = msg(PROTO_HELLO, 0);
+	m->u.hello = (struct proto_hello){
+		.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
+		.features = PROTO_FEAT_EVENTS | PROTO_FEAT_MODULE,
+		.page_size = 4096, .block_size = PROTO_BLOCK_SIZE, .ram_bytes = RAM,
+	};
+	guest_send(fx, m);
+	pump(fx, 20);
+	session_get_info(fx->s, &info);
+	assert_int_equal(info.state, SESSION_READY);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+
+	session_free(fx->s);
+	loop_free(fx->loop);
+	close(fx->gfd);
+	close(fx->lfd);
+	unlink(fx->path);
+	free(fx);
+	return 0;
+}
+
+/* Host sends a LIST; returns its id as the guest saw it. */
+static uint32_t host_list(struct fixture *fx)
+{
+	struct proto_msg *m = calloc(1, sizeof(*m));
+	uint32_t id, seen;
+
+	assert_non_null(m);
+	m->type = PROTO_REQ_LIST;
+	assert_int_equal(session_request(fx->s, m, fx_resp, fx, &id), 0);
+	guest_recv(fx, m);
+	assert_int_equal(m->type, PROTO_REQ_LIST);
+	seen = m->id;
+	assert_int_equal(seen, id);
+	free(m);
+	return seen;
+}
+
+static void assert_ready(struct fixture *fx)
+{
+	struct session_info info;
+
+	session_get_info(fx->s, &info);
+	assert_int_equal(info.state, SESSION_READY);
+	assert_int_equal(info.drops, 0);
+}
+
+static void test_response_unchecked_without_layout(void **state)
+{
+	struct fixture *fx = *state;
+	uint32_t id = host_list(fx);
+	struct proto_msg *m = msg(PROTO_RESP_LIST, id);
+
+	m->u.list.nranges = 2;
+	m->ranges[0] = (struct proto_range){ .gpa = 4 * MIB, .len = 2 * MIB };
+	/* far outside any RAM: nobody could have checked it */
+	m->ranges[1] = (struct proto_range){ .gpa = 1ULL << 40, .len = 4 * MIB };
+	guest_send(fx, m);
+	pump(fx, 20);
+
+	assert_true(fx->checks > 0);		/* it asked the layout */
+	assert_int_equal(fx->responses, 1);	/* and delivered anyway */
+	assert_int_equal(fx->status, 0);
+	assert_int_equal(fx->resp.type, PROTO_RESP_LIST);
+	assert_int_equal(fx->resp.u.list.nranges, 2);
+	assert_int_equal(fx->resp.ranges[1].gpa, 1ULL << 40);
+	assert_int_equal(fx->resp.ranges[1].len, 4 * MIB);
+	assert_ready(fx);
+}
+
+static void test_event_ignored_without_layout(void **state)
+{
+	struct fixture *fx = *state;
+	struct proto_msg *m = msg(PROTO_EVT_CAPTURED, 0);
+
+	m->u.evt.nranges = 1;
+	m->ranges[0] = (struct proto_range){ .gpa = 4 * MIB, .len = 2 * MIB };
+	guest_send(fx, m);
+	pump(fx, 20);
+	assert_true(fx->checks > 0);
+	assert_int_equal(fx->events, 0);
+	assert_ready(fx);
+
+	/* with a layout that knows the range, the same event goes through */
+	fx->check_range = 0;
+	guest_send(fx, m);
+	pump(fx, 20);
+	assert_int_equal(fx->events, 1);
+	assert_ready(fx);
+}
+
+static void test_empty_list_is_success(void **state)
+{
+	struct fixture *fx = *state;
+	uint32_t id = host_list(fx);
+	struct proto_msg *m = msg(PROTO_RESP_LIST, id);
+
+	guest_send(fx, m);		/* status 0, no ranges: 8 bytes */
+	pump(fx, 20);
+	assert_int_equal(fx->responses, 1);
+	assert_int_equal(fx->status, 0);
+	assert_false(proto_msg_failed(&fx->resp));
+	assert_int_equal(fx->resp.u.list.nranges, 0);
+
+	id = host_list(fx);
+	m = msg(PROTO_RESP_LIST, id);
+	m->u.status.status = -ENOMEM;	/* a failed LIST: its bare status */
+	guest_send(fx, m);
+	pump(fx, 20);
+	assert_int_equal(fx->responses, 2);
+	assert_int_equal(fx->status, -ENOMEM);
+	assert_ready(fx);
+}
+
+static void test_range_outside_known_layout_drops(void **state)
+{
+	struct fixture *fx = *state;
+	struct session_info info;
+	uint32_t id = host_list(fx);
+	struct proto_msg *m = msg(PROTO_RESP_LIST, id);
+
+	fx->check_range = -ERANGE;
+	m->u.list.nranges = 1;
+	m->ranges[0] = (struct proto_range){ .gpa = 1ULL << 40, .len = 2 * MIB };
+	guest_send(fx, m);
+	pump(fx, 20);
+	session_get_info(fx->s, &info);
+	assert_int_equal(info.state, SESSION_DOWN);
+	assert_int_equal(info.drops, 1);
+	/* the request failed with the session, it was not answered */
+	assert_int_equal(fx->responses, 1);
+	assert_int_equal(fx->status, -ECONNRESET);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_response_unchecked_without_layout,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_event_ignored_without_layout,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_list_is_success,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_range_outside_known_layout_drops,
+						setup, teardown),
+	};
+
+	log_set_max_level(LOG_WARNING);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
