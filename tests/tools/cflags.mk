@@ -5,7 +5,7 @@ BUILD    ?= $(TOP)/build
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-	    -D_GNU_SOURCE -I$(TOP)/include -I$(TOP)/daemon
+	    -D_GNU_SOURCE -I$(TOP)/include -I$(TOP)/lib -I$(TOP)/daemon
 LIBNL_CFLAGS := $(shell pkg-config --cflags libnl-genl-3.0)
 LIBNL_LIBS   := $(shell pkg-config --libs libnl-genl-3.0)
 # Host-only libraries are recursive (=), evaluated only where used, so the
