@@ -72,17 +72,8 @@ static void ctl_check_domain_xml_quiet(void *ctx, const char *msg, ...)
 {
 }
 
-static void ctl_check_domain_conn_closep(virConnectPtr *conn)
-{
-	if (*conn)
-		virConnectClose(*conn);
-}
-
-static void ctl_check_domain_dom_freep(virDomainPtr *dom)
-{
-	if (*dom)
-		virDomainFree(*dom);
-}
+CLEANUP_DEFINE(ctl_check_domain_conn_closep, virConnectPtr, virConnectClose)
+CLEANUP_DEFINE(ctl_check_domain_dom_freep, virDomainPtr, virDomainFree)
 
 /*
  * The XML of libvirt domain `name` (live if it runs, else its definition),

@@ -16,6 +16,7 @@
 
 #include <json-c/json.h>
 
+#include "cleanup.h"
 #include "ctl_proto.h"
 
 #define CTL_CLIENT_TIMEOUT_MS	300000	/* a scan of a big guest under TCG is slow */
@@ -32,10 +33,7 @@ int ctl_client_call(const char *path, const struct ctl_request *req,
 		    struct json_object **ret_resp, char **ret_text);
 
 /* For _cleanup_(ctl_client_json_putp) struct json_object *resp = NULL; */
-static inline void ctl_client_json_putp(struct json_object **o)
-{
-	json_object_put(*o);
-}
+CLEANUP_DEFINE(ctl_client_json_putp, struct json_object *, json_object_put)
 
 /* Fields of an answer: absent or null reads as 0 / NULL / false. */
 struct json_object *ctl_client_get(struct json_object *o, const char *key);
