@@ -370,28 +370,18 @@ int hostmem_parse_thp(const char *text, enum hostmem_thp *ret_mode)
 
 int hostmem_read_shmem_thp(enum hostmem_shmem_thp *ret_mode)
 {
-	char *text;
-	int r;
+	_cleanup_free_ char *text = NULL;
+	int r = hostmem_read_text(HOSTMEM_SHMEM_ENABLED_PATH, 4096, &text, NULL);
 
-	r = hostmem_read_text(HOSTMEM_SHMEM_ENABLED_PATH, 4096, &text, NULL);
-	if (r < 0)
-		return r;
-	r = hostmem_parse_shmem_thp(text, ret_mode);
-	free(text);
-	return r;
+	return r < 0 ? r : hostmem_parse_shmem_thp(text, ret_mode);
 }
 
 int hostmem_read_thp(enum hostmem_thp *ret_mode)
 {
-	char *text;
-	int r;
+	_cleanup_free_ char *text = NULL;
+	int r = hostmem_read_text(HOSTMEM_THP_ENABLED_PATH, 4096, &text, NULL);
 
-	r = hostmem_read_text(HOSTMEM_THP_ENABLED_PATH, 4096, &text, NULL);
-	if (r < 0)
-		return r;
-	r = hostmem_parse_thp(text, ret_mode);
-	free(text);
-	return r;
+	return r < 0 ? r : hostmem_parse_thp(text, ret_mode);
 }
 
 const char *hostmem_shmem_thp_name(enum hostmem_shmem_thp mode)
