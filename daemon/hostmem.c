@@ -29,62 +29,50 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "hostmem.h"
 
 int hostmem_read_text(const char *path, size_t max, char **ret_text,
 		      size_t *ret_len)
 {
 	size_t cap = 16384, len = 0;
-	char *buf, *nbuf;
-	int fd, r;
+	_cleanup_free_ char *buf = NULL;
+	_cleanup_close_ int fd = -1;
+	char *nbuf;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	buf = malloc(cap);
-	if (!buf) {
-		r = -ENOMEM;
-		goto out_close;
-	}
+	if (!buf)
+		return -ENOMEM;
 	for (;;) {
 		ssize_t n;
 
 		if (cap - len < 2) {
-			if (cap >= max + 1) {
-				r = -EFBIG;
-				goto out_free;
-			}
+			if (cap >= max + 1)
+				return -EFBIG;
 			cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
 			nbuf = realloc(buf, cap);
-			if (!nbuf) {
-				r = -ENOMEM;
-				goto out_free;
-			}
+			if (!nbuf)
+				return -ENOMEM;
 			buf = nbuf;
 		}
 		n = read(fd, buf + len, cap - len - 1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			r = -errno;
-			goto out_free;
+			return -errno;
 		}
 		if (n == 0)
 			break;
 		len += n;
 	}
 	buf[len] = '\0';
-	close(fd);
-	*ret_text = buf;
+	*ret_text = TAKE_PTR(buf);
 	if (ret_len)
 		*ret_len = len;
 	return 0;
-
-out_free:
-	free(buf);
-out_close:
-	close(fd);
-	return r;
 }
 
 int hostmem_backing_allocated(int fd, uint64_t *ret_bytes)
@@ -382,28 +370,18 @@ int hostmem_parse_thp(const char *text, enum hostmem_thp *ret_mode)
 
 int hostmem_read_shmem_thp(enum hostmem_shmem_thp *ret_mode)
 {
-	char *text;
-	int r;
+	_cleanup_free_ char *text = NULL;
+	int r = hostmem_read_text(HOSTMEM_SHMEM_ENABLED_PATH, 4096, &text, NULL);
 
-	r = hostmem_read_text(HOSTMEM_SHMEM_ENABLED_PATH, 4096, &text, NULL);
-	if (r < 0)
-		return r;
-	r = hostmem_parse_shmem_thp(text, ret_mode);
-	free(text);
-	return r;
+	return r < 0 ? r : hostmem_parse_shmem_thp(text, ret_mode);
 }
 
 int hostmem_read_thp(enum hostmem_thp *ret_mode)
 {
-	char *text;
-	int r;
+	_cleanup_free_ char *text = NULL;
+	int r = hostmem_read_text(HOSTMEM_THP_ENABLED_PATH, 4096, &text, NULL);
 
-	r = hostmem_read_text(HOSTMEM_THP_ENABLED_PATH, 4096, &text, NULL);
-	if (r < 0)
-		return r;
-	r = hostmem_parse_thp(text, ret_mode);
-	free(text);
-	return r;
+	return r < 0 ? r : hostmem_parse_thp(text, ret_mode);
 }
 
 const char *hostmem_shmem_thp_name(enum hostmem_shmem_thp mode)

@@ -43,20 +43,18 @@
  *   already be writing there: populating never touches existing data).
  *
  * hint reclaim(SIZE) (anonymous RAM, virtio-balloon free page reporting):
- *   the host can neither choose nor punch blocks, so it measures.  RssAnon
- *   of QEMU is read at the start; then phases of
- *     compact  REQ_CAPTURE { SIZE - returned, COMPACT } rounds until the
- *              guest emptied that much or stops (an answer with nothing);
- *              the guest frees the blocks as order-9 buddies at the end of
- *              each request; nothing is held, so no block changes state
- *              here and there is nothing to ACK, reconcile or return;
- *     settle   RssAnon sampled every HINT_SAMPLE_MS until it makes no new
- *              low for HINT_QUIET_MS or HINT_CAP_MS pass (hint.c);
- *   returned = RssAnon at the start - the latest sample (never the guest's
- *   claim; the guest's migrations may fault in pages QEMU had discarded,
- *   which counts against it).  DONE when returned reaches SIZE; else
- *   another phase, unless the guest stopped, the phase gave back less than
- *   a block, or HINT_MAX_PHASES ran: STOPPED with both figures in words.
+ *   the host can neither choose nor punch blocks, so it measures.  The
+ *   decisions (compact how much, sample RssAnon when, done or stopped)
+ *   are backend_hint.c's state machine; this file carries its steps out:
+ *   sends REQ_CAPTURE { COMPACT } (the answer's ranges are only checked to
+ *   be RAM: nothing is held, so no block changes state and there is
+ *   nothing to ACK, reconcile or return), reads QEMU's RssAnon on the step
+ *   timer, and ends the operation with the backend's figures and reason.
+ *
+ * The layers: this file is the operation model (one operation per VM, its
+ * id, result and the guest handshake); backend_shared.c is what the host
+ * does to a shared backing file; backend_hint.c is the hint backend's
+ * operation; blockmap.c is the per-block state.
  *
  * Single-threaded, on the loop's thread.  Response callbacks may run after
  * the operation ended (session lost: -ECONNRESET; QEMU detached: no layout,
@@ -70,8 +68,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend_hint.h"
 #include "blockmap.h"
-#include "hint.h"
 #include "hostmem.h"
 #include "log.h"
 #include "loop.h"
@@ -81,15 +79,6 @@
 
 #define RECLAIM_BLOCK	BLOCKMAP_BLOCK
 #define MIB(x)		((unsigned long long)((x) >> 20))
-
-/*
- * Hint reclaim timing: reporting passes run 2 s apart, so a quiet period
- * must span two of them; the cap bounds one settle phase.
- */
-#define HINT_SAMPLE_MS	250
-#define HINT_QUIET_MS	5000
-#define HINT_CAP_MS	60000
-#define HINT_MAX_PHASES	4
 
 /* The request of the operation in flight (at most one). */
 struct reclaim_inflight {
@@ -138,15 +127,10 @@ struct reclaim {
 	uint64_t returned_bytes;
 	uint64_t guest_released_bytes;
 
-	/* hint reclaim in progress (op.hint) */
-	bool settling;			/* settle phase, else compact phase */
-	struct hint_settle settle;
-	uint32_t phases;
-	uint64_t phase_want;		/* bytes to compact in this phase */
-	uint64_t phase_compacted;
-	uint64_t phase_done_start;	/* op.done_bytes when the phase began */
-	bool guest_stopped;		/* the last round emptied nothing */
-	int32_t guest_stop_errno;
+	/* hint reclaim in progress (op.hint): the backend's state, and what
+	 * the step timer does next (COMPACT or SAMPLE) */
+	struct backend_hint hint;
+	struct backend_hint_step hint_next;
 	uint64_t hint_returned_bytes;
 
 	struct proto_msg *msg;		/* request being built */
@@ -995,7 +979,7 @@ static void reclaim_maybe_reconcile(struct reclaim *rc)
 	reclaim_start_reconcile(rc);
 }
 
-/* ---- hint reclaim --------------------------------------------------------- */
+/* ---- hint reclaim: backend_hint.c decides, this carries it out ---------- */
 
 static void reclaim_hint_capture_resp(void *userdata, int status,
 				      const struct proto_msg *m, bool last);
@@ -1015,22 +999,42 @@ static int reclaim_hint_rss(struct reclaim *rc, uint64_t *ret_rss)
 	return 0;
 }
 
-static void reclaim_hint_phase_begin(struct reclaim *rc)
+/* Does what the backend's step says; its figures become the op's. */
+static void reclaim_hint_do(struct reclaim *rc, const struct backend_hint_step *s)
 {
 	struct reclaim_op_info *op = &rc->op;
+	const char *text;
 
-	rc->phases++;
-	rc->settling = false;
-	rc->phase_want = op->target_bytes - op->done_bytes;
-	rc->phase_want = (rc->phase_want + RECLAIM_BLOCK - 1) & ~(RECLAIM_BLOCK - 1);
-	rc->phase_compacted = 0;
-	rc->phase_done_start = op->done_bytes;
-	loop_timer_arm(rc->loop, &rc->step, 0);
+	op->done_bytes = rc->hint.returned_bytes;
+	op->compacted_bytes = rc->hint.compacted_bytes;
+	op->rss_anon_before = rc->hint.rss_before;
+	op->rss_anon_after = rc->hint.rss_after;
+	switch (s->action) {
+	case BACKEND_HINT_COMPACT:
+		rc->hint_next = *s;
+		loop_timer_arm(rc->loop, &rc->step, 0);
+		return;
+	case BACKEND_HINT_SAMPLE:
+		rc->hint_next = *s;
+		loop_timer_arm(rc->loop, &rc->step, s->delay_ms);
+		return;
+	case BACKEND_HINT_DONE:
+		return reclaim_op_end(rc, RECLAIM_OP_DONE, 0, NULL);
+	case BACKEND_HINT_STOPPED:
+		if (!s->guest_stopped)
+			return reclaim_op_end(rc, RECLAIM_OP_STOPPED, s->error,
+					      "%s", s->reason);
+		text = reclaim_stop_text(s->error);
+		return reclaim_op_end(rc, RECLAIM_OP_STOPPED,
+				      s->error ? s->error : -ENOSPC, "%s; %s",
+				      s->reason, text ? text : strerror(-s->error));
+	}
 }
 
 static int reclaim_hint_start(struct reclaim *rc, uint64_t bytes, char *err,
 			      size_t errsz, uint32_t *ret_id)
 {
+	struct backend_hint_step s;
 	uint64_t rss;
 	int r;
 
@@ -1042,20 +1046,16 @@ static int reclaim_hint_start(struct reclaim *rc, uint64_t bytes, char *err,
 	}
 	reclaim_op_begin(rc, RECLAIM_KIND_RECLAIM, bytes);
 	rc->op.hint = true;
-	rc->op.rss_anon_before = rss;
-	rc->op.rss_anon_after = rss;
-	rc->phases = 0;
-	rc->guest_stopped = false;
-	rc->guest_stop_errno = 0;
 	log_info("VM '%s': reclaim #%" PRIu32 " of %llu MiB started (hint backend: "
 		 "guest compaction, QEMU RssAnon %llu MiB)", rc->name, rc->op.id,
 		 MIB(bytes), MIB(rss));
-	reclaim_hint_phase_begin(rc);
+	backend_hint_begin(&rc->hint, rc->name, rc->op.id, bytes, rss, &s);
+	reclaim_hint_do(rc, &s);
 	*ret_id = rc->op.id;
 	return 0;
 }
 
-static void reclaim_hint_send(struct reclaim *rc)
+static void reclaim_hint_send(struct reclaim *rc, uint64_t bytes)
 {
 	struct reclaim_op_info *op = &rc->op;
 	struct proto_msg *m = rc->msg;
@@ -1063,7 +1063,7 @@ static void reclaim_hint_send(struct reclaim *rc)
 
 	memset(&m->u, 0, sizeof(m->u));
 	m->type = PROTO_REQ_CAPTURE;
-	m->u.capture.bytes = rc->phase_want - rc->phase_compacted;
+	m->u.capture.bytes = bytes;
 	m->u.capture.mode = VMDEFRAG_MODE_COMPACT;
 	m->u.capture.budget_ms = rc->par.budget_ms;
 	m->u.capture.floor_bytes = rc->par.floor_bytes;
@@ -1079,82 +1079,21 @@ static void reclaim_hint_send(struct reclaim *rc)
 		  rc->name, op->id, op->rounds, MIB(m->u.capture.bytes));
 }
 
-/* The op's figures in words, for its reason when it stops short. */
-static void reclaim_hint_summary(struct reclaim *rc, char *buf, size_t sz)
-{
-	const struct reclaim_op_info *op = &rc->op;
-
-	snprintf(buf, sz, "the guest compacted %llu MiB; free page reporting gave "
-		 "back %llu MiB (QEMU RssAnon %llu -> %llu MiB)",
-		 MIB(op->compacted_bytes), MIB(op->done_bytes),
-		 MIB(op->rss_anon_before), MIB(op->rss_anon_after));
-}
-
-/* A settle phase ended: done, stopped, or one more phase. */
-static void reclaim_hint_settled(struct reclaim *rc, bool capped)
-{
-	struct reclaim_op_info *op = &rc->op;
-	char sum[200];
-	const char *text;
-
-	reclaim_hint_summary(rc, sum, sizeof(sum));
-	log_info("VM '%s': reclaim #%" PRIu32 " phase %u %s: %s", rc->name, op->id,
-		 rc->phases, capped ? "still falling at the cap" : "settled", sum);
-	if (op->done_bytes >= op->target_bytes)
-		return reclaim_op_end(rc, RECLAIM_OP_DONE, 0, NULL);
-	if (rc->guest_stopped) {
-		text = reclaim_stop_text(rc->guest_stop_errno);
-		return reclaim_op_end(rc, RECLAIM_OP_STOPPED,
-				      rc->guest_stop_errno ? rc->guest_stop_errno :
-				      -ENOSPC, "%s; %s", sum, text ? text :
-				      strerror(-rc->guest_stop_errno));
-	}
-	if (op->done_bytes < rc->phase_done_start + RECLAIM_BLOCK)
-		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, -EAGAIN, "%s; the last "
-				      "compaction gave nothing more back (the guest's "
-				      "free memory is with the host already, or the "
-				      "pages it migrated refaulted as much)", sum);
-	if (rc->phases >= HINT_MAX_PHASES)
-		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, -EAGAIN, "%s; stopped "
-				      "after %u compaction phases", sum, rc->phases);
-	reclaim_hint_phase_begin(rc);
-}
-
+/* The step timer of a hint reclaim: a compaction round or a sample. */
 static void reclaim_hint_step(struct reclaim *rc)
 {
-	struct reclaim_op_info *op = &rc->op;
-	enum hint_settle_state s;
+	struct backend_hint_step s;
 	uint64_t rss;
 	int r;
 
-	if (!rc->settling)
-		return reclaim_hint_send(rc);
+	if (rc->hint_next.action == BACKEND_HINT_COMPACT)
+		return reclaim_hint_send(rc, rc->hint_next.bytes);
 	r = reclaim_hint_rss(rc, &rss);
 	if (r < 0)
 		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot read QEMU's "
 				      "RssAnon: %s", strerror(-r));
-	s = hint_settle_feed(&rc->settle, loop_now_ms(), rss);
-	op->rss_anon_after = rss;
-	op->done_bytes = op->rss_anon_before > rss ? op->rss_anon_before - rss : 0;
-	if (s == HINT_SETTLE_FALLING) {
-		loop_timer_arm(rc->loop, &rc->step, HINT_SAMPLE_MS);
-		return;
-	}
-	reclaim_hint_settled(rc, s == HINT_SETTLE_CAPPED);
-}
-
-static void reclaim_hint_settle_begin(struct reclaim *rc)
-{
-	uint64_t rss;
-	int r;
-
-	r = reclaim_hint_rss(rc, &rss);
-	if (r < 0)
-		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot read QEMU's "
-				      "RssAnon: %s", strerror(-r));
-	rc->settling = true;
-	hint_settle_begin(&rc->settle, loop_now_ms(), rss, HINT_QUIET_MS, HINT_CAP_MS);
-	loop_timer_arm(rc->loop, &rc->step, HINT_SAMPLE_MS);
+	backend_hint_sampled(&rc->hint, loop_now_ms(), rss, &s);
+	reclaim_hint_do(rc, &s);
 }
 
 static void reclaim_hint_capture_resp(void *userdata, int status,
@@ -1164,7 +1103,7 @@ static void reclaim_hint_capture_resp(void *userdata, int status,
 	struct reclaim_op_info *op = &rc->op;
 	const struct proto_ranges_resp *rr;
 	bool ours = rc->running && op->kind == RECLAIM_KIND_RECLAIM && op->hint;
-	uint64_t compacted;
+	struct backend_hint_step s;
 
 	if (status < 0 || !m) {
 		rc->in.active = false;
@@ -1194,20 +1133,8 @@ static void reclaim_hint_capture_resp(void *userdata, int status,
 	rc->in.active = false;
 	if (!ours)
 		return;
-	compacted = rc->in.sum;
-	op->compacted_bytes += compacted;
-	rc->phase_compacted += compacted;
-	log_info("VM '%s': reclaim #%" PRIu32 " round %u: guest compacted %llu MiB "
-		 "(phase %u: %llu of %llu MiB)", rc->name, op->id, op->rounds,
-		 MIB(compacted), rc->phases, MIB(rc->phase_compacted),
-		 MIB(rc->phase_want));
-	if (compacted == 0) {
-		rc->guest_stopped = true;
-		rc->guest_stop_errno = rc->in.stop_errno;
-	}
-	if (compacted == 0 || rc->phase_compacted >= rc->phase_want)
-		return reclaim_hint_settle_begin(rc);
-	loop_timer_arm(rc->loop, &rc->step, 0);
+	backend_hint_compacted(&rc->hint, rc->in.sum, rc->in.stop_errno, &s);
+	reclaim_hint_do(rc, &s);
 }
 
 /* ---- loop step ---------------------------------------------------------- */

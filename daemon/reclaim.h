@@ -5,8 +5,9 @@
  * re-backs with 2 MiB folios, guest gets the blocks back), and the
  * reconciliation that follows every (re)connect of the guest session.
  * On the hint backend (anonymous RAM, free page reporting) reclaim has the
- * guest compact blocks instead, and its result is the measured fall of
- * QEMU's RssAnon; there is nothing to return there.
+ * guest compact blocks instead (backend_hint.h decides the steps), and its
+ * result is the measured fall of QEMU's RssAnon; there is nothing to
+ * return there.
  * One operation runs per VM at a time; each has an id and a result that
  * status reports until the next one starts.
  */

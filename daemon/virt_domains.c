@@ -58,6 +58,7 @@
 
 #include <libvirt/libvirt-qemu.h>
 
+#include "cleanup.h"
 #include "domain_xml.h"
 #include "hostmem.h"
 #include "log.h"
@@ -318,94 +319,92 @@ static struct vm *virt_domains_vm(struct virt_domains *d, struct virt_domain *v,
 	return vm;
 }
 
+CLEANUP_DEFINE(virt_domains_dom_freep, virDomainPtr, virDomainFree)
+
 /* Takes dom.  Attaches the domain's VM if it runs and is usable. */
-static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom)
+static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in)
 {
+	_cleanup_(virt_domains_dom_freep) virDomainPtr dom = dom_in;
+	_cleanup_free_ struct domain_xml *x = NULL;
+	_cleanup_free_ char *xml = NULL;
 	const char *name = virDomainGetName(dom);
 	struct virt_domain *v;
-	struct domain_xml *x = NULL;
 	struct vm *vm, *other;
 	struct qmp *q;
-	char why[1024], *xml = NULL;
+	char why[1024];
 	pid_t pid = 0;
 	int r;
 
 	if (!name)
-		goto out_free;
+		return;
 	v = virt_domains_get(d, name);
 	if (!v) {
 		char nq[320];
 
 		log_debug("libvirt: no record for domain %s (too many), ignoring",
 			  log_quote_str(name, nq, sizeof(nq)));
-		goto out_free;
+		return;
 	}
 	v->refresh_pending = false;
 	v->seen = true;
 	if (virDomainIsActive(dom) != 1) {
 		virt_domains_detach(v, "domain is not running");
-		goto out_free;
+		return;
 	}
 	if (!config_vm_name_ok(name)) {
 		virt_domains_unmanaged(v, name, "its name is not a valid VM name "
 				       "(1-63 of A-Z a-z 0-9 _ - .)");
-		goto out_free;
+		return;
 	}
 	other = vm_list_find(d->vms, name);
 	if (other && !vm_is_libvirt(other)) {
 		virt_domains_unmanaged(v, name, "a --vm of the same name wins");
-		goto out_free;
+		return;
 	}
 	xml = virDomainGetXMLDesc(dom, 0);
 	x = calloc(1, sizeof(*x));
 	if (!xml || !x) {
 		log_warning("libvirt: domain '%s': cannot read its XML: %s", name,
 			    virt_conn_last_error());
-		goto out_free;
+		return;
 	}
 	r = domain_xml_parse(xml, strlen(xml), x, why, sizeof(why));
 	if (r < 0) {
 		virt_domains_unmanaged(v, name, why);
-		goto out_free;
+		return;
 	}
 	if (!domain_xml_channel_ok(x) || !x->channel_path[0]) {
 		virt_domains_unmanaged(v, name, "no unix channel "
 				       DOMAIN_XML_CHANNEL " in its XML");
-		goto out_free;
+		return;
 	}
 	v->said_unmanaged = false;
 	vm = virt_domains_vm(d, v, x->channel_path);
 	if (!vm)
-		goto out_free;
+		return;
 	r = virt_domains_pid(d, name, &pid, why, sizeof(why));
 	if (r < 0) {
 		log_warning("VM '%s': cannot attach: %s", name, why);
 		virt_domains_detach(v, why);
 		if (r != -EOPNOTSUPP)
 			virt_domains_retry_later(d, v);
-		goto out_free;
+		return;
 	}
 	if (v->pid == pid && vm_monitor_attached(vm))
-		goto out_free;		/* nothing changed */
+		return;			/* nothing changed */
 	r = qmp_open_custom(&virt_domains_qmp_transport, dom, &q);
 	if (r < 0)
-		goto out_free;
-	dom = NULL;			/* the qmp owns it now */
+		return;
+	TAKE_PTR(dom);			/* the qmp owns it now */
 	r = vm_attach_monitor(vm, q, pid, x->channel_path);
 	if (r < 0) {
 		log_warning_errno(r, "VM '%s': cannot attach through libvirt: %m; "
 				  "retrying in %u ms", name, d->cfg->reconnect_max_ms);
 		v->pid = 0;
 		virt_domains_retry_later(d, v);
-		goto out_free;
+		return;
 	}
 	v->pid = pid;
-
-out_free:
-	free(x);
-	free(xml);
-	if (dom)
-		virDomainFree(dom);
 }
 
 static void virt_domains_refresh_name(struct virt_domains *d, const char *name)

@@ -42,11 +42,14 @@
 
 #include <json-c/json.h>
 
+#include "cleanup.h"
 #include "hostmem.h"
 #include "qmp.h"
 #include "vm_layout.h"
 
 #define VM_LAYOUT_QMP_TIMEOUT_MS 5000
+
+CLEANUP_DEFINE(vm_layout_json_putp, struct json_object *, json_object_put)
 
 const char *vm_backing_kind_name(enum vm_backing_kind kind)
 {
@@ -140,11 +143,11 @@ static int vm_layout_parse_mtree_line(const char *line, size_t len,
 int vm_layout_parse_mtree(const char *text, struct vm_mtree_entry **ret_entries,
 			  size_t *ret_n)
 {
-	struct vm_mtree_entry *v = NULL;
+	_cleanup_free_ struct vm_mtree_entry *v = NULL;
 	bool in_view = false, in_memory = false, found = false, in_entries = false;
 	size_t n = 0;
 	const char *line = text;
-	int r = 0;
+	int r;
 
 	if (!text)
 		return -EINVAL;
@@ -160,8 +163,7 @@ int vm_layout_parse_mtree(const char *text, struct vm_mtree_entry **ret_entries,
 			in_entries = false;
 		} else if (in_view && len >= 12 && memcmp(line, " AS \"memory\"", 12) == 0) {
 			if (found) {
-				r = -EPROTO;	/* two views claim "memory" */
-				goto out_free;
+				return -EPROTO;	/* two views claim "memory" */
 			}
 			in_memory = true;
 			found = true;
@@ -175,19 +177,15 @@ int vm_layout_parse_mtree(const char *text, struct vm_mtree_entry **ret_entries,
 
 				r = vm_layout_parse_mtree_line(line, len, &e);
 				if (r < 0)
-					goto out_free;
+					return r;
 				if (r > 0) {
 					struct vm_mtree_entry *nv;
 
-					if (n >= VM_LAYOUT_MAX_RANGES * 4) {
-						r = -E2BIG;
-						goto out_free;
-					}
+					if (n >= VM_LAYOUT_MAX_RANGES * 4)
+						return -E2BIG;
 					nv = realloc(v, (n + 1) * sizeof(*v));
-					if (!nv) {
-						r = -ENOMEM;
-						goto out_free;
-					}
+					if (!nv)
+						return -ENOMEM;
 					v = nv;
 					v[n++] = e;
 				}
@@ -199,17 +197,11 @@ int vm_layout_parse_mtree(const char *text, struct vm_mtree_entry **ret_entries,
 			break;
 		line = nl + 1;
 	}
-	if (!found) {
-		r = -EPROTO;
-		goto out_free;
-	}
-	*ret_entries = v;
+	if (!found)
+		return -EPROTO;
+	*ret_entries = TAKE_PTR(v);
 	*ret_n = n;
 	return 0;
-
-out_free:
-	free(v);
-	return r;
 }
 
 int vm_layout_parse_gpa2hva(const char *text, const char *expect_name,
@@ -342,28 +334,23 @@ struct vm_memdev {
 static int vm_layout_query_memdevs(struct qmp *q, struct vm_memdev **ret_devs,
 				   size_t *ret_n)
 {
-	struct json_object *ret = NULL, *id, *size;
-	struct vm_memdev *devs;
+	_cleanup_(vm_layout_json_putp) struct json_object *ret = NULL;
+	_cleanup_free_ struct vm_memdev *devs = NULL;
+	struct json_object *id, *size;
 	size_t n;
 	int r;
 
 	r = qmp_execute(q, "query-memdev", NULL, VM_LAYOUT_QMP_TIMEOUT_MS, &ret);
 	if (r < 0)
 		return r;
-	if (!json_object_is_type(ret, json_type_array)) {
-		r = -EPROTO;
-		goto out_put;
-	}
+	if (!json_object_is_type(ret, json_type_array))
+		return -EPROTO;
 	n = json_object_array_length(ret);
-	if (n > VM_LAYOUT_MAX_RANGES) {
-		r = -E2BIG;
-		goto out_put;
-	}
+	if (n > VM_LAYOUT_MAX_RANGES)
+		return -E2BIG;
 	devs = calloc(n ? n : 1, sizeof(*devs));
-	if (!devs) {
-		r = -ENOMEM;
-		goto out_put;
-	}
+	if (!devs)
+		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		struct json_object *d = json_object_array_get_idx(ret, i);
 		const char *s;
@@ -376,20 +363,14 @@ static int vm_layout_query_memdevs(struct qmp *q, struct vm_memdev **ret_devs,
 			continue;
 		}
 		s = json_object_get_string(id);
-		if (strlen(s) >= VM_LAYOUT_NAME_MAX) {
-			free(devs);
-			r = -EPROTO;
-			goto out_put;
-		}
+		if (strlen(s) >= VM_LAYOUT_NAME_MAX)
+			return -EPROTO;
 		strcpy(devs[i].id, s);
 		devs[i].size = json_object_get_uint64(size);
 	}
-	*ret_devs = devs;
+	*ret_devs = TAKE_PTR(devs);
 	*ret_n = n;
-	r = 0;
-out_put:
-	json_object_put(ret);
-	return r;
+	return 0;
 }
 
 static int vm_layout_gpa2hva(struct qmp *q, uint64_t gpa, const char *name,
@@ -506,6 +487,8 @@ void vm_layout_free(struct vm_layout *l)
 	free(l);
 }
 
+CLEANUP_DEFINE(vm_layout_freep, struct vm_layout *, vm_layout_free)
+
 /* Adds one mtree ram entry of memdev `dev` to l. */
 static int vm_layout_add_range(struct vm_layout *l, struct qmp *q,
 			       const char *maps, const struct vm_mtree_entry *m,
@@ -572,11 +555,12 @@ static int vm_layout_add_range(struct vm_layout *l, struct qmp *q,
 
 int vm_layout_discover(struct qmp *q, pid_t pid, struct vm_layout **ret_layout)
 {
-	struct vm_mtree_entry *mt = NULL;
-	struct vm_memdev *devs = NULL;
-	struct vm_layout *l;
-	char *mtree = NULL, *maps = NULL, path[64];
+	_cleanup_free_ struct vm_mtree_entry *mt = NULL;
+	_cleanup_free_ struct vm_memdev *devs = NULL;
+	_cleanup_free_ char *mtree = NULL, *maps = NULL;
+	_cleanup_(vm_layout_freep) struct vm_layout *l = NULL;
 	size_t nmt = 0, ndevs = 0;
+	char path[64];
 	int r;
 
 	if (pid <= 0) {
@@ -591,24 +575,22 @@ int vm_layout_discover(struct qmp *q, pid_t pid, struct vm_layout **ret_layout)
 
 	r = vm_layout_query_memdevs(q, &devs, &ndevs);
 	if (r < 0)
-		goto out_free_layout;
+		return r;
 	r = qmp_hmp(q, "info mtree -f", VM_LAYOUT_QMP_TIMEOUT_MS, &mtree);
 	if (r < 0)
-		goto out_free_devs;
+		return r;
 	r = vm_layout_parse_mtree(mtree, &mt, &nmt);
 	if (r < 0)
-		goto out_free_mtree;
+		return r;
 	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
 	r = hostmem_read_text(path, HOSTMEM_TEXT_MAX, &maps, NULL);
 	if (r < 0)
-		goto out_free_mt;
+		return r;
 
 	l->ranges = calloc(VM_LAYOUT_MAX_RANGES, sizeof(*l->ranges));
 	l->backings = calloc(VM_LAYOUT_MAX_RANGES, sizeof(*l->backings));
-	if (!l->ranges || !l->backings) {
-		r = -ENOMEM;
-		goto out_free_maps;
-	}
+	if (!l->ranges || !l->backings)
+		return -ENOMEM;
 	for (size_t i = 0; i < nmt; i++) {
 		const struct vm_memdev *dev = NULL;
 
@@ -618,43 +600,21 @@ int vm_layout_discover(struct qmp *q, pid_t pid, struct vm_layout **ret_layout)
 		}
 		if (!dev)
 			continue;	/* ROM shadow, VRAM, ...: not guest RAM */
-		if (l->nranges == VM_LAYOUT_MAX_RANGES) {
-			r = -E2BIG;
-			goto out_free_maps;
-		}
+		if (l->nranges == VM_LAYOUT_MAX_RANGES)
+			return -E2BIG;
 		r = vm_layout_add_range(l, q, maps, &mt[i], dev);
 		if (r < 0)
-			goto out_free_maps;
+			return r;
 	}
-	if (l->nranges == 0) {
-		r = -ENOENT;
-		goto out_free_maps;
-	}
+	if (l->nranges == 0)
+		return -ENOENT;
 	qsort(l->ranges, l->nranges, sizeof(*l->ranges), vm_layout_cmp_range);
 	for (size_t i = 1; i < l->nranges; i++) {
-		if (l->ranges[i - 1].gpa + l->ranges[i - 1].len > l->ranges[i].gpa) {
-			r = -EPROTO;
-			goto out_free_maps;
-		}
+		if (l->ranges[i - 1].gpa + l->ranges[i - 1].len > l->ranges[i].gpa)
+			return -EPROTO;
 	}
-	free(maps);
-	free(mt);
-	free(mtree);
-	free(devs);
-	*ret_layout = l;
+	*ret_layout = TAKE_PTR(l);
 	return 0;
-
-out_free_maps:
-	free(maps);
-out_free_mt:
-	free(mt);
-out_free_mtree:
-	free(mtree);
-out_free_devs:
-	free(devs);
-out_free_layout:
-	vm_layout_free(l);
-	return r;
 }
 
 int vm_layout_translate(const struct vm_layout *l, uint64_t gpa, uint64_t len,

@@ -3,7 +3,9 @@
  * test_hint.c - the hint backend's host-side facts (daemon/hint.c): the
  * balloon probe against real paused QEMUs, one per row of a table of
  * device configurations, the RssAnon settle state machine on tables of
- * sample series, and the hint keys of the control socket's JSON.
+ * sample series, the hint reclaim's decisions (daemon/backend_hint.c) on
+ * a table of scripted operations, and the hint keys of the control
+ * socket's JSON.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +13,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <string.h>
+
+#include "backend_hint.h"
 #include "ctl_proto.h"
 #include "hint.h"
 #include "log.h"
@@ -233,6 +239,91 @@ static void test_json_keys(void **state)
 	free(st);
 }
 
+/*
+ * The hint reclaim's state machine, scripted: each phase of a case is
+ * "the guest compacts these rounds, then RssAnon falls to this and stays
+ * there"; the case says what the operation must end as.
+ */
+struct hint_op_case {
+	const char *name;
+	uint64_t target_mib, rss_mib;
+	/* per phase: MiB compacted in each round (0 ends the phase's rounds
+	 * as a guest stop), then the RssAnon it settles at */
+	struct {
+		uint64_t rounds[3];
+		unsigned nrounds;
+		uint64_t settle_mib;
+	} phase[BACKEND_HINT_MAX_PHASES];
+	unsigned nphases;
+	enum backend_hint_action end;
+	int error;
+	bool guest_stopped;
+	const char *reason_has;		/* NULL: no reason expected */
+};
+
+static const struct hint_op_case hint_op_cases[] = {
+	{ "done in one phase", 4, 100, { { { 4 }, 1, 95 } }, 1,
+	  BACKEND_HINT_DONE, 0, false, NULL },
+	{ "done in two rounds", 8, 100, { { { 4, 4 }, 2, 90 } }, 1,
+	  BACKEND_HINT_DONE, 0, false, NULL },
+	{ "guest stopped", 64, 100, { { { 0 }, 1, 100 } }, 1,
+	  BACKEND_HINT_STOPPED, -ENOSPC, true, "compacted 0 MiB" },
+	{ "nothing came back", 8, 100, { { { 8 }, 1, 100 } }, 1,
+	  BACKEND_HINT_STOPPED, -EAGAIN, false, "gave nothing more back" },
+	{ "second phase finishes", 8, 100,
+	  { { { 8 }, 1, 96 }, { { 4 }, 1, 92 } }, 2,
+	  BACKEND_HINT_DONE, 0, false, NULL },
+	{ "phases run out", 64, 100,
+	  { { { 64 }, 1, 96 }, { { 60 }, 1, 92 }, { { 56 }, 1, 88 },
+	    { { 52 }, 1, 84 } }, 4,
+	  BACKEND_HINT_STOPPED, -EAGAIN, false, "after 4 compaction phases" },
+};
+
+static void test_hint_op(void **state)
+{
+	for (size_t c = 0; c < sizeof(hint_op_cases) / sizeof(hint_op_cases[0]); c++) {
+		const struct hint_op_case *k = &hint_op_cases[c];
+		struct backend_hint h;
+		struct backend_hint_step s;
+		uint64_t now = 1000000, want = k->target_mib * MiB;
+
+		backend_hint_begin(&h, "vm", 1, k->target_mib * MiB, k->rss_mib * MiB, &s);
+		for (unsigned p = 0; p < k->nphases; p++) {
+			/* each phase asks for what is still missing, in whole blocks */
+			assert_int_equal(s.action, BACKEND_HINT_COMPACT);
+			assert_true(s.bytes == want);
+			for (unsigned r = 0; r < k->phase[p].nrounds; r++) {
+				assert_int_equal(s.action, BACKEND_HINT_COMPACT);
+				backend_hint_compacted(&h, k->phase[p].rounds[r] * MiB,
+						       k->phase[p].rounds[r] ? 0 : -ENOSPC,
+						       &s);
+			}
+			/* settle: the first sample at once, then every SAMPLE_MS */
+			assert_int_equal(s.action, BACKEND_HINT_SAMPLE);
+			assert_int_equal(s.delay_ms, 0);
+			backend_hint_sampled(&h, now, k->phase[p].settle_mib * MiB + 4 * MiB, &s);
+			while (s.action == BACKEND_HINT_SAMPLE) {
+				assert_int_equal(s.delay_ms, BACKEND_HINT_SAMPLE_MS);
+				now += s.delay_ms;
+				backend_hint_sampled(&h, now, k->phase[p].settle_mib * MiB, &s);
+			}
+			assert_true(h.rss_after == k->phase[p].settle_mib * MiB);
+			want = k->target_mib * MiB - h.returned_bytes;
+		}
+		if (s.action != k->end)
+			fail_msg("%s: ends as %d, not %d", k->name, s.action, k->end);
+		assert_int_equal(s.error, k->error);
+		assert_int_equal(s.guest_stopped, k->guest_stopped);
+		if (k->reason_has && !strstr(s.reason, k->reason_has))
+			fail_msg("%s: reason '%s' lacks '%s'", k->name, s.reason,
+				 k->reason_has);
+		if (!k->reason_has)
+			assert_string_equal(s.reason, "");
+		assert_true(h.returned_bytes ==
+			    (k->rss_mib - k->phase[k->nphases - 1].settle_mib) * MiB);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -240,6 +331,7 @@ int main(void)
 		cmocka_unit_test(test_probe_live),
 		cmocka_unit_test(test_probe_dead),
 		cmocka_unit_test(test_settle),
+		cmocka_unit_test(test_hint_op),
 		cmocka_unit_test(test_json_keys),
 	};
 

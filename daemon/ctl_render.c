@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ctl_render.c - vmdefragctl's human-readable output of the daemon's
+ * answers (with --json the CLI prints the answer line as it came instead).
+ *
+ * Each function reads one object of ctl_proto.h's responses (VMSTATUS,
+ * SCAN, OP) and prints it; a key that is absent reads as 0 or "?", so an
+ * older daemon's answer still prints.  The format is what scripts and the
+ * integration tests read: change it only together with them.  Sizes are
+ * size_format()'s; strings a guest controls (slab cache names, a session's
+ * drop reason) go through log_quote_str() before they reach the terminal.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ctl_client.h"
+#include "ctl_render.h"
+#include "log.h"
+#include "size.h"
+
+/* The byte count at key, formatted (size_format()) into buf. */
+static const char *ctl_render_size(struct json_object *o, const char *key,
+				   char *buf, size_t sz)
+{
+	return size_format(ctl_client_u64(o, key), buf, sz);
+}
+
+static void ctl_render_memory(struct json_object *vm)
+{
+	struct json_object *m = ctl_client_get(vm, "memory");
+	struct json_object *op = ctl_client_get(vm, "operation");
+	char b1[32], b2[32], b3[32];
+
+	if (m && strcmp(ctl_client_str(vm, "backend") ?: "", "hint") == 0) {
+		printf("  hint returned:   %s (QEMU RssAnon drops of hint reclaims, "
+		       "measured)\n",
+		       ctl_render_size(m, "hint_returned_bytes", b1, sizeof(b1)));
+	} else if (m) {
+		printf("  reclaimed:       %s (captured %s, pending ACK %s)%s\n",
+		       ctl_render_size(m, "reclaimed_bytes", b1, sizeof(b1)),
+		       ctl_render_size(m, "captured_bytes", b2, sizeof(b2)),
+		       ctl_render_size(m, "pending_bytes", b3, sizeof(b3)),
+		       json_object_get_boolean(ctl_client_get(m, "reconciled")) ? "" :
+		       " [not reconciled yet]");
+		printf("  returned:        %s (guest took back %s itself)\n",
+		       ctl_render_size(m, "returned_bytes", b1, sizeof(b1)),
+		       ctl_render_size(m, "guest_released_bytes", b2, sizeof(b2)));
+	}
+	if (op) {
+		printf("  last operation:  %s #%" PRIu64 " %s, %s of %s",
+		       ctl_client_str(op, "kind"), ctl_client_u64(op, "id"),
+		       ctl_client_str(op, "state"),
+		       ctl_render_size(op, "done_bytes", b1, sizeof(b1)),
+		       ctl_render_size(op, "target_bytes", b2, sizeof(b2)));
+		if (ctl_client_str(op, "reason"))
+			printf(": %s", ctl_client_str(op, "reason"));
+		printf("\n");
+		if (ctl_client_str(op, "reback_note"))
+			printf("  re-back:         %s (%s)\n", ctl_client_str(op, "reback"),
+			       ctl_client_str(op, "reback_note"));
+	}
+}
+
+void ctl_render_status_vm(struct json_object *vm)
+{
+	struct json_object *q = ctl_client_get(vm, "qmp"), *s = ctl_client_get(vm, "session");
+	struct json_object *g = ctl_client_get(vm, "guest"), *feat;
+	char b1[32], b2[32], qb[200];
+	const char *note;
+
+	printf("%s\n", ctl_client_str(vm, "name"));
+	if (q && json_object_get_boolean(ctl_client_get(q, "connected")))
+		printf("  qemu:            pid %" PRIu64 "\n", ctl_client_u64(q, "pid"));
+	else
+		printf("  qemu:            not attached (%s)\n",
+		       q && ctl_client_str(q, "error") ? ctl_client_str(q, "error") : "?");
+	note = ctl_client_str(vm, "backend_note");
+	if (strcmp(ctl_client_str(vm, "backend") ?: "", "none") == 0)
+		printf("  backend:         none, reclaim impossible (%s)\n", note ?: "");
+	else if (note)
+		printf("  backend:         %s (%s)\n", ctl_client_str(vm, "backend"), note);
+	else
+		printf("  backend:         %s\n", ctl_client_str(vm, "backend"));
+	printf("  ram:             %s\n", ctl_render_size(vm, "ram_bytes", b1, sizeof(b1)));
+	if (ctl_client_has(vm, "rss_anon_bytes"))
+		printf("  qemu RssAnon:    %s\n",
+		       ctl_render_size(vm, "rss_anon_bytes", b1, sizeof(b1)));
+	if (ctl_client_has(vm, "backing_bytes"))
+		printf("  host backing:    %s\n",
+		       ctl_render_size(vm, "backing_bytes", b1, sizeof(b1)));
+	else
+		printf("  host backing:    n/a\n");
+	if (ctl_client_has(vm, "huge_mapped_bytes"))
+		printf("  huge-mapped:     %s\n",
+		       ctl_render_size(vm, "huge_mapped_bytes", b1, sizeof(b1)));
+	printf("  shmem_enabled:   %s\n", ctl_client_str(vm, "shmem_enabled") ?: "unknown");
+	if (json_object_get_boolean(ctl_client_get(vm, "reback_huge")))
+		printf("  re-back huge:    yes (2 MiB folios)\n");
+	else
+		printf("  re-back huge:    no (%s)\n",
+		       ctl_client_str(vm, "reback_note") ?: "not attached");
+	printf("  guest session:   %s", ctl_client_str(s, "state"));
+	if (strcmp(ctl_client_str(s, "state") ?: "", "ready") == 0) {
+		printf(", protocol v%" PRIu64 ", features:", ctl_client_u64(s, "version"));
+		feat = ctl_client_get(s, "features");
+		if (!feat || json_object_array_length(feat) == 0)
+			printf(" none");
+		for (size_t i = 0; feat && i < json_object_array_length(feat); i++)
+			printf(" %s", json_object_get_string(
+				       json_object_array_get_idx(feat, i)));
+	}
+	printf(" (connects %" PRIu64 ", drops %" PRIu64 ")\n", ctl_client_u64(s, "connects"),
+	       ctl_client_u64(s, "drops"));
+	if (ctl_client_str(s, "last_drop"))
+		printf("  last drop:       %s\n",
+		       log_quote_str(ctl_client_str(s, "last_drop"), qb, sizeof(qb)));
+	if (g) {
+		if (ctl_client_has(g, "scan_age_ms")) {
+			printf("  guest free:      %s (%s in whole 2 MiB blocks)\n",
+			       ctl_render_size(g, "free_bytes", b1, sizeof(b1)),
+			       ctl_render_size(g, "free_block_bytes", b2, sizeof(b2)));
+			printf("  unmovable:       %" PRIu64 " blocks\n",
+			       ctl_client_u64(g, "unmovable_blocks"));
+		}
+		printf("  captured:        %s\n",
+		       ctl_render_size(g, "captured_bytes", b1, sizeof(b1)));
+		if (ctl_client_has(g, "scan_age_ms"))
+			printf("  last scan:       %.1f s ago\n",
+			       (double)ctl_client_u64(g, "scan_age_ms") / 1000.0);
+	} else {
+		printf("  guest report:    none yet (run: vmdefragctl scan %s)\n",
+		       ctl_client_str(vm, "name"));
+	}
+	ctl_render_memory(vm);
+}
+
+static void ctl_render_hist(struct json_object *scan, const char *key,
+			    const char *label, const char *title)
+{
+	struct json_object *a = ctl_client_get(scan, key);
+	uint64_t total = 0;
+
+	printf("%s\n", title);
+	for (size_t i = 0; a && i < json_object_array_length(a); i++)
+		total += ctl_client_u64(json_object_array_get_idx(a, i), "blocks");
+	for (size_t i = 0; a && i < json_object_array_length(a); i++) {
+		struct json_object *e = json_object_array_get_idx(a, i);
+		uint64_t n = ctl_client_u64(e, "blocks");
+		char lab[48];
+
+		if (label)
+			snprintf(lab, sizeof(lab), "%s", ctl_client_str(e, label));
+		else if (i == 0)
+			snprintf(lab, sizeof(lab), "%s%" PRIu64 " pages",
+				 ctl_client_u64(e, "max_pages") ? "<= " : "",
+				 ctl_client_u64(e, "max_pages"));
+		else
+			snprintf(lab, sizeof(lab), "%" PRIu64 "-%" PRIu64 " pages",
+				 ctl_client_u64(json_object_array_get_idx(a, i - 1),
+						"max_pages") + 1,
+				 ctl_client_u64(e, "max_pages"));
+		printf("  %-16s %8" PRIu64 " blocks %6.1f%%\n", lab, n,
+		       total ? 100.0 * (double)n / (double)total : 0.0);
+	}
+}
+
+void ctl_render_scan(struct json_object *scan)
+{
+	struct json_object *slabs = ctl_client_get(scan, "slabs");
+	char b1[32], b2[32];
+
+	printf("%s: %s scanned, %s free (%s in whole 2 MiB blocks)\n",
+	       ctl_client_str(scan, "vm"),
+	       ctl_render_size(scan, "total_bytes", b1, sizeof(b1)),
+	       ctl_render_size(scan, "free_bytes", b2, sizeof(b2)),
+	       ctl_render_size(scan, "free_block_bytes", (char[32]){0}, 32));
+	printf("  capturable %s, captured %s, available %s, scan took %.1f ms\n",
+	       ctl_render_size(scan, "capturable_bytes", b1, sizeof(b1)),
+	       ctl_render_size(scan, "captured_bytes", b2, sizeof(b2)),
+	       ctl_render_size(scan, "available_bytes", (char[32]){0}, 32),
+	       (double)ctl_client_u64(scan, "scan_ns") / 1e6);
+	ctl_render_hist(scan, "classes", "class", "block classes:");
+	ctl_render_hist(scan, "cost", NULL, "vacate cost of movable blocks (pages to migrate):");
+	ctl_render_hist(scan, "unmovable", "cause", "unmovable blocks by cause:");
+	printf("top slab caches in unmovable blocks:\n");
+	if (!slabs || json_object_array_length(slabs) == 0)
+		printf("  (none)\n");
+	for (size_t i = 0; slabs && i < json_object_array_length(slabs) && i < 10; i++) {
+		struct json_object *e = json_object_array_get_idx(slabs, i);
+		char q[80];
+
+		printf("  %-34s %8" PRIu64 " pages %6" PRIu64 " blocks\n",
+		       log_quote_str(ctl_client_str(e, "name"), q, sizeof(q)),
+		       ctl_client_u64(e, "pages"), ctl_client_u64(e, "blocks"));
+	}
+}
+
+void ctl_render_op_line(struct json_object *op, char *buf, size_t sz)
+{
+	char b1[32], b2[32], b3[32];
+	int n;
+
+	n = snprintf(buf, sz, "%s #%" PRIu64 " on %s: %s of %s (%s, %.1f s)",
+		     ctl_client_str(op, "kind"), ctl_client_u64(op, "id"),
+		     ctl_client_str(op, "vm"),
+		     ctl_render_size(op, "done_bytes", b1, sizeof(b1)),
+		     ctl_render_size(op, "target_bytes", b2, sizeof(b2)),
+		     ctl_client_str(op, "state"),
+		     (double)ctl_client_u64(op, "elapsed_ms") / 1000.0);
+	/* shared: say so when the net drop is not the daemon's punches alone */
+	if (ctl_client_get(op, "punched_bytes") && n > 0 && (size_t)n < sz &&
+	    ctl_client_u64(op, "punched_bytes") + (2u << 20) < ctl_client_u64(op, "done_bytes"))
+		snprintf(buf + n, sz - n, "; vmdefrag punched %s, the rest of the "
+			 "backing's drop came from the guest meanwhile (free page "
+			 "reporting)",
+			 ctl_render_size(op, "punched_bytes", b3, sizeof(b3)));
+	/* hint: what came back is measured; what the guest did is beside it */
+	if (ctl_client_str(op, "backend") && n > 0 && (size_t)n < sz)
+		snprintf(buf + n, sz - n, "; guest compacted %s, returned = QEMU "
+			 "RssAnon drop",
+			 ctl_render_size(op, "compacted_bytes", b3, sizeof(b3)));
+}
