@@ -1438,6 +1438,12 @@ void reclaim_event(struct reclaim *rc, const struct proto_msg *m)
 		 MIB(reback), MIB(acc.huge));
 }
 
+void reclaim_stop(struct reclaim *rc, const char *why)
+{
+	if (rc->running && rc->op.kind != RECLAIM_KIND_RECONCILE)
+		reclaim_op_end(rc, RECLAIM_OP_STOPPED, -ECANCELED, "%s", why);
+}
+
 /* ---- status and lifetime -------------------------------------------------- */
 
 void reclaim_get_status(struct reclaim *rc, struct reclaim_status *st)

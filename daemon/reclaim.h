@@ -130,6 +130,14 @@ void reclaim_event(struct reclaim *rc, const struct proto_msg *m);
 int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 		  char *err, size_t errsz, uint32_t *ret_id);
 
+/*
+ * Ends a running reclaim or return as STOPPED with `why` (a live migration
+ * started).  Its request in flight still completes: blocks the guest
+ * captured are punched and ACKed, released ones settle, so nothing is left
+ * half done.  A reconcile is left to run.
+ */
+void reclaim_stop(struct reclaim *rc, const char *why);
+
 void reclaim_get_status(struct reclaim *rc, struct reclaim_status *ret_status);
 /*
  * The operation with this id, if it is the current or last one, or the

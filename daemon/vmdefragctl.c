@@ -260,6 +260,7 @@ static const char *fmt_size(uint64_t v, char *buf, size_t sz)
 }
 
 static void print_memory(struct json_object *vm);
+static void print_migration(struct json_object *vm);
 
 static void print_status_vm(struct json_object *vm)
 {
@@ -330,6 +331,54 @@ static void print_status_vm(struct json_object *vm)
 		       jget_str(vm, "name"));
 	}
 	print_memory(vm);
+	print_migration(vm);
+}
+
+/* One line, only when a migration was seen: which path, what it cost. */
+static void print_migration(struct json_object *vm)
+{
+	struct json_object *m = jget(vm, "migration"), *c;
+	const char *state = m ? jget_str(m, "state") : NULL;
+	char b1[32], b2[32], b3[32];
+
+	if (!state || (strcmp(state, "none") == 0 && !jget_str(m, "last_outcome")))
+		return;
+	if (strcmp(state, "outgoing") == 0)
+		printf("  migration:       outgoing (QEMU: %s), no operation starts "
+		       "until it ends\n", jget_str(m, "qemu_status") ?: "?");
+	else if (strcmp(state, "migrated-away") == 0)
+		printf("  migration:       migrated away (the guest runs on the "
+		       "destination)\n");
+	else if (strcmp(state, "incoming") == 0)
+		printf("  migration:       incoming migration (QEMU: %s), the guest "
+		       "session waits for it\n", jget_str(m, "qemu_status") ?: "waiting");
+	else if (strcmp(state, "none") == 0)
+		printf("  migration:       none running (last: %s)\n",
+		       jget_str(m, "last_outcome"));
+	if (strcmp(state, "migrated-in") != 0)
+		return;
+	c = jget(m, "collapse");
+	printf("  migration:       migrated in (stock QEMU path): ");
+	if (json_object_get_boolean(jget(m, "reconciled")))
+		printf("reconciled %s captured, %s punched", fmt_size(
+		       jget_u64(m, "reconcile_listed_bytes"), b1, sizeof(b1)),
+		       fmt_size(jget_u64(m, "reconcile_punched_bytes"), b2, sizeof(b2)));
+	else
+		printf("not reconciled yet");
+	if (c)
+		printf("; collapse %s: %s of %s to 2 MiB pages in %.1f ms cpu "
+		       "(%" PRIu64 "%% budget)%s%s\n", jget_str(c, "state"),
+		       fmt_size(jget_u64(c, "collapsed_bytes"), b1, sizeof(b1)),
+		       fmt_size(jget_u64(c, "candidate_bytes"), b2, sizeof(b2)),
+		       (double)jget_u64(c, "cpu_ns") / 1e6, jget_u64(c, "cpu_percent"),
+		       jget_u64(c, "folio_only_bytes") ? ", folios only (QEMU maps "
+		       "it 4 KiB-aligned): " : "",
+		       jget_u64(c, "folio_only_bytes") ? fmt_size(jget_u64(c,
+		       "folio_only_bytes"), b3, sizeof(b3)) : "");
+	else
+		printf("\n");
+	if (c && jget_str(c, "note"))
+		printf("  collapse note:   %s\n", jget_str(c, "note"));
 }
 
 static void print_memory(struct json_object *vm)
