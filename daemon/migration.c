@@ -13,8 +13,10 @@
  *        captured, which it never touches).
  *   OUTGOING --completed--> AWAY: the guest runs elsewhere; the guest
  *        session is stopped and stays so until QEMU is replaced.
- *   OUTGOING --failed/cancelled--> NONE: operations are allowed again;
- *        last_outcome says what happened.
+ *   OUTGOING --failed/cancelled--> NONE: the blocks the guest holds
+ *        reclaimed are punched again (QEMU's scan read them back in:
+ *        reading a hole of shmem allocates it), operations are allowed
+ *        again; last_outcome says what happened.
  *   (attach) QEMU's run state "inmigrate" --> INCOMING: the guest session
  *        is not started (the guest is not here yet) and nothing is punched
  *        (the layout is known, but the reclaim backend needs the
@@ -177,11 +179,15 @@ static void migration_apply(struct migration *m, const char *s)
 				 "destination now; its session here is closed", m->name);
 			migration_hold_session(m);
 		} else if (!migration_status_running(s)) {
+			/* its scan read the reclaimed ranges back in */
+			uint64_t freed = reclaim_repunch(m->reclaim);
+
 			migration_set_state(m, MIGRATION_NONE);
 			snprintf(m->last_outcome, sizeof(m->last_outcome),
 				 "outgoing migration %s", s);
-			log_info("VM '%s': outgoing migration %s; back to normal "
-				 "operation", m->name, s);
+			log_info("VM '%s': outgoing migration %s; reclaimed ranges it "
+				 "read back in punched again (%llu MiB); back to normal "
+				 "operation", m->name, s, MIB(freed));
 		}
 		break;
 	case MIGRATION_NONE:

@@ -138,6 +138,13 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
  */
 void reclaim_stop(struct reclaim *rc, const char *why);
 
+/*
+ * Punches again every block the guest holds reclaimed (acknowledged or
+ * not; the guest never touches them): after a live migration that failed
+ * or was cancelled, whose scan read them back in.  The bytes freed.
+ */
+uint64_t reclaim_repunch(struct reclaim *rc);
+
 void reclaim_get_status(struct reclaim *rc, struct reclaim_status *ret_status);
 /*
  * The operation with this id, if it is the current or last one, or the
