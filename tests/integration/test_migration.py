@@ -17,8 +17,9 @@ which has its own vmdefragd.  Checked, from the kernel's own accounting:
              holes again; the guest's capture list is the same as before
              the hop; every memcheck page is intact.
   collapse   tmpfs file with align=2M: the share of QEMU's resident guest
-             RAM mapped with 2 MiB pages after the collapse pass (after
-             post-copy it is ~0 before it: every page placed 4 KiB).
+             RAM mapped with 2 MiB pages after the collapse pass is at
+             least PMD_SHARE_MIN (without the pass, post-copy leaves it at
+             0 for minutes: every page is placed as 4 KiB).
              memfd: QEMU maps it 4 KiB-aligned, so the pass can only make
              2 MiB folios (the daemon's own aligned mapping); those are
              counted, nothing is asserted about QEMU's mapping.
