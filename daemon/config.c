@@ -6,7 +6,8 @@
  *
  *	# comment             (also "; comment", and " # comment" after a value)
  *	[daemon]              socket, socket_mode, socket_group, log_level,
- *	                      reconnect_min_ms, reconnect_max_ms
+ *	                      reconnect_min_ms, reconnect_max_ms,
+ *	                      collapse_cpu_percent
  *	[vm NAME]             qmp, channel, floor, max_reclaim, frames_per_sec,
  *	                      events_per_sec, request_timeout_ms
  *	[libvirt]             turns libvirt mode on; uri, and floor,
@@ -58,6 +59,7 @@ void config_init(struct config *c)
 	c->log_level = LOG_INFO;
 	c->reconnect_min_ms = 500;
 	c->reconnect_max_ms = 30000;
+	c->collapse_cpu_percent = 25;
 	config_vm_init(&c->libvirt_defaults);
 }
 
@@ -236,6 +238,8 @@ static int config_daemon_set(struct config *c, const char *key, const char *v,
 	if (strcmp(key, "reconnect_max_ms") == 0)
 		return config_u32(key, v, 10, CONFIG_MS_MAX, &c->reconnect_max_ms,
 				  msg, msgsz);
+	if (strcmp(key, "collapse_cpu_percent") == 0)
+		return config_u32(key, v, 0, 100, &c->collapse_cpu_percent, msg, msgsz);
 	return config_fail(msg, msgsz, -ENOENT, "unknown key '%s' in [daemon]", key);
 }
 

@@ -43,6 +43,7 @@ struct config {
 	int log_level;			/* LOG_ERR .. LOG_DEBUG */
 	uint32_t reconnect_min_ms;	/* first retry after a drop */
 	uint32_t reconnect_max_ms;	/* backoff doubles up to this */
+	uint32_t collapse_cpu_percent;	/* after a migration in: 0 (off) .. 100 */
 	size_t nvms;
 	struct config_vm vms[CONFIG_MAX_VMS];
 

@@ -279,8 +279,11 @@ static struct json_object *ctl_features_json(uint64_t f)
  * returned_bytes and guest_released_bytes (since the daemon started),
  * hint_returned_bytes (hint reclaims: measured RssAnon drops, summed since
  * the daemon started)};
- * operation (OP of the running or last operation, null if none).
+ * operation (OP of the running or last operation, null if none);
+ * migration (ctl_migration_json()).
  */
+static struct json_object *ctl_migration_json(const struct migration_status *m);
+
 struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
 {
 	struct json_object *o = json_object_new_object();
@@ -359,6 +362,49 @@ struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
 	}
 	json_object_object_add(o, "operation", st->mem.have_op ?
 			       ctl_proto_op_json(st->name, &st->mem.op) : NULL);
+	json_object_object_add(o, "migration", ctl_migration_json(&st->migration));
+	return o;
+}
+
+/*
+ * migration: {state ("none", "outgoing", "migrated-away", "incoming",
+ * "migrated-in"), qemu_status (QEMU's MigrationStatus, null if none seen),
+ * since_ms, outgoing (count since daemon start), last_outcome (null if
+ * none); migrated-in only: reconciled, reconcile_listed_bytes,
+ * reconcile_punched_bytes, collapse {state, cpu_percent, ram_bytes,
+ * scanned_bytes, candidate_bytes, collapsed_bytes, folio_only_bytes,
+ * hole_bytes, failed_bytes, cpu_ns, elapsed_ms, note (null if none)}}
+ */
+static struct json_object *ctl_migration_json(const struct migration_status *m)
+{
+	struct json_object *o = json_object_new_object();
+	const struct collapse_status *c = &m->collapse;
+	struct json_object *co;
+
+	ctl_add_str(o, "state", migration_state_name(m->state));
+	ctl_add_str(o, "qemu_status", m->qemu_status);
+	ctl_add_u64(o, "since_ms", m->since_ms);
+	ctl_add_u64(o, "outgoing", m->outgoing);
+	ctl_add_str(o, "last_outcome", m->last_outcome);
+	if (m->state != MIGRATION_ARRIVED)
+		return o;
+	json_object_object_add(o, "reconciled", json_object_new_boolean(m->reconciled));
+	ctl_add_u64(o, "reconcile_listed_bytes", m->reconcile_listed_bytes);
+	ctl_add_u64(o, "reconcile_punched_bytes", m->reconcile_punched_bytes);
+	co = json_object_new_object();
+	ctl_add_str(co, "state", collapse_state_name(c->state));
+	ctl_add_u64(co, "cpu_percent", c->cpu_percent);
+	ctl_add_u64(co, "ram_bytes", c->ram_bytes);
+	ctl_add_u64(co, "scanned_bytes", c->scanned_bytes);
+	ctl_add_u64(co, "candidate_bytes", c->candidate_bytes);
+	ctl_add_u64(co, "collapsed_bytes", c->collapsed_bytes);
+	ctl_add_u64(co, "folio_only_bytes", c->folio_only_bytes);
+	ctl_add_u64(co, "hole_bytes", c->hole_bytes);
+	ctl_add_u64(co, "failed_bytes", c->failed_bytes);
+	ctl_add_u64(co, "cpu_ns", c->cpu_ns);
+	ctl_add_u64(co, "elapsed_ms", c->elapsed_ms);
+	ctl_add_str(co, "note", c->note);
+	json_object_object_add(o, "collapse", co);
 	return o;
 }
 

@@ -43,6 +43,7 @@
 
 #include <json-c/json.h>
 
+#include "migration.h"
 #include "reclaim.h"
 #include "session.h"
 #include "vmdefrag/proto.h"
@@ -144,6 +145,7 @@ struct ctl_vm_status {
 	uint64_t stats_age_ms;
 	struct proto_stats stats;
 	struct reclaim_status mem;	/* blocks held for the host, operations */
+	struct migration_status migration;	/* live migration, either way */
 };
 
 struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st);

@@ -62,6 +62,55 @@ static void ctl_render_memory(struct json_object *vm)
 	}
 }
 
+/* One line, only when a migration was seen: which path, what it cost. */
+static void ctl_render_migration(struct json_object *vm)
+{
+	struct json_object *m = ctl_client_get(vm, "migration"), *c;
+	const char *state = m ? ctl_client_str(m, "state") : NULL;
+	char b1[32], b2[32], b3[32];
+
+	if (!state || (strcmp(state, "none") == 0 && !ctl_client_str(m, "last_outcome")))
+		return;
+	if (strcmp(state, "outgoing") == 0)
+		printf("  migration:       outgoing (QEMU: %s), no operation starts "
+		       "until it ends\n", ctl_client_str(m, "qemu_status") ?: "?");
+	else if (strcmp(state, "migrated-away") == 0)
+		printf("  migration:       migrated away (the guest runs on the "
+		       "destination)\n");
+	else if (strcmp(state, "incoming") == 0)
+		printf("  migration:       incoming migration (QEMU: %s), the guest "
+		       "session waits for it\n",
+		       ctl_client_str(m, "qemu_status") ?: "waiting");
+	else if (strcmp(state, "none") == 0)
+		printf("  migration:       none running (last: %s)\n",
+		       ctl_client_str(m, "last_outcome"));
+	if (strcmp(state, "migrated-in") != 0)
+		return;
+	c = ctl_client_get(m, "collapse");
+	printf("  migration:       migrated in (stock QEMU path): ");
+	if (json_object_get_boolean(ctl_client_get(m, "reconciled")))
+		printf("reconciled %s captured, %s punched",
+		       ctl_render_size(m, "reconcile_listed_bytes", b1, sizeof(b1)),
+		       ctl_render_size(m, "reconcile_punched_bytes", b2, sizeof(b2)));
+	else
+		printf("not reconciled yet");
+	if (c)
+		printf("; collapse %s: %s of %s to 2 MiB pages in %.1f ms cpu "
+		       "(%" PRIu64 "%% budget)%s%s\n", ctl_client_str(c, "state"),
+		       ctl_render_size(c, "collapsed_bytes", b1, sizeof(b1)),
+		       ctl_render_size(c, "candidate_bytes", b2, sizeof(b2)),
+		       (double)ctl_client_u64(c, "cpu_ns") / 1e6,
+		       ctl_client_u64(c, "cpu_percent"),
+		       ctl_client_u64(c, "folio_only_bytes") ? ", folios only (QEMU "
+		       "maps it 4 KiB-aligned): " : "",
+		       ctl_client_u64(c, "folio_only_bytes") ?
+		       ctl_render_size(c, "folio_only_bytes", b3, sizeof(b3)) : "");
+	else
+		printf("\n");
+	if (c && ctl_client_str(c, "note"))
+		printf("  collapse note:   %s\n", ctl_client_str(c, "note"));
+}
+
 void ctl_render_status_vm(struct json_object *vm)
 {
 	struct json_object *q = ctl_client_get(vm, "qmp"), *s = ctl_client_get(vm, "session");
@@ -133,6 +182,7 @@ void ctl_render_status_vm(struct json_object *vm)
 		       ctl_client_str(vm, "name"));
 	}
 	ctl_render_memory(vm);
+	ctl_render_migration(vm);
 }
 
 static void ctl_render_hist(struct json_object *scan, const char *key,

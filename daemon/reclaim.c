@@ -1365,6 +1365,25 @@ void reclaim_event(struct reclaim *rc, const struct proto_msg *m)
 		 MIB(reback), MIB(acc.huge));
 }
 
+void reclaim_stop(struct reclaim *rc, const char *why)
+{
+	if (rc->running && rc->op.kind != RECLAIM_KIND_RECONCILE)
+		reclaim_op_end(rc, RECLAIM_OP_STOPPED, -ECANCELED, "%s", why);
+}
+
+uint64_t reclaim_repunch(struct reclaim *rc)
+{
+	uint64_t freed = 0, f;
+
+	if (!rc->have_map || !reclaim_shared(rc))
+		return 0;
+	for (uint64_t b = 0; b < rc->map.nblocks; b++)
+		if (blockmap_get(&rc->map, b) == BLOCKMAP_RECLAIMED &&
+		    reclaim_punch(rc, b * RECLAIM_BLOCK, RECLAIM_BLOCK, &f) == 0)
+			freed += f;
+	return freed;
+}
+
 /* ---- status and lifetime -------------------------------------------------- */
 
 void reclaim_get_status(struct reclaim *rc, struct reclaim_status *st)

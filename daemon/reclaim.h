@@ -131,6 +131,21 @@ void reclaim_event(struct reclaim *rc, const struct proto_msg *m);
 int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 		  char *err, size_t errsz, uint32_t *ret_id);
 
+/*
+ * Ends a running reclaim or return as STOPPED with `why` (a live migration
+ * started).  Its request in flight still completes: blocks the guest
+ * captured are punched and ACKed, released ones settle, so nothing is left
+ * half done.  A reconcile is left to run.
+ */
+void reclaim_stop(struct reclaim *rc, const char *why);
+
+/*
+ * Punches again every block the guest holds reclaimed (acknowledged or
+ * not; the guest never touches them): after a live migration that failed
+ * or was cancelled, whose scan read them back in.  The bytes freed.
+ */
+uint64_t reclaim_repunch(struct reclaim *rc);
+
 void reclaim_get_status(struct reclaim *rc, struct reclaim_status *ret_status);
 /*
  * The operation with this id, if it is the current or last one, or the

@@ -477,10 +477,23 @@ static void virt_domains_disconnected(void *userdata)
 static void virt_domains_event(void *userdata, const char *name, int event, int detail)
 {
 	struct virt_domains *d = userdata;
+	struct virt_domain *v;
 	char q[320];
 
 	log_debug("libvirt: domain %s event %d detail %d",
 		  log_quote_str(name, q, sizeof(q)), event, detail);
+	v = virt_domains_find(d, name);
+	/* libvirt's monitor carries no QMP events: the migration's phases */
+	if (v && v->vm && event == VIR_DOMAIN_EVENT_SUSPENDED &&
+	    (detail == VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED ||
+	     detail == VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY))
+		vm_migration_note(v->vm, "active");
+	else if (v && v->vm && event == VIR_DOMAIN_EVENT_RESUMED &&
+		 detail == VIR_DOMAIN_EVENT_RESUMED_MIGRATED)
+		vm_migration_note(v->vm, "failed");	/* the source resumes */
+	else if (v && v->vm && event == VIR_DOMAIN_EVENT_STOPPED &&
+		 detail == VIR_DOMAIN_EVENT_STOPPED_MIGRATED)
+		vm_migration_note(v->vm, "completed");
 	switch (event) {
 	case VIR_DOMAIN_EVENT_STARTED:
 	case VIR_DOMAIN_EVENT_RESUMED:

@@ -49,6 +49,7 @@
 #include "hostmem.h"
 #include "log.h"
 #include "loop.h"
+#include "migration.h"
 #include "qmp.h"
 #include "reclaim.h"
 #include "session.h"
@@ -96,6 +97,7 @@ struct vm {
 	struct vm_scan_req *scans;	/* scans in flight */
 
 	struct reclaim *reclaim;	/* reclaim/return/reconcile and block states */
+	struct migration *mig;		/* live migration, either direction */
 };
 
 const char *vm_name(const struct vm *vm)
@@ -133,6 +135,7 @@ static void vm_qmp_schedule_retry(struct vm *vm)
 static void vm_qmp_drop(struct vm *vm)
 {
 	loop_io_remove(vm->loop, &vm->qmp_io);
+	migration_detach(vm->mig);
 	qmp_close(vm->qmp);
 	vm->qmp = NULL;
 	(void)reclaim_set_layout(vm->reclaim, NULL, RECLAIM_BACKEND_NONE, NULL);
@@ -164,6 +167,7 @@ static void vm_qmp_io(struct loop_io *io, uint32_t events)
 		if (json_object_object_get_ex(ev, "event", &name))
 			log_debug("VM '%s': QMP event %s", vm->conf.name,
 				  json_object_get_string(name));
+		migration_qmp_event(vm->mig, ev);
 		json_object_put(ev);
 	}
 	if (r < 0) {
@@ -264,6 +268,7 @@ static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 	if (r < 0)
 		log_warning_errno(r, "VM '%s': cannot track its blocks: %m; reclaim "
 				  "is unavailable", vm->conf.name);
+	migration_attach(vm->mig, q, layout, pid);
 	return 0;
 
 out_close:
@@ -364,6 +369,8 @@ int vm_attach_monitor(struct vm *vm, struct qmp *q, pid_t pid, const char *chann
 	r = session_set_path(vm->session, channel);
 	if (r < 0)
 		log_warning_errno(r, "VM '%s': guest channel: %m", vm->conf.name);
+	if (migration_holds_session(vm->mig))
+		session_stop(vm->session);
 	return 0;
 }
 
@@ -677,11 +684,16 @@ void vm_get_status(struct vm *vm, struct ctl_vm_status *st)
 	st->stats_age_ms = now - vm->stats_ms;
 	st->stats = vm->stats;
 	reclaim_get_status(vm->reclaim, &st->mem);
+	migration_get_status(vm->mig, &st->migration);
 }
 
 int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, char *err,
 		size_t errsz, uint32_t *ret_id)
 {
+	int r = migration_check_op(vm->mig, err, errsz);
+
+	if (r < 0)
+		return r;
 	return reclaim_start(vm->reclaim, kind, bytes, err, errsz, ret_id);
 }
 
@@ -735,6 +747,14 @@ int vm_new(struct loop *loop, const struct config *cfg,
 		free(vm);
 		return r;
 	}
+	r = migration_new(loop, conf->name, vm->session, vm->reclaim,
+			  cfg->collapse_cpu_percent, &vm->mig);
+	if (r < 0) {
+		session_free(vm->session);
+		reclaim_free(vm->reclaim);
+		free(vm);
+		return r;
+	}
 	*ret_vm = vm;
 	return 0;
 }
@@ -759,7 +779,13 @@ void vm_start(struct vm *vm)
 	if (vm->libvirt)
 		return;
 	vm_qmp_try(vm);
-	session_start(vm->session);
+	if (!migration_holds_session(vm->mig))
+		session_start(vm->session);
+}
+
+void vm_migration_note(struct vm *vm, const char *qemu_status)
+{
+	migration_note(vm->mig, qemu_status);
 }
 
 /* ---- the VM list ------------------------------------------------------ */
@@ -800,6 +826,7 @@ void vm_free(struct vm *vm)
 {
 	if (!vm)
 		return;
+	migration_free(vm->mig);
 	session_free(vm->session);
 	reclaim_free(vm->reclaim);
 	loop_timer_disarm(vm->loop, &vm->qmp_retry);

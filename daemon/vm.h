@@ -64,6 +64,12 @@ bool vm_monitor_attached(const struct vm *vm);
 
 const char *vm_name(const struct vm *vm);
 
+/*
+ * A live migration status learnt outside QMP (libvirt's lifecycle events):
+ * one of QEMU's MigrationStatus names (migration.c).
+ */
+void vm_migration_note(struct vm *vm, const char *qemu_status);
+
 /* Fills *ret_status from the VM's state and fresh host measurements. */
 void vm_get_status(struct vm *vm, struct ctl_vm_status *ret_status);
 

@@ -188,6 +188,17 @@ class Guest:
         return initramfs.build(self.kernel)
 
     def start(self):
+        deadline = self.launch()
+        line = self._read_line(deadline)
+        if not line.startswith(b"READY "):
+            raise GuestError(f"unexpected greeting {line!r}")
+        self.qmp_conn = QMP(self.qmp_socket)
+
+    def launch(self):
+        """Starts QEMU and connects the control channel; the boot deadline.
+
+        start() then waits for the guest's READY; a QEMU that receives a
+        migration (harness/migration.py) has no guest of its own yet."""
         initrd = self.initrd()
         self.workdir = Path(tempfile.mkdtemp(prefix="vdf-guest-"))
         self.console_log = self.workdir / "console.log"
@@ -205,10 +216,7 @@ class Guest:
         _live.add(self)
         deadline = time.monotonic() + self.boot_timeout
         self._ctl = self._connect(self.ctl_socket, deadline)
-        line = self._read_line(deadline)
-        if not line.startswith(b"READY "):
-            raise GuestError(f"unexpected greeting {line!r}")
-        self.qmp_conn = QMP(self.qmp_socket)
+        return deadline
 
     def _connect(self, path, deadline):
         while True:

@@ -62,6 +62,7 @@ static void test_config_good(void **state)
 		"log_level = debug\n"
 		"reconnect_min_ms = 100\n"
 		"reconnect_max_ms = 2000\n"
+		"collapse_cpu_percent = 10\n"
 		"; another comment\n"
 		"[vm web-1]\n"
 		"qmp = /run/qemu/web-1.qmp\n"
@@ -86,6 +87,7 @@ static void test_config_good(void **state)
 	assert_int_equal(c.log_level, LOG_DEBUG);
 	assert_int_equal(c.reconnect_min_ms, 100);
 	assert_int_equal(c.reconnect_max_ms, 2000);
+	assert_int_equal(c.collapse_cpu_percent, 10);
 	assert_int_equal(c.nvms, 2);
 	assert_string_equal(c.vms[0].name, "web-1");
 	assert_string_equal(c.vms[0].qmp, "/run/qemu/web-1.qmp");
@@ -150,6 +152,10 @@ static const struct bad_case bad_cases[] = {
 	  "b.conf:2: log_level 'loud' is not one of err, warning, notice, info, debug" },
 	{ "[daemon]\nreconnect_min_ms = 5\n", -ERANGE,
 	  "b.conf:2: reconnect_min_ms '5' is not in 10..3600000" },
+	{ "[daemon]\n\ncollapse_cpu_percent = 101\n", -ERANGE,
+	  "b.conf:3: collapse_cpu_percent '101' is not in 0..100" },
+	{ "[daemon]\ncollapse_cpu_percent = half\n", -EINVAL,
+	  "b.conf:2: collapse_cpu_percent 'half' is not a number" },
 	{ "[vm a]\n\n\nfloor = 3M\n", -EDOM,
 	  "b.conf:4: size '3M' is not a multiple of 2 MiB" },
 	{ "[vm a]\nfloor = lots\n", -EINVAL,

@@ -1,0 +1,467 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * migration.c - a VM's live migration, followed from its QEMU monitor.
+ *
+ * States (enum migration_state), and what moves them:
+ *
+ *   NONE --QEMU status setup/active/...--> OUTGOING
+ *        the running reclaim or return is stopped: its request in flight
+ *        still completes (blocks the guest captured are punched and ACKed,
+ *        released ones settle), so no range is left half-punched or
+ *        half-re-backed; no new operation starts (migration_check_op());
+ *        a reconcile may still run (it only punches blocks the guest holds
+ *        captured, which it never touches).
+ *   OUTGOING --completed--> AWAY: the guest runs elsewhere; the guest
+ *        session is stopped and stays so until QEMU is replaced.
+ *   OUTGOING --failed/cancelled--> NONE: the blocks the guest holds
+ *        reclaimed are punched again (QEMU's scan read them back in:
+ *        reading a hole of shmem allocates it), operations are allowed
+ *        again; last_outcome says what happened.
+ *   (attach) QEMU's run state "inmigrate" --> INCOMING: the guest session
+ *        is not started (the guest is not here yet) and nothing is punched
+ *        (the layout is known, but the reclaim backend needs the
+ *        session's reconcile to act).
+ *   INCOMING --completed--> ARRIVED: the session starts; its reconcile
+ *        (reclaim.c) punches every block the guest holds captured, which
+ *        stock QEMU wrote (zeros or stale data) on this host; then a
+ *        collapse pass (collapse.c) turns the 4 KiB-mapped RAM that
+ *        post-copy leaves into 2 MiB pages.  Without a reconcile within
+ *        MIGRATION_RECONCILE_WAIT_MS (no agent, no module) the pass runs
+ *        anyway: it skips holes, and a later reconcile still punches.
+ *   (attach) a QEMU not migrating --> NONE, whatever the state was.
+ *
+ * QEMU's status comes from its MIGRATION events (the daemon turns the
+ * "events" capability on when it attaches) and, as long as a migration
+ * runs, from polling query-migrate every MIGRATION_POLL_MS (events can be
+ * off, e.g. when the capability could not be set during a migration).  A
+ * monitor carried by libvirt has no events and is never polled (a monitor
+ * command waits for libvirt's migration job): virt_domains.c tells the
+ * state from libvirt's lifecycle events through migration_note().
+ *
+ * Single-threaded, on the loop's thread.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collapse.h"
+#include "log.h"
+#include "loop.h"
+#include "migration.h"
+#include "qmp.h"
+#include "reclaim.h"
+#include "session.h"
+#include "vm_layout.h"
+
+#define MIGRATION_POLL_MS		500
+#define MIGRATION_ARRIVED_POLL_MS	250
+#define MIGRATION_RECONCILE_WAIT_MS	20000
+#define MIGRATION_QMP_TIMEOUT_MS	2000
+#define MIB(x)				((unsigned long long)((x) >> 20))
+
+struct migration {
+	struct loop *loop;
+	char name[64];
+	struct session *session;	/* the VM's; stopped while held */
+	struct reclaim *reclaim;	/* the VM's */
+	struct collapse *collapse;
+	struct loop_timer poll;
+
+	struct qmp *qmp;		/* NULL while detached */
+	bool can_poll;			/* a socket monitor (not libvirt's) */
+	const struct vm_layout *layout;
+	pid_t pid;
+
+	enum migration_state state;
+	char qemu_status[MIGRATION_QEMU_STATUS_MAX];
+	uint64_t since_ms;
+	uint32_t outgoing;
+	char last_outcome[MIGRATION_NOTE_MAX];
+	bool held;			/* we stopped the session */
+
+	uint64_t arrived_ms;
+	bool reconciled;
+	uint64_t listed, punched;
+	bool collapse_started;
+};
+
+const char *migration_state_name(enum migration_state state)
+{
+	switch (state) {
+	case MIGRATION_NONE: return "none";
+	case MIGRATION_OUTGOING: return "outgoing";
+	case MIGRATION_AWAY: return "migrated-away";
+	case MIGRATION_INCOMING: return "incoming";
+	case MIGRATION_ARRIVED: return "migrated-in";
+	}
+	return "?";
+}
+
+/* QEMU's MigrationStatus values of a migration that has not ended. */
+static bool migration_status_running(const char *s)
+{
+	static const char *const running[] = {
+		"setup", "active", "postcopy-active", "postcopy-paused",
+		"postcopy-recover", "pre-switchover", "device", "wait-unplug",
+		"cancelling", "colo",
+	};
+
+	for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++)
+		if (strcmp(s, running[i]) == 0)
+			return true;
+	return false;
+}
+
+static void migration_set_state(struct migration *m, enum migration_state state)
+{
+	if (m->state == state)
+		return;
+	m->state = state;
+	m->since_ms = loop_now_ms();
+}
+
+static void migration_hold_session(struct migration *m)
+{
+	session_stop(m->session);
+	m->held = true;
+}
+
+static void migration_release_session(struct migration *m)
+{
+	if (!m->held)
+		return;
+	m->held = false;
+	session_start(m->session);
+}
+
+static void migration_arm(struct migration *m)
+{
+	if (m->state == MIGRATION_ARRIVED && !m->collapse_started)
+		loop_timer_arm(m->loop, &m->poll, MIGRATION_ARRIVED_POLL_MS);
+	else if (m->can_poll && m->qmp && (m->state == MIGRATION_OUTGOING ||
+					   m->state == MIGRATION_INCOMING))
+		loop_timer_arm(m->loop, &m->poll, MIGRATION_POLL_MS);
+	else
+		loop_timer_disarm(m->loop, &m->poll);
+}
+
+/* One QEMU MigrationStatus, from an event, a poll or libvirt. */
+static void migration_apply(struct migration *m, const char *s)
+{
+	if (!*s || strcmp(s, m->qemu_status) == 0)
+		return;
+	snprintf(m->qemu_status, sizeof(m->qemu_status), "%s", s);
+	switch (m->state) {
+	case MIGRATION_INCOMING:
+		if (strcmp(s, "completed") == 0) {
+			migration_set_state(m, MIGRATION_ARRIVED);
+			m->arrived_ms = loop_now_ms();
+			m->reconciled = false;
+			m->collapse_started = false;
+			snprintf(m->last_outcome, sizeof(m->last_outcome),
+				 "incoming migration completed");
+			log_info("VM '%s': incoming migration completed; starting the "
+				 "guest session to reconcile its captured blocks", m->name);
+			migration_release_session(m);
+		} else if (strcmp(s, "failed") == 0 || strcmp(s, "cancelled") == 0) {
+			snprintf(m->last_outcome, sizeof(m->last_outcome),
+				 "incoming migration %s", s);
+			log_warning("VM '%s': incoming migration %s", m->name, s);
+		}
+		break;
+	case MIGRATION_OUTGOING:
+		if (strcmp(s, "completed") == 0) {
+			migration_set_state(m, MIGRATION_AWAY);
+			snprintf(m->last_outcome, sizeof(m->last_outcome),
+				 "migrated away");
+			log_info("VM '%s': migrated away: the guest runs on the "
+				 "destination now; its session here is closed", m->name);
+			migration_hold_session(m);
+		} else if (!migration_status_running(s)) {
+			/* its scan read the reclaimed ranges back in */
+			uint64_t freed = reclaim_repunch(m->reclaim);
+
+			migration_set_state(m, MIGRATION_NONE);
+			snprintf(m->last_outcome, sizeof(m->last_outcome),
+				 "outgoing migration %s", s);
+			log_info("VM '%s': outgoing migration %s; reclaimed ranges it "
+				 "read back in punched again (%llu MiB); back to normal "
+				 "operation", m->name, s, MIB(freed));
+		}
+		break;
+	case MIGRATION_NONE:
+	case MIGRATION_ARRIVED:
+		if (!migration_status_running(s))
+			break;
+		if (m->state == MIGRATION_ARRIVED)
+			collapse_abort(m->collapse, "an outgoing migration started");
+		migration_set_state(m, MIGRATION_OUTGOING);
+		m->outgoing++;
+		log_info("VM '%s': outgoing migration (%s): stopping the running "
+			 "operation, none starts until it ends", m->name, s);
+		reclaim_stop(m->reclaim, "stopped: a live migration started");
+		break;
+	case MIGRATION_AWAY:
+		break;
+	}
+	migration_arm(m);
+}
+
+/* QEMU's status of its migration from query-migrate ("none" if none). */
+static int migration_query(struct migration *m, char *buf, size_t sz)
+{
+	struct json_object *ret, *st;
+	int r;
+
+	r = qmp_execute(m->qmp, "query-migrate", NULL, MIGRATION_QMP_TIMEOUT_MS, &ret);
+	if (r < 0)
+		return r;
+	if (json_object_object_get_ex(ret, "status", &st))
+		snprintf(buf, sz, "%s", json_object_get_string(st));
+	else
+		snprintf(buf, sz, "none");
+	json_object_put(ret);
+	return 0;
+}
+
+/* Arrived: wait for the reconcile, then run the collapse pass. */
+static void migration_arrived_step(struct migration *m)
+{
+	struct reclaim_status rs;
+	bool waited = loop_now_ms() - m->arrived_ms >= MIGRATION_RECONCILE_WAIT_MS;
+	int r;
+
+	reclaim_get_status(m->reclaim, &rs);
+	if (!m->reconciled && rs.reconciled) {
+		m->reconciled = true;
+		if (rs.have_op && rs.op.kind == RECLAIM_KIND_RECONCILE) {
+			m->listed = rs.op.target_bytes;
+			m->punched = rs.op.done_bytes;
+		}
+		log_info("VM '%s': migrated in: reconciled, %llu MiB captured by the "
+			 "guest, %llu MiB of backing punched", m->name, MIB(m->listed),
+			 MIB(m->punched));
+	}
+	if (!m->reconciled && !waited)
+		return migration_arm(m);
+	if (!m->reconciled)
+		log_warning("VM '%s': migrated in, but the guest session did not "
+			    "reconcile within %u s; collapsing anyway (holes are "
+			    "skipped)", m->name, MIGRATION_RECONCILE_WAIT_MS / 1000);
+	m->collapse_started = true;
+	if (!m->layout)
+		return;
+	r = collapse_start(m->collapse, m->layout, m->pid);
+	if (r < 0)
+		log_warning_errno(r, "VM '%s': cannot start the collapse pass: %m",
+				  m->name);
+}
+
+static void migration_poll(struct loop_timer *t)
+{
+	struct migration *m = t->userdata;
+	char s[MIGRATION_QEMU_STATUS_MAX];
+
+	if (m->state == MIGRATION_ARRIVED) {
+		if (!m->collapse_started)
+			migration_arrived_step(m);
+		return;
+	}
+	if (!m->qmp || !m->can_poll)
+		return;
+	if (migration_query(m, s, sizeof(s)) == 0 && strcmp(s, "none") != 0)
+		migration_apply(m, s);
+	migration_arm(m);
+}
+
+/* ---- QEMU attach / detach ---------------------------------------------- */
+
+static int migration_run_state(struct qmp *q, char *buf, size_t sz)
+{
+	struct json_object *ret, *st;
+	int r;
+
+	r = qmp_execute(q, "query-status", NULL, MIGRATION_QMP_TIMEOUT_MS, &ret);
+	if (r < 0)
+		return r;
+	if (!json_object_object_get_ex(ret, "status", &st)) {
+		json_object_put(ret);
+		return -EPROTO;
+	}
+	snprintf(buf, sz, "%s", json_object_get_string(st));
+	json_object_put(ret);
+	return 0;
+}
+
+static void migration_enable_events(struct migration *m)
+{
+	struct json_object *args = json_object_new_object();
+	struct json_object *caps = json_object_new_array();
+	struct json_object *cap = json_object_new_object();
+	int r;
+
+	json_object_object_add(cap, "capability", json_object_new_string("events"));
+	json_object_object_add(cap, "state", json_object_new_boolean(1));
+	json_object_array_add(caps, cap);
+	json_object_object_add(args, "capabilities", caps);
+	r = qmp_execute(m->qmp, "migrate-set-capabilities", args,
+			MIGRATION_QMP_TIMEOUT_MS, NULL);
+	json_object_put(args);
+	if (r < 0)
+		log_debug("VM '%s': cannot turn QEMU's migration events on (%s); "
+			  "polling during migrations only", m->name, qmp_last_error(m->qmp));
+}
+
+void migration_attach(struct migration *m, struct qmp *q, const struct vm_layout *l,
+		      pid_t pid)
+{
+	char run[32] = "", mig[MIGRATION_QEMU_STATUS_MAX] = "none";
+
+	m->qmp = q;
+	m->layout = l;
+	m->pid = pid;
+	m->can_poll = qmp_fd(q) >= 0;
+	m->qemu_status[0] = '\0';
+	if (m->can_poll) {
+		(void)migration_run_state(q, run, sizeof(run));
+		(void)migration_query(m, mig, sizeof(mig));
+		migration_enable_events(m);
+	}
+	if (strcmp(run, "inmigrate") == 0) {
+		migration_set_state(m, MIGRATION_INCOMING);
+		snprintf(m->qemu_status, sizeof(m->qemu_status), "%s", mig);
+		log_info("VM '%s': QEMU waits for an incoming migration; the guest "
+			 "session starts when it completes", m->name);
+		migration_hold_session(m);
+	} else if (migration_status_running(mig)) {
+		migration_set_state(m, MIGRATION_NONE);
+		migration_release_session(m);
+		migration_apply(m, mig);
+	} else if (strcmp(mig, "completed") == 0 && strcmp(run, "postmigrate") == 0) {
+		migration_set_state(m, MIGRATION_AWAY);
+		snprintf(m->qemu_status, sizeof(m->qemu_status), "%s", mig);
+		snprintf(m->last_outcome, sizeof(m->last_outcome), "migrated away");
+		migration_hold_session(m);
+	} else {
+		migration_set_state(m, MIGRATION_NONE);
+		migration_release_session(m);
+	}
+	migration_arm(m);
+}
+
+void migration_detach(struct migration *m)
+{
+	collapse_abort(m->collapse, "QEMU detached");
+	m->qmp = NULL;
+	m->layout = NULL;
+	m->pid = 0;
+	if (m->state == MIGRATION_INCOMING) {
+		snprintf(m->last_outcome, sizeof(m->last_outcome), "QEMU went away "
+			 "before the incoming migration completed");
+		migration_set_state(m, MIGRATION_NONE);
+	} else if (m->state == MIGRATION_OUTGOING) {
+		snprintf(m->last_outcome, sizeof(m->last_outcome), "QEMU went away "
+			 "during the outgoing migration");
+		migration_set_state(m, MIGRATION_NONE);
+	}
+	migration_arm(m);
+}
+
+void migration_qmp_event(struct migration *m, struct json_object *ev)
+{
+	struct json_object *name, *data, *st;
+	const char *n;
+
+	if (!json_object_object_get_ex(ev, "event", &name))
+		return;
+	n = json_object_get_string(name);
+	if (strcmp(n, "MIGRATION") == 0 &&
+	    json_object_object_get_ex(ev, "data", &data) &&
+	    json_object_object_get_ex(data, "status", &st) &&
+	    json_object_is_type(st, json_type_string)) {
+		migration_apply(m, json_object_get_string(st));
+	} else if ((strcmp(n, "STOP") == 0 || strcmp(n, "RESUME") == 0) &&
+		   m->qmp && m->can_poll &&
+		   (m->state == MIGRATION_OUTGOING || m->state == MIGRATION_INCOMING)) {
+		/* the switch-over: look now rather than at the next poll */
+		loop_timer_arm(m->loop, &m->poll, 0);
+	}
+}
+
+void migration_note(struct migration *m, const char *qemu_status)
+{
+	migration_apply(m, qemu_status);
+}
+
+bool migration_holds_session(const struct migration *m)
+{
+	return m->held;
+}
+
+int migration_check_op(const struct migration *m, char *err, size_t errsz)
+{
+	switch (m->state) {
+	case MIGRATION_OUTGOING:
+		snprintf(err, errsz, "live migration in progress (QEMU: %s): no "
+			 "reclaim or return until it ends", m->qemu_status);
+		return -EBUSY;
+	case MIGRATION_AWAY:
+		snprintf(err, errsz, "the VM migrated away: its guest runs on "
+			 "another host now");
+		return -EBUSY;
+	case MIGRATION_INCOMING:
+		snprintf(err, errsz, "waiting for the incoming migration (QEMU: %s)",
+			 m->qemu_status[0] ? m->qemu_status : "inmigrate");
+		return -EBUSY;
+	default:
+		return 0;
+	}
+}
+
+void migration_get_status(const struct migration *m, struct migration_status *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->state = m->state;
+	snprintf(st->qemu_status, sizeof(st->qemu_status), "%s", m->qemu_status);
+	st->since_ms = loop_now_ms() - m->since_ms;
+	st->outgoing = m->outgoing;
+	snprintf(st->last_outcome, sizeof(st->last_outcome), "%s", m->last_outcome);
+	st->reconciled = m->reconciled;
+	st->reconcile_listed_bytes = m->listed;
+	st->reconcile_punched_bytes = m->punched;
+	collapse_get_status(m->collapse, &st->collapse);
+}
+
+int migration_new(struct loop *loop, const char *vm_name, struct session *session,
+		  struct reclaim *reclaim, uint32_t collapse_cpu_percent,
+		  struct migration **ret_m)
+{
+	struct migration *m = calloc(1, sizeof(*m));
+	int r;
+
+	if (!m)
+		return -ENOMEM;
+	r = collapse_new(loop, vm_name, collapse_cpu_percent, &m->collapse);
+	if (r < 0) {
+		free(m);
+		return r;
+	}
+	m->loop = loop;
+	snprintf(m->name, sizeof(m->name), "%s", vm_name);
+	m->session = session;
+	m->reclaim = reclaim;
+	m->since_ms = loop_now_ms();
+	loop_timer_init(&m->poll, migration_poll, m);
+	*ret_m = m;
+	return 0;
+}
+
+void migration_free(struct migration *m)
+{
+	if (!m)
+		return;
+	loop_timer_disarm(m->loop, &m->poll);
+	collapse_free(m->collapse);
+	free(m);
+}

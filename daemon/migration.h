@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * migration.h - one VM's live migration as the daemon follows it (prefix
+ * migration_): the source side (hold operations, mark the VM migrated
+ * away) and the destination side (wait, then let the guest session
+ * reconcile and run a collapse pass).  See migration.c for the states.
+ */
+#ifndef VDF_MIGRATION_H
+#define VDF_MIGRATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <json-c/json.h>
+
+#include "collapse.h"
+
+struct loop;
+struct qmp;
+struct reclaim;
+struct session;
+struct vm_layout;
+struct migration;
+
+enum migration_state {
+	MIGRATION_NONE,		/* no migration known: normal operation */
+	MIGRATION_OUTGOING,	/* QEMU is sending the VM away */
+	MIGRATION_AWAY,		/* sent: the guest runs on another host */
+	MIGRATION_INCOMING,	/* QEMU runs with -incoming: the VM arrives */
+	MIGRATION_ARRIVED,	/* the incoming migration completed here */
+};
+
+#define MIGRATION_QEMU_STATUS_MAX	24
+#define MIGRATION_NOTE_MAX		160
+
+struct migration_status {
+	enum migration_state state;
+	char qemu_status[MIGRATION_QEMU_STATUS_MAX];	/* QEMU's last, "" if none */
+	uint64_t since_ms;		/* time in this state */
+	uint32_t outgoing;		/* outgoing migrations seen since daemon start */
+	char last_outcome[MIGRATION_NOTE_MAX];	/* the last that ended, "" if none */
+	/* ARRIVED only */
+	bool reconciled;		/* the guest session reconciled since arrival */
+	uint64_t reconcile_listed_bytes;	/* blocks the guest holds captured */
+	uint64_t reconcile_punched_bytes;	/* backing the reconcile freed */
+	struct collapse_status collapse;
+};
+
+int migration_new(struct loop *loop, const char *vm_name, struct session *session,
+		  struct reclaim *reclaim, uint32_t collapse_cpu_percent,
+		  struct migration **ret_m);
+void migration_free(struct migration *m);
+
+/*
+ * QEMU was attached (q, its layout l and pid stay valid until
+ * migration_detach()): asks QEMU whether it migrates, and in which
+ * direction, and turns QEMU's MIGRATION events on.  q may be a custom
+ * transport (libvirt): then nothing is polled, migration_note() informs.
+ */
+void migration_attach(struct migration *m, struct qmp *q, const struct vm_layout *l,
+		      pid_t pid);
+void migration_detach(struct migration *m);
+/* A QMP event from the VM's monitor (any; the ones that matter are used). */
+void migration_qmp_event(struct migration *m, struct json_object *ev);
+/*
+ * A migration status learnt elsewhere (libvirt's lifecycle events): one of
+ * QEMU's MigrationStatus names ("active", "completed", "failed", ...).
+ */
+void migration_note(struct migration *m, const char *qemu_status);
+
+/* Should the guest session stay stopped (incoming, migrated away)? */
+bool migration_holds_session(const struct migration *m);
+/*
+ * May a reclaim or return start now?  0, or -EBUSY with one line in err.
+ */
+int migration_check_op(const struct migration *m, char *err, size_t errsz);
+
+void migration_get_status(const struct migration *m, struct migration_status *ret_st);
+const char *migration_state_name(enum migration_state state);
+
+#endif /* VDF_MIGRATION_H */

@@ -1,0 +1,92 @@
+"""Live migration of a test guest between two QEMUs on this machine.
+
+    with Guest(kernel, backend="tmpfs") as src:
+        with IncomingGuest(src) as dst:           # same devices, -incoming defer
+            migrate(src, dst, postcopy=True, during=lambda: ...)
+            src.stop()                            # the guest runs in dst now
+            dst.check("memcheck verify --id a")   # dst is a Guest
+
+The destination is the same machine and devices as the source (a Guest
+with `-incoming defer`), with its own workdir, sockets and RAM backing
+(backend may differ: a tmpfs file, a memfd or anonymous RAM).  Its
+control channel is connected before the migration starts, so the guest's
+vdf-testd keeps one open port across the hop and the test runs commands on
+`dst` afterwards.  migrate() drives QMP on both ends: capabilities
+(postcopy-ram), migrate-incoming, migrate, migrate-start-postcopy, and
+waits for the source's query-migrate to say completed.
+"""
+import time
+
+from .guest import Guest, GuestError
+from .qmp import QMP
+
+
+class IncomingGuest(Guest):
+    def __init__(self, src, backend=None, extra_args=(), name=None):
+        super().__init__(src.kernel, ram_mib=src.ram_mib, fpr=src.fpr, smp=src.smp,
+                         backend=backend or src.backend,
+                         name=name or src.name + "-dst", accel=src.accel,
+                         extra_args=list(extra_args) + ["-incoming", "defer"],
+                         cmdline=src.cmdline)
+        self.src = src
+
+    def initrd(self):
+        return self.src.initrd()
+
+    def start(self):
+        self.launch()
+        self.qmp_conn = QMP(self.qmp_socket)
+        status = self.qmp("query-status")["status"]
+        if status != "inmigrate":
+            raise GuestError(f"destination QEMU is {status!r}, not inmigrate")
+
+
+def migration_status(g):
+    return g.qmp("query-migrate").get("status", "none")
+
+
+def migrate(src, dst, postcopy=False, bandwidth=8 << 30, during=None,
+            timeout=600):
+    """Migrates src's guest into dst; returns src's final query-migrate.
+
+    during(), if given, runs once while the migration is active (after the
+    switch to post-copy for postcopy=True)."""
+    uri = f"unix:{dst.workdir}/migrate.sock"
+    caps = [{"capability": "postcopy-ram", "state": bool(postcopy)}]
+    for g in (src, dst):
+        g.qmp("migrate-set-capabilities", capabilities=caps)
+    src.qmp("migrate-set-parameters", **{"max-bandwidth": bandwidth,
+                                         "max-postcopy-bandwidth": bandwidth})
+    dst.qmp("migrate-incoming", uri=uri)
+    src.qmp("migrate", uri=uri)
+    deadline = time.monotonic() + timeout
+    started_postcopy = False
+    ran = during is None
+    while time.monotonic() < deadline:
+        info = src.qmp("query-migrate")
+        st = info.get("status", "none")
+        if st in ("completed", "failed", "cancelled"):
+            if not ran:
+                raise GuestError(f"migration {st} before during() could run")
+            return info
+        if postcopy and st == "active" and not started_postcopy:
+            src.qmp("migrate-start-postcopy")
+            started_postcopy = True
+        if not ran and st == ("postcopy-active" if postcopy else "active"):
+            during()
+            ran = True
+        time.sleep(0.1)
+    raise GuestError(f"migration did not end in {timeout} s: {migration_status(src)}")
+
+
+def wait_migration(g, states, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = migration_status(g)
+        if st in states:
+            return st
+        time.sleep(0.1)
+    raise GuestError(f"migration still {migration_status(g)!r}, waited for {states}")
+
+
+__all__ = ["IncomingGuest", "migrate", "migration_status", "wait_migration"]
