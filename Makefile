@@ -57,11 +57,12 @@ guest: agent
 	$(MAKE) -C tests/guest
 
 # One self-contained tree per kernel, laid out as DKMS lays it out
-# (sources + include/uapi), so the in-tree and DKMS builds are the same build.
+# (sources + include/uapi), so the in-tree and DKMS builds are the same build;
+# guest-agent/module's Makefile does the layout and builds there.
 module:
 	@set -e; for k in $(GUEST_KERNELS); do \
-		$(MAKE) -C guest-agent/module tree TREE=$(BUILD)/module/$$k; \
-		$(MAKE) -C /lib/modules/$$k/build M=$(BUILD)/module/$$k W= modules \
+		mkdir -p $(BUILD)/module/$$k; \
+		$(MAKE) -C guest-agent/module KVER=$$k W= \
 			>$(BUILD)/module/$$k/build.log 2>&1 || \
 			{ cat $(BUILD)/module/$$k/build.log; exit 1; }; \
 		if grep -q 'warning:' $(BUILD)/module/$$k/build.log; then \

@@ -78,6 +78,7 @@
 #include <linux/delay.h>
 #include <linux/gfp.h>
 #include <linux/ktime.h>
+#include <linux/lockdep.h>
 #include <linux/minmax.h>
 #include <linux/mm.h>
 #include <linux/mutex.h>
@@ -343,9 +344,11 @@ void vdf_capture_owner_gone(u32 owner)
 
 static bool vdf_capture_failed_recently(unsigned long idx)
 {
-	void *entry = xa_load(&vdf_capture_failed, idx);
+	void *entry;
 	unsigned long val;
 
+	lockdep_assert_held(&vdf_capture_mutex);
+	entry = xa_load(&vdf_capture_failed, idx);
 	if (!entry)
 		return false;
 	val = xa_to_value(entry);
@@ -358,9 +361,12 @@ static bool vdf_capture_failed_recently(unsigned long idx)
 
 static void vdf_capture_note_failure(unsigned long idx)
 {
-	void *entry = xa_load(&vdf_capture_failed, idx);
-	unsigned long tries = entry ? (xa_to_value(entry) & 0xf) : 0;
+	void *entry;
+	unsigned long tries;
 
+	lockdep_assert_held(&vdf_capture_mutex);
+	entry = xa_load(&vdf_capture_failed, idx);
+	tries = entry ? (xa_to_value(entry) & 0xf) : 0;
 	tries = min(tries + 1, 15UL);
 	/* best effort: losing a record only means an extra retry */
 	xa_store(&vdf_capture_failed, idx,
@@ -379,10 +385,12 @@ static void vdf_capture_backoff(struct vdf_capture_ctx *ctx)
 /*
  * The one place where an alloc_contig_range() result becomes a decision:
  * go on with the next block, or stop the request (ctx->stop says why).
+ * Under vdf_capture_mutex (it updates the failure memory).
  */
 static enum vdf_capture_action vdf_capture_policy(struct vdf_capture_ctx *ctx,
 						  unsigned long idx, int err)
 {
+	lockdep_assert_held(&vdf_capture_mutex);
 	switch (err) {
 	case 0:
 		ctx->backoff_ms = 0;
@@ -435,6 +443,7 @@ static int vdf_capture_check_stop(struct vdf_capture_ctx *ctx)
 /*
  * Try to empty block @idx and capture or compact it.  Returns VDF_ACT_STOP
  * when the request must end (ctx->stop set), VDF_ACT_NEXT otherwise.
+ * Under vdf_capture_mutex (entries are inserted only under it).
  */
 static enum vdf_capture_action vdf_capture_try(struct vdf_capture_ctx *ctx,
 					       unsigned long idx)
@@ -445,6 +454,7 @@ static enum vdf_capture_action vdf_capture_try(struct vdf_capture_ctx *ctx,
 	ktime_t t0;
 	int err;
 
+	lockdep_assert_held(&vdf_capture_mutex);
 	if (vdf_capture_held(idx) || vdf_capture_failed_recently(idx))
 		return VDF_ACT_NEXT;
 	vdf_scan_block(idx, vdf_scan_block_zone(idx), &blk, NULL);

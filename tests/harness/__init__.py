@@ -5,4 +5,6 @@ initramfs.py  builds the per-kernel test initramfs (busybox, virtio modules,
               vmdefrag.ko, agent, workloads)
 qmp.py        a minimal QMP client
 hostmem.py    host-side measurements of a QEMU process's guest RAM
+otheruser.py  what a test runs or hands over as another user, copied where
+              that user can reach it wherever the checkout lives
 """

@@ -39,7 +39,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from . import initramfs
+from . import initramfs, otheruser
 from .guest import CTL_PORT, LOGS, Guest, GuestError
 
 TOP = initramfs.TOP
@@ -296,8 +296,11 @@ class DomainGuest(Guest):
 
     def start(self):
         initrd = initramfs.build(self.kernel)
-        self.workdir = Path(tempfile.mkdtemp(prefix="vdf-virt-"))
-        os.chmod(self.workdir, 0o777)          # QEMU runs as libvirt-qemu
+        # QEMU runs as libvirt-qemu: it reads the copies of the kernel and
+        # the initramfs and binds ctl.sock here, wherever the checkout is
+        self.workdir = Path(tempfile.mkdtemp(prefix="vdf-virt-",
+                                             dir=otheruser.reachable_base()))
+        os.chmod(self.workdir, 0o777)
         shutil.copy(f"/boot/vmlinuz-{self.kernel}", self.workdir / "vmlinuz")
         shutil.copy(initrd, self.workdir / "initrd")
         for f in ("vmlinuz", "initrd"):

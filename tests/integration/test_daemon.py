@@ -49,6 +49,7 @@ from harness.wire import (
     REQ_CAPTURE, REQ_LIST, REQ_SCAN, RESP, SCAN_FMT,
     SLAB_FMT, STATS_FMT, STATUS_FMT, frame)
 from harness import hostmem
+from harness.otheruser import OtherUserDir, run_as
 from harness.vmdefragd import VMDEFRAGD, VMDEFRAGCTL, Daemon  # noqa: F401
 
 MIB = 1 << 20
@@ -442,30 +443,32 @@ def test_cli_errors(workdir):
     assert one_error_line(p) == \
         f"vmdefragd: {cfg}:6: size '1M' is not a multiple of 2 MiB"
 
-    # a running daemon: unknown VM, guest not ready, permission denied
+    # a running daemon: unknown VM, guest not ready, permission denied.  Its
+    # socket and the vmdefragctl uid 65534 runs are where that user can
+    # reach them, wherever the checkout is: what refuses it is the socket.
     q = PausedQemu(workdir, "q")
-    d = Daemon(workdir, [("A", q.qmp, workdir / "nobody.vdf")])
     try:
-        p = d.ctl("scan", "nosuchvm", check=False)
-        assert p.returncode == EXIT_UNKNOWN_VM
-        assert one_error_line(p) == "vmdefragctl: no VM named 'nosuchvm'"
-        p = d.ctl("status", "nosuchvm", check=False)
-        assert p.returncode == EXIT_UNKNOWN_VM
-        p = d.ctl("scan", "A", check=False)
-        assert p.returncode == 6 and "not ready" in one_error_line(p)
-        assert oct(os.stat(d.socket).st_mode & 0o777) == "0o660"
-        p = ctl("--socket", str(d.socket), "status", check=False,
-                preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
-        assert p.returncode == EXIT_PERMISSION
-        assert "permission denied" in one_error_line(p)
-        # a second daemon on the same socket refuses to start
-        p = subprocess.run([str(VMDEFRAGD), "--foreground", "--socket", str(d.socket),
-                            "--vm", f"A,qmp={q.qmp},channel=/x"], capture_output=True,
-                           text=True, timeout=10)
-        assert p.returncode == 1 and "another vmdefragd" in p.stderr
-        assert d.alive()
+        with OtherUserDir() as od, \
+                Daemon(od.path, [("A", q.qmp, workdir / "nobody.vdf")]) as d:
+            p = d.ctl("scan", "nosuchvm", check=False)
+            assert p.returncode == EXIT_UNKNOWN_VM
+            assert one_error_line(p) == "vmdefragctl: no VM named 'nosuchvm'"
+            p = d.ctl("status", "nosuchvm", check=False)
+            assert p.returncode == EXIT_UNKNOWN_VM
+            p = d.ctl("scan", "A", check=False)
+            assert p.returncode == 6 and "not ready" in one_error_line(p)
+            assert oct(os.stat(d.socket).st_mode & 0o777) == "0o660"
+            p = run_as([od.copy(VMDEFRAGCTL), "--socket", d.socket, "status"])
+            assert p.returncode == EXIT_PERMISSION
+            assert "permission denied" in one_error_line(p)
+            assert "refused client" not in d.text()     # the socket's mode did it
+            # a second daemon on the same socket refuses to start
+            p = subprocess.run([str(VMDEFRAGD), "--foreground", "--socket", str(d.socket),
+                                "--vm", f"A,qmp={q.qmp},channel=/x"], capture_output=True,
+                               text=True, timeout=10)
+            assert p.returncode == 1 and "another vmdefragd" in p.stderr
+            assert d.alive()
     finally:
-        d.close()
         q.close()
 
 

@@ -12,10 +12,11 @@ its VMs does), and everything checked is the daemon's own behaviour:
   as the client's primary or supplementary group (SO_PEERCRED plus
   /proc/PID/status), everyone else refused with the "permission" exit
   status even when the file mode would let them connect.  Clients run as
-  uid 65534 through setpriv, so no user or group is added to the host.
+  uid 65534 (harness/otheruser.py: a copy of vmdefragctl and the socket
+  in a directory that user can reach), so no user or group is added to
+  the host.
 """
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -25,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.otheruser import NOBODY, OtherUserDir, run_as
 from harness.vmdefragd import VMDEFRAGD, VMDEFRAGCTL, Daemon
 
-NOBODY = 65534
 SOCKET_GROUP = 65534        # nogroup on Debian; only its number matters
 OTHER_GID = 54321           # a group the socket does not name
 CTL_EXIT_PERMISSION = 4
@@ -97,28 +98,19 @@ def test_detached_daemon(workdir):
 @pytest.fixture
 def group_daemon(workdir):
     """A daemon whose socket (mode 0666, so only SO_PEERCRED decides)
-    names SOCKET_GROUP, plus a vmdefragctl copy uid 65534 can run."""
-    if not shutil.which("setpriv"):
-        pytest.skip("setpriv (util-linux) is not installed")
-    tmp = Path(workdir)
-    os.chmod(tmp, 0o755)
-    ctl = tmp / "vmdefragctl"
-    shutil.copy(VMDEFRAGCTL, ctl)
-    os.chmod(ctl, 0o755)
+    names SOCKET_GROUP, in a directory uid 65534 can reach wherever the
+    checkout is, plus a vmdefragctl copy there that user can run."""
     config = ("[daemon]\n"
               f"socket_group = {SOCKET_GROUP}\n"
               "socket_mode = 0666\n")
-    with Daemon(tmp, [], config=config,
-                extra=["--vm", _vm_spec(workdir)]) as d:
-        yield d, ctl
+    with OtherUserDir() as od, \
+            Daemon(od.path, [], config=config, extra=["--vm", _vm_spec(workdir)]) as d:
+        yield d, od.copy(VMDEFRAGCTL)
 
 
 def _ctl_as(ctl, sock, gid, groups):
-    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={gid}"]
-    cmd += [f"--groups={','.join(map(str, groups))}"] if groups \
-        else ["--clear-groups"]
-    cmd += [str(ctl), "--socket", str(sock), "status"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    return run_as([ctl, "--socket", sock, "status"], uid=NOBODY, gid=gid,
+                  groups=groups, timeout=10)
 
 
 @pytest.mark.parametrize("gid,groups,allowed", [

@@ -6,13 +6,21 @@ detects a changed page; `fragment` really fragments (measured from the
 guest's /proc/buddyinfo, the reach of free page reporting); freeing memory
 in a guest with free page reporting on returns backing to the host (and
 does not with it off); and the host-side measurements see huge pages.
+What a test runs as another user reaches that user wherever the checkout
+lives, a directory only root can enter included (harness/otheruser.py).
 """
+import os
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from harness import hostmem
 from harness.guest import Guest, GuestCommandError, guest_kernels
+from harness.otheruser import NOBODY, OtherUserDir, become, run_as, searchable
 
 MIB = 1 << 20
 
@@ -130,3 +138,37 @@ def test_huge_pages_are_measured(kernel, figures):
         assert rss["RssAnon"] >= 256 * MIB
         assert huge >= 128 * MIB, f"only {huge >> 20} MiB of guest RAM mapped huge"
         g.check("memcheck verify --id h")
+
+
+def test_other_user_runs_copies_from_a_private_tree():
+    """A program in a tree under a 0700 directory (a checkout in root's
+    home, a `mktemp -d`) is out of uid 65534's reach, its mode
+    notwithstanding; run_as refuses it, and the copy OtherUserDir makes runs
+    as that user with exactly the groups asked for, and is gone after."""
+    private = Path(tempfile.mkdtemp(prefix="vdf-private-"))
+    try:
+        assert os.stat(private).st_mode & 0o777 == 0o700
+        prog = private / "tree/build/id"
+        prog.parent.mkdir(parents=True)
+        shutil.copy("/usr/bin/id", prog)
+        os.chmod(prog, 0o755)
+        assert not searchable(prog)
+        with pytest.raises(ValueError, match="OtherUserDir"):
+            run_as([prog, "-u"])
+        # what the harness guards against: the kernel refuses it too
+        with pytest.raises(PermissionError):
+            subprocess.run([str(prog), "-u"], preexec_fn=become(), timeout=30)
+        with OtherUserDir() as od:
+            copy = od.copy(prog)
+            assert searchable(copy) and os.stat(od.path).st_mode & 0o777 == 0o711
+            p = run_as([copy, "-u"])
+            assert (p.returncode, p.stdout) == (0, f"{NOBODY}\n"), p
+            p = run_as([copy, "-G"])
+            assert p.stdout.split() == [str(NOBODY)], p
+            p = run_as([copy, "-G"], gid=54321, groups=[NOBODY])
+            assert sorted(p.stdout.split()) == sorted(["54321", str(NOBODY)]), p
+            data = od.copy(Path(__file__))
+            assert os.stat(data).st_mode & 0o777 == 0o644
+        assert not od.path.exists()
+    finally:
+        shutil.rmtree(private)
