@@ -309,12 +309,25 @@ static int agent_nl_parse_ranges_reply(struct agent_genl_txn *t, uint8_t cmd,
 	return 0;
 }
 
+/* Sends msg (consumed) and collects its ranges reply into *o; on failure
+ * the ranges gathered so far are freed. */
+static int agent_nl_transact_ranges(struct agent_nl *nl, struct nl_msg *msg,
+				    struct agent_nl_ranges_out *o)
+{
+	struct agent_genl_txn t = { .reply = agent_nl_parse_ranges_reply, .out = o };
+	int r;
+
+	r = agent_nl_transact(nl, msg, &t);
+	if (r < 0)
+		agent_ranges_free(&o->ranges);
+	return r;
+}
+
 int agent_nl_capture(struct agent_nl *nl, const struct proto_capture_req *req,
 		     const struct proto_range *preferred, uint64_t *ret_bytes,
 		     int32_t *ret_stop_errno, struct agent_ranges *ret_ranges)
 {
 	struct agent_nl_ranges_out o = { 0 };
-	struct agent_genl_txn t = { .reply = agent_nl_parse_ranges_reply, .out = &o };
 	struct nl_msg *msg;
 	int r;
 
@@ -337,11 +350,9 @@ int agent_nl_capture(struct agent_nl *nl, const struct proto_capture_req *req,
 		nlmsg_free(msg);
 		return -EMSGSIZE;
 	}
-	r = agent_nl_transact(nl, msg, &t);
-	if (r < 0) {
-		agent_ranges_free(&o.ranges);
+	r = agent_nl_transact_ranges(nl, msg, &o);
+	if (r < 0)
 		return r;
-	}
 	*ret_bytes = o.bytes;
 	*ret_stop_errno = o.stop_errno;
 	*ret_ranges = o.ranges;
@@ -353,7 +364,6 @@ int agent_nl_release(struct agent_nl *nl, uint64_t bytes,
 		     uint64_t *ret_bytes, struct agent_ranges *ret_ranges)
 {
 	struct agent_nl_ranges_out o = { 0 };
-	struct agent_genl_txn t = { .reply = agent_nl_parse_ranges_reply, .out = &o };
 	struct nl_msg *msg;
 	int r;
 
@@ -366,11 +376,9 @@ int agent_nl_release(struct agent_nl *nl, uint64_t bytes,
 		nlmsg_free(msg);
 		return -EMSGSIZE;
 	}
-	r = agent_nl_transact(nl, msg, &t);
-	if (r < 0) {
-		agent_ranges_free(&o.ranges);
+	r = agent_nl_transact_ranges(nl, msg, &o);
+	if (r < 0)
 		return r;
-	}
 	*ret_bytes = o.bytes;
 	*ret_ranges = o.ranges;
 	return 0;
@@ -379,7 +387,6 @@ int agent_nl_release(struct agent_nl *nl, uint64_t bytes,
 int agent_nl_list(struct agent_nl *nl, struct agent_ranges *ret_ranges)
 {
 	struct agent_nl_ranges_out o = { 0 };
-	struct agent_genl_txn t = { .reply = agent_nl_parse_ranges_reply, .out = &o };
 	struct nl_msg *msg;
 	int r;
 
@@ -391,11 +398,9 @@ int agent_nl_list(struct agent_nl *nl, struct agent_ranges *ret_ranges)
 		nlmsg_free(msg);
 		return -EMSGSIZE;
 	}
-	r = agent_nl_transact(nl, msg, &t);
-	if (r < 0) {
-		agent_ranges_free(&o.ranges);
+	r = agent_nl_transact_ranges(nl, msg, &o);
+	if (r < 0)
 		return r;
-	}
 	*ret_ranges = o.ranges;
 	return 0;
 }
