@@ -5,4 +5,6 @@ initramfs.py  builds the per-kernel test initramfs (busybox, virtio modules,
               vmdefrag.ko, agent, workloads)
 qmp.py        a minimal QMP client
 hostmem.py    host-side measurements of a QEMU process's guest RAM
+unixsock.py   connecting to a unix socket a process is about to create
+lifecycle.py  StartStop: `with` starts a process, stops it if start fails
 """
