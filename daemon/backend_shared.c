@@ -30,10 +30,17 @@
  * Whether it did is measured, not assumed: the temporary mapping's
  * ShmemPmdMapped/FilePmdMapped in /proc/self/smaps counts exactly the bytes
  * mapped by PMDs, and a shmem folio is PMD-mapped only if it is huge.
+ *
+ * Two levels: the primitives above work on one file's offsets; the
+ * backend_shared_vm_*() functions (the interface reclaim.c uses) take
+ * guest-physical ranges of a VM's layout, cut them into the runs one
+ * backing holds contiguously and apply the primitives to each, summing
+ * what they freed or how they re-backed.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -42,6 +49,7 @@
 #include <unistd.h>
 
 #include "backend_shared.h"
+#include "cleanup.h"
 #include "hostmem.h"
 
 #ifndef MADV_POPULATE_WRITE
@@ -271,5 +279,185 @@ int backend_shared_reback(int fd, enum vm_backing_kind kind, uint64_t offset,
 	else
 		res.status = SHARED_REBACK_PARTIAL;
 	*ret_result = res;
+	return 0;
+}
+
+/* ---- a VM's guest-physical RAM ------------------------------------------ */
+
+/*
+ * Calls fn for each maximal run of [gpa, gpa+len) that one backing holds
+ * contiguously.  -ERANGE if a block is not guest RAM of the layout.
+ */
+typedef int (*shared_run_fn)(const struct vm_backing *b, uint64_t file_offset,
+			     uint64_t len, void *arg);
+
+static int shared_for_runs(const struct vm_layout *l, uint64_t gpa, uint64_t len,
+			   shared_run_fn fn, void *arg)
+{
+	const struct vm_ram_range *run_rr = NULL;
+	uint64_t run_off = 0, run_len = 0;
+	int r;
+
+	for (uint64_t a = gpa; a < gpa + len; a += SHARED_BLOCK_SIZE) {
+		const struct vm_ram_range *rr;
+		uint64_t off;
+
+		r = vm_layout_translate(l, a, SHARED_BLOCK_SIZE, &rr, &off);
+		if (r < 0)
+			return r;
+		if (run_len && rr->backing == run_rr->backing &&
+		    run_off + run_len == off) {
+			run_len += SHARED_BLOCK_SIZE;
+			continue;
+		}
+		if (run_len) {
+			r = fn(&l->backings[run_rr->backing], run_off, run_len, arg);
+			if (r < 0)
+				return r;
+		}
+		run_rr = rr;
+		run_off = off;
+		run_len = SHARED_BLOCK_SIZE;
+	}
+	return run_len ? fn(&l->backings[run_rr->backing], run_off, run_len, arg) : 0;
+}
+
+static int shared_punch_run(const struct vm_backing *b, uint64_t off,
+			    uint64_t len, void *arg)
+{
+	uint64_t *freed = arg, f = 0;
+	int r;
+
+	r = backend_shared_reclaim(b->fd, off, len, &f);
+	if (r < 0)
+		return r;
+	*freed += f;
+	return 0;
+}
+
+int backend_shared_vm_punch(const struct vm_layout *l, uint64_t gpa,
+			    uint64_t len, uint64_t *freed)
+{
+	return shared_for_runs(l, gpa, len, shared_punch_run, freed);
+}
+
+static int shared_reback_run(const struct vm_backing *b, uint64_t off,
+			     uint64_t len, void *arg)
+{
+	struct shared_reback_sum *sum = arg;
+	struct shared_reback_result res;
+	int r;
+
+	r = backend_shared_reback(b->fd, b->kind, off, len, &res);
+	if (r < 0)
+		return r;
+	if (!sum->any || res.status > sum->worst)
+		sum->worst = res.status;
+	sum->any = true;
+	sum->huge_bytes += res.huge_bytes;
+	if (res.policy_known) {
+		sum->policy_known = true;
+		sum->policy = res.policy;
+		sum->tmpfs_mount = res.tmpfs_mount;
+	}
+	return 0;
+}
+
+int backend_shared_vm_reback(const struct vm_layout *l, uint64_t gpa,
+			     uint64_t len, struct shared_reback_sum *sum)
+{
+	return shared_for_runs(l, gpa, len, shared_reback_run, sum);
+}
+
+void backend_shared_reback_note(const struct shared_reback_sum *sum,
+				char *buf, size_t sz)
+{
+	switch (sum->worst) {
+	case SHARED_REBACK_HUGE:
+		buf[0] = '\0';
+		break;
+	case SHARED_REBACK_SMALL_POLICY:
+		if (sum->tmpfs_mount && sum->policy != HOSTMEM_SHMEM_DENY)
+			snprintf(buf, sz, "the backing's tmpfs mount has huge=%s: "
+				 "re-backed with 4 KiB pages; mount it with "
+				 "huge=within_size for 2 MiB folios",
+				 hostmem_shmem_thp_name(sum->policy));
+		else
+			snprintf(buf, sz, "host shmem_enabled is '%s': re-backed with "
+				 "4 KiB pages; set /sys/kernel/mm/transparent_hugepage/"
+				 "shmem_enabled to advise for 2 MiB folios",
+				 sum->policy_known ?
+				 hostmem_shmem_thp_name(sum->policy) : "?");
+		break;
+	case SHARED_REBACK_PARTIAL:
+		snprintf(buf, sz, "only part re-backed with 2 MiB folios (blocks held "
+			 "4 KiB pages already, or no huge page was free)");
+		break;
+	case SHARED_REBACK_SMALL:
+		snprintf(buf, sz, "re-backed with 4 KiB pages although the policy "
+			 "allows 2 MiB folios (no huge page was free?)");
+		break;
+	}
+}
+
+uint64_t backend_shared_vm_allocated(const struct vm_layout *l)
+{
+	uint64_t sum = 0, b;
+
+	for (size_t i = 0; l && i < l->nbackings; i++)
+		if (l->backings[i].fd >= 0 &&
+		    hostmem_backing_allocated(l->backings[i].fd, &b) == 0)
+			sum += b;
+	return sum;
+}
+
+bool backend_shared_vm_block_is_hole(const struct vm_layout *l, uint64_t gpa)
+{
+	const struct vm_ram_range *rr;
+	uint64_t off;
+	off_t data;
+
+	if (vm_layout_translate(l, gpa, SHARED_BLOCK_SIZE, &rr, &off) < 0)
+		return false;
+	data = lseek(l->backings[rr->backing].fd, (off_t)off, SEEK_DATA);
+	if (data < 0)
+		return errno == ENXIO;
+	return (uint64_t)data >= off + SHARED_BLOCK_SIZE;
+}
+
+int backend_shared_vm_backed_blocks(const struct vm_layout *l,
+				    shared_block_fn fn, void *arg)
+{
+	const uint64_t blk = SHARED_BLOCK_SIZE;
+
+	for (size_t i = 0; i < l->nranges; i++) {
+		const struct vm_ram_range *rr = &l->ranges[i];
+		uint64_t start = (rr->gpa + blk - 1) & ~(blk - 1);
+		uint64_t end = (rr->gpa + rr->len) & ~(blk - 1);
+		_cleanup_free_ uint8_t *bits = NULL;
+		uint64_t off, nblk;
+		int r;
+
+		if (end <= start)
+			continue;
+		off = rr->file_offset + (start - rr->gpa);
+		if (off % blk)
+			continue;
+		nblk = (end - start) / blk;
+		bits = calloc((nblk + 7) / 8, 1);
+		if (!bits)
+			return -ENOMEM;
+		if (backend_shared_backed_blocks(l->backings[rr->backing].fd, off,
+						 end - start, bits, (nblk + 7) / 8,
+						 NULL) < 0)
+			continue;
+		for (uint64_t k = 0; k < nblk; k++) {
+			if (!(bits[k / 8] & (1u << (k % 8))))
+				continue;
+			r = fn(start + k * blk, arg);
+			if (r)
+				return r;
+		}
+	}
 	return 0;
 }

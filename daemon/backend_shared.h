@@ -104,4 +104,61 @@ int backend_shared_shmem_policy(int fd, enum vm_backing_kind kind,
 
 const char *backend_shared_status_name(enum shared_reback_status status);
 
+/*
+ * ---- a VM's guest-physical RAM (sub-prefix backend_shared_vm_) ----
+ *
+ * The same operations on guest-physical ranges of a VM's layout: each
+ * range is cut into the runs one backing file holds contiguously
+ * (vm_layout_translate()) and the primitives above run on each.  Ranges
+ * are SHARED_BLOCK_SIZE multiples; -ERANGE if a block is not guest RAM of
+ * the layout.  The layout's backings must be shared files (the caller
+ * checks its backend).
+ */
+
+/* Punches [gpa, gpa+len) and adds the drop of st_blocks of each run
+ * punched to *freed (also those before a run that fails). */
+int backend_shared_vm_punch(const struct vm_layout *l, uint64_t gpa,
+			    uint64_t len, uint64_t *freed);
+
+/* What re-backing one or more ranges came to, summed over their runs. */
+struct shared_reback_sum {
+	bool any;			/* a run was re-backed */
+	enum shared_reback_status worst;
+	uint64_t huge_bytes;
+	bool policy_known;		/* the last policy read */
+	enum hostmem_shmem_thp policy;
+	bool tmpfs_mount;		/* policy is a tmpfs mount's huge= */
+};
+
+/*
+ * Re-backs [gpa, gpa+len) (backend_shared_reback() on each run: the same
+ * PRECONDITION) and adds the result to *sum (zero it before the first
+ * range).
+ */
+int backend_shared_vm_reback(const struct vm_layout *l, uint64_t gpa,
+			     uint64_t len, struct shared_reback_sum *sum);
+
+/* Why a re-back was not all huge, in one line for the user ("" if it was). */
+void backend_shared_reback_note(const struct shared_reback_sum *sum,
+				char *buf, size_t sz);
+
+/* Bytes allocated in all the layout's backing files now (st_blocks);
+ * 0 for no layout. */
+uint64_t backend_shared_vm_allocated(const struct vm_layout *l);
+
+/* Is the block at gpa a hole in its backing right now?  (false if it is
+ * not the layout's RAM) */
+bool backend_shared_vm_block_is_hole(const struct vm_layout *l, uint64_t gpa);
+
+/*
+ * Calls fn for every SHARED_BLOCK_SIZE block of guest RAM whose backing
+ * holds data (backend_shared_backed_blocks()), ascending in each RAM
+ * range; stops at fn's first non-zero return and returns it.  A RAM range
+ * not block-aligned in its file, or whose holes cannot be read, is
+ * skipped.  -ENOMEM.
+ */
+typedef int (*shared_block_fn)(uint64_t gpa, void *arg);
+int backend_shared_vm_backed_blocks(const struct vm_layout *l,
+				    shared_block_fn fn, void *arg);
+
 #endif /* VDF_BACKEND_SHARED_H */

@@ -456,6 +456,32 @@ struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_in
 }
 
 /*
+ * A histogram whose buckets have names: [{<key>: name, blocks}], a bucket
+ * without a name is "<key>-N".
+ */
+static struct json_object *ctl_named_hist(const char *key,
+					  const char *(*name_of)(unsigned int),
+					  const uint64_t *blocks, unsigned int n)
+{
+	struct json_object *a = json_object_new_array();
+	char name[32];
+
+	for (unsigned int i = 0; i < n && i < PROTO_HIST_MAX; i++) {
+		struct json_object *e = json_object_new_object();
+		const char *nm = name_of(i);
+
+		if (!nm) {
+			snprintf(name, sizeof(name), "%s-%u", key, i);
+			nm = name;
+		}
+		ctl_add_str(e, key, nm);
+		ctl_add_u64(e, "blocks", blocks[i]);
+		json_object_array_add(a, e);
+	}
+	return a;
+}
+
+/*
  * SCAN keys: vm; total_bytes, free_bytes, free_block_bytes,
  * capturable_bytes, captured_bytes, available_bytes, scan_ns; classes
  * [{class, blocks}]; cost [{max_pages, blocks}] (bucket i holds blocks
@@ -469,7 +495,6 @@ struct json_object *ctl_proto_scan_json(const char *vm,
 {
 	struct json_object *o = json_object_new_object();
 	struct json_object *a;
-	char name[32];
 
 	ctl_add_str(o, "vm", vm);
 	ctl_add_u64(o, "total_bytes", sc->total_bytes);
@@ -480,20 +505,9 @@ struct json_object *ctl_proto_scan_json(const char *vm,
 	ctl_add_u64(o, "available_bytes", sc->available_bytes);
 	ctl_add_u64(o, "scan_ns", sc->scan_ns);
 
-	a = json_object_new_array();
-	for (unsigned int i = 0; i < sc->nclasses && i < PROTO_HIST_MAX; i++) {
-		struct json_object *e = json_object_new_object();
-		const char *n = ctl_proto_class_name(i);
-
-		if (!n) {
-			snprintf(name, sizeof(name), "class-%u", i);
-			n = name;
-		}
-		ctl_add_str(e, "class", n);
-		ctl_add_u64(e, "blocks", sc->classes[i]);
-		json_object_array_add(a, e);
-	}
-	json_object_object_add(o, "classes", a);
+	json_object_object_add(o, "classes",
+			       ctl_named_hist("class", ctl_proto_class_name,
+					      sc->classes, sc->nclasses));
 
 	a = json_object_new_array();
 	for (unsigned int i = 0; i < sc->ncost && i < PROTO_HIST_MAX; i++) {
@@ -505,20 +519,9 @@ struct json_object *ctl_proto_scan_json(const char *vm,
 	}
 	json_object_object_add(o, "cost", a);
 
-	a = json_object_new_array();
-	for (unsigned int i = 0; i < sc->nunmovable && i < PROTO_HIST_MAX; i++) {
-		struct json_object *e = json_object_new_object();
-		const char *n = ctl_proto_cause_name(i);
-
-		if (!n) {
-			snprintf(name, sizeof(name), "cause-%u", i);
-			n = name;
-		}
-		ctl_add_str(e, "cause", n);
-		ctl_add_u64(e, "blocks", sc->unmovable[i]);
-		json_object_array_add(a, e);
-	}
-	json_object_object_add(o, "unmovable", a);
+	json_object_object_add(o, "unmovable",
+			       ctl_named_hist("cause", ctl_proto_cause_name,
+					      sc->unmovable, sc->nunmovable));
 
 	a = json_object_new_array();
 	for (uint32_t i = 0; i < sc->nslabs && i < PROTO_MAX_SLABS; i++) {

@@ -52,9 +52,14 @@
  *   timer, and ends the operation with the backend's figures and reason.
  *
  * The layers: this file is the operation model (one operation per VM, its
- * id, result and the guest handshake); backend_shared.c is what the host
- * does to a shared backing file; backend_hint.c is the hint backend's
- * operation; blockmap.c is the per-block state.
+ * id, result, the per-block state and the guest handshake) and calls each
+ * backend through its interface: backend_shared_vm_*() (backend_shared.c)
+ * is what the host does to a shared backing file (find the backed blocks,
+ * punch, re-back, measure), addressed by guest-physical range;
+ * backend_hint_*() (backend_hint.c) decides the hint backend's steps;
+ * blockmap.c holds the per-block state.  Every request to the guest goes
+ * out through reclaim_send(), which makes it the operation's one request
+ * in flight and counts the round.
  *
  * Single-threaded, on the loop's thread.  Response callbacks may run after
  * the operation ended (session lost: -ECONNRESET; QEMU detached: no layout,
@@ -66,7 +71,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "backend_hint.h"
 #include "blockmap.h"
@@ -237,58 +241,7 @@ static void reclaim_op_begin(struct reclaim *rc, enum reclaim_kind kind,
 	rc->op_start_ms = loop_now_ms();
 }
 
-/* ---- backing ----------------------------------------------------------- */
-
-/*
- * Calls fn for each maximal run of [gpa, gpa+len) that one backing holds
- * contiguously.  -ERANGE if a block is not guest RAM of the layout.
- */
-typedef int (*reclaim_run_fn)(struct reclaim *rc, const struct vm_ram_range *rr,
-			      uint64_t file_offset, uint64_t len, void *arg);
-
-static int reclaim_for_runs(struct reclaim *rc, uint64_t gpa, uint64_t len,
-			    reclaim_run_fn fn, void *arg)
-{
-	const struct vm_ram_range *run_rr = NULL;
-	uint64_t run_off = 0, run_len = 0;
-	int r;
-
-	for (uint64_t a = gpa; a < gpa + len; a += RECLAIM_BLOCK) {
-		const struct vm_ram_range *rr;
-		uint64_t off;
-
-		r = vm_layout_translate(rc->layout, a, RECLAIM_BLOCK, &rr, &off);
-		if (r < 0)
-			return r;
-		if (run_len && rr->backing == run_rr->backing &&
-		    run_off + run_len == off) {
-			run_len += RECLAIM_BLOCK;
-			continue;
-		}
-		if (run_len) {
-			r = fn(rc, run_rr, run_off, run_len, arg);
-			if (r < 0)
-				return r;
-		}
-		run_rr = rr;
-		run_off = off;
-		run_len = RECLAIM_BLOCK;
-	}
-	return run_len ? fn(rc, run_rr, run_off, run_len, arg) : 0;
-}
-
-static int reclaim_punch_run(struct reclaim *rc, const struct vm_ram_range *rr,
-			     uint64_t off, uint64_t len, void *arg)
-{
-	uint64_t *freed = arg, f = 0;
-	int r;
-
-	r = backend_shared_reclaim(rc->layout->backings[rr->backing].fd, off, len, &f);
-	if (r < 0)
-		return r;
-	*freed += f;
-	return 0;
-}
+/* ---- requests ---------------------------------------------------------- */
 
 /* The backing can be punched: QEMU attached, shared backend. */
 static bool reclaim_shared(const struct reclaim *rc)
@@ -296,116 +249,23 @@ static bool reclaim_shared(const struct reclaim *rc)
 	return rc->backend == RECLAIM_BACKEND_SHARED;	/* NONE without a layout */
 }
 
-/* Punches [gpa, gpa+len); *ret_freed gets the drop of st_blocks. */
-static int reclaim_punch(struct reclaim *rc, uint64_t gpa, uint64_t len,
-			 uint64_t *ret_freed)
+/*
+ * Sends rc->msg as the operation's request in flight (rc->in), answered
+ * to cb: one round of the operation.  The negative errno of sending, for
+ * the caller to undo its step and end the operation.
+ */
+static int reclaim_send(struct reclaim *rc, session_resp_fn cb)
 {
-	uint64_t freed = 0;
 	int r;
 
-	if (!reclaim_shared(rc))
-		return -ENODATA;
-	r = reclaim_for_runs(rc, gpa, len, reclaim_punch_run, &freed);
-	*ret_freed = freed;
-	return r;
-}
-
-struct reclaim_reback_acc {
-	bool any;
-	enum shared_reback_status worst;
-	uint64_t huge;
-	bool policy_known;
-	enum hostmem_shmem_thp policy;
-	bool tmpfs_mount;	/* policy is a tmpfs mount's huge= */
-};
-
-static int reclaim_reback_run(struct reclaim *rc, const struct vm_ram_range *rr,
-			      uint64_t off, uint64_t len, void *arg)
-{
-	const struct vm_backing *b = &rc->layout->backings[rr->backing];
-	struct reclaim_reback_acc *acc = arg;
-	struct shared_reback_result res;
-	int r;
-
-	r = backend_shared_reback(b->fd, b->kind, off, len, &res);
+	memset(&rc->in, 0, sizeof(rc->in));
+	r = session_request(rc->session, rc->msg, cb, rc, &rc->in.id);
 	if (r < 0)
 		return r;
-	if (!acc->any || res.status > acc->worst)
-		acc->worst = res.status;
-	acc->any = true;
-	acc->huge += res.huge_bytes;
-	if (res.policy_known) {
-		acc->policy_known = true;
-		acc->policy = res.policy;
-		acc->tmpfs_mount = res.tmpfs_mount;
-	}
+	rc->in.active = true;
+	rc->in.type = rc->msg->type;
+	rc->op.rounds++;
 	return 0;
-}
-
-static int reclaim_reback(struct reclaim *rc, uint64_t gpa, uint64_t len,
-			  struct reclaim_reback_acc *acc)
-{
-	if (!reclaim_shared(rc))
-		return -ENODATA;
-	return reclaim_for_runs(rc, gpa, len, reclaim_reback_run, acc);
-}
-
-static void reclaim_reback_note(const struct reclaim_reback_acc *acc, char *buf,
-				size_t sz)
-{
-	switch (acc->worst) {
-	case SHARED_REBACK_HUGE:
-		buf[0] = '\0';
-		break;
-	case SHARED_REBACK_SMALL_POLICY:
-		if (acc->tmpfs_mount && acc->policy != HOSTMEM_SHMEM_DENY)
-			snprintf(buf, sz, "the backing's tmpfs mount has huge=%s: "
-				 "re-backed with 4 KiB pages; mount it with "
-				 "huge=within_size for 2 MiB folios",
-				 hostmem_shmem_thp_name(acc->policy));
-		else
-			snprintf(buf, sz, "host shmem_enabled is '%s': re-backed with "
-				 "4 KiB pages; set /sys/kernel/mm/transparent_hugepage/"
-				 "shmem_enabled to advise for 2 MiB folios",
-				 acc->policy_known ?
-				 hostmem_shmem_thp_name(acc->policy) : "?");
-		break;
-	case SHARED_REBACK_PARTIAL:
-		snprintf(buf, sz, "only part re-backed with 2 MiB folios (blocks held "
-			 "4 KiB pages already, or no huge page was free)");
-		break;
-	case SHARED_REBACK_SMALL:
-		snprintf(buf, sz, "re-backed with 4 KiB pages although the policy "
-			 "allows 2 MiB folios (no huge page was free?)");
-		break;
-	}
-}
-
-/* Bytes allocated in all the backing files now (st_blocks). */
-static uint64_t reclaim_backing_bytes(struct reclaim *rc)
-{
-	uint64_t sum = 0, b;
-
-	for (size_t i = 0; rc->layout && i < rc->layout->nbackings; i++)
-		if (rc->layout->backings[i].fd >= 0 &&
-		    hostmem_backing_allocated(rc->layout->backings[i].fd, &b) == 0)
-			sum += b;
-	return sum;
-}
-
-/* Is the block at gpa a hole in its backing right now? */
-static bool reclaim_block_is_hole(struct reclaim *rc, uint64_t gpa)
-{
-	const struct vm_ram_range *rr;
-	uint64_t off;
-	off_t data;
-
-	if (vm_layout_translate(rc->layout, gpa, RECLAIM_BLOCK, &rr, &off) < 0)
-		return false;
-	data = lseek(rc->layout->backings[rr->backing].fd, (off_t)off, SEEK_DATA);
-	if (data < 0)
-		return errno == ENXIO;
-	return (uint64_t)data >= off + RECLAIM_BLOCK;
 }
 
 /* ---- ACK ---------------------------------------------------------------- */
@@ -568,62 +428,47 @@ static bool reclaim_take_ranges(struct reclaim *rc, const struct proto_msg *m,
 static void reclaim_capture_resp(void *userdata, int status,
 				 const struct proto_msg *m, bool last);
 
+struct reclaim_candidates {
+	struct reclaim *rc;
+	uint32_t n;
+	uint64_t total;
+};
+
+/* A block the backing holds: a candidate if the guest has it (GUEST). */
+static int reclaim_candidate(uint64_t gpa, void *arg)
+{
+	struct reclaim_candidates *c = arg;
+	struct reclaim *rc = c->rc;
+	struct proto_range *v = rc->msg->ranges;
+	uint64_t b = gpa / RECLAIM_BLOCK;
+
+	if (b >= rc->map.nblocks || blockmap_get(&rc->map, b) != BLOCKMAP_GUEST)
+		return 0;
+	if (c->n && v[c->n - 1].gpa + v[c->n - 1].len == gpa) {
+		v[c->n - 1].len += RECLAIM_BLOCK;
+	} else {
+		if (c->n == PROTO_MAX_RANGES)
+			return 1;	/* the request is full */
+		v[c->n].gpa = gpa;
+		v[c->n].len = RECLAIM_BLOCK;
+		c->n++;
+	}
+	blockmap_flag(&rc->map, b, BLOCKMAP_F_ASKED, true);
+	c->total += RECLAIM_BLOCK;
+	return 0;
+}
+
 /*
  * Marks ASKED the GUEST blocks the backing holds and collects them as
  * coalesced ranges into rc->msg (at most PROTO_MAX_RANGES); their bytes.
  */
 static uint64_t reclaim_candidates(struct reclaim *rc, uint32_t *ret_n)
 {
-	const struct vm_layout *l = rc->layout;
-	struct proto_msg *m = rc->msg;
-	uint64_t total = 0;
-	uint32_t n = 0;
+	struct reclaim_candidates c = { .rc = rc };
 
-	for (size_t i = 0; i < l->nranges && n < PROTO_MAX_RANGES; i++) {
-		const struct vm_ram_range *rr = &l->ranges[i];
-		uint64_t start = (rr->gpa + RECLAIM_BLOCK - 1) & ~(RECLAIM_BLOCK - 1);
-		uint64_t end = (rr->gpa + rr->len) & ~(RECLAIM_BLOCK - 1);
-		uint64_t off, nblk;
-		uint8_t *bits;
-
-		if (end <= start)
-			continue;
-		off = rr->file_offset + (start - rr->gpa);
-		if (off % RECLAIM_BLOCK)
-			continue;
-		nblk = (end - start) / RECLAIM_BLOCK;
-		bits = calloc((nblk + 7) / 8, 1);
-		if (!bits)
-			break;
-		if (backend_shared_backed_blocks(l->backings[rr->backing].fd, off,
-						 end - start, bits, (nblk + 7) / 8,
-						 NULL) < 0) {
-			free(bits);
-			continue;
-		}
-		for (uint64_t k = 0; k < nblk; k++) {
-			uint64_t gpa = start + k * RECLAIM_BLOCK;
-			uint64_t b = gpa / RECLAIM_BLOCK;
-
-			if (!(bits[k / 8] & (1u << (k % 8))) || b >= rc->map.nblocks ||
-			    blockmap_get(&rc->map, b) != BLOCKMAP_GUEST)
-				continue;
-			if (n && m->ranges[n - 1].gpa + m->ranges[n - 1].len == gpa) {
-				m->ranges[n - 1].len += RECLAIM_BLOCK;
-			} else {
-				if (n == PROTO_MAX_RANGES)
-					break;
-				m->ranges[n].gpa = gpa;
-				m->ranges[n].len = RECLAIM_BLOCK;
-				n++;
-			}
-			blockmap_flag(&rc->map, b, BLOCKMAP_F_ASKED, true);
-			total += RECLAIM_BLOCK;
-		}
-		free(bits);
-	}
-	*ret_n = n;
-	return total;
+	(void)backend_shared_vm_backed_blocks(rc->layout, reclaim_candidate, &c);
+	*ret_n = c.n;
+	return c.total;
 }
 
 static void reclaim_step_reclaim(struct reclaim *rc)
@@ -648,24 +493,24 @@ static void reclaim_step_reclaim(struct reclaim *rc)
 	m->u.capture.floor_bytes = rc->par.floor_bytes;
 	m->u.capture.flags = PROTO_CAPTURE_STRICT;
 	m->u.capture.nranges = n;
-	memset(&rc->in, 0, sizeof(rc->in));
-	r = session_request(rc->session, m, reclaim_capture_resp, rc, &rc->in.id);
+	r = reclaim_send(rc, reclaim_capture_resp);
 	if (r < 0) {
 		blockmap_clear_flag(&rc->map, BLOCKMAP_F_ASKED);
 		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot send CAPTURE "
 				      "to the guest: %s", strerror(-r));
 	}
-	rc->in.active = true;
-	rc->in.type = PROTO_REQ_CAPTURE;
-	op->rounds++;
 	log_debug("VM '%s': reclaim #%" PRIu32 " round %u: CAPTURE %llu MiB strict "
 		  "from %u ranges (%llu MiB backed)", rc->name, op->id, op->rounds,
 		  MIB(want), n, MIB(backed));
 }
 
-/* Punches and ACKs every SEEN block; returns the bytes of backing freed. */
-static uint64_t reclaim_punch_seen(struct reclaim *rc, bool punch)
+/*
+ * Punches (unless QEMU went away or the backend cannot) and ACKs every SEEN
+ * block; returns the bytes of backing freed.
+ */
+static uint64_t reclaim_punch_seen(struct reclaim *rc)
 {
+	bool punch = reclaim_shared(rc);
 	struct proto_range *v = rc->scratch;
 	uint64_t pos = 0, freed_total = 0, bytes;
 	size_t n;
@@ -674,8 +519,8 @@ static uint64_t reclaim_punch_seen(struct reclaim *rc, bool punch)
 				     &pos, UINT64_MAX, v, PROTO_MAX_RANGES, &bytes))) {
 		for (size_t i = 0; i < n; i++) {
 			enum blockmap_state st = BLOCKMAP_CAPTURED;
-			uint64_t freed = 0;
-			int r = punch ? reclaim_punch(rc, v[i].gpa, v[i].len, &freed) :
+			int r = punch ? backend_shared_vm_punch(rc->layout, v[i].gpa,
+								v[i].len, &freed_total) :
 					-ENODATA;
 
 			if (r == 0)
@@ -685,7 +530,6 @@ static uint64_t reclaim_punch_seen(struct reclaim *rc, bool punch)
 						", +%llu MiB) of the backing: %m; "
 						"leaving it captured", rc->name,
 						v[i].gpa, MIB(v[i].len));
-			freed_total += freed;
 			blockmap_set_range(&rc->map, v[i].gpa, v[i].len, st);
 			blockmap_flag_range(&rc->map, v[i].gpa, v[i].len,
 					    BLOCKMAP_F_UNACKED, true);
@@ -730,8 +574,8 @@ static void reclaim_capture_resp(void *userdata, int status,
 	rc->in.active = false;
 	captured = rc->in.sum;
 	blockmap_clear_flag(&rc->map, BLOCKMAP_F_ASKED);
-	/* valid as a whole: only now punch (unless QEMU went away) */
-	freed = reclaim_punch_seen(rc, reclaim_shared(rc));
+	/* valid as a whole: only now punch */
+	freed = reclaim_punch_seen(rc);
 	if (!ours)
 		return;
 	op->punched_bytes += freed;
@@ -740,7 +584,7 @@ static void reclaim_capture_resp(void *userdata, int status,
 	 * migrations may have faulted in pages elsewhere meanwhile.
 	 */
 	if (rc->layout) {
-		uint64_t now = reclaim_backing_bytes(rc);
+		uint64_t now = backend_shared_vm_allocated(rc->layout);
 
 		op->done_bytes = rc->op_backing_start > now ? rc->op_backing_start - now : 0;
 	}
@@ -775,7 +619,7 @@ static void reclaim_step_return(struct reclaim *rc)
 {
 	struct reclaim_op_info *op = &rc->op;
 	struct proto_msg *m = rc->msg;
-	struct reclaim_reback_acc acc = { 0 };
+	struct shared_reback_sum acc = { 0 };
 	uint64_t pos = 0, bytes;
 	size_t n;
 	int r;
@@ -791,7 +635,8 @@ static void reclaim_step_return(struct reclaim *rc)
 				      MIB(rc->guest_released_bytes));
 	/* re-back first: the guest gets 2 MiB folios, not faults */
 	for (size_t i = 0; i < n; i++) {
-		r = reclaim_reback(rc, m->ranges[i].gpa, m->ranges[i].len, &acc);
+		r = backend_shared_vm_reback(rc->layout, m->ranges[i].gpa,
+					     m->ranges[i].len, &acc);
 		if (r < 0)
 			return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot re-back "
 					      "[0x%" PRIx64 ", +%llu MiB): %s",
@@ -803,7 +648,7 @@ static void reclaim_step_return(struct reclaim *rc)
 	if (!op->reback_known || acc.worst > op->reback) {
 		char note[sizeof(op->reback_note)];
 
-		reclaim_reback_note(&acc, note, sizeof(note));
+		backend_shared_reback_note(&acc, note, sizeof(note));
 		if (acc.worst == SHARED_REBACK_SMALL_POLICY && !op->reback_known)
 			log_warning("VM '%s': return #%" PRIu32 ": %s", rc->name,
 				    op->id, note);
@@ -811,11 +656,10 @@ static void reclaim_step_return(struct reclaim *rc)
 		snprintf(op->reback_note, sizeof(op->reback_note), "%s", note);
 		op->reback_known = true;
 	}
-	op->reback_huge_bytes += acc.huge;
+	op->reback_huge_bytes += acc.huge_bytes;
 	m->type = PROTO_REQ_RELEASE;
 	m->u.release.nranges = (uint32_t)n;
-	memset(&rc->in, 0, sizeof(rc->in));
-	r = session_request(rc->session, m, reclaim_release_resp, rc, &rc->in.id);
+	r = reclaim_send(rc, reclaim_release_resp);
 	if (r < 0) {
 		/* re-backed but still captured by the guest */
 		for (size_t i = 0; i < n; i++)
@@ -824,12 +668,9 @@ static void reclaim_step_return(struct reclaim *rc)
 		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot send RELEASE "
 				      "to the guest: %s", strerror(-r));
 	}
-	rc->in.active = true;
-	rc->in.type = PROTO_REQ_RELEASE;
-	op->rounds++;
 	log_debug("VM '%s': return #%" PRIu32 " round %u: re-backed %llu MiB "
 		  "(%llu MiB huge), RELEASE sent", rc->name, op->id, op->rounds,
-		  MIB(bytes), MIB(acc.huge));
+		  MIB(bytes), MIB(acc.huge_bytes));
 }
 
 /* Every RETURNING block becomes `to`; SEEN ones count as returned. */
@@ -938,7 +779,7 @@ static void reclaim_list_resp(void *userdata, int status,
 	op->target_bytes = rc->in.sum;
 	/* punch what is still backed (a daemon killed between capture and
 	 * punch), ACK everything listed */
-	freed = reclaim_punch_seen(rc, reclaim_shared(rc));
+	freed = reclaim_punch_seen(rc);
 	op->done_bytes = freed;
 	log_info("VM '%s': reconciled: the guest holds %llu MiB captured, %llu MiB "
 		 "of it was still backed and is reclaimed now", rc->name,
@@ -957,14 +798,10 @@ static void reclaim_start_reconcile(struct reclaim *rc)
 	blockmap_clear_flag(&rc->map, BLOCKMAP_F_SEEN | BLOCKMAP_F_ASKED);
 	memset(&m->u, 0, sizeof(m->u));
 	m->type = PROTO_REQ_LIST;
-	memset(&rc->in, 0, sizeof(rc->in));
-	r = session_request(rc->session, m, reclaim_list_resp, rc, &rc->in.id);
+	r = reclaim_send(rc, reclaim_list_resp);
 	if (r < 0)
 		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot send LIST: %s",
 				      strerror(-r));
-	rc->in.active = true;
-	rc->in.type = PROTO_REQ_LIST;
-	rc->op.rounds++;
 }
 
 /* Reconcile now if it is due and possible, else remember it. */
@@ -1067,14 +904,10 @@ static void reclaim_hint_send(struct reclaim *rc, uint64_t bytes)
 	m->u.capture.mode = VMDEFRAG_MODE_COMPACT;
 	m->u.capture.budget_ms = rc->par.budget_ms;
 	m->u.capture.floor_bytes = rc->par.floor_bytes;
-	memset(&rc->in, 0, sizeof(rc->in));
-	r = session_request(rc->session, m, reclaim_hint_capture_resp, rc, &rc->in.id);
+	r = reclaim_send(rc, reclaim_hint_capture_resp);
 	if (r < 0)
 		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot send CAPTURE "
 				      "to the guest: %s", strerror(-r));
-	rc->in.active = true;
-	rc->in.type = PROTO_REQ_CAPTURE;
-	op->rounds++;
 	log_debug("VM '%s': reclaim #%" PRIu32 " round %u: CAPTURE %llu MiB compact",
 		  rc->name, op->id, op->rounds, MIB(m->u.capture.bytes));
 }
@@ -1242,7 +1075,7 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 	if (rc->backend == RECLAIM_BACKEND_HINT)
 		return reclaim_hint_start(rc, bytes, err, errsz, ret_id);
 	reclaim_op_begin(rc, kind, bytes);
-	rc->op_backing_start = reclaim_backing_bytes(rc);
+	rc->op_backing_start = backend_shared_vm_allocated(rc->layout);
 	log_info("VM '%s': %s #%" PRIu32 " of %llu MiB started", rc->name,
 		 reclaim_kind_name(kind), rc->op.id, MIB(bytes));
 	loop_timer_arm(rc->loop, &rc->step, 0);
@@ -1315,7 +1148,7 @@ int reclaim_set_layout(struct reclaim *rc, const struct vm_layout *l,
 
 void reclaim_event(struct reclaim *rc, const struct proto_msg *m)
 {
-	struct reclaim_reback_acc acc = { 0 };
+	struct shared_reback_sum acc = { 0 };
 	uint64_t taken = 0, reback = 0;
 	bool unacked = false;
 
@@ -1348,7 +1181,8 @@ void reclaim_event(struct reclaim *rc, const struct proto_msg *m)
 			}
 			/* the guest may be using it already: populate only */
 			if (run_len && reclaim_shared(rc) &&
-			    reclaim_reback(rc, run_gpa, run_len, &acc) == 0)
+			    backend_shared_vm_reback(rc->layout, run_gpa, run_len,
+						     &acc) == 0)
 				reback += run_len;
 			run_len = 0;
 		}
@@ -1362,7 +1196,7 @@ void reclaim_event(struct reclaim *rc, const struct proto_msg *m)
 			    "capture handshake", rc->name, m->u.evt.reason);
 	log_info("VM '%s': guest took back %llu MiB (reason %u); re-backed %llu MiB, "
 		 "%llu MiB with 2 MiB folios", rc->name, MIB(taken), m->u.evt.reason,
-		 MIB(reback), MIB(acc.huge));
+		 MIB(reback), MIB(acc.huge_bytes));
 }
 
 void reclaim_stop(struct reclaim *rc, const char *why)
@@ -1373,14 +1207,15 @@ void reclaim_stop(struct reclaim *rc, const char *why)
 
 uint64_t reclaim_repunch(struct reclaim *rc)
 {
-	uint64_t freed = 0, f;
+	uint64_t freed = 0;
 
 	if (!rc->have_map || !reclaim_shared(rc))
 		return 0;
+	/* a block is one run: a failed punch adds nothing */
 	for (uint64_t b = 0; b < rc->map.nblocks; b++)
-		if (blockmap_get(&rc->map, b) == BLOCKMAP_RECLAIMED &&
-		    reclaim_punch(rc, b * RECLAIM_BLOCK, RECLAIM_BLOCK, &f) == 0)
-			freed += f;
+		if (blockmap_get(&rc->map, b) == BLOCKMAP_RECLAIMED)
+			(void)backend_shared_vm_punch(rc->layout, b * RECLAIM_BLOCK,
+						      RECLAIM_BLOCK, &freed);
 	return freed;
 }
 
@@ -1408,7 +1243,8 @@ void reclaim_get_status(struct reclaim *rc, struct reclaim_status *st)
 	if (reclaim_shared(rc))
 		for (uint64_t b = 0; b < rc->map.nblocks; b++)
 			if (blockmap_get(&rc->map, b) == BLOCKMAP_RECLAIMED &&
-			    reclaim_block_is_hole(rc, b * RECLAIM_BLOCK))
+			    backend_shared_vm_block_is_hole(rc->layout,
+							    b * RECLAIM_BLOCK))
 				st->reclaimed_bytes += RECLAIM_BLOCK;
 }
 

@@ -309,12 +309,32 @@ static int agent_nl_parse_ranges_reply(struct agent_genl_txn *t, uint8_t cmd,
 	return 0;
 }
 
+/*
+ * Sends msg (consumed; built false: filling it failed, -EMSGSIZE) and
+ * collects its ranges reply into *o; on failure the ranges gathered so far
+ * are freed.
+ */
+static int agent_nl_transact_ranges(struct agent_nl *nl, struct nl_msg *msg,
+				    bool built, struct agent_nl_ranges_out *o)
+{
+	struct agent_genl_txn t = { .reply = agent_nl_parse_ranges_reply, .out = o };
+	int r;
+
+	if (!built) {
+		nlmsg_free(msg);
+		return -EMSGSIZE;
+	}
+	r = agent_nl_transact(nl, msg, &t);
+	if (r < 0)
+		agent_ranges_free(&o->ranges);
+	return r;
+}
+
 int agent_nl_capture(struct agent_nl *nl, const struct proto_capture_req *req,
 		     const struct proto_range *preferred, uint64_t *ret_bytes,
 		     int32_t *ret_stop_errno, struct agent_ranges *ret_ranges)
 {
 	struct agent_nl_ranges_out o = { 0 };
-	struct agent_genl_txn t = { .reply = agent_nl_parse_ranges_reply, .out = &o };
 	struct nl_msg *msg;
 	int r;
 
@@ -323,25 +343,20 @@ int agent_nl_capture(struct agent_nl *nl, const struct proto_capture_req *req,
 	if (!msg)
 		return -ENOMEM;
 	/* every CAPTURE relayed from the host is made on its behalf */
-	if (nla_put_flag(msg, VMDEFRAG_A_HOST) < 0 ||
-	    ((req->flags & PROTO_CAPTURE_STRICT) &&
-	     nla_put_flag(msg, VMDEFRAG_A_STRICT) < 0) ||
-	    nla_put_u64(msg, VMDEFRAG_A_BYTES, req->bytes) < 0 ||
-	    nla_put_u32(msg, VMDEFRAG_A_MODE, req->mode) < 0 ||
-	    (req->budget_ms &&
-	     nla_put_u32(msg, VMDEFRAG_A_BUDGET_MS, req->budget_ms) < 0) ||
-	    (req->floor_bytes &&
-	     nla_put_u64(msg, VMDEFRAG_A_FLOOR_BYTES, req->floor_bytes) < 0) ||
-	    (req->nranges &&
-	     agent_genl_put_ranges(msg, preferred, req->nranges) < 0)) {
-		nlmsg_free(msg);
-		return -EMSGSIZE;
-	}
-	r = agent_nl_transact(nl, msg, &t);
-	if (r < 0) {
-		agent_ranges_free(&o.ranges);
+	r = agent_nl_transact_ranges(nl, msg,
+		nla_put_flag(msg, VMDEFRAG_A_HOST) == 0 &&
+		(!(req->flags & PROTO_CAPTURE_STRICT) ||
+		 nla_put_flag(msg, VMDEFRAG_A_STRICT) == 0) &&
+		nla_put_u64(msg, VMDEFRAG_A_BYTES, req->bytes) == 0 &&
+		nla_put_u32(msg, VMDEFRAG_A_MODE, req->mode) == 0 &&
+		(!req->budget_ms ||
+		 nla_put_u32(msg, VMDEFRAG_A_BUDGET_MS, req->budget_ms) == 0) &&
+		(!req->floor_bytes ||
+		 nla_put_u64(msg, VMDEFRAG_A_FLOOR_BYTES, req->floor_bytes) == 0) &&
+		(!req->nranges ||
+		 agent_genl_put_ranges(msg, preferred, req->nranges) == 0), &o);
+	if (r < 0)
 		return r;
-	}
 	*ret_bytes = o.bytes;
 	*ret_stop_errno = o.stop_errno;
 	*ret_ranges = o.ranges;
@@ -353,7 +368,6 @@ int agent_nl_release(struct agent_nl *nl, uint64_t bytes,
 		     uint64_t *ret_bytes, struct agent_ranges *ret_ranges)
 {
 	struct agent_nl_ranges_out o = { 0 };
-	struct agent_genl_txn t = { .reply = agent_nl_parse_ranges_reply, .out = &o };
 	struct nl_msg *msg;
 	int r;
 
@@ -361,16 +375,11 @@ int agent_nl_release(struct agent_nl *nl, uint64_t bytes,
 			   agent_genl_ranges_size(nranges));
 	if (!msg)
 		return -ENOMEM;
-	if (nranges ? agent_genl_put_ranges(msg, ranges, nranges) < 0 :
-		      nla_put_u64(msg, VMDEFRAG_A_BYTES, bytes) < 0) {
-		nlmsg_free(msg);
-		return -EMSGSIZE;
-	}
-	r = agent_nl_transact(nl, msg, &t);
-	if (r < 0) {
-		agent_ranges_free(&o.ranges);
+	r = agent_nl_transact_ranges(nl, msg, nranges ?
+		agent_genl_put_ranges(msg, ranges, nranges) == 0 :
+		nla_put_u64(msg, VMDEFRAG_A_BYTES, bytes) == 0, &o);
+	if (r < 0)
 		return r;
-	}
 	*ret_bytes = o.bytes;
 	*ret_ranges = o.ranges;
 	return 0;
@@ -379,7 +388,6 @@ int agent_nl_release(struct agent_nl *nl, uint64_t bytes,
 int agent_nl_list(struct agent_nl *nl, struct agent_ranges *ret_ranges)
 {
 	struct agent_nl_ranges_out o = { 0 };
-	struct agent_genl_txn t = { .reply = agent_nl_parse_ranges_reply, .out = &o };
 	struct nl_msg *msg;
 	int r;
 
@@ -387,15 +395,10 @@ int agent_nl_list(struct agent_nl *nl, struct agent_ranges *ret_ranges)
 	if (!msg)
 		return -ENOMEM;
 	/* a LIST from the host is a reconciliation: listed blocks -> PENDING */
-	if (nla_put_flag(msg, VMDEFRAG_A_HOST) < 0) {
-		nlmsg_free(msg);
-		return -EMSGSIZE;
-	}
-	r = agent_nl_transact(nl, msg, &t);
-	if (r < 0) {
-		agent_ranges_free(&o.ranges);
+	r = agent_nl_transact_ranges(nl, msg,
+				     nla_put_flag(msg, VMDEFRAG_A_HOST) == 0, &o);
+	if (r < 0)
 		return r;
-	}
 	*ret_ranges = o.ranges;
 	return 0;
 }

@@ -59,6 +59,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "clock.h"
 #include "log.h"
 #include "nl.h"
@@ -402,7 +403,7 @@ static void agent_relay_clip_to_ram(struct proto_capture_req *c,
 
 static int agent_relay_req_capture(struct agent_relay *r, uint32_t id)
 {
-	struct agent_ranges rg = { 0 };
+	_cleanup_(agent_ranges_free) struct agent_ranges rg = { 0 };
 	uint64_t bytes = 0;
 	int32_t stop = 0;
 	int ret;
@@ -420,10 +421,8 @@ static int agent_relay_req_capture(struct agent_relay *r, uint32_t id)
 	if (ret < 0)
 		return ret;
 	ret = agent_relay_ranges_prepare(&rg);
-	if (ret < 0) {
-		agent_ranges_free(&rg);
+	if (ret < 0)
 		return ret;
-	}
 	if (stop > 0 || stop < -PROTO_ERRNO_MAX)
 		stop = -EIO;
 	log_info("CAPTURE #%u: asked %llu MiB (%s%s), got %llu MiB in %zu ranges%s%s",
@@ -435,14 +434,12 @@ static int agent_relay_req_capture(struct agent_relay *r, uint32_t id)
 	agent_relay_out_init(r, PROTO_RESP_CAPTURE, id);
 	r->out.u.ranges_resp.stop_errno = stop;
 	r->out.u.ranges_resp.bytes = bytes;
-	ret = agent_relay_send_run(r, &rg);
-	agent_ranges_free(&rg);
-	return ret;
+	return agent_relay_send_run(r, &rg);
 }
 
 static int agent_relay_req_release(struct agent_relay *r, uint32_t id)
 {
-	struct agent_ranges rg = { 0 };
+	_cleanup_(agent_ranges_free) struct agent_ranges rg = { 0 };
 	uint64_t bytes = 0;
 	int ret;
 
@@ -451,38 +448,30 @@ static int agent_relay_req_release(struct agent_relay *r, uint32_t id)
 	if (ret < 0)
 		return ret;
 	ret = agent_relay_ranges_prepare(&rg);
-	if (ret < 0) {
-		agent_ranges_free(&rg);
+	if (ret < 0)
 		return ret;
-	}
 	log_info("RELEASE #%u: released %llu MiB in %zu ranges", id,
 		 (unsigned long long)(bytes >> 20), rg.n);
 	agent_relay_out_init(r, PROTO_RESP_RELEASE, id);
 	r->out.u.ranges_resp.bytes = bytes;
-	ret = agent_relay_send_run(r, &rg);
-	agent_ranges_free(&rg);
-	return ret;
+	return agent_relay_send_run(r, &rg);
 }
 
 static int agent_relay_req_list(struct agent_relay *r, uint32_t id)
 {
-	struct agent_ranges rg = { 0 };
+	_cleanup_(agent_ranges_free) struct agent_ranges rg = { 0 };
 	int ret;
 
 	ret = agent_nl_list(r->nl, &rg);
 	if (ret < 0)
 		return ret;
 	ret = agent_relay_ranges_prepare(&rg);
-	if (ret < 0) {
-		agent_ranges_free(&rg);
+	if (ret < 0)
 		return ret;
-	}
 	log_info("LIST #%u: %zu ranges, %llu MiB captured", id, rg.n,
 		 (unsigned long long)(agent_relay_ranges_bytes(&rg) >> 20));
 	agent_relay_out_init(r, PROTO_RESP_LIST, id);
-	ret = agent_relay_send_run(r, &rg);
-	agent_ranges_free(&rg);
-	return ret;
+	return agent_relay_send_run(r, &rg);
 }
 
 static int agent_relay_req_ack(struct agent_relay *r, uint32_t id)

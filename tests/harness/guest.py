@@ -41,7 +41,9 @@ import time
 from pathlib import Path
 
 from . import hostmem, initramfs
+from .lifecycle import StartStop
 from .qmp import QMP
+from .unixsock import connect_unix
 
 TOP = initramfs.TOP
 BUILD = initramfs.BUILD
@@ -99,7 +101,7 @@ def accelerator():
     return accel
 
 
-class Guest:
+class Guest(StartStop):
     def __init__(self, kernel, ram_mib=1024, fpr=True, smp=2, backend="memfd",
                  name=None, accel=None, boot_timeout=180, extra_args=(),
                  cmdline="", daemon_monitor=False):
@@ -122,14 +124,6 @@ class Guest:
         self._next_id = 0
 
     # ---- lifecycle -----------------------------------------------------
-
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def __exit__(self, exc_type, exc, tb):
         self.stop()
@@ -219,19 +213,14 @@ class Guest:
         return deadline
 
     def _connect(self, path, deadline):
-        while True:
+        def qemu_alive():
             if self.proc.poll() is not None:
                 raise GuestError(f"QEMU exited {self.proc.returncode} during boot:\n"
                                  + self._tail())
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(str(path))
-                return s
-            except (FileNotFoundError, ConnectionRefusedError):
-                s.close()
-            if time.monotonic() > deadline:
-                raise GuestError("QEMU did not create its sockets in time")
-            time.sleep(0.05)
+        try:
+            return connect_unix(path, deadline - time.monotonic(), check=qemu_alive)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise GuestError("QEMU did not create its sockets in time") from None
 
     def _mount_ram_tmpfs(self):
         self.ram_mount = self.workdir / "ram-tmpfs"

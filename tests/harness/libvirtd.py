@@ -41,6 +41,7 @@ from pathlib import Path
 
 from . import initramfs, otheruser
 from .guest import CTL_PORT, LOGS, Guest, GuestError
+from .lifecycle import StartStop
 
 TOP = initramfs.TOP
 URI = "qemu:///system"
@@ -98,7 +99,7 @@ def ensure_qemu_user():
         subprocess.run(["adduser", "--quiet", "libvirt-qemu", "libvirt-qemu"], check=True)
 
 
-class Libvirtd:
+class Libvirtd(StartStop):
     def __init__(self, workdir, hook=True, path_prepend=()):
         self.workdir = Path(workdir)
         self.hook = hook
@@ -108,14 +109,6 @@ class Libvirtd:
         self.hook_dir_made = False
         self.libvirtd = None
         self.virtlogd = None
-
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def __exit__(self, *exc):
         self.stop()

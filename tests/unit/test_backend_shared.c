@@ -10,6 +10,8 @@
  * SMALL_POLICY, not pretend) and =advise (must produce 2 MiB folios,
  * re-checked independently through a fresh mapping's ShmemPmdMapped);
  * the host setting is restored in every exit path (teardown + atexit).
+ * The layout-level interface (backend_shared_vm_*, what reclaim.c calls)
+ * is checked on the same backing addressed by guest-physical range.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -261,6 +263,83 @@ static void test_backed_blocks(void **state)
 	/* the SEEK_DATA walk agrees on bytes */
 	assert_int_equal(hostmem_backing_data_bytes(c->fd, DATA_OFF, NBLK * BLK, &n), 0);
 	assert_true(n == 2 * BLK + 4096);
+}
+
+/* backend_shared_vm_backed_blocks() callback: the test area's blocks. */
+struct seen_blocks {
+	bool blk[NBLK];
+	int stop_after;		/* > 0: stop with 7 at that many blocks */
+	int n;
+};
+
+static int seen_block(uint64_t gpa, void *arg)
+{
+	struct seen_blocks *s = arg;
+
+	if (gpa < DATA_OFF || gpa >= DATA_OFF + NBLK * BLK)
+		return 0;	/* the rest of the guest's RAM */
+	s->blk[(gpa - DATA_OFF) / BLK] = true;
+	s->n++;
+	return s->stop_after && s->n == s->stop_after ? 7 : 0;
+}
+
+/*
+ * The layout-level interface reclaim.c uses, on the VM's real layout
+ * (ram0 is at gpa == file offset below 4 GiB): the same effects as the
+ * file primitives, addressed by guest-physical range.
+ */
+static void test_vm_interface(void **state)
+{
+	struct ctx *c = *state;
+	struct shared_reback_sum sum = { 0 };
+	struct seen_blocks seen = { 0 };
+	uint64_t freed = 0, before;
+	char note[192];
+
+	assert_int_equal(backend_shared_reclaim(c->fd, DATA_OFF, NBLK * BLK, &freed), 0);
+	fill_block(c->fd, DATA_OFF + 2 * BLK);
+	fill_block(c->fd, DATA_OFF + 3 * BLK);
+	fill_block(c->fd, DATA_OFF + 9 * BLK);
+	assert_int_equal(backend_shared_vm_backed_blocks(c->l, seen_block, &seen), 0);
+	assert_int_equal(seen.n, 3);
+	assert_true(seen.blk[2] && seen.blk[3] && seen.blk[9]);
+	/* fn's first non-zero return stops the walk and is returned */
+	memset(&seen, 0, sizeof(seen));
+	seen.stop_after = 2;
+	assert_int_equal(backend_shared_vm_backed_blocks(c->l, seen_block, &seen), 7);
+	assert_int_equal(seen.n, 2);
+	assert_false(seen.blk[9]);
+
+	/* punch blocks 1-4: only 2 and 3 held data; freed accumulates */
+	before = allocated(c->fd);
+	assert_true(backend_shared_vm_allocated(c->l) == before);
+	freed = 5;
+	assert_int_equal(backend_shared_vm_punch(c->l, DATA_OFF + BLK, 4 * BLK, &freed), 0);
+	assert_true(freed == 5 + 2 * BLK);
+	assert_true(backend_shared_vm_allocated(c->l) == before - 2 * BLK);
+	assert_true(backend_shared_vm_block_is_hole(c->l, DATA_OFF + 2 * BLK));
+	assert_true(backend_shared_vm_block_is_hole(c->l, DATA_OFF + 3 * BLK));
+	assert_false(backend_shared_vm_block_is_hole(c->l, DATA_OFF + 9 * BLK));
+	assert_int_equal(block_state(c->fd, DATA_OFF + 9 * BLK), 1);
+	/* not guest RAM: refused, nothing freed */
+	freed = 0;
+	assert_int_equal(backend_shared_vm_punch(c->l, 1ull << 40, BLK, &freed), -ERANGE);
+	assert_true(freed == 0);
+	assert_false(backend_shared_vm_block_is_hole(c->l, 1ull << 40));
+	assert_true(backend_shared_vm_allocated(NULL) == 0);
+
+	/* re-back two holes: backed again (zeroes), the sum says how */
+	assert_int_equal(backend_shared_vm_reback(c->l, DATA_OFF + 2 * BLK, 2 * BLK,
+						  &sum), 0);
+	assert_true(sum.any);
+	assert_false(backend_shared_vm_block_is_hole(c->l, DATA_OFF + 2 * BLK));
+	assert_false(backend_shared_vm_block_is_hole(c->l, DATA_OFF + 3 * BLK));
+	assert_int_equal(block_state(c->fd, DATA_OFF + 2 * BLK), 0);
+	assert_true(sum.huge_bytes <= 2 * BLK);
+	assert_int_equal(sum.huge_bytes == 2 * BLK, sum.worst == SHARED_REBACK_HUGE);
+	backend_shared_reback_note(&sum, note, sizeof(note));
+	assert_int_equal(note[0] == '\0', sum.worst == SHARED_REBACK_HUGE);
+	assert_int_equal(backend_shared_vm_reback(c->l, 1ull << 40, BLK, &sum), -ERANGE);
 }
 
 /* Independent check: map the range again, read-fault it, count PMD maps. */
@@ -534,6 +613,7 @@ int main(void)
 		cmocka_unit_test(test_reclaim_rejects),
 		cmocka_unit_test(test_reclaim_frees_exactly),
 		cmocka_unit_test(test_backed_blocks),
+		cmocka_unit_test(test_vm_interface),
 		cmocka_unit_test(test_reback_rejects),
 		cmocka_unit_test(test_reback_table),
 		cmocka_unit_test_teardown(test_hugetlb_memfd, hugetlb_teardown),
