@@ -57,6 +57,7 @@
 #include <unistd.h>
 
 #include <libvirt/libvirt-qemu.h>
+#include <libvirt/virterror.h>
 
 #include "domain_xml.h"
 #include "hostmem.h"
@@ -68,6 +69,7 @@
 #include "vm.h"
 
 #define VIRT_DOMAINS_MAX	4096	/* records kept */
+#define VIRT_DOMAINS_INCOMING_POLL_MS	250	/* until an incoming job ends */
 
 enum virt_rundir {
 	VIRT_RUNDIR_UNKNOWN,	/* not connected yet */
@@ -83,6 +85,7 @@ struct virt_domain {
 	bool said_unmanaged;		/* the info line was logged */
 	bool refresh_pending;		/* the hook said "started" */
 	bool seen;			/* scratch for virt_domains_resync() */
+	bool incoming;			/* started by a live migration that runs */
 	struct virt_domain *next;
 };
 
@@ -95,6 +98,14 @@ struct virt_domains {
 	struct virt_domain *doms;
 	size_t ndoms;
 	struct loop_timer refresh;	/* runs refresh_pending records */
+	struct loop_timer incoming;	/* refreshes incoming records */
+};
+
+/* libvirt's job on a domain, as far as attaching goes. */
+enum virt_job {
+	VIRT_JOB_NONE,		/* none, or one a monitor command may wait out */
+	VIRT_JOB_MIGRATION_IN,
+	VIRT_JOB_MIGRATION_OUT,
 };
 
 /* ---- the monitor transport ------------------------------------------- */
@@ -175,6 +186,8 @@ static void virt_domains_unmanaged(struct virt_domain *v, const char *name,
 
 static void virt_domains_detach(struct virt_domain *v, const char *why)
 {
+	if (v)
+		v->incoming = false;
 	if (!v || !v->vm)
 		return;
 	v->pid = 0;
@@ -276,6 +289,46 @@ static int virt_domains_pid(struct virt_domains *d, const char *name, pid_t *ret
 	return 0;
 }
 
+/* ---- libvirt's job ---------------------------------------------------- */
+
+/*
+ * Is a live migration of dom running, and which way?  libvirt holds the
+ * domain's job for the whole migration (post-copy included), and a
+ * monitor command waits for it: on the destination until the migration
+ * ends, on the source until libvirt's 30 s lock timeout.  A query of the
+ * job itself does not wait.
+ */
+static enum virt_job virt_domains_job(virDomainPtr dom)
+{
+	virTypedParameterPtr params = NULL;
+	int type = VIR_DOMAIN_JOB_NONE, nparams = 0, op = 0;
+	enum virt_job job = VIRT_JOB_NONE;
+
+	if (virDomainGetJobStats(dom, &type, &params, &nparams, 0) < 0) {
+		/* libvirt 9.0's answer on the destination of a running
+		 * migration ("available only on the source host") */
+		if (virGetLastErrorCode() == VIR_ERR_OPERATION_UNSUPPORTED)
+			return VIRT_JOB_MIGRATION_IN;
+		log_debug("libvirt: no job stats: %s", virt_conn_last_error());
+		return VIRT_JOB_NONE;
+	}
+	if (type != VIR_DOMAIN_JOB_NONE &&
+	    virTypedParamsGetInt(params, nparams, VIR_DOMAIN_JOB_OPERATION, &op) == 1) {
+		if (op == VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN)
+			job = VIRT_JOB_MIGRATION_IN;
+		else if (op == VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT)
+			job = VIRT_JOB_MIGRATION_OUT;
+	}
+	virTypedParamsFree(params, nparams);
+	return job;
+}
+
+static void virt_domains_incoming_later(struct virt_domains *d)
+{
+	if (!d->incoming.armed)
+		loop_timer_arm(d->loop, &d->incoming, VIRT_DOMAINS_INCOMING_POLL_MS);
+}
+
 /* ---- refresh ---------------------------------------------------------- */
 
 /*
@@ -327,6 +380,8 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom)
 	struct vm *vm, *other;
 	struct qmp *q;
 	char why[1024], *xml = NULL;
+	enum virt_job job;
+	bool arrived;
 	pid_t pid = 0;
 	int r;
 
@@ -377,6 +432,25 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom)
 	vm = virt_domains_vm(d, v, x->channel_path);
 	if (!vm)
 		goto out_free;
+	job = virt_domains_job(dom);
+	if (job == VIRT_JOB_MIGRATION_IN) {
+		/* no monitor until it ends: a command would wait for it */
+		if (vm_monitor_attached(vm))
+			virt_domains_detach(v, "the domain is replaced by an "
+					    "incoming live migration");
+		v->incoming = true;
+		vm_migration_expect_incoming(vm);
+		virt_domains_incoming_later(d);
+		goto out_free;
+	}
+	if (job == VIRT_JOB_MIGRATION_OUT && !vm_monitor_attached(vm)) {
+		log_info("VM '%s': the domain migrates away; not attaching "
+			 "during its migration", name);
+		virt_domains_retry_later(d, v);
+		goto out_free;
+	}
+	/* an incoming record stays so until attached: a retry notes it */
+	arrived = v->incoming;
 	r = virt_domains_pid(d, name, &pid, why, sizeof(why));
 	if (r < 0) {
 		log_warning("VM '%s': cannot attach: %s", name, why);
@@ -400,6 +474,9 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom)
 		goto out_free;
 	}
 	v->pid = pid;
+	v->incoming = false;
+	if (arrived && vm_migration_incoming(vm))
+		vm_migration_note(vm, "completed");
 
 out_free:
 	free(x);
@@ -484,8 +561,28 @@ static void virt_domains_event(void *userdata, const char *name, int event, int 
 	log_debug("libvirt: domain %s event %d detail %d",
 		  log_quote_str(name, q, sizeof(q)), event, detail);
 	v = virt_domains_find(d, name);
+	if (event == VIR_DOMAIN_EVENT_STARTED &&
+	    detail == VIR_DOMAIN_EVENT_STARTED_MIGRATED) {
+		/* the destination: wait for the job, never through the monitor */
+		v = virt_domains_get(d, name);
+		if (v)
+			v->incoming = true;
+		virt_domains_refresh_name(d, name);
+		return;
+	}
+	if (v && v->incoming) {
+		/* RESUMED/POSTCOPY (switch-over), RESUMED/MIGRATED (finish):
+		 * the job may still run; the refresh looks */
+		if (event == VIR_DOMAIN_EVENT_STOPPED)
+			virt_domains_detach(v, "the incoming migration failed");
+		else
+			virt_domains_refresh_name(d, name);
+		return;
+	}
 	/* libvirt's monitor carries no QMP events: the migration's phases */
-	if (v && v->vm && event == VIR_DOMAIN_EVENT_SUSPENDED &&
+	if (v && v->vm && event == VIRT_CONN_EVENT_MIGRATING)
+		vm_migration_note(v->vm, "active");	/* a pass: precopy runs */
+	else if (v && v->vm && event == VIR_DOMAIN_EVENT_SUSPENDED &&
 	    (detail == VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED ||
 	     detail == VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY))
 		vm_migration_note(v->vm, "active");
@@ -526,6 +623,16 @@ static void virt_domains_refresh_timer(struct loop_timer *t)
 	for (struct virt_domain *v = d->doms; v; v = v->next)
 		if (v->refresh_pending)
 			virt_domains_refresh_name(d, v->name);	/* clears it */
+}
+
+/* Domains arriving by migration: attached once libvirt's job ended. */
+static void virt_domains_incoming_timer(struct loop_timer *t)
+{
+	struct virt_domains *d = t->userdata;
+
+	for (struct virt_domain *v = d->doms; v; v = v->next)
+		if (v->incoming)
+			virt_domains_refresh_name(d, v->name);	/* re-arms */
 }
 
 void virt_domains_notify(void *userdata, const char *domain,
@@ -570,6 +677,7 @@ int virt_domains_new(struct loop *loop, const struct config *cfg,
 	d->cfg = cfg;
 	d->vms = vms;
 	loop_timer_init(&d->refresh, virt_domains_refresh_timer, d);
+	loop_timer_init(&d->incoming, virt_domains_incoming_timer, d);
 	r = virt_conn_new(loop, cfg->libvirt_uri, cfg->reconnect_min_ms,
 			  cfg->reconnect_max_ms, &virt_domains_hooks, d, &d->conn);
 	if (r < 0) {
@@ -590,6 +698,7 @@ void virt_domains_free(struct virt_domains *d)
 	if (!d)
 		return;
 	loop_timer_disarm(d->loop, &d->refresh);
+	loop_timer_disarm(d->loop, &d->incoming);
 	/* detaches every VM (through the disconnected hook) before closing */
 	virt_conn_free(d->conn);
 	while (d->doms) {
