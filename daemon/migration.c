@@ -422,6 +422,11 @@ bool migration_incoming(const struct migration *m)
 	return m->state == MIGRATION_INCOMING;
 }
 
+bool migration_outgoing(const struct migration *m)
+{
+	return m->state == MIGRATION_OUTGOING;
+}
+
 bool migration_holds_session(const struct migration *m)
 {
 	return m->held;

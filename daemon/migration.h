@@ -81,6 +81,9 @@ void migration_expect_incoming(struct migration *m);
 /* INCOMING: QEMU waits for or receives a migration. */
 bool migration_incoming(const struct migration *m);
 
+/* OUTGOING: QEMU sends the VM away. */
+bool migration_outgoing(const struct migration *m);
+
 /* Should the guest session stay stopped (incoming, migrated away)? */
 bool migration_holds_session(const struct migration *m);
 /*

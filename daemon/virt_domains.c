@@ -656,8 +656,15 @@ void virt_domains_notify(void *userdata, const char *domain,
 		break;
 	case CTL_NOTIFY_STOPPED:
 	case CTL_NOTIFY_RELEASE:
-		virt_domains_detach(virt_domains_find(d, domain),
-				    "domain is not running");
+		v = virt_domains_find(d, domain);
+		/* the source's QEMU stops before libvirt's STOPPED/MIGRATED
+		 * says how the migration ended: that event detaches */
+		if (v && v->vm && vm_migration_outgoing(v->vm)) {
+			log_debug("libvirt hook: '%s' migrates away; waiting for "
+				  "libvirt's lifecycle event", v->name);
+			break;
+		}
+		virt_domains_detach(v, "domain is not running");
 		break;
 	}
 }

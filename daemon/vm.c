@@ -793,6 +793,11 @@ bool vm_migration_incoming(const struct vm *vm)
 	return migration_incoming(vm->mig);
 }
 
+bool vm_migration_outgoing(const struct vm *vm)
+{
+	return migration_outgoing(vm->mig);
+}
+
 void vm_migration_note(struct vm *vm, const char *qemu_status)
 {
 	migration_note(vm->mig, qemu_status);
