@@ -19,6 +19,18 @@
  *     every attached VM whose domain is not among them is detached;
  *   - lifecycle events: STARTED/RESUMED refresh, STOPPED detaches (also
  *     the source side of a migration: STOPPED/MIGRATED);
+ *   - live migration, which libvirt's monitor does not show (no QMP
+ *     events, and a monitor command waits for libvirt's migration job):
+ *     source: migration-iteration (pass 1 comes at the start) and
+ *     SUSPENDED/MIGRATED|POSTCOPY note "active", STOPPED/MIGRATED
+ *     "completed", RESUMED/MIGRATED "failed" (the source runs again); the
+ *     hook's stopped/release then leave the detach to that event.
+ *     Destination: STARTED/MIGRATED, or any refresh that finds libvirt's
+ *     job to be an incoming migration (virt_domains_job()), marks the
+ *     record incoming: the VM waits (migration_expect_incoming()), nothing
+ *     is asked of its monitor, and the record is refreshed every
+ *     VIRT_DOMAINS_INCOMING_POLL_MS and on its events until the job ended;
+ *     then it is attached and "completed" is noted (reconcile, collapse);
  *   - the hook's notify: "started" queues a refresh on a zero-delay timer
  *     (the hook runs while libvirtd holds the domain, so nothing here may
  *     call libvirt before the hook has its answer), "stopped"/"release"
