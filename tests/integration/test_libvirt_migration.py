@@ -174,6 +174,9 @@ def hop(g, src, dst, postcopy, port, figures, label):
     figures(f"{label}: backing source before, dest after", f"{b_src // MIB}, "
             f"{b_dst // MIB}", "MiB")
     figures(f"{label}: migration time", took, "s")
+    c = m["collapse"]
+    figures(f"{label}: collapse", f"{c['collapsed_bytes'] // MIB} of "
+            f"{c['candidate_bytes'] // MIB} MiB, {c['cpu_ns'] / 1e6:.0f} ms cpu", "")
     assert abs(b_dst - b_src) <= 8 * MIB + 0.02 * b_src, (b_src, b_dst, m)
     assert m["reconcile_punched_bytes"] >= RECLAIM - 8 * MIB, m
     assert captures(g) == held
