@@ -82,6 +82,7 @@
 
 #define VIRT_DOMAINS_MAX	4096	/* records kept */
 #define VIRT_DOMAINS_INCOMING_POLL_MS	250	/* until an incoming job ends */
+#define VIRT_DOMAINS_OUTGOING_POLL_MS	1000	/* until an outgoing job ends */
 
 enum virt_rundir {
 	VIRT_RUNDIR_UNKNOWN,	/* not connected yet */
@@ -98,6 +99,7 @@ struct virt_domain {
 	bool refresh_pending;		/* the hook said "started" */
 	bool seen;			/* scratch for virt_domains_resync() */
 	bool incoming;			/* started by a live migration that runs */
+	bool outgoing;			/* its VM was noted migrating away */
 	struct virt_domain *next;
 };
 
@@ -111,10 +113,12 @@ struct virt_domains {
 	size_t ndoms;
 	struct loop_timer refresh;	/* runs refresh_pending records */
 	struct loop_timer incoming;	/* refreshes incoming records */
+	struct loop_timer outgoing;	/* watches outgoing records' jobs */
 };
 
 /* libvirt's job on a domain, as far as attaching goes. */
 enum virt_job {
+	VIRT_JOB_UNKNOWN,	/* libvirt did not say */
 	VIRT_JOB_NONE,		/* none, or one a monitor command may wait out */
 	VIRT_JOB_MIGRATION_IN,
 	VIRT_JOB_MIGRATION_OUT,
@@ -199,7 +203,7 @@ static void virt_domains_unmanaged(struct virt_domain *v, const char *name,
 static void virt_domains_detach(struct virt_domain *v, const char *why)
 {
 	if (v)
-		v->incoming = false;
+		v->incoming = v->outgoing = false;
 	if (!v || !v->vm)
 		return;
 	v->pid = 0;
@@ -322,7 +326,7 @@ static enum virt_job virt_domains_job(virDomainPtr dom)
 		if (virGetLastErrorCode() == VIR_ERR_OPERATION_UNSUPPORTED)
 			return VIRT_JOB_MIGRATION_IN;
 		log_debug("libvirt: no job stats: %s", virt_conn_last_error());
-		return VIRT_JOB_NONE;
+		return VIRT_JOB_UNKNOWN;
 	}
 	if (type != VIR_DOMAIN_JOB_NONE &&
 	    virTypedParamsGetInt(params, nparams, VIR_DOMAIN_JOB_OPERATION, &op) == 1) {
@@ -339,6 +343,47 @@ static void virt_domains_incoming_later(struct virt_domains *d)
 {
 	if (!d->incoming.armed)
 		loop_timer_arm(d->loop, &d->incoming, VIRT_DOMAINS_INCOMING_POLL_MS);
+}
+
+/*
+ * The source of a migration, noted "active": a precopy aborted while the
+ * guest ran (virsh domjobabort, a destination that failed) resumes nothing,
+ * so no lifecycle event says it ended.  Its job does: gone while the
+ * domain still runs here means failed or cancelled (on success libvirt
+ * stops the domain before it ends the job).
+ */
+static void virt_domains_outgoing_watch(struct virt_domains *d, struct virt_domain *v)
+{
+	v->outgoing = true;
+	if (!d->outgoing.armed)
+		loop_timer_arm(d->loop, &d->outgoing, VIRT_DOMAINS_OUTGOING_POLL_MS);
+}
+
+static void virt_domains_outgoing_check(struct virt_domains *d, struct virt_domain *v)
+{
+	virConnectPtr conn = virt_conn_get(d->conn);
+	virDomainPtr dom;
+	enum virt_job job;
+	int active;
+
+	if (!conn || !v->vm || !vm_migration_outgoing(v->vm)) {
+		v->outgoing = false;
+		return;
+	}
+	dom = virDomainLookupByName(conn, v->name);
+	if (!dom)
+		return;		/* STOPPED says how it ended */
+	job = virt_domains_job(dom);
+	active = virDomainIsActive(dom);
+	virDomainFree(dom);
+	if (job == VIRT_JOB_NONE && active == 1) {
+		v->outgoing = false;
+		log_info("VM '%s': libvirt's outgoing migration job ended with the "
+			 "domain still running here", v->name);
+		vm_migration_note(v->vm, "cancelled");
+		return;
+	}
+	virt_domains_outgoing_watch(d, v);
 }
 
 /* ---- refresh ---------------------------------------------------------- */
@@ -592,12 +637,15 @@ static void virt_domains_event(void *userdata, const char *name, int event, int 
 		return;
 	}
 	/* libvirt's monitor carries no QMP events: the migration's phases */
-	if (v && v->vm && event == VIRT_CONN_EVENT_MIGRATING)
-		vm_migration_note(v->vm, "active");	/* a pass: precopy runs */
-	else if (v && v->vm && event == VIR_DOMAIN_EVENT_SUSPENDED &&
-	    (detail == VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED ||
-	     detail == VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY))
+	if (v && v->vm && (event == VIRT_CONN_EVENT_MIGRATING ||
+			   (event == VIR_DOMAIN_EVENT_SUSPENDED &&
+			    (detail == VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED ||
+			     detail == VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY)))) {
+		/* a pass (precopy runs), or the switch-over */
 		vm_migration_note(v->vm, "active");
+		if (vm_migration_outgoing(v->vm))
+			virt_domains_outgoing_watch(d, v);
+	}
 	else if (v && v->vm && event == VIR_DOMAIN_EVENT_RESUMED &&
 		 detail == VIR_DOMAIN_EVENT_RESUMED_MIGRATED)
 		vm_migration_note(v->vm, "failed");	/* the source resumes */
@@ -635,6 +683,15 @@ static void virt_domains_refresh_timer(struct loop_timer *t)
 	for (struct virt_domain *v = d->doms; v; v = v->next)
 		if (v->refresh_pending)
 			virt_domains_refresh_name(d, v->name);	/* clears it */
+}
+
+static void virt_domains_outgoing_timer(struct loop_timer *t)
+{
+	struct virt_domains *d = t->userdata;
+
+	for (struct virt_domain *v = d->doms; v; v = v->next)
+		if (v->outgoing)
+			virt_domains_outgoing_check(d, v);	/* re-arms */
 }
 
 /* Domains arriving by migration: attached once libvirt's job ended. */
@@ -697,6 +754,7 @@ int virt_domains_new(struct loop *loop, const struct config *cfg,
 	d->vms = vms;
 	loop_timer_init(&d->refresh, virt_domains_refresh_timer, d);
 	loop_timer_init(&d->incoming, virt_domains_incoming_timer, d);
+	loop_timer_init(&d->outgoing, virt_domains_outgoing_timer, d);
 	r = virt_conn_new(loop, cfg->libvirt_uri, cfg->reconnect_min_ms,
 			  cfg->reconnect_max_ms, &virt_domains_hooks, d, &d->conn);
 	if (r < 0) {
@@ -718,6 +776,7 @@ void virt_domains_free(struct virt_domains *d)
 		return;
 	loop_timer_disarm(d->loop, &d->refresh);
 	loop_timer_disarm(d->loop, &d->incoming);
+	loop_timer_disarm(d->loop, &d->outgoing);
 	/* detaches every VM (through the disconnected hook) before closing */
 	virt_conn_free(d->conn);
 	while (d->doms) {

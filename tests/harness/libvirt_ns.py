@@ -284,7 +284,7 @@ def _job_data_processed(lv, name):
 
 
 def libvirt_migrate(g, dst, postcopy=False, port=49152, bandwidth_mib=None,
-                    during=None, timeout=600):
+                    during=None, timeout=600, expect_failure=False):
     """Migrates NsDomainGuest g live from its libvirtd to `dst` (virsh
     migrate --live [--postcopy] DOMAIN DST-URI --migrateuri tcp://127.0.0.1:PORT
     --xml: the destination's control channel and console get paths of
@@ -292,7 +292,9 @@ def libvirt_migrate(g, dst, postcopy=False, port=49152, bandwidth_mib=None,
     started.  during(), if given, runs once while the migration runs on the
     source.  The control channel of the destination is connected before the
     migration ends, so the guest keeps one open port across the hop.
-    Returns the seconds virsh migrate took."""
+    Returns the seconds virsh migrate took.  expect_failure: during()
+    makes it fail (virsh domjobabort); returns virsh's output then, the
+    guest stays where it was."""
     src = g.libvirtd
     g.hops += 1
     ctl = g.workdir / f"ctl-{g.hops}.sock"
@@ -338,6 +340,12 @@ def libvirt_migrate(g, dst, postcopy=False, port=49152, bandwidth_mib=None,
         proc.wait()
         reader.join(5)
     took = time.monotonic() - t0
+    if expect_failure:
+        if new_ctl is not None:
+            new_ctl.close()
+        if proc.returncode == 0:
+            raise GuestError("the migration completed, expected it to fail")
+        return "".join(out)
     if proc.returncode != 0:
         if new_ctl is not None:
             new_ctl.close()

@@ -26,6 +26,11 @@ Checked on each hop:
   source   while libvirt's migration runs the source daemon says
            "outgoing" and refuses a reclaim with one line (exit 1); after
            it, "migrated away", detached.
+  abort    (a third migration, a -> b) virsh domjobabort in the middle of
+           the precopy: the source daemon sees libvirt's job end with the
+           domain still running, punches again the reclaimed ranges
+           QEMU's scan read back in (backing back to its size before,
+           8 MiB tolerance) and takes a reclaim again.
   dest     the destination daemon waits without touching QEMU's monitor
            ("incoming") until libvirt's job ended, then attaches libvirt's
            new QEMU, reconciles and runs the collapse pass: the backing
@@ -211,3 +216,42 @@ def test_libvirt_migration(workdir, figures):
             p = a.d.ctl("reclaim", name, "16M", "--wait", check=False)
             assert p.returncode == 0, (p.stdout, p.stderr, a.d.text()[-3000:])
             g.check("memcheck verify --id a")
+            aborted(g, a, b, port=59152 + (time.time_ns() // 1000) % 5000)
+
+
+def aborted(g, src, dst, port):
+    """virsh domjobabort in the middle of a precopy (the guest keeps
+    running, so libvirt sends no lifecycle event): the source daemon sees
+    the job end, punches again what QEMU's scan read back in, and is back
+    to normal; the destination's daemon does not stay 'incoming'."""
+    name = g.name
+    b0 = g.backing_bytes()
+    held = captures(g)
+    seen = {}
+
+    def during():
+        src.d.wait_for(lambda: mig(src.d, name)["state"] == "outgoing",
+                       "the source daemon to see libvirt's migration", 30)
+        # let QEMU's scan read reclaimed ranges back in first
+        src.d.wait_for(lambda: g.backing_bytes() >= b0 + 32 * MIB,
+                       "the source's scan to back reclaimed ranges", 120)
+        seen["grown"] = g.backing_bytes() - b0
+        src.lv.virsh("domjobabort", name)
+
+    out = libvirt_migrate(g, dst.lv, port=port, bandwidth_mib=16, during=during,
+                          expect_failure=True)
+    assert "cancel" in out.lower() or "abort" in out.lower(), out
+    src.d.wait_for(lambda: mig(src.d, name)["state"] == "none",
+                   "the source daemon back to normal after the abort", 30)
+    m = mig(src.d, name)
+    assert "cancelled" in m["last_outcome"], m
+    b1 = g.backing_bytes()
+    figures_note = (seen, b0 // MIB, b1 // MIB)
+    assert b1 <= b0 + 8 * MIB, figures_note
+    assert captures(g) == held
+    p = src.d.ctl("reclaim", name, "8M", "--wait", check=False)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    g.check("memcheck verify --id a")
+    dst.d.wait_for(lambda: name not in dst.d.status() or
+                   mig(dst.d, name)["state"] != "incoming",
+                   "the destination daemon to drop the failed incoming domain", 30)
