@@ -28,6 +28,11 @@
  *        post-copy leaves into 2 MiB pages.  Without a reconcile within
  *        MIGRATION_RECONCILE_WAIT_MS (no agent, no module) the pass runs
  *        anyway: it skips holes, and a later reconcile still punches.
+ *   (libvirt) the domain started as a migration's destination -->
+ *        INCOMING (migration_expect_incoming()), before any monitor is
+ *        attached: libvirt holds the domain's job until the migration
+ *        ends, so virt_domains.c attaches only then and notes
+ *        "completed"; attaching with INCOMING set keeps it.
  *   (attach) a QEMU not migrating --> NONE, whatever the state was.
  *
  * QEMU's status comes from its MIGRATION events (the daemon turns the
@@ -328,7 +333,12 @@ void migration_attach(struct migration *m, struct qmp *q, const struct vm_layout
 		(void)migration_query(m, mig, sizeof(mig));
 		migration_enable_events(m);
 	}
-	if (strcmp(run, "inmigrate") == 0) {
+	if (!m->can_poll && m->state == MIGRATION_INCOMING) {
+		/* libvirt said so (migration_expect_incoming()); it also says
+		 * when the migration completed, through migration_note() */
+		log_info("VM '%s': attached while libvirt's incoming migration "
+			 "has not completed; the guest session waits for it", m->name);
+	} else if (strcmp(run, "inmigrate") == 0) {
 		migration_set_state(m, MIGRATION_INCOMING);
 		snprintf(m->qemu_status, sizeof(m->qemu_status), "%s", mig);
 		log_info("VM '%s': QEMU waits for an incoming migration; the guest "
@@ -389,9 +399,32 @@ void migration_qmp_event(struct migration *m, struct json_object *ev)
 	}
 }
 
+void migration_expect_incoming(struct migration *m)
+{
+	if (m->state == MIGRATION_INCOMING)
+		return;
+	collapse_abort(m->collapse, "an incoming migration started");
+	migration_set_state(m, MIGRATION_INCOMING);
+	m->qemu_status[0] = '\0';
+	log_info("VM '%s': the domain arrives by live migration; the guest "
+		 "session starts when it completes", m->name);
+	migration_hold_session(m);
+	migration_arm(m);
+}
+
 void migration_note(struct migration *m, const char *qemu_status)
 {
 	migration_apply(m, qemu_status);
+}
+
+bool migration_incoming(const struct migration *m)
+{
+	return m->state == MIGRATION_INCOMING;
+}
+
+bool migration_outgoing(const struct migration *m)
+{
+	return m->state == MIGRATION_OUTGOING;
 }
 
 bool migration_holds_session(const struct migration *m)

@@ -70,6 +70,20 @@ void migration_qmp_event(struct migration *m, struct json_object *ev);
  */
 void migration_note(struct migration *m, const char *qemu_status);
 
+/*
+ * libvirt started the domain as the destination of a live migration (its
+ * lifecycle event STARTED/MIGRATED): INCOMING, the guest session held,
+ * with or without a monitor attached.  migration_note("completed") after
+ * the monitor is attached lets the session reconcile and the collapse
+ * pass run; a detach ends it.
+ */
+void migration_expect_incoming(struct migration *m);
+/* INCOMING: QEMU waits for or receives a migration. */
+bool migration_incoming(const struct migration *m);
+
+/* OUTGOING: QEMU sends the VM away. */
+bool migration_outgoing(const struct migration *m);
+
 /* Should the guest session stay stopped (incoming, migrated away)? */
 bool migration_holds_session(const struct migration *m);
 /*

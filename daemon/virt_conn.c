@@ -76,6 +76,7 @@ struct virt_conn {
 	/* loop thread only */
 	virConnectPtr conn;		/* NULL while closed */
 	int lifecycle_id;		/* event callback id, -1 if none */
+	int iteration_id;		/* migration-iteration callback id, or -1 */
 	bool close_cb;			/* close callback registered */
 	bool logged_failure;		/* "cannot connect" said once per streak */
 	struct loop_timer retry;
@@ -213,6 +214,18 @@ static int virt_conn_lifecycle_cb(virConnectPtr conn, virDomainPtr dom,
 	return 0;
 }
 
+/*
+ * A migration pass of an outgoing migration: the only event libvirt sends
+ * at the start of a precopy (the source's lifecycle events come at the
+ * switch-over), delivered as the pseudo event VIRT_CONN_EVENT_MIGRATING.
+ */
+static int virt_conn_iteration_cb(virConnectPtr conn, virDomainPtr dom,
+				  int iteration, void *opaque)
+{
+	return virt_conn_lifecycle_cb(conn, dom, VIRT_CONN_EVENT_MIGRATING,
+				      iteration, opaque);
+}
+
 /* ---- loop thread side ------------------------------------------------- */
 
 static void virt_conn_schedule_retry(struct virt_conn *c)
@@ -234,6 +247,9 @@ static void virt_conn_close(struct virt_conn *c)
 	if (c->lifecycle_id >= 0)
 		(void)virConnectDomainEventDeregisterAny(conn, c->lifecycle_id);
 	c->lifecycle_id = -1;
+	if (c->iteration_id >= 0)
+		(void)virConnectDomainEventDeregisterAny(conn, c->iteration_id);
+	c->iteration_id = -1;
 	if (c->close_cb)
 		(void)virConnectUnregisterCloseCallback(conn, virt_conn_close_cb);
 	c->close_cb = false;
@@ -267,6 +283,14 @@ static int virt_conn_open(struct virt_conn *c)
 		r = virt_conn_last_errno();
 		goto out_close;
 	}
+	/* without it an outgoing precopy is only seen at its switch-over */
+	c->iteration_id = virConnectDomainEventRegisterAny(conn, NULL,
+				VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION,
+				VIR_DOMAIN_EVENT_CALLBACK(virt_conn_iteration_cb),
+				c, NULL);
+	if (c->iteration_id < 0)
+		log_debug("libvirt: no migration-iteration events on %s: %s",
+			  c->uri, virt_conn_last_error());
 	return 0;
 
 out_close:
@@ -400,6 +424,7 @@ int virt_conn_new(struct loop *loop, const char *uri, uint32_t retry_min_ms,
 	c->hooks = hooks;
 	c->userdata = userdata;
 	c->lifecycle_id = -1;
+	c->iteration_id = -1;
 	atomic_init(&c->overflow, false);
 	loop_timer_init(&c->retry, virt_conn_retry_timer, c);
 	loop_io_init(&c->io, virt_conn_io, c);

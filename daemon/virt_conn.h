@@ -20,6 +20,12 @@ struct virt_conn;
 
 #define VIRT_CONN_DEFAULT_URI	"qemu:///system"
 #define VIRT_CONN_NAME_MAX	256
+/*
+ * domain_event()'s pseudo event for libvirt's migration-iteration event
+ * (an outgoing migration's pass; detail is the pass number).  Not one of
+ * libvirt's VIR_DOMAIN_EVENT_* values, which are all >= 0.
+ */
+#define VIRT_CONN_EVENT_MIGRATING	(-1)
 
 /* All called on the loop thread. */
 struct virt_conn_hooks {
@@ -29,7 +35,8 @@ struct virt_conn_hooks {
 	void (*disconnected)(void *userdata);
 	/*
 	 * A lifecycle event of domain `name` (VIR_DOMAIN_EVENT_* and its
-	 * detail); resync: events were lost, re-list every domain.
+	 * detail, or VIRT_CONN_EVENT_MIGRATING); resync: events were lost,
+	 * re-list every domain.
 	 */
 	void (*domain_event)(void *userdata, const char *name, int event,
 			     int detail);

@@ -19,6 +19,18 @@
  *     every attached VM whose domain is not among them is detached;
  *   - lifecycle events: STARTED/RESUMED refresh, STOPPED detaches (also
  *     the source side of a migration: STOPPED/MIGRATED);
+ *   - live migration, which libvirt's monitor does not show (no QMP
+ *     events, and a monitor command waits for libvirt's migration job):
+ *     source: migration-iteration (pass 1 comes at the start) and
+ *     SUSPENDED/MIGRATED|POSTCOPY note "active", STOPPED/MIGRATED
+ *     "completed", RESUMED/MIGRATED "failed" (the source runs again); the
+ *     hook's stopped/release then leave the detach to that event.
+ *     Destination: STARTED/MIGRATED, or any refresh that finds libvirt's
+ *     job to be an incoming migration (virt_domains_job()), marks the
+ *     record incoming: the VM waits (migration_expect_incoming()), nothing
+ *     is asked of its monitor, and the record is refreshed every
+ *     VIRT_DOMAINS_INCOMING_POLL_MS and on its events until the job ended;
+ *     then it is attached and "completed" is noted (reconcile, collapse);
  *   - the hook's notify: "started" queues a refresh on a zero-delay timer
  *     (the hook runs while libvirtd holds the domain, so nothing here may
  *     call libvirt before the hook has its answer), "stopped"/"release"
@@ -57,6 +69,7 @@
 #include <unistd.h>
 
 #include <libvirt/libvirt-qemu.h>
+#include <libvirt/virterror.h>
 
 #include "cleanup.h"
 #include "domain_xml.h"
@@ -69,6 +82,8 @@
 #include "vm.h"
 
 #define VIRT_DOMAINS_MAX	4096	/* records kept */
+#define VIRT_DOMAINS_INCOMING_POLL_MS	250	/* until an incoming job ends */
+#define VIRT_DOMAINS_OUTGOING_POLL_MS	1000	/* until an outgoing job ends */
 
 enum virt_rundir {
 	VIRT_RUNDIR_UNKNOWN,	/* not connected yet */
@@ -84,6 +99,8 @@ struct virt_domain {
 	bool said_unmanaged;		/* the info line was logged */
 	bool refresh_pending;		/* the hook said "started" */
 	bool seen;			/* scratch for virt_domains_resync() */
+	bool incoming;			/* started by a live migration that runs */
+	bool outgoing;			/* its VM was noted migrating away */
 	struct virt_domain *next;
 };
 
@@ -96,6 +113,16 @@ struct virt_domains {
 	struct virt_domain *doms;
 	size_t ndoms;
 	struct loop_timer refresh;	/* runs refresh_pending records */
+	struct loop_timer incoming;	/* refreshes incoming records */
+	struct loop_timer outgoing;	/* watches outgoing records' jobs */
+};
+
+/* libvirt's job on a domain, as far as attaching goes. */
+enum virt_job {
+	VIRT_JOB_UNKNOWN,	/* libvirt did not say */
+	VIRT_JOB_NONE,		/* none, or one a monitor command may wait out */
+	VIRT_JOB_MIGRATION_IN,
+	VIRT_JOB_MIGRATION_OUT,
 };
 
 /* ---- the monitor transport ------------------------------------------- */
@@ -176,6 +203,8 @@ static void virt_domains_unmanaged(struct virt_domain *v, const char *name,
 
 static void virt_domains_detach(struct virt_domain *v, const char *why)
 {
+	if (v)
+		v->incoming = v->outgoing = false;
 	if (!v || !v->vm)
 		return;
 	v->pid = 0;
@@ -277,6 +306,87 @@ static int virt_domains_pid(struct virt_domains *d, const char *name, pid_t *ret
 	return 0;
 }
 
+/* ---- libvirt's job ---------------------------------------------------- */
+
+/*
+ * Is a live migration of dom running, and which way?  libvirt holds the
+ * domain's job for the whole migration (post-copy included), and a
+ * monitor command waits for it: on the destination until the migration
+ * ends, on the source until libvirt's 30 s lock timeout.  A query of the
+ * job itself does not wait.
+ */
+static enum virt_job virt_domains_job(virDomainPtr dom)
+{
+	virTypedParameterPtr params = NULL;
+	int type = VIR_DOMAIN_JOB_NONE, nparams = 0, op = 0;
+	enum virt_job job = VIRT_JOB_NONE;
+
+	if (virDomainGetJobStats(dom, &type, &params, &nparams, 0) < 0) {
+		/* libvirt 9.0's answer on the destination of a running
+		 * migration ("available only on the source host") */
+		if (virGetLastErrorCode() == VIR_ERR_OPERATION_UNSUPPORTED)
+			return VIRT_JOB_MIGRATION_IN;
+		log_debug("libvirt: no job stats: %s", virt_conn_last_error());
+		return VIRT_JOB_UNKNOWN;
+	}
+	if (type != VIR_DOMAIN_JOB_NONE &&
+	    virTypedParamsGetInt(params, nparams, VIR_DOMAIN_JOB_OPERATION, &op) == 1) {
+		if (op == VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN)
+			job = VIRT_JOB_MIGRATION_IN;
+		else if (op == VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT)
+			job = VIRT_JOB_MIGRATION_OUT;
+	}
+	virTypedParamsFree(params, nparams);
+	return job;
+}
+
+static void virt_domains_incoming_later(struct virt_domains *d)
+{
+	if (!d->incoming.armed)
+		loop_timer_arm(d->loop, &d->incoming, VIRT_DOMAINS_INCOMING_POLL_MS);
+}
+
+/*
+ * The source of a migration, noted "active": a precopy aborted while the
+ * guest ran (virsh domjobabort, a destination that failed) resumes nothing,
+ * so no lifecycle event says it ended.  Its job does: gone while the
+ * domain still runs here means failed or cancelled (on success libvirt
+ * stops the domain before it ends the job).
+ */
+static void virt_domains_outgoing_watch(struct virt_domains *d, struct virt_domain *v)
+{
+	v->outgoing = true;
+	if (!d->outgoing.armed)
+		loop_timer_arm(d->loop, &d->outgoing, VIRT_DOMAINS_OUTGOING_POLL_MS);
+}
+
+static void virt_domains_outgoing_check(struct virt_domains *d, struct virt_domain *v)
+{
+	virConnectPtr conn = virt_conn_get(d->conn);
+	virDomainPtr dom;
+	enum virt_job job;
+	int active;
+
+	if (!conn || !v->vm || !vm_migration_outgoing(v->vm)) {
+		v->outgoing = false;
+		return;
+	}
+	dom = virDomainLookupByName(conn, v->name);
+	if (!dom)
+		return;		/* STOPPED says how it ended */
+	job = virt_domains_job(dom);
+	active = virDomainIsActive(dom);
+	virDomainFree(dom);
+	if (job == VIRT_JOB_NONE && active == 1) {
+		v->outgoing = false;
+		log_info("VM '%s': libvirt's outgoing migration job ended with the "
+			 "domain still running here", v->name);
+		vm_migration_note(v->vm, "cancelled");
+		return;
+	}
+	virt_domains_outgoing_watch(d, v);
+}
+
 /* ---- refresh ---------------------------------------------------------- */
 
 /*
@@ -332,6 +442,8 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 	struct vm *vm, *other;
 	struct qmp *q;
 	char why[1024];
+	enum virt_job job;
+	bool arrived;
 	pid_t pid = 0;
 	int r;
 
@@ -382,6 +494,25 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 	vm = virt_domains_vm(d, v, x->channel_path);
 	if (!vm)
 		return;
+	job = virt_domains_job(dom);
+	if (job == VIRT_JOB_MIGRATION_IN) {
+		/* no monitor until it ends: a command would wait for it */
+		if (vm_monitor_attached(vm))
+			virt_domains_detach(v, "the domain is replaced by an "
+					    "incoming live migration");
+		v->incoming = true;
+		vm_migration_expect_incoming(vm);
+		virt_domains_incoming_later(d);
+		return;
+	}
+	if (job == VIRT_JOB_MIGRATION_OUT && !vm_monitor_attached(vm)) {
+		log_info("VM '%s': the domain migrates away; not attaching "
+			 "during its migration", name);
+		virt_domains_retry_later(d, v);
+		return;
+	}
+	/* an incoming record stays so until attached: a retry notes it */
+	arrived = v->incoming;
 	r = virt_domains_pid(d, name, &pid, why, sizeof(why));
 	if (r < 0) {
 		log_warning("VM '%s': cannot attach: %s", name, why);
@@ -405,6 +536,9 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 		return;
 	}
 	v->pid = pid;
+	v->incoming = false;
+	if (arrived && vm_migration_incoming(vm))
+		vm_migration_note(vm, "completed");
 }
 
 static void virt_domains_refresh_name(struct virt_domains *d, const char *name)
@@ -483,11 +617,34 @@ static void virt_domains_event(void *userdata, const char *name, int event, int 
 	log_debug("libvirt: domain %s event %d detail %d",
 		  log_quote_str(name, q, sizeof(q)), event, detail);
 	v = virt_domains_find(d, name);
+	if (event == VIR_DOMAIN_EVENT_STARTED &&
+	    detail == VIR_DOMAIN_EVENT_STARTED_MIGRATED) {
+		/* the destination: wait for the job, never through the monitor */
+		v = virt_domains_get(d, name);
+		if (v)
+			v->incoming = true;
+		virt_domains_refresh_name(d, name);
+		return;
+	}
+	if (v && v->incoming) {
+		/* RESUMED/POSTCOPY (switch-over), RESUMED/MIGRATED (finish):
+		 * the job may still run; the refresh looks */
+		if (event == VIR_DOMAIN_EVENT_STOPPED)
+			virt_domains_detach(v, "the incoming migration failed");
+		else
+			virt_domains_refresh_name(d, name);
+		return;
+	}
 	/* libvirt's monitor carries no QMP events: the migration's phases */
-	if (v && v->vm && event == VIR_DOMAIN_EVENT_SUSPENDED &&
-	    (detail == VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED ||
-	     detail == VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY))
+	if (v && v->vm && (event == VIRT_CONN_EVENT_MIGRATING ||
+			   (event == VIR_DOMAIN_EVENT_SUSPENDED &&
+			    (detail == VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED ||
+			     detail == VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY)))) {
+		/* a pass (precopy runs), or the switch-over */
 		vm_migration_note(v->vm, "active");
+		if (vm_migration_outgoing(v->vm))
+			virt_domains_outgoing_watch(d, v);
+	}
 	else if (v && v->vm && event == VIR_DOMAIN_EVENT_RESUMED &&
 		 detail == VIR_DOMAIN_EVENT_RESUMED_MIGRATED)
 		vm_migration_note(v->vm, "failed");	/* the source resumes */
@@ -527,6 +684,25 @@ static void virt_domains_refresh_timer(struct loop_timer *t)
 			virt_domains_refresh_name(d, v->name);	/* clears it */
 }
 
+static void virt_domains_outgoing_timer(struct loop_timer *t)
+{
+	struct virt_domains *d = t->userdata;
+
+	for (struct virt_domain *v = d->doms; v; v = v->next)
+		if (v->outgoing)
+			virt_domains_outgoing_check(d, v);	/* re-arms */
+}
+
+/* Domains arriving by migration: attached once libvirt's job ended. */
+static void virt_domains_incoming_timer(struct loop_timer *t)
+{
+	struct virt_domains *d = t->userdata;
+
+	for (struct virt_domain *v = d->doms; v; v = v->next)
+		if (v->incoming)
+			virt_domains_refresh_name(d, v->name);	/* re-arms */
+}
+
 void virt_domains_notify(void *userdata, const char *domain,
 			 enum ctl_notify_event event)
 {
@@ -548,8 +724,15 @@ void virt_domains_notify(void *userdata, const char *domain,
 		break;
 	case CTL_NOTIFY_STOPPED:
 	case CTL_NOTIFY_RELEASE:
-		virt_domains_detach(virt_domains_find(d, domain),
-				    "domain is not running");
+		v = virt_domains_find(d, domain);
+		/* the source's QEMU stops before libvirt's STOPPED/MIGRATED
+		 * says how the migration ended: that event detaches */
+		if (v && v->vm && vm_migration_outgoing(v->vm)) {
+			log_debug("libvirt hook: '%s' migrates away; waiting for "
+				  "libvirt's lifecycle event", v->name);
+			break;
+		}
+		virt_domains_detach(v, "domain is not running");
 		break;
 	}
 }
@@ -569,6 +752,8 @@ int virt_domains_new(struct loop *loop, const struct config *cfg,
 	d->cfg = cfg;
 	d->vms = vms;
 	loop_timer_init(&d->refresh, virt_domains_refresh_timer, d);
+	loop_timer_init(&d->incoming, virt_domains_incoming_timer, d);
+	loop_timer_init(&d->outgoing, virt_domains_outgoing_timer, d);
 	r = virt_conn_new(loop, cfg->libvirt_uri, cfg->reconnect_min_ms,
 			  cfg->reconnect_max_ms, &virt_domains_hooks, d, &d->conn);
 	if (r < 0) {
@@ -589,6 +774,8 @@ void virt_domains_free(struct virt_domains *d)
 	if (!d)
 		return;
 	loop_timer_disarm(d->loop, &d->refresh);
+	loop_timer_disarm(d->loop, &d->incoming);
+	loop_timer_disarm(d->loop, &d->outgoing);
 	/* detaches every VM (through the disconnected hook) before closing */
 	virt_conn_free(d->conn);
 	while (d->doms) {

@@ -783,6 +783,21 @@ void vm_start(struct vm *vm)
 		session_start(vm->session);
 }
 
+void vm_migration_expect_incoming(struct vm *vm)
+{
+	migration_expect_incoming(vm->mig);
+}
+
+bool vm_migration_incoming(const struct vm *vm)
+{
+	return migration_incoming(vm->mig);
+}
+
+bool vm_migration_outgoing(const struct vm *vm)
+{
+	return migration_outgoing(vm->mig);
+}
+
 void vm_migration_note(struct vm *vm, const char *qemu_status)
 {
 	migration_note(vm->mig, qemu_status);

@@ -69,6 +69,12 @@ const char *vm_name(const struct vm *vm);
  * one of QEMU's MigrationStatus names (migration.c).
  */
 void vm_migration_note(struct vm *vm, const char *qemu_status);
+/* libvirt started the domain as a migration's destination (migration.h). */
+void vm_migration_expect_incoming(struct vm *vm);
+/* Waiting for an incoming migration to complete? */
+bool vm_migration_incoming(const struct vm *vm);
+/* Sending the VM away (a live migration from here)? */
+bool vm_migration_outgoing(const struct vm *vm);
 
 /* Fills *ret_status from the VM's state and fresh host measurements. */
 void vm_get_status(struct vm *vm, struct ctl_vm_status *ret_status);

@@ -7,6 +7,9 @@
             d.ctl("reclaim", "vm", "512M", "--wait")
             d.status("vm")["reclaimed_bytes"]
 
+wrap is a command prefix that execs the daemon (nsenter ... for a
+libvirtd in namespaces of its own: harness.libvirt_ns).
+
 The daemon runs in the foreground with PR_SET_PDEATHSIG, logging to
 workdir/vmdefragd.log; close() (or leaving the with block) stops it with
 SIGTERM and returns its exit status, SIGKILL after 10 s.
@@ -40,7 +43,8 @@ def start_agent(g):
 
 
 class Daemon:
-    def __init__(self, workdir, vms, config=None, extra=(), log_level="debug"):
+    def __init__(self, workdir, vms, config=None, extra=(), log_level="debug",
+                 wrap=()):
         self.workdir = Path(workdir)
         self.socket = self.workdir / "vmdefragd.sock"
         self.log_path = self.workdir / "vmdefragd.log"
@@ -54,7 +58,7 @@ class Daemon:
             args += ["--vm", f"{name},qmp={qmp},channel={channel}"]
         args += list(extra)
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
+        self.proc = subprocess.Popen(list(wrap) + args, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
         # Wait until the socket accepts: after a crash the old socket file
         # is still there before the new daemon has bound it again.
