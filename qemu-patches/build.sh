@@ -129,6 +129,7 @@ if [ ! -f "$tree/obj/build.ninja" ]; then
 	(cd "$tree/obj" && ../src/configure --target-list=x86_64-softmmu \
 		--without-default-features --enable-tcg --enable-kvm \
 		--enable-fdt=system --disable-install-blobs --disable-docs \
+		--firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu \
 		>../configure.log 2>&1) ||
 		{ tail -n 30 "$tree/configure.log" >&2; die "configure failed"; }
 fi

@@ -125,6 +125,9 @@ class Result:
     transferred: int = 0
     data_ok: bool = False
     error: str = ""
+    statuses: list = dataclasses.field(default_factory=list)
+    read_ok: bool = None         # read_during: the dump taken during postcopy
+    read_bad: list = dataclasses.field(default_factory=list)
 
     @property
     def pmd_share(self):
@@ -217,6 +220,9 @@ class Vm:
             raise ValueError(f"unknown kind {kind!r}")
         argv = [qemu, "-S", "-nodefaults", "-display", "none",
                 "-no-user-config", "-accel", "tcg,tb-size=64",
+                # Debian's firmware directories, for a QEMU built elsewhere
+                "-L", "/usr/share/qemu", "-L", "/usr/share/seabios",
+                "-L", "/usr/lib/ipxe/qemu",
                 "-machine", "pc,memory-backend=mem0",
                 "-m", str(size // MiB), "-object", backend,
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
@@ -251,7 +257,7 @@ class Vm:
             self.qmp.close()
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+        self.proc.wait()
         self.log.close()
 
 
@@ -336,10 +342,48 @@ def _wait_migration(qmp, timeout):
     raise TimeoutError("migration did not finish")
 
 
+def _wait_event(qmp, status, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.get("event") == "MIGRATION" and
+               e["data"]["status"] == status for e in qmp.events):
+            return
+        qmp.cmd("query-status")  # collects the events that came meanwhile
+        time.sleep(0.02)
+    raise TimeoutError(f"no MIGRATION {status} event")
+
+
+def _check_dump(path, digests, size):
+    """A guest-physical dump against the digests of RAM offsets.
+
+    Guest-physical 0xa0000-0xfffff is the VGA window and BIOS ROMs on pc,
+    not RAM: the first 2 MiB range is compared around it.
+    """
+    zero = hashlib.sha256(bytes(RANGE)).hexdigest()
+    bad = []
+    with open(path, "rb") as f:
+        for off in range(0, size, RANGE):
+            buf = f.read(RANGE)
+            if off == 0:
+                ok = True  # checked below from the RAM side
+            else:
+                ok = hashlib.sha256(buf).hexdigest() == digests.get(off, zero)
+            if not ok:
+                bad.append(off)
+    return bad
+
+
 def run_case(src_qemu, dst_qemu, src_kind="file", dst_kind="file",
              mode="precopy", size=1 * GiB, settle=10.0, workdir=None,
-             timeout=600.0):
-    """Migrate a filled-and-punched VM once; returns a Result."""
+             timeout=600.0, read_during=False):
+    """Migrate a filled-and-punched VM once; returns a Result.
+
+    read_during (postcopy): the destination reads all of guest RAM
+    (pmemsave) while postcopy runs at a limited rate, as a guest touching
+    its memory would: pages not there yet are faulted in through
+    userfaultfd, zero pages not placed must be resolved locally; the dump
+    is checked like the RAM.
+    """
     if src_kind == "anon":
         raise ValueError("the source's data is written through its backing "
                          "file: src_kind must be file or memfd")
@@ -348,17 +392,21 @@ def run_case(src_qemu, dst_qemu, src_kind="file", dst_kind="file",
     workdir = workdir or tempfile.mkdtemp(prefix="vdf-mig-")
     src = dst = None
     try:
-        with huge_tmpfs(workdir, 2 * size + 64 * MiB):
+        with huge_tmpfs(workdir, 2 * size + 64 * MiB), \
+                contextlib.ExitStack() as vms:
+            # the VMs go before the tmpfs their RAM is on
+            vms.callback(lambda: [vm.kill() for vm in (dst, src) if vm])
             src = Vm(src_qemu, src_kind, size, workdir, "src")
             digests = _fill_and_punch(src.backing, size)
             dst = Vm(dst_qemu, dst_kind, size, workdir, "dst", incoming=True)
             dst.ram_start = _ram_start(dst.proc.pid, size)
             src.ram_start = _ram_start(src.proc.pid, size)
             sock = os.path.join(workdir, "mig.sock")
+            caps = [{"capability": "events", "state": True}]
             if mode == "postcopy":
-                for vm in (src, dst):
-                    vm.qmp.cmd("migrate-set-capabilities", capabilities=[
-                        {"capability": "postcopy-ram", "state": True}])
+                caps.append({"capability": "postcopy-ram", "state": True})
+            for vm in (src, dst):
+                vm.qmp.cmd("migrate-set-capabilities", capabilities=caps)
             # 7.2 limits precopy to 32 MiB/s by default: take the machine
             src.qmp.cmd("migrate-set-parameters", max_bandwidth=64 * GiB)
             r.src_before = src.backed()
@@ -367,14 +415,30 @@ def run_case(src_qemu, dst_qemu, src_kind="file", dst_kind="file",
             sampler.start()
             t0 = time.monotonic()
             src.qmp.cmd("migrate", uri=f"unix:{sock}")
+            if mode == "postcopy" and read_during:
+                # slow enough that the read overtakes the background copy
+                src.qmp.cmd("migrate-set-parameters",
+                            max_postcopy_bandwidth=64 * MiB)
             if mode == "postcopy":
                 src.qmp.cmd("migrate-start-postcopy")
+            if mode == "postcopy" and read_during:
+                _wait_event(dst.qmp, "postcopy-active", timeout)
+                dump = os.path.join(workdir, "dst.dump")
+                dst.qmp.cmd("pmemsave", val=0, size=size, filename=dump)
+                r.read_bad = _check_dump(dump, digests, size)
+                r.read_ok = not r.read_bad
+                os.unlink(dump)
             info = _wait_migration(src.qmp, timeout)
             dinfo = _wait_migration(dst.qmp, timeout)
             r.seconds = time.monotonic() - t0
             sampler.stop.set()
             sampler.join()
             r.status = info["status"]
+            r.statuses = [e["data"]["status"] for e in src.qmp.events
+                          if e.get("event") == "MIGRATION"]
+            if mode == "postcopy" and "postcopy-active" not in r.statuses:
+                r.error = "never entered postcopy: " + ",".join(r.statuses)
+                return r
             if info["status"] != "completed" or dinfo["status"] != "completed":
                 r.error = info.get("error-desc") or dinfo.get("error-desc") or \
                     f"src {info['status']}, dst {dinfo['status']}"
@@ -402,9 +466,6 @@ def run_case(src_qemu, dst_qemu, src_kind="file", dst_kind="file",
         r.error = f"{type(e).__name__}: {e}"
         return r
     finally:
-        for vm in (src, dst):
-            if vm:
-                vm.kill()
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -435,7 +496,9 @@ def format_table(results):
             f"{r.dst_later // MiB} | {holes} | "
             f"{r.pmd_share:.0%} / {r.pmd_share_later:.0%} | "
             f"{r.seconds:.1f} | {r.transferred // MiB} | "
-            f"{'ok' if r.data_ok else 'BAD'} |")
+            f"{'ok' if r.data_ok else 'BAD'}"
+            f"{'' if r.read_ok is None else ', read during: '}"
+            f"{'' if r.read_ok is None else ('ok' if r.read_ok else 'BAD')} |")
     return "\n".join(rows)
 
 
@@ -454,6 +517,8 @@ def main(argv=None):
                     help="destination kinds, comma list")
     ap.add_argument("--pairs", default="stock:stock,patched:patched",
                     help="QEMU pairs src:dst, comma list")
+    ap.add_argument("--read-during", action="store_true",
+                    help="postcopy: the destination reads all RAM meanwhile")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
     bins = {"stock": a.stock, "patched": os.path.realpath(a.patched)}
@@ -464,7 +529,8 @@ def main(argv=None):
             for sk in a.src.split(","):
                 for dk in a.dst.split(","):
                     r = run_case(bins[s], bins[d], sk, dk, mode,
-                                 size=a.size_mib * MiB, settle=a.settle)
+                                 size=a.size_mib * MiB, settle=a.settle,
+                                 read_during=a.read_during)
                     print(format_table([r]).split("\n")[-1], flush=True)
                     results.append(r)
     print()
@@ -472,7 +538,8 @@ def main(argv=None):
     if a.json:
         with open(a.json, "w") as f:
             json.dump([dataclasses.asdict(r) for r in results], f, indent=1)
-    return 0 if all(r.data_ok and not r.error for r in results) else 1
+    return 0 if all(r.data_ok and r.read_ok is not False and not r.error
+                    for r in results) else 1
 
 
 if __name__ == "__main__":
