@@ -7,6 +7,9 @@
 #   make check      deps + build + every test; ends with "N passed, N failed"
 #   make demo       the main job end to end on the built-in demo guest
 #   make bench      benchmarks against the reference mechanisms
+#   make qemu       Debian's QEMU 7.2 with qemu-patches/ applied, into
+#                   build/qemu/qemu-system-x86_64 (installs its build deps
+#                   as root; see qemu-patches/README.md)
 #   make check-slow the slow tier (tests/slow): a debootstrapped Debian 12
 #                   guest installs vmdefrag with DKMS + systemd, the host
 #                   reclaims from it; not part of `make check`
@@ -35,7 +38,7 @@ export BUILD
 
 .PHONY: all deps lib daemon agent module guest unit fuzz check check-unit \
 	check-integration demo bench clean dkms-install install-guest check-slow \
-	install uninstall
+	install uninstall qemu
 
 all: lib daemon agent module guest
 
@@ -46,6 +49,10 @@ deps:
 # through build-aux/libvdf.mk when it is out of date
 lib:
 	$(MAKE) -C lib
+
+# Debian's QEMU 7.2 with qemu-patches/series: build/qemu/qemu-system-x86_64
+qemu:
+	@qemu-patches/build.sh
 
 daemon: lib
 	$(MAKE) -C daemon
