@@ -7,6 +7,12 @@
 #   make check      deps + build + every test; ends with "N passed, N failed"
 #   make demo       the main job end to end on the built-in demo guest
 #   make bench      benchmarks against the reference mechanisms
+#   make migration-soak HOPS=N [QEMU=path] [QEMU_B=path] [KERNEL=release]
+#                   migrates a fragmented, reclaimed guest back and forth
+#                   N times between two local QEMUs (side A's binary QEMU,
+#                   side B's QEMU_B; default $VMDEFRAG_QEMU or Debian's),
+#                   precopy/postcopy alternating, checking guest data and
+#                   the backing after every hop (tests/soak/migration_soak.py)
 #   make check-slow the slow tier (tests/slow): a debootstrapped Debian 12
 #                   guest installs vmdefrag with DKMS + systemd, the host
 #                   reclaims from it; not part of `make check`
@@ -35,7 +41,7 @@ export BUILD
 
 .PHONY: all deps lib daemon agent module guest unit fuzz check check-unit \
 	check-integration demo bench clean dkms-install install-guest check-slow \
-	install uninstall
+	install uninstall migration-soak
 
 all: lib daemon agent module guest
 
@@ -86,6 +92,12 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	tests/bench/run-bench
+
+HOPS         ?= 4
+migration-soak: all
+	/usr/bin/python3 tests/soak/migration_soak.py --hops $(HOPS) \
+		$(if $(QEMU),--qemu $(QEMU)) $(if $(QEMU_B),--qemu-b $(QEMU_B)) \
+		$(if $(KERNEL),--kernel $(KERNEL))
 
 # ---- guest install (DKMS, systemd, udev) ----------------------------------
 # The version lives in one place, the module's dkms.conf.
