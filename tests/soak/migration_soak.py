@@ -60,7 +60,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import hostmem  # noqa: E402
-from harness.guest import BUILD, Guest, GuestCommandError, default_qemu, guest_kernels  # noqa: E402
+from harness.guest import (BUILD, SPLAT, Guest, GuestCommandError, default_qemu,  # noqa: E402
+                           guest_kernels)
 from harness.migration import IncomingGuest, PeakSampler, migrate  # noqa: E402
 from harness.vmdefragd import Daemon  # noqa: E402
 
@@ -208,7 +209,7 @@ class Soak:
         self.modes = modes
         self.rng = random.Random(seed)
         self.reclaim = reclaim_mib * MIB
-        self.pressure = pressure_mib * MIB
+        self.pressure = None if pressure_mib is None else pressure_mib * MIB
         self.op_bytes = op_mib * MIB
         self.bandwidth = bandwidth_mib * MIB
         self.config = CONFIG.format(cpu=cpu_percent)
@@ -266,7 +267,7 @@ class Soak:
         free = g.meminfo()["MemFree"]
         h.cap_before = sum(length for _, length in capture_list(g))
         pid = f"p{n}"
-        pmib = (free + self.pressure) // MIB
+        pmib = (free + (self.pressure or 0)) // MIB
         dst = IncomingGuest(g, name=f"soak-{D.name}{n}", qemu=D.qemu,
                             extra_args=D.qemu_args())
         self.guests.append(dst)
@@ -276,13 +277,15 @@ class Soak:
 
         # an operation on the source, running when the migration starts
         kind = "reclaim" if n % 2 else "return"
-        dS.ctl(kind, "g", f"{self.op_bytes // MIB}M")
+        if self.op_bytes:
+            dS.ctl(kind, "g", f"{self.op_bytes // MIB}M")
         seen = {}
 
         def during():
             on = dst if postcopy else g
-            on.check(f"(memcheck start --mib {pmib} --id {pid} --seed {n} "
-                     f">/tmp/{pid}.log 2>&1; echo $? >/tmp/{pid}.rc) >/dev/null 2>&1 &")
+            if self.pressure is not None:
+                on.check(f"(memcheck start --mib {pmib} --id {pid} --seed {n} "
+                         f">/tmp/{pid}.log 2>&1; echo $? >/tmp/{pid}.rc) >/dev/null 2>&1 &")
             seen["refused"] = refused(dS)
             seen["state"] = mig(dS)["state"]
 
@@ -301,7 +304,11 @@ class Soak:
                     f"side {S.name}: migrated away")
         o = last_op(dS) or {}
         h.op = f"{kind} {o.get('state', '?')} {o.get('done_bytes', 0) // MIB}M"
-        h.check(o.get("kind") == kind, f"source's last operation is {o!r}, not the {kind}")
+        if self.op_bytes:
+            h.check(o.get("kind") == kind,
+                    f"source's last operation is {o!r}, not the {kind}")
+        else:
+            h.op = "none"
         g.stop()
         try:
             g.check_console()
@@ -310,15 +317,16 @@ class Soak:
 
         # the pressure allocation finished (in the guest, now on dst)
         deadline = time.monotonic() + 600
-        while True:
+        while self.pressure is not None:
             st, rc = dst.run(f"cat /tmp/{pid}.rc 2>/dev/null")
             if st == 0 and rc.strip():
                 break
             if time.monotonic() > deadline:
                 raise SoakError(f"hop {n}: the pressure memcheck never ended")
             time.sleep(1)
-        h.check(rc.strip() == "0", f"pressure memcheck start exited {rc.strip()}: "
-                + dst.run(f"cat /tmp/{pid}.log")[1][-500:])
+        if self.pressure is not None:
+            h.check(rc.strip() == "0", f"pressure memcheck start exited {rc.strip()}: "
+                    + dst.run(f"cat /tmp/{pid}.log")[1][-500:])
 
         dD.wait_for(lambda: mig(dD)["state"] == "migrated-in" and mig(dD).get("reconciled")
                     and (mig(dD).get("collapse") or {}).get("state")
@@ -329,7 +337,7 @@ class Soak:
 
         # ---- data ----
         bad = []
-        for ident in ("a", pid):
+        for ident in ("a", pid) if self.pressure is not None else ("a",):
             try:
                 dst.check(f"memcheck verify --id {ident}", timeout=600)
             except GuestCommandError as e:
@@ -381,7 +389,8 @@ class Soak:
             h.share = f"folios {c.get('folio_only_bytes', 0) // MIB}M"
 
         # ---- back to the starting state for the next hop ----
-        dst.check(f"memcheck stop --id {pid}")
+        if self.pressure is not None:
+            dst.check(f"memcheck stop --id {pid}")
         need = (self.reclaim - captured) // BLOCK * BLOCK
         if need >= BLOCK:
             p = dD.ctl("reclaim", "g", f"{need // MIB}M", "--wait", check=False)
@@ -416,6 +425,8 @@ class Soak:
                     if not self.results or self.results[-1].n != n:
                         self.results.append(Hop(n, here.name, there.name, self.mode(n)))
                     self.results[-1].check(False, f"{type(e).__name__}: {e}")
+                    for line in self.splats():
+                        self.results[-1].check(False, f"guest console: {line}")
                     self.out(self.results[-1].line(self.hops))
                     self.report_failures(self.results[-1])
                     traceback.print_exc(file=sys.stderr)
@@ -431,6 +442,19 @@ class Soak:
         failed = self.hops - passed
         self.out(f"{passed} passed, {failed} failed")
         return failed == 0
+
+    def splats(self):
+        """The first kernel splat line of each guest still around."""
+        out = []
+        for g in self.guests:
+            if g.proc is None:
+                continue
+            text = g.console_text()
+            m = SPLAT.search(text)
+            if m:
+                start = text.rfind("\n", 0, m.start()) + 1
+                out.append(f"{g.name}: " + text[start:text.find("\n", m.end())])
+        return out
 
     def report_failures(self, h):
         for f in h.failures:
@@ -458,6 +482,14 @@ def main(argv=None):
     ap.add_argument("--modes", choices=("alternate", "precopy", "postcopy", "random"),
                     default="alternate")
     ap.add_argument("--seed", type=int, default=1, help="for --modes random")
+    ap.add_argument("--op-mib", type=int, default=32,
+                    help="size of the reclaim/return started before each "
+                    "migration (0: none)")
+    ap.add_argument("--pressure-mib", type=int, default=32,
+                    help="the guest allocates its free memory plus this much "
+                    "during each migration")
+    ap.add_argument("--no-pressure", action="store_true",
+                    help="no guest allocation during the migrations")
     args = ap.parse_args(argv)
     if args.hops < 1:
         print("migration-soak: --hops must be at least 1", file=sys.stderr)
@@ -469,7 +501,8 @@ def main(argv=None):
     try:
         soak = Soak(kernel=args.kernel, hops=args.hops, qemu_a=args.qemu,
                     qemu_b=args.qemu_b, ram_mib=args.ram, backend=args.backend,
-                    modes=args.modes, seed=args.seed,
+                    modes=args.modes, seed=args.seed, op_mib=args.op_mib,
+                    pressure_mib=None if args.no_pressure else args.pressure_mib,
                     out=lambda s: print(s, flush=True))
         return 0 if soak.run() else 1
     except SoakError as e:
