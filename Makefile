@@ -10,6 +10,12 @@
 #   make qemu       Debian's QEMU 7.2 with qemu-patches/ applied, into
 #                   build/qemu/qemu-system-x86_64 (installs its build deps
 #                   as root; see qemu-patches/README.md)
+#   make migration-soak HOPS=N [QEMU=path] [QEMU_B=path] [KERNEL=release]
+#                   migrates a fragmented, reclaimed guest back and forth
+#                   N times between two local QEMUs (side A's binary QEMU,
+#                   side B's QEMU_B; default $VMDEFRAG_QEMU or Debian's),
+#                   precopy/postcopy alternating, checking guest data and
+#                   the backing after every hop (tests/soak/migration_soak.py)
 #   make check-slow the slow tier (tests/slow): a debootstrapped Debian 12
 #                   guest installs vmdefrag with DKMS + systemd, the host
 #                   reclaims from it; not part of `make check`
@@ -38,7 +44,7 @@ export BUILD
 
 .PHONY: all deps lib daemon agent module guest unit fuzz check check-unit \
 	check-integration demo bench clean dkms-install install-guest check-slow \
-	install uninstall qemu
+	install uninstall qemu migration-soak
 
 all: lib daemon agent module guest
 
@@ -94,6 +100,12 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	tests/bench/run-bench
+
+HOPS         ?= 4
+migration-soak: all
+	/usr/bin/python3 tests/soak/migration_soak.py --hops $(HOPS) \
+		$(if $(QEMU),--qemu $(QEMU)) $(if $(QEMU_B),--qemu-b $(QEMU_B)) \
+		$(if $(KERNEL),--kernel $(KERNEL))
 
 # ---- guest install (DKMS, systemd, udev) ----------------------------------
 # The version lives in one place, the module's dkms.conf.

@@ -18,6 +18,11 @@ daemon_monitor=True a second QMP monitor on `daemon_qmp_socket` for
 vmdefragd (a QMP server takes one client at a time), serial console to
 `console_log`.
 
+QEMU binary: the `qemu` argument, else $VMDEFRAG_QEMU, else
+qemu-system-x86_64 from PATH (Debian's /usr/bin one), so the whole suite
+runs against a patched build with VMDEFRAG_QEMU=build/qemu/qemu-system-x86_64
+and a migration can go between two different binaries.
+
 Accelerator: TCG, unless VMDEFRAG_ACCEL=kvm is set or a probe boot under
 KVM succeeds (the probe's answer is cached in build/accel).  The /dev/kvm of
 the development machines cannot boot stock kernels, so TCG is the rule.
@@ -74,6 +79,11 @@ def guest_kernels():
     return out.stdout.split()
 
 
+def default_qemu():
+    """The QEMU binary a Guest runs when none is given."""
+    return os.environ.get("VMDEFRAG_QEMU") or "qemu-system-x86_64"
+
+
 def _pdeathsig():
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -104,8 +114,9 @@ def accelerator():
 class Guest(StartStop):
     def __init__(self, kernel, ram_mib=1024, fpr=True, smp=2, backend="memfd",
                  name=None, accel=None, boot_timeout=180, extra_args=(),
-                 cmdline="", daemon_monitor=False):
+                 cmdline="", daemon_monitor=False, qemu=None):
         self.kernel = kernel
+        self.qemu = qemu or default_qemu()
         self.ram_mib = ram_mib
         self.ram_bytes = ram_mib << 20
         self.fpr = fpr
@@ -157,7 +168,7 @@ class Guest(StartStop):
         append = ("console=ttyS0 rdinit=/init panic=-1 loglevel=4 "
                   "mitigations=off " + self.cmdline)
         return [
-            "qemu-system-x86_64", "-name", f"vdf-{self.name}",
+            self.qemu, "-name", f"vdf-{self.name}",
             "-nodefaults", "-no-user-config", "-display", "none",
             "-machine", f"q35,accel={self.accel},memory-backend=ram0",
             "-cpu", cpu, "-smp", str(self.smp), "-m", mem,

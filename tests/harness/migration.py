@@ -8,13 +8,23 @@
 
 The destination is the same machine and devices as the source (a Guest
 with `-incoming defer`), with its own workdir, sockets and RAM backing
-(backend may differ: a tmpfs file, a memfd or anonymous RAM).  Its
+(backend may differ: a tmpfs file, a memfd or anonymous RAM), and the
+QEMU binary may differ (`qemu`: e.g. a patched build on one end, stock
+on the other; the source's binary by default).  Its
 control channel is connected before the migration starts, so the guest's
 vdf-testd keeps one open port across the hop and the test runs commands on
 `dst` afterwards.  migrate() drives QMP on both ends: capabilities
 (postcopy-ram), migrate-incoming, migrate, migrate-start-postcopy, and
 waits for the source's query-migrate to say completed.
+
+PeakSampler samples QEMUs' RAM backing (st_blocks) in a thread while a
+migration runs, for the peak a migration reaches on either end:
+
+    with PeakSampler(src, dst) as peak:
+        migrate(src, dst)
+    peak.peak[src], peak.peak[dst]          # bytes (None: anonymous RAM)
 """
+import threading
 import time
 
 from .guest import Guest, GuestError
@@ -22,12 +32,12 @@ from .qmp import QMP
 
 
 class IncomingGuest(Guest):
-    def __init__(self, src, backend=None, extra_args=(), name=None):
+    def __init__(self, src, backend=None, extra_args=(), name=None, qemu=None):
         super().__init__(src.kernel, ram_mib=src.ram_mib, fpr=src.fpr, smp=src.smp,
                          backend=backend or src.backend,
                          name=name or src.name + "-dst", accel=src.accel,
                          extra_args=list(extra_args) + ["-incoming", "defer"],
-                         cmdline=src.cmdline)
+                         cmdline=src.cmdline, qemu=qemu or src.qemu)
         self.src = src
 
     def initrd(self):
@@ -89,4 +99,40 @@ def wait_migration(g, states, timeout=120):
     raise GuestError(f"migration still {migration_status(g)!r}, waited for {states}")
 
 
-__all__ = ["IncomingGuest", "migrate", "migration_status", "wait_migration"]
+class PeakSampler:
+    """The highest backing_bytes() of each guest while the block runs."""
+
+    def __init__(self, *guests, interval=0.1):
+        self.guests = guests
+        self.interval = interval
+        self.peak = {g: None for g in guests}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self):
+        for g in self.guests:
+            try:
+                b = g.backing_bytes()
+            except (OSError, AttributeError, TypeError):
+                continue    # QEMU gone or stopping: its last sample stands
+            if b is not None and (self.peak[g] is None or b > self.peak[g]):
+                self.peak[g] = b
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self):
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+        return False
+
+
+__all__ = ["IncomingGuest", "PeakSampler", "migrate", "migration_status",
+           "wait_migration"]
