@@ -375,19 +375,21 @@ def _check_dump(path, digests, size):
 
 def run_case(src_qemu, dst_qemu, src_kind="file", dst_kind="file",
              mode="precopy", size=1 * GiB, settle=10.0, workdir=None,
-             timeout=600.0, read_during=False):
+             timeout=600.0, read_during=False, caps=()):
     """Migrate a filled-and-punched VM once; returns a Result.
 
     read_during (postcopy): the destination reads all of guest RAM
     (pmemsave) while postcopy runs at a limited rate, as a guest touching
     its memory would: pages not there yet are faulted in through
     userfaultfd, zero pages not placed must be resolved locally; the dump
-    is checked like the RAM.
+    is checked like the RAM.  caps: more migration capabilities to turn
+    on at both ends (e.g. "multifd", "postcopy-preempt").
     """
     if src_kind == "anon":
         raise ValueError("the source's data is written through its backing "
                          "file: src_kind must be file or memfd")
     r = Result(mode, src_qemu, dst_qemu, src_kind, dst_kind, size)
+    more_caps = list(caps)
     own = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="vdf-mig-")
     src = dst = None
@@ -405,6 +407,7 @@ def run_case(src_qemu, dst_qemu, src_kind="file", dst_kind="file",
             caps = [{"capability": "events", "state": True}]
             if mode == "postcopy":
                 caps.append({"capability": "postcopy-ram", "state": True})
+            caps += [{"capability": c, "state": True} for c in more_caps]
             for vm in (src, dst):
                 vm.qmp.cmd("migrate-set-capabilities", capabilities=caps)
             # 7.2 limits precopy to 32 MiB/s by default: take the machine
@@ -519,6 +522,8 @@ def main(argv=None):
                     help="QEMU pairs src:dst, comma list")
     ap.add_argument("--read-during", action="store_true",
                     help="postcopy: the destination reads all RAM meanwhile")
+    ap.add_argument("--caps", default="",
+                    help="more migration capabilities, comma list")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
     bins = {"stock": a.stock, "patched": os.path.realpath(a.patched)}
@@ -530,7 +535,8 @@ def main(argv=None):
                 for dk in a.dst.split(","):
                     r = run_case(bins[s], bins[d], sk, dk, mode,
                                  size=a.size_mib * MiB, settle=a.settle,
-                                 read_during=a.read_during)
+                                 read_during=a.read_during,
+                                 caps=[c for c in a.caps.split(",") if c])
                     print(format_table([r]).split("\n")[-1], flush=True)
                     results.append(r)
     print()
