@@ -23,6 +23,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "port.h"
 
 #define AGENT_PORT_SYSFS "/sys/class/virtio-ports"
@@ -32,21 +33,12 @@ static int agent_port_read_attr(const char *dir, const char *attr, char *buf,
 				size_t size)
 {
 	char path[512];
-	ssize_t n;
-	int fd;
+	int r;
 
 	snprintf(path, sizeof(path), "%s/%s/%s", AGENT_PORT_SYSFS, dir, attr);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, size - 1);
-	if (n < 0) {
-		n = -errno;
-		close(fd);
-		return (int)n;
-	}
-	close(fd);
-	buf[n] = '\0';
+	r = file_read_short(path, buf, size);
+	if (r < 0)
+		return r;
 	buf[strcspn(buf, "\n")] = '\0';
 	return 0;
 }

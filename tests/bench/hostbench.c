@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "file.h"
+
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -98,24 +100,6 @@ static int hostbench_write_file(const char *path, const char *val)
 	return 0;
 }
 
-static int hostbench_read_file(const char *path, char *buf, size_t size)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, size - 1);
-	if (n < 0) {
-		n = -errno;
-		close(fd);
-		return n;
-	}
-	close(fd);
-	buf[n] = '\0';
-	return 0;
-}
-
 /* Puts back every host setting this run changed.  Async-signal-safe. */
 static void hostbench_restore(void)
 {
@@ -158,7 +142,7 @@ static int hostbench_shmem_advise(char *ret_policy, size_t size)
 	char buf[256], *l, *r;
 	int ret;
 
-	ret = hostbench_read_file(SHMEM_ENABLED, buf, sizeof(buf));
+	ret = file_read_short(SHMEM_ENABLED, buf, sizeof(buf));
 	if (ret < 0)
 		return ret;
 	l = strchr(buf, '[');
@@ -192,7 +176,7 @@ static int hostbench_hugetlb_reserve(unsigned long want, unsigned long *ret_got)
 	unsigned long old, now;
 	int ret;
 
-	ret = hostbench_read_file(NR_HUGEPAGES, hostbench_old_nr, sizeof(hostbench_old_nr));
+	ret = file_read_short(NR_HUGEPAGES, hostbench_old_nr, sizeof(hostbench_old_nr));
 	if (ret < 0)
 		return ret;
 	old = strtoul(hostbench_old_nr, NULL, 10);
@@ -203,7 +187,7 @@ static int hostbench_hugetlb_reserve(unsigned long want, unsigned long *ret_got)
 		hostbench_nr_changed = 0;
 		return ret;
 	}
-	ret = hostbench_read_file(NR_HUGEPAGES, buf, sizeof(buf));
+	ret = file_read_short(NR_HUGEPAGES, buf, sizeof(buf));
 	if (ret < 0)
 		return ret;
 	now = strtoul(buf, NULL, 10);

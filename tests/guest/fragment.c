@@ -37,6 +37,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "holder.h"
 #include "prng.h"
 
 #define PAGE		4096UL
@@ -193,17 +194,27 @@ static int fragment_remove_tree(const char *dir)
 	return system(cmd) == 0 ? 0 : -EIO;
 }
 
+/* The holder: runs the workload, reports its result, keeps the survivors. */
+static void fragment_hold(void *arg, int done_fd)
+{
+	struct fragment_result res = {};
+
+	if (fragment_run(arg, &res) < 0)
+		res.files = (unsigned long)-1;
+	if (write(done_fd, &res, sizeof(res)) != sizeof(res))
+		_exit(2);
+	close(done_fd);
+	for (;;)
+		pause();
+}
+
 static int fragment_release(const char *dir)
 {
-	long pid = 0;
-	FILE *f = fopen(PIDFILE, "r");
+	long pid = holder_read_pid(PIDFILE);
 
-	if (f) {
-		if (fscanf(f, "%ld", &pid) == 1 && pid > 1)
-			kill(pid, SIGKILL);
-		fclose(f);
-		unlink(PIDFILE);
-	}
+	if (pid)
+		kill(pid, SIGKILL);
+	unlink(PIDFILE);
 	if (fragment_remove_tree(dir) < 0) {
 		fprintf(stderr, "fragment: cannot remove \"%s\"\n", dir);
 		return 1;
@@ -242,9 +253,8 @@ int main(int argc, char **argv)
 		.dir = "/tmp/fragment",
 	};
 	struct fragment_result res = {};
-	int c, release = 0, done[2], r;
-	pid_t pid;
-	FILE *f;
+	int c, release = 0, r;
+	pid_t pid = 0;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -274,35 +284,16 @@ int main(int argc, char **argv)
 	}
 	fr.rng.state = fr.seed;
 
-	if (pipe(done) < 0)
-		return 2;
-	pid = fork();
-	if (pid < 0)
-		return 2;
-	if (pid == 0) {
-		close(done[0]);
-		setsid();
-		r = fragment_run(&fr, &res);
-		if (r < 0)
-			res.files = (unsigned long)-1;
-		if (write(done[1], &res, sizeof(res)) != sizeof(res))
-			_exit(2);
-		close(done[1]);
-		for (;;)
-			pause();
-	}
-	close(done[1]);
-	if (read(done[0], &res, sizeof(res)) != sizeof(res) ||
-	    res.files == (unsigned long)-1) {
+	r = holder_spawn(fragment_hold, &fr, &res, sizeof(res), &pid);
+	if (r == -EPIPE || (!r && res.files == (unsigned long)-1)) {
 		fprintf(stderr, "fragment: workload failed (out of memory or tmpfs full?)\n");
-		kill(pid, SIGKILL);
+		if (pid > 0)
+			kill(pid, SIGKILL);
 		return 1;
 	}
-	f = fopen(PIDFILE, "w");
-	if (f) {
-		fprintf(f, "%ld\n", (long)pid);
-		fclose(f);
-	}
+	if (r < 0)
+		return 2;
+	holder_write_pid(PIDFILE, pid);
 	printf("fragment: seed=%llu holder=%ld files=%lu files_kept=%lu "
 	       "file_kib_kept=%lu anon_pages=%lu anon_pages_kept=%lu "
 	       "slab_files=%lu slab_kept=%lu\n",

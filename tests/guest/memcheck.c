@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "holder.h"
 #include "prng.h"
 
 #define PAGE		4096UL
@@ -168,8 +169,9 @@ static void memcheck_corrupt_one(struct memcheck *m)
 	unlink(path);
 }
 
-static void memcheck_hold(struct memcheck *m, int done_fd)
+static void memcheck_hold(void *arg, int done_fd)
 {
+	struct memcheck *m = arg;
 	struct sigaction sa = { .sa_handler = memcheck_on_signal };
 	sigset_t block, old;
 
@@ -204,49 +206,33 @@ static void memcheck_hold(struct memcheck *m, int done_fd)
 static pid_t memcheck_holder_pid(const char *id)
 {
 	char path[256];
-	long pid = 0;
-	FILE *f;
+	pid_t pid;
 
 	memcheck_path(path, sizeof(path), id, "pid");
-	f = fopen(path, "r");
-	if (!f || fscanf(f, "%ld", &pid) != 1 || pid <= 1 || kill(pid, 0) < 0) {
+	pid = holder_read_pid(path);
+	if (!pid || kill(pid, 0) < 0) {
 		fprintf(stderr, "memcheck: no holder with id \"%s\"\n", id);
-		if (f)
-			fclose(f);
 		return -1;
 	}
-	fclose(f);
 	return pid;
 }
 
 static int memcheck_start(struct memcheck *m)
 {
 	char path[256], buf[2];
-	int done[2];
-	pid_t pid;
-	FILE *f;
+	pid_t pid = 0;
+	int r;
 
-	if (memcheck_map(m) < 0 || pipe(done) < 0)
+	if (memcheck_map(m) < 0)
 		return 2;
-	pid = fork();
-	if (pid < 0)
-		return 2;
-	if (pid == 0) {
-		close(done[0]);
-		setsid();
-		memcheck_hold(m, done[1]);
-	}
-	close(done[1]);
-	if (read(done[0], buf, 2) != 2) {
+	r = holder_spawn(memcheck_hold, m, buf, sizeof(buf), &pid);
+	if (r == -EPIPE)
 		fprintf(stderr, "memcheck: holder died while filling\n");
+	if (r < 0)
 		return 2;
-	}
 	memcheck_path(path, sizeof(path), m->id, "pid");
-	f = fopen(path, "w");
-	if (!f)
+	if (holder_write_pid(path, pid) < 0)
 		return 2;
-	fprintf(f, "%ld\n", (long)pid);
-	fclose(f);
 	printf("memcheck: id=%s mib=%lu seed=%llu pid=%ld filled\n", m->id,
 	       m->mib, (unsigned long long)m->seed, (long)pid);
 	return 0;

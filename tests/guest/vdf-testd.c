@@ -28,6 +28,7 @@
 #include <glob.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,13 +85,17 @@ static int testd_open_port(void)
 	return fd;
 }
 
-static int testd_write_all(int fd, const void *buf, size_t len)
+/*
+ * Moves exactly len bytes between buf and fd (read when rd, else write),
+ * retrying on EINTR and EAGAIN; a read that meets end of file is -EPIPE.
+ */
+static int testd_xfer_all(int fd, char *p, size_t len, bool rd)
 {
-	const char *p = buf;
-
 	while (len) {
-		ssize_t n = write(fd, p, len);
+		ssize_t n = rd ? read(fd, p, len) : write(fd, p, len);
 
+		if (n == 0 && rd)
+			return -EPIPE;
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
@@ -102,24 +107,14 @@ static int testd_write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+static int testd_write_all(int fd, const void *buf, size_t len)
+{
+	return testd_xfer_all(fd, (char *)buf, len, false);
+}
+
 static int testd_read_all(int fd, void *buf, size_t len)
 {
-	char *p = buf;
-
-	while (len) {
-		ssize_t n = read(fd, p, len);
-
-		if (n == 0)
-			return -EPIPE;
-		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= n;
-	}
-	return 0;
+	return testd_xfer_all(fd, buf, len, true);
 }
 
 /* Reads one '\n'-terminated header line, byte by byte (commands are rare). */

@@ -43,8 +43,8 @@ from pathlib import Path
 
 from . import initramfs
 from .guest import LOGS, GuestError
-from .libvirtd import (HOOK_SRC, DomainGuest, LibvirtError, _accepts,
-                       _pdeathsig_term)
+from .libvirtd import (HOOK_SRC, DomainGuest, LibvirtdBase, LibvirtError,
+                       _DomainProc, _pdeathsig_term, stop_proc, wait_socket)
 
 PRIVATE = ["run/libvirt", "var/lib/libvirt", "var/log/libvirt", "var/cache/libvirt",
            "etc/libvirt"]
@@ -62,7 +62,7 @@ exec libvirtd -p "$R/libvirtd.pid"
 """ % " ".join(PRIVATE)
 
 
-class NsLibvirtd:
+class NsLibvirtd(LibvirtdBase):
     def __init__(self, workdir, hostname, hook=True, path_prepend=()):
         self.workdir = Path(workdir)
         self.root = self.workdir / "root"
@@ -74,18 +74,6 @@ class NsLibvirtd:
         self.uri = f"qemu+unix:///system?socket={self.sock}"
         self.proc = None
         self.prepared = False
-
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def _prepare(self):
         if self.prepared:
@@ -130,24 +118,11 @@ class NsLibvirtd:
             stdin=subprocess.DEVNULL, env=env,
             stdout=open(self.workdir / "libvirtd.log", "ab"),
             stderr=subprocess.STDOUT, preexec_fn=_pdeathsig_term)
-        deadline = time.monotonic() + 60
-        while not _accepts(self.sock):
-            if self.proc.poll() is not None:
-                raise LibvirtError(f"libvirtd ({self.hostname}) exited "
-                                   f"{self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise LibvirtError(f"libvirtd ({self.hostname}) did not open {self.sock}")
-            time.sleep(0.1)
+        wait_socket(self.sock, self.proc, f"libvirtd ({self.hostname})", self.log_text)
         self.virsh("list", "--all")     # waits for the qemu driver
         got = self.virsh("hostname").stdout.strip()
         if got != self.hostname:
             raise LibvirtError(f"libvirtd says hostname {got!r}, not {self.hostname!r}")
-
-    def log_text(self):
-        try:
-            return (self.workdir / "libvirtd.log").read_text(errors="replace")
-        except OSError:
-            return ""
 
     def virsh(self, *args, check=True, timeout=120):
         p = subprocess.run(["virsh", "-c", self.uri, *args], capture_output=True,
@@ -185,12 +160,7 @@ class NsLibvirtd:
             p = self.virsh("list", "--name", check=False, timeout=30)
             for name in p.stdout.split():
                 self.virsh("destroy", name, check=False, timeout=60)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_proc(self.proc)
         self._kill_pidfile(self.root / "virtlogd.pid")
         LOGS.mkdir(parents=True, exist_ok=True)
         for src, dst in ((self.workdir / "libvirtd.log", f"libvirtd-{self.hostname}.log"),):
@@ -232,14 +202,9 @@ class NsDomainGuest(DomainGuest):
         self.qemu_log = None
         (self.workdir / "domain.xml").write_text(self.domain_xml())
         self.defined = True
-        self.proc = _NsDomainProc(self)
+        self.proc = _DomainProc(self)
         self.libvirtd.virsh("create", str(self.workdir / "domain.xml"))
-        self._ctl_buf = b""
-        deadline = time.monotonic() + self.boot_timeout
-        self._ctl = self._connect(self.ctl_socket, deadline)
-        line = self._read_line(deadline)
-        if not line.startswith(b"READY "):
-            raise GuestError(f"unexpected greeting {line!r}")
+        self._await_ready()
 
     def destroy(self):
         if self._ctl is not None:
@@ -260,19 +225,6 @@ class NsDomainGuest(DomainGuest):
             shutil.copy(log, LOGS / f"{self.name}.{log.name}")
         self.console = self.console_text()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-class _NsDomainProc:
-    def __init__(self, guest):
-        self.guest = guest
-        self.returncode = None
-
-    def poll(self):
-        pid = self.guest.pid
-        if pid and os.path.exists(f"/proc/{pid}"):
-            return None
-        self.returncode = -1
-        return -1
 
 
 def _job_data_processed(lv, name):

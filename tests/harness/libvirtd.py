@@ -73,6 +73,32 @@ def _accepts(path):
         s.close()
 
 
+def wait_socket(path, proc, what, log_text, timeout=60):
+    """Waits until the daemon `proc` (called `what` in errors) accepts on
+    the unix socket `path`; raises LibvirtError with the tail of
+    log_text() if it exits first, or if it takes over `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not _accepts(path):
+        if proc.poll() is not None:
+            raise LibvirtError(f"{what} exited {proc.returncode}:\n"
+                               + log_text()[-3000:])
+        if time.monotonic() > deadline:
+            raise LibvirtError(f"{what} did not open {path}")
+        time.sleep(0.1)
+
+
+def stop_proc(proc):
+    """SIGTERM to a daemon we started, SIGKILL if it takes over 20 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def virsh(*args, check=True, timeout=120):
     p = subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True,
                        timeout=timeout)
@@ -99,16 +125,9 @@ def ensure_qemu_user():
         subprocess.run(["adduser", "--quiet", "libvirt-qemu", "libvirt-qemu"], check=True)
 
 
-class Libvirtd(StartStop):
-    def __init__(self, workdir, hook=True, path_prepend=()):
-        self.workdir = Path(workdir)
-        self.hook = hook
-        self.path_prepend = [str(p) for p in path_prepend]
-        self.owned = False
-        self.hook_installed = False
-        self.hook_dir_made = False
-        self.libvirtd = None
-        self.virtlogd = None
+class LibvirtdBase(StartStop):
+    """What Libvirtd and libvirt_ns.NsLibvirtd share: leaving the `with`
+    stops the daemon; its output goes to workdir/libvirtd.log."""
 
     def __exit__(self, *exc):
         self.stop()
@@ -119,6 +138,18 @@ class Libvirtd(StartStop):
             return (self.workdir / "libvirtd.log").read_text(errors="replace")
         except OSError:
             return ""
+
+
+class Libvirtd(LibvirtdBase):
+    def __init__(self, workdir, hook=True, path_prepend=()):
+        self.workdir = Path(workdir)
+        self.hook = hook
+        self.path_prepend = [str(p) for p in path_prepend]
+        self.owned = False
+        self.hook_installed = False
+        self.hook_dir_made = False
+        self.libvirtd = None
+        self.virtlogd = None
 
     def start(self):
         if _accepts(SOCK):
@@ -139,7 +170,7 @@ class Libvirtd(StartStop):
                 ["virtlogd"], stdin=subprocess.DEVNULL,
                 stdout=open(self.workdir / "virtlogd.log", "ab"),
                 stderr=subprocess.STDOUT, preexec_fn=_pdeathsig_term)
-            self._wait_socket(VIRTLOGD_SOCK, self.virtlogd, "virtlogd")
+            wait_socket(VIRTLOGD_SOCK, self.virtlogd, "virtlogd", self.log_text)
         self._start_libvirtd()
 
     def _start_libvirtd(self):
@@ -149,35 +180,15 @@ class Libvirtd(StartStop):
             ["libvirtd"], stdin=subprocess.DEVNULL, env=env,
             stdout=open(self.workdir / "libvirtd.log", "ab"),
             stderr=subprocess.STDOUT, preexec_fn=_pdeathsig_term)
-        self._wait_socket(SOCK, self.libvirtd, "libvirtd")
+        wait_socket(SOCK, self.libvirtd, "libvirtd", self.log_text)
         # the socket answers before the qemu driver is up; a call waits
         virsh("list", "--all")
-
-    def _wait_socket(self, path, proc, what, timeout=60):
-        deadline = time.monotonic() + timeout
-        while not _accepts(path):
-            if proc.poll() is not None:
-                raise LibvirtError(f"{what} exited {proc.returncode}:\n"
-                                   + self.log_text()[-3000:])
-            if time.monotonic() > deadline:
-                raise LibvirtError(f"{what} did not open {path}")
-            time.sleep(0.1)
-
-    def _stop_proc(self, proc):
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
     def stop_libvirtd(self):
         """Stops our libvirtd only (domains keep running; virtlogd stays)."""
         if not self.owned:
             raise LibvirtError("not our libvirtd: will not stop it")
-        self._stop_proc(self.libvirtd)
+        stop_proc(self.libvirtd)
 
     def start_libvirtd(self):
         if not self.owned:
@@ -190,8 +201,8 @@ class Libvirtd(StartStop):
 
     def stop(self):
         if self.owned:
-            self._stop_proc(self.libvirtd)
-            self._stop_proc(self.virtlogd)
+            stop_proc(self.libvirtd)
+            stop_proc(self.virtlogd)
         if self.hook_installed:
             try:
                 HOOK_DST.unlink()
@@ -310,6 +321,11 @@ class DomainGuest(Guest):
     def start_domain(self):
         """virsh start, then the harness's control port as Guest.start has it."""
         virsh("start", self.name)
+        self._await_ready()
+
+    def _await_ready(self):
+        """Connects the harness's control port of the domain just started
+        and waits for the guest's READY greeting."""
         self._ctl_buf = b""
         deadline = time.monotonic() + self.boot_timeout
         self._ctl = self._connect(self.ctl_socket, deadline)

@@ -51,6 +51,13 @@ class IncomingGuest(Guest):
             raise GuestError(f"destination QEMU is {status!r}, not inmigrate")
 
 
+def captures(g):
+    """The guest module's list of captured ranges (vdfnl, in the guest):
+    what a migration must carry over unchanged."""
+    return sorted(line for line in g.check("vdfnl list").splitlines()
+                  if line.startswith("range="))
+
+
 def migration_status(g):
     return g.qmp("query-migrate").get("status", "none")
 

@@ -3,6 +3,8 @@
 kernel    parametrizes a test over every installed guest kernel (ids: the
           kernel's major.minor, e.g. "6.1", "6.12")
 workdir   a temporary directory for the test's sockets and logs
+agent_kernel  the first guest kernel, for tests that need the module and
+          the agent built (skips the test if they are not)
 figures   records named measurements; they are printed together at the end
           of the run, so `make check` shows what was measured, not just
           whether it passed
@@ -15,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.guest import guest_kernels  # noqa: E402
+from harness.guest import BUILD, guest_kernels  # noqa: E402
 
 _FIGURES = []
 
@@ -34,6 +36,15 @@ def pytest_generate_tests(metafunc):
 def workdir():
     with tempfile.TemporaryDirectory(prefix="vdf-test-") as d:
         yield Path(d)
+
+
+@pytest.fixture
+def agent_kernel():
+    kernel = guest_kernels()[0]
+    if not (BUILD / "agent/vmdefrag-agent").exists() or \
+            not (BUILD / "module" / kernel / "vmdefrag.ko").exists():
+        pytest.skip("needs build/agent/vmdefrag-agent and the module for " + kernel)
+    return kernel
 
 
 @pytest.fixture

@@ -41,10 +41,7 @@ import json
 import re
 import subprocess
 
-import pytest
-
 from harness import folios, hostmem
-from harness.guest import BUILD, guest_kernels
 from harness.libvirtd import URI, DomainGuest, Libvirtd
 from harness.vmdefragd import VMDEFRAGCTL, Daemon, start_agent
 from test_hint import rss_anon, settled_rss
@@ -78,11 +75,8 @@ def fill(g):
     g.check("fragment --seed 7 --files 40 --anon 40 --slab 2000", timeout=600)
 
 
-def test_libvirt_domain(workdir, figures):
-    kernel = guest_kernels()[0]
-    if not (BUILD / "agent/vmdefrag-agent").exists() or \
-            not (BUILD / "module" / kernel / "vmdefrag.ko").exists():
-        pytest.skip("needs build/agent/vmdefrag-agent and the module for " + kernel)
+def test_libvirt_domain(agent_kernel, workdir, figures):
+    kernel = agent_kernel
     sock = workdir / "vmdefragd.sock"
     bindir = workdir / "bin"
     bindir.mkdir()
@@ -201,11 +195,8 @@ def test_libvirt_domain(workdir, figures):
         assert d2.proc.returncode == 0, d2.text()[-2000:]
 
 
-def test_libvirt_hint_domain(workdir, figures):
-    kernel = guest_kernels()[0]
-    if not (BUILD / "agent/vmdefrag-agent").exists() or \
-            not (BUILD / "module" / kernel / "vmdefrag.ko").exists():
-        pytest.skip("needs build/agent/vmdefrag-agent and the module for " + kernel)
+def test_libvirt_hint_domain(agent_kernel, workdir, figures):
+    kernel = agent_kernel
     with Libvirtd(workdir, hook=False) as lv, \
             DomainGuest(kernel, lv, ram_mib=640, anonymous_ram=True) as g:
         name, pid = g.name, g.pid

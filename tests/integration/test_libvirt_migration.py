@@ -42,10 +42,8 @@ Checked on each hop:
 """
 import time
 
-import pytest
-
-from harness.guest import BUILD, guest_kernels
 from harness.libvirt_ns import NsDomainGuest, NsLibvirtd, libvirt_migrate
+from harness.migration import captures
 from harness.vmdefragd import VMDEFRAGCTL, Daemon
 
 MIB = 1 << 20
@@ -55,19 +53,6 @@ CONFIG = ("[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n"
           "collapse_cpu_percent = 50\n")
 # slow enough that the test sees the precopy run and can switch to post-copy
 BANDWIDTH_MIB = 48
-
-
-def kernel_or_skip():
-    kernel = guest_kernels()[0]
-    if not (BUILD / "agent/vmdefrag-agent").exists() or \
-            not (BUILD / "module" / kernel / "vmdefrag.ko").exists():
-        pytest.skip("needs build/agent/vmdefrag-agent and the module for " + kernel)
-    return kernel
-
-
-def captures(g):
-    return sorted(line for line in g.check("vdfnl list").splitlines()
-                  if line.startswith("range="))
 
 
 def mig(d, name):
@@ -191,8 +176,8 @@ def hop(g, src, dst, postcopy, port, figures, label):
     return m
 
 
-def test_libvirt_migration(workdir, figures):
-    kernel = kernel_or_skip()
+def test_libvirt_migration(agent_kernel, workdir, figures):
+    kernel = agent_kernel
     with Host(workdir, "vdf-host-a") as a, Host(workdir, "vdf-host-b") as b:
         with NsDomainGuest(kernel, a.lv, ram_mib=RAM_MIB, fpr=False) as g:
             name = g.name

@@ -34,8 +34,8 @@ import time
 import pytest
 
 from harness import hostmem
-from harness.guest import Guest, BUILD, guest_kernels
-from harness.migration import IncomingGuest, migrate, wait_migration
+from harness.guest import Guest
+from harness.migration import IncomingGuest, captures, migrate, wait_migration
 from harness.vmdefragd import Daemon
 
 MIB = 1 << 20
@@ -46,14 +46,6 @@ CONFIG = ("[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n"
 PMD_SHARE_MIN = 0.90
 
 
-def kernel_or_skip():
-    kernel = guest_kernels()[0]
-    if not (BUILD / "agent/vmdefrag-agent").exists() or \
-            not (BUILD / "module" / kernel / "vmdefrag.ko").exists():
-        pytest.skip("needs build/agent/vmdefrag-agent and the module for " + kernel)
-    return kernel
-
-
 def pmd_share(g):
     """(PMD-mapped bytes, resident bytes) of QEMU's guest RAM mapping."""
     with open(f"/proc/{g.pid}/smaps") as f:
@@ -61,12 +53,6 @@ def pmd_share(g):
     assert len(maps) == 1, [h for h, _ in maps]
     fields = maps[0][1]
     return fields.get("ShmemPmdMapped", 0), fields["Rss"]
-
-
-def captures(g):
-    """The guest module's list of captured ranges (vdfnl, in the guest)."""
-    return sorted(line for line in g.check("vdfnl list").splitlines()
-                  if line.startswith("range="))
 
 
 def mem_reclaimed(d):
@@ -105,8 +91,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("mode,backend", CASES)
-def test_migration(mode, backend, workdir, figures):
-    kernel = kernel_or_skip()
+def test_migration(mode, backend, agent_kernel, workdir, figures):
+    kernel = agent_kernel
     sq, dq = workdir / "src.qmp", workdir / "dst.qmp"
     with Guest(kernel, ram_mib=RAM_MIB, fpr=False, backend=backend,
                extra_args=["-qmp", f"unix:{sq},server=on,wait=off"]) as g:
@@ -174,8 +160,8 @@ def test_migration(mode, backend, workdir, figures):
                 dd.close()
 
 
-def test_migration_cancelled(workdir, figures):
-    kernel = kernel_or_skip()
+def test_migration_cancelled(agent_kernel, workdir, figures):
+    kernel = agent_kernel
     sq = workdir / "src.qmp"
     with Guest(kernel, ram_mib=RAM_MIB, fpr=False, backend="memfd",
                extra_args=["-qmp", f"unix:{sq},server=on,wait=off"]) as g:

@@ -334,6 +334,20 @@ static int peer_connect(const char *script, struct qmp **ret_q, int expect)
 	return sv[0];
 }
 
+/*
+ * A connected client, and a child process that plays its peer (the child
+ * sees 0, the parent the child's pid, as from fork()).
+ */
+static pid_t peer_fork(struct qmp **ret_q, int *ret_peer)
+{
+	pid_t child;
+
+	*ret_peer = peer_connect(GREETING CAPS_OK, ret_q, 0);
+	child = fork();
+	assert_true(child >= 0);
+	return child;
+}
+
 struct reply_case {
 	const char *name;
 	const char *lines;	/* what the peer sends after the command */
@@ -453,9 +467,7 @@ static void test_peer_event_flood(void **state)
 	int peer;
 	pid_t child;
 
-	peer = peer_connect(GREETING CAPS_OK, &q, 0);
-	child = fork();
-	assert_true(child >= 0);
+	child = peer_fork(&q, &peer);
 	if (child == 0) {
 		for (int i = 0; i < QMP_EVENT_QUEUE_MAX + 10; i++) {
 			snprintf(line, sizeof(line), "{\"event\": \"E%d\"}\n", i);
@@ -483,9 +495,7 @@ static void test_peer_line_too_long(void **state)
 	int peer;
 	pid_t child;
 
-	peer = peer_connect(GREETING CAPS_OK, &q, 0);
-	child = fork();
-	assert_true(child >= 0);
+	child = peer_fork(&q, &peer);
 	if (child == 0) {
 		static char chunk[1 << 16];
 
