@@ -287,12 +287,14 @@ class Soak:
         seen = {}
 
         def during():
+            # the daemon first: a short post-copy (the rest streams in a
+            # second or two) may be over by the time a guest command returns
+            seen["state"] = mig(dS)["state"]
+            seen["refused"] = refused(dS)
             on = dst if postcopy else g
             if self.pressure is not None:
                 on.check(f"(memcheck start --mib {pmib} --id {pid} --seed {n} "
                          f">/tmp/{pid}.log 2>&1; echo $? >/tmp/{pid}.rc) >/dev/null 2>&1 &")
-            seen["refused"] = refused(dS)
-            seen["state"] = mig(dS)["state"]
 
         t0 = time.monotonic()
         with PeakSampler(g, dst) as peak:
