@@ -40,7 +40,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,52 +53,20 @@ STOCK_QEMU = "/usr/bin/qemu-system-x86_64"
 KINDS = ("file", "memfd", "anon")
 
 
-class Qmp:
-    """A minimal QMP client on a unix socket."""
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "tests"))
+from harness.qmp import QMP  # noqa: E402  (the tests' QMP client)
+
+
+class Qmp(QMP):
+    """The tests' QMP client, with arguments spelt the Python way
+    (max_bandwidth= for "max-bandwidth") and a longer default timeout."""
 
     def __init__(self, path, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(path)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.sock.settimeout(timeout)
-        self.buf = b""
-        self.events = []
-        self._read()  # greeting
-        self.cmd("qmp_capabilities")
-
-    def _read(self):
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("QMP socket closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
+        super().__init__(path, timeout)
 
     def cmd(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = {k.replace("_", "-"): v for k, v in args.items()}
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            r = self._read()
-            if "event" in r:
-                self.events.append(r)
-                continue
-            if "error" in r:
-                raise RuntimeError(f"QMP {name}: {r['error']['desc']}")
-            return r["return"]
-
-    def close(self):
-        self.sock.close()
+        return self.command(name, **{k.replace("_", "-"): v for k, v in args.items()})
 
 
 @dataclasses.dataclass
