@@ -10,6 +10,9 @@
 #   make qemu       Debian's QEMU 7.2 with qemu-patches/ applied, into
 #                   build/qemu/qemu-system-x86_64 (installs its build deps
 #                   as root; see qemu-patches/README.md)
+#   make qemu-test  the same series with only the test harness's devices, into
+#                   build/qemu-test/ (what make check builds and migrates with;
+#                   cached in /var/cache/vmdefrag-tests/qemu-bin by its inputs)
 #   make migration-soak HOPS=N [QEMU=path] [QEMU_B=path] [KERNEL=release]
 #                   migrates a fragmented, reclaimed guest back and forth
 #                   N times between two local QEMUs (side A's binary QEMU,
@@ -44,7 +47,7 @@ export BUILD
 
 .PHONY: all deps lib daemon agent module guest unit fuzz check check-unit \
 	check-integration demo bench clean dkms-install install-guest check-slow \
-	install uninstall qemu migration-soak
+	install uninstall qemu qemu-test migration-soak
 
 all: lib daemon agent module guest
 
@@ -59,6 +62,10 @@ lib:
 # Debian's QEMU 7.2 with qemu-patches/series: build/qemu/qemu-system-x86_64
 qemu:
 	@qemu-patches/build.sh
+
+# the same with the test harness's devices only: build/qemu-test/
+qemu-test:
+	@QEMU_DEVICES=test qemu-patches/build.sh
 
 daemon: lib
 	$(MAKE) -C daemon
@@ -90,7 +97,7 @@ fuzz: daemon
 	$(MAKE) -C tests/fuzz
 
 check: deps
-	$(MAKE) all unit fuzz
+	$(MAKE) all unit fuzz qemu-test
 	/usr/bin/python3 tests/run-checks
 
 demo: deps

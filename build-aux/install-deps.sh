@@ -3,6 +3,10 @@
 # tests, the demo and the benchmarks need.  Idempotent: when everything is
 # already installed it prints nothing and touches nothing.
 #
+# The last line are the build dependencies of the patched QEMU that
+# `make check` builds (qemu-patches/build.sh, which adds the deb-src entry
+# for its source package itself).
+#
 # Guest kernels: Debian's default 6.1 (linux-image-amd64) and the newest
 # 6.12 backport image available, resolved here at install time.  Any
 # installed 6.12 satisfies the check, so a machine is not upgraded behind
@@ -15,7 +19,9 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       python3 python3-pytest python3-pytest-timeout
       linux-image-amd64 linux-headers-amd64 linux-source-6.1
       libvirt-daemon-system libvirt-clients dkms libxml2-dev debootstrap
-      shellcheck systemd"
+      shellcheck systemd
+      ninja-build meson libglib2.0-dev libpixman-1-dev libfdt-dev flex bison
+      dpkg-dev patch"
 
 missing=""
 for p in $PKGS; do

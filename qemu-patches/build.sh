@@ -1,6 +1,11 @@
 #!/bin/sh
-# Builds Debian 12's QEMU 7.2 with the vmdefrag patch series applied:
-# build/qemu/qemu-system-x86_64 (make qemu).
+# Builds Debian 12's QEMU 7.2 with the vmdefrag patch series applied.
+#
+#   QEMU_DEVICES=default  (make qemu)       build/qemu/qemu-system-x86_64,
+#       QEMU's default device set: what a libvirt domain may use.
+#   QEMU_DEVICES=test     (make qemu-test)  build/qemu-test/qemu-system-x86_64,
+#       only the devices of the test harness (devices-test.mak): about half
+#       the objects to compile, which is what lets `make check` build it.
 #
 #   1. as root, installs the build dependencies and a deb-src entry for the
 #      bookworm sources if they are missing (a fresh Debian 12 has neither);
@@ -9,23 +14,38 @@
 #      every patch of qemu-patches/series with patch -p1, which must apply
 #      cleanly (no fuzz);
 #   4. configures a minimal tree (x86_64-softmmu, tcg + kvm, no docs) and
-#      builds qemu-system-x86_64.
+#      builds qemu-system-x86_64, whose version string (QMP query-version's
+#      "package", -version) carries "vmdefrag-patches" and the series' hash:
+#      that is how vmdefragd and the tests recognise a patched QEMU.
 #
-# A build is keyed by the hash of the source package and of the series: the
-# same inputs reuse build/qemu/tree-<hash>/ and only relink if needed; a change
-# to any patch starts from a clean unpack.
+# A build is keyed by the hash of its inputs (the source package, the series,
+# this script, the device list): the same inputs reuse the binary in
+# $QEMU_BIN_CACHE (/var/cache/vmdefrag-tests/qemu-bin/<hash>/, as root, where
+# the test kernels are cached too) or build/<out>/tree-<hash>/, which only
+# relinks if needed; a change to any of them starts from a clean unpack.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 BUILD=${BUILD:-$top/build}
-out=$BUILD/qemu
+QEMU_DEVICES=${QEMU_DEVICES:-default}
+case $QEMU_DEVICES in
+default) out=$BUILD/qemu; devices_mak= ;;
+test)    out=$BUILD/qemu-test; devices_mak=$here/devices-test.mak ;;
+*)       echo "make qemu: QEMU_DEVICES must be default or test, not '$QEMU_DEVICES'" >&2
+	 exit 1 ;;
+esac
 # the source package is cached where tests cache their downloads (as root),
 # or under build/
 if [ -z "${QEMU_SRC_CACHE:-}" ]; then
 	QEMU_SRC_CACHE=/var/cache/vmdefrag-tests/qemu-src
 	mkdir -p "$QEMU_SRC_CACHE" 2>/dev/null && [ -w "$QEMU_SRC_CACHE" ] ||
 		QEMU_SRC_CACHE=$BUILD/qemu-src
+fi
+if [ -z "${QEMU_BIN_CACHE:-}" ]; then
+	QEMU_BIN_CACHE=/var/cache/vmdefrag-tests/qemu-bin
+	mkdir -p "$QEMU_BIN_CACHE" 2>/dev/null && [ -w "$QEMU_BIN_CACHE" ] ||
+		QEMU_BIN_CACHE=
 fi
 QEMU_SRC_VERSION=${QEMU_SRC_VERSION:-}   # e.g. 1:7.2+dfsg-7+deb12u18; default: newest in apt
 DEPS="ninja-build meson libglib2.0-dev libpixman-1-dev libfdt-dev flex bison
@@ -100,12 +120,23 @@ patches() { grep -v -e '^#' -e '^[[:space:]]*$' "$here/series"; }
 install_deps
 dsc=$(fetch_source)
 # shellcheck disable=SC2046  # patch names have no spaces
-hash=$( (sha256sum "$dsc"; cd "$here" && sha256sum series $(patches)) |
+series_hash=$( (sha256sum "$dsc"; cd "$here" && sha256sum series $(patches)) |
+	sha256sum | cut -c1-16)
+hash=$( (echo "$series_hash $QEMU_DEVICES"; sha256sum "$0" $devices_mak) |
 	sha256sum | cut -c1-16)
 tree=$out/tree-$hash
 bin=$out/qemu-system-x86_64
+cached=${QEMU_BIN_CACHE:+$QEMU_BIN_CACHE/$hash/qemu-system-x86_64}
 
 if [ -x "$bin" ] && [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$hash" ]; then
+	exit 0
+fi
+if [ -n "$cached" ] && [ -x "$cached" ]; then
+	mkdir -p "$out"
+	cp "$cached" "$bin.tmp"
+	mv "$bin.tmp" "$bin"
+	echo "$hash" >"$out/stamp"
+	log "$bin: built before ($cached)"
 	exit 0
 fi
 
@@ -120,14 +151,23 @@ if [ ! -f "$tree/applied" ]; then
 		patch -d "$tree/src" -p1 -F0 -N --quiet <"$here/$p" ||
 			die "$p does not apply cleanly"
 	done
+	[ -z "$devices_mak" ] ||
+		cp "$devices_mak" "$tree/src/configs/devices/x86_64-softmmu/vmdefrag-test.mak"
 	touch "$tree/applied"
 fi
 
 if [ ! -f "$tree/obj/build.ninja" ]; then
 	mkdir -p "$tree/obj"
-	log "configure"
+	log "configure (devices: $QEMU_DEVICES)"
+	if [ -n "$devices_mak" ]; then
+		set -- --without-default-devices --with-devices-x86_64=vmdefrag-test
+	else
+		set --
+	fi
+	pkgversion="$(dpkg-parsechangelog -l "$tree/src/debian/changelog" -S Version)"
 	(cd "$tree/obj" && ../src/configure --target-list=x86_64-softmmu \
-		--without-default-features --enable-tcg --enable-kvm \
+		--with-pkgversion="Debian $pkgversion, vmdefrag-patches $series_hash" \
+		"$@" --without-default-features --enable-tcg --enable-kvm \
 		--enable-fdt=system --disable-install-blobs --disable-docs \
 		--firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu \
 		>../configure.log 2>&1) ||
@@ -140,6 +180,10 @@ ninja -C "$tree/obj" qemu-system-x86_64 >"$tree/ninja.log" 2>&1 ||
 cp "$tree/obj/qemu-system-x86_64" "$bin.tmp"
 mv "$bin.tmp" "$bin"
 echo "$hash" >"$out/stamp"
+if [ -n "$cached" ]; then
+	mkdir -p "${cached%/*}"
+	cp "$bin" "$cached.tmp" && mv "$cached.tmp" "$cached"
+fi
 # older trees are of no use once a newer series built
 for d in "$out"/tree-*/; do
 	[ "$d" = "$tree/" ] || rm -rf "$d"

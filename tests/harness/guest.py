@@ -88,6 +88,31 @@ def default_qemu():
     return os.environ.get("VMDEFRAG_QEMU") or "qemu-system-x86_64"
 
 
+PATCHED_MARK = "vmdefrag-patches"
+
+
+def patched_qemu():
+    """The QEMU built with qemu-patches/, or None: $VMDEFRAG_PATCHED_QEMU,
+    else `make qemu`'s build/qemu/ binary, else `make qemu-test`'s
+    build/qemu-test/ one (what `make check` builds).  A binary whose
+    version does not carry the series' mark is refused, so a stale or
+    foreign binary cannot pass for the patched one."""
+    env = os.environ.get("VMDEFRAG_PATCHED_QEMU")
+    candidates = [Path(env)] if env else [BUILD / "qemu/qemu-system-x86_64",
+                                         BUILD / "qemu-test/qemu-system-x86_64"]
+    for path in candidates:
+        if not os.access(path, os.X_OK):
+            continue
+        version = subprocess.run([str(path), "-version"], capture_output=True,
+                                 text=True, timeout=30).stdout
+        if PATCHED_MARK not in version:
+            raise RuntimeError(f"{path} is not a vmdefrag-patched QEMU "
+                               f"(no {PATCHED_MARK!r} in its -version): "
+                               f"rebuild it with make qemu-test")
+        return str(path)
+    return None
+
+
 def _pdeathsig():
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -15,10 +15,10 @@ the soak's docstring.
   stock-precopy  the same with precopy, postcopy, precopy: under TCG it is
                  skipped, with the reason: QEMU 7.2 loses guest writes in a
                  precopy under TCG whatever vmdefrag does (below)
-  patched-stock  the patched build (build/qemu/qemu-system-x86_64, `make
-                 qemu`) on side A, stock on side B, precopy, postcopy,
-                 precopy: every precopy hop has the patched QEMU as its
-                 source; skipped when it is not built
+  patched-stock  the patched build (harness.guest.patched_qemu(): what
+                 `make check` builds with `make qemu-test`) on side A,
+                 stock on side B, precopy, postcopy, precopy: every
+                 precopy hop has the patched QEMU as its source
 
 Why stock precopy is skipped under TCG: QEMU 7.2's dirty-bitmap sync
 (cpu_physical_memory_sync_dirty_bitmap's fast path, include/exec/ram_addr.h)
@@ -34,11 +34,8 @@ the patched build carries the same fix (qemu-patches).
 """
 import pytest
 
-from harness.guest import BUILD, accelerator, default_qemu, guest_kernels
+from harness.guest import BUILD, accelerator, default_qemu, guest_kernels, patched_qemu
 from soak.migration_soak import STOCK_QEMU, Soak
-
-PATCHED = BUILD / "qemu/qemu-system-x86_64"
-
 
 MODES = {"stock-postcopy": ("postcopy", ["postcopy"] * 3),
          "stock-precopy": ("alternate", ["precopy", "postcopy", "precopy"]),
@@ -58,9 +55,10 @@ def test_migration_soak(pair, workdir, figures):
                         "in 9.0 and in qemu-patches): see this file's docstring")
         qemu_a = qemu_b = default_qemu()
     else:
-        if not PATCHED.exists():
-            pytest.skip(f"no patched QEMU at {PATCHED} (make qemu)")
-        qemu_a, qemu_b = str(PATCHED), STOCK_QEMU
+        patched = patched_qemu()
+        if patched is None:
+            pytest.skip("no patched QEMU (make qemu-test; make check builds it)")
+        qemu_a, qemu_b = patched, STOCK_QEMU
     lines = []
 
     def out(line):
