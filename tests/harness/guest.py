@@ -93,13 +93,14 @@ PATCHED_MARK = "vmdefrag-patches"
 
 def patched_qemu():
     """The QEMU built with qemu-patches/, or None: $VMDEFRAG_PATCHED_QEMU,
-    else `make qemu`'s build/qemu/ binary, else `make qemu-test`'s
-    build/qemu-test/ one (what `make check` builds).  A binary whose
+    else `make qemu-test`'s build/qemu-test/ binary (what `make check`
+    builds, so never older than the series), else `make qemu`'s
+    build/qemu/ one.  A binary whose
     version does not carry the series' mark is refused, so a stale or
     foreign binary cannot pass for the patched one."""
     env = os.environ.get("VMDEFRAG_PATCHED_QEMU")
-    candidates = [Path(env)] if env else [BUILD / "qemu/qemu-system-x86_64",
-                                         BUILD / "qemu-test/qemu-system-x86_64"]
+    candidates = [Path(env)] if env else [BUILD / "qemu-test/qemu-system-x86_64",
+                                         BUILD / "qemu/qemu-system-x86_64"]
     for path in candidates:
         if not os.access(path, os.X_OK):
             continue
