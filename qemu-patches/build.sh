@@ -20,7 +20,7 @@
 #
 # A build is keyed by the hash of its inputs (the source package, the series,
 # this script, the device list): the same inputs reuse the binary in
-# $QEMU_BIN_CACHE (/var/cache/vmdefrag-tests/qemu-bin/<hash>/, as root, where
+# $QEMU_BIN_CACHE (/var/cache/vmdefrag-tests/qemu-bin/<devices>-<hash>/, as root, where
 # the test kernels are cached too) or build/<out>/tree-<hash>/, which only
 # relinks if needed; a change to any of them starts from a clean unpack.
 set -eu
@@ -120,13 +120,14 @@ patches() { grep -v -e '^#' -e '^[[:space:]]*$' "$here/series"; }
 install_deps
 dsc=$(fetch_source)
 # shellcheck disable=SC2046  # patch names have no spaces
-series_hash=$( (sha256sum "$dsc"; cd "$here" && sha256sum series $(patches)) |
+series_hash=$( (sha256sum <"$dsc"; cd "$here" && sha256sum series $(patches)) |
 	sha256sum | cut -c1-16)
-hash=$( (echo "$series_hash $QEMU_DEVICES"; sha256sum "$0" $devices_mak) |
+# contents only: the same inputs give the same hash in any checkout
+hash=$( (echo "$series_hash $QEMU_DEVICES"; cat "$0" ${devices_mak:+"$devices_mak"}) |
 	sha256sum | cut -c1-16)
 tree=$out/tree-$hash
 bin=$out/qemu-system-x86_64
-cached=${QEMU_BIN_CACHE:+$QEMU_BIN_CACHE/$hash/qemu-system-x86_64}
+cached=${QEMU_BIN_CACHE:+$QEMU_BIN_CACHE/$QEMU_DEVICES-$hash/qemu-system-x86_64}
 
 if [ -x "$bin" ] && [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$hash" ]; then
 	exit 0
@@ -181,6 +182,10 @@ cp "$tree/obj/qemu-system-x86_64" "$bin.tmp"
 mv "$bin.tmp" "$bin"
 echo "$hash" >"$out/stamp"
 if [ -n "$cached" ]; then
+	# one binary per device set: older inputs are of no use any more
+	for d in "$QEMU_BIN_CACHE/$QEMU_DEVICES"-*/; do
+		[ "$d" = "${cached%/*}/" ] || rm -rf "$d"
+	done
 	mkdir -p "${cached%/*}"
 	cp "$bin" "$cached.tmp" && mv "$cached.tmp" "$cached"
 fi

@@ -10,3 +10,9 @@ CONFIG_VIRTIO_MEM=y
 CONFIG_VIRTIO_RNG=y
 CONFIG_VIRTIO_BLK=y
 CONFIG_PCIE_PORT=y
+# what stock Debian QEMU's q35 instantiates by default and migrates: without
+# them a stock source's stream carries sections (hpet, vmmouse) this build
+# cannot load, and a stock -> patched migration fails
+CONFIG_HPET=y
+CONFIG_VMPORT=y
+CONFIG_VMMOUSE=y
