@@ -21,6 +21,8 @@
 #define CONFIG_ERR_MAX		512
 
 #define CONFIG_DEFAULT_SOCKET	"/run/vmdefragd.sock"
+/* read when vmdefragd has no --config and it exists */
+#define CONFIG_DEFAULT_PATH	"/etc/vmdefrag/vmdefragd.conf"
 #define CONFIG_DEFAULT_MODE	0660
 
 struct config_vm {

@@ -1297,3 +1297,8 @@ void reclaim_free(struct reclaim *rc)
 	free(rc->scratch);
 	free(rc);
 }
+
+void reclaim_set_params(struct reclaim *rc, const struct reclaim_params *params)
+{
+	rc->par = *params;
+}

@@ -105,6 +105,8 @@ int reclaim_new(struct loop *loop, const char *vm_name, struct session *session,
 		const struct reclaim_params *params, struct reclaim **ret_rc);
 /* Call after the session is freed (its callbacks may still reach rc). */
 void reclaim_free(struct reclaim *rc);
+/* New limits (a config reload): the next operation and request use them. */
+void reclaim_set_params(struct reclaim *rc, const struct reclaim_params *params);
 
 /*
  * The VM's RAM layout from QEMU, or NULL when QEMU is detached (a running

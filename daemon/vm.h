@@ -38,6 +38,13 @@ void vm_list_free(struct vm_list *l);
 int vm_new(struct loop *loop, const struct config *cfg,
 	   const struct config_vm *conf, struct vm **ret_vm);
 void vm_free(struct vm *vm);
+/*
+ * A config reload: the limits that may change while the VM runs (floor,
+ * max_reclaim, rates, request timeout, reconnect backoff, the collapse
+ * pass's CPU share) from conf and cfg; name, qmp and channel stay.
+ */
+void vm_apply_config(struct vm *vm, const struct config *cfg,
+		     const struct config_vm *conf);
 
 /* Attaches to QEMU (retrying with backoff) and starts the guest session. */
 void vm_start(struct vm *vm);
