@@ -73,6 +73,7 @@ enum ctl_exit {
 	CTL_EXIT_PERMISSION	= 4,	/* not allowed to use the socket */
 	CTL_EXIT_UNKNOWN_VM	= 5,
 	CTL_EXIT_NOT_READY	= 6,	/* the VM's guest session is not ready */
+	CTL_EXIT_TIMEOUT	= 7,	/* no answer within --timeout */
 };
 
 enum ctl_cmd {

@@ -16,6 +16,13 @@
  * progress line on a terminal (rewritten with \r), and exits 0 only if
  * the whole size was moved, else 1 with the daemon's reason.
  *
+ * Every call to the daemon is bounded: --timeout SECONDS, or a default per
+ * command (ctl_client.h); past it the call fails with CTL_EXIT_TIMEOUT.
+ * With --wait, --timeout bounds the whole wait (the operation goes on in
+ * the daemon) and each poll keeps the default.  With --json a failure is
+ * also a JSON object on stdout (ctl_exit.h), so a script reading stdout
+ * always gets one object.
+ *
  * Two commands serve the libvirt integration.  notify is what the libvirt
  * qemu hook runs: one request with a short deadline (CTL_NOTIFY_TIMEOUT_MS
  * for connect and answer), so a wedged daemon cannot hold libvirtd up.
@@ -37,11 +44,13 @@
 #include <json-c/json.h>
 
 #include "cleanup.h"
+#include "clock.h"
 #include "ctl_check_domain.h"
 #include "ctl_client.h"
 #include "ctl_exit.h"
 #include "ctl_proto.h"
 #include "ctl_render.h"
+#include "log.h"
 #include "size.h"
 
 #define CTL_POLL_MS	250	/* --wait: progress polling interval */
@@ -55,11 +64,11 @@ static const char *pos0_name(enum ctl_cmd cmd)
 static void usage(FILE *f)
 {
 	fprintf(f,
-"Usage: vmdefragctl [--socket PATH] status [VM] [--json]\n"
-"       vmdefragctl [--socket PATH] scan VM [--json]\n"
-"       vmdefragctl [--socket PATH] reclaim VM SIZE [--wait] [--json]\n"
-"       vmdefragctl [--socket PATH] return VM SIZE [--wait] [--json]\n"
-"       vmdefragctl [--socket PATH] notify DOMAIN EVENT\n"
+"Usage: vmdefragctl [--socket PATH] [--timeout S] status [VM] [--json]\n"
+"       vmdefragctl [--socket PATH] [--timeout S] scan VM [--json]\n"
+"       vmdefragctl [--socket PATH] [--timeout S] reclaim VM SIZE [--wait] [--json]\n"
+"       vmdefragctl [--socket PATH] [--timeout S] return VM SIZE [--wait] [--json]\n"
+"       vmdefragctl [--socket PATH] [--timeout S] notify DOMAIN EVENT\n"
 "       vmdefragctl check-domain NAME [--connect URI]\n"
 "       vmdefragctl check-domain --xml FILE\n"
 "\n"
@@ -89,7 +98,13 @@ static void usage(FILE *f)
 "  --wait        wait for the operation, showing progress; exit 0 only when\n"
 "                the whole SIZE was moved\n"
 "  --socket PATH vmdefragd's control socket (default %s)\n"
-"  --json        print the daemon's JSON answer\n"
+"  --timeout S   give up on the daemon after S seconds (decimals allowed):\n"
+"                connecting and its answer, exit status 7.  Default: %d s,\n"
+"                %d s for scan, %d s for notify; with --wait, S bounds the\n"
+"                whole wait (default: none; the operation goes on)\n"
+"  --json        print the daemon's JSON answer; a failure is also printed\n"
+"                on stdout, as {\"ok\": false, \"error\": CODE, \"message\":\n"
+"                TEXT, \"exit_code\": N}\n"
 "\n"
 "Exit status:\n"
 "  0  success\n"
@@ -99,14 +114,43 @@ static void usage(FILE *f)
 "  4  permission denied on the control socket\n"
 "  5  unknown VM\n"
 "  6  the VM's guest session is not ready (no agent answering)\n"
+"  7  the daemon did not answer within --timeout\n"
 "check-domain: 0 nothing lacks, 1 something lacks, 2 bad arguments or an\n"
 "unreadable XML file, 3 libvirt unreachable, 4 permission denied,\n"
 "5 no such domain\n",
-		CTL_NOTIFY_TIMEOUT_MS / 1000, CTL_DEFAULT_SOCKET);
+		CTL_NOTIFY_TIMEOUT_MS / 1000, CTL_DEFAULT_SOCKET,
+		CTL_CLIENT_TIMEOUT_MS / 1000, CTL_CLIENT_SCAN_TIMEOUT_MS / 1000,
+		CTL_NOTIFY_TIMEOUT_MS / 1000);
 }
 
-/* --wait: poll the operation until it ends; the exit status. */
-static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json)
+/* --timeout SECONDS (> 0, decimals allowed) into ms; -1 if it is not one. */
+static int ctl_parse_timeout(const char *s)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (!*s || *end || errno || !(v > 0) || v > 1e6)
+		return -1;
+	return v * 1000 < 1 ? 1 : (int)(v * 1000);
+}
+
+static int ctl_bad_timeout(const char *s)
+{
+	return ctl_exit_fail(CTL_EXIT_USAGE, "--timeout '%s': not a number of "
+			     "seconds above 0 (e.g. 5 or 0.5)", s);
+}
+
+/* The --timeout given, in ms, or 0 for the command's default. */
+static int ctl_timeout_ms;
+
+/*
+ * --wait: poll the operation until it ends or --timeout passes; the exit
+ * status.
+ */
+static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json,
+		       uint64_t start_ms)
 {
 	struct ctl_request req = { .cmd = CTL_CMD_OP, .id = id };
 	bool tty = isatty(STDOUT_FILENO) && !json;
@@ -121,6 +165,14 @@ static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json)
 		struct timespec ts = { 0, CTL_POLL_MS * 1000000L };
 		const char *state;
 
+		/* each poll: the default, or what is left of --timeout */
+		if (ctl_timeout_ms) {
+			uint64_t end = start_ms + (uint64_t)ctl_timeout_ms, now = clock_now_ms();
+			uint64_t left = end > now ? end - now : 1;
+
+			ctl_client_set_timeout_ms(left < CTL_CLIENT_TIMEOUT_MS ?
+						  (int)left : CTL_CLIENT_TIMEOUT_MS);
+		}
 		r = ctl_client_call(path, &req, &resp, &text);
 		if (r) {
 			if (tty)
@@ -132,24 +184,41 @@ static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json)
 		ctl_render_op_line(op, line, sizeof(line));
 		if (strcmp(state, "running") != 0) {
 			const char *note = ctl_client_str(op, "reback_note");
+			bool done = strcmp(state, "done") == 0;
 
-			if (json)
+			/* with --json, a failure is its error object alone */
+			if (json && done)
 				printf("%s\n", text);
-			else
+			else if (!json)
 				printf("%s%s\n", tty ? "\r\033[K" : "", line);
 			if (!json && note)
 				printf("warning: re-backed as '%s': %s\n",
 				       ctl_client_str(op, "reback"), note);
-			if (strcmp(state, "done") == 0)
+			if (done)
 				return CTL_EXIT_OK;
-			return ctl_exit_fail(CTL_EXIT_FAILED, "%s %s: %s",
-					     ctl_client_str(op, "kind"), state,
-					     ctl_client_str(op, "reason") ?:
-					     "no reason given");
+			fflush(stdout);
+			return ctl_exit_fail_as(CTL_EXIT_FAILED, state, "operation", op,
+						"%s %s: %s", ctl_client_str(op, "kind"),
+						state, ctl_client_str(op, "reason") ?:
+						"no reason given");
 		}
 		if (tty) {
 			printf("\r\033[K%s", line);
 			fflush(stdout);
+		}
+		if (ctl_timeout_ms &&
+		    clock_now_ms() + CTL_POLL_MS >= start_ms + (uint64_t)ctl_timeout_ms) {
+			char secs[32];
+
+			if (tty)
+				printf("\n");
+			fflush(stdout);
+			return ctl_exit_fail_as(CTL_EXIT_TIMEOUT, NULL, "operation", op,
+						"%s #%u on %s still running after %s "
+						"(--timeout); it goes on: vmdefragctl "
+						"status %s", ctl_client_str(op, "kind"),
+						id, vm, ctl_client_seconds(ctl_timeout_ms,
+						secs, sizeof(secs)), vm);
 		}
 		nanosleep(&ts, NULL);
 	}
@@ -178,7 +247,8 @@ static int ctl_notify(const char *path, int argc, char **argv)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "unknown event '%s' (prepare, "
 				     "started, stopped or release)", argv[2]);
 	strcpy(req.vm, argv[1]);
-	ctl_client_set_timeout_ms(CTL_NOTIFY_TIMEOUT_MS);
+	if (!ctl_timeout_ms)
+		ctl_client_set_timeout_ms(CTL_NOTIFY_TIMEOUT_MS);
 	r = ctl_client_call(path, &req, &resp, NULL);
 	if (r)
 		return r;
@@ -199,18 +269,29 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 	int npos = 0, r;
 
 	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0)
+		if (strcmp(argv[i], "--json") == 0) {
 			*json = true;
-		else if (strcmp(argv[i], "--wait") == 0)
+		} else if (strcmp(argv[i], "--wait") == 0) {
 			*wait = true;
-		else if (argv[i][0] == '-' && argv[i][1])
+		} else if (strcmp(argv[i], "--timeout") == 0 ||
+			   strncmp(argv[i], "--timeout=", 10) == 0) {
+			const char *v = argv[i][9] == '=' ? argv[i] + 10 : argv[++i];
+
+			if (!v)
+				return ctl_exit_fail(CTL_EXIT_USAGE, "option '--timeout' "
+						     "needs an argument (see --help)");
+			ctl_timeout_ms = ctl_parse_timeout(v);
+			if (ctl_timeout_ms < 0)
+				return ctl_bad_timeout(v);
+		} else if (argv[i][0] == '-' && argv[i][1]) {
 			return ctl_exit_fail(CTL_EXIT_USAGE, "unknown option '%s' "
 					     "(see --help)", argv[i]);
-		else if (npos < 3)
+		} else if (npos < 3) {
 			pos[npos++] = argv[i];
-		else
+		} else {
 			return ctl_exit_fail(CTL_EXIT_USAGE, "too many arguments "
 					     "(see --help)");
+		}
 	}
 	if (npos == 0)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "no command given (status or "
@@ -259,6 +340,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -267,13 +349,24 @@ int main(int argc, char **argv)
 	const char *socket_path = CTL_DEFAULT_SOCKET;
 	struct ctl_request req = { 0 };
 	bool json = false, wait = false;
+	uint64_t start_ms = clock_now_ms();
 	int c, r;
 
+	log_setup("vmdefragctl");
+	/* --json anywhere: even an error in the arguments before it is JSON */
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--json") == 0)
+			ctl_exit_set_json(true);
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': socket_path = optarg; break;
 		case 'j': json = true; break;
+		case 't':
+			ctl_timeout_ms = ctl_parse_timeout(optarg);
+			if (ctl_timeout_ms < 0)
+				return ctl_bad_timeout(optarg);
+			break;
 		case 'h': usage(stdout); return 0;
 		case ':':
 			return ctl_exit_fail(CTL_EXIT_USAGE, "option '%s' needs an "
@@ -283,6 +376,8 @@ int main(int argc, char **argv)
 					     "--help)", argv[optind - 1]);
 		}
 	}
+	if (ctl_timeout_ms)
+		ctl_client_set_timeout_ms(ctl_timeout_ms);
 	if (optind < argc && strcmp(argv[optind], "notify") == 0)
 		return ctl_notify(socket_path, argc - optind, argv + optind);
 	if (optind < argc && strcmp(argv[optind], "check-domain") == 0)
@@ -290,6 +385,10 @@ int main(int argc, char **argv)
 	r = ctl_parse_command(argc - optind, argv + optind, &req, &json, &wait);
 	if (r)
 		return r;
+	if (ctl_timeout_ms)
+		ctl_client_set_timeout_ms(ctl_timeout_ms);
+	else if (req.cmd == CTL_CMD_SCAN)
+		ctl_client_set_timeout_ms(CTL_CLIENT_SCAN_TIMEOUT_MS);
 	r = ctl_client_call(socket_path, &req, &resp, &answer);
 	if (r)
 		return r;
@@ -299,7 +398,7 @@ int main(int argc, char **argv)
 		char b[32];
 
 		if (wait)
-			return ctl_wait_op(socket_path, req.vm, id, json);
+			return ctl_wait_op(socket_path, req.vm, id, json, start_ms);
 		if (json)
 			printf("%s\n", answer);
 		else
