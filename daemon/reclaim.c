@@ -1205,6 +1205,17 @@ void reclaim_stop(struct reclaim *rc, const char *why)
 		reclaim_op_end(rc, RECLAIM_OP_STOPPED, -ECANCELED, "%s", why);
 }
 
+int reclaim_cancel(struct reclaim *rc, uint32_t id, uint32_t *ret_id)
+{
+	if (!rc->running || (id && rc->op.id != id))
+		return -ESRCH;
+	if (rc->op.kind == RECLAIM_KIND_RECONCILE)
+		return -EBUSY;
+	*ret_id = rc->op.id;
+	reclaim_stop(rc, "cancelled (vmdefragctl cancel)");
+	return 0;
+}
+
 uint64_t reclaim_repunch(struct reclaim *rc)
 {
 	uint64_t freed = 0;

@@ -142,6 +142,14 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 void reclaim_stop(struct reclaim *rc, const char *why);
 
 /*
+ * vmdefragctl cancel: reclaim_stop() of the running reclaim or return if
+ * it is operation id (0: whichever runs); *ret_id is the one stopped.
+ * -ESRCH if none runs (or another one), -EBUSY for a reconcile (the
+ * daemon's own bookkeeping).
+ */
+int reclaim_cancel(struct reclaim *rc, uint32_t id, uint32_t *ret_id);
+
+/*
  * Punches again every block the guest holds reclaimed (acknowledged or
  * not; the guest never touches them): after a live migration that failed
  * or was cancelled, whose scan read them back in.  The bytes freed.

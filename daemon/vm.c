@@ -702,6 +702,11 @@ int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op)
 	return reclaim_get_op(vm->reclaim, id, ret_op);
 }
 
+int vm_cancel_op(struct vm *vm, uint32_t id, uint32_t *ret_id)
+{
+	return reclaim_cancel(vm->reclaim, id, ret_id);
+}
+
 /* ---- lifetime --------------------------------------------------------- */
 
 /* What the session and the reclaim engine take from the configuration. */

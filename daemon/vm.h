@@ -111,5 +111,7 @@ int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, char *err
 		size_t errsz, uint32_t *ret_id);
 /* Operation `id` if it runs, is the last one, or the last reclaim/return; else -ENOENT. */
 int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op);
+/* Stops the running reclaim / return (id, or 0: any): reclaim_cancel(). */
+int vm_cancel_op(struct vm *vm, uint32_t id, uint32_t *ret_id);
 
 #endif /* VDF_VM_H */

@@ -32,6 +32,7 @@
  * errors), ctl_render.c the human output, ctl_check_domain.c the libvirt
  * command; this file parses the command line and drives them.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -68,6 +69,7 @@ static void usage(FILE *f)
 "       vmdefragctl [--socket PATH] [--timeout S] scan VM [--json]\n"
 "       vmdefragctl [--socket PATH] [--timeout S] reclaim VM SIZE [--wait] [--json]\n"
 "       vmdefragctl [--socket PATH] [--timeout S] return VM SIZE [--wait] [--json]\n"
+"       vmdefragctl [--socket PATH] [--timeout S] cancel VM [ID] [--json]\n"
 "       vmdefragctl [--socket PATH] [--timeout S] notify DOMAIN EVENT\n"
 "       vmdefragctl check-domain NAME [--connect URI]\n"
 "       vmdefragctl check-domain --xml FILE\n"
@@ -86,6 +88,9 @@ static void usage(FILE *f)
 "  return VM SIZE   give SIZE of reclaimed memory back, re-backed with\n"
 "                2 MiB folios where the host allows it (not on the hint\n"
 "                backend: the guest keeps its blocks)\n"
+"  cancel VM [ID]   stop the VM's running reclaim or return (operation ID,\n"
+"                if given): the guest's request in flight completes, what\n"
+"                was moved stays moved; a --wait on it exits 1\n"
 "  notify DOMAIN EVENT  tell vmdefragd a libvirt domain was prepared,\n"
 "                started, stopped or released (EVENT: prepare, started,\n"
 "                stopped, release); what the libvirt hook runs, gives up\n"
@@ -305,6 +310,24 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 		req.cmd = CTL_CMD_SCAN;
 		if (npos != 2)
 			return ctl_exit_fail(CTL_EXIT_USAGE, "scan takes exactly one VM");
+	} else if (strcmp(pos[0], "cancel") == 0) {
+		req.cmd = CTL_CMD_CANCEL;
+		if (npos < 2)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "cancel takes a VM and "
+					     "optionally an operation id");
+		if (npos == 3) {
+			char *end;
+			unsigned long long id;
+
+			errno = 0;
+			id = strtoull(pos[2], &end, 10);
+			if (!isdigit((unsigned char)pos[2][0]) || *end || errno ||
+			    id == 0 || id > UINT32_MAX)
+				return ctl_exit_fail(CTL_EXIT_USAGE, "bad operation id "
+						     "'%s' (the number after '#')",
+						     pos[2]);
+			req.id = (uint32_t)id;
+		}
 	} else if (strcmp(pos[0], "reclaim") == 0 || strcmp(pos[0], "return") == 0) {
 		req.cmd = pos[0][2] == 'c' ? CTL_CMD_RECLAIM : CTL_CMD_RETURN;
 		if (npos != 3)
@@ -320,7 +343,7 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 					     pos[2]);
 	} else {
 		return ctl_exit_fail(CTL_EXIT_USAGE, "unknown command '%s' (status, "
-				     "scan, reclaim, return, notify or "
+				     "scan, reclaim, return, cancel, notify or "
 				     "check-domain; see --help)", pos[0]);
 	}
 	if (*wait && req.cmd != CTL_CMD_RECLAIM && req.cmd != CTL_CMD_RETURN)
@@ -409,6 +432,11 @@ int main(int argc, char **argv)
 	}
 	if (json) {
 		printf("%s\n", answer);
+	} else if (req.cmd == CTL_CMD_CANCEL) {
+		char line[256];
+
+		ctl_render_op_line(ctl_client_get(resp, "operation"), line, sizeof(line));
+		printf("%s\n", line);
 	} else if (req.cmd == CTL_CMD_STATUS) {
 		struct json_object *vms = ctl_client_get(resp, "vms");
 

@@ -22,18 +22,26 @@ test_reclaim_cycle  one 1024 MiB guest per kernel, the module and the agent
             releases captured blocks (they were ACKed), the guest keeps
             running with memcheck intact, and status shows the released
             blocks as the guest's.
+test_cancel         `vmdefragctl cancel g ID` in the middle of a big
+                    reclaim that a `--wait` client follows: the operation
+                    ends "stopped", the waiter exits 1 with the reason, the
+                    guest's request in flight completes (every block the
+                    guest holds captured is a hole, and exactly what the
+                    daemon counts), guest data intact, and the VM takes the
+                    next operation.
 test_hint_backend   anonymous RAM without a balloon: reclaim and return
                     refuse with "no reclaim backend", exit 1, one line
                     (the hint backend itself: test_hint.py).
 """
 import signal
+import subprocess
 import time
 
 import pytest
 
 from harness import folios, hostmem
 from harness.guest import Guest, BUILD
-from harness.vmdefragd import Daemon
+from harness.vmdefragd import VMDEFRAGCTL, Daemon
 from test_daemon import PausedQemu, one_error_line
 
 MIB = 1 << 20
@@ -225,6 +233,73 @@ def test_reclaim_cycle(kernel, workdir, figures, shmem_advise):  # noqa: F811
         assert rc == 0, d.text()[-3000:]
         assert "dropping guest session" not in d.text(), d.text()[-3000:]
         g.check("memcheck verify --id a")
+        g.check("kill $(pidof vmdefrag-agent)")
+
+
+def test_cancel(agent_kernel, workdir, shmem_advise):  # noqa: F811
+    qmp2 = workdir / "daemon.qmp"
+    config = "[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n"
+    with Guest(agent_kernel, ram_mib=1024, fpr=False,
+               extra_args=["-qmp", f"unix:{qmp2},server=on,wait=off"]) as g:
+        g.check("insmod /lib/modules/vmdefrag.ko floor_mb=64")
+        g.check("vmdefrag-agent -v >/tmp/agent.log 2>&1 &")
+        g.populate_backing()
+        g.check("memcheck start --mib 64 --id a --seed 5", timeout=300)
+        with Daemon(workdir, [("g", qmp2, g.vdf_socket)], config=config) as d:
+            d.wait_reconciled("g")
+            p = d.ctl("cancel", "g", check=False)
+            assert p.returncode == 1
+            assert one_error_line(p) == ("vmdefragctl: VM 'g': no reclaim or "
+                                         "return is running")
+            p = d.ctl("cancel", "nosuchvm", check=False)
+            assert p.returncode == 5
+
+            size = int(0.8 * meminfo(g, "MemFree")) // BLOCK * BLOCK
+            b0 = g.backing_bytes()
+            waiter = subprocess.Popen([str(VMDEFRAGCTL), "--socket", str(d.socket),
+                                       "reclaim", "g", f"{size // MIB}M", "--wait"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+            try:
+                d.wait_for(lambda: (op(d) or {}).get("state") == "running" and
+                           op(d)["done_bytes"] > 0, "the first progress", 120)
+                oid = op(d)["id"]
+                # another id: refused, the operation goes on
+                p = d.ctl("cancel", "g", str(oid + 1), check=False)
+                assert p.returncode == 1 and f"no reclaim or return #{oid + 1}" in \
+                    one_error_line(p)
+                p = d.ctl("cancel", "g", str(oid), check=False)
+                assert p.returncode == 0, (p.stderr, op(d))
+                assert p.stderr == ""
+                assert p.stdout.startswith(f"reclaim #{oid} on g: "), p.stdout
+                assert "(stopped, " in p.stdout, p.stdout
+                out, err = waiter.communicate(timeout=120)
+            finally:
+                if waiter.poll() is None:
+                    waiter.kill()
+                    waiter.wait()
+            assert waiter.returncode == 1, (out, err)
+            assert err == "vmdefragctl: reclaim stopped: cancelled (vmdefragctl cancel)\n"
+            o = op(d)
+            assert (o["id"], o["state"]) == (oid, "stopped"), o
+            assert 0 < o["done_bytes"] < size, o
+
+            # the request in flight completes: nothing captured is left
+            # unpunched, nothing punched is left unacknowledged
+            d.wait_for(lambda: mem(d)["pending_bytes"] == 0 and
+                       mem(d)["captured_bytes"] == mem(d)["reclaimed_bytes"],
+                       "the request in flight to settle", 60)
+            m = mem(d)
+            assert m["reclaimed_bytes"] == captured_holes(g), (m, captured_holes(g))
+            assert m["reclaimed_bytes"] >= o["punched_bytes"] > 0, (m, o)
+            assert b0 - g.backing_bytes() >= m["reclaimed_bytes"] - 8 * MIB
+            g.check("memcheck verify --id a")
+            # the VM takes the next operation, and the cancelled one's
+            # blocks come back like any others
+            d.ctl("return", "g", "32M", "--wait")
+            assert mem(d)["reclaimed_bytes"] == m["reclaimed_bytes"] - 32 * MIB
+            g.check("memcheck verify --id a")
+        assert "dropping guest session" not in d.text(), d.text()[-3000:]
         g.check("kill $(pidof vmdefrag-agent)")
 
 
