@@ -12,9 +12,13 @@
  * reach the terminal.
  *
  * reclaim / return start an operation in the daemon and print its id; with
- * --wait the client polls the operation ("op") every CTL_POLL_MS, shows a
- * progress line on a terminal (rewritten with \r), and exits 0 only if
- * the whole size was moved, else 1 with the daemon's reason.
+ * --wait the client polls the operation ("op") every CTL_POLL_MS and
+ * exits 0 only if the whole size was moved, else 1 with the daemon's
+ * reason.  Progress: on a terminal one line rewritten with \r, with the
+ * rate so far and the time left at that rate (ctl_progress()); into a
+ * pipe or a file one line per phase -- the start, each round the guest
+ * answered (the op's "rounds" grew), the end -- so a log shows the steps
+ * without a line per poll.
  *
  * Every call to the daemon is bounded: --timeout SECONDS, or a default per
  * command (ctl_client.h); past it the call fails with CTL_EXIT_TIMEOUT.
@@ -150,6 +154,23 @@ static int ctl_bad_timeout(const char *s)
 /* The --timeout given, in ms, or 0 for the command's default. */
 static int ctl_timeout_ms;
 
+/* ", 42.0 MiB/s, about 7 s left" from an op's bytes and time so far. */
+static void ctl_progress(struct json_object *op, char *buf, size_t sz)
+{
+	uint64_t done = ctl_client_u64(op, "done_bytes");
+	uint64_t target = ctl_client_u64(op, "target_bytes");
+	uint64_t ms = ctl_client_u64(op, "elapsed_ms");
+	double rate, left;
+
+	buf[0] = '\0';
+	if (!done || !ms)
+		return;
+	rate = (double)done / ((double)ms / 1000.0);
+	left = target > done ? (double)(target - done) / rate : 0;
+	snprintf(buf, sz, ", %.1f MiB/s, about %.0f s left", rate / (1 << 20),
+		 left);
+}
+
 /*
  * --wait: poll the operation until it ends or --timeout passes; the exit
  * status.
@@ -160,7 +181,8 @@ static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json,
 	struct ctl_request req = { .cmd = CTL_CMD_OP, .id = id };
 	bool tty = isatty(STDOUT_FILENO) && !json;
 	struct json_object *op;
-	char line[256];
+	uint64_t rounds_shown = UINT64_MAX;
+	char line[256], rate[64];
 	int r;
 
 	snprintf(req.vm, sizeof(req.vm), "%s", vm);
@@ -208,7 +230,12 @@ static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json,
 						"no reason given");
 		}
 		if (tty) {
-			printf("\r\033[K%s", line);
+			ctl_progress(op, rate, sizeof(rate));
+			printf("\r\033[K%s%s", line, rate);
+			fflush(stdout);
+		} else if (!json && ctl_client_u64(op, "rounds") != rounds_shown) {
+			rounds_shown = ctl_client_u64(op, "rounds");
+			printf("%s\n", line);
 			fflush(stdout);
 		}
 		if (ctl_timeout_ms &&

@@ -5,9 +5,13 @@ one JSON object on stdout.
 No guest: the peers are a real vmdefragd with a VM that has no QEMU, a
 socket that listens and never answers (a wedged daemon), and a small
 stand-in daemon that answers every request with an operation that stays
-"running" (an operation that takes longer than the caller will wait).
+"running" (an operation that takes longer than the caller will wait),
+or one that progresses round by round (what --wait shows meanwhile).
 """
 import json
+import os
+import pty
+import select
 import socket
 import subprocess
 import threading
@@ -167,3 +171,77 @@ def test_wait_timeout(workdir):
         assert o["error"] == "timeout" and o["operation"]["state"] == "running"
     finally:
         srv.close()
+
+
+class Progressing(RunningForever):
+    """A stand-in vmdefragd whose operation moves 32 MiB a poll, one guest
+    round every two polls, and is done after POLLS polls."""
+    POLLS = 8
+
+    def serve(self):
+        n = 0
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            with c:
+                self.requests.append(json.loads(c.makefile().readline()))
+                done = min(n, self.POLLS) * (32 << 20)
+                op = {"vm": "vm", "id": 4, "kind": "reclaim",
+                      "state": "done" if n >= self.POLLS else "running",
+                      "done_bytes": done, "target_bytes": self.POLLS * (32 << 20),
+                      "elapsed_ms": 250 * (n + 1), "rounds": n // 2, "error": 0}
+                n += 1
+                c.sendall((json.dumps({"ok": True, "operation": op}) + "\n").encode())
+
+
+def test_wait_progress_lines(workdir):
+    """Into a pipe: one line per round, then the end; not one per poll."""
+    srv = Progressing(workdir / "p.sock")
+    try:
+        p, _ = ctl(workdir / "p.sock", "reclaim", "vm", "256M", "--wait")
+    finally:
+        srv.close()
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    lines = p.stdout.splitlines()
+    # polls 1..8 carry rounds 0,1,1,2,2,3,3,4(done): rounds 0..3 once each
+    assert len(srv.requests) == Progressing.POLLS + 1
+    assert [ln.split(": ", 1)[1].split(" (")[0] for ln in lines] == [
+        "32 MiB of 256 MiB", "64 MiB of 256 MiB", "128 MiB of 256 MiB",
+        "192 MiB of 256 MiB", "256 MiB of 256 MiB"], lines
+    assert all(ln.startswith("reclaim #4 on vm: ") for ln in lines)
+    assert "(running, " in lines[0] and "(done, " in lines[-1]
+    assert "\r" not in p.stdout and "left" not in p.stdout
+
+
+def test_wait_progress_tty(workdir):
+    """On a terminal: one line rewritten in place, with rate and time left."""
+    srv = Progressing(workdir / "t.sock")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(VMDEFRAGCTL), "--socket", str(workdir / "t.sock"),
+                                 "reclaim", "vm", "256M", "--wait"],
+                                stdin=subprocess.DEVNULL, stdout=slave,
+                                stderr=subprocess.PIPE)
+        os.close(slave)
+        out = b""
+        while True:
+            r, _, _ = select.select([master], [], [], 20)
+            assert r, out
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+    finally:
+        os.close(master)
+        srv.close()
+    text = out.decode()
+    assert text.count("\r\033[K") >= Progressing.POLLS, text
+    # 64 MiB after 0.75 s: 85.3 MiB/s, 192 MiB left: about 2 s
+    assert "64 MiB of 256 MiB (running, 0.8 s), 85.3 MiB/s, about 2 s left" in text, text
+    assert text.rstrip().endswith("256 MiB of 256 MiB (done, 2.2 s)"), text
