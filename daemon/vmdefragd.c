@@ -390,7 +390,7 @@ int main(int argc, char **argv)
 {
 	struct daemon d = { 0 };
 	struct args a = { 0 };
-	char err[CONFIG_ERR_MAX];
+	char err[CONFIG_ERR_MAX], *config_abs = NULL;
 	struct control *ctl = NULL;
 	struct loop_io sig_io;
 	int r, ready_fd = -1, ret = 1;
@@ -398,6 +398,9 @@ int main(int argc, char **argv)
 	if (parse_args(argc, argv, &a) < 0)
 		return EXIT_USAGE;
 	log_setup("vmdefragd");
+	/* a reload reads it again, after a detached daemon went to / */
+	if (a.config && a.config[0] != '/' && (config_abs = realpath(a.config, NULL)))
+		a.config = config_abs;
 	d.a = a;
 	d.cfg = malloc(sizeof(*d.cfg));
 	if (!d.cfg)
@@ -406,6 +409,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vmdefragd: %s\n", err);
 		free(d.cfg);
 		free(a.vm_specs);
+		free(config_abs);
 		return EXIT_USAGE;
 	}
 	log_set_max_level(d.cfg->log_level);
@@ -486,6 +490,7 @@ out_free:
 	vm_list_free(&d.vms);
 	loop_free(d.loop);
 	free(a.vm_specs);
+	free(config_abs);
 	free(d.cfg);
 	return ret;
 }
