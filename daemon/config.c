@@ -558,12 +558,12 @@ static int config_sock_clash(const struct config *c, const struct config_sock *a
 	char what[CONFIG_ERR_MAX];
 
 	if (a->vm == b->vm)
-		snprintf(what, sizeof(what), "%s '%s' is also its %s", b->key,
-			 b->path, a->key);
+		snprintf(what, sizeof(what), "%s '%s' is also its %s socket",
+			 b->key, b->path, a->key);
 	else
-		snprintf(what, sizeof(what), "%s '%s' is also VM '%s''s %s; each "
-			 "VM needs its own sockets", b->key, b->path, a->vm->name,
-			 a->key);
+		snprintf(what, sizeof(what), "%s '%s' is already the %s socket of "
+			 "VM '%s'; each VM needs its own sockets", b->key, b->path,
+			 a->key, a->vm->name);
 	if (b->line && c->file[0])
 		return config_fail(err, errsz, -EEXIST, "%s:%u: %s", c->file,
 				   b->line, what);

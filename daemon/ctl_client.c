@@ -166,10 +166,13 @@ int ctl_client_call(const char *path, const struct ctl_request *req,
 	    !json_object_object_get_ex(resp, "ok", &v))
 		return ctl_exit_fail(CTL_EXIT_FAILED, "vmdefragd sent an answer "
 				     "that is not a response object");
-	if (!json_object_get_boolean(v))
-		return ctl_exit_fail_as(ctl_proto_exit_code(ctl_client_str(resp, "error")),
-					ctl_client_str(resp, "error"), NULL, NULL,
-					"%s", ctl_client_str(resp, "message") ?: "failed");
+	if (!json_object_get_boolean(v)) {
+		const char *code = ctl_client_str(resp, "error");
+
+		return ctl_exit_fail_as(ctl_proto_exit_code(code), code, NULL, NULL,
+					"%s", ctl_client_str(resp, "message") ?:
+					"failed");
+	}
 	*ret_resp = TAKE_PTR(resp);
 	if (ret_text)
 		*ret_text = TAKE_PTR(answer);

@@ -54,8 +54,9 @@ static int ctl_exit_failv(int code, const char *error, const char *detail_key,
 	if (!o)
 		return code;
 	json_object_object_add(o, "ok", json_object_new_boolean(0));
-	json_object_object_add(o, "error",
-			       json_object_new_string(error ? error : ctl_exit_name(code)));
+	if (!error)
+		error = ctl_exit_name(code);
+	json_object_object_add(o, "error", json_object_new_string(error));
 	json_object_object_add(o, "message", json_object_new_string(msg));
 	json_object_object_add(o, "exit_code", json_object_new_int(code));
 	if (detail_key && detail)

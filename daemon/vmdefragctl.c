@@ -59,6 +59,7 @@
 #include "size.h"
 
 #define CTL_POLL_MS	250	/* --wait: progress polling interval */
+#define CTL_POLL_MIN_ANSWER_MS	1000	/* --wait --timeout: a poll's least wait */
 #define CTL_NOTIFY_TIMEOUT_MS	2000	/* notify: connect + answer */
 
 static const char *pos0_name(enum ctl_cmd cmd)
@@ -192,11 +193,18 @@ static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json,
 		struct timespec ts = { 0, CTL_POLL_MS * 1000000L };
 		const char *state;
 
-		/* each poll: the default, or what is left of --timeout */
+		/*
+		 * each poll: the default, or what is left of --timeout (at
+		 * least CTL_POLL_MIN_ANSWER_MS: the poll just after the
+		 * deadline still gets its answer)
+		 */
 		if (ctl_timeout_ms) {
-			uint64_t end = start_ms + (uint64_t)ctl_timeout_ms, now = clock_now_ms();
-			uint64_t left = end > now ? end - now : 1;
+			uint64_t end = start_ms + (uint64_t)ctl_timeout_ms;
+			uint64_t now = clock_now_ms();
+			uint64_t left = end > now ? end - now : 0;
 
+			if (left < CTL_POLL_MIN_ANSWER_MS)
+				left = CTL_POLL_MIN_ANSWER_MS;
 			ctl_client_set_timeout_ms(left < CTL_CLIENT_TIMEOUT_MS ?
 						  (int)left : CTL_CLIENT_TIMEOUT_MS);
 		}
@@ -239,7 +247,7 @@ static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json,
 			fflush(stdout);
 		}
 		if (ctl_timeout_ms &&
-		    clock_now_ms() + CTL_POLL_MS >= start_ms + (uint64_t)ctl_timeout_ms) {
+		    clock_now_ms() >= start_ms + (uint64_t)ctl_timeout_ms) {
 			char secs[32];
 
 			if (tty)
@@ -251,6 +259,14 @@ static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json,
 						"status %s", ctl_client_str(op, "kind"),
 						id, vm, ctl_client_seconds(ctl_timeout_ms,
 						secs, sizeof(secs)), vm);
+		}
+		/* not past the deadline: the last poll comes just after it */
+		if (ctl_timeout_ms) {
+			uint64_t end = start_ms + (uint64_t)ctl_timeout_ms;
+			uint64_t left = end - clock_now_ms();
+
+			if (left < CTL_POLL_MS)
+				ts.tv_nsec = (long)(left + 1) * 1000000L;
 		}
 		nanosleep(&ts, NULL);
 	}

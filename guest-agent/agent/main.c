@@ -169,7 +169,8 @@ static int agent_loop(struct agent_relay *relay, int sfd)
 		int n = poll(p, 3, agent_relay_timeout_ms(relay));
 
 		if (n < 0 && errno != EINTR)
-			return log_error_errno(-errno, "cannot wait for the port and the module: %m");
+			return log_error_errno(-errno, "cannot wait for the port and "
+					       "the module: %m");
 		if (n > 0 && p[0].revents && agent_signal_pending(sfd, 0))
 			return 0;
 		if (n > 0 && p[1].fd >= 0 && p[1].revents)

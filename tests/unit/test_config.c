@@ -225,15 +225,19 @@ struct clash_case {
 
 static const struct clash_case clash_cases[] = {
 	{ "[vm a]\nqmp = /q\nchannel = /c\n\n[vm b]\nqmp = /q\nchannel = /d\n",
-	  NULL, "s.conf:6: qmp '/q' is also VM 'a''s qmp; each VM needs its own sockets" },
+	  NULL, "s.conf:6: qmp '/q' is already the qmp socket of VM 'a'; "
+	  "each VM needs its own sockets" },
 	{ "[vm a]\nqmp = /q\nchannel = /c\n[vm b]\nchannel = /c\nqmp = /r\n",
-	  NULL, "s.conf:5: channel '/c' is also VM 'a''s channel; each VM needs its own sockets" },
+	  NULL, "s.conf:5: channel '/c' is already the channel socket of VM 'a'; "
+	  "each VM needs its own sockets" },
 	{ "[vm a]\nqmp = /q\nchannel = /c\n[vm b]\nqmp = /c\nchannel = /d\n",
-	  NULL, "s.conf:5: qmp '/c' is also VM 'a''s channel; each VM needs its own sockets" },
+	  NULL, "s.conf:5: qmp '/c' is already the channel socket of VM 'a'; "
+	  "each VM needs its own sockets" },
 	{ "[vm a]\nqmp = /q\nchannel = /q\n", NULL,
-	  "s.conf:3: channel '/q' is also its qmp" },
+	  "s.conf:3: channel '/q' is also its qmp socket" },
 	{ "[vm a]\nqmp = /q\nchannel = /c\n", "b,qmp=/x,channel=/c",
-	  "--vm 'b': channel '/c' is also VM 'a''s channel; each VM needs its own sockets" },
+	  "--vm 'b': channel '/c' is already the channel socket of VM 'a'; "
+	  "each VM needs its own sockets" },
 };
 
 static void test_config_socket_clash(void **state)
@@ -293,7 +297,8 @@ static void test_config_reload(void **state)
 					   sizeof(err)), 0);
 	assert_int_equal(config_reload(&cur, &next, note_sink, &no), 5);
 	assert_int_equal(no.n, 5);
-	assert_string_equal(no.text[0], "socket_mode changed (0660 -> 0600): needs a restart");
+	assert_string_equal(no.text[0],
+			    "socket_mode changed (0660 -> 0600): needs a restart");
 	assert_string_equal(no.text[1], "libvirt mode turned on: needs a restart");
 	assert_string_equal(no.text[2], "VM 'a' channel changed: needs a restart");
 	assert_string_equal(no.text[3], "VM 'gone' removed: needs a restart");
