@@ -30,7 +30,10 @@
  * Two commands serve the libvirt integration.  notify is what the libvirt
  * qemu hook runs: one request with a short deadline (CTL_NOTIFY_TIMEOUT_MS
  * for connect and answer), so a wedged daemon cannot hold libvirtd up.
- * check-domain never talks to vmdefragd (ctl_check_domain.c).
+ * check-domain never talks to vmdefragd (ctl_check_domain.c); libvirt's
+ * client library has no deadline of its own, so its --timeout is a
+ * watchdog (ctl_watchdog()) that ends the process with the timeout's
+ * line and exit status.
  *
  * The layers: ctl_client.c is the transport (socket, timeouts, the peer's
  * errors), ctl_render.c the human output, ctl_check_domain.c the libvirt
@@ -42,7 +45,9 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -103,7 +108,8 @@ static void usage(FILE *f)
 "  check-domain NAME  read libvirt domain NAME's XML (live when running)\n"
 "                and say what it lacks for vmdefrag, in plain words; exit 0\n"
 "                only when it lacks nothing.  Does not need vmdefragd.\n"
-"  --connect URI libvirt URI for check-domain (default: libvirt's default)\n"
+"  --connect URI libvirt URI for check-domain (default: libvirt's default);\n"
+"                --timeout bounds check-domain's wait for libvirt too\n"
 "  --xml FILE    check-domain on a domain XML file instead (- = stdin)\n"
 "  --wait        wait for the operation, showing progress; exit 0 only when\n"
 "                the whole SIZE was moved\n"
@@ -154,6 +160,67 @@ static int ctl_bad_timeout(const char *s)
 
 /* The --timeout given, in ms, or 0 for the command's default. */
 static int ctl_timeout_ms;
+
+/* ctl_watchdog()'s last words, composed before the alarm can ring. */
+static char ctl_watchdog_line[512];
+static char ctl_watchdog_json[640];
+
+static void ctl_watchdog_ring(int sig)
+{
+	(void)sig;
+	if (ctl_watchdog_json[0])
+		(void)!write(STDOUT_FILENO, ctl_watchdog_json, strlen(ctl_watchdog_json));
+	(void)!write(STDERR_FILENO, ctl_watchdog_line, strlen(ctl_watchdog_line));
+	_exit(CTL_EXIT_TIMEOUT);
+}
+
+/* Ends the process with exit status 7 if it still runs after ms. */
+static void ctl_watchdog(int ms, const char *what, bool json)
+{
+	struct itimerval it = { .it_value = { ms / 1000, (ms % 1000) * 1000 } };
+	char secs[32];
+
+	ctl_client_seconds(ms, secs, sizeof(secs));
+	snprintf(ctl_watchdog_line, sizeof(ctl_watchdog_line), "vmdefragctl: %s did "
+		 "not answer in %s (--timeout)\n", what, secs);
+	if (json)
+		snprintf(ctl_watchdog_json, sizeof(ctl_watchdog_json),
+			 "{\"ok\":false,\"error\":\"timeout\",\"message\":\"%s did "
+			 "not answer in %s (--timeout)\",\"exit_code\":%d}\n", what,
+			 secs, CTL_EXIT_TIMEOUT);
+	signal(SIGALRM, ctl_watchdog_ring);
+	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+/*
+ * check-domain's arguments without --timeout S / --timeout=S (taken into
+ * ctl_timeout_ms); 0 or the exit status.  argv is changed in place.
+ */
+static int ctl_take_timeout(int *argc, char **argv)
+{
+	int n = 0;
+
+	for (int i = 0; i < *argc; i++) {
+		const char *v = NULL;
+
+		if (strcmp(argv[i], "--timeout") == 0) {
+			if (i + 1 >= *argc)
+				return ctl_exit_fail(CTL_EXIT_USAGE, "option '--timeout' "
+						     "needs an argument (see --help)");
+			v = argv[++i];
+		} else if (strncmp(argv[i], "--timeout=", 10) == 0) {
+			v = argv[i] + 10;
+		} else {
+			argv[n++] = argv[i];
+			continue;
+		}
+		ctl_timeout_ms = ctl_parse_timeout(v);
+		if (ctl_timeout_ms < 0)
+			return ctl_bad_timeout(v);
+	}
+	*argc = n;
+	return 0;
+}
 
 /* ", 42.0 MiB/s, about 7 s left" from an op's bytes and time so far. */
 static void ctl_progress(struct json_object *op, char *buf, size_t sz)
@@ -446,8 +513,19 @@ int main(int argc, char **argv)
 		ctl_client_set_timeout_ms(ctl_timeout_ms);
 	if (optind < argc && strcmp(argv[optind], "notify") == 0)
 		return ctl_notify(socket_path, argc - optind, argv + optind);
-	if (optind < argc && strcmp(argv[optind], "check-domain") == 0)
-		return ctl_check_domain_main(argc - optind, argv + optind, json);
+	if (optind < argc && strcmp(argv[optind], "check-domain") == 0) {
+		int n = argc - optind;
+
+		r = ctl_take_timeout(&n, argv + optind);
+		if (r)
+			return r;
+		for (int i = optind; i < optind + n; i++)
+			if (strcmp(argv[i], "--json") == 0)
+				json = true;
+		ctl_watchdog(ctl_timeout_ms ? ctl_timeout_ms : CTL_CLIENT_TIMEOUT_MS,
+			     "libvirt", json);
+		return ctl_check_domain_main(n, argv + optind, json);
+	}
 	r = ctl_parse_command(argc - optind, argv + optind, &req, &json, &wait);
 	if (r)
 		return r;

@@ -245,3 +245,20 @@ def test_wait_progress_tty(workdir):
     # 64 MiB after 0.75 s: 85.3 MiB/s, 192 MiB left: about 2 s
     assert "64 MiB of 256 MiB (running, 0.8 s), 85.3 MiB/s, about 2 s left" in text, text
     assert text.rstrip().endswith("256 MiB of 256 MiB (done, 2.2 s)"), text
+
+
+def test_check_domain_timeout(wedged):
+    """check-domain waits on libvirt, not on vmdefragd: a libvirt socket
+    that never answers ends it after --timeout, with the timeout's status."""
+    uri = f"qemu+unix:///system?socket={wedged}"
+    for args in (["check-domain", "dom", "--connect", uri, "--timeout", "1.5"],
+                 ["--timeout", "1.5", "check-domain", "dom", "--connect", uri]):
+        p, dt = ctl(wedged, *args)
+        assert p.returncode == EXIT_TIMEOUT, (args, p.returncode, p.stderr)
+        assert 1.4 < dt < 5, dt
+        assert one_line(p) == "vmdefragctl: libvirt did not answer in 1.5 s (--timeout)"
+        assert p.stdout == ""
+    p, _ = ctl(wedged, "check-domain", "dom", "--connect", uri, "--timeout", "1",
+               "--json")
+    assert p.returncode == EXIT_TIMEOUT
+    assert json_error(p)["error"] == "timeout"
