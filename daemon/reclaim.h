@@ -135,7 +135,7 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 
 /*
  * Ends a running reclaim or return as STOPPED with `why` (a live migration
- * started).  Its request in flight still completes: blocks the guest
+ * started, or vmdefragctl cancel: reclaim_cancel()).  Its request in flight still completes: blocks the guest
  * captured are punched and ACKed, released ones settle, so nothing is left
  * half done.  A reconcile is left to run.
  */
