@@ -357,3 +357,12 @@ void collapse_free(struct collapse *c)
 		close(c->pidfd);
 	free(c);
 }
+
+void collapse_set_cpu_percent(struct collapse *c, uint32_t cpu_percent)
+{
+	c->cpu_percent = cpu_percent > 100 ? 100 : cpu_percent;
+	c->st.cpu_percent = c->cpu_percent;
+	/* 0 turns the pass off: a running one stops where it is */
+	if (!c->cpu_percent)
+		collapse_end(c, COLLAPSE_DISABLED, 0, "collapse_cpu_percent set to 0");
+}

@@ -56,6 +56,9 @@ struct collapse_status {
 int collapse_new(struct loop *loop, const char *vm_name, uint32_t cpu_percent,
 		 struct collapse **ret_c);
 void collapse_free(struct collapse *c);
+/* A config reload: the next slice of a pass (and the next pass) uses it;
+ * 0 stops a running pass (what it collapsed stays collapsed). */
+void collapse_set_cpu_percent(struct collapse *c, uint32_t cpu_percent);
 
 /*
  * Starts a pass over l's RAM in QEMU process pid (l must stay valid until

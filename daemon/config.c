@@ -16,7 +16,11 @@
  *
  * The parser is a two-state machine: before any section header a key is an
  * error; after one, keys go to that section.  A [vm NAME] section seen
- * twice is an error (one place per setting).  --vm specs on the command
+ * twice is an error (one place per setting), and so is a key given twice
+ * in one section (a later [daemon] or [libvirt] section may set a key of
+ * an earlier one again: that is how an appended override reads).  Two VMs
+ * that name the same QMP or channel socket are rejected at the line that
+ * names it the second time.  --vm specs on the command
  * line use the same per-VM setters (config_vm_set()), so a key means the
  * same thing in both places; a spec for a VM named in the file overrides
  * only the fields it gives.  Every error is one line naming the file and
@@ -274,6 +278,16 @@ static void config_strip_comment(char *s)
 	}
 }
 
+/* Remembers where a VM's socket paths were set (0: by a --vm spec). */
+static void config_vm_note_line(struct config_vm *vm, const char *key,
+				unsigned int line)
+{
+	if (strcmp(key, "qmp") == 0)
+		vm->qmp_line = line;
+	else if (strcmp(key, "channel") == 0)
+		vm->channel_line = line;
+}
+
 enum config_section {
 	CONFIG_SEC_NONE,
 	CONFIG_SEC_DAEMON,
@@ -339,11 +353,40 @@ static int config_section_header(struct config *c, char *line,
 	return 0;
 }
 
+/* The keys set in the current section, to reject one given twice there. */
+#define CONFIG_SEEN_MAX	32
+struct config_seen {
+	size_t n;
+	struct {
+		char key[32];
+		unsigned int line;
+	} k[CONFIG_SEEN_MAX];
+};
+
+/* Records key at line; on a repeat, msg says where it was first. */
+static int config_seen_add(struct config_seen *seen, const char *key,
+			   unsigned int line, const char *section, char *msg,
+			   size_t msgsz)
+{
+	for (size_t i = 0; i < seen->n; i++)
+		if (strcmp(seen->k[i].key, key) == 0)
+			return config_fail(msg, msgsz, -EEXIST, "'%s' is set twice "
+					   "in [%s] (first on line %u)", key,
+					   section, seen->k[i].line);
+	if (seen->n < CONFIG_SEEN_MAX && strlen(key) < sizeof(seen->k[0].key)) {
+		strcpy(seen->k[seen->n].key, key);
+		seen->k[seen->n++].line = line;
+	}
+	return 0;
+}
+
 int config_parse_text(struct config *c, const char *text, const char *origin,
 		      char *err, size_t errsz)
 {
 	enum config_section sec = CONFIG_SEC_NONE;
 	struct config_vm *vm = NULL;
+	struct config_seen seen = { 0 };
+	char section[CONFIG_NAME_MAX + 8] = "";
 	char msg[CONFIG_ERR_MAX];
 	const char *p = text;
 	unsigned int lineno = 0;
@@ -373,6 +416,12 @@ int config_parse_text(struct config *c, const char *text, const char *origin,
 		line = config_trim(line);
 		if (*line == '[') {
 			r = config_section_header(c, line, &sec, &vm, msg, sizeof(msg));
+			seen.n = 0;
+			if (r == 0 && sec == CONFIG_SEC_VM)
+				snprintf(section, sizeof(section), "vm %s", vm->name);
+			else if (r == 0)
+				snprintf(section, sizeof(section), "%s",
+					 sec == CONFIG_SEC_DAEMON ? "daemon" : "libvirt");
 		} else if (!(eq = strchr(line, '='))) {
 			r = config_fail(msg, sizeof(msg), -EINVAL,
 					"expected 'key = value' or a [section]");
@@ -388,17 +437,21 @@ int config_parse_text(struct config *c, const char *text, const char *origin,
 			else if (sec == CONFIG_SEC_NONE)
 				r = config_fail(msg, sizeof(msg), -EINVAL,
 						"'%s' outside a section", key);
+			else if ((r = config_seen_add(&seen, key, lineno, section,
+						      msg, sizeof(msg))) < 0)
+				;
 			else if (sec == CONFIG_SEC_DAEMON)
 				r = config_daemon_set(c, key, val, msg, sizeof(msg));
 			else if (sec == CONFIG_SEC_LIBVIRT)
 				r = config_libvirt_set(c, key, val, msg, sizeof(msg));
-			else
-				r = config_vm_set(vm, key, val, msg, sizeof(msg));
+			else if ((r = config_vm_set(vm, key, val, msg, sizeof(msg))) == 0)
+				config_vm_note_line(vm, key, lineno);
 		}
 		free(buf);
 		if (r < 0)
 			return config_fail(err, errsz, r, "%s:%u: %s", origin, lineno, msg);
 	}
+	snprintf(c->file, sizeof(c->file), "%s", origin);
 	return 0;
 }
 
@@ -452,6 +505,7 @@ int config_parse_vm_spec(const char *spec, struct config_vm *vm, char *err,
 		r = config_vm_set(&tmp, field, eq + 1, msg, sizeof(msg));
 		if (r < 0)
 			break;
+		config_vm_note_line(&tmp, field, 0);
 	}
 	free(copy);
 	if (r < 0)
@@ -489,6 +543,64 @@ int config_add_vm_spec(struct config *c, const char *spec, char *err, size_t err
 	return 0;
 }
 
+/* One socket path of a VM, and where it was set. */
+struct config_sock {
+	const struct config_vm *vm;
+	const char *key;		/* "qmp" or "channel" */
+	const char *path;
+	unsigned int line;
+};
+
+/* The error for b naming the same socket as a (a came first). */
+static int config_sock_clash(const struct config *c, const struct config_sock *a,
+			     const struct config_sock *b, char *err, size_t errsz)
+{
+	char what[CONFIG_ERR_MAX];
+
+	if (a->vm == b->vm)
+		snprintf(what, sizeof(what), "%s '%s' is also its %s socket",
+			 b->key, b->path, a->key);
+	else
+		snprintf(what, sizeof(what), "%s '%s' is already the %s socket of "
+			 "VM '%s'; each VM needs its own sockets", b->key, b->path,
+			 a->key, a->vm->name);
+	if (b->line && c->file[0])
+		return config_fail(err, errsz, -EEXIST, "%s:%u: %s", c->file,
+				   b->line, what);
+	return config_fail(err, errsz, -EEXIST, "--vm '%s': %s", b->vm->name, what);
+}
+
+static int config_check_sockets(const struct config *c, char *err, size_t errsz)
+{
+	struct config_sock s[2 * CONFIG_MAX_VMS];
+	size_t n = 0;
+
+	for (size_t i = 0; i < c->nvms; i++) {
+		const struct config_vm *vm = &c->vms[i];
+
+		s[n++] = (struct config_sock) { vm, "qmp", vm->qmp, vm->qmp_line };
+		s[n++] = (struct config_sock) { vm, "channel", vm->channel,
+						vm->channel_line };
+	}
+	for (size_t j = 1; j < n; j++) {
+		for (size_t i = 0; i < j; i++) {
+			const struct config_sock *a = &s[i], *b = &s[j];
+
+			if (strcmp(a->path, b->path) != 0)
+				continue;
+			/* report at the later line of the file */
+			if (a->line > b->line && b->line) {
+				const struct config_sock *t = a;
+
+				a = b;
+				b = t;
+			}
+			return config_sock_clash(c, a, b, err, errsz);
+		}
+	}
+	return 0;
+}
+
 int config_validate(const struct config *c, char *err, size_t errsz)
 {
 	if (c->reconnect_min_ms > c->reconnect_max_ms)
@@ -508,5 +620,92 @@ int config_validate(const struct config *c, char *err, size_t errsz)
 			return config_fail(err, errsz, -ERANGE,
 					   "VM '%s': floor + max_reclaim overflow", vm->name);
 	}
-	return 0;
+	return config_check_sockets(c, err, errsz);
+}
+
+static void config_note(config_note_fn note, void *userdata, int *count,
+			const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void config_note(config_note_fn note, void *userdata, int *count,
+			const char *fmt, ...)
+{
+	char line[CONFIG_ERR_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	(*count)++;
+	if (note)
+		note(line, userdata);
+}
+
+/* The per-VM limits a running VM takes at once. */
+static void config_vm_copy_live(struct config_vm *dst, const struct config_vm *src)
+{
+	dst->floor_bytes = src->floor_bytes;
+	dst->max_reclaim_bytes = src->max_reclaim_bytes;
+	dst->frames_per_sec = src->frames_per_sec;
+	dst->events_per_sec = src->events_per_sec;
+	dst->request_timeout_ms = src->request_timeout_ms;
+}
+
+int config_reload(struct config *cur, const struct config *next,
+		  config_note_fn note, void *userdata)
+{
+	int n = 0;
+
+	if (strcmp(cur->socket, next->socket) != 0)
+		config_note(note, userdata, &n, "socket changed (%s -> %s): needs "
+			    "a restart", cur->socket, next->socket);
+	if (cur->socket_mode != next->socket_mode)
+		config_note(note, userdata, &n, "socket_mode changed (%04o -> "
+			    "%04o): needs a restart", cur->socket_mode,
+			    next->socket_mode);
+	if (cur->socket_group_set != next->socket_group_set ||
+	    (cur->socket_group_set && cur->socket_group != next->socket_group))
+		config_note(note, userdata, &n, "socket_group changed: needs a "
+			    "restart");
+	if (cur->libvirt != next->libvirt)
+		config_note(note, userdata, &n, "libvirt mode turned %s: needs a "
+			    "restart", next->libvirt ? "on" : "off");
+	else if (strcmp(cur->libvirt_uri, next->libvirt_uri) != 0)
+		config_note(note, userdata, &n, "libvirt uri changed: needs a "
+			    "restart");
+	for (size_t i = 0; i < cur->nvms; i++) {
+		struct config_vm *vm = &cur->vms[i];
+		const struct config_vm *nv = NULL;
+
+		for (size_t j = 0; j < next->nvms; j++)
+			if (strcmp(next->vms[j].name, vm->name) == 0)
+				nv = &next->vms[j];
+		if (!nv) {
+			config_note(note, userdata, &n, "VM '%s' removed: needs a "
+				    "restart", vm->name);
+			continue;
+		}
+		if (strcmp(vm->qmp, nv->qmp) != 0)
+			config_note(note, userdata, &n, "VM '%s' qmp changed: needs "
+				    "a restart", vm->name);
+		if (strcmp(vm->channel, nv->channel) != 0)
+			config_note(note, userdata, &n, "VM '%s' channel changed: "
+				    "needs a restart", vm->name);
+		config_vm_copy_live(vm, nv);
+	}
+	for (size_t j = 0; j < next->nvms; j++) {
+		bool known = false;
+
+		for (size_t i = 0; i < cur->nvms; i++)
+			if (strcmp(next->vms[j].name, cur->vms[i].name) == 0)
+				known = true;
+		if (!known)
+			config_note(note, userdata, &n, "VM '%s' added: needs a "
+				    "restart", next->vms[j].name);
+	}
+	cur->log_level = next->log_level;
+	cur->reconnect_min_ms = next->reconnect_min_ms;
+	cur->reconnect_max_ms = next->reconnect_max_ms;
+	cur->collapse_cpu_percent = next->collapse_cpu_percent;
+	config_vm_copy_live(&cur->libvirt_defaults, &next->libvirt_defaults);
+	return n;
 }

@@ -21,6 +21,8 @@
 #define CONFIG_ERR_MAX		512
 
 #define CONFIG_DEFAULT_SOCKET	"/run/vmdefragd.sock"
+/* read when vmdefragd has no --config and it exists */
+#define CONFIG_DEFAULT_PATH	"/etc/vmdefrag/vmdefragd.conf"
 #define CONFIG_DEFAULT_MODE	0660
 
 struct config_vm {
@@ -32,9 +34,12 @@ struct config_vm {
 	uint32_t frames_per_sec;	/* guest frames allowed per second */
 	uint32_t events_per_sec;	/* guest EVT_* frames allowed per second */
 	uint32_t request_timeout_ms;	/* a request without answer drops */
+	unsigned int qmp_line;		/* where qmp / channel were set in the */
+	unsigned int channel_line;	/* file (0: a --vm spec), for errors */
 };
 
 struct config {
+	char file[512];			/* the file read, for errors ("" none) */
 	char socket[CONFIG_PATH_MAX];
 	unsigned int socket_mode;	/* permission bits of the socket */
 	bool socket_group_set;
@@ -78,13 +83,30 @@ int config_parse_vm_spec(const char *spec, struct config_vm *vm, char *err,
 /* Merges a --vm spec into c: replaces fields of the VM of that name or adds it. */
 int config_add_vm_spec(struct config *c, const char *spec, char *err, size_t errsz);
 
-/* Final checks (every VM has qmp and channel, names unique). */
+/*
+ * Final checks: every VM has qmp and channel, no two VMs (nor one VM's qmp
+ * and channel) share a socket path; errors name FILE:LINE where the path
+ * was set, or the --vm spec.
+ */
 int config_validate(const struct config *c, char *err, size_t errsz);
 
 struct config_vm *config_find_vm(struct config *c, const char *name);
 
 /* Is name usable as a VM name ([A-Za-z0-9_.-], 1..CONFIG_NAME_MAX-1)? */
 bool config_vm_name_ok(const char *name);
+
+/*
+ * A reload: copies into cur what a running daemon can change at once from
+ * next (log_level, reconnect_*, collapse_cpu_percent, [libvirt]'s VM
+ * limits, and each VM's floor, max_reclaim, frames_per_sec,
+ * events_per_sec, request_timeout_ms) and keeps the rest as it is, calling
+ * note() once per difference that only a restart applies, with a sentence
+ * such as "socket changed: needs a restart".  Returns how many such
+ * differences there were.
+ */
+typedef void (*config_note_fn)(const char *sentence, void *userdata);
+int config_reload(struct config *cur, const struct config *next,
+		  config_note_fn note, void *userdata);
 
 /* Sets the libvirt URI ("" for the default); -ENAMETOOLONG if it does not fit. */
 int config_set_libvirt(struct config *c, const char *uri);

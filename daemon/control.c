@@ -294,6 +294,36 @@ static bool control_cmd_op(struct control_client *cl, const struct ctl_request *
 				   ctl_proto_op_json(vm_name(vm), &op)));
 }
 
+/*
+ * cancel: stop the running reclaim or return the way a live migration does
+ * (reclaim_stop(): the request in flight completes, what was done stays);
+ * the answer is the operation as it ended.
+ */
+static bool control_cmd_cancel(struct control_client *cl, const struct ctl_request *req)
+{
+	struct vm *vm = control_find_vm(cl->ctl, req->vm);
+	struct reclaim_op_info op;
+	char which[32] = "";
+	uint32_t id = 0;
+	int r;
+
+	if (!vm)
+		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
+					    req->vm);
+	if (req->id)
+		snprintf(which, sizeof(which), " #%u", req->id);
+	r = vm_cancel_op(vm, req->id, &id);
+	if (r == -EBUSY)
+		return control_client_error(cl, CTL_ERR_BUSY, "VM '%s': the running "
+					    "operation is a reconcile, which is not "
+					    "cancelled", req->vm);
+	if (r < 0 || vm_get_op(vm, id, &op) < 0)
+		return control_client_error(cl, CTL_ERR_NO_OP, "VM '%s': no reclaim "
+					    "or return%s is running", req->vm, which);
+	return control_client_send(cl, ctl_proto_ok("operation",
+				   ctl_proto_op_json(vm_name(vm), &op)));
+}
+
 /* The libvirt hook: answered at once, acted on by the notify function. */
 static bool control_cmd_notify(struct control_client *cl, const struct ctl_request *req)
 {
@@ -332,6 +362,8 @@ static bool control_client_line(struct control_client *cl, char *line)
 		return control_cmd_op(cl, &req);
 	case CTL_CMD_NOTIFY:
 		return control_cmd_notify(cl, &req);
+	case CTL_CMD_CANCEL:
+		return control_cmd_cancel(cl, &req);
 	}
 	return true;
 }

@@ -8,26 +8,31 @@
  * exit status:
  *   connect  ENOENT/ECONNREFUSED/ENOTDIR: the daemon is not running (3);
  *            EACCES/EPERM: permission (4); EAGAIN: the listener's backlog
- *            stayed full for the timeout (SO_SNDTIMEO bounds connect());
+ *            stayed full for the timeout (SO_SNDTIMEO bounds connect()),
+ *            which is a timeout (7);
  *   send     EPIPE/ECONNRESET are not final: a daemon that refuses us
  *            writes why and closes without reading, so its answer may be
  *            waiting in our receive queue;
- *   read     poll() bounds the wait for the answer; more than
- *            CTL_RESPONSE_MAX bytes, or a close before a newline, fails;
+ *   read     poll() bounds the wait for the answer (timeout: 7); more
+ *            than CTL_RESPONSE_MAX bytes, or a close before a newline,
+ *            fails;
  *   parse    a line that is not {"ok": ...} fails; {"ok": false} maps its
  *            error code to the exit status (ctl_proto_exit_code()) and
  *            prints its message.
- * The timeout is one value for connect and answer: CTL_CLIENT_TIMEOUT_MS,
- * or shorter for a caller that must not hang (notify).
+ * The timeout is one value for connect and answer, counted from the
+ * start of the call: --timeout, or the command's default
+ * (CTL_CLIENT_TIMEOUT_MS; longer for scan, shorter for notify).
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
 #include "cleanup.h"
+#include "clock.h"
 #include "ctl_client.h"
 #include "ctl_exit.h"
 
@@ -38,6 +43,18 @@ void ctl_client_set_timeout_ms(int timeout_ms)
 	ctl_client_timeout_ms = timeout_ms;
 }
 
+int ctl_client_get_timeout_ms(void)
+{
+	return ctl_client_timeout_ms;
+}
+
+/* "2 s", "1.5 s": a timeout in the words of --timeout. */
+const char *ctl_client_seconds(int ms, char *buf, size_t bufsz)
+{
+	snprintf(buf, bufsz, "%g s", ms / 1000.0);
+	return buf;
+}
+
 /* Sends line, reads one response line into *ret (malloc'ed). */
 static int ctl_client_transact(const char *path, const char *line, char **ret)
 {
@@ -46,8 +63,10 @@ static int ctl_client_transact(const char *path, const char *line, char **ret)
 			      (ctl_client_timeout_ms % 1000) * 1000 };
 	_cleanup_free_ char *buf = NULL;
 	_cleanup_close_ int fd = -1;
+	uint64_t deadline = clock_now_ms() + (uint64_t)ctl_client_timeout_ms;
 	size_t len = 0, cap = 0;
 	int e, send_errno = 0;
+	char secs[32];
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return ctl_exit_fail(CTL_EXIT_USAGE, "socket path '%s' is too long", path);
@@ -60,9 +79,10 @@ static int ctl_client_transact(const char *path, const char *line, char **ret)
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		e = errno;
 		if (e == EAGAIN || e == EINPROGRESS)
-			return ctl_exit_fail(CTL_EXIT_FAILED, "vmdefragd did not accept "
-					     "the connection in %d ms",
-					     ctl_client_timeout_ms);
+			return ctl_exit_fail(CTL_EXIT_TIMEOUT, "vmdefragd did not accept "
+					     "the connection in %s (--timeout)",
+					     ctl_client_seconds(ctl_client_timeout_ms,
+								secs, sizeof(secs)));
 		if (e == ENOENT || e == ECONNREFUSED || e == ENOTDIR)
 			return ctl_exit_fail(CTL_EXIT_NO_DAEMON, "vmdefragd is not "
 					     "running (%s: %s)", path, strerror(e));
@@ -86,6 +106,7 @@ static int ctl_client_transact(const char *path, const char *line, char **ret)
 	}
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
+		uint64_t now = clock_now_ms();
 		ssize_t n;
 
 		if (len + 4096 > cap) {
@@ -100,9 +121,12 @@ static int ctl_client_transact(const char *path, const char *line, char **ret)
 				return ctl_exit_fail(CTL_EXIT_FAILED, "out of memory");
 			buf = nb;
 		}
-		if (poll(&p, 1, ctl_client_timeout_ms) == 0)
-			return ctl_exit_fail(CTL_EXIT_FAILED, "vmdefragd did not "
-					     "answer in %d ms", ctl_client_timeout_ms);
+		if (now >= deadline ||
+		    poll(&p, 1, (int)(deadline - now)) == 0)
+			return ctl_exit_fail(CTL_EXIT_TIMEOUT, "vmdefragd did not "
+					     "answer in %s (--timeout)",
+					     ctl_client_seconds(ctl_client_timeout_ms,
+								secs, sizeof(secs)));
 		n = recv(fd, buf + len, cap - len - 1, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -142,9 +166,13 @@ int ctl_client_call(const char *path, const struct ctl_request *req,
 	    !json_object_object_get_ex(resp, "ok", &v))
 		return ctl_exit_fail(CTL_EXIT_FAILED, "vmdefragd sent an answer "
 				     "that is not a response object");
-	if (!json_object_get_boolean(v))
-		return ctl_exit_fail(ctl_proto_exit_code(ctl_client_str(resp, "error")),
-				     "%s", ctl_client_str(resp, "message") ?: "failed");
+	if (!json_object_get_boolean(v)) {
+		const char *code = ctl_client_str(resp, "error");
+
+		return ctl_exit_fail_as(ctl_proto_exit_code(code), code, NULL, NULL,
+					"%s", ctl_client_str(resp, "message") ?:
+					"failed");
+	}
 	*ret_resp = TAKE_PTR(resp);
 	if (ret_text)
 		*ret_text = TAKE_PTR(answer);

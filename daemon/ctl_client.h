@@ -12,6 +12,7 @@
 #define VDF_CTL_CLIENT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <json-c/json.h>
@@ -19,10 +20,19 @@
 #include "cleanup.h"
 #include "ctl_proto.h"
 
-#define CTL_CLIENT_TIMEOUT_MS	300000	/* a scan of a big guest under TCG is slow */
+/*
+ * How long one call waits to connect and for the answer, unless --timeout
+ * says otherwise.  The daemon answers at once but for a scan, which waits
+ * for the guest up to its request_timeout_ms (60 s by default).
+ */
+#define CTL_CLIENT_TIMEOUT_MS		30000
+#define CTL_CLIENT_SCAN_TIMEOUT_MS	120000
 
 /* How long later calls wait to connect and for the answer. */
 void ctl_client_set_timeout_ms(int timeout_ms);
+int ctl_client_get_timeout_ms(void);
+/* ms as "2 s" or "1.5 s", in buf. */
+const char *ctl_client_seconds(int ms, char *buf, size_t bufsz);
 
 /*
  * Sends req to the daemon at path and parses its answer: 0 with

@@ -81,6 +81,7 @@ static const char *ctl_cmd_name(enum ctl_cmd cmd)
 	case CTL_CMD_RECLAIM: return "reclaim";
 	case CTL_CMD_RETURN: return "return";
 	case CTL_CMD_OP: return "op";
+	case CTL_CMD_CANCEL: return "cancel";
 	default: return "status";
 	}
 }
@@ -98,7 +99,7 @@ int ctl_proto_format_request(const struct ctl_request *req, char **ret_line)
 		json_object_object_add(o, "vm", json_object_new_string(req->vm));
 	if (req->cmd == CTL_CMD_RECLAIM || req->cmd == CTL_CMD_RETURN)
 		json_object_object_add(o, "bytes", json_object_new_uint64(req->bytes));
-	if (req->cmd == CTL_CMD_OP)
+	if (req->cmd == CTL_CMD_OP || (req->cmd == CTL_CMD_CANCEL && req->id))
 		json_object_object_add(o, "id", json_object_new_uint64(req->id));
 	if (req->cmd == CTL_CMD_NOTIFY) {
 		const char *ev = ctl_proto_notify_name(req->event);
@@ -149,9 +150,11 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		req.cmd = CTL_CMD_OP;
 	} else if (strcmp(cmd, "notify") == 0) {
 		req.cmd = CTL_CMD_NOTIFY;
+	} else if (strcmp(cmd, "cancel") == 0) {
+		req.cmd = CTL_CMD_CANCEL;
 	} else {
 		snprintf(err, errsz, "unknown command (known: status, scan, reclaim, "
-			 "return, op, notify)");
+			 "return, op, notify, cancel)");
 		goto out_put;
 	}
 	if (json_object_object_get_ex(o, "vm", &v)) {
@@ -182,12 +185,13 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		}
 		req.bytes = json_object_get_uint64(v);
 	}
-	if (req.cmd == CTL_CMD_OP) {
+	if (req.cmd == CTL_CMD_OP ||
+	    (req.cmd == CTL_CMD_CANCEL && json_object_object_get_ex(o, "id", &v))) {
 		if (!json_object_object_get_ex(o, "id", &v) ||
 		    !json_object_is_type(v, json_type_int) ||
 		    json_object_get_uint64(v) == 0 ||
 		    json_object_get_uint64(v) > UINT32_MAX) {
-			snprintf(err, errsz, "op needs \"id\", an operation id");
+			snprintf(err, errsz, "%s needs \"id\", an operation id", cmd);
 			goto out_put;
 		}
 		req.id = (uint32_t)json_object_get_uint64(v);
@@ -204,7 +208,8 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		bool known = strcmp(key, "cmd") == 0 || strcmp(key, "vm") == 0 ||
 			     (strcmp(key, "bytes") == 0 && (req.cmd == CTL_CMD_RECLAIM ||
 							   req.cmd == CTL_CMD_RETURN)) ||
-			     (strcmp(key, "id") == 0 && req.cmd == CTL_CMD_OP) ||
+			     (strcmp(key, "id") == 0 && (req.cmd == CTL_CMD_OP ||
+							 req.cmd == CTL_CMD_CANCEL)) ||
 			     (strcmp(key, "event") == 0 && req.cmd == CTL_CMD_NOTIFY);
 
 		(void)val;

@@ -13,10 +13,11 @@
  *             {"cmd": "reclaim", "vm": N, "bytes": B}   start a reclaim
  *             {"cmd": "return", "vm": N, "bytes": B}    start a return
  *             {"cmd": "op", "vm": N, "id": I}  one operation's progress
+ *             {"cmd": "cancel", "vm": N[, "id": I]}  stop the running one
  *             {"cmd": "notify", "vm": N, "event": E}  from the libvirt hook
  *   response  {"ok": true, "vms": [VMSTATUS, ...]}
  *             {"ok": true, "scan": SCAN}
- *             {"ok": true, "operation": OP}   reclaim, return, op
+ *             {"ok": true, "operation": OP}   reclaim, return, op, cancel
  *             {"ok": true}                    notify
  *             {"ok": false, "error": CODE, "message": "one line"}
  *
@@ -73,6 +74,7 @@ enum ctl_exit {
 	CTL_EXIT_PERMISSION	= 4,	/* not allowed to use the socket */
 	CTL_EXIT_UNKNOWN_VM	= 5,
 	CTL_EXIT_NOT_READY	= 6,	/* the VM's guest session is not ready */
+	CTL_EXIT_TIMEOUT	= 7,	/* no answer within --timeout */
 };
 
 enum ctl_cmd {
@@ -82,6 +84,7 @@ enum ctl_cmd {
 	CTL_CMD_RETURN,
 	CTL_CMD_OP,
 	CTL_CMD_NOTIFY,
+	CTL_CMD_CANCEL,
 };
 
 /* notify's events, named as libvirt's qemu hook names its operations */

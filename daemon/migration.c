@@ -498,3 +498,8 @@ void migration_free(struct migration *m)
 	collapse_free(m->collapse);
 	free(m);
 }
+
+void migration_set_collapse_cpu_percent(struct migration *m, uint32_t cpu_percent)
+{
+	collapse_set_cpu_percent(m->collapse, cpu_percent);
+}

@@ -52,6 +52,8 @@ int migration_new(struct loop *loop, const char *vm_name, struct session *sessio
 		  struct reclaim *reclaim, uint32_t collapse_cpu_percent,
 		  struct migration **ret_m);
 void migration_free(struct migration *m);
+/* A config reload: the collapse pass's CPU share from now on. */
+void migration_set_collapse_cpu_percent(struct migration *m, uint32_t cpu_percent);
 
 /*
  * QEMU was attached (q, its layout l and pid stay valid until

@@ -576,8 +576,14 @@ static void reclaim_capture_resp(void *userdata, int status,
 	blockmap_clear_flag(&rc->map, BLOCKMAP_F_ASKED);
 	/* valid as a whole: only now punch */
 	freed = reclaim_punch_seen(rc);
-	if (!ours)
+	if (!ours) {
+		/* the operation was stopped (cancel, migration) meanwhile */
+		if (captured)
+			log_info("VM '%s': the last request of stopped reclaim #%" PRIu32
+				 " completed: guest captured %llu MiB, punched %llu MiB",
+				 rc->name, op->id, MIB(captured), MIB(freed));
 		return;
+	}
 	op->punched_bytes += freed;
 	/*
 	 * What counts is the backing's net drop since the start: the guest's
@@ -1025,9 +1031,15 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 			 "guest)" : " (is vmdefrag-agent running in the guest?)");
 		return -ENOTCONN;
 	}
-	if (rc->running || rc->in.active) {
+	if (rc->running) {
 		snprintf(err, errsz, "%s #%" PRIu32 " is still running (one operation "
 			 "per VM at a time)", reclaim_kind_name(rc->op.kind), rc->op.id);
+		return -EBUSY;
+	}
+	if (rc->in.active) {
+		snprintf(err, errsz, "the guest is still answering the last request "
+			 "of %s #%" PRIu32 ", which was stopped; try again in a moment",
+			 reclaim_kind_name(rc->op.kind), rc->op.id);
 		return -EBUSY;
 	}
 	if (!rc->reconciled) {
@@ -1205,6 +1217,17 @@ void reclaim_stop(struct reclaim *rc, const char *why)
 		reclaim_op_end(rc, RECLAIM_OP_STOPPED, -ECANCELED, "%s", why);
 }
 
+int reclaim_cancel(struct reclaim *rc, uint32_t id, uint32_t *ret_id)
+{
+	if (!rc->running || (id && rc->op.id != id))
+		return -ESRCH;
+	if (rc->op.kind == RECLAIM_KIND_RECONCILE)
+		return -EBUSY;
+	*ret_id = rc->op.id;
+	reclaim_stop(rc, "cancelled (vmdefragctl cancel)");
+	return 0;
+}
+
 uint64_t reclaim_repunch(struct reclaim *rc)
 {
 	uint64_t freed = 0;
@@ -1296,4 +1319,9 @@ void reclaim_free(struct reclaim *rc)
 	free(rc->msg);
 	free(rc->scratch);
 	free(rc);
+}
+
+void reclaim_set_params(struct reclaim *rc, const struct reclaim_params *params)
+{
+	rc->par = *params;
 }

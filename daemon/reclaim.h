@@ -105,6 +105,8 @@ int reclaim_new(struct loop *loop, const char *vm_name, struct session *session,
 		const struct reclaim_params *params, struct reclaim **ret_rc);
 /* Call after the session is freed (its callbacks may still reach rc). */
 void reclaim_free(struct reclaim *rc);
+/* New limits (a config reload): the next operation and request use them. */
+void reclaim_set_params(struct reclaim *rc, const struct reclaim_params *params);
 
 /*
  * The VM's RAM layout from QEMU, or NULL when QEMU is detached (a running
@@ -133,11 +135,19 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 
 /*
  * Ends a running reclaim or return as STOPPED with `why` (a live migration
- * started).  Its request in flight still completes: blocks the guest
+ * started, or vmdefragctl cancel: reclaim_cancel()).  Its request in flight still completes: blocks the guest
  * captured are punched and ACKed, released ones settle, so nothing is left
  * half done.  A reconcile is left to run.
  */
 void reclaim_stop(struct reclaim *rc, const char *why);
+
+/*
+ * vmdefragctl cancel: reclaim_stop() of the running reclaim or return if
+ * it is operation id (0: whichever runs); *ret_id is the one stopped.
+ * -ESRCH if none runs (or another one), -EBUSY for a reconcile (the
+ * daemon's own bookkeeping).
+ */
+int reclaim_cancel(struct reclaim *rc, uint32_t id, uint32_t *ret_id);
 
 /*
  * Punches again every block the guest holds reclaimed (acknowledged or

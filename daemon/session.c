@@ -824,3 +824,8 @@ void session_get_info(const struct session *s, struct session_info *ret_info)
 	ret_info->queued = s->nqueued;
 	snprintf(ret_info->last_drop, sizeof(ret_info->last_drop), "%s", s->last_drop);
 }
+
+void session_set_limits(struct session *s, const struct session_limits *limits)
+{
+	s->lim = *limits;
+}

@@ -107,6 +107,8 @@ int session_new(struct loop *loop, const char *vm_name, const char *path,
 		struct session **ret_session);
 /* Fails every queued request with -ECONNRESET, closes, frees. */
 void session_free(struct session *s);
+/* New limits (a config reload): the next frame, request and retry use them. */
+void session_set_limits(struct session *s, const struct session_limits *limits);
 
 /* Connects now (or arms the reconnect timer if the channel is not there). */
 void session_start(struct session *s);

@@ -702,26 +702,62 @@ int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op)
 	return reclaim_get_op(vm->reclaim, id, ret_op);
 }
 
+int vm_cancel_op(struct vm *vm, uint32_t id, uint32_t *ret_id)
+{
+	return reclaim_cancel(vm->reclaim, id, ret_id);
+}
+
 /* ---- lifetime --------------------------------------------------------- */
 
-int vm_new(struct loop *loop, const struct config *cfg,
-	   const struct config_vm *conf, struct vm **ret_vm)
+/* What the session and the reclaim engine take from the configuration. */
+static void vm_limits(const struct config *cfg, const struct config_vm *conf,
+		      struct session_limits *ret_lim, struct reclaim_params *ret_par)
 {
-	struct session_limits lim = {
+	*ret_lim = (struct session_limits) {
 		.frames_per_sec = conf->frames_per_sec,
 		.events_per_sec = conf->events_per_sec,
 		.request_timeout_ms = conf->request_timeout_ms,
 		.reconnect_min_ms = cfg->reconnect_min_ms,
 		.reconnect_max_ms = cfg->reconnect_max_ms,
 	};
-	struct reclaim_params par = {
+	*ret_par = (struct reclaim_params) {
 		.floor_bytes = conf->floor_bytes,
 		.max_reclaim_bytes = conf->max_reclaim_bytes,
 		.budget_ms = conf->request_timeout_ms / 2 < 30000 ?
 			     conf->request_timeout_ms / 2 : 30000,
 	};
+	if (ret_par->budget_ms == 0)
+		ret_par->budget_ms = 1;
+}
+
+void vm_apply_config(struct vm *vm, const struct config *cfg,
+		     const struct config_vm *conf)
+{
+	struct session_limits lim;
+	struct reclaim_params par;
+
+	vm_limits(cfg, conf, &lim, &par);
+	vm->conf.floor_bytes = conf->floor_bytes;
+	vm->conf.max_reclaim_bytes = conf->max_reclaim_bytes;
+	vm->conf.frames_per_sec = conf->frames_per_sec;
+	vm->conf.events_per_sec = conf->events_per_sec;
+	vm->conf.request_timeout_ms = conf->request_timeout_ms;
+	vm->retry_min_ms = cfg->reconnect_min_ms;
+	vm->retry_max_ms = cfg->reconnect_max_ms;
+	session_set_limits(vm->session, &lim);
+	reclaim_set_params(vm->reclaim, &par);
+	migration_set_collapse_cpu_percent(vm->mig, cfg->collapse_cpu_percent);
+}
+
+int vm_new(struct loop *loop, const struct config *cfg,
+	   const struct config_vm *conf, struct vm **ret_vm)
+{
+	struct session_limits lim;
+	struct reclaim_params par;
 	struct vm *vm;
 	int r;
+
+	vm_limits(cfg, conf, &lim, &par);
 
 	vm = calloc(1, sizeof(*vm));
 	if (!vm)
@@ -739,8 +775,6 @@ int vm_new(struct loop *loop, const struct config *cfg,
 		free(vm);
 		return r;
 	}
-	if (par.budget_ms == 0)
-		par.budget_ms = 1;
 	r = reclaim_new(loop, conf->name, vm->session, &par, &vm->reclaim);
 	if (r < 0) {
 		session_free(vm->session);

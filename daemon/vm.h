@@ -38,6 +38,13 @@ void vm_list_free(struct vm_list *l);
 int vm_new(struct loop *loop, const struct config *cfg,
 	   const struct config_vm *conf, struct vm **ret_vm);
 void vm_free(struct vm *vm);
+/*
+ * A config reload: the limits that may change while the VM runs (floor,
+ * max_reclaim, rates, request timeout, reconnect backoff, the collapse
+ * pass's CPU share) from conf and cfg; name, qmp and channel stay.
+ */
+void vm_apply_config(struct vm *vm, const struct config *cfg,
+		     const struct config_vm *conf);
 
 /* Attaches to QEMU (retrying with backoff) and starts the guest session. */
 void vm_start(struct vm *vm);
@@ -104,5 +111,7 @@ int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, char *err
 		size_t errsz, uint32_t *ret_id);
 /* Operation `id` if it runs, is the last one, or the last reclaim/return; else -ENOENT. */
 int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op);
+/* Stops the running reclaim / return (id, or 0: any): reclaim_cancel(). */
+int vm_cancel_op(struct vm *vm, uint32_t id, uint32_t *ret_id);
 
 #endif /* VDF_VM_H */

@@ -12,39 +12,59 @@
  * reach the terminal.
  *
  * reclaim / return start an operation in the daemon and print its id; with
- * --wait the client polls the operation ("op") every CTL_POLL_MS, shows a
- * progress line on a terminal (rewritten with \r), and exits 0 only if
- * the whole size was moved, else 1 with the daemon's reason.
+ * --wait the client polls the operation ("op") every CTL_POLL_MS and
+ * exits 0 only if the whole size was moved, else 1 with the daemon's
+ * reason.  Progress: on a terminal one line rewritten with \r, with the
+ * rate so far and the time left at that rate (ctl_progress()); into a
+ * pipe or a file one line per phase -- the start, each round the guest
+ * answered (the op's "rounds" grew), the end -- so a log shows the steps
+ * without a line per poll.
+ *
+ * Every call to the daemon is bounded: --timeout SECONDS, or a default per
+ * command (ctl_client.h); past it the call fails with CTL_EXIT_TIMEOUT.
+ * With --wait, --timeout bounds the whole wait (the operation goes on in
+ * the daemon) and each poll keeps the default.  With --json a failure is
+ * also a JSON object on stdout (ctl_exit.h), so a script reading stdout
+ * always gets one object.
  *
  * Two commands serve the libvirt integration.  notify is what the libvirt
  * qemu hook runs: one request with a short deadline (CTL_NOTIFY_TIMEOUT_MS
  * for connect and answer), so a wedged daemon cannot hold libvirtd up.
- * check-domain never talks to vmdefragd (ctl_check_domain.c).
+ * check-domain never talks to vmdefragd (ctl_check_domain.c); libvirt's
+ * client library has no deadline of its own, so its --timeout is a
+ * watchdog (ctl_watchdog()) that ends the process with the timeout's
+ * line and exit status.
  *
  * The layers: ctl_client.c is the transport (socket, timeouts, the peer's
  * errors), ctl_render.c the human output, ctl_check_domain.c the libvirt
  * command; this file parses the command line and drives them.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
 
 #include "cleanup.h"
+#include "clock.h"
 #include "ctl_check_domain.h"
 #include "ctl_client.h"
 #include "ctl_exit.h"
 #include "ctl_proto.h"
 #include "ctl_render.h"
+#include "log.h"
 #include "size.h"
 
 #define CTL_POLL_MS	250	/* --wait: progress polling interval */
+#define CTL_POLL_MIN_ANSWER_MS	1000	/* --wait --timeout: a poll's least wait */
 #define CTL_NOTIFY_TIMEOUT_MS	2000	/* notify: connect + answer */
 
 static const char *pos0_name(enum ctl_cmd cmd)
@@ -55,11 +75,12 @@ static const char *pos0_name(enum ctl_cmd cmd)
 static void usage(FILE *f)
 {
 	fprintf(f,
-"Usage: vmdefragctl [--socket PATH] status [VM] [--json]\n"
-"       vmdefragctl [--socket PATH] scan VM [--json]\n"
-"       vmdefragctl [--socket PATH] reclaim VM SIZE [--wait] [--json]\n"
-"       vmdefragctl [--socket PATH] return VM SIZE [--wait] [--json]\n"
-"       vmdefragctl [--socket PATH] notify DOMAIN EVENT\n"
+"Usage: vmdefragctl [--socket PATH] [--timeout S] status [VM] [--json]\n"
+"       vmdefragctl [--socket PATH] [--timeout S] scan VM [--json]\n"
+"       vmdefragctl [--socket PATH] [--timeout S] reclaim VM SIZE [--wait] [--json]\n"
+"       vmdefragctl [--socket PATH] [--timeout S] return VM SIZE [--wait] [--json]\n"
+"       vmdefragctl [--socket PATH] [--timeout S] cancel VM [ID] [--json]\n"
+"       vmdefragctl [--socket PATH] [--timeout S] notify DOMAIN EVENT\n"
 "       vmdefragctl check-domain NAME [--connect URI]\n"
 "       vmdefragctl check-domain --xml FILE\n"
 "\n"
@@ -77,6 +98,9 @@ static void usage(FILE *f)
 "  return VM SIZE   give SIZE of reclaimed memory back, re-backed with\n"
 "                2 MiB folios where the host allows it (not on the hint\n"
 "                backend: the guest keeps its blocks)\n"
+"  cancel VM [ID]   stop the VM's running reclaim or return (operation ID,\n"
+"                if given): the guest's request in flight completes, what\n"
+"                was moved stays moved; a --wait on it exits 1\n"
 "  notify DOMAIN EVENT  tell vmdefragd a libvirt domain was prepared,\n"
 "                started, stopped or released (EVENT: prepare, started,\n"
 "                stopped, release); what the libvirt hook runs, gives up\n"
@@ -84,12 +108,19 @@ static void usage(FILE *f)
 "  check-domain NAME  read libvirt domain NAME's XML (live when running)\n"
 "                and say what it lacks for vmdefrag, in plain words; exit 0\n"
 "                only when it lacks nothing.  Does not need vmdefragd.\n"
-"  --connect URI libvirt URI for check-domain (default: libvirt's default)\n"
+"  --connect URI libvirt URI for check-domain (default: libvirt's default);\n"
+"                --timeout bounds check-domain's wait for libvirt too\n"
 "  --xml FILE    check-domain on a domain XML file instead (- = stdin)\n"
 "  --wait        wait for the operation, showing progress; exit 0 only when\n"
 "                the whole SIZE was moved\n"
 "  --socket PATH vmdefragd's control socket (default %s)\n"
-"  --json        print the daemon's JSON answer\n"
+"  --timeout S   give up on the daemon after S seconds (decimals allowed):\n"
+"                connecting and its answer, exit status 7.  Default: %d s,\n"
+"                %d s for scan, %d s for notify; with --wait, S bounds the\n"
+"                whole wait (default: none; the operation goes on)\n"
+"  --json        print the daemon's JSON answer; a failure is also printed\n"
+"                on stdout, as {\"ok\": false, \"error\": CODE, \"message\":\n"
+"                TEXT, \"exit_code\": N}\n"
 "\n"
 "Exit status:\n"
 "  0  success\n"
@@ -99,19 +130,127 @@ static void usage(FILE *f)
 "  4  permission denied on the control socket\n"
 "  5  unknown VM\n"
 "  6  the VM's guest session is not ready (no agent answering)\n"
+"  7  the daemon did not answer within --timeout\n"
 "check-domain: 0 nothing lacks, 1 something lacks, 2 bad arguments or an\n"
 "unreadable XML file, 3 libvirt unreachable, 4 permission denied,\n"
 "5 no such domain\n",
-		CTL_NOTIFY_TIMEOUT_MS / 1000, CTL_DEFAULT_SOCKET);
+		CTL_NOTIFY_TIMEOUT_MS / 1000, CTL_DEFAULT_SOCKET,
+		CTL_CLIENT_TIMEOUT_MS / 1000, CTL_CLIENT_SCAN_TIMEOUT_MS / 1000,
+		CTL_NOTIFY_TIMEOUT_MS / 1000);
 }
 
-/* --wait: poll the operation until it ends; the exit status. */
-static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json)
+/* --timeout SECONDS (> 0, decimals allowed) into ms; -1 if it is not one. */
+static int ctl_parse_timeout(const char *s)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (!*s || *end || errno || !(v > 0) || v > 1e6)
+		return -1;
+	return v * 1000 < 1 ? 1 : (int)(v * 1000);
+}
+
+static int ctl_bad_timeout(const char *s)
+{
+	return ctl_exit_fail(CTL_EXIT_USAGE, "--timeout '%s': not a number of "
+			     "seconds above 0 (e.g. 5 or 0.5)", s);
+}
+
+/* The --timeout given, in ms, or 0 for the command's default. */
+static int ctl_timeout_ms;
+
+/* ctl_watchdog()'s last words, composed before the alarm can ring. */
+static char ctl_watchdog_line[512];
+static char ctl_watchdog_json[640];
+
+static void ctl_watchdog_ring(int sig)
+{
+	(void)sig;
+	if (ctl_watchdog_json[0])
+		(void)!write(STDOUT_FILENO, ctl_watchdog_json, strlen(ctl_watchdog_json));
+	(void)!write(STDERR_FILENO, ctl_watchdog_line, strlen(ctl_watchdog_line));
+	_exit(CTL_EXIT_TIMEOUT);
+}
+
+/* Ends the process with exit status 7 if it still runs after ms. */
+static void ctl_watchdog(int ms, const char *what, bool json)
+{
+	struct itimerval it = { .it_value = { ms / 1000, (ms % 1000) * 1000 } };
+	char secs[32];
+
+	ctl_client_seconds(ms, secs, sizeof(secs));
+	snprintf(ctl_watchdog_line, sizeof(ctl_watchdog_line), "vmdefragctl: %s did "
+		 "not answer in %s (--timeout)\n", what, secs);
+	if (json)
+		snprintf(ctl_watchdog_json, sizeof(ctl_watchdog_json),
+			 "{\"ok\":false,\"error\":\"timeout\",\"message\":\"%s did "
+			 "not answer in %s (--timeout)\",\"exit_code\":%d}\n", what,
+			 secs, CTL_EXIT_TIMEOUT);
+	signal(SIGALRM, ctl_watchdog_ring);
+	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+/*
+ * check-domain's arguments without --timeout S / --timeout=S (taken into
+ * ctl_timeout_ms); 0 or the exit status.  argv is changed in place.
+ */
+static int ctl_take_timeout(int *argc, char **argv)
+{
+	int n = 0;
+
+	for (int i = 0; i < *argc; i++) {
+		const char *v = NULL;
+
+		if (strcmp(argv[i], "--timeout") == 0) {
+			if (i + 1 >= *argc)
+				return ctl_exit_fail(CTL_EXIT_USAGE, "option '--timeout' "
+						     "needs an argument (see --help)");
+			v = argv[++i];
+		} else if (strncmp(argv[i], "--timeout=", 10) == 0) {
+			v = argv[i] + 10;
+		} else {
+			argv[n++] = argv[i];
+			continue;
+		}
+		ctl_timeout_ms = ctl_parse_timeout(v);
+		if (ctl_timeout_ms < 0)
+			return ctl_bad_timeout(v);
+	}
+	*argc = n;
+	return 0;
+}
+
+/* ", 42.0 MiB/s, about 7 s left" from an op's bytes and time so far. */
+static void ctl_progress(struct json_object *op, char *buf, size_t sz)
+{
+	uint64_t done = ctl_client_u64(op, "done_bytes");
+	uint64_t target = ctl_client_u64(op, "target_bytes");
+	uint64_t ms = ctl_client_u64(op, "elapsed_ms");
+	double rate, left;
+
+	buf[0] = '\0';
+	if (!done || !ms)
+		return;
+	rate = (double)done / ((double)ms / 1000.0);
+	left = target > done ? (double)(target - done) / rate : 0;
+	snprintf(buf, sz, ", %.1f MiB/s, about %.0f s left", rate / (1 << 20),
+		 left);
+}
+
+/*
+ * --wait: poll the operation until it ends or --timeout passes; the exit
+ * status.
+ */
+static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json,
+		       uint64_t start_ms)
 {
 	struct ctl_request req = { .cmd = CTL_CMD_OP, .id = id };
 	bool tty = isatty(STDOUT_FILENO) && !json;
 	struct json_object *op;
-	char line[256];
+	uint64_t rounds_shown = UINT64_MAX;
+	char line[256], rate[64];
 	int r;
 
 	snprintf(req.vm, sizeof(req.vm), "%s", vm);
@@ -121,6 +260,21 @@ static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json)
 		struct timespec ts = { 0, CTL_POLL_MS * 1000000L };
 		const char *state;
 
+		/*
+		 * each poll: the default, or what is left of --timeout (at
+		 * least CTL_POLL_MIN_ANSWER_MS: the poll just after the
+		 * deadline still gets its answer)
+		 */
+		if (ctl_timeout_ms) {
+			uint64_t end = start_ms + (uint64_t)ctl_timeout_ms;
+			uint64_t now = clock_now_ms();
+			uint64_t left = end > now ? end - now : 0;
+
+			if (left < CTL_POLL_MIN_ANSWER_MS)
+				left = CTL_POLL_MIN_ANSWER_MS;
+			ctl_client_set_timeout_ms(left < CTL_CLIENT_TIMEOUT_MS ?
+						  (int)left : CTL_CLIENT_TIMEOUT_MS);
+		}
 		r = ctl_client_call(path, &req, &resp, &text);
 		if (r) {
 			if (tty)
@@ -132,24 +286,54 @@ static int ctl_wait_op(const char *path, const char *vm, uint32_t id, bool json)
 		ctl_render_op_line(op, line, sizeof(line));
 		if (strcmp(state, "running") != 0) {
 			const char *note = ctl_client_str(op, "reback_note");
+			bool done = strcmp(state, "done") == 0;
 
-			if (json)
+			/* with --json, a failure is its error object alone */
+			if (json && done)
 				printf("%s\n", text);
-			else
+			else if (!json)
 				printf("%s%s\n", tty ? "\r\033[K" : "", line);
 			if (!json && note)
 				printf("warning: re-backed as '%s': %s\n",
 				       ctl_client_str(op, "reback"), note);
-			if (strcmp(state, "done") == 0)
+			if (done)
 				return CTL_EXIT_OK;
-			return ctl_exit_fail(CTL_EXIT_FAILED, "%s %s: %s",
-					     ctl_client_str(op, "kind"), state,
-					     ctl_client_str(op, "reason") ?:
-					     "no reason given");
+			fflush(stdout);
+			return ctl_exit_fail_as(CTL_EXIT_FAILED, state, "operation", op,
+						"%s %s: %s", ctl_client_str(op, "kind"),
+						state, ctl_client_str(op, "reason") ?:
+						"no reason given");
 		}
 		if (tty) {
-			printf("\r\033[K%s", line);
+			ctl_progress(op, rate, sizeof(rate));
+			printf("\r\033[K%s%s", line, rate);
 			fflush(stdout);
+		} else if (!json && ctl_client_u64(op, "rounds") != rounds_shown) {
+			rounds_shown = ctl_client_u64(op, "rounds");
+			printf("%s\n", line);
+			fflush(stdout);
+		}
+		if (ctl_timeout_ms &&
+		    clock_now_ms() >= start_ms + (uint64_t)ctl_timeout_ms) {
+			char secs[32];
+
+			if (tty)
+				printf("\n");
+			fflush(stdout);
+			return ctl_exit_fail_as(CTL_EXIT_TIMEOUT, NULL, "operation", op,
+						"%s #%u on %s still running after %s "
+						"(--timeout); it goes on: vmdefragctl "
+						"status %s", ctl_client_str(op, "kind"),
+						id, vm, ctl_client_seconds(ctl_timeout_ms,
+						secs, sizeof(secs)), vm);
+		}
+		/* not past the deadline: the last poll comes just after it */
+		if (ctl_timeout_ms) {
+			uint64_t end = start_ms + (uint64_t)ctl_timeout_ms;
+			uint64_t left = end - clock_now_ms();
+
+			if (left < CTL_POLL_MS)
+				ts.tv_nsec = (long)(left + 1) * 1000000L;
 		}
 		nanosleep(&ts, NULL);
 	}
@@ -178,7 +362,8 @@ static int ctl_notify(const char *path, int argc, char **argv)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "unknown event '%s' (prepare, "
 				     "started, stopped or release)", argv[2]);
 	strcpy(req.vm, argv[1]);
-	ctl_client_set_timeout_ms(CTL_NOTIFY_TIMEOUT_MS);
+	if (!ctl_timeout_ms)
+		ctl_client_set_timeout_ms(CTL_NOTIFY_TIMEOUT_MS);
 	r = ctl_client_call(path, &req, &resp, NULL);
 	if (r)
 		return r;
@@ -199,18 +384,29 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 	int npos = 0, r;
 
 	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0)
+		if (strcmp(argv[i], "--json") == 0) {
 			*json = true;
-		else if (strcmp(argv[i], "--wait") == 0)
+		} else if (strcmp(argv[i], "--wait") == 0) {
 			*wait = true;
-		else if (argv[i][0] == '-' && argv[i][1])
+		} else if (strcmp(argv[i], "--timeout") == 0 ||
+			   strncmp(argv[i], "--timeout=", 10) == 0) {
+			const char *v = argv[i][9] == '=' ? argv[i] + 10 : argv[++i];
+
+			if (!v)
+				return ctl_exit_fail(CTL_EXIT_USAGE, "option '--timeout' "
+						     "needs an argument (see --help)");
+			ctl_timeout_ms = ctl_parse_timeout(v);
+			if (ctl_timeout_ms < 0)
+				return ctl_bad_timeout(v);
+		} else if (argv[i][0] == '-' && argv[i][1]) {
 			return ctl_exit_fail(CTL_EXIT_USAGE, "unknown option '%s' "
 					     "(see --help)", argv[i]);
-		else if (npos < 3)
+		} else if (npos < 3) {
 			pos[npos++] = argv[i];
-		else
+		} else {
 			return ctl_exit_fail(CTL_EXIT_USAGE, "too many arguments "
 					     "(see --help)");
+		}
 	}
 	if (npos == 0)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "no command given (status or "
@@ -224,6 +420,24 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 		req.cmd = CTL_CMD_SCAN;
 		if (npos != 2)
 			return ctl_exit_fail(CTL_EXIT_USAGE, "scan takes exactly one VM");
+	} else if (strcmp(pos[0], "cancel") == 0) {
+		req.cmd = CTL_CMD_CANCEL;
+		if (npos < 2)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "cancel takes a VM and "
+					     "optionally an operation id");
+		if (npos == 3) {
+			char *end;
+			unsigned long long id;
+
+			errno = 0;
+			id = strtoull(pos[2], &end, 10);
+			if (!isdigit((unsigned char)pos[2][0]) || *end || errno ||
+			    id == 0 || id > UINT32_MAX)
+				return ctl_exit_fail(CTL_EXIT_USAGE, "bad operation id "
+						     "'%s' (the number after '#')",
+						     pos[2]);
+			req.id = (uint32_t)id;
+		}
 	} else if (strcmp(pos[0], "reclaim") == 0 || strcmp(pos[0], "return") == 0) {
 		req.cmd = pos[0][2] == 'c' ? CTL_CMD_RECLAIM : CTL_CMD_RETURN;
 		if (npos != 3)
@@ -239,7 +453,7 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 					     pos[2]);
 	} else {
 		return ctl_exit_fail(CTL_EXIT_USAGE, "unknown command '%s' (status, "
-				     "scan, reclaim, return, notify or "
+				     "scan, reclaim, return, cancel, notify or "
 				     "check-domain; see --help)", pos[0]);
 	}
 	if (*wait && req.cmd != CTL_CMD_RECLAIM && req.cmd != CTL_CMD_RETURN)
@@ -259,6 +473,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -267,13 +482,24 @@ int main(int argc, char **argv)
 	const char *socket_path = CTL_DEFAULT_SOCKET;
 	struct ctl_request req = { 0 };
 	bool json = false, wait = false;
+	uint64_t start_ms = clock_now_ms();
 	int c, r;
 
+	log_setup("vmdefragctl");
+	/* --json anywhere: even an error in the arguments before it is JSON */
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--json") == 0)
+			ctl_exit_set_json(true);
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': socket_path = optarg; break;
 		case 'j': json = true; break;
+		case 't':
+			ctl_timeout_ms = ctl_parse_timeout(optarg);
+			if (ctl_timeout_ms < 0)
+				return ctl_bad_timeout(optarg);
+			break;
 		case 'h': usage(stdout); return 0;
 		case ':':
 			return ctl_exit_fail(CTL_EXIT_USAGE, "option '%s' needs an "
@@ -283,13 +509,30 @@ int main(int argc, char **argv)
 					     "--help)", argv[optind - 1]);
 		}
 	}
+	if (ctl_timeout_ms)
+		ctl_client_set_timeout_ms(ctl_timeout_ms);
 	if (optind < argc && strcmp(argv[optind], "notify") == 0)
 		return ctl_notify(socket_path, argc - optind, argv + optind);
-	if (optind < argc && strcmp(argv[optind], "check-domain") == 0)
-		return ctl_check_domain_main(argc - optind, argv + optind, json);
+	if (optind < argc && strcmp(argv[optind], "check-domain") == 0) {
+		int n = argc - optind;
+
+		r = ctl_take_timeout(&n, argv + optind);
+		if (r)
+			return r;
+		for (int i = optind; i < optind + n; i++)
+			if (strcmp(argv[i], "--json") == 0)
+				json = true;
+		ctl_watchdog(ctl_timeout_ms ? ctl_timeout_ms : CTL_CLIENT_TIMEOUT_MS,
+			     "libvirt", json);
+		return ctl_check_domain_main(n, argv + optind, json);
+	}
 	r = ctl_parse_command(argc - optind, argv + optind, &req, &json, &wait);
 	if (r)
 		return r;
+	if (ctl_timeout_ms)
+		ctl_client_set_timeout_ms(ctl_timeout_ms);
+	else if (req.cmd == CTL_CMD_SCAN)
+		ctl_client_set_timeout_ms(CTL_CLIENT_SCAN_TIMEOUT_MS);
 	r = ctl_client_call(socket_path, &req, &resp, &answer);
 	if (r)
 		return r;
@@ -299,7 +542,7 @@ int main(int argc, char **argv)
 		char b[32];
 
 		if (wait)
-			return ctl_wait_op(socket_path, req.vm, id, json);
+			return ctl_wait_op(socket_path, req.vm, id, json, start_ms);
 		if (json)
 			printf("%s\n", answer);
 		else
@@ -310,6 +553,11 @@ int main(int argc, char **argv)
 	}
 	if (json) {
 		printf("%s\n", answer);
+	} else if (req.cmd == CTL_CMD_CANCEL) {
+		char line[256];
+
+		ctl_render_op_line(ctl_client_get(resp, "operation"), line, sizeof(line));
+		printf("%s\n", line);
 	} else if (req.cmd == CTL_CMD_STATUS) {
 		struct json_object *vms = ctl_client_get(resp, "vms");
 

@@ -4,22 +4,40 @@
  *
  * Startup is strictly ordered, and every failure before the loop runs is
  * one line on stderr and exit status 2 (bad input) or 1 (environment):
- *   1. command line; 2. config file (--config), then the command line's
- *   --socket / --log-level / --vm on top of it; 3. validation; 4. the
- *   event loop, signals (SIGTERM/SIGINT end the loop), one struct vm per
- *   configured VM; 5. the control socket; 6. each VM attaches to QEMU and
- *   its guest channel, retrying on its own from then on; 7. in libvirt
+ *   1. command line; 2. config file (--config FILE; without it
+ *   CONFIG_DEFAULT_PATH, or $VMDEFRAGD_CONFIG, when that file exists),
+ *   then the command line's --socket / --log-level / --vm on top of it;
+ *   3. validation; 4. without --foreground, the detach (below); 5. the
+ *   event loop, signals, one struct vm per configured VM; 6. in libvirt
  *   mode (--libvirt [URI] or a [libvirt] section), the connection to
  *   libvirtd, which adds a VM per running domain that has the vmdefrag
- *   channel and follows their lifecycle (virt_domains.c).  Then zero VMs
- *   at start is fine; VMs are only ever added, and a --vm wins over a
- *   domain of the same name.
- * After that nothing is fatal: a VM that misbehaves is logged and retried,
- * never a reason to exit.  Shutdown closes the control socket first (so no
- * client waits on a VM being freed), then libvirt (its event thread), then
- * the VMs.
+ *   channel and follows their lifecycle (virt_domains.c); 7. the control
+ *   socket; 8. each VM attaches to QEMU and its guest channel, retrying on
+ *   its own from then on.  Zero VMs at start is fine in libvirt mode; VMs
+ *   are only ever added, and a --vm wins over a domain of the same name.
+ *
+ * Detaching: the process forks at step 4 and the parent waits on a pipe.
+ * The child starts a session, does steps 5..8 with stderr still on the
+ * caller's terminal, and only once the control socket is bound moves its
+ * stdio to /dev/null and writes one byte: the parent exits 0.  If the
+ * child fails first (socket in use, libvirt unusable) its one-line error
+ * is already on the terminal and the parent exits with the child's status.
+ *
+ * Signals (a signalfd in the loop): SIGTERM/SIGINT end the loop; SIGHUP
+ * reloads the configuration (daemon_reload()): the same sources again,
+ * applied with config_reload() -- log level, reconnect backoff,
+ * collapse_cpu_percent and every VM's limits take effect at once, each
+ * other difference is one warning "X changed: needs a restart", and a
+ * config that does not parse leaves everything as it was, logged with its
+ * FILE:LINE error.
+ *
+ * After startup nothing is fatal: a VM that misbehaves is logged and
+ * retried, never a reason to exit.  Shutdown closes the control socket
+ * first (so no client waits on a VM being freed), then libvirt (its event
+ * thread), then the VMs.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +45,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -53,7 +72,8 @@ static void usage(FILE *f)
 "  --foreground       stay in the foreground, log to stderr (else: detach,\n"
 "                     log to syslog)\n"
 "  --config FILE      INI config file (see configs/vmdefragd.conf); the\n"
-"                     options below override it\n"
+"                     options below override it.  Default: %s\n"
+"                     when it exists ($VMDEFRAGD_CONFIG names another)\n"
 "  --socket PATH      control socket (default %s)\n"
 "  --log-level LEVEL  err, warning, notice, info (default), debug\n"
 "  --vm SPEC          NAME,qmp=PATH,channel=PATH and optionally floor=SIZE,\n"
@@ -67,24 +87,22 @@ static void usage(FILE *f)
 "                     QMP goes through libvirt.  A --vm of the same name wins\n"
 "  --help             this text\n"
 "\n"
+"Signals: SIGTERM/SIGINT stop the daemon; SIGHUP reloads the config file\n"
+"(what cannot change while running is logged as needing a restart).\n"
+"\n"
 "Exit status: 0 stopped by SIGTERM/SIGINT, 1 could not start, 2 bad\n"
-"arguments or config.\n", CONFIG_DEFAULT_SOCKET, VIRT_CONN_DEFAULT_URI);
+"arguments or config.\n", CONFIG_DEFAULT_PATH, CONFIG_DEFAULT_SOCKET,
+		VIRT_CONN_DEFAULT_URI);
 }
+
+/* Set while a detached daemon starts: its errors also go to the terminal. */
+static bool syslog_sink_startup;
 
 static void syslog_sink(int level, const char *msg, void *userdata)
 {
 	syslog(level, "%s", msg);
-}
-
-static void on_signal(struct loop_io *io, uint32_t events)
-{
-	struct signalfd_siginfo si;
-	struct loop *loop = io->userdata;
-
-	if (read(io->fd, &si, sizeof(si)) != sizeof(si))
-		return;
-	log_info("signal %u received, exiting", si.ssi_signo);
-	loop_quit(loop, 0);
+	if (syslog_sink_startup && level <= LOG_ERR)
+		fprintf(stderr, "%s: %s\n", log_get_ident(), msg);
 }
 
 struct args {
@@ -151,17 +169,37 @@ static int parse_args(int argc, char **argv, struct args *a)
 	return 0;
 }
 
-/* Builds the configuration; prints one line and returns < 0 on error. */
-static int build_config(const struct args *a, struct config *cfg)
+/*
+ * The config file to read: --config FILE, else the default path (or
+ * $VMDEFRAGD_CONFIG) if that file exists, else none (NULL).
+ */
+static const char *config_path(const struct args *a)
 {
-	char err[CONFIG_ERR_MAX];
+	const char *p = a->config;
+
+	if (p)
+		return p;
+	p = getenv("VMDEFRAGD_CONFIG");
+	if (!p || !*p)
+		p = CONFIG_DEFAULT_PATH;
+	return access(p, F_OK) == 0 ? p : NULL;
+}
+
+/*
+ * Builds the configuration from the file and the command line; on error
+ * err gets one line (FILE:LINE: ... for the file) and < 0 is returned.
+ */
+static int build_config(const struct args *a, struct config *cfg, char *err,
+			size_t errsz)
+{
+	const char *path = config_path(a);
 
 	config_init(cfg);
-	if (a->config && config_parse_file(cfg, a->config, err, sizeof(err)) < 0)
-		goto out_err;
+	if (path && config_parse_file(cfg, path, err, errsz) < 0)
+		return -EINVAL;
 	if (a->socket) {
 		if (a->socket[0] != '/' || strlen(a->socket) >= sizeof(cfg->socket)) {
-			snprintf(err, sizeof(err), "--socket '%s': must be an absolute "
+			snprintf(err, errsz, "--socket '%s': must be an absolute "
 				 "path shorter than %zu bytes", a->socket,
 				 sizeof(cfg->socket));
 			goto out_err;
@@ -169,40 +207,167 @@ static int build_config(const struct args *a, struct config *cfg)
 		strcpy(cfg->socket, a->socket);
 	}
 	if (a->log_level && log_level_from_string(a->log_level, &cfg->log_level) < 0) {
-		snprintf(err, sizeof(err), "--log-level '%s': not one of err, warning, "
+		snprintf(err, errsz, "--log-level '%s': not one of err, warning, "
 			 "notice, info, debug", a->log_level);
 		goto out_err;
 	}
 	for (size_t i = 0; i < a->nvm_specs; i++)
-		if (config_add_vm_spec(cfg, a->vm_specs[i], err, sizeof(err)) < 0)
+		if (config_add_vm_spec(cfg, a->vm_specs[i], err, errsz) < 0)
 			goto out_err;
 	if (a->libvirt) {
 		const char *uri = a->libvirt_uri ? a->libvirt_uri : cfg->libvirt_uri;
 
 		if (!*uri && a->libvirt_uri) {
-			snprintf(err, sizeof(err), "--libvirt=: empty URI");
+			snprintf(err, errsz, "--libvirt=: empty URI");
 			goto out_err;
 		}
 		if (config_set_libvirt(cfg, uri) < 0) {
-			snprintf(err, sizeof(err), "--libvirt '%s': URI too long", uri);
+			snprintf(err, errsz, "--libvirt '%s': URI too long", uri);
 			goto out_err;
 		}
 	}
-	if (config_validate(cfg, err, sizeof(err)) < 0)
+	if (config_validate(cfg, err, errsz) < 0)
 		goto out_err;
 	if (cfg->nvms == 0 && !cfg->libvirt) {
-		snprintf(err, sizeof(err), "no VM given (--vm, a [vm NAME] section, "
+		snprintf(err, errsz, "no VM given (--vm, a [vm NAME] section, "
 			 "or --libvirt)");
 		goto out_err;
 	}
 	return 0;
 
 out_err:
-	fprintf(stderr, "vmdefragd: %s\n", err);
 	return -EINVAL;
 }
 
-static int setup_signals(struct loop *loop, struct loop_io *io)
+/* What a running daemon is made of; the signal handler reaches it. */
+struct daemon {
+	struct args a;
+	struct config *cfg;
+	struct loop *loop;
+	struct vm_list vms;
+	struct virt_domains *virt;
+};
+
+static void daemon_note_restart(const char *sentence, void *userdata)
+{
+	log_warning("%s", sentence);
+}
+
+/* SIGHUP: read the configuration again and apply what can change live. */
+static void daemon_reload(struct daemon *d)
+{
+	char err[CONFIG_ERR_MAX];
+	struct config *next;
+	const char *path = config_path(&d->a);
+	int n;
+
+	next = malloc(sizeof(*next));
+	if (!next) {
+		log_error("configuration not reloaded: out of memory");
+		return;
+	}
+	if (build_config(&d->a, next, err, sizeof(err)) < 0) {
+		log_error("configuration not reloaded, the previous one stays in "
+			  "use: %s", err);
+		free(next);
+		return;
+	}
+	n = config_reload(d->cfg, next, daemon_note_restart, NULL);
+	free(next);
+	log_set_max_level(d->cfg->log_level);
+	for (size_t i = 0; i < d->vms.n; i++) {
+		struct vm *vm = d->vms.v[i];
+		const struct config_vm *conf = vm_is_libvirt(vm) ?
+			&d->cfg->libvirt_defaults : config_find_vm(d->cfg, vm_name(vm));
+
+		if (conf)
+			vm_apply_config(vm, d->cfg, conf);
+	}
+	log_notice("configuration reloaded from %s (log level %s, %zu VM(s))%s",
+		   path ? path : "the command line alone",
+		   log_level_name(d->cfg->log_level), d->vms.n,
+		   n ? "; the changes above need a restart" : "");
+}
+
+static void on_signal(struct loop_io *io, uint32_t events)
+{
+	struct signalfd_siginfo si;
+	struct daemon *d = io->userdata;
+
+	if (read(io->fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	if (si.ssi_signo == SIGHUP) {
+		log_info("SIGHUP received, reloading the configuration");
+		daemon_reload(d);
+		return;
+	}
+	log_info("%s received, exiting", si.ssi_signo == SIGINT ? "SIGINT" :
+		 "SIGTERM");
+	loop_quit(d->loop, 0);
+}
+
+/*
+ * Without --foreground: forks; the parent waits until the child says it
+ * serves (one byte on the pipe: exit 0) or dies (exit with its status)
+ * and never returns.  The child returns the pipe's write end in
+ * *ret_ready_fd, in a session of its own, at /.
+ */
+static int daemon_fork(int *ret_ready_fd)
+{
+	int p[2], status;
+	pid_t pid;
+	char c;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -errno;
+	}
+	if (pid > 0) {
+		ssize_t n;
+
+		close(p[1]);
+		do
+			n = read(p[0], &c, 1);
+		while (n < 0 && errno == EINTR);
+		if (n == 1)
+			_exit(0);
+		if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
+			_exit(1);
+		_exit(WEXITSTATUS(status));
+	}
+	close(p[0]);
+	if (setsid() < 0 || chdir("/") < 0) {
+		close(p[1]);
+		return -errno;
+	}
+	*ret_ready_fd = p[1];
+	return 0;
+}
+
+/* The detached daemon serves: stdio to /dev/null, release the parent. */
+static int daemon_ready(int ready_fd)
+{
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) {
+		close(fd);
+		return -errno;
+	}
+	close(fd);
+	syslog_sink_startup = false;
+	/* a parent that is gone already (its terminal closed) changes nothing */
+	(void)!write(ready_fd, "", 1);
+	close(ready_fd);
+	return 0;
+}
+
+static int setup_signals(struct daemon *d, struct loop_io *io)
 {
 	sigset_t mask;
 	int fd;
@@ -211,101 +376,121 @@ static int setup_signals(struct loop *loop, struct loop_io *io)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return -errno;
 	fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	loop_io_init(io, on_signal, loop);
-	return loop_io_add(loop, io, fd, EPOLLIN);
+	loop_io_init(io, on_signal, d);
+	return loop_io_add(d->loop, io, fd, EPOLLIN);
 }
 
 int main(int argc, char **argv)
 {
+	struct daemon d = { 0 };
 	struct args a = { 0 };
-	struct config *cfg;
+	char err[CONFIG_ERR_MAX], *config_abs = NULL;
 	struct control *ctl = NULL;
-	struct loop *loop = NULL;
 	struct loop_io sig_io;
-	struct virt_domains *virt = NULL;
-	struct vm_list vms = { 0 };
-	int r, ret = 1;
+	int r, ready_fd = -1, ret = 1;
 
 	if (parse_args(argc, argv, &a) < 0)
 		return EXIT_USAGE;
-	cfg = malloc(sizeof(*cfg));
-	if (!cfg)
+	log_setup("vmdefragd");
+	/* a reload reads it again, after a detached daemon went to / */
+	if (a.config && a.config[0] != '/' && (config_abs = realpath(a.config, NULL)))
+		a.config = config_abs;
+	d.a = a;
+	d.cfg = malloc(sizeof(*d.cfg));
+	if (!d.cfg)
 		return 1;
-	if (build_config(&a, cfg) < 0)
+	if (build_config(&a, d.cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vmdefragd: %s\n", err);
+		free(d.cfg);
+		free(a.vm_specs);
+		free(config_abs);
 		return EXIT_USAGE;
-	log_set_max_level(cfg->log_level);
+	}
+	log_set_max_level(d.cfg->log_level);
 	if (!a.foreground) {
-		if (daemon(0, 0) < 0) {
-			fprintf(stderr, "vmdefragd: cannot detach: %s\n", strerror(errno));
-			return 1;
+		r = daemon_fork(&ready_fd);
+		if (r < 0) {
+			fprintf(stderr, "vmdefragd: cannot detach: %s\n", strerror(-r));
+			goto out_free;
 		}
 		openlog("vmdefragd", LOG_PID, LOG_DAEMON);
+		syslog_sink_startup = true;
 		log_set_sink(syslog_sink, NULL);
 	}
 
-	r = loop_new(&loop);
+	r = loop_new(&d.loop);
 	if (r < 0) {
 		log_error_errno(r, "cannot create the event loop: %m");
 		goto out_free;
 	}
-	r = setup_signals(loop, &sig_io);
+	r = setup_signals(&d, &sig_io);
 	if (r < 0) {
-		log_error_errno(r, "cannot set up signals: %m");
+		log_error_errno(r, "cannot set up signal handling: %m");
 		goto out_free;
 	}
-	for (size_t i = 0; i < cfg->nvms; i++) {
+	for (size_t i = 0; i < d.cfg->nvms; i++) {
 		struct vm *vm;
 
-		r = vm_new(loop, cfg, &cfg->vms[i], &vm);
-		if (r == 0 && (r = vm_list_add(&vms, vm)) < 0)
+		r = vm_new(d.loop, d.cfg, &d.cfg->vms[i], &vm);
+		if (r == 0 && (r = vm_list_add(&d.vms, vm)) < 0)
 			vm_free(vm);
 		if (r < 0) {
-			log_error_errno(r, "VM '%s': %m", cfg->vms[i].name);
+			log_error_errno(r, "VM '%s': %m", d.cfg->vms[i].name);
 			goto out_free;
 		}
 	}
-	if (cfg->libvirt) {
-		r = virt_domains_new(loop, cfg, &vms, &virt);
+	if (d.cfg->libvirt) {
+		r = virt_domains_new(d.loop, d.cfg, &d.vms, &d.virt);
 		if (r < 0) {
 			log_error_errno(r, "libvirt: cannot start: %m");
 			goto out_free;
 		}
 	}
-	r = control_new(loop, cfg, &vms, &ctl);
+	r = control_new(d.loop, d.cfg, &d.vms, &ctl);
 	if (r < 0) {
 		if (r == -EADDRINUSE)
 			log_error("control socket %s: another vmdefragd is listening "
-				  "there", cfg->socket);
+				  "there", d.cfg->socket);
 		else
-			log_error_errno(r, "control socket %s: %m", cfg->socket);
+			log_error_errno(r, "control socket %s: %m", d.cfg->socket);
 		goto out_free;
 	}
-	log_info("listening on %s, %zu VM(s)%s%s", cfg->socket, vms.n,
-		 cfg->libvirt ? ", libvirt " : "",
-		 cfg->libvirt ? (cfg->libvirt_uri[0] ? cfg->libvirt_uri :
-				 VIRT_CONN_DEFAULT_URI) : "");
-	for (size_t i = 0; i < vms.n; i++)
-		vm_start(vms.v[i]);
-	if (virt) {
-		control_set_notify(ctl, virt_domains_notify, virt);
-		virt_domains_start(virt);
+	log_info("listening on %s, %zu VM(s)%s%s", d.cfg->socket, d.vms.n,
+		 d.cfg->libvirt ? ", libvirt " : "",
+		 d.cfg->libvirt ? (d.cfg->libvirt_uri[0] ? d.cfg->libvirt_uri :
+				   VIRT_CONN_DEFAULT_URI) : "");
+	if (ready_fd >= 0) {
+		r = daemon_ready(ready_fd);
+		ready_fd = -1;
+		if (r < 0) {
+			log_error_errno(r, "cannot detach: %m");
+			goto out_free;
+		}
 	}
-	r = loop_run(loop);
+	for (size_t i = 0; i < d.vms.n; i++)
+		vm_start(d.vms.v[i]);
+	if (d.virt) {
+		control_set_notify(ctl, virt_domains_notify, d.virt);
+		virt_domains_start(d.virt);
+	}
+	r = loop_run(d.loop);
 	ret = r < 0 ? 1 : r;
 	if (r < 0)
 		log_error_errno(r, "event loop failed: %m");
 
 out_free:
 	control_free(ctl);
-	virt_domains_free(virt);
-	vm_list_free(&vms);
-	loop_free(loop);
+	virt_domains_free(d.virt);
+	vm_list_free(&d.vms);
+	loop_free(d.loop);
 	free(a.vm_specs);
-	free(cfg);
+	free(config_abs);
+	free(d.cfg);
 	return ret;
 }

@@ -3,16 +3,32 @@
  * log.c - leveled logging for every vmdefrag program: the host daemon and
  * CLI, the guest agent, the tests.
  *
- * Model: one process-wide maximum level, one sink and one style.  Every
- * message is formatted into a bounded stack buffer (LOG_LINE_MAX) and
- * handed to the sink; the default sink writes it to stderr framed by the
- * style: "<level>: <func>: <msg>" for the daemon (LOG_STYLE_FUNC), or
- * "<ident>: <word><msg>" for the agent (LOG_STYLE_PROGRAM), which under
- * systemd starts each line with a sd-daemon priority prefix ("<3>" error
- * .. "<7>" debug) instead of the word, so journald records the priority.
+ * Model: one process-wide maximum level, one sink and one style for the
+ * three programs.  Every message is a plain-English sentence (no C
+ * function names), formatted into a bounded stack buffer (LOG_LINE_MAX)
+ * and handed to the sink.  The default sink writes one line to stderr:
+ *
+ *   on a terminal, a file or a pipe   "<ident>: <word><msg>", where <word>
+ *                                      is "warning: " or "debug: ", and
+ *                                      nothing for errors and information
+ *                                      (the GNU convention: "vmdefragd:
+ *                                      cannot bind ...");
+ *   when stderr is the journal        "<N><msg>": the sd-daemon priority
+ *                                      prefix ("<3>" error .. "<7>" debug)
+ *                                      that journald turns into the entry's
+ *                                      PRIORITY (so journalctl -p warning
+ *                                      filters), the identifier being
+ *                                      journald's own.
+ *
+ * "stderr is the journal" is decided once, in log_setup(): systemd sets
+ * JOURNAL_STREAM to the device and inode of the stream it connected, and
+ * fd 2 must still be that stream (a child whose stderr was redirected
+ * elsewhere inherits the variable but not the stream).  A detached daemon
+ * installs a syslog sink instead, which carries the level itself.
  * No timestamps: the journal, syslog or the test harness add them.  The
  * programs are single-threaded, so the globals need no lock; they are set
- * once at startup (or by a test that captures output).
+ * once at startup (or by a test that captures output); the level may
+ * change later (vmdefragd on SIGHUP), from the same thread.
  *
  * The errno helpers implement the "log or return, and do both in one step"
  * rule: log_error_errno(r, ...) returns -abs(r) so the caller can return
@@ -26,6 +42,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -34,8 +52,7 @@
 static int log_max_level = LOG_INFO;
 static log_sink_fn log_sink;
 static void *log_sink_userdata;
-static enum log_style log_style = LOG_STYLE_FUNC;
-static const char *log_ident = "";
+static const char *log_ident = "vmdefrag";
 static bool log_journal;
 
 void log_set_max_level(int level)
@@ -58,11 +75,36 @@ void log_set_sink(log_sink_fn fn, void *userdata)
 	log_sink_userdata = userdata;
 }
 
-void log_set_style(enum log_style style, const char *ident)
+/* Is fd 2 the stream JOURNAL_STREAM ("DEV:INO") names? */
+static bool log_stderr_is_journal(void)
 {
-	log_style = style;
-	log_ident = ident ? ident : "";
-	log_journal = getenv("JOURNAL_STREAM") != NULL;
+	const char *e = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	int n = 0;
+
+	if (!e || sscanf(e, "%llu:%llu%n", &dev, &ino, &n) != 2 || e[n])
+		return false;
+	if (fstat(STDERR_FILENO, &st) < 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev &&
+	       (unsigned long long)st.st_ino == ino;
+}
+
+void log_setup(const char *ident)
+{
+	log_ident = ident ? ident : "vmdefrag";
+	log_journal = log_stderr_is_journal();
+}
+
+const char *log_get_ident(void)
+{
+	return log_ident;
+}
+
+bool log_to_journal(void)
+{
+	return log_journal;
 }
 
 static const char *const log_level_names[] = {
@@ -95,11 +137,9 @@ int log_level_from_string(const char *s, int *ret_level)
 	return -EINVAL;
 }
 
-/* LOG_STYLE_PROGRAM's word before the message on a terminal or in a file. */
-static const char *log_program_word(int level)
+/* The word before the message on a terminal or in a file. */
+static const char *log_word(int level)
 {
-	if (level <= LOG_ERR)
-		return "error: ";
 	if (level == LOG_WARNING)
 		return "warning: ";
 	if (level == LOG_DEBUG)
@@ -109,36 +149,35 @@ static const char *log_program_word(int level)
 
 static void log_default_sink(int level, const char *msg, void *userdata)
 {
-	if (log_style == LOG_STYLE_FUNC)
-		fprintf(stderr, "%s: %s\n", log_level_name(level), msg);
-	else if (log_journal)
-		fprintf(stderr, "<%d>%s: %s\n", level, log_ident, msg);
+	if (log_journal)
+		fprintf(stderr, "<%d>%s\n", level, msg);
 	else
-		fprintf(stderr, "%s: %s%s\n", log_ident, log_program_word(level), msg);
+		fprintf(stderr, "%s: %s%s\n", log_ident, log_word(level), msg);
 }
 
-int log_internal(int level, int error, const char *func, const char *fmt, ...)
+int log_internal(int level, int error, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = log_internalv(level, error, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int log_internalv(int level, int error, const char *fmt, va_list ap)
 {
 	char line[LOG_LINE_MAX];
 	int saved_errno = errno;
-	int n;
-	va_list ap;
 
 	if (error < 0)
 		error = -error;
 	if (level > log_max_level)
 		return -error;
 
-	n = 0;
-	if (log_style == LOG_STYLE_FUNC) {
-		n = snprintf(line, sizeof(line), "%s: ", func ? func : "?");
-		if (n < 0 || (size_t)n >= sizeof(line))
-			n = 0;
-	}
 	errno = error;
-	va_start(ap, fmt);
-	vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-	va_end(ap);
+	vsnprintf(line, sizeof(line), fmt, ap);
 	errno = saved_errno;
 
 	if (log_sink)

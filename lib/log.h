@@ -8,12 +8,16 @@
  *
  *	return log_error_errno(r, "cannot open %s: %m", path);
  *
- * where %m expands to strerror(abs(error)).  Strings that come from a guest
- * (or any peer) must go through log_quote() before they reach a format.
+ * where %m expands to strerror(abs(error)).  Messages are plain English
+ * for an administrator: what happened to what, never a C function name.
+ * Strings that come from a guest (or any peer) must go through
+ * log_quote() before they reach a format.
  */
 #ifndef VDF_LOG_H
 #define VDF_LOG_H
 
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <syslog.h>
 
@@ -22,28 +26,21 @@ typedef void (*log_sink_fn)(int level, const char *msg, void *userdata);
 
 void log_set_max_level(int level);
 int log_get_max_level(void);
-/* NULL restores the default sink (stderr, in the style of log_set_style()). */
+/* NULL restores the default sink (stderr, framed as log_setup() decided). */
 void log_set_sink(log_sink_fn fn, void *userdata);
 
 /*
- * How messages are worded and how the default sink frames them:
- *   LOG_STYLE_FUNC    (the default) "<level>: <function>: <msg>": the
- *                     daemon, whose lines are read by whoever runs it
- *                     next to the code (foreground, tests; the syslog
- *                     sink gets "<function>: <msg>");
- *   LOG_STYLE_PROGRAM "<ident>: <word><msg>" where <word> is "error: ",
- *                     "warning: ", "debug: " or nothing for info; under
- *                     systemd (JOURNAL_STREAM set when this is called) the
- *                     word becomes a sd-daemon priority prefix, "<3>" error
- *                     .. "<7>" debug, which journald turns into the entry's
- *                     priority: the guest agent.
- * ident is kept by reference (a string literal or argv[0]).
+ * Every program calls this first, with its name: the default sink then
+ * writes "<ident>: <msg>" ("<ident>: warning: <msg>", "<ident>: debug:
+ * <msg>") to stderr, or "<N><msg>" (sd-daemon priority prefix) when
+ * stderr is the journal's stream (JOURNAL_STREAM names fd 2).  Call it
+ * again after redirecting stderr.  ident is kept by reference (a string
+ * literal).
  */
-enum log_style {
-	LOG_STYLE_FUNC,
-	LOG_STYLE_PROGRAM,
-};
-void log_set_style(enum log_style style, const char *ident);
+void log_setup(const char *ident);
+const char *log_get_ident(void);
+/* Did log_setup() find stderr connected to the journal? */
+bool log_to_journal(void);
 const char *log_level_name(int level);
 /* Parses "err", "warning", "info", "debug" (or "3".."7"). */
 int log_level_from_string(const char *s, int *ret_level);
@@ -53,17 +50,20 @@ int log_level_from_string(const char *s, int *ret_level);
  * error is 0.  errno is set to abs(error) while formatting so %m works; the
  * caller's errno is preserved.
  */
-int log_internal(int level, int error, const char *func, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+int log_internal(int level, int error, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int log_internalv(int level, int error, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
 
 #define log_full_errno(level, error, ...) \
-	log_internal((level), (error), __func__, __VA_ARGS__)
+	log_internal((level), (error), __VA_ARGS__)
 #define log_error_errno(error, ...)   log_full_errno(LOG_ERR, (error), __VA_ARGS__)
 #define log_warning_errno(error, ...) log_full_errno(LOG_WARNING, (error), __VA_ARGS__)
 #define log_info_errno(error, ...)    log_full_errno(LOG_INFO, (error), __VA_ARGS__)
 #define log_debug_errno(error, ...)   log_full_errno(LOG_DEBUG, (error), __VA_ARGS__)
 #define log_error(...)   ((void)log_full_errno(LOG_ERR, 0, __VA_ARGS__))
 #define log_warning(...) ((void)log_full_errno(LOG_WARNING, 0, __VA_ARGS__))
+#define log_notice(...)  ((void)log_full_errno(LOG_NOTICE, 0, __VA_ARGS__))
 #define log_info(...)    ((void)log_full_errno(LOG_INFO, 0, __VA_ARGS__))
 #define log_debug(...)   ((void)log_full_errno(LOG_DEBUG, 0, __VA_ARGS__))
 

@@ -169,7 +169,8 @@ static int agent_loop(struct agent_relay *relay, int sfd)
 		int n = poll(p, 3, agent_relay_timeout_ms(relay));
 
 		if (n < 0 && errno != EINTR)
-			return log_error_errno(-errno, "poll: %m");
+			return log_error_errno(-errno, "cannot wait for the port and "
+					       "the module: %m");
 		if (n > 0 && p[0].revents && agent_signal_pending(sfd, 0))
 			return 0;
 		if (n > 0 && p[1].fd >= 0 && p[1].revents)
@@ -187,7 +188,7 @@ int main(int argc, char **argv)
 	sigset_t mask;
 	int r, sfd, port_fd = -1;
 
-	log_set_style(LOG_STYLE_PROGRAM, "vmdefrag-agent");
+	log_setup("vmdefrag-agent");
 	r = agent_parse_args(argc, argv, &opts);
 	if (r == 1) {
 		agent_usage(stdout);
@@ -204,7 +205,7 @@ int main(int argc, char **argv)
 		return 1;
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	if (sfd < 0) {
-		log_error_errno(-errno, "signalfd: %m");
+		log_error_errno(-errno, "cannot set up signal handling: %m");
 		return 1;
 	}
 
@@ -213,7 +214,7 @@ int main(int argc, char **argv)
 		goto out_close_sfd;
 	r = agent_relay_new(port_fd, opts.stats_interval_s, &relay);
 	if (r < 0) {
-		log_error_errno(r, "starting the relay: %m");
+		log_error_errno(r, "cannot start relaying: %m");
 		close(port_fd);
 		goto out_close_sfd;
 	}

@@ -23,8 +23,14 @@ test_agent_relays_module  the agent started before vmdefrag.ko, which it
                           SET_FLOOR, each checked against the others and
                           against the guest's own view (MemFree); then the
                           module is unloaded and loaded under the agent.
+test_agent_log_priorities the agent's stderr as systemd gives it to a
+                          service (JOURNAL_STREAM naming that stream): every
+                          line is "<N>message", N the syslog priority the
+                          guest's journal records; on a plain file the
+                          lines are "vmdefrag-agent: [warning: ]message".
 """
 import errno
+import re
 import struct
 import time
 
@@ -472,3 +478,33 @@ def test_agent_relays_module(kernel):
             c.close()
         stop_agent(g)
         g.check("rmmod vmdefrag")
+
+
+def test_agent_log_priorities(agent_kernel):
+    with Guest(agent_kernel, ram_mib=512) as g:
+        g.check(": >/tmp/j.log; JOURNAL_STREAM=$(stat -c %d:%i /tmp/j.log) "
+                "vmdefrag-agent -v --stats-interval 0 </dev/null >/dev/null "
+                "2>>/tmp/j.log &")
+        for _ in range(100):
+            if "opened port" in g.check("cat /tmp/j.log"):
+                break
+            time.sleep(0.1)
+        # a second one, on a plain file, fails: the port is the first one's
+        start_agent(g)
+        c = ProtoClient(g.vdf_socket)
+        try:
+            c.hello()
+        finally:
+            c.close()
+        time.sleep(1)
+        g.check("kill -TERM $(pidof vmdefrag-agent) 2>/dev/null; sleep 1")
+        journal = g.check("cat /tmp/j.log").splitlines()
+        plain = agent_log(g).splitlines()
+    assert journal and plain
+    assert all(re.match(r"<[3-7]>[^<]", ln) for ln in journal), journal
+    assert "<6>host HELLO: protocol version 1" in journal, journal
+    assert any(ln.startswith("<4>generic netlink family") for ln in journal), journal
+    assert any(re.match(r"<6>received .*, exiting$", ln) for ln in journal), journal
+    assert plain == ['vmdefrag-agent: cannot open port "/dev/vport0p2": Device or '
+                     'resource busy'], plain
+    assert not any(re.match(r"<\d>", ln) for ln in plain), plain

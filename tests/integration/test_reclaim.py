@@ -22,18 +22,27 @@ test_reclaim_cycle  one 1024 MiB guest per kernel, the module and the agent
             releases captured blocks (they were ACKed), the guest keeps
             running with memcheck intact, and status shows the released
             blocks as the guest's.
+test_cancel         `vmdefragctl cancel g ID` in the middle of a big
+                    reclaim that a `--wait` client follows: the operation
+                    ends "stopped", the waiter exits 1 with the reason, the
+                    guest's request in flight completes (every block the
+                    guest holds captured is a hole, and exactly what the
+                    daemon counts), guest data intact, and the VM takes the
+                    next operation.  Then a reload (SIGHUP) sets and lifts
+                    the VM's max_reclaim without a restart.
 test_hint_backend   anonymous RAM without a balloon: reclaim and return
                     refuse with "no reclaim backend", exit 1, one line
                     (the hint backend itself: test_hint.py).
 """
 import signal
+import subprocess
 import time
 
 import pytest
 
 from harness import folios, hostmem
 from harness.guest import Guest, BUILD
-from harness.vmdefragd import Daemon
+from harness.vmdefragd import VMDEFRAGCTL, Daemon
 from test_daemon import PausedQemu, one_error_line
 
 MIB = 1 << 20
@@ -225,6 +234,105 @@ def test_reclaim_cycle(kernel, workdir, figures, shmem_advise):  # noqa: F811
         assert rc == 0, d.text()[-3000:]
         assert "dropping guest session" not in d.text(), d.text()[-3000:]
         g.check("memcheck verify --id a")
+        g.check("kill $(pidof vmdefrag-agent)")
+
+
+def test_cancel(agent_kernel, workdir, shmem_advise):  # noqa: F811
+    qmp2 = workdir / "daemon.qmp"
+    config = "[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n"
+    with Guest(agent_kernel, ram_mib=1024, fpr=False,
+               extra_args=["-qmp", f"unix:{qmp2},server=on,wait=off"]) as g:
+        g.check("insmod /lib/modules/vmdefrag.ko floor_mb=64")
+        g.check("vmdefrag-agent -v >/tmp/agent.log 2>&1 &")
+        g.populate_backing()
+        g.check("memcheck start --mib 64 --id a --seed 5", timeout=300)
+        with Daemon(workdir, [("g", qmp2, g.vdf_socket)], config=config) as d:
+            d.wait_reconciled("g")
+            p = d.ctl("cancel", "g", check=False)
+            assert p.returncode == 1
+            assert one_error_line(p) == ("vmdefragctl: VM 'g': no reclaim or "
+                                         "return is running")
+            p = d.ctl("cancel", "nosuchvm", check=False)
+            assert p.returncode == 5
+
+            size = int(0.8 * meminfo(g, "MemFree")) // BLOCK * BLOCK
+            b0 = g.backing_bytes()
+            waiter = subprocess.Popen([str(VMDEFRAGCTL), "--socket", str(d.socket),
+                                       "reclaim", "g", f"{size // MIB}M", "--wait"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+            try:
+                d.wait_for(lambda: (op(d) or {}).get("state") == "running" and
+                           op(d)["done_bytes"] > 0, "the first progress", 120)
+                oid = op(d)["id"]
+                # another id: refused, the operation goes on
+                p = d.ctl("cancel", "g", str(oid + 1), check=False)
+                assert p.returncode == 1 and f"no reclaim or return #{oid + 1}" in \
+                    one_error_line(p)
+                p = d.ctl("cancel", "g", str(oid), check=False)
+                assert p.returncode == 0, (p.stderr, op(d))
+                assert p.stderr == ""
+                assert p.stdout.startswith(f"reclaim #{oid} on g: "), p.stdout
+                assert "(stopped, " in p.stdout, p.stdout
+                out, err = waiter.communicate(timeout=120)
+            finally:
+                if waiter.poll() is None:
+                    waiter.kill()
+                    waiter.wait()
+            assert waiter.returncode == 1, (out, err)
+            assert err == "vmdefragctl: reclaim stopped: cancelled (vmdefragctl cancel)\n"
+            o = op(d)
+            assert (o["id"], o["state"]) == (oid, "stopped"), o
+            assert 0 < o["done_bytes"] < size, o
+
+            # the request in flight completes (until then a new operation is
+            # refused, which a return of more than is reclaimed probes
+            # harmlessly): nothing captured is left unpunched, nothing
+            # punched is left unacknowledged
+            def settled():
+                p = d.ctl("return", "g", "1024G", check=False)
+                assert p.returncode in (1, 2), p.stderr
+                if p.returncode == 1:
+                    assert "still answering the last request of reclaim " \
+                        f"#{oid}, which was stopped" in one_error_line(p)
+                    return False
+                assert "cannot return 1048576 MiB" in p.stderr
+                return True
+            d.wait_for(settled, "the request in flight to complete", 120)
+            d.wait_for(lambda: mem(d)["pending_bytes"] == 0, "the last ACK", 30)
+            m = mem(d)
+            assert m["captured_bytes"] == m["reclaimed_bytes"], m
+            assert m["reclaimed_bytes"] == captured_holes(g), (m, captured_holes(g))
+            assert m["reclaimed_bytes"] >= o["punched_bytes"] > 0, (m, o)
+            assert b0 - g.backing_bytes() >= m["reclaimed_bytes"] - 8 * MIB
+            g.check("memcheck verify --id a")
+            # the VM takes the next operation, and the cancelled one's
+            # blocks come back like any others
+            d.ctl("return", "g", "32M", "--wait")
+            assert mem(d)["reclaimed_bytes"] == m["reclaimed_bytes"] - 32 * MIB
+            g.check("memcheck verify --id a")
+
+            # a VM's limit changes with a reload (SIGHUP), no restart: the
+            # config file gains [vm g] max_reclaim (the --vm spec still
+            # gives its sockets), then loses it again
+            held = mem(d)["reclaimed_bytes"] // MIB
+            for limit in (f"[vm g]\nmax_reclaim = {held + 2}M\n", ""):
+                n = d.text().count("configuration reloaded from")
+                (workdir / "vmdefragd.conf").write_text(config + limit)
+                d.proc.send_signal(signal.SIGHUP)
+                d.wait_for(lambda: d.text().count("configuration reloaded from") > n,
+                           "the reload", 10)
+                p = d.ctl("reclaim", "g", "4M", "--wait", check=False)
+                if limit:
+                    assert p.returncode == 2
+                    assert one_error_line(p) == (
+                        f"vmdefragctl: VM 'g': cannot reclaim 4 MiB: max_reclaim is "
+                        f"{held + 2} MiB and {held} MiB are reclaimed already")
+                else:
+                    assert p.returncode == 0, p.stderr
+            assert "needs a restart" not in d.text()
+            g.check("memcheck verify --id a")
+        assert "dropping guest session" not in d.text(), d.text()[-3000:]
         g.check("kill $(pidof vmdefrag-agent)")
 
 

@@ -166,6 +166,13 @@ static const struct bad_case bad_cases[] = {
 	  "b.conf:2: frames_per_sec '0' is not in 1..100000" },
 	{ "[vm a]\nevents_per_sec = many\n", -EINVAL,
 	  "b.conf:2: events_per_sec 'many' is not a number" },
+	/* a key given twice in one section */
+	{ "[daemon]\nlog_level = info\n# again\nlog_level = debug\n", -EEXIST,
+	  "b.conf:4: 'log_level' is set twice in [daemon] (first on line 2)" },
+	{ "[vm a]\nqmp = /q\nfloor = 2M\nfloor = 4M\n", -EEXIST,
+	  "b.conf:4: 'floor' is set twice in [vm a] (first on line 3)" },
+	{ "[libvirt]\nuri = qemu:///system\nuri = qemu:///session\n", -EEXIST,
+	  "b.conf:3: 'uri' is set twice in [libvirt] (first on line 2)" },
 };
 
 static void test_config_bad_lines(void **state)
@@ -199,6 +206,123 @@ static void test_config_validate(void **state)
 					   "reconnect_max_ms=100\n", "v", err,
 					   sizeof(err)), 0);
 	assert_int_equal(config_validate(&c, err, sizeof(err)), -EINVAL);
+
+	/* a key again in a later section of the same name is an override */
+	config_init(&c);
+	assert_int_equal(config_parse_text(&c, "[daemon]\nlog_level = info\n"
+					   "[vm a]\nqmp=/q\nchannel=/c\n[daemon]\n"
+					   "log_level = debug\n", "v", err,
+					   sizeof(err)), 0);
+	assert_int_equal(c.log_level, LOG_DEBUG);
+}
+
+/* Two VMs (or one VM's qmp and channel) naming the same socket. */
+struct clash_case {
+	const char *text;
+	const char *spec;	/* a --vm on top, or NULL */
+	const char *msg;
+};
+
+static const struct clash_case clash_cases[] = {
+	{ "[vm a]\nqmp = /q\nchannel = /c\n\n[vm b]\nqmp = /q\nchannel = /d\n",
+	  NULL, "s.conf:6: qmp '/q' is already the qmp socket of VM 'a'; "
+	  "each VM needs its own sockets" },
+	{ "[vm a]\nqmp = /q\nchannel = /c\n[vm b]\nchannel = /c\nqmp = /r\n",
+	  NULL, "s.conf:5: channel '/c' is already the channel socket of VM 'a'; "
+	  "each VM needs its own sockets" },
+	{ "[vm a]\nqmp = /q\nchannel = /c\n[vm b]\nqmp = /c\nchannel = /d\n",
+	  NULL, "s.conf:5: qmp '/c' is already the channel socket of VM 'a'; "
+	  "each VM needs its own sockets" },
+	{ "[vm a]\nqmp = /q\nchannel = /q\n", NULL,
+	  "s.conf:3: channel '/q' is also its qmp socket" },
+	{ "[vm a]\nqmp = /q\nchannel = /c\n", "b,qmp=/x,channel=/c",
+	  "--vm 'b': channel '/c' is already the channel socket of VM 'a'; "
+	  "each VM needs its own sockets" },
+};
+
+static void test_config_socket_clash(void **state)
+{
+	for (size_t i = 0; i < sizeof(clash_cases) / sizeof(clash_cases[0]); i++) {
+		const struct clash_case *t = &clash_cases[i];
+		char err[CONFIG_ERR_MAX] = "";
+		struct config c;
+		int r;
+
+		config_init(&c);
+		assert_int_equal(config_parse_text(&c, t->text, "s.conf", err,
+						   sizeof(err)), 0);
+		if (t->spec)
+			assert_int_equal(config_add_vm_spec(&c, t->spec, err,
+							    sizeof(err)), 0);
+		r = config_validate(&c, err, sizeof(err));
+		if (r != -EEXIST || strcmp(err, t->msg) != 0)
+			fail_msg("case %zu: got %d \"%s\", want \"%s\"", i, r, err,
+				 t->msg);
+	}
+}
+
+struct notes {
+	int n;
+	char text[8][CONFIG_ERR_MAX];
+};
+
+static void note_sink(const char *sentence, void *userdata)
+{
+	struct notes *no = userdata;
+
+	if (no->n < 8)
+		snprintf(no->text[no->n], sizeof(no->text[0]), "%s", sentence);
+	no->n++;
+}
+
+static void test_config_reload(void **state)
+{
+	char err[CONFIG_ERR_MAX];
+	struct config cur, next;
+	struct notes no = { 0 };
+
+	config_init(&cur);
+	assert_int_equal(config_parse_text(&cur, "[daemon]\nlog_level = info\n"
+					   "collapse_cpu_percent = 25\n[vm a]\n"
+					   "qmp=/q\nchannel=/c\nfloor=64M\n[vm gone]\n"
+					   "qmp=/q2\nchannel=/c2\n", "r", err,
+					   sizeof(err)), 0);
+	config_init(&next);
+	assert_int_equal(config_parse_text(&next, "[daemon]\nlog_level = debug\n"
+					   "collapse_cpu_percent = 5\nsocket_mode = 0600\n"
+					   "reconnect_min_ms = 100\n[vm a]\nqmp=/q\n"
+					   "channel=/c-new\nfloor=128M\nmax_reclaim=1G\n"
+					   "request_timeout_ms=2000\n[vm new]\nqmp=/q3\n"
+					   "channel=/c3\n[libvirt]\nfloor=32M\n", "r", err,
+					   sizeof(err)), 0);
+	assert_int_equal(config_reload(&cur, &next, note_sink, &no), 5);
+	assert_int_equal(no.n, 5);
+	assert_string_equal(no.text[0],
+			    "socket_mode changed (0660 -> 0600): needs a restart");
+	assert_string_equal(no.text[1], "libvirt mode turned on: needs a restart");
+	assert_string_equal(no.text[2], "VM 'a' channel changed: needs a restart");
+	assert_string_equal(no.text[3], "VM 'gone' removed: needs a restart");
+	assert_string_equal(no.text[4], "VM 'new' added: needs a restart");
+	/* live: taken */
+	assert_int_equal(cur.log_level, LOG_DEBUG);
+	assert_int_equal(cur.collapse_cpu_percent, 5);
+	assert_int_equal(cur.reconnect_min_ms, 100);
+	assert_int_equal(cur.vms[0].floor_bytes, 128 * MiB);
+	assert_int_equal(cur.vms[0].max_reclaim_bytes, GiB);
+	assert_int_equal(cur.vms[0].request_timeout_ms, 2000);
+	assert_int_equal(cur.libvirt_defaults.floor_bytes, 32 * MiB);
+	/* restart-only: kept */
+	assert_int_equal(cur.socket_mode, 0660);
+	assert_false(cur.libvirt);
+	assert_string_equal(cur.vms[0].channel, "/c");
+	assert_int_equal(cur.nvms, 2);
+	assert_string_equal(cur.vms[1].name, "gone");
+
+	/* the same config again: nothing to say */
+	no.n = 0;
+	next = cur;
+	assert_int_equal(config_reload(&cur, &next, note_sink, &no), 0);
+	assert_int_equal(no.n, 0);
 }
 
 struct spec_case {
@@ -300,6 +424,8 @@ int main(void)
 		cmocka_unit_test(test_config_libvirt),
 		cmocka_unit_test(test_config_bad_lines),
 		cmocka_unit_test(test_config_validate),
+		cmocka_unit_test(test_config_socket_clash),
+		cmocka_unit_test(test_config_reload),
 		cmocka_unit_test(test_config_vm_specs),
 		cmocka_unit_test(test_config_file),
 	};
