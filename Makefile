@@ -115,9 +115,9 @@ migration-soak: all
 		$(if $(KERNEL),--kernel $(KERNEL))
 
 # ---- guest install (DKMS, systemd, udev) ----------------------------------
-# The version lives in one place, the module's dkms.conf.
-VDF_VERSION   = $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' \
-		  guest-agent/module/dkms.conf)
+# The version lives in one place, debian/changelog's first entry
+# (build-aux/version.sh); `make tree` writes it into the DKMS tree's dkms.conf.
+VDF_VERSION   = $(shell build-aux/version.sh)
 KVER         ?= $(shell uname -r)
 PREFIX       ?= /usr/local
 GUEST_UNITDIR ?= /etc/systemd/system

@@ -36,6 +36,7 @@
 #include "loop.h"
 #include "virt_conn.h"
 #include "virt_domains.h"
+#include "version.h"
 #include "vm.h"
 
 #define EXIT_USAGE 2
@@ -65,7 +66,8 @@ static void usage(FILE *f)
 "                     channel becomes a VM named after the domain, followed\n"
 "                     across stop/start, libvirtd restarts and migration;\n"
 "                     QMP goes through libvirt.  A --vm of the same name wins\n"
-"  --help             this text\n"
+"  -h, --help         this text\n"
+"  -V, --version      print the version and exit\n"
 "\n"
 "Exit status: 0 stopped by SIGTERM/SIGINT, 1 could not start, 2 bad\n"
 "arguments or config.\n", CONFIG_DEFAULT_SOCKET, VIRT_CONN_DEFAULT_URI);
@@ -108,6 +110,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "vm", required_argument, NULL, 'v' },
 		{ "libvirt", optional_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	int c;
@@ -117,7 +120,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		return -ENOMEM;
 	opterr = 0;
 	/* "+": no permutation, so "--libvirt URI" can take the next word */
-	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f': a->foreground = true; break;
 		case 'c': a->config = optarg; break;
@@ -132,6 +135,9 @@ static int parse_args(int argc, char **argv, struct args *a)
 			break;
 		case 'h':
 			usage(stdout);
+			exit(0);
+		case 'V':
+			version_print("vmdefragd");
 			exit(0);
 		case ':':
 			fprintf(stderr, "vmdefragd: option '%s' needs an argument "
