@@ -57,6 +57,10 @@ EXPECTED = {
     "etc/vmdefrag/vmdefragd.conf": 0o644,
     UNITDIR.lstrip("/") + "/vmdefragd.service": 0o644,
     "usr/share/vmdefrag/domain-snippet.xml": 0o644,
+    "usr/share/man/man8/vmdefragd.8": 0o644,
+    "usr/share/man/man1/vmdefragctl.1": 0o644,
+    "usr/share/man/man5/vmdefragd.conf.5": 0o644,
+    "usr/share/bash-completion/completions/vmdefragctl": 0o644,
 }
 
 # libvirt runs hooks with a small, fixed environment
