@@ -211,6 +211,14 @@ static int ctl_help_main(int argc, char **argv)
 {
 	if (argc == 0)
 		return -1;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") != 0 && strcmp(argv[i], "-h") != 0)
+			continue;
+		if (ctl_help_command(argv[0]) < 0)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "unknown command '%s' "
+					     "(see --help)", argv[0]);
+		return 0;
+	}
 	if (strcmp(argv[0], "help") == 0) {
 		if (argc > 2)
 			return ctl_exit_fail(CTL_EXIT_USAGE, "help takes at most one "
@@ -222,14 +230,6 @@ static int ctl_help_main(int argc, char **argv)
 		if (ctl_help_command(argv[1]) < 0)
 			return ctl_exit_fail(CTL_EXIT_USAGE, "no command '%s' (see "
 					     "--help)", argv[1]);
-		return 0;
-	}
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--help") != 0 && strcmp(argv[i], "-h") != 0)
-			continue;
-		if (ctl_help_command(argv[0]) < 0)
-			return ctl_exit_fail(CTL_EXIT_USAGE, "unknown command '%s' "
-					     "(see --help)", argv[0]);
 		return 0;
 	}
 	return -1;
