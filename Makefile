@@ -109,14 +109,18 @@ $(BUILD)/man/%: man/%.scd debian/changelog
 		{ echo "make man: scdoc is not installed (make deps)" >&2; exit 1; }
 	sed 's/@VERSION@/$(VDF_VERSION)/g' $< | scdoc >$@.tmp && mv $@.tmp $@
 
-# The packages, from a copy of the source files (tracked or new, not ignored) (dpkg-buildpackage writes
+# The packages, from a copy of the source files (in a git checkout: tracked
+# or new, not ignored; else everything but build/) (dpkg-buildpackage writes
 # its output next to the source tree, and its build must not touch build/
 # of this one): build/deb/*.deb.  Needs the build dependencies that
 # debian/control lists (make deps installs them).
 deb:
 	rm -rf $(BUILD)/deb
 	mkdir -p $(BUILD)/deb/vmdefrag-$(VDF_VERSION)
-	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $(BUILD)/deb/vmdefrag-$(VDF_VERSION)
+	{ if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git ls-files -z --cached --others --exclude-standard; \
+	else find . -path ./build -prune -o -path ./.git -prune -o -type f -print0; fi; } | \
+		xargs -0 cp --parents -t $(BUILD)/deb/vmdefrag-$(VDF_VERSION)
 	cd $(BUILD)/deb/vmdefrag-$(VDF_VERSION) && \
 		dpkg-buildpackage -b -us -uc >../build.log 2>&1 || \
 		{ tail -n 40 ../build.log; exit 1; }
