@@ -6,8 +6,9 @@
  * One request, one response (ctl_proto.h), printed human-readable
  * (ctl_render.c) or, with --json, as the daemon's JSON object.  Every
  * failure is one line on stderr and a distinct exit status (ctl_exit.h,
- * enum ctl_exit, listed in --help: ctl_help.c), so scripts can tell "daemon not
- * running" from "no such VM" from "guest not ready".  Strings that came
+ * enum ctl_exit, listed in --help), so scripts can tell "daemon not
+ * running" from "no such VM" from "guest not ready".  The help texts
+ * (--help, help [CMD], CMD --help) are ctl_help.c's.  Strings that came
  * from a guest (slab cache names) are quoted with log_quote() before they
  * reach the terminal.
  *
@@ -207,7 +208,7 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
  * `help [CMD]`, or a known command with -h/--help among its arguments:
  * prints the help and returns the exit status; -1 when neither.
  */
-static int ctl_help_main(int argc, char **argv)
+static int ctl_maybe_help(int argc, char **argv)
 {
 	if (argc == 0)
 		return -1;
@@ -266,7 +267,7 @@ int main(int argc, char **argv)
 					     "--help)", argv[optind - 1]);
 		}
 	}
-	r = ctl_help_main(argc - optind, argv + optind);
+	r = ctl_maybe_help(argc - optind, argv + optind);
 	if (r >= 0)
 		return r;
 	if (optind < argc && strcmp(argv[optind], "notify") == 0)
