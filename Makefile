@@ -1,8 +1,13 @@
 # vmdefrag — top-level build.
 #
 #   make            build vmdefragd, vmdefragctl, vmdefrag-agent, the guest
-#                   test programs, and vmdefrag.ko for every installed guest
-#                   kernel (build/module/<release>/vmdefrag.ko)
+#                   test programs, the man pages (build/man/), and
+#                   vmdefrag.ko for every installed guest kernel
+#                   (build/module/<release>/vmdefrag.ko)
+#   make man        the man pages from man/*.scd (scdoc) into build/man/
+#   make deb        the Debian packages (vmdefrag, vmdefrag-dkms,
+#                   vmdefrag-agent) into build/deb/, built from a copy of
+#                   the tree with dpkg-buildpackage -b
 #   make deps       install the Debian packages everything needs (as root)
 #   make check      deps + build + every test; ends with "N passed, N failed"
 #   make demo       the main job end to end on the built-in demo guest
@@ -30,12 +35,14 @@
 #                   the same version
 #   make install-guest [PREFIX=/usr/local] [DESTDIR=]
 #                   the agent to $(PREFIX)/sbin, its systemd unit and the
-#                   udev rule that starts it when port org.vmdefrag.0 appears
+#                   udev rule that starts it when port org.vmdefrag.0 appears,
+#                   its man page when scdoc is there to render it
 #
 # On the host, as root (see README "Host install"):
 #   make install [PREFIX=/usr/local] [DESTDIR=]
 #                   vmdefragd, vmdefragctl, the libvirt qemu hook, the config
-#                   (kept if present), the systemd unit, the domain snippet
+#                   (kept if present), the systemd unit, the domain snippet,
+#                   the man pages, the bash completion
 #   make uninstall  removes them (the config only if unchanged)
 #
 # Every output goes under build/.  Each component directory owns its own
@@ -47,9 +54,9 @@ export BUILD
 
 .PHONY: all deps lib daemon agent module guest unit fuzz check check-unit \
 	check-integration demo bench clean dkms-install install-guest check-slow \
-	install uninstall qemu qemu-test migration-soak
+	install uninstall qemu qemu-test migration-soak man deb
 
-all: lib daemon agent module guest
+all: lib daemon agent module guest man
 
 deps:
 	@build-aux/install-deps.sh
@@ -90,6 +97,36 @@ module:
 		echo "  KMOD    build/module/$$k/vmdefrag.ko"; \
 	done
 
+# Man pages: one scdoc source each (man/NAME.SECTION.scd), the version
+# (build-aux/version.sh) substituted for @VERSION@ first.
+MAN_SRCS  := $(wildcard man/*.scd)
+MAN_PAGES := $(patsubst man/%.scd,$(BUILD)/man/%,$(MAN_SRCS))
+man: $(MAN_PAGES)
+
+$(BUILD)/man/%: man/%.scd debian/changelog
+	@mkdir -p $(@D)
+	@command -v scdoc >/dev/null || \
+		{ echo "make man: scdoc is not installed (make deps)" >&2; exit 1; }
+	sed 's/@VERSION@/$(VDF_VERSION)/g' $< | scdoc >$@.tmp && mv $@.tmp $@
+
+# The packages, from a copy of the source files (in a git checkout: tracked
+# or new, not ignored; else everything but build/) (dpkg-buildpackage writes
+# its output next to the source tree, and its build must not touch build/
+# of this one): build/deb/*.deb.  Needs the build dependencies that
+# debian/control lists (make deps installs them).
+deb:
+	rm -rf $(BUILD)/deb
+	mkdir -p $(BUILD)/deb/vmdefrag-$(VDF_VERSION)
+	{ if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git ls-files -z --cached --others --exclude-standard; \
+	else find . -path ./build -prune -o -path ./.git -prune -o -type f -print0; fi; } | \
+		xargs -0 cp --parents -t $(BUILD)/deb/vmdefrag-$(VDF_VERSION)
+	cd $(BUILD)/deb/vmdefrag-$(VDF_VERSION) && \
+		dpkg-buildpackage -b -us -uc >../build.log 2>&1 || \
+		{ tail -n 40 ../build.log; exit 1; }
+	rm -rf $(BUILD)/deb/vmdefrag-$(VDF_VERSION)
+	@ls $(BUILD)/deb/*.deb
+
 unit: daemon
 	$(MAKE) -C tests/unit
 
@@ -115,9 +152,9 @@ migration-soak: all
 		$(if $(KERNEL),--kernel $(KERNEL))
 
 # ---- guest install (DKMS, systemd, udev) ----------------------------------
-# The version lives in one place, the module's dkms.conf.
-VDF_VERSION   = $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' \
-		  guest-agent/module/dkms.conf)
+# The version lives in one place, debian/changelog's first entry
+# (build-aux/version.sh); `make tree` writes it into the DKMS tree's dkms.conf.
+VDF_VERSION   = $(shell build-aux/version.sh)
 KVER         ?= $(shell uname -r)
 PREFIX       ?= /usr/local
 GUEST_UNITDIR ?= /etc/systemd/system
@@ -138,8 +175,15 @@ dkms-install:
 	dkms build vmdefrag/$(VDF_VERSION) -k $(KVER)
 	dkms install vmdefrag/$(VDF_VERSION) -k $(KVER)
 
-install-guest: agent
+# the agent's man page only where scdoc can render it (a guest building
+# from source may not have it; the vmdefrag-agent package always does)
+GUEST_MAN     = $(if $(shell command -v scdoc),$(BUILD)/man/vmdefrag-agent.8)
+GUEST_MANDIR ?= $(PREFIX)/share/man
+
+install-guest: agent $(GUEST_MAN)
 	install -D -m 0755 $(BUILD)/agent/vmdefrag-agent $(DESTDIR)$(PREFIX)/sbin/vmdefrag-agent
+	$(if $(GUEST_MAN),install -D -m 0644 $(GUEST_MAN) \
+		$(DESTDIR)$(GUEST_MANDIR)/man8/vmdefrag-agent.8)
 	install -d $(DESTDIR)$(GUEST_UNITDIR) $(DESTDIR)$(GUEST_UDEVDIR)
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' configs/guest/vmdefrag-agent.service \
 		>$(DESTDIR)$(GUEST_UNITDIR)/vmdefrag-agent.service
@@ -159,6 +203,8 @@ install-guest: agent
 BINDIR       ?= $(PREFIX)/bin
 SBINDIR      ?= $(PREFIX)/sbin
 DATADIR      ?= $(PREFIX)/share/vmdefrag
+MANDIR       ?= $(PREFIX)/share/man
+BASHCOMPDIR  ?= $(PREFIX)/share/bash-completion/completions
 SYSCONFDIR   ?= /etc
 LIBVIRT_HOOKDIR ?= $(SYSCONFDIR)/libvirt/hooks/qemu.d
 SYSTEMD_UNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir \
@@ -166,9 +212,16 @@ SYSTEMD_UNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir \
 HOST_SUBST    = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' \
 		    -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
 
-install: daemon
+HOST_MAN      = vmdefragd.8 vmdefragctl.1 vmdefragd.conf.5
+
+install: daemon $(addprefix $(BUILD)/man/,$(HOST_MAN))
 	install -D -m 0755 $(BUILD)/daemon/vmdefragd $(DESTDIR)$(SBINDIR)/vmdefragd
 	install -D -m 0755 $(BUILD)/daemon/vmdefragctl $(DESTDIR)$(BINDIR)/vmdefragctl
+	@set -e; for m in $(HOST_MAN); do \
+		echo "install -D -m 0644 $(BUILD)/man/$$m $(DESTDIR)$(MANDIR)/man$${m##*.}/$$m"; \
+		install -D -m 0644 $(BUILD)/man/$$m $(DESTDIR)$(MANDIR)/man$${m##*.}/$$m; done
+	install -D -m 0644 configs/bash-completion/vmdefragctl \
+		$(DESTDIR)$(BASHCOMPDIR)/vmdefragctl
 	install -d $(DESTDIR)$(LIBVIRT_HOOKDIR) $(DESTDIR)$(SYSTEMD_UNITDIR) \
 		$(DESTDIR)$(SYSCONFDIR)/vmdefrag $(DESTDIR)$(DATADIR)
 	$(HOST_SUBST) configs/libvirt/hooks/qemu.d/vmdefrag \
@@ -193,7 +246,11 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/vmdefragd $(DESTDIR)$(BINDIR)/vmdefragctl \
 		$(DESTDIR)$(LIBVIRT_HOOKDIR)/vmdefrag \
 		$(DESTDIR)$(SYSTEMD_UNITDIR)/vmdefragd.service \
-		$(DESTDIR)$(DATADIR)/domain-snippet.xml
+		$(DESTDIR)$(DATADIR)/domain-snippet.xml \
+		$(DESTDIR)$(MANDIR)/man8/vmdefragd.8 \
+		$(DESTDIR)$(MANDIR)/man1/vmdefragctl.1 \
+		$(DESTDIR)$(MANDIR)/man5/vmdefragd.conf.5 \
+		$(DESTDIR)$(BASHCOMPDIR)/vmdefragctl
 	@if cmp -s configs/vmdefragd.conf $(DESTDIR)$(SYSCONFDIR)/vmdefrag/vmdefragd.conf; then \
 		rm -f $(DESTDIR)$(SYSCONFDIR)/vmdefrag/vmdefragd.conf; \
 	elif [ -e $(DESTDIR)$(SYSCONFDIR)/vmdefrag/vmdefragd.conf ]; then \

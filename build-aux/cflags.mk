@@ -8,6 +8,13 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
 	    -D_GNU_SOURCE -I$(TOP)/include -I$(TOP)/lib
+# vmdefrag's version, from its one place (build-aux/version.sh reads the
+# first entry of debian/changelog); lib/version.c is the only C file
+# compiled with it (-DVDF_VERSION), so a new version rebuilds one object.
+VDF_VERSION  := $(shell $(TOP)/build-aux/version.sh)
+ifeq ($(VDF_VERSION),)
+$(error no version: build-aux/version.sh failed)
+endif
 LIBNL_CFLAGS := $(shell pkg-config --cflags libnl-genl-3.0)
 LIBNL_LIBS   := $(shell pkg-config --libs libnl-genl-3.0)
 # Host-only libraries are recursive (=), evaluated only where used, so the

@@ -3,6 +3,10 @@
 # tests, the demo and the benchmarks need.  Idempotent: when everything is
 # already installed it prints nothing and touches nothing.
 #
+# The packaging line: what `make man` and `make deb` (dpkg-buildpackage -b,
+# debian/control's Build-Depends) need, lintian to check the packages,
+# man-db and bash-completion for the man page and completion tests.
+#
 # The last line are the build dependencies of the patched QEMU that
 # `make check` builds (qemu-patches/build.sh, which adds the deb-src entry
 # for its source package itself).
@@ -20,6 +24,7 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       linux-image-amd64 linux-headers-amd64 linux-source-6.1
       libvirt-daemon-system libvirt-clients dkms libxml2-dev debootstrap
       shellcheck systemd
+      scdoc debhelper dh-dkms lintian man-db bash-completion
       ninja-build meson libglib2.0-dev libpixman-1-dev libfdt-dev flex bison
       dpkg-dev patch"
 

@@ -7,7 +7,8 @@
  * (ctl_render.c) or, with --json, as the daemon's JSON object.  Every
  * failure is one line on stderr and a distinct exit status (ctl_exit.h,
  * enum ctl_exit, listed in --help), so scripts can tell "daemon not
- * running" from "no such VM" from "guest not ready".  Strings that came
+ * running" from "no such VM" from "guest not ready".  The help texts
+ * (--help, help [CMD], CMD --help) are ctl_help.c's.  Strings that came
  * from a guest (slab cache names) are quoted with log_quote() before they
  * reach the terminal.
  *
@@ -58,10 +59,12 @@
 #include "ctl_check_domain.h"
 #include "ctl_client.h"
 #include "ctl_exit.h"
+#include "ctl_help.h"
 #include "ctl_proto.h"
 #include "ctl_render.h"
 #include "log.h"
 #include "size.h"
+#include "version.h"
 
 #define CTL_POLL_MS	250	/* --wait: progress polling interval */
 #define CTL_POLL_MIN_ANSWER_MS	1000	/* --wait --timeout: a poll's least wait */
@@ -70,73 +73,6 @@
 static const char *pos0_name(enum ctl_cmd cmd)
 {
 	return cmd == CTL_CMD_RECLAIM ? "reclaim" : "return";
-}
-
-static void usage(FILE *f)
-{
-	fprintf(f,
-"Usage: vmdefragctl [--socket PATH] [--timeout S] status [VM] [--json]\n"
-"       vmdefragctl [--socket PATH] [--timeout S] scan VM [--json]\n"
-"       vmdefragctl [--socket PATH] [--timeout S] reclaim VM SIZE [--wait] [--json]\n"
-"       vmdefragctl [--socket PATH] [--timeout S] return VM SIZE [--wait] [--json]\n"
-"       vmdefragctl [--socket PATH] [--timeout S] cancel VM [ID] [--json]\n"
-"       vmdefragctl [--socket PATH] [--timeout S] notify DOMAIN EVENT\n"
-"       vmdefragctl check-domain NAME [--connect URI]\n"
-"       vmdefragctl check-domain --xml FILE\n"
-"\n"
-"  status [VM]   per VM: backend, RAM, host backing and huge-page-mapped\n"
-"                bytes, host shmem THP policy, guest session, and the\n"
-"                guest's last reported free/captured/unmovable memory\n"
-"  scan VM       ask the guest for its 2 MiB block picture: block classes,\n"
-"                vacate cost, unmovable causes, top slab caches\n"
-"  reclaim VM SIZE  take SIZE of the VM's RAM backing back from the guest:\n"
-"                the guest empties 2 MiB blocks its backing holds, the\n"
-"                daemon punches them (SIZE: K/M/G suffix, 2 MiB multiple);\n"
-"                hint backend (anonymous RAM, free page reporting): the\n"
-"                guest compacts blocks, what came back is the measured\n"
-"                fall of QEMU's RssAnon\n"
-"  return VM SIZE   give SIZE of reclaimed memory back, re-backed with\n"
-"                2 MiB folios where the host allows it (not on the hint\n"
-"                backend: the guest keeps its blocks)\n"
-"  cancel VM [ID]   stop the VM's running reclaim or return (operation ID,\n"
-"                if given): the guest's request in flight completes, what\n"
-"                was moved stays moved; a --wait on it exits 1\n"
-"  notify DOMAIN EVENT  tell vmdefragd a libvirt domain was prepared,\n"
-"                started, stopped or released (EVENT: prepare, started,\n"
-"                stopped, release); what the libvirt hook runs, gives up\n"
-"                after %d s\n"
-"  check-domain NAME  read libvirt domain NAME's XML (live when running)\n"
-"                and say what it lacks for vmdefrag, in plain words; exit 0\n"
-"                only when it lacks nothing.  Does not need vmdefragd.\n"
-"  --connect URI libvirt URI for check-domain (default: libvirt's default);\n"
-"                --timeout bounds check-domain's wait for libvirt too\n"
-"  --xml FILE    check-domain on a domain XML file instead (- = stdin)\n"
-"  --wait        wait for the operation, showing progress; exit 0 only when\n"
-"                the whole SIZE was moved\n"
-"  --socket PATH vmdefragd's control socket (default %s)\n"
-"  --timeout S   give up on the daemon after S seconds (decimals allowed):\n"
-"                connecting and its answer, exit status 7.  Default: %d s,\n"
-"                %d s for scan, %d s for notify; with --wait, S bounds the\n"
-"                whole wait (default: none; the operation goes on)\n"
-"  --json        print the daemon's JSON answer; a failure is also printed\n"
-"                on stdout, as {\"ok\": false, \"error\": CODE, \"message\":\n"
-"                TEXT, \"exit_code\": N}\n"
-"\n"
-"Exit status:\n"
-"  0  success\n"
-"  1  the daemon or the guest failed the request\n"
-"  2  bad arguments\n"
-"  3  the daemon is not running (no socket, or nobody listening)\n"
-"  4  permission denied on the control socket\n"
-"  5  unknown VM\n"
-"  6  the VM's guest session is not ready (no agent answering)\n"
-"  7  the daemon did not answer within --timeout\n"
-"check-domain: 0 nothing lacks, 1 something lacks, 2 bad arguments or an\n"
-"unreadable XML file, 3 libvirt unreachable, 4 permission denied,\n"
-"5 no such domain\n",
-		CTL_NOTIFY_TIMEOUT_MS / 1000, CTL_DEFAULT_SOCKET,
-		CTL_CLIENT_TIMEOUT_MS / 1000, CTL_CLIENT_SCAN_TIMEOUT_MS / 1000,
-		CTL_NOTIFY_TIMEOUT_MS / 1000);
 }
 
 /* --timeout SECONDS (> 0, decimals allowed) into ms; -1 if it is not one. */
@@ -468,6 +404,38 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 	return 0;
 }
 
+/*
+ * `help [CMD]`, or a known command with -h/--help among its arguments:
+ * prints the help and returns the exit status; -1 when neither.
+ */
+static int ctl_maybe_help(int argc, char **argv)
+{
+	if (argc == 0)
+		return -1;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") != 0 && strcmp(argv[i], "-h") != 0)
+			continue;
+		if (ctl_help_command(argv[0]) < 0)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "unknown command '%s' "
+					     "(see --help)", argv[0]);
+		return 0;
+	}
+	if (strcmp(argv[0], "help") == 0) {
+		if (argc > 2)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "help takes at most one "
+					     "command");
+		if (argc == 1) {
+			ctl_help_usage(stdout);
+			return 0;
+		}
+		if (ctl_help_command(argv[1]) < 0)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "no command '%s' (see "
+					     "--help)", argv[1]);
+		return 0;
+	}
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -475,6 +443,7 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	_cleanup_(ctl_client_json_putp) struct json_object *resp = NULL;
@@ -491,7 +460,7 @@ int main(int argc, char **argv)
 		if (strcmp(argv[i], "--json") == 0)
 			ctl_exit_set_json(true);
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': socket_path = optarg; break;
 		case 'j': json = true; break;
@@ -500,7 +469,8 @@ int main(int argc, char **argv)
 			if (ctl_timeout_ms < 0)
 				return ctl_bad_timeout(optarg);
 			break;
-		case 'h': usage(stdout); return 0;
+		case 'h': ctl_help_usage(stdout); return 0;
+		case 'V': version_print("vmdefragctl"); return 0;
 		case ':':
 			return ctl_exit_fail(CTL_EXIT_USAGE, "option '%s' needs an "
 					     "argument (see --help)", argv[optind - 1]);
@@ -511,6 +481,9 @@ int main(int argc, char **argv)
 	}
 	if (ctl_timeout_ms)
 		ctl_client_set_timeout_ms(ctl_timeout_ms);
+	r = ctl_maybe_help(argc - optind, argv + optind);
+	if (r >= 0)
+		return r;
 	if (optind < argc && strcmp(argv[optind], "notify") == 0)
 		return ctl_notify(socket_path, argc - optind, argv + optind);
 	if (optind < argc && strcmp(argv[optind], "check-domain") == 0) {

@@ -55,6 +55,7 @@
 #include "loop.h"
 #include "virt_conn.h"
 #include "virt_domains.h"
+#include "version.h"
 #include "vm.h"
 
 #define EXIT_USAGE 2
@@ -85,7 +86,8 @@ static void usage(FILE *f)
 "                     channel becomes a VM named after the domain, followed\n"
 "                     across stop/start, libvirtd restarts and migration;\n"
 "                     QMP goes through libvirt.  A --vm of the same name wins\n"
-"  --help             this text\n"
+"  -h, --help         this text\n"
+"  -V, --version      print the version and exit\n"
 "\n"
 "Signals: SIGTERM/SIGINT stop the daemon; SIGHUP reloads the config file\n"
 "(what cannot change while running is logged as needing a restart).\n"
@@ -126,6 +128,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "vm", required_argument, NULL, 'v' },
 		{ "libvirt", optional_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	int c;
@@ -135,7 +138,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		return -ENOMEM;
 	opterr = 0;
 	/* "+": no permutation, so "--libvirt URI" can take the next word */
-	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f': a->foreground = true; break;
 		case 'c': a->config = optarg; break;
@@ -150,6 +153,9 @@ static int parse_args(int argc, char **argv, struct args *a)
 			break;
 		case 'h':
 			usage(stdout);
+			exit(0);
+		case 'V':
+			version_print("vmdefragd");
 			exit(0);
 		case ':':
 			fprintf(stderr, "vmdefragd: option '%s' needs an argument "

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "port.h"
 #include "relay.h"
+#include "version.h"
 #include "vmdefrag/proto.h"
 
 #define AGENT_PORT_RETRY_S 1
@@ -47,11 +48,15 @@ static void agent_usage(FILE *f)
 		"  --stats-interval SEC  send module statistics every SEC seconds\n"
 		"                        (default 30, 0 disables)\n"
 		"  -v, --verbose         log debug messages\n"
-		"  -h, --help            show this help\n",
+		"  -h, --help            show this help\n"
+		"  -V, --version         print the version and exit\n",
 		PROTO_PORT_NAME);
 }
 
-/* 0, 1 for --help (exit 0), or -EINVAL after printing one line. */
+/*
+ * 0, 1 for --help, 2 for --version (both: exit 0), or -EINVAL after
+ * printing one line.
+ */
 static int agent_parse_args(int argc, char **argv, struct agent_opts *ret_opts)
 {
 	static const struct option longopts[] = {
@@ -59,6 +64,7 @@ static int agent_parse_args(int argc, char **argv, struct agent_opts *ret_opts)
 		{ "stats-interval", required_argument, NULL, 's' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	struct agent_opts o = { .stats_interval_s = 30 };
@@ -67,7 +73,7 @@ static int agent_parse_args(int argc, char **argv, struct agent_opts *ret_opts)
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":vh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":vhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			if (!*optarg) {
@@ -91,6 +97,8 @@ static int agent_parse_args(int argc, char **argv, struct agent_opts *ret_opts)
 			break;
 		case 'h':
 			return 1;
+		case 'V':
+			return 2;
 		case ':':
 			fprintf(stderr, "vmdefrag-agent: option \"%s\" needs a value (see --help)\n",
 				argv[optind - 1]);
@@ -192,6 +200,10 @@ int main(int argc, char **argv)
 	r = agent_parse_args(argc, argv, &opts);
 	if (r == 1) {
 		agent_usage(stdout);
+		return 0;
+	}
+	if (r == 2) {
+		version_print("vmdefrag-agent");
 		return 0;
 	}
 	if (r < 0)

@@ -57,6 +57,10 @@ EXPECTED = {
     "etc/vmdefrag/vmdefragd.conf": 0o644,
     UNITDIR.lstrip("/") + "/vmdefragd.service": 0o644,
     "usr/share/vmdefrag/domain-snippet.xml": 0o644,
+    "usr/share/man/man8/vmdefragd.8": 0o644,
+    "usr/share/man/man1/vmdefragctl.1": 0o644,
+    "usr/share/man/man5/vmdefragd.conf.5": 0o644,
+    "usr/share/bash-completion/completions/vmdefragctl": 0o644,
 }
 
 # libvirt runs hooks with a small, fixed environment
@@ -127,8 +131,10 @@ def test_unit_verifies(real_prefix, workdir):
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze not installed")
     unit = real_prefix / "unit/vmdefragd.service"
+    # verify looks up the unit's Documentation= man pages: the installed ones
+    env = dict(os.environ, MANPATH=f"{real_prefix}/usr/share/man:")
     p = subprocess.run(["systemd-analyze", "verify", str(unit)],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0 and not p.stderr.strip(), p.stderr
     text = unit.read_text()
     for key in ("CapabilityBoundingSet", "AmbientCapabilities"):

@@ -1,7 +1,11 @@
-"""rootfs: a cached Debian 12 root filesystem for the guest-install test.
+"""rootfs: cached Debian 12 root filesystems for the install tests.
 
 What it owns: making a bookworm rootfs with debootstrap once, keeping it as
 a tarball under the cache directory, and handing each test a fresh copy.
+Two package lists: PACKAGES, a guest that builds and boots (the slow
+guest-install test), and HOST_PACKAGES, the least a host needs to install
+the vmdefrag package with dpkg (tests/integration/test_packages.py).
+Every function takes the list (default PACKAGES).
 
 Model: the tarball's name carries a hash of everything that decides its
 contents (suite, variant, package list, this builder's version), so
@@ -14,7 +18,7 @@ The mirror is read at run time from the host's apt sources (the first
 cache directory is $VMDEFRAG_ROOTFS_CACHE or /var/cache/vmdefrag-tests.
 
 Run as a script to build (or just locate) the cached tarball:
-    /usr/bin/python3 tests/slow/rootfs.py
+    /usr/bin/python3 tests/slow/rootfs.py [--host]
 """
 import glob
 import hashlib
@@ -36,6 +40,9 @@ PACKAGES = sorted([
     "libnl-genl-3-dev", "pkg-config", "linux-image-amd64",
     "linux-headers-amd64", "initramfs-tools", "ca-certificates",
 ])
+# the vmdefrag package's Depends (libvirt0, libjson-c5, libxml2), systemd
+# for systemd-analyze and man-db for the unit's Documentation= pages
+HOST_PACKAGES = sorted(["systemd", "libvirt0", "libjson-c5", "libxml2", "man-db"])
 
 
 class RootfsError(Exception):
@@ -46,13 +53,13 @@ def cache_dir():
     return Path(os.environ.get("VMDEFRAG_ROOTFS_CACHE", "/var/cache/vmdefrag-tests"))
 
 
-def cache_key():
-    text = "\n".join([SUITE, VARIANT, BUILDER_VERSION] + sorted(PACKAGES))
+def cache_key(packages=None):
+    text = "\n".join([SUITE, VARIANT, BUILDER_VERSION] + sorted(packages or PACKAGES))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def tarball():
-    return cache_dir() / f"rootfs-{cache_key()}.tar"
+def tarball(packages=None):
+    return cache_dir() / f"rootfs-{cache_key(packages)}.tar"
 
 
 def _deb822_mirrors(text):
@@ -90,9 +97,10 @@ def mirror():
     raise RootfsError("no apt source for bookworm main on this host")
 
 
-def build():
+def build(packages=None):
     """Returns the cached rootfs tarball, running debootstrap if it is missing."""
-    out = tarball()
+    packages = packages or PACKAGES
+    out = tarball(packages)
     if out.exists():
         return out
     if shutil.which("debootstrap") is None:
@@ -101,11 +109,11 @@ def build():
     tmp = Path(tempfile.mkdtemp(prefix="vdf-rootfs-", dir=out.parent))
     root = tmp / "root"
     try:
-        log = out.parent / f"debootstrap-{cache_key()}.log"
+        log = out.parent / f"debootstrap-{cache_key(packages)}.log"
         with open(log, "wb") as f:
             proc = subprocess.run(
                 ["debootstrap", f"--variant={VARIANT}", "--arch=amd64",
-                 "--include=" + ",".join(PACKAGES), SUITE, str(root), mirror()],
+                 "--include=" + ",".join(packages), SUITE, str(root), mirror()],
                 stdout=f, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
             raise RootfsError(f"debootstrap exited {proc.returncode}, see {log}")
@@ -126,12 +134,12 @@ def build():
     return out
 
 
-def extract(dest):
+def extract(dest, packages=None):
     """Unpacks a fresh copy of the cached rootfs into `dest` (created)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(dest),
-                    "-xf", str(build())], check=True)
+                    "-xf", str(build(packages))], check=True)
     return dest
 
 
@@ -145,7 +153,7 @@ def kernel_release(root):
 
 if __name__ == "__main__":
     try:
-        print(build())
+        print(build(HOST_PACKAGES if sys.argv[1:] == ["--host"] else None))
     except RootfsError as e:
         print(f"rootfs: {e}", file=sys.stderr)
         sys.exit(1)

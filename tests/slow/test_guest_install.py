@@ -1,15 +1,17 @@
 """The guest install story end to end: DKMS, systemd, udev, a real reclaim.
 
 test_guest_install  on a copy of the cached Debian 12 rootfs (rootfs.py):
-  install   the source tree is copied in and installed the way the README
-            tells a user, in a chroot (bind /proc, /sys, /dev): `make
-            dkms-install KVER=<the rootfs's kernel>` twice (the second must
-            replace the first cleanly: one "installed" line in `dkms
-            status`) and `make install-guest`.  A chroot, not the booted
-            guest: the compiler runs at native speed there, under TCG the
-            two builds would cost minutes.  Nothing of the host's build is
-            copied but the harness's own guest programs (vdf-testd, the
-            control channel, started by a test-only unit; memcheck).
+  install   the guest packages, built from the tree (`make deb`), are
+            installed the way the README tells a user, in a chroot (bind
+            /proc, /sys, /dev): `dpkg -i vmdefrag-dkms_*.deb
+            vmdefrag-agent_*.deb` twice (the second must replace the first
+            cleanly: one "installed" line in `dkms status`, for the
+            rootfs's kernel, which the dkms package's postinst built the
+            module for).  A chroot, not the booted guest: the compiler runs
+            at native speed there, under TCG the build would cost minutes.
+            Nothing of the host's build is copied but the packages and the
+            harness's own guest programs (vdf-testd, the control channel,
+            started by a test-only unit; memcheck).
   boot      the rootfs as an ext4 image (mkfs.ext4 -d) on virtio-blk, the
             rootfs's own kernel and initrd, systemd as init, memfd RAM with
             share=on, the org.vmdefrag.0 port, a QMP monitor for the daemon.
@@ -46,7 +48,6 @@ from harness.vmdefragd import Daemon
 
 MIB = 1 << 20
 PORT_ID = "vdfport"
-SRC_IN_GUEST = "/usr/local/src/vmdefrag"
 TESTD_UNIT = """\
 [Unit]
 Description=vmdefrag test harness control channel (test only)
@@ -81,46 +82,40 @@ class RootfsGuest(Guest):
         return self.initrd_path
 
 
-def source_files():
-    """The repository's files as a user's checkout has them: tracked and new
-    ones, not build/ or ignored ones (without git, e.g. an unpacked release:
-    everything but build/)."""
-    if (TOP / ".git").exists():
-        out = subprocess.run(["git", "-C", str(TOP), "ls-files", "-z", "--cached",
-                              "--others", "--exclude-standard"],
-                             capture_output=True, check=True).stdout
-        return list(filter(None, out.decode().split("\0")))
-    files = []
-    for top, dirs, names in os.walk(TOP):
-        if Path(top) == TOP:
-            dirs[:] = [d for d in dirs if d not in ("build", ".git")]
-        files += [str(Path(top, n).relative_to(TOP)) for n in names]
-    return files
+def version():
+    return subprocess.run([str(TOP / "build-aux/version.sh")], capture_output=True,
+                          text=True, check=True).stdout.strip()
 
 
-def copy_source(dest):
-    for rel in source_files():
-        src = TOP / rel
-        if not src.is_file():
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest / rel)
+def build_debs():
+    """The guest packages, built from the tree: {package: .deb path}."""
+    p = subprocess.run(["make", "--no-print-directory", "-C", str(TOP), "deb"],
+                       capture_output=True, text=True, timeout=1800)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    debs = {}
+    for name in ("vmdefrag-dkms", "vmdefrag-agent"):
+        found = sorted((BUILD / "deb").glob(f"{name}_*.deb"))
+        assert len(found) == 1, found
+        debs[name] = found[0]
+    return debs
 
 
-def install(root, kver, log):
+def install(root, log):
     """The README's guest install, in a chroot; returns `dkms status`."""
-    src = root / SRC_IN_GUEST.lstrip("/")
-    copy_source(src)
+    names = []
+    for deb in build_debs().values():
+        shutil.copy2(deb, root / "tmp" / deb.name)
+        names.append(f"/tmp/{deb.name}")
     with Chroot(root) as ch:
         for attempt in (1, 2):
-            rc = ch.run(f"cd {SRC_IN_GUEST} && make dkms-install KVER={kver}", log)
-            assert rc == 0, f"make dkms-install (run {attempt}) exited {rc}:\n" \
+            rc = ch.run("dpkg -i " + " ".join(names), log)
+            assert rc == 0, f"dpkg -i (run {attempt}) exited {rc}:\n" \
                 + log.read_text(errors="replace")[-4000:]
-        rc = ch.run(f"cd {SRC_IN_GUEST} && make install-guest", log)
-        assert rc == 0, f"make install-guest exited {rc}:\n" \
-            + log.read_text(errors="replace")[-4000:]
         status = subprocess.run(["chroot", str(root), "dkms", "status", "-m", "vmdefrag"],
                                 capture_output=True, text=True, check=True).stdout
+        agent = subprocess.run(["chroot", str(root), "vmdefrag-agent", "--version"],
+                               capture_output=True, text=True)
+    assert (agent.returncode, agent.stdout) == (0, f"vmdefrag-agent {version()}\n"), agent
     return status
 
 
@@ -195,18 +190,18 @@ def test_guest_install(workdir):
     log.write_text("")
 
     # ---- install, as the README says -----------------------------------
-    status = install(root, kver, log)
+    status = install(root, log)
     lines = [ln for ln in status.splitlines() if ln.strip()]
-    assert len(lines) == 1 and re.search(rf"vmdefrag/[\d.]+, {re.escape(kver)}, "
+    assert len(lines) == 1 and re.search(rf"vmdefrag/{re.escape(version())}, {re.escape(kver)}, "
                                          r"x86_64: installed", lines[0]), status
     ko = list((root / "lib/modules" / kver / "updates/dkms").glob("vmdefrag.ko*"))
     assert ko, "dkms install left no vmdefrag.ko in updates/dkms"
     deps = (root / "lib/modules" / kver / "modules.dep").read_text()
     assert "updates/dkms/vmdefrag.ko" in deps, "depmod did not see the module"
-    unit = (root / "etc/systemd/system/vmdefrag-agent.service").read_text()
-    assert "ExecStart=/usr/local/sbin/vmdefrag-agent" in unit, unit
-    assert (root / "usr/local/sbin/vmdefrag-agent").exists()
-    assert (root / "etc/udev/rules.d/90-vmdefrag-agent.rules").exists()
+    unit = (root / "lib/systemd/system/vmdefrag-agent.service").read_text()
+    assert "ExecStart=/usr/sbin/vmdefrag-agent" in unit, unit
+    assert (root / "usr/sbin/vmdefrag-agent").exists()
+    assert (root / "lib/udev/rules.d/90-vmdefrag-agent.rules").exists()
     prepare_test_side(root)
 
     image = workdir / "root.ext4"
