@@ -177,10 +177,13 @@ def test_completion_words():
         pytest.skip("no bash")
     assert complete(["vmdefragctl", ""]) == sorted(CTL_COMMANDS)
     assert complete(["vmdefragctl", "re"]) == ["reclaim", "return"]
-    assert complete(["vmdefragctl", "--"]) == ["--help", "--json", "--socket", "--version"]
-    assert complete(["vmdefragctl", "reclaim", "--"]) == ["--help", "--json", "--wait"]
+    assert complete(["vmdefragctl", "--"]) == ["--help", "--json", "--socket", "--timeout",
+                                              "--version"]
+    assert complete(["vmdefragctl", "reclaim", "--"]) == ["--help", "--json", "--timeout",
+                                                          "--wait"]
     assert complete(["vmdefragctl", "check-domain", "--"]) == \
-        ["--connect", "--help", "--json", "--xml"]
+        ["--connect", "--help", "--json", "--timeout", "--xml"]
+    assert complete(["vmdefragctl", "--timeout", "5", "can"]) == ["cancel"]
     assert complete(["vmdefragctl", "help", "ch"]) == ["check-domain"]
     assert complete(["vmdefragctl", "notify", "vm1", "st"]) == ["started", "stopped"]
     # no daemon on this socket: no VM names, and no error either
