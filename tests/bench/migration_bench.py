@@ -61,8 +61,7 @@ TOP = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(TOP / "tests"))
 sys.path.insert(0, str(TOP / "qemu-patches" / "tests"))
 
-from harness import hostmem  # noqa: E402
-from harness.guest import Guest, GuestCommandError, patched_qemu  # noqa: E402
+from harness.guest import Guest, patched_qemu  # noqa: E402
 from harness.migration import IncomingGuest, PeakSampler, captures, migrate  # noqa: E402
 from harness.vmdefragd import Daemon  # noqa: E402
 from migrate_ram import _ram_mappings, _ram_start  # noqa: E402
