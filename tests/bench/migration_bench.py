@@ -4,8 +4,9 @@ fragmented, reclaimed guest, patched QEMU (qemu-patches/) against stock.
     tests/bench/run-bench --only migration [--ram-mib 1024]
 
 One guest (1 GiB, 2 vCPUs, the oldest guest kernel, the module and the
-agent in it) is prepared once: its RAM fully backed (as in a guest that ran
-a while), 64 MiB of memcheck data held, the `fragment` workload (anon
+agent in it) is prepared once: its RAM fully backed, 64 MiB of memcheck
+data held, its free memory written once and freed (memcheck; as in a guest
+that ran a while, free pages hold stale data), the `fragment` workload (anon
 FRAG_ANON_MIB, files FRAG_FILES_MIB per GiB, survivors held), then half of
 its MemFree reclaimed by its vmdefragd (`vmdefragctl reclaim --wait`).
 That guest then hops from row to row: each row migrates it from the QEMU
@@ -158,6 +159,12 @@ def prepare(kernel, ram_mib, qemu, backend, root):
         g.check("vmdefrag-agent >/tmp/agent.log 2>&1 &")
         g.populate_backing()
         g.check(f"memcheck start --mib {HELD_MIB} --id held --seed {SEED}", timeout=600)
+        # as run-bench's guest rows: every free page written once, so free
+        # memory holds stale data as in a guest that ran a while, not the
+        # zeros of a fresh boot (which a patched destination never allocates)
+        touch = (g.meminfo()["MemFree"] - 112 * MIB) // MIB
+        g.check(f"memcheck start --mib {touch} --id touch --seed {SEED + 1}", timeout=900)
+        g.check("memcheck stop --id touch")
         scale = ram_mib / 1024
         g.check(f"fragment --seed {SEED} --anon {int(FRAG_ANON_MIB * scale)} "
                 f"--files {int(FRAG_FILES_MIB * scale)}", timeout=1200)
@@ -425,7 +432,8 @@ def notes(info):
     p = info.get("prepared", {})
     return [
         "One guest (1 GiB, 2 vCPUs, TCG), prepared once: RAM fully backed, 64 MiB "
-        f"memcheck data held, `fragment --anon {FRAG_ANON_MIB} --files {FRAG_FILES_MIB}`, "
+        "memcheck data held, free memory written once and freed (stale data, as in "
+        f"a guest that ran a while), `fragment --anon {FRAG_ANON_MIB} --files {FRAG_FILES_MIB}`, "
         f"then half its MemFree reclaimed by vmdefragd ({mib(p.get('asked'))} MiB asked, "
         f"{mib(p.get('captured'))} MiB captured); it hops from row to row (each row's "
         "destination is the next row's source). Before each row the source's backing "
