@@ -27,8 +27,9 @@ Rows (each for the patched pair and the stock pair, in that order):
   anonymous RAM on the destination (a shared backend needs a file or a
   memfd on the source; anonymous RAM is the destination's choice); and for
   stock, postcopy tmpfs -> tmpfs once more with no destination daemon:
-  stock QEMU and khugepaged alone.  After each anonymous destination an
-  unmeasured postcopy hop brings the guest back to a file or memfd.
+  stock QEMU and khugepaged alone.  After each anonymous destination, and
+  from the patched rows to the stock ones, an unmeasured postcopy hop
+  brings the guest to the next row's source (RAM kind and QEMU).
 
 Measured, from the kernel's own accounting (never the daemon's):
   source     backing before the migration (st_blocks) and its peak during
@@ -474,9 +475,11 @@ def notes(info):
         "dst vmdefragd: a daemon attached to the incoming QEMU (default config: "
         "collapse_cpu_percent 25): after the migration it reconciles (punches the "
         "captured blocks stock QEMU wrote) and runs its collapse pass (file and memfd "
-        "RAM; anonymous RAM is left to khugepaged). 'no': the stock path without "
+        "RAM; anonymous RAM is left to khugepaged); punched: backing it found under "
+        "captured blocks. 'no': the stock path without "
         "vmdefragd (khugepaged only); a daemon is started after the +60 s sample.",
-        "time: query-migrate total-time; sent: ram.transferred. data: memcheck verify "
+        "time: query-migrate total-time (marked (wall) where QEMU gave none: the "
+        "bench's clock); sent: ram.transferred. data: memcheck verify "
         "of the 64 MiB after the +60 s sample. No writer runs in the guest during the "
         "migrations (stock QEMU 7.2 under TCG loses guest writes in precopy: "
         "tests/integration/test_migration_soak.py).",
