@@ -142,7 +142,7 @@ demo: deps
 	tests/demo/run-demo
 
 bench: deps
-	$(MAKE) all
+	$(MAKE) all qemu-test
 	tests/bench/run-bench
 
 HOPS         ?= 4
