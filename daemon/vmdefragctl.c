@@ -78,8 +78,9 @@ static void usage(FILE *f)
 "                2 MiB folios where the host allows it (not on the hint\n"
 "                backend: the guest keeps its blocks)\n"
 "  notify DOMAIN EVENT  tell vmdefragd a libvirt domain was prepared,\n"
-"                started, stopped or released (EVENT: prepare, started,\n"
-"                stopped, release); what the libvirt hook runs, gives up\n"
+"                started, stopped, released or arrives by migration\n"
+"                (EVENT: prepare, started, stopped, release, migrate);\n"
+"                what the libvirt hook runs, gives up\n"
 "                after %d s\n"
 "  check-domain NAME  read libvirt domain NAME's XML (live when running)\n"
 "                and say what it lacks for vmdefrag, in plain words; exit 0\n"
@@ -176,7 +177,7 @@ static int ctl_notify(const char *path, int argc, char **argv)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "bad domain name '%s'", argv[1]);
 	if (ctl_proto_notify_from_name(argv[2], &req.event) < 0)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "unknown event '%s' (prepare, "
-				     "started, stopped or release)", argv[2]);
+				     "started, stopped, release or migrate)", argv[2]);
 	strcpy(req.vm, argv[1]);
 	ctl_client_set_timeout_ms(CTL_NOTIFY_TIMEOUT_MS);
 	r = ctl_client_call(path, &req, &resp, NULL);

@@ -33,6 +33,7 @@ static void test_request_roundtrip(void **state)
 		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STARTED },
 		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STOPPED },
 		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_RELEASE },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_MIGRATE },
 	};
 
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
@@ -63,11 +64,11 @@ static const struct {
 	{ "{\"cmd\": \"shrink\", \"vm\": \"a\"}",
 	  "unknown command (known: status, scan, reclaim, return, op, notify)" },
 	{ "{\"cmd\": \"notify\", \"vm\": \"a\"}",
-	  "notify needs \"event\": prepare, started, stopped or release" },
-	{ "{\"cmd\": \"notify\", \"vm\": \"a\", \"event\": \"migrate\"}",
-	  "notify needs \"event\": prepare, started, stopped or release" },
+	  "notify needs \"event\": prepare, started, stopped, release or migrate" },
+	{ "{\"cmd\": \"notify\", \"vm\": \"a\", \"event\": \"restore\"}",
+	  "notify needs \"event\": prepare, started, stopped, release or migrate" },
 	{ "{\"cmd\": \"notify\", \"vm\": \"a\", \"event\": 1}",
-	  "notify needs \"event\": prepare, started, stopped or release" },
+	  "notify needs \"event\": prepare, started, stopped, release or migrate" },
 	{ "{\"cmd\": \"notify\", \"event\": \"started\"}", "notify needs \"vm\"" },
 	{ "{\"cmd\": \"scan\", \"vm\": \"a\", \"event\": \"started\"}",
 	  "unknown key in request" },
