@@ -23,8 +23,12 @@ test_patched_postcopy_path
     (harness.guest.patched_qemu(); skipped without one): status says
     "patched QEMU path", the JSON's qemu.patched is true and its package
     carries the mark; the reconcile and the collapse pass still run and
-    their findings and cost are reported (figures); the destination
-    backing ends where the source's was, and data is intact.
+    their findings and cost are reported (figures); every range the
+    backing holds whole ends PMD-mapped (ranges left partly holes are not
+    collapsed, so the share of resident RAM is below the stock case's:
+    it is reported, not asserted against PMD_SHARE_MIN); the destination
+    backing ends at most where the source's was (the patched destination
+    leaves zero pages unplaced, so usually below), and data is intact.
 """
 import time
 
@@ -81,6 +85,8 @@ def migrate_in(g, workdir, qemu=None):
     collapse pass ended; the caller closes both daemons and dst."""
     sq, dq = workdir / "src.qmp", workdir / "dst.qmp"
     d = prepare(g, workdir / "src", sq)
+    # the source daemon knows its QEMU too (query-version at attach)
+    assert mig(d)["qemu"]["patched"] is (qemu is not None), mig(d)
     b_src = g.backing_bytes()
     held = captures(g)
     assert held, "the guest holds nothing captured after a reclaim"
@@ -100,10 +106,17 @@ def migrate_in(g, workdir, qemu=None):
     assert m["state"] == "migrated-in" and m["reconciled"] and m["postcopy"], m
     assert m["collapse"]["state"] == "done", m["collapse"]
     b_dst = dst.backing_bytes()
-    assert abs(b_dst - b_src) <= 8 * MIB + 0.02 * b_src, (b_src, b_dst, m)
+    if qemu is None:
+        # stock QEMU writes every page: the reconcile brings it back to
+        # where the source was
+        assert abs(b_dst - b_src) <= 8 * MIB + 0.02 * b_src, (b_src, b_dst, m)
+    else:
+        # a patched destination leaves zero pages nobody asked for
+        # unplaced (patch 0004): never more than the source
+        assert b_dst <= b_src + 8 * MIB + 0.02 * b_src, (b_src, b_dst, m)
     assert captures(dst) == held
     dst.check("memcheck verify --id a")
-    return d, dst, dd
+    return d, dst, dd, b_src, b_dst
 
 
 @pytest.mark.parametrize("backend", ["tmpfs"])
@@ -114,7 +127,7 @@ def test_release_after_stock_postcopy(backend, agent_kernel, workdir, figures):
                qemu="/usr/bin/qemu-system-x86_64",
                extra_args=["-qmp", f"unix:{sq},server=on,wait=off"]) as g:
         try:
-            d, dst, dd = migrate_in(g, workdir)
+            d, dst, dd, _, _ = migrate_in(g, workdir)
             m = mig(dd)
             assert m["path"] == "stock" and m["qemu"]["patched"] is False, m
             assert PATCHED_MARK not in (m["qemu"]["package"] or "")
@@ -182,17 +195,17 @@ def test_patched_postcopy_path(agent_kernel, workdir, figures):
     with Guest(agent_kernel, ram_mib=RAM_MIB, fpr=False, backend="tmpfs", qemu=qemu,
                extra_args=["-qmp", f"unix:{sq},server=on,wait=off"]) as g:
         try:
-            d, dst, dd = migrate_in(g, workdir, qemu=qemu)
+            d, dst, dd, b_src, b_dst = migrate_in(g, workdir, qemu=qemu)
             m = mig(dd)
             assert m["path"] == "patched" and m["qemu"]["patched"] is True, m
             assert PATCHED_MARK in m["qemu"]["package"], m["qemu"]
-            # the source daemon knows its QEMU too
-            assert mig(d)["qemu"]["patched"] is True
             text = dd.ctl("status", "g").stdout
             assert "migrated in by post-copy (patched QEMU path)" in text, text
             assert "reconciled" in text and "punched" in text, text
             assert "vmdefrag's patches" in text, text
             c = m["collapse"]
+            figures("patched postcopy: backing source before, dest after",
+                    f"{b_src // MIB}, {b_dst // MIB}", "MiB")
             figures("patched postcopy: reconcile listed / punched",
                     f"{m['reconcile_listed_bytes'] // MIB} / "
                     f"{m['reconcile_punched_bytes'] // MIB}", "MiB")
@@ -205,7 +218,14 @@ def test_patched_postcopy_path(agent_kernel, workdir, figures):
             pmd, rss = pmd_share(dst)
             figures("patched postcopy: dest PMD-mapped after the pass",
                     f"{pmd // MIB} / {rss // MIB}", "MiB")
-            assert pmd >= PMD_SHARE_MIN * rss, (pmd, rss, c)
+            # every range the backing holds whole is mapped with a PMD; the
+            # ranges post-copy left partly holes (zero pages patch 0004 did
+            # not place, next to data) are not collapsed: that would
+            # allocate their holes (measured: 178 of 218 MiB resident
+            # PMD-mapped; 154 without the pass)
+            assert c["candidate_bytes"] > 0 and \
+                c["collapsed_bytes"] == c["candidate_bytes"], c
+            assert pmd >= c["candidate_bytes"] - 4 * MIB, (pmd, rss, c)
             dst.check("memcheck verify --id a")
         finally:
             for x in (d, dd):
