@@ -47,7 +47,10 @@
  *        (migration_guest_released() -> collapse_queue()): post-copy left
  *        QEMU's page tables of those ranges with 4 KiB entries, which
  *        survive the reconcile's punch, so a fault on a fresh 2 MiB folio
- *        there still maps it with 4 KiB entries.
+ *        there still maps it with 4 KiB entries.  A return (host-asked)
+ *        re-backs blocks this file is not told about: when one ends, the
+ *        whole RAM is queued (migration_op_started(); blocks already
+ *        2 MiB-mapped cost a SEEK_DATA and a short MADV_COLLAPSE each).
  *
  * Which QEMU: on every attach the daemon asks query-version; a "package"
  * carrying QMP_PATCHED_MARK is a QEMU built by qemu-patches/build.sh.  A
@@ -117,6 +120,7 @@ struct migration {
 	bool reconciled;
 	uint64_t listed, punched;
 	bool collapse_started;
+	bool return_watch;		/* ARRIVED: a return runs, re-collapse after */
 };
 
 const char *migration_state_name(enum migration_state state)
@@ -176,7 +180,7 @@ static void migration_release_session(struct migration *m)
 
 static void migration_arm(struct migration *m)
 {
-	if (m->state == MIGRATION_ARRIVED && !m->collapse_started)
+	if (m->state == MIGRATION_ARRIVED && (!m->collapse_started || m->return_watch))
 		loop_timer_arm(m->loop, &m->poll, MIGRATION_ARRIVED_POLL_MS);
 	else if (m->can_poll && m->qmp && (m->state == MIGRATION_OUTGOING ||
 					   m->state == MIGRATION_INCOMING))
@@ -246,6 +250,7 @@ static void migration_apply(struct migration *m, const char *s)
 			m->arrived_ms = loop_now_ms();
 			m->reconciled = false;
 			m->collapse_started = false;
+			m->return_watch = false;
 			snprintf(m->last_outcome, sizeof(m->last_outcome),
 				 "incoming migration completed%s",
 				 m->postcopy ? " (post-copy)" : "");
@@ -277,6 +282,7 @@ static void migration_apply(struct migration *m, const char *s)
 			break;
 		if (m->state == MIGRATION_ARRIVED)
 			collapse_abort(m->collapse, "an outgoing migration started");
+		m->return_watch = false;
 		migration_set_state(m, MIGRATION_OUTGOING);
 		m->outgoing++;
 		m->postcopy = false;
@@ -343,6 +349,22 @@ static void migration_arrived_step(struct migration *m)
 				  m->name);
 }
 
+/* Arrived, a return ran: once it ended, re-collapse the whole RAM. */
+static void migration_return_step(struct migration *m)
+{
+	struct reclaim_status rs;
+
+	reclaim_get_status(m->reclaim, &rs);
+	if (rs.have_op && rs.op.state == RECLAIM_OP_RUNNING)
+		return migration_arm(m);
+	m->return_watch = false;
+	if (!m->layout)
+		return;
+	for (size_t i = 0; i < m->layout->nranges; i++)
+		collapse_queue(m->collapse, m->layout, m->pid, m->layout->ranges[i].gpa,
+			       m->layout->ranges[i].len);
+}
+
 static void migration_poll(struct loop_timer *t)
 {
 	struct migration *m = t->userdata;
@@ -351,6 +373,8 @@ static void migration_poll(struct loop_timer *t)
 	if (m->state == MIGRATION_ARRIVED) {
 		if (!m->collapse_started)
 			migration_arrived_step(m);
+		else if (m->return_watch)
+			migration_return_step(m);
 		return;
 	}
 	if (!m->qmp || !m->can_poll)
@@ -466,6 +490,7 @@ void migration_attach(struct migration *m, struct qmp *q, const struct vm_layout
 void migration_detach(struct migration *m)
 {
 	collapse_abort(m->collapse, "QEMU detached");
+	m->return_watch = false;
 	m->qmp = NULL;
 	m->layout = NULL;
 	m->pid = 0;
@@ -548,6 +573,15 @@ void migration_guest_released(struct migration *m, uint64_t gpa, uint64_t len)
 	if (m->state != MIGRATION_ARRIVED || !m->layout || !m->collapse_started)
 		return;
 	collapse_queue(m->collapse, m->layout, m->pid, gpa, len);
+}
+
+void migration_op_started(struct migration *m, enum reclaim_kind kind)
+{
+	if (kind != RECLAIM_KIND_RETURN || m->state != MIGRATION_ARRIVED ||
+	    !m->layout || !m->collapse_started)
+		return;
+	m->return_watch = true;
+	migration_arm(m);
 }
 
 bool migration_holds_session(const struct migration *m)

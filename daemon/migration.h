@@ -17,6 +17,7 @@
 
 #include "collapse.h"
 #include "qmp.h"
+#include "reclaim.h"
 
 struct loop;
 struct qmp;
@@ -105,6 +106,12 @@ enum migration_state migration_state(const struct migration *m);
  * with 4 KiB entries.  Nothing otherwise.
  */
 void migration_guest_released(struct migration *m, uint64_t gpa, uint64_t len);
+/*
+ * An operation started (reclaim.c): after a migration in, when a return
+ * ends, the whole RAM is queued for a re-collapse (the blocks it re-backed
+ * are not known here; a range already 2 MiB-mapped costs little).
+ */
+void migration_op_started(struct migration *m, enum reclaim_kind kind);
 
 /* Should the guest session stay stopped (incoming, migrated away)? */
 bool migration_holds_session(const struct migration *m);

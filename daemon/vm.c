@@ -698,7 +698,10 @@ int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, char *err
 
 	if (r < 0)
 		return r;
-	return reclaim_start(vm->reclaim, kind, bytes, err, errsz, ret_id);
+	r = reclaim_start(vm->reclaim, kind, bytes, err, errsz, ret_id);
+	if (r == 0)
+		migration_op_started(vm->mig, kind);
+	return r;
 }
 
 int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op)
