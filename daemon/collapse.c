@@ -501,7 +501,8 @@ void collapse_queue(struct collapse *c, const struct vm_layout *l, pid_t pid,
 	uint64_t e = (gpa + len + COLLAPSE_BLOCK - 1) & ~(COLLAPSE_BLOCK - 1);
 	uint64_t lo = UINT64_MAX, hi = 0;
 
-	if (!c->cpu_percent || !l || !l->nranges || len == 0 || gpa + len < gpa)
+	if (!c->cpu_percent || !l || !l->nranges || len == 0 ||
+	    gpa > UINT64_MAX - COLLAPSE_BLOCK - len)
 		return;
 	if (c->queue_layout && (c->queue_layout != l || c->queue_pid != pid))
 		c->nqueue = 0;	/* another QEMU: the old queue is moot */
