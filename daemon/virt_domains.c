@@ -662,6 +662,9 @@ static void virt_domains_event(void *userdata, const char *name, int event, int 
 	if (v && v->incoming) {
 		/* RESUMED/POSTCOPY (switch-over), RESUMED/MIGRATED (finish):
 		 * the job may still run; the refresh looks */
+		if (v->vm && event == VIR_DOMAIN_EVENT_RESUMED &&
+		    detail == VIR_DOMAIN_EVENT_RESUMED_POSTCOPY)
+			vm_migration_note(v->vm, "postcopy-active");
 		if (event == VIR_DOMAIN_EVENT_STOPPED)
 			virt_domains_detach(v, "the incoming migration failed");
 		else

@@ -186,6 +186,9 @@ def hop(g, src, dst, postcopy, port, figures, label):
     m = mig(dst.d, name)
     assert m["state"] == "migrated-in" and m["reconciled"], m
     assert m["collapse"]["state"] == "done", m["collapse"]
+    # query-version through libvirt's monitor: Debian's QEMU, stock path
+    assert m["qemu"] and m["qemu"]["patched"] is False and m["path"] == "stock", m
+    assert m["postcopy"] is postcopy, m
     st = dst.d.status(name)[name]
     assert st["qmp"]["connected"] and st["qmp"]["pid"] == g.pid, st["qmp"]
     b_dst = g.backing_bytes()
@@ -201,6 +204,7 @@ def hop(g, src, dst, postcopy, port, figures, label):
     g.check("memcheck verify --id a")
     text = dst.d.ctl("status", name).stdout
     assert "migrated in" in text and "punched" in text, text
+    assert "(stock QEMU path)" in text, text
     return m
 
 
