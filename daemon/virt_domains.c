@@ -37,8 +37,10 @@
  *     job to be an incoming migration (virt_domains_job()), marks the
  *     record incoming: the VM waits (migration_expect_incoming()), nothing
  *     is asked of its monitor, and the record is refreshed every
- *     VIRT_DOMAINS_INCOMING_POLL_MS and on its events until the job ended;
- *     then it is attached and "completed" is noted (reconcile, collapse);
+ *     VIRT_DOMAINS_INCOMING_POLL_MS and on its events until the job ended
+ *     (RESUMED/POSTCOPY, the switch-over, notes "postcopy-active": status
+ *     then says it came by post-copy); then it is attached and
+ *     "completed" is noted (reconcile, collapse);
  *   - the hook's notify: "started" queues a refresh on a zero-delay timer
  *     (the hook runs while libvirtd holds the domain, so nothing here may
  *     call libvirt before the hook has its answer), "stopped"/"release"
