@@ -455,6 +455,23 @@ static struct vm *virt_domains_vm(struct virt_domains *d, struct virt_domain *v,
 	return vm;
 }
 
+/*
+ * A domain found paused after its post-copy failed (the daemon restarted
+ * meanwhile; libvirt may still hold its migration job for a resume) is
+ * noted so before anything runs, attached or not, and watched.
+ */
+static void virt_domains_split(struct virt_domains *d, struct virt_domain *v,
+			       virDomainPtr dom)
+{
+	int state = VIR_DOMAIN_NOSTATE, reason = 0;
+
+	if (virDomainGetState(dom, &state, &reason, 0) < 0 ||
+	    state != VIR_DOMAIN_PAUSED || reason != VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+		return;
+	vm_migration_note(v->vm, "postcopy-paused");
+	virt_domains_outgoing_watch(d, v);
+}
+
 CLEANUP_DEFINE(virt_domains_dom_freep, virDomainPtr, virDomainFree)
 
 /* Takes dom.  Attaches the domain's VM if it runs and is usable. */
@@ -469,6 +486,7 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 	struct qmp *q;
 	char why[1024];
 	enum virt_job job;
+	virDomainPtr q_dom;
 	bool arrived;
 	pid_t pid = 0;
 	int r;
@@ -533,8 +551,10 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 		return;
 	}
 	if (job == VIRT_JOB_MIGRATION_OUT && !vm_monitor_attached(vm)) {
-		log_info("VM '%s': the domain migrates away; not attaching "
-			 "during its migration", name);
+		if (!vm_migration_postcopy_failed(vm))
+			log_info("VM '%s': the domain migrates away; not attaching "
+				 "during its migration", name);
+		virt_domains_split(d, v, dom);
 		virt_domains_retry_later(d, v);
 		return;
 	}
@@ -553,7 +573,7 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 	r = qmp_open_custom(&virt_domains_qmp_transport, dom, &q);
 	if (r < 0)
 		return;
-	TAKE_PTR(dom);			/* the qmp owns it now */
+	q_dom = TAKE_PTR(dom);		/* the qmp owns it now */
 	r = vm_attach_monitor(vm, q, pid, x->channel_path);
 	if (r < 0) {
 		log_warning_errno(r, "VM '%s': cannot attach through libvirt: %m; "
@@ -566,6 +586,8 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 	v->incoming = false;
 	if (arrived && vm_migration_incoming(vm))
 		vm_migration_note(vm, "completed");
+	if (!arrived)
+		virt_domains_split(d, v, q_dom);
 }
 
 static void virt_domains_refresh_name(struct virt_domains *d, const char *name)

@@ -51,7 +51,8 @@ b is gone).  The source daemon leaves "outgoing" for "postcopy-failed":
 status says so, a reclaim is refused with one line, and nothing is
 punched (the backing does not shrink back: a precopy that fails is
 re-punched, this must not be; before, the daemon took libvirt's ended job
-for a cancel and re-punched).  virsh destroy then takes it back to "none",
+for a cancel and re-punched).  A daemon restarted then finds the domain
+in the same state.  virsh destroy then takes it back to "none",
 last outcome saying what happened.  Recovery (virsh migrate
 --postcopy-resume) needs the destination QEMU alive, paused by a broken
 connection; that cannot be provoked here without cutting a live TCP
@@ -334,6 +335,16 @@ def test_libvirt_postcopy_failure(agent_kernel, workdir, figures):
                     f"{b0 // MIB} / {b_fail // MIB} / {b_later // MIB}", "MiB")
             assert b_later >= b_fail - 2 * MIB, (b0, b_fail, b_later)
             assert "punched again" not in a.d.text()
+            # a daemon restarted meanwhile finds the domain split too
+            a.d.close()
+            a.d = Daemon(a.dir, [], config=CONFIG, extra=["--libvirt", a.lv.uri],
+                         wrap=a.lv.ns_prefix())
+            a.d.wait_for(lambda: name in a.d.status() and
+                         mig(a.d, name)["state"] == "postcopy-failed",
+                         "the restarted daemon to see the failed post-copy", 60)
+            assert a.d.ctl("reclaim", name, "8M", check=False).returncode == 1
+            time.sleep(2)
+            assert g.backing_bytes() >= b_fail - 2 * MIB
             # the destination's daemon does not stay "incoming" for a
             # domain that is gone
             b.d.wait_for(lambda: name not in b.d.status() or
