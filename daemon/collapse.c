@@ -31,6 +31,12 @@
  * CAP_SYS_NICE and ptrace access to QEMU) and ESRCH (QEMU gone) end the
  * pass as FAILED with a note.
  *
+ * A re-collapse walks the same way over the ranges queued by
+ * collapse_queue() (a copy taken when it starts; ranges queued meanwhile
+ * wait for the next one) instead of the whole RAM, counting into
+ * st.rerun.  Only one walk runs at a time: a queue that arrives during
+ * the pass runs after it.
+ *
  * Anonymous RAM (the hint backend) is not walked: it has no SEEK_DATA, and
  * collapsing a range of zero-page PTEs (what post-copy leaves for ranges
  * the source sent as zero) would allocate it; khugepaged handles it.
@@ -62,21 +68,60 @@
 #define COLLAPSE_SLICE_NS	(10ull * 1000 * 1000)
 #define MIB(x)			((unsigned long long)((x) >> 20))
 
+struct collapse_window {
+	uint64_t gpa, len;
+};
+
 struct collapse {
 	struct loop *loop;
 	char name[64];
 	uint32_t cpu_percent;
 	struct loop_timer slice;
 
-	const struct vm_layout *layout;	/* the pass's; NULL when none runs */
+	const struct vm_layout *layout;	/* the walk's; NULL when none runs */
 	pid_t pid;
-	int pidfd;			/* QEMU, -1 when no pass runs */
-	size_t range;			/* cursor: layout range index */
-	uint64_t gpa;			/* cursor: next block in that range */
+	int pidfd;			/* QEMU, -1 when no walk runs */
+	bool rerun;			/* the walk is a re-collapse */
+	size_t range;			/* cursor: layout range (pass) or window
+					 * (re-collapse) index */
+	uint64_t gpa;			/* cursor: next block in it */
 	bool retry;			/* the block at the cursor got EAGAIN once */
 	uint64_t start_ms;
 	struct collapse_status st;
+
+	/* re-collapse: the walk's windows, and those queued for the next */
+	struct collapse_window walk[COLLAPSE_QUEUE_MAX];
+	size_t nwalk;
+	struct collapse_window queue[COLLAPSE_QUEUE_MAX];
+	size_t nqueue;
+	const struct vm_layout *queue_layout;	/* layout and pid of the queue */
+	pid_t queue_pid;
 };
+
+/* Per-walk counters: the pass's or the re-collapses'. */
+struct collapse_acc {
+	uint64_t *candidate, *collapsed, *folio_only, *hole, *failed;
+	uint64_t folio_only_sink;
+};
+
+static void collapse_acc_of(struct collapse *c, struct collapse_acc *a)
+{
+	if (c->rerun) {
+		a->candidate = &c->st.rerun.candidate_bytes;
+		a->collapsed = &c->st.rerun.collapsed_bytes;
+		a->folio_only = &a->folio_only_sink;
+		a->hole = &c->st.rerun.hole_bytes;
+		a->failed = &c->st.rerun.failed_bytes;
+	} else {
+		a->candidate = &c->st.candidate_bytes;
+		a->collapsed = &c->st.collapsed_bytes;
+		a->folio_only = &c->st.folio_only_bytes;
+		a->hole = &c->st.hole_bytes;
+		a->failed = &c->st.failed_bytes;
+	}
+}
+
+static void collapse_rerun_start(struct collapse *c);
 
 const char *collapse_state_name(enum collapse_state state)
 {
@@ -106,6 +151,28 @@ static void collapse_end(struct collapse *c, enum collapse_state state, int erro
 {
 	va_list ap;
 
+	if (c->rerun) {
+		/* a re-collapse: its own counters, the pass's state stays */
+		loop_timer_disarm(c->loop, &c->slice);
+		if (c->pidfd >= 0)
+			close(c->pidfd);
+		c->pidfd = -1;
+		c->layout = NULL;
+		c->rerun = false;
+		c->st.rerun.running = false;
+		if (state == COLLAPSE_DONE)
+			log_info("VM '%s': re-collapse of ranges the guest took back: "
+				 "%llu MiB collapsed in all, %llu MiB failed, %.1f ms "
+				 "CPU in all", c->name, MIB(c->st.rerun.collapsed_bytes),
+				 MIB(c->st.rerun.failed_bytes),
+				 (double)c->st.rerun.cpu_ns / 1e6);
+		else if (error != -ECANCELED)
+			log_warning("VM '%s': re-collapse stopped: %s", c->name,
+				    strerror(-error));
+		if (state == COLLAPSE_DONE && c->nqueue)
+			collapse_rerun_start(c);
+		return;
+	}
 	if (c->st.state != COLLAPSE_RUNNING)
 		return;
 	loop_timer_disarm(c->loop, &c->slice);
@@ -132,6 +199,8 @@ static void collapse_end(struct collapse *c, enum collapse_state state, int erro
 	else
 		log_warning("VM '%s': collapse pass stopped after %llu MiB: %s",
 			    c->name, MIB(c->st.scanned_bytes), c->st.note);
+	if (state == COLLAPSE_DONE && c->nqueue)
+		collapse_rerun_start(c);
 }
 
 /*
@@ -168,14 +237,16 @@ static int collapse_block(struct collapse *c, const struct vm_ram_range *rr,
 	uint64_t off = rr->file_offset + (gpa - rr->gpa);
 	uint64_t data = 0;
 	bool own = hva % COLLAPSE_BLOCK != 0;
+	struct collapse_acc a;
 	int r;
 
+	collapse_acc_of(c, &a);
 	r = hostmem_backing_data_bytes(b->fd, off, COLLAPSE_BLOCK, &data);
 	if (r < 0 || data < COLLAPSE_BLOCK) {
-		c->st.hole_bytes += COLLAPSE_BLOCK;
+		*a.hole += COLLAPSE_BLOCK;
 		return 0;
 	}
-	c->st.candidate_bytes += COLLAPSE_BLOCK;
+	*a.candidate += COLLAPSE_BLOCK;
 	if (own && off % COLLAPSE_BLOCK == 0) {
 		r = collapse_own_mapping(b->fd, off);
 	} else if (own) {
@@ -188,38 +259,46 @@ static int collapse_block(struct collapse *c, const struct vm_ram_range *rr,
 		    -errno : 0;
 	}
 	if (r == -EAGAIN && !c->retry) {
-		c->st.candidate_bytes -= COLLAPSE_BLOCK;
+		*a.candidate -= COLLAPSE_BLOCK;
 		return -EAGAIN;
 	}
 	if (r == -EPERM || r == -ESRCH)
 		return r;
 	if (r == 0) {
-		c->st.collapsed_bytes += COLLAPSE_BLOCK;
+		*a.collapsed += COLLAPSE_BLOCK;
 		if (own)
-			c->st.folio_only_bytes += COLLAPSE_BLOCK;
+			*a.folio_only += COLLAPSE_BLOCK;
 	} else {
-		if (!c->st.failed_bytes)
+		if (!*a.failed)
 			log_debug("VM '%s': MADV_COLLAPSE of gpa 0x%llx: %s", c->name,
 				  (unsigned long long)gpa, strerror(-r));
-		c->st.failed_bytes += COLLAPSE_BLOCK;
+		*a.failed += COLLAPSE_BLOCK;
 	}
 	return 0;
 }
 
+/* Can the block at gpa of range rr be collapsed at all (shared, not hugetlbfs)? */
+static bool collapse_range_ok(const struct vm_layout *l, const struct vm_ram_range *rr,
+			      uint64_t gpa)
+{
+	const struct vm_backing *b = &l->backings[rr->backing];
+
+	return b->fd >= 0 && b->kind != VM_BACKING_HUGETLBFS && gpa >= rr->gpa &&
+	       gpa + COLLAPSE_BLOCK <= rr->gpa + rr->len;
+}
+
 /* Moves the cursor to the next 2 MiB block; false at the end of the RAM. */
-static bool collapse_cursor(struct collapse *c, const struct vm_ram_range **ret_rr)
+static bool collapse_cursor_pass(struct collapse *c, const struct vm_ram_range **ret_rr)
 {
 	const struct vm_layout *l = c->layout;
 
 	while (c->range < l->nranges) {
 		const struct vm_ram_range *rr = &l->ranges[c->range];
-		const struct vm_backing *b = &l->backings[rr->backing];
 		uint64_t start = (rr->gpa + COLLAPSE_BLOCK - 1) & ~(COLLAPSE_BLOCK - 1);
 
 		if (c->gpa < start)
 			c->gpa = start;
-		if (b->fd >= 0 && b->kind != VM_BACKING_HUGETLBFS &&
-		    c->gpa + COLLAPSE_BLOCK <= rr->gpa + rr->len) {
+		if (collapse_range_ok(l, rr, c->gpa)) {
 			*ret_rr = rr;
 			return true;
 		}
@@ -229,17 +308,48 @@ static bool collapse_cursor(struct collapse *c, const struct vm_ram_range **ret_
 	return false;
 }
 
+/* The same over the re-collapse's windows: each block in its layout range. */
+static bool collapse_cursor_rerun(struct collapse *c, const struct vm_ram_range **ret_rr)
+{
+	const struct vm_layout *l = c->layout;
+
+	while (c->range < c->nwalk) {
+		const struct collapse_window *w = &c->walk[c->range];
+
+		if (c->gpa < w->gpa)
+			c->gpa = w->gpa;	/* windows are block-aligned */
+		while (c->gpa + COLLAPSE_BLOCK <= w->gpa + w->len) {
+			for (size_t i = 0; i < l->nranges; i++) {
+				if (collapse_range_ok(l, &l->ranges[i], c->gpa)) {
+					*ret_rr = &l->ranges[i];
+					return true;
+				}
+			}
+			c->gpa += COLLAPSE_BLOCK;	/* not collapsible RAM */
+		}
+		c->range++;
+		c->gpa = 0;
+	}
+	return false;
+}
+
+static bool collapse_cursor(struct collapse *c, const struct vm_ram_range **ret_rr)
+{
+	return c->rerun ? collapse_cursor_rerun(c, ret_rr) : collapse_cursor_pass(c, ret_rr);
+}
+
 static void collapse_slice(struct loop_timer *t)
 {
 	struct collapse *c = t->userdata;
 	uint64_t t0 = collapse_thread_ns(), used;
 	const struct vm_ram_range *rr;
+	uint64_t *cpu = c->rerun ? &c->st.rerun.cpu_ns : &c->st.cpu_ns;
 
 	for (;;) {
 		int r;
 
 		if (!collapse_cursor(c, &rr)) {
-			c->st.cpu_ns += collapse_thread_ns() - t0;
+			*cpu += collapse_thread_ns() - t0;
 			return collapse_end(c, COLLAPSE_DONE, 0, NULL);
 		}
 		r = collapse_block(c, rr, c->gpa);
@@ -248,7 +358,7 @@ static void collapse_slice(struct loop_timer *t)
 			break;
 		}
 		if (r < 0) {
-			c->st.cpu_ns += collapse_thread_ns() - t0;
+			*cpu += collapse_thread_ns() - t0;
 			return collapse_end(c, COLLAPSE_FAILED, r, "%s",
 					    r == -EPERM ? "process_madvise(MADV_COLLAPSE) "
 					    "not permitted (the daemon needs CAP_SYS_NICE)" :
@@ -256,12 +366,13 @@ static void collapse_slice(struct loop_timer *t)
 		}
 		c->retry = false;
 		c->gpa += COLLAPSE_BLOCK;
-		c->st.scanned_bytes += COLLAPSE_BLOCK;
+		if (!c->rerun)
+			c->st.scanned_bytes += COLLAPSE_BLOCK;
 		if (collapse_thread_ns() - t0 >= COLLAPSE_SLICE_NS)
 			break;
 	}
 	used = collapse_thread_ns() - t0;
-	c->st.cpu_ns += used;
+	*cpu += used;
 	loop_timer_arm(c->loop, &c->slice,
 		       used / 1000000 * (100 - c->cpu_percent) / c->cpu_percent + 1);
 }
@@ -271,8 +382,10 @@ int collapse_start(struct collapse *c, const struct vm_layout *l, pid_t pid)
 	bool anon = false;
 	int fd;
 
-	if (c->st.state == COLLAPSE_RUNNING)
+	if (c->st.state == COLLAPSE_RUNNING || c->rerun)
 		return -EBUSY;
+	/* the pass covers everything queued so far */
+	c->nqueue = 0;
 	memset(&c->st, 0, sizeof(c->st));
 	c->st.cpu_percent = c->cpu_percent;
 	for (size_t i = 0; i < l->nranges; i++) {
@@ -317,12 +430,105 @@ int collapse_start(struct collapse *c, const struct vm_layout *l, pid_t pid)
 
 void collapse_abort(struct collapse *c, const char *why)
 {
+	c->nqueue = 0;
+	c->queue_layout = NULL;
+	if (c->rerun)
+		log_debug("VM '%s': re-collapse dropped: %s", c->name, why);
 	collapse_end(c, COLLAPSE_FAILED, -ECANCELED, "%s", why);
 }
 
 bool collapse_running(const struct collapse *c)
 {
-	return c->st.state == COLLAPSE_RUNNING;
+	return c->st.state == COLLAPSE_RUNNING || c->rerun;
+}
+
+/* Starts a re-collapse of the queue (the pass is not running). */
+static void collapse_rerun_start(struct collapse *c)
+{
+	int fd;
+
+	if (!c->nqueue || !c->queue_layout)
+		return;
+	fd = (int)syscall(SYS_pidfd_open, c->queue_pid, 0);
+	if (fd < 0) {
+		log_debug("VM '%s': re-collapse: pidfd_open(%d): %s", c->name,
+			  (int)c->queue_pid, strerror(errno));
+		c->nqueue = 0;
+		return;
+	}
+	memcpy(c->walk, c->queue, c->nqueue * sizeof(c->queue[0]));
+	c->nwalk = c->nqueue;
+	c->nqueue = 0;
+	c->pidfd = fd;
+	c->layout = c->queue_layout;
+	c->pid = c->queue_pid;
+	c->rerun = true;
+	c->range = 0;
+	c->gpa = 0;
+	c->retry = false;
+	c->st.rerun.running = true;
+	c->st.rerun.passes++;
+	loop_timer_arm(c->loop, &c->slice, 0);
+}
+
+/* Adds [s, e) (block-aligned) to the queue, merging with a neighbour. */
+static bool collapse_queue_add(struct collapse *c, uint64_t s, uint64_t e)
+{
+	for (size_t i = 0; i < c->nqueue; i++) {
+		struct collapse_window *w = &c->queue[i];
+
+		if (s <= w->gpa + w->len && e >= w->gpa) {
+			uint64_t ns = s < w->gpa ? s : w->gpa;
+			uint64_t ne = e > w->gpa + w->len ? e : w->gpa + w->len;
+
+			w->gpa = ns;
+			w->len = ne - ns;
+			return true;
+		}
+	}
+	if (c->nqueue >= COLLAPSE_QUEUE_MAX)
+		return false;
+	c->queue[c->nqueue].gpa = s;
+	c->queue[c->nqueue].len = e - s;
+	c->nqueue++;
+	return true;
+}
+
+void collapse_queue(struct collapse *c, const struct vm_layout *l, pid_t pid,
+		    uint64_t gpa, uint64_t len)
+{
+	uint64_t s = gpa & ~(COLLAPSE_BLOCK - 1);
+	uint64_t e = (gpa + len + COLLAPSE_BLOCK - 1) & ~(COLLAPSE_BLOCK - 1);
+	uint64_t lo = UINT64_MAX, hi = 0;
+
+	if (!c->cpu_percent || !l || !l->nranges || len == 0 ||
+	    gpa > UINT64_MAX - COLLAPSE_BLOCK - len)
+		return;
+	if (c->queue_layout && (c->queue_layout != l || c->queue_pid != pid))
+		c->nqueue = 0;	/* another QEMU: the old queue is moot */
+	c->queue_layout = l;
+	c->queue_pid = pid;
+	for (size_t i = 0; i < l->nranges; i++) {
+		if (l->ranges[i].gpa < lo)
+			lo = l->ranges[i].gpa;
+		if (l->ranges[i].gpa + l->ranges[i].len > hi)
+			hi = l->ranges[i].gpa + l->ranges[i].len;
+	}
+	/* clipped to the RAM: the cursor skips what is not collapsible */
+	if (s < (lo & ~(COLLAPSE_BLOCK - 1)))
+		s = lo & ~(COLLAPSE_BLOCK - 1);
+	if (e > hi)
+		e = hi;
+	if (e <= s)
+		return;
+	c->st.rerun.queued_bytes += e - s;
+	if (!collapse_queue_add(c, s, e)) {
+		/* too many: the whole RAM instead */
+		c->nqueue = 0;
+		(void)collapse_queue_add(c, lo & ~(COLLAPSE_BLOCK - 1), hi);
+	}
+	if (!collapse_running(c))
+		collapse_rerun_start(c);
 }
 
 void collapse_get_status(const struct collapse *c, struct collapse_status *st)

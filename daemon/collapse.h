@@ -11,6 +11,12 @@
  * kernel to collapse it.  It runs on the loop in slices of bounded CPU
  * time, sleeping between slices so that the pass uses at most
  * cpu_percent of one CPU.
+ *
+ * A re-collapse (collapse_queue()) runs the same walk over a few ranges
+ * only: the blocks a guest took back after the pass (reclaim.c re-backed
+ * them), whose QEMU mapping post-copy left with a page table of 4 KiB
+ * entries, so that even a 2 MiB folio is mapped with 4 KiB entries when
+ * the guest touches it again.  Same budget, its own counters.
  */
 #ifndef VDF_COLLAPSE_H
 #define VDF_COLLAPSE_H
@@ -50,6 +56,18 @@ struct collapse_status {
 	uint64_t elapsed_ms;		/* wall clock, start to end (or now) */
 	int error;			/* first error that is not per range */
 	char note[COLLAPSE_NOTE_MAX];	/* "" or why failed / what was skipped */
+	/* re-collapses of ranges queued after the pass (collapse_queue()),
+	 * summed over all of them */
+	struct {
+		bool running;
+		uint32_t passes;		/* started */
+		uint64_t queued_bytes;		/* asked for */
+		uint64_t candidate_bytes;	/* backed entirely when looked at */
+		uint64_t collapsed_bytes;
+		uint64_t hole_bytes;		/* skipped: holes or partly backed */
+		uint64_t failed_bytes;
+		uint64_t cpu_ns;
+	} rerun;
 };
 
 /* cpu_percent 0..100; 0 disables every pass. */
@@ -66,7 +84,19 @@ void collapse_set_cpu_percent(struct collapse *c, uint32_t cpu_percent);
  * cpu_percent 0 the state becomes DISABLED and 0 is returned.
  */
 int collapse_start(struct collapse *c, const struct vm_layout *l, pid_t pid);
-/* Ends a running pass as FAILED with `why` (the layout is going away). */
+/*
+ * Queues [gpa, gpa+len) of l's RAM (QEMU pid) for a re-collapse: it runs
+ * at once if no pass runs, else after the running one.  Ranges are clipped
+ * to the layout's RAM; adjacent ones merge; past COLLAPSE_QUEUE_MAX
+ * ranges the whole RAM is queued instead.  A no-op with cpu_percent 0.
+ */
+#define COLLAPSE_QUEUE_MAX	256
+void collapse_queue(struct collapse *c, const struct vm_layout *l, pid_t pid,
+		    uint64_t gpa, uint64_t len);
+/*
+ * Ends a running pass as FAILED with `why`, and drops a running or queued
+ * re-collapse (the layout is going away).
+ */
 void collapse_abort(struct collapse *c, const char *why);
 bool collapse_running(const struct collapse *c);
 void collapse_get_status(const struct collapse *c, struct collapse_status *ret_st);

@@ -54,9 +54,10 @@ static const struct ctl_help_cmd ctl_help_cmds[] = {
 "nothing is left half-punched.  A --wait following the operation exits 1.\n" },
 	{ "notify", "[--socket PATH] [--timeout S] notify DOMAIN EVENT",
 	  "what the libvirt hook runs: a domain's lifecycle event",
-"Tell vmdefragd a libvirt domain was prepared, started, stopped or\n"
-"released (EVENT: prepare, started, stopped, release).  What the libvirt\n"
-"hook runs; gives up after 2 s and prints nothing when the daemon took it.\n" },
+"Tell vmdefragd a libvirt domain was prepared, started, stopped, released\n"
+"or is arriving by live migration (EVENT: prepare, started, stopped,\n"
+"release, migrate).  What the libvirt hook runs; gives up after 2 s and\n"
+"prints nothing when the daemon took it.\n" },
 	{ "check-domain", "check-domain NAME [--connect URI] [--timeout S] [--json]\n"
 			  "check-domain --xml FILE [--json]",
 	  "what a libvirt domain lacks for vmdefrag (no daemon needed)",

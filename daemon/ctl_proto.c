@@ -54,6 +54,7 @@ static const char *const ctl_notify_names[] = {
 	[CTL_NOTIFY_STARTED] = "started",
 	[CTL_NOTIFY_STOPPED] = "stopped",
 	[CTL_NOTIFY_RELEASE] = "release",
+	[CTL_NOTIFY_MIGRATE] = "migrate",
 };
 
 const char *ctl_proto_notify_name(enum ctl_notify_event event)
@@ -201,7 +202,7 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 	     !json_object_is_type(v, json_type_string) ||
 	     ctl_proto_notify_from_name(json_object_get_string(v), &req.event) < 0)) {
 		snprintf(err, errsz, "notify needs \"event\": prepare, started, "
-			 "stopped or release");
+			 "stopped, release or migrate");
 		goto out_put;
 	}
 	json_object_object_foreach(o, key, val) {
@@ -373,26 +374,47 @@ struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
 
 /*
  * migration: {state ("none", "outgoing", "migrated-away", "incoming",
- * "migrated-in"), qemu_status (QEMU's MigrationStatus, null if none seen),
- * since_ms, outgoing (count since daemon start), last_outcome (null if
- * none); migrated-in only: reconciled, reconcile_listed_bytes,
- * reconcile_punched_bytes, collapse {state, cpu_percent, ram_bytes,
- * scanned_bytes, candidate_bytes, collapsed_bytes, folio_only_bytes,
- * hole_bytes, failed_bytes, cpu_ns, elapsed_ms, note (null if none)}}
+ * "migrated-in", "postcopy-failed"), qemu_status (QEMU's MigrationStatus,
+ * null if none seen), since_ms, outgoing (count since daemon start),
+ * last_outcome (null if none), postcopy (the current or last migration
+ * switched to post-copy), qemu (null unless query-version answered:
+ * {version "M.m.u", package (printable ASCII, null if empty), patched});
+ * migrated-in only: path ("patched" or "stock": the QEMU it arrived in),
+ * reconciled, reconcile_listed_bytes, reconcile_punched_bytes, collapse
+ * {state, cpu_percent, ram_bytes, scanned_bytes, candidate_bytes,
+ * collapsed_bytes, folio_only_bytes, hole_bytes, failed_bytes, cpu_ns,
+ * elapsed_ms, note (null if none), rerun {running, passes, queued_bytes,
+ * candidate_bytes, collapsed_bytes, hole_bytes, failed_bytes, cpu_ns}:
+ * re-collapses of ranges the guest took back after the pass}}
  */
 static struct json_object *ctl_migration_json(const struct migration_status *m)
 {
 	struct json_object *o = json_object_new_object();
 	const struct collapse_status *c = &m->collapse;
-	struct json_object *co;
+	struct json_object *co, *ro;
 
 	ctl_add_str(o, "state", migration_state_name(m->state));
 	ctl_add_str(o, "qemu_status", m->qemu_status);
 	ctl_add_u64(o, "since_ms", m->since_ms);
 	ctl_add_u64(o, "outgoing", m->outgoing);
 	ctl_add_str(o, "last_outcome", m->last_outcome);
+	json_object_object_add(o, "postcopy", json_object_new_boolean(m->postcopy));
+	if (m->qemu_known) {
+		struct json_object *q = json_object_new_object();
+		char v[32];
+
+		snprintf(v, sizeof(v), "%d.%d.%d", m->qemu_version / 10000,
+			 m->qemu_version / 100 % 100, m->qemu_version % 100);
+		ctl_add_str(q, "version", v);
+		ctl_add_str(q, "package", m->qemu_package);
+		json_object_object_add(q, "patched", json_object_new_boolean(m->qemu_patched));
+		json_object_object_add(o, "qemu", q);
+	} else {
+		json_object_object_add(o, "qemu", NULL);
+	}
 	if (m->state != MIGRATION_ARRIVED)
 		return o;
+	ctl_add_str(o, "path", m->qemu_known && m->qemu_patched ? "patched" : "stock");
 	json_object_object_add(o, "reconciled", json_object_new_boolean(m->reconciled));
 	ctl_add_u64(o, "reconcile_listed_bytes", m->reconcile_listed_bytes);
 	ctl_add_u64(o, "reconcile_punched_bytes", m->reconcile_punched_bytes);
@@ -409,6 +431,16 @@ static struct json_object *ctl_migration_json(const struct migration_status *m)
 	ctl_add_u64(co, "cpu_ns", c->cpu_ns);
 	ctl_add_u64(co, "elapsed_ms", c->elapsed_ms);
 	ctl_add_str(co, "note", c->note);
+	ro = json_object_new_object();
+	json_object_object_add(ro, "running", json_object_new_boolean(c->rerun.running));
+	ctl_add_u64(ro, "passes", c->rerun.passes);
+	ctl_add_u64(ro, "queued_bytes", c->rerun.queued_bytes);
+	ctl_add_u64(ro, "candidate_bytes", c->rerun.candidate_bytes);
+	ctl_add_u64(ro, "collapsed_bytes", c->rerun.collapsed_bytes);
+	ctl_add_u64(ro, "hole_bytes", c->rerun.hole_bytes);
+	ctl_add_u64(ro, "failed_bytes", c->rerun.failed_bytes);
+	ctl_add_u64(ro, "cpu_ns", c->rerun.cpu_ns);
+	json_object_object_add(co, "rerun", ro);
 	json_object_object_add(o, "collapse", co);
 	return o;
 }

@@ -21,13 +21,17 @@
  *             {"ok": true}                    notify
  *             {"ok": false, "error": CODE, "message": "one line"}
  *
- * notify: E is "prepare", "started", "stopped" or "release" (libvirt's
- * qemu hook operations of the same names); anything else is bad-request.
+ * notify: E is "prepare", "started", "stopped", "release" or "migrate"
+ * (libvirt's qemu hook operations of the same names); anything else is
+ * bad-request.
  * N is a libvirt domain name, which need not be a VM the daemon knows.
  * The answer comes at once and never waits on libvirt (the hook runs while
  * libvirtd holds the domain).  With --libvirt, "started" makes the daemon
  * re-read that domain soon and attach to it, "stopped" and "release" detach
- * it; "prepare" is only logged.  Without --libvirt every event is accepted
+ * it; "migrate" (run on the destination of a live migration before its
+ * QEMU exists) makes it expect the domain as an incoming migration (status
+ * "incoming" at once; it drops the expectation if no such domain runs
+ * within a minute); "prepare" is only logged.  Without --libvirt every event is accepted
  * and logged at debug level.
  *
  * CODE is one of the CTL_ERR_* strings below; vmdefragctl maps each to an
@@ -93,6 +97,7 @@ enum ctl_notify_event {
 	CTL_NOTIFY_STARTED,
 	CTL_NOTIFY_STOPPED,
 	CTL_NOTIFY_RELEASE,
+	CTL_NOTIFY_MIGRATE,
 };
 
 struct ctl_request {

@@ -65,9 +65,9 @@ static void ctl_render_memory(struct json_object *vm)
 /* One line, only when a migration was seen: which path, what it cost. */
 static void ctl_render_migration(struct json_object *vm)
 {
-	struct json_object *m = ctl_client_get(vm, "migration"), *c;
+	struct json_object *m = ctl_client_get(vm, "migration"), *c, *q, *r;
 	const char *state = m ? ctl_client_str(m, "state") : NULL;
-	char b1[32], b2[32], b3[32];
+	char b1[32], b2[32], b3[32], qb[300];
 
 	if (!state || (strcmp(state, "none") == 0 && !ctl_client_str(m, "last_outcome")))
 		return;
@@ -81,13 +81,21 @@ static void ctl_render_migration(struct json_object *vm)
 		printf("  migration:       incoming migration (QEMU: %s), the guest "
 		       "session waits for it\n",
 		       ctl_client_str(m, "qemu_status") ?: "waiting");
+	else if (strcmp(state, "postcopy-failed") == 0)
+		printf("  migration:       post-copy failed (QEMU: %s): the guest's "
+		       "memory is split between both hosts; nothing is punched, no "
+		       "operation until the domain is destroyed or recovered\n",
+		       ctl_client_str(m, "qemu_status") ?: "?");
 	else if (strcmp(state, "none") == 0)
 		printf("  migration:       none running (last: %s)\n",
 		       ctl_client_str(m, "last_outcome"));
 	if (strcmp(state, "migrated-in") != 0)
 		return;
 	c = ctl_client_get(m, "collapse");
-	printf("  migration:       migrated in (stock QEMU path): ");
+	q = ctl_client_get(m, "qemu");
+	printf("  migration:       migrated in%s (%s QEMU path): ",
+	       json_object_get_boolean(ctl_client_get(m, "postcopy")) ? " by post-copy" : "",
+	       ctl_client_str(m, "path") ?: "stock");
 	if (json_object_get_boolean(ctl_client_get(m, "reconciled")))
 		printf("reconciled %s captured, %s punched",
 		       ctl_render_size(m, "reconcile_listed_bytes", b1, sizeof(b1)),
@@ -109,6 +117,21 @@ static void ctl_render_migration(struct json_object *vm)
 		printf("\n");
 	if (c && ctl_client_str(c, "note"))
 		printf("  collapse note:   %s\n", ctl_client_str(c, "note"));
+	r = c ? ctl_client_get(c, "rerun") : NULL;
+	if (r && ctl_client_u64(r, "passes"))
+		printf("  re-collapse:     %" PRIu64 " pass(es) over ranges the guest "
+		       "took back: %s of %s to 2 MiB pages in %.1f ms cpu%s\n",
+		       ctl_client_u64(r, "passes"),
+		       ctl_render_size(r, "collapsed_bytes", b1, sizeof(b1)),
+		       ctl_render_size(r, "candidate_bytes", b2, sizeof(b2)),
+		       (double)ctl_client_u64(r, "cpu_ns") / 1e6,
+		       json_object_get_boolean(ctl_client_get(r, "running")) ?
+		       " (running)" : "");
+	if (q && ctl_client_str(q, "version"))
+		printf("  qemu:            %s, package %s%s\n", ctl_client_str(q, "version"),
+		       log_quote_str(ctl_client_str(q, "package") ?: "", qb, sizeof(qb)),
+		       json_object_get_boolean(ctl_client_get(q, "patched")) ?
+		       " (vmdefrag's patches)" : "");
 }
 
 void ctl_render_status_vm(struct json_object *vm)

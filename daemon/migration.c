@@ -13,7 +13,15 @@
  *        captured, which it never touches).
  *   OUTGOING --completed--> AWAY: the guest runs elsewhere; the guest
  *        session is stopped and stays so until QEMU is replaced.
- *   OUTGOING --failed/cancelled--> NONE: the blocks the guest holds
+ *   OUTGOING --postcopy-paused, or failed/cancelled once post-copy
+ *        started--> POSTCOPY_FAILED: the guest's RAM is split between
+ *        both hosts (what the destination received lives only there, the
+ *        rest only here); the guest session is held (no reconcile, no
+ *        release handling) and nothing is punched or re-backed; only a
+ *        resumed post-copy (postcopy-recover/-active: OUTGOING again, then
+ *        completed: AWAY) or QEMU going away (destroyed: NONE) ends it.
+ *        libvirt's "paused, post-copy failed" is noted "postcopy-paused".
+ *   OUTGOING --failed/cancelled (precopy)--> NONE: the blocks the guest holds
  *        reclaimed are punched again (QEMU's scan read them back in:
  *        reading a hole of shmem allocates it), operations are allowed
  *        again; last_outcome says what happened.
@@ -34,6 +42,26 @@
  *        ends, so virt_domains.c attaches only then and notes
  *        "completed"; attaching with INCOMING set keeps it.
  *   (attach) a QEMU not migrating --> NONE, whatever the state was.
+ *   ARRIVED, guest releases: the blocks the guest takes back after the
+ *        collapse pass (re-backed by reclaim.c) are collapsed again
+ *        (migration_guest_released() -> collapse_queue()): post-copy left
+ *        QEMU's page tables of those ranges with 4 KiB entries, which
+ *        survive the reconcile's punch, so a fault on a fresh 2 MiB folio
+ *        there still maps it with 4 KiB entries.  A return (host-asked)
+ *        re-backs blocks this file is not told about: when one ends, the
+ *        whole RAM is queued (migration_op_started(); blocks already
+ *        2 MiB-mapped cost a SEEK_DATA and a short MADV_COLLAPSE each).
+ *
+ * Which QEMU: on every attach the daemon asks query-version; a "package"
+ * carrying QMP_PATCHED_MARK is a QEMU built by qemu-patches/build.sh.  A
+ * migration in to a patched QEMU took the "patched path": patch 0004 left
+ * unasked zero pages unplaced, 0005 collapsed every completed 2 MiB range
+ * during post-copy.  The reconcile and the collapse pass still run there:
+ * the reconcile punches ranges the source punched after it had sent them
+ * (not a write, so not sent again), and the pass collapses what 0005 could
+ * not (a range still partly holes when post-copy ended is skipped by both;
+ * a range whose collapse the kernel refused in QEMU).  After a patched
+ * post-copy it finds little, and costs little (status shows both).
  *
  * QEMU's status comes from its MIGRATION events (the daemon turns the
  * "events" capability on when it attaches) and, as long as a migration
@@ -84,11 +112,15 @@ struct migration {
 	uint32_t outgoing;
 	char last_outcome[MIGRATION_NOTE_MAX];
 	bool held;			/* we stopped the session */
+	bool postcopy;			/* this migration switched to post-copy */
+	bool qemu_known;		/* ver is the attached QEMU's */
+	struct qmp_version ver;
 
 	uint64_t arrived_ms;
 	bool reconciled;
 	uint64_t listed, punched;
 	bool collapse_started;
+	bool return_watch;		/* ARRIVED: a return runs, re-collapse after */
 };
 
 const char *migration_state_name(enum migration_state state)
@@ -99,6 +131,7 @@ const char *migration_state_name(enum migration_state state)
 	case MIGRATION_AWAY: return "migrated-away";
 	case MIGRATION_INCOMING: return "incoming";
 	case MIGRATION_ARRIVED: return "migrated-in";
+	case MIGRATION_POSTCOPY_FAILED: return "postcopy-failed";
 	}
 	return "?";
 }
@@ -116,6 +149,11 @@ static bool migration_status_running(const char *s)
 		if (strcmp(s, running[i]) == 0)
 			return true;
 	return false;
+}
+
+static bool migration_status_postcopy(const char *s)
+{
+	return strncmp(s, "postcopy-", 9) == 0;
 }
 
 static void migration_set_state(struct migration *m, enum migration_state state)
@@ -142,13 +180,59 @@ static void migration_release_session(struct migration *m)
 
 static void migration_arm(struct migration *m)
 {
-	if (m->state == MIGRATION_ARRIVED && !m->collapse_started)
+	if (m->state == MIGRATION_ARRIVED && (!m->collapse_started || m->return_watch))
 		loop_timer_arm(m->loop, &m->poll, MIGRATION_ARRIVED_POLL_MS);
 	else if (m->can_poll && m->qmp && (m->state == MIGRATION_OUTGOING ||
 					   m->state == MIGRATION_INCOMING))
 		loop_timer_arm(m->loop, &m->poll, MIGRATION_POLL_MS);
 	else
 		loop_timer_disarm(m->loop, &m->poll);
+}
+
+/* OUTGOING or POSTCOPY_FAILED: the migration completed. */
+static void migration_sent(struct migration *m)
+{
+	migration_set_state(m, MIGRATION_AWAY);
+	snprintf(m->last_outcome, sizeof(m->last_outcome), "migrated away%s",
+		 m->postcopy ? " (post-copy)" : "");
+	log_info("VM '%s': migrated away: the guest runs on the destination "
+		 "now; its session here is closed", m->name);
+	migration_hold_session(m);
+}
+
+static void migration_postcopy_failed(struct migration *m, const char *s)
+{
+	migration_set_state(m, MIGRATION_POSTCOPY_FAILED);
+	snprintf(m->last_outcome, sizeof(m->last_outcome), "outgoing post-copy "
+		 "%s", strcmp(s, "postcopy-paused") == 0 ? "failed (paused)" : s);
+	log_warning("VM '%s': the outgoing post-copy migration failed (QEMU: %s): "
+		    "the guest's memory is split between both hosts; nothing is "
+		    "punched or re-backed and no operation runs until the "
+		    "migration is recovered or the VM destroyed", m->name, s);
+	migration_hold_session(m);
+}
+
+/* OUTGOING: QEMU's status s of the migration it sends. */
+static void migration_apply_outgoing(struct migration *m, const char *s)
+{
+	if (migration_status_postcopy(s))
+		m->postcopy = true;
+	if (strcmp(s, "completed") == 0) {
+		migration_sent(m);
+	} else if (strcmp(s, "postcopy-paused") == 0 ||
+		   (m->postcopy && !migration_status_running(s))) {
+		migration_postcopy_failed(m, s);
+	} else if (!migration_status_running(s)) {
+		/* its scan read the reclaimed ranges back in */
+		uint64_t freed = reclaim_repunch(m->reclaim);
+
+		migration_set_state(m, MIGRATION_NONE);
+		snprintf(m->last_outcome, sizeof(m->last_outcome),
+			 "outgoing migration %s", s);
+		log_info("VM '%s': outgoing migration %s; reclaimed ranges it "
+			 "read back in punched again (%llu MiB); back to normal "
+			 "operation", m->name, s, MIB(freed));
+	}
 }
 
 /* One QEMU MigrationStatus, from an event, a poll or libvirt. */
@@ -159,13 +243,17 @@ static void migration_apply(struct migration *m, const char *s)
 	snprintf(m->qemu_status, sizeof(m->qemu_status), "%s", s);
 	switch (m->state) {
 	case MIGRATION_INCOMING:
+		if (migration_status_postcopy(s))
+			m->postcopy = true;
 		if (strcmp(s, "completed") == 0) {
 			migration_set_state(m, MIGRATION_ARRIVED);
 			m->arrived_ms = loop_now_ms();
 			m->reconciled = false;
 			m->collapse_started = false;
+			m->return_watch = false;
 			snprintf(m->last_outcome, sizeof(m->last_outcome),
-				 "incoming migration completed");
+				 "incoming migration completed%s",
+				 m->postcopy ? " (post-copy)" : "");
 			log_info("VM '%s': incoming migration completed; starting the "
 				 "guest session to reconcile its captured blocks", m->name);
 			migration_release_session(m);
@@ -176,23 +264,16 @@ static void migration_apply(struct migration *m, const char *s)
 		}
 		break;
 	case MIGRATION_OUTGOING:
+		migration_apply_outgoing(m, s);
+		break;
+	case MIGRATION_POSTCOPY_FAILED:
 		if (strcmp(s, "completed") == 0) {
-			migration_set_state(m, MIGRATION_AWAY);
-			snprintf(m->last_outcome, sizeof(m->last_outcome),
-				 "migrated away");
-			log_info("VM '%s': migrated away: the guest runs on the "
-				 "destination now; its session here is closed", m->name);
-			migration_hold_session(m);
-		} else if (!migration_status_running(s)) {
-			/* its scan read the reclaimed ranges back in */
-			uint64_t freed = reclaim_repunch(m->reclaim);
-
-			migration_set_state(m, MIGRATION_NONE);
-			snprintf(m->last_outcome, sizeof(m->last_outcome),
-				 "outgoing migration %s", s);
-			log_info("VM '%s': outgoing migration %s; reclaimed ranges it "
-				 "read back in punched again (%llu MiB); back to normal "
-				 "operation", m->name, s, MIB(freed));
+			migration_sent(m);
+		} else if (strcmp(s, "postcopy-recover") == 0 ||
+			   strcmp(s, "postcopy-active") == 0) {
+			migration_set_state(m, MIGRATION_OUTGOING);
+			log_info("VM '%s': the post-copy migration resumed (QEMU: %s)",
+				 m->name, s);
 		}
 		break;
 	case MIGRATION_NONE:
@@ -201,11 +282,15 @@ static void migration_apply(struct migration *m, const char *s)
 			break;
 		if (m->state == MIGRATION_ARRIVED)
 			collapse_abort(m->collapse, "an outgoing migration started");
+		m->return_watch = false;
 		migration_set_state(m, MIGRATION_OUTGOING);
 		m->outgoing++;
+		m->postcopy = false;
 		log_info("VM '%s': outgoing migration (%s): stopping the running "
 			 "operation, none starts until it ends", m->name, s);
 		reclaim_stop(m->reclaim, "stopped: a live migration started");
+		if (migration_status_postcopy(s))	/* met late: attached now */
+			migration_apply_outgoing(m, s);
 		break;
 	case MIGRATION_AWAY:
 		break;
@@ -244,9 +329,10 @@ static void migration_arrived_step(struct migration *m)
 			m->listed = rs.op.target_bytes;
 			m->punched = rs.op.done_bytes;
 		}
-		log_info("VM '%s': migrated in: reconciled, %llu MiB captured by the "
-			 "guest, %llu MiB of backing punched", m->name, MIB(m->listed),
-			 MIB(m->punched));
+		log_info("VM '%s': migrated in (%s QEMU path): reconciled, %llu MiB "
+			 "captured by the guest, %llu MiB of backing punched", m->name,
+			 m->qemu_known && m->ver.patched ? "patched" : "stock",
+			 MIB(m->listed), MIB(m->punched));
 	}
 	if (!m->reconciled && !waited)
 		return migration_arm(m);
@@ -263,6 +349,22 @@ static void migration_arrived_step(struct migration *m)
 				  m->name);
 }
 
+/* Arrived, a return ran: once it ended, re-collapse the whole RAM. */
+static void migration_return_step(struct migration *m)
+{
+	struct reclaim_status rs;
+
+	reclaim_get_status(m->reclaim, &rs);
+	if (rs.have_op && rs.op.state == RECLAIM_OP_RUNNING)
+		return migration_arm(m);
+	m->return_watch = false;
+	if (!m->layout)
+		return;
+	for (size_t i = 0; i < m->layout->nranges; i++)
+		collapse_queue(m->collapse, m->layout, m->pid, m->layout->ranges[i].gpa,
+			       m->layout->ranges[i].len);
+}
+
 static void migration_poll(struct loop_timer *t)
 {
 	struct migration *m = t->userdata;
@@ -271,6 +373,8 @@ static void migration_poll(struct loop_timer *t)
 	if (m->state == MIGRATION_ARRIVED) {
 		if (!m->collapse_started)
 			migration_arrived_step(m);
+		else if (m->return_watch)
+			migration_return_step(m);
 		return;
 	}
 	if (!m->qmp || !m->can_poll)
@@ -318,6 +422,27 @@ static void migration_enable_events(struct migration *m)
 			  "polling during migrations only", m->name, qmp_last_error(m->qmp));
 }
 
+/* Which QEMU: its query-version, and whether qemu-patches built it. */
+static void migration_query_version(struct migration *m)
+{
+	struct qmp_version v;
+	char qb[2 * QMP_PACKAGE_MAX + 8];
+	int r;
+
+	r = qmp_query_version(m->qmp, MIGRATION_QMP_TIMEOUT_MS, &v);
+	m->qemu_known = r == 0;
+	if (r < 0) {
+		log_debug("VM '%s': query-version failed (%s): the QEMU is taken "
+			  "for a stock one", m->name, strerror(-r));
+		return;
+	}
+	m->ver = v;
+	log_debug("VM '%s': QEMU %d.%d.%d, package %s%s", m->name, v.version / 10000,
+		  v.version / 100 % 100, v.version % 100,
+		  log_quote_str(v.package, qb, sizeof(qb)),
+		  v.patched ? ": built with vmdefrag's patches" : "");
+}
+
 void migration_attach(struct migration *m, struct qmp *q, const struct vm_layout *l,
 		      pid_t pid)
 {
@@ -328,6 +453,7 @@ void migration_attach(struct migration *m, struct qmp *q, const struct vm_layout
 	m->pid = pid;
 	m->can_poll = qmp_fd(q) >= 0;
 	m->qemu_status[0] = '\0';
+	migration_query_version(m);
 	if (m->can_poll) {
 		(void)migration_run_state(q, run, sizeof(run));
 		(void)migration_query(m, mig, sizeof(mig));
@@ -340,6 +466,7 @@ void migration_attach(struct migration *m, struct qmp *q, const struct vm_layout
 			 "has not completed; the guest session waits for it", m->name);
 	} else if (strcmp(run, "inmigrate") == 0) {
 		migration_set_state(m, MIGRATION_INCOMING);
+		m->postcopy = migration_status_postcopy(mig);
 		snprintf(m->qemu_status, sizeof(m->qemu_status), "%s", mig);
 		log_info("VM '%s': QEMU waits for an incoming migration; the guest "
 			 "session starts when it completes", m->name);
@@ -363,6 +490,7 @@ void migration_attach(struct migration *m, struct qmp *q, const struct vm_layout
 void migration_detach(struct migration *m)
 {
 	collapse_abort(m->collapse, "QEMU detached");
+	m->return_watch = false;
 	m->qmp = NULL;
 	m->layout = NULL;
 	m->pid = 0;
@@ -374,7 +502,13 @@ void migration_detach(struct migration *m)
 		snprintf(m->last_outcome, sizeof(m->last_outcome), "QEMU went away "
 			 "during the outgoing migration");
 		migration_set_state(m, MIGRATION_NONE);
+	} else if (m->state == MIGRATION_POSTCOPY_FAILED) {
+		snprintf(m->last_outcome, sizeof(m->last_outcome), "outgoing post-copy "
+			 "failed, then QEMU went away (its part of the guest is gone)");
+		log_info("VM '%s': QEMU went away after its post-copy failed", m->name);
+		migration_set_state(m, MIGRATION_NONE);
 	}
+	m->qemu_known = false;
 	migration_arm(m);
 }
 
@@ -406,6 +540,7 @@ void migration_expect_incoming(struct migration *m)
 	collapse_abort(m->collapse, "an incoming migration started");
 	migration_set_state(m, MIGRATION_INCOMING);
 	m->qemu_status[0] = '\0';
+	m->postcopy = false;
 	log_info("VM '%s': the domain arrives by live migration; the guest "
 		 "session starts when it completes", m->name);
 	migration_hold_session(m);
@@ -425,6 +560,28 @@ bool migration_incoming(const struct migration *m)
 bool migration_outgoing(const struct migration *m)
 {
 	return m->state == MIGRATION_OUTGOING;
+}
+
+enum migration_state migration_state(const struct migration *m)
+{
+	return m->state;
+}
+
+void migration_guest_released(struct migration *m, uint64_t gpa, uint64_t len)
+{
+	/* before the pass starts, the pass covers them */
+	if (m->state != MIGRATION_ARRIVED || !m->layout || !m->collapse_started)
+		return;
+	collapse_queue(m->collapse, m->layout, m->pid, gpa, len);
+}
+
+void migration_op_started(struct migration *m, enum reclaim_kind kind)
+{
+	if (kind != RECLAIM_KIND_RETURN || m->state != MIGRATION_ARRIVED ||
+	    !m->layout || !m->collapse_started)
+		return;
+	m->return_watch = true;
+	migration_arm(m);
 }
 
 bool migration_holds_session(const struct migration *m)
@@ -447,6 +604,12 @@ int migration_check_op(const struct migration *m, char *err, size_t errsz)
 		snprintf(err, errsz, "waiting for the incoming migration (QEMU: %s)",
 			 m->qemu_status[0] ? m->qemu_status : "inmigrate");
 		return -EBUSY;
+	case MIGRATION_POSTCOPY_FAILED:
+		snprintf(err, errsz, "the outgoing post-copy live migration failed: "
+			 "the guest's memory is split between both hosts; no "
+			 "operation until the VM is destroyed or its migration "
+			 "recovered");
+		return -EBUSY;
 	default:
 		return 0;
 	}
@@ -460,6 +623,13 @@ void migration_get_status(const struct migration *m, struct migration_status *st
 	st->since_ms = loop_now_ms() - m->since_ms;
 	st->outgoing = m->outgoing;
 	snprintf(st->last_outcome, sizeof(st->last_outcome), "%s", m->last_outcome);
+	st->postcopy = m->postcopy;
+	st->qemu_known = m->qemu_known;
+	if (m->qemu_known) {
+		st->qemu_patched = m->ver.patched;
+		st->qemu_version = m->ver.version;
+		snprintf(st->qemu_package, sizeof(st->qemu_package), "%s", m->ver.package);
+	}
 	st->reconciled = m->reconciled;
 	st->reconcile_listed_bytes = m->listed;
 	st->reconcile_punched_bytes = m->punched;

@@ -16,6 +16,8 @@
 #include <json-c/json.h>
 
 #include "collapse.h"
+#include "qmp.h"
+#include "reclaim.h"
 
 struct loop;
 struct qmp;
@@ -30,6 +32,10 @@ enum migration_state {
 	MIGRATION_AWAY,		/* sent: the guest runs on another host */
 	MIGRATION_INCOMING,	/* QEMU runs with -incoming: the VM arrives */
 	MIGRATION_ARRIVED,	/* the incoming migration completed here */
+	MIGRATION_POSTCOPY_FAILED,	/* an outgoing post-copy broke: the
+					 * guest's RAM is split between both
+					 * hosts; nothing is touched until the
+					 * migration resumes or QEMU goes */
 };
 
 #define MIGRATION_QEMU_STATUS_MAX	24
@@ -41,6 +47,13 @@ struct migration_status {
 	uint64_t since_ms;		/* time in this state */
 	uint32_t outgoing;		/* outgoing migrations seen since daemon start */
 	char last_outcome[MIGRATION_NOTE_MAX];	/* the last that ended, "" if none */
+	bool postcopy;			/* the current or last migration switched
+					 * to post-copy (as far as seen) */
+	/* the attached QEMU (query-version), if it answered */
+	bool qemu_known;
+	bool qemu_patched;		/* built with qemu-patches/ */
+	int qemu_version;		/* major*10000 + minor*100 + micro */
+	char qemu_package[QMP_PACKAGE_MAX];
 	/* ARRIVED only */
 	bool reconciled;		/* the guest session reconciled since arrival */
 	uint64_t reconcile_listed_bytes;	/* blocks the guest holds captured */
@@ -69,6 +82,7 @@ void migration_qmp_event(struct migration *m, struct json_object *ev);
 /*
  * A migration status learnt elsewhere (libvirt's lifecycle events): one of
  * QEMU's MigrationStatus names ("active", "completed", "failed", ...).
+ * "postcopy-paused" is how libvirt's "post-copy failed" is noted.
  */
 void migration_note(struct migration *m, const char *qemu_status);
 
@@ -85,6 +99,21 @@ bool migration_incoming(const struct migration *m);
 
 /* OUTGOING: QEMU sends the VM away. */
 bool migration_outgoing(const struct migration *m);
+enum migration_state migration_state(const struct migration *m);
+
+/*
+ * The guest took [gpa, gpa+len) back and reclaim.c re-backed it: after a
+ * migration in (ARRIVED), the collapse pass's work is redone there
+ * (collapse_queue()), since post-copy left QEMU's mapping of that range
+ * with 4 KiB entries.  Nothing otherwise.
+ */
+void migration_guest_released(struct migration *m, uint64_t gpa, uint64_t len);
+/*
+ * An operation started (reclaim.c): after a migration in, when a return
+ * ends, the whole RAM is queued for a re-collapse (the blocks it re-backed
+ * are not known here; a range already 2 MiB-mapped costs little).
+ */
+void migration_op_started(struct migration *m, enum reclaim_kind kind);
 
 /* Should the guest session stay stopped (incoming, migrated away)? */
 bool migration_holds_session(const struct migration *m);

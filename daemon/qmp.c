@@ -517,17 +517,24 @@ const char *qmp_last_error(const struct qmp *q)
 	return q->last_error;
 }
 
-static int qmp_parse_greeting(struct qmp *q, struct json_object *greeting)
+/*
+ * A VersionInfo object ({"qemu": {"major", "minor", "micro"}, "package"}),
+ * from the greeting or query-version.  QEMU is trusted more than a guest,
+ * but nothing of it is taken unchecked: missing or mistyped numbers count
+ * 0 and are clamped to 0..99, a package that is not a string is "", and
+ * only printable ASCII of it is kept.
+ */
+int qmp_parse_version(struct json_object *ret, struct qmp_version *ret_ver)
 {
-	struct json_object *qmpo, *ver, *qemu, *v;
-	int parts[3] = { 0, 0, 0 };
 	static const char *const names[] = { "major", "minor", "micro" };
+	struct qmp_version ver = { 0 };
+	struct json_object *qemu, *v;
+	int parts[3] = { 0, 0, 0 };
 
-	if (!json_object_object_get_ex(greeting, "QMP", &qmpo) ||
-	    !json_object_is_type(qmpo, json_type_object))
+	if (!ret || !json_object_is_type(ret, json_type_object))
 		return -EPROTO;
-	if (json_object_object_get_ex(qmpo, "version", &ver) &&
-	    json_object_object_get_ex(ver, "qemu", &qemu)) {
+	if (json_object_object_get_ex(ret, "qemu", &qemu) &&
+	    json_object_is_type(qemu, json_type_object)) {
 		for (int i = 0; i < 3; i++) {
 			if (json_object_object_get_ex(qemu, names[i], &v) &&
 			    json_object_is_type(v, json_type_int)) {
@@ -537,8 +544,47 @@ static int qmp_parse_greeting(struct qmp *q, struct json_object *greeting)
 			}
 		}
 	}
-	q->version = parts[0] * 10000 + parts[1] * 100 + parts[2];
+	ver.version = parts[0] * 10000 + parts[1] * 100 + parts[2];
+	if (json_object_object_get_ex(ret, "package", &v) &&
+	    json_object_is_type(v, json_type_string)) {
+		const char *p = json_object_get_string(v);
+		size_t n = 0, len = (size_t)json_object_get_string_len(v);
+
+		for (size_t i = 0; i < len && n < sizeof(ver.package) - 1; i++)
+			if (p[i] >= 0x20 && p[i] < 0x7f)
+				ver.package[n++] = p[i];
+		ver.package[n] = '\0';
+	}
+	ver.patched = strstr(ver.package, QMP_PATCHED_MARK) != NULL;
+	*ret_ver = ver;
 	return 0;
+}
+
+static int qmp_parse_greeting(struct qmp *q, struct json_object *greeting)
+{
+	struct json_object *qmpo, *ver;
+	struct qmp_version v = { 0 };
+
+	if (!json_object_object_get_ex(greeting, "QMP", &qmpo) ||
+	    !json_object_is_type(qmpo, json_type_object))
+		return -EPROTO;
+	if (json_object_object_get_ex(qmpo, "version", &ver))
+		(void)qmp_parse_version(ver, &v);
+	q->version = v.version;
+	return 0;
+}
+
+int qmp_query_version(struct qmp *q, int timeout_ms, struct qmp_version *ret_ver)
+{
+	struct json_object *ret;
+	int r;
+
+	r = qmp_execute(q, "query-version", NULL, timeout_ms, &ret);
+	if (r < 0)
+		return r;
+	r = qmp_parse_version(ret, ret_ver);
+	json_object_put(ret);
+	return r;
 }
 
 int qmp_connect_fd(int fd, int timeout_ms, struct qmp **ret_qmp)

@@ -81,6 +81,24 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 /* human-monitor-command; *ret_output is malloc'ed text. */
 int qmp_hmp(struct qmp *q, const char *command_line, int timeout_ms,
 	    char **ret_output);
+/*
+ * QEMU's answer to query-version: its version and the "package" string
+ * (the distribution's build, e.g. "Debian 1:7.2+dfsg-7+deb12u18"; a QEMU
+ * built by qemu-patches/build.sh adds ", vmdefrag-patches <hash>").
+ * package keeps only printable ASCII, cut at QMP_PACKAGE_MAX - 1 bytes.
+ */
+#define QMP_PACKAGE_MAX		128
+#define QMP_PATCHED_MARK	"vmdefrag-patches"
+struct qmp_version {
+	int version;			/* major*10000 + minor*100 + micro */
+	char package[QMP_PACKAGE_MAX];
+	bool patched;			/* package carries QMP_PATCHED_MARK */
+};
+
+int qmp_query_version(struct qmp *q, int timeout_ms, struct qmp_version *ret_ver);
+/* The parser of query-version's "return" object; exposed for tests. */
+int qmp_parse_version(struct json_object *ret, struct qmp_version *ret_ver);
+
 /* "Class: description" of the last QMP error reply, or "" */
 const char *qmp_last_error(const struct qmp *q);
 

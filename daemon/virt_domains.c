@@ -22,19 +22,33 @@
  *   - live migration, which libvirt's monitor does not show (no QMP
  *     events, and a monitor command waits for libvirt's migration job):
  *     source: migration-iteration (pass 1 comes at the start) and
- *     SUSPENDED/MIGRATED|POSTCOPY note "active", STOPPED/MIGRATED
- *     "completed", RESUMED/MIGRATED "failed" (the source runs again); the
- *     hook's stopped/release then leave the detach to that event.
+ *     SUSPENDED/MIGRATED note "active", SUSPENDED/POSTCOPY
+ *     "postcopy-active", STOPPED/MIGRATED "completed", RESUMED/MIGRATED
+ *     "failed" (the source runs again); the hook's stopped/release then
+ *     leave the detach to that event.  A post-copy that fails leaves the
+ *     source domain paused (reason postcopy-failed, event
+ *     SUSPENDED/POSTCOPY_FAILED) with libvirt's job ended or kept for a
+ *     --postcopy-resume: both the event and the outgoing watch (domain
+ *     state paused/postcopy-failed) note "postcopy-paused", and the VM
+ *     stays in migration.c's POSTCOPY_FAILED (nothing punched) until the
+ *     watch sees the post-copy run again (paused/postcopy: noted
+ *     "postcopy-active") or the domain stops (destroyed: detached);
  *     Destination: STARTED/MIGRATED, or any refresh that finds libvirt's
  *     job to be an incoming migration (virt_domains_job()), marks the
  *     record incoming: the VM waits (migration_expect_incoming()), nothing
  *     is asked of its monitor, and the record is refreshed every
- *     VIRT_DOMAINS_INCOMING_POLL_MS and on its events until the job ended;
- *     then it is attached and "completed" is noted (reconcile, collapse);
+ *     VIRT_DOMAINS_INCOMING_POLL_MS and on its events until the job ended
+ *     (RESUMED/POSTCOPY, the switch-over, notes "postcopy-active": status
+ *     then says it came by post-copy); then it is attached and
+ *     "completed" is noted (reconcile, collapse);
  *   - the hook's notify: "started" queues a refresh on a zero-delay timer
  *     (the hook runs while libvirtd holds the domain, so nothing here may
  *     call libvirt before the hook has its answer), "stopped"/"release"
- *     detach at once (no libvirt call needed);
+ *     detach at once (no libvirt call needed); "migrate" (the destination,
+ *     before its QEMU exists) creates the record and its VM if needed and
+ *     marks the VM incoming at once, announced: if no domain of that name
+ *     runs VIRT_DOMAINS_ANNOUNCE_MS later (libvirt's prepare failed after
+ *     the hook), the expectation is dropped;
  *   - the connection dropped: every VM is detached until the reconnect;
  *   - a running domain that could not be attached is retried every
  *     reconnect_max_ms (virt_domains_retry_later()).
@@ -84,6 +98,7 @@
 #define VIRT_DOMAINS_MAX	4096	/* records kept */
 #define VIRT_DOMAINS_INCOMING_POLL_MS	250	/* until an incoming job ends */
 #define VIRT_DOMAINS_OUTGOING_POLL_MS	1000	/* until an outgoing job ends */
+#define VIRT_DOMAINS_ANNOUNCE_MS	60000	/* hook "migrate" to a running domain */
 
 enum virt_rundir {
 	VIRT_RUNDIR_UNKNOWN,	/* not connected yet */
@@ -101,6 +116,7 @@ struct virt_domain {
 	bool seen;			/* scratch for virt_domains_resync() */
 	bool incoming;			/* started by a live migration that runs */
 	bool outgoing;			/* its VM was noted migrating away */
+	uint64_t announced_ms;		/* hook "migrate" came then; 0: none */
 	struct virt_domain *next;
 };
 
@@ -203,8 +219,10 @@ static void virt_domains_unmanaged(struct virt_domain *v, const char *name,
 
 static void virt_domains_detach(struct virt_domain *v, const char *why)
 {
-	if (v)
+	if (v) {
 		v->incoming = v->outgoing = false;
+		v->announced_ms = 0;
+	}
 	if (!v || !v->vm)
 		return;
 	v->pid = 0;
@@ -365,9 +383,10 @@ static void virt_domains_outgoing_check(struct virt_domains *d, struct virt_doma
 	virConnectPtr conn = virt_conn_get(d->conn);
 	virDomainPtr dom;
 	enum virt_job job;
-	int active;
+	int active, state = VIR_DOMAIN_NOSTATE, reason = 0;
 
-	if (!conn || !v->vm || !vm_migration_outgoing(v->vm)) {
+	if (!conn || !v->vm || (!vm_migration_outgoing(v->vm) &&
+				!vm_migration_postcopy_failed(v->vm))) {
 		v->outgoing = false;
 		return;
 	}
@@ -376,8 +395,15 @@ static void virt_domains_outgoing_check(struct virt_domains *d, struct virt_doma
 		return;		/* STOPPED says how it ended */
 	job = virt_domains_job(dom);
 	active = virDomainIsActive(dom);
+	if (virDomainGetState(dom, &state, &reason, 0) < 0)
+		state = VIR_DOMAIN_NOSTATE;
 	virDomainFree(dom);
-	if (job == VIRT_JOB_NONE && active == 1) {
+	if (state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_POSTCOPY_FAILED) {
+		vm_migration_note(v->vm, "postcopy-paused");
+	} else if (state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_POSTCOPY) {
+		vm_migration_note(v->vm, "postcopy-active");
+	} else if (job == VIRT_JOB_NONE && active == 1 &&
+		   vm_migration_outgoing(v->vm)) {
 		v->outgoing = false;
 		log_info("VM '%s': libvirt's outgoing migration job ended with the "
 			 "domain still running here", v->name);
@@ -429,6 +455,23 @@ static struct vm *virt_domains_vm(struct virt_domains *d, struct virt_domain *v,
 	return vm;
 }
 
+/*
+ * A domain found paused after its post-copy failed (the daemon restarted
+ * meanwhile; libvirt may still hold its migration job for a resume) is
+ * noted so before anything runs, attached or not, and watched.
+ */
+static void virt_domains_split(struct virt_domains *d, struct virt_domain *v,
+			       virDomainPtr dom)
+{
+	int state = VIR_DOMAIN_NOSTATE, reason = 0;
+
+	if (virDomainGetState(dom, &state, &reason, 0) < 0 ||
+	    state != VIR_DOMAIN_PAUSED || reason != VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+		return;
+	vm_migration_note(v->vm, "postcopy-paused");
+	virt_domains_outgoing_watch(d, v);
+}
+
 CLEANUP_DEFINE(virt_domains_dom_freep, virDomainPtr, virDomainFree)
 
 /* Takes dom.  Attaches the domain's VM if it runs and is usable. */
@@ -443,6 +486,7 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 	struct qmp *q;
 	char why[1024];
 	enum virt_job job;
+	virDomainPtr q_dom;
 	bool arrived;
 	pid_t pid = 0;
 	int r;
@@ -459,6 +503,7 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 	}
 	v->refresh_pending = false;
 	v->seen = true;
+	v->announced_ms = 0;
 	if (virDomainIsActive(dom) != 1) {
 		virt_domains_detach(v, "domain is not running");
 		return;
@@ -506,8 +551,10 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 		return;
 	}
 	if (job == VIRT_JOB_MIGRATION_OUT && !vm_monitor_attached(vm)) {
-		log_info("VM '%s': the domain migrates away; not attaching "
-			 "during its migration", name);
+		if (!vm_migration_postcopy_failed(vm))
+			log_info("VM '%s': the domain migrates away; not attaching "
+				 "during its migration", name);
+		virt_domains_split(d, v, dom);
 		virt_domains_retry_later(d, v);
 		return;
 	}
@@ -526,7 +573,7 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 	r = qmp_open_custom(&virt_domains_qmp_transport, dom, &q);
 	if (r < 0)
 		return;
-	TAKE_PTR(dom);			/* the qmp owns it now */
+	q_dom = TAKE_PTR(dom);		/* the qmp owns it now */
 	r = vm_attach_monitor(vm, q, pid, x->channel_path);
 	if (r < 0) {
 		log_warning_errno(r, "VM '%s': cannot attach through libvirt: %m; "
@@ -539,6 +586,8 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 	v->incoming = false;
 	if (arrived && vm_migration_incoming(vm))
 		vm_migration_note(vm, "completed");
+	if (!arrived)
+		virt_domains_split(d, v, q_dom);
 }
 
 static void virt_domains_refresh_name(struct virt_domains *d, const char *name)
@@ -554,7 +603,14 @@ static void virt_domains_refresh_name(struct virt_domains *d, const char *name)
 
 		if (v)
 			v->refresh_pending = false;
-		virt_domains_detach(v, "domain is not running");
+		if (v && v->announced_ms &&
+		    loop_now_ms() - v->announced_ms < VIRT_DOMAINS_ANNOUNCE_MS) {
+			virt_domains_incoming_later(d);	/* not there yet */
+			return;
+		}
+		virt_domains_detach(v, v && v->announced_ms ? "the incoming "
+				    "migration the hook announced did not come" :
+				    "domain is not running");
 		return;
 	}
 	virt_domains_refresh_dom(d, dom);
@@ -582,7 +638,8 @@ static void virt_domains_resync(void *userdata)
 		virt_domains_refresh_dom(d, list[i]);	/* takes list[i] */
 	free(list);
 	for (struct virt_domain *v = d->doms; v; v = v->next)
-		if (!v->seen)
+		if (!v->seen && !(v->announced_ms && loop_now_ms() - v->announced_ms <
+				  VIRT_DOMAINS_ANNOUNCE_MS))
 			virt_domains_detach(v, "domain is not running");
 }
 
@@ -629,6 +686,9 @@ static void virt_domains_event(void *userdata, const char *name, int event, int 
 	if (v && v->incoming) {
 		/* RESUMED/POSTCOPY (switch-over), RESUMED/MIGRATED (finish):
 		 * the job may still run; the refresh looks */
+		if (v->vm && event == VIR_DOMAIN_EVENT_RESUMED &&
+		    detail == VIR_DOMAIN_EVENT_RESUMED_POSTCOPY)
+			vm_migration_note(v->vm, "postcopy-active");
 		if (event == VIR_DOMAIN_EVENT_STOPPED)
 			virt_domains_detach(v, "the incoming migration failed");
 		else
@@ -641,8 +701,17 @@ static void virt_domains_event(void *userdata, const char *name, int event, int 
 			    (detail == VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED ||
 			     detail == VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY)))) {
 		/* a pass (precopy runs), or the switch-over */
-		vm_migration_note(v->vm, "active");
+		vm_migration_note(v->vm, event == VIR_DOMAIN_EVENT_SUSPENDED &&
+				  detail == VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY ?
+				  "postcopy-active" : "active");
 		if (vm_migration_outgoing(v->vm))
+			virt_domains_outgoing_watch(d, v);
+	}
+	else if (v && v->vm && event == VIR_DOMAIN_EVENT_SUSPENDED &&
+		 detail == VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY_FAILED) {
+		/* the source of a post-copy that broke: paused, split */
+		vm_migration_note(v->vm, "postcopy-paused");
+		if (vm_migration_postcopy_failed(v->vm))
 			virt_domains_outgoing_watch(d, v);
 	}
 	else if (v && v->vm && event == VIR_DOMAIN_EVENT_RESUMED &&
@@ -698,9 +767,55 @@ static void virt_domains_incoming_timer(struct loop_timer *t)
 {
 	struct virt_domains *d = t->userdata;
 
-	for (struct virt_domain *v = d->doms; v; v = v->next)
+	for (struct virt_domain *v = d->doms; v; v = v->next) {
 		if (v->incoming)
 			virt_domains_refresh_name(d, v->name);	/* re-arms */
+		else if (v->announced_ms &&
+			 loop_now_ms() - v->announced_ms >= VIRT_DOMAINS_ANNOUNCE_MS)
+			virt_domains_refresh_name(d, v->name);	/* came, or drop */
+		else if (v->announced_ms)
+			virt_domains_incoming_later(d);
+	}
+}
+
+/*
+ * The hook's "migrate": the domain arrives here by live migration, and its
+ * QEMU does not exist yet.  No libvirt call (the hook waits for us).
+ */
+static void virt_domains_announce(struct virt_domains *d, const char *domain)
+{
+	struct virt_domain *v;
+	struct vm *other;
+	char q[320];
+
+	if (!config_vm_name_ok(domain)) {
+		log_info("libvirt hook: migrate of domain %s: not a valid VM name, "
+			 "ignoring", log_quote_str(domain, q, sizeof(q)));
+		return;
+	}
+	other = vm_list_find(d->vms, domain);
+	if (other && !vm_is_libvirt(other)) {
+		log_info("libvirt hook: migrate of domain '%s': a --vm of the same "
+			 "name wins, ignoring", domain);
+		return;
+	}
+	v = virt_domains_get(d, domain);
+	if (!v)
+		return;
+	if (v->vm && vm_monitor_attached(v->vm) && !vm_migration_incoming(v->vm)) {
+		/* libvirt does not migrate a domain to a host where it runs */
+		log_warning("libvirt hook: migrate of domain '%s', which runs here "
+			    "attached, ignoring", domain);
+		return;
+	}
+	/* the channel comes with the live XML when the domain is attached */
+	if (!virt_domains_vm(d, v, ""))
+		return;
+	v->announced_ms = loop_now_ms();
+	if (!v->announced_ms)
+		v->announced_ms = 1;
+	vm_migration_expect_incoming(v->vm);
+	virt_domains_incoming_later(d);
 }
 
 void virt_domains_notify(void *userdata, const char *domain,
@@ -714,6 +829,9 @@ void virt_domains_notify(void *userdata, const char *domain,
 		 ctl_proto_notify_name(event));
 	switch (event) {
 	case CTL_NOTIFY_PREPARE:
+		break;
+	case CTL_NOTIFY_MIGRATE:
+		virt_domains_announce(d, domain);
 		break;
 	case CTL_NOTIFY_STARTED:
 		v = virt_domains_get(d, domain);

@@ -431,6 +431,10 @@ static void vm_event(void *opaque, const struct proto_msg *m)
 			  vm->conf.name, (unsigned long long)vm_ranges_bytes(m),
 			  m->u.evt.reason);
 		reclaim_event(vm->reclaim, m);
+		/* re-backed now: after a migration in, collapse them again */
+		for (uint32_t i = 0; i < m->u.evt.nranges; i++)
+			migration_guest_released(vm->mig, m->ranges[i].gpa,
+						 m->ranges[i].len);
 		break;
 	}
 }
@@ -694,7 +698,10 @@ int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, char *err
 
 	if (r < 0)
 		return r;
-	return reclaim_start(vm->reclaim, kind, bytes, err, errsz, ret_id);
+	r = reclaim_start(vm->reclaim, kind, bytes, err, errsz, ret_id);
+	if (r == 0)
+		migration_op_started(vm->mig, kind);
+	return r;
 }
 
 int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op)
@@ -830,6 +837,11 @@ bool vm_migration_incoming(const struct vm *vm)
 bool vm_migration_outgoing(const struct vm *vm)
 {
 	return migration_outgoing(vm->mig);
+}
+
+bool vm_migration_postcopy_failed(const struct vm *vm)
+{
+	return migration_state(vm->mig) == MIGRATION_POSTCOPY_FAILED;
 }
 
 void vm_migration_note(struct vm *vm, const char *qemu_status)

@@ -82,6 +82,8 @@ void vm_migration_expect_incoming(struct vm *vm);
 bool vm_migration_incoming(const struct vm *vm);
 /* Sending the VM away (a live migration from here)? */
 bool vm_migration_outgoing(const struct vm *vm);
+/* Its outgoing post-copy failed (the guest is split between two hosts)? */
+bool vm_migration_postcopy_failed(const struct vm *vm);
 
 /* Fills *ret_status from the VM's state and fresh host measurements. */
 void vm_get_status(struct vm *vm, struct ctl_vm_status *ret_status);

@@ -296,7 +296,7 @@ static int ctl_notify(const char *path, int argc, char **argv)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "bad domain name '%s'", argv[1]);
 	if (ctl_proto_notify_from_name(argv[2], &req.event) < 0)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "unknown event '%s' (prepare, "
-				     "started, stopped or release)", argv[2]);
+				     "started, stopped, release or migrate)", argv[2]);
 	strcpy(req.vm, argv[1]);
 	if (!ctl_timeout_ms)
 		ctl_client_set_timeout_ms(CTL_NOTIFY_TIMEOUT_MS);

@@ -15,9 +15,11 @@ unit      `systemd-analyze verify` accepts the installed unit (installed
           with its note.
 hook      libvirt's calling convention (DOMAIN OP SUBOP EXTRA, XML on stdin,
           a minimal environment): migrate/restore give the XML back byte for
-          byte; lifecycle ops with no daemon, or with a daemon that never
-          answers, exit 0 quickly and print nothing; with a real vmdefragd
-          the daemon logs the notify; other ops are silent and send nothing.
+          byte; lifecycle ops (and migrate) with no daemon, or with a daemon
+          that never answers, exit 0 quickly and print nothing but the XML
+          for migrate; with a real vmdefragd the daemon logs the notify,
+          migrate included (the XML still given back unchanged); other ops
+          are silent and send nothing.
 check     check-domain --xml on the snippet merged into a domain (as the
           libvirt tests merge it) and on spoiled variants: exit codes and the
           plain-words lines; check-domain NAME through libvirt's test driver
@@ -389,6 +391,10 @@ def test_hook_without_daemon(destdir, workdir):
         p, dt = run_hook(hook, "vm1", op, SNIPPET.read_bytes(), env)
         assert (p.returncode, p.stdout, p.stderr) == (0, b"", b""), op
         assert dt < 2, f"{op} took {dt:.1f} s"
+    # migrate: the XML back, byte for byte, and nothing else, quickly
+    p, dt = run_hook(hook, "vm1", "migrate", SNIPPET.read_bytes(), env)
+    assert (p.returncode, p.stdout, p.stderr) == (0, SNIPPET.read_bytes(), b"")
+    assert dt < 2, f"migrate took {dt:.1f} s"
     # the installed path /usr/bin/vmdefragctl is absent here, and so may be
     # any vmdefragctl on PATH: still exit 0, silently
     p, _ = run_hook(hook, "vm1", "started", b"<domain/>")
@@ -412,6 +418,10 @@ def test_hook_daemon_that_never_answers(destdir, workdir):
         q = subprocess.run([str(VMDEFRAGCTL), "--socket", str(path), "notify", "vm1",
                             "started"], capture_output=True, text=True, timeout=10)
         assert q.returncode == 7 and "did not answer in 2 s" in q.stderr
+        # migrate too (its connection never accepted now): bounded, and the XML still given back whole
+        p, dt = run_hook(hook, "vm1", "migrate", b"<domain>x</domain>", env)
+        assert (p.returncode, p.stdout, p.stderr) == (0, b"<domain>x</domain>", b"")
+        assert 1.5 < dt < 4, f"took {dt:.1f} s"
     finally:
         srv.close()
 
@@ -426,8 +436,15 @@ def test_hook_notifies_daemon(destdir, workdir):
             assert dt < 2
             d.wait_for(lambda: re.search(rf'notify: domain "?dom-hook"? {op}\b', d.text()),
                        f"the daemon to log notify {op}", timeout=5)
+        # migrate: the XML back unchanged, and the daemon told
+        xml = SNIPPET.read_bytes()
+        p, dt = run_hook(hook, "dom-mig", "migrate", xml, env)
+        assert (p.returncode, p.stdout, p.stderr) == (0, xml, b"")
+        assert dt < 2
+        d.wait_for(lambda: re.search(r'notify: domain "?dom-mig"? migrate\b', d.text()),
+                   "the daemon to log notify migrate", timeout=5)
         run_hook(hook, "dom-other", "reconnect", b"<domain/>", env)
-        run_hook(hook, "dom-other", "migrate", b"<domain/>", env)
+        run_hook(hook, "dom-other", "restore", b"<domain/>", env)
         time.sleep(0.5)
         assert "dom-other" not in d.text()
         # vmdefragctl notify directly: exit 0, nothing printed; bad event: 2

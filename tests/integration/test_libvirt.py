@@ -236,10 +236,10 @@ def test_notify_without_libvirt(workdir):
     fail a domain's start) and changes nothing; a bad event is refused."""
     with Daemon(workdir, [("g", workdir / "none.qmp", workdir / "none.vdf")],
                 config=CONFIG) as d:
-        for event in ("prepare", "started", "stopped", "release"):
+        for event in ("prepare", "started", "stopped", "release", "migrate"):
             p = d.ctl("notify", "some-domain", event, check=False)
             assert p.returncode == 0, (event, p.stdout, p.stderr)
-        p = d.ctl("notify", "some-domain", "migrate", check=False)
+        p = d.ctl("notify", "some-domain", "restore", check=False)
         assert p.returncode == 2, (p.stdout, p.stderr)
         assert 'notify: domain "some-domain" started (not in libvirt mode' in d.text()
         assert list(d.status()) == ["g"]

@@ -22,7 +22,10 @@ memory, 96 MiB reclaimed by the first host's daemon.  Then two hops:
 Checked on each hop:
   hook     the destination's libvirtd ran the hook's migrate operation and
            vmdefrag's hook gave the XML back unchanged (the migration used
-           it: the destination's control channel path is the one sent).
+           it: the destination's control channel path is the one sent), and
+           told the destination's daemon (vmdefragctl notify DOMAIN
+           migrate, before libvirt's prepare hook, i.e. before the incoming
+           QEMU existed), which logged it.
   source   while libvirt's migration runs the source daemon says
            "outgoing" and refuses a reclaim with one line (exit 1); after
            it, "migrated away", detached.
@@ -39,7 +42,27 @@ Checked on each hop:
            the reclaimed amount less 8 MiB (stock QEMU wrote those ranges),
            the guest's capture list is the same and every memcheck page is
            intact; status shows the path ("migrated in", "punched").
+
+test_libvirt_postcopy_failure: a post-copy a -> b whose destination QEMU
+is killed (SIGKILL) once post-copy runs and the source's scan has read
+reclaimed ranges back in.  libvirt pauses the source domain with reason
+post-copy failed (its memory is split between the two hosts; the part on
+b is gone).  The source daemon leaves "outgoing" for "postcopy-failed":
+status says so, a reclaim is refused with one line, and nothing is
+punched (the backing does not shrink back: a precopy that fails is
+re-punched, this must not be; before, the daemon took libvirt's ended job
+for a cancel and re-punched).  A daemon restarted then finds the domain
+in the same state.  virsh destroy then takes it back to "none",
+last outcome saying what happened.  Recovery (virsh migrate
+--postcopy-resume) needs the destination QEMU alive, paused by a broken
+connection; that cannot be provoked here without cutting a live TCP
+connection between two local QEMUs, so the resume transitions are covered
+by the unit test (tests/unit/test_migration.c) only.
 """
+import os
+import re
+import signal
+import threading
 import time
 
 from harness.libvirt_ns import NsDomainGuest, NsLibvirtd, libvirt_migrate
@@ -143,6 +166,12 @@ def hop(g, src, dst, postcopy, port, figures, label):
     # ---- the hook's migrate operation on the destination ----------------
     tr = dst.trace_text()
     assert f"hook {name} migrate begin" in tr, tr
+    # vmdefrag's hook told the daemon, before libvirt prepared the QEMU
+    notified = tr.rfind(f"ctl notify {name} migrate")
+    assert notified >= 0, tr
+    assert tr.find(f"hook {name} prepare begin", notified) > notified, tr
+    assert re.search(rf'libvirt hook: domain "?{re.escape(name)}"? migrate\b',
+                     dst.d.text()), dst.d.text()[-3000:]
     sent = (dst.dir / f"hook-{name}-migrate.xml").read_text()
     assert f"<name>{name}</name>" in sent and str(g.ctl_socket) in sent, sent[:2000]
 
@@ -158,6 +187,9 @@ def hop(g, src, dst, postcopy, port, figures, label):
     m = mig(dst.d, name)
     assert m["state"] == "migrated-in" and m["reconciled"], m
     assert m["collapse"]["state"] == "done", m["collapse"]
+    # query-version through libvirt's monitor: Debian's QEMU, stock path
+    assert m["qemu"] and m["qemu"]["patched"] is False and m["path"] == "stock", m
+    assert m["postcopy"] is postcopy, m
     st = dst.d.status(name)[name]
     assert st["qmp"]["connected"] and st["qmp"]["pid"] == g.pid, st["qmp"]
     b_dst = g.backing_bytes()
@@ -173,6 +205,7 @@ def hop(g, src, dst, postcopy, port, figures, label):
     g.check("memcheck verify --id a")
     text = dst.d.ctl("status", name).stdout
     assert "migrated in" in text and "punched" in text, text
+    assert "(stock QEMU path)" in text, text
     return m
 
 
@@ -240,3 +273,86 @@ def aborted(g, src, dst, port):
     dst.d.wait_for(lambda: name not in dst.d.status() or
                    mig(dst.d, name)["state"] != "incoming",
                    "the destination daemon to drop the failed incoming domain", 30)
+
+
+def test_libvirt_postcopy_failure(agent_kernel, workdir, figures):
+    kernel = agent_kernel
+    with Host(workdir, "vdf-host-a") as a, Host(workdir, "vdf-host-b") as b:
+        with NsDomainGuest(kernel, a.lv, ram_mib=RAM_MIB, fpr=False) as g:
+            name = g.name
+            wait_attached(a.d, name, g.pid)
+            g.check("insmod /lib/modules/vmdefrag.ko floor_mb=64")
+            g.check("vmdefrag-agent >/tmp/agent.log 2>&1 &")
+            a.d.wait_ready(name)
+            g.populate_backing()
+            g.check("memcheck start --mib 64 --id a --seed 21", timeout=300)
+            a.d.wait_reconciled(name)
+            a.d.ctl("reclaim", name, f"{RECLAIM // MIB}M", "--wait")
+            b0 = g.backing_bytes()
+            seen = {}
+
+            def kill_destination():
+                # once post-copy runs and the scan read reclaimed ranges back
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    st = a.lv.virsh("domstate", "--reason", name, check=False).stdout
+                    if "post-copy" in st and g.backing_bytes() >= b0 + 16 * MIB:
+                        break
+                    time.sleep(0.1)
+                seen["grown"] = g.backing_bytes() - b0
+                pid = b.lv.domain_pid(name)
+                seen["killed"] = pid
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+
+            def during():
+                a.d.wait_for(lambda: mig(a.d, name)["state"] == "outgoing",
+                             "the source daemon to see libvirt's migration", 30)
+                threading.Thread(target=kill_destination, daemon=True).start()
+
+            out = libvirt_migrate(g, b.lv, postcopy=True, bandwidth_mib=16,
+                                  port=49152 + (time.time_ns() // 1000) % 5000,
+                                  during=during, expect_failure=True)
+            assert seen.get("killed"), (seen, out)
+            assert seen["grown"] >= 16 * MIB, seen
+            state = a.lv.virsh("domstate", "--reason", name).stdout
+            assert "paused" in state and "post-copy failed" in state, state
+
+            a.d.wait_for(lambda: mig(a.d, name)["state"] == "postcopy-failed",
+                         "the source daemon to see the failed post-copy", 30)
+            b_fail = g.backing_bytes()
+            p = a.d.ctl("reclaim", name, "8M", check=False)
+            lines = p.stderr.strip().splitlines()
+            assert p.returncode == 1 and len(lines) == 1, (p.returncode, p.stderr)
+            assert "post-copy" in lines[0] and "split" in lines[0], lines
+            text = a.d.ctl("status", name).stdout
+            assert "post-copy failed" in text and "nothing is punched" in text, text
+            # the outgoing watch runs every second: give it a few looks
+            time.sleep(4)
+            assert mig(a.d, name)["state"] == "postcopy-failed"
+            b_later = g.backing_bytes()
+            figures("post-copy failure: source backing before / at failure / later",
+                    f"{b0 // MIB} / {b_fail // MIB} / {b_later // MIB}", "MiB")
+            assert b_later >= b_fail - 2 * MIB, (b0, b_fail, b_later)
+            assert "punched again" not in a.d.text()
+            # a daemon restarted meanwhile finds the domain split too
+            a.d.close()
+            a.d = Daemon(a.dir, [], config=CONFIG, extra=["--libvirt", a.lv.uri],
+                         wrap=a.lv.ns_prefix())
+            a.d.wait_for(lambda: name in a.d.status() and
+                         mig(a.d, name)["state"] == "postcopy-failed",
+                         "the restarted daemon to see the failed post-copy", 60)
+            assert a.d.ctl("reclaim", name, "8M", check=False).returncode == 1
+            time.sleep(2)
+            assert g.backing_bytes() >= b_fail - 2 * MIB
+            # the destination's daemon does not stay "incoming" for a
+            # domain that is gone
+            b.d.wait_for(lambda: name not in b.d.status() or
+                         mig(b.d, name)["state"] != "incoming",
+                         "the destination daemon to drop the dead incoming domain", 60)
+
+            a.lv.virsh("destroy", name)
+            a.d.wait_for(lambda: mig(a.d, name)["state"] == "none",
+                         "the source daemon back to none after destroy", 30)
+            m = mig(a.d, name)
+            assert "post-copy failed" in m["last_outcome"], m

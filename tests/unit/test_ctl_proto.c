@@ -34,6 +34,7 @@ static void test_request_roundtrip(void **state)
 		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STARTED },
 		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STOPPED },
 		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_RELEASE },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_MIGRATE },
 	};
 
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
@@ -69,11 +70,11 @@ static const struct {
 	{ "{\"cmd\": \"cancel\", \"vm\": \"a\", \"bytes\": 2097152}",
 	  "unknown key in request" },
 	{ "{\"cmd\": \"notify\", \"vm\": \"a\"}",
-	  "notify needs \"event\": prepare, started, stopped or release" },
-	{ "{\"cmd\": \"notify\", \"vm\": \"a\", \"event\": \"migrate\"}",
-	  "notify needs \"event\": prepare, started, stopped or release" },
+	  "notify needs \"event\": prepare, started, stopped, release or migrate" },
+	{ "{\"cmd\": \"notify\", \"vm\": \"a\", \"event\": \"restore\"}",
+	  "notify needs \"event\": prepare, started, stopped, release or migrate" },
 	{ "{\"cmd\": \"notify\", \"vm\": \"a\", \"event\": 1}",
-	  "notify needs \"event\": prepare, started, stopped or release" },
+	  "notify needs \"event\": prepare, started, stopped, release or migrate" },
 	{ "{\"cmd\": \"notify\", \"event\": \"started\"}", "notify needs \"vm\"" },
 	{ "{\"cmd\": \"scan\", \"vm\": \"a\", \"event\": \"started\"}",
 	  "unknown key in request" },

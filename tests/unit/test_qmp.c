@@ -69,6 +69,18 @@ static void test_real_execute(void **state)
 	assert_string_equal(qmp_last_error(vm->qmp), "");
 }
 
+/* The real QEMU (stock or patched, the fixture's) answers query-version. */
+static void test_real_query_version(void **state)
+{
+	struct qemu_vm *vm = *state;
+	struct qmp_version v;
+
+	assert_int_equal(qmp_query_version(vm->qmp, 5000, &v), 0);
+	assert_int_equal(v.version, qmp_qemu_version(vm->qmp));
+	assert_true(v.version >= 20000);
+	assert_int_equal(v.patched, strstr(v.package, QMP_PATCHED_MARK) != NULL);
+}
+
 static void test_real_error_reply(void **state)
 {
 	struct qemu_vm *vm = *state;
@@ -645,10 +657,75 @@ static void test_log_errno(void **state)
 	assert_int_equal(level, 99);
 }
 
+struct version_case {
+	const char *name;
+	const char *json;		/* query-version's "return" */
+	int expect;
+	int version;
+	const char *package;
+	bool patched;
+};
+
+static const struct version_case version_cases[] = {
+	{ "debian stock", "{\"qemu\": {\"major\": 7, \"minor\": 2, \"micro\": 22}, "
+	  "\"package\": \"Debian 1:7.2+dfsg-7+deb12u18\"}", 0, 70222,
+	  "Debian 1:7.2+dfsg-7+deb12u18", false },
+	{ "patched", "{\"qemu\": {\"major\": 7, \"minor\": 2, \"micro\": 22}, "
+	  "\"package\": \"Debian 1:7.2+dfsg-7+deb12u18, vmdefrag-patches 1a2b3c\"}", 0,
+	  70222, "Debian 1:7.2+dfsg-7+deb12u18, vmdefrag-patches 1a2b3c", true },
+	{ "empty package", "{\"qemu\": {\"major\": 9, \"minor\": 0, \"micro\": 0}, "
+	  "\"package\": \"\"}", 0, 90000, "", false },
+	{ "package not a string", "{\"qemu\": {\"major\": 7}, \"package\": "
+	  "[\"vmdefrag-patches\"]}", 0, 70000, "", false },
+	{ "control bytes dropped", "{\"qemu\": {}, \"package\": "
+	  "\"a\\u001b[2Jb\\nvmdefrag-\\u0000patches\"}", 0, 0, "a[2Jbvmdefrag-patches",
+	  true },
+	{ "numbers clamped", "{\"qemu\": {\"major\": -3, \"minor\": 1000, "
+	  "\"micro\": \"1\"}}", 0, 9900, "", false },
+	{ "not an object", "[1]", -EPROTO, 0, NULL, false },
+};
+
+static void test_parse_version(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(version_cases) / sizeof(version_cases[0]); i++) {
+		const struct version_case *c = &version_cases[i];
+		struct json_object *o = json_tokener_parse(c->json);
+		struct qmp_version v = { .version = -1 };
+		int r;
+
+		fprintf(stderr, "# case: %s\n", c->name);
+		assert_non_null(o);
+		r = qmp_parse_version(o, &v);
+		assert_int_equal(r, c->expect);
+		if (r == 0) {
+			assert_int_equal(v.version, c->version);
+			assert_string_equal(v.package, c->package);
+			assert_int_equal(v.patched, c->patched);
+		} else {
+			assert_int_equal(v.version, -1);	/* untouched */
+		}
+		json_object_put(o);
+	}
+	{
+		/* a long package is cut, still terminated */
+		char json[1024];
+		struct json_object *o;
+		struct qmp_version v;
+
+		snprintf(json, sizeof(json), "{\"package\": \"%0600d\"}", 7);
+		o = json_tokener_parse(json);
+		assert_int_equal(qmp_parse_version(o, &v), 0);
+		assert_int_equal(strlen(v.package), QMP_PACKAGE_MAX - 1);
+		json_object_put(o);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest offline[] = {
 		cmocka_unit_test(test_parse_line),
+		cmocka_unit_test(test_parse_version),
 		cmocka_unit_test(test_connect_missing_socket),
 		cmocka_unit_test(test_peer_greeting_table),
 		cmocka_unit_test(test_peer_reply_table),
@@ -664,6 +741,7 @@ int main(void)
 	const struct CMUnitTest real[] = {
 		cmocka_unit_test(test_real_greeting_and_peer),
 		cmocka_unit_test(test_real_execute),
+		cmocka_unit_test(test_real_query_version),
 		cmocka_unit_test(test_real_error_reply),
 		cmocka_unit_test(test_real_hmp),
 		cmocka_unit_test(test_real_events_queued),
