@@ -578,6 +578,8 @@ static const struct bad_case bad_cases[] = {
 	{ "capture 0 bytes", b_req_capture, CAP_OFF(bytes), 8, 0, 0, -EINVAL, NULL },
 	{ "capture unknown flag", b_req_capture, CAP_OFF(flags), 4, 2, 0, -EINVAL, NULL },
 	{ "capture high flag", b_req_capture_strict, CAP_OFF(flags), 4, 0x80000001u, 0, -EINVAL, NULL },
+	{ "capture evict policy 3", b_req_capture, CAP_OFF(flags), 4,
+	  PROTO_CAPTURE_EVICT, 0, -EINVAL, NULL },
 	{ "strict capture without ranges", b_req_capture_none, CAP_OFF(flags), 4,
 	  PROTO_CAPTURE_STRICT, 0, -EINVAL, NULL },
 	{ "ack bytes set", b_req_ack_ranges, ACK_OFF(bytes_unused), 8, MIB, 0, -EBADMSG, NULL },
