@@ -32,6 +32,8 @@ struct config_vm {
 	uint32_t frames_per_sec;	/* guest frames allowed per second */
 	uint32_t events_per_sec;	/* guest EVT_* frames allowed per second */
 	uint32_t request_timeout_ms;	/* a request without answer drops */
+	uint32_t evict;			/* enum vmdefrag_evict: reclaims'
+					 * default eviction policy */
 };
 
 struct config {

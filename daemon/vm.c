@@ -88,6 +88,7 @@ struct vm {
 	uint64_t scan_ms;
 	struct proto_scan_resp scan;
 	struct proto_slab slabs[PROTO_MAX_SLABS];
+	struct proto_scan_census census;	/* with scan.flags F_CENSUS */
 	bool have_stats;
 	uint64_t stats_ms;
 	struct proto_stats stats;
@@ -494,12 +495,14 @@ static void vm_scan_done(void *opaque, int status, const struct proto_msg *resp,
 		vm->scan = resp->u.scan;
 		memcpy(vm->slabs, resp->slabs,
 		       sizeof(vm->slabs[0]) * resp->u.scan.nslabs);
+		vm->census = resp->census;
 		vm->scan_ms = loop_now_ms();
 		vm->have_scan = true;
 		if (sr->fn)
-			sr->fn(sr->userdata, 0, &vm->scan, vm->slabs);
+			sr->fn(sr->userdata, 0, &vm->scan, vm->slabs,
+			       vm->scan.flags & PROTO_SCAN_F_CENSUS ? &vm->census : NULL);
 	} else if (sr->fn) {
-		sr->fn(sr->userdata, status < 0 ? status : -EPROTO, NULL, NULL);
+		sr->fn(sr->userdata, status < 0 ? status : -EPROTO, NULL, NULL, NULL);
 	}
 	if (last) {
 		vm_scan_unlink(vm, sr);
@@ -687,14 +690,15 @@ void vm_get_status(struct vm *vm, struct ctl_vm_status *st)
 	migration_get_status(vm->mig, &st->migration);
 }
 
-int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, char *err,
+int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, int evict,
+		char *err,
 		size_t errsz, uint32_t *ret_id)
 {
 	int r = migration_check_op(vm->mig, err, errsz);
 
 	if (r < 0)
 		return r;
-	return reclaim_start(vm->reclaim, kind, bytes, err, errsz, ret_id);
+	return reclaim_start(vm->reclaim, kind, bytes, evict, err, errsz, ret_id);
 }
 
 int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op)
@@ -719,6 +723,7 @@ int vm_new(struct loop *loop, const struct config *cfg,
 		.max_reclaim_bytes = conf->max_reclaim_bytes,
 		.budget_ms = conf->request_timeout_ms / 2 < 30000 ?
 			     conf->request_timeout_ms / 2 : 30000,
+		.evict = conf->evict,
 	};
 	struct vm *vm;
 	int r;

@@ -58,6 +58,7 @@ static void usage(FILE *f)
 "Usage: vmdefragctl [--socket PATH] status [VM] [--json]\n"
 "       vmdefragctl [--socket PATH] scan VM [--json]\n"
 "       vmdefragctl [--socket PATH] reclaim VM SIZE [--wait] [--json]\n"
+"                   [--evict=movable|evict-slab|evict]\n"
 "       vmdefragctl [--socket PATH] return VM SIZE [--wait] [--json]\n"
 "       vmdefragctl [--socket PATH] notify DOMAIN EVENT\n"
 "       vmdefragctl check-domain NAME [--connect URI]\n"
@@ -67,13 +68,18 @@ static void usage(FILE *f)
 "                bytes, host shmem THP policy, guest session, and the\n"
 "                guest's last reported free/captured/unmovable memory\n"
 "  scan VM       ask the guest for its 2 MiB block picture: block classes,\n"
-"                vacate cost, unmovable causes, top slab caches\n"
+"                vacate cost, unmovable causes, top slab caches, and the\n"
+"                census of slab eviction (cost of each class)\n"
 "  reclaim VM SIZE  take SIZE of the VM's RAM backing back from the guest:\n"
 "                the guest empties 2 MiB blocks its backing holds, the\n"
 "                daemon punches them (SIZE: K/M/G suffix, 2 MiB multiple);\n"
 "                hint backend (anonymous RAM, free page reporting): the\n"
 "                guest compacts blocks, what came back is the measured\n"
-"                fall of QEMU's RssAnon\n"
+"                fall of QEMU's RssAnon.  --evict: what the guest may drop\n"
+"                to empty blocks that only reclaimable slab pins: movable\n"
+"                (nothing), evict-slab (unused dentries and inodes without\n"
+"                page cache), evict (also clean page cache); default: the\n"
+"                VM's \"evict\" config key, else movable\n"
 "  return VM SIZE   give SIZE of reclaimed memory back, re-backed with\n"
 "                2 MiB folios where the host allows it (not on the hint\n"
 "                backend: the guest keeps its blocks)\n"
@@ -194,13 +200,19 @@ static int ctl_notify(const char *path, int argc, char **argv)
 static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 			     bool *json, bool *wait)
 {
-	struct ctl_request req = { 0 };
+	struct ctl_request req = { .evict = -1 };
 	const char *pos[3];
 	int npos = 0, r;
 
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0)
 			*json = true;
+		else if (strncmp(argv[i], "--evict=", 8) == 0 &&
+			 (req.evict = proto_evict_from_name(argv[i] + 8)) < 0)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "bad --evict '%s' (movable, "
+					     "evict-slab or evict)", argv[i] + 8);
+		else if (strncmp(argv[i], "--evict=", 8) == 0)
+			continue;
 		else if (strcmp(argv[i], "--wait") == 0)
 			*wait = true;
 		else if (argv[i][0] == '-' && argv[i][1])
@@ -245,6 +257,8 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 	if (*wait && req.cmd != CTL_CMD_RECLAIM && req.cmd != CTL_CMD_RETURN)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "--wait goes with reclaim or "
 				     "return");
+	if (req.evict >= 0 && req.cmd != CTL_CMD_RECLAIM)
+		return ctl_exit_fail(CTL_EXIT_USAGE, "--evict goes with reclaim");
 	if (npos >= 2) {
 		if (!pos[1][0] || strlen(pos[1]) >= sizeof(req.vm))
 			return ctl_exit_fail(CTL_EXIT_USAGE, "bad VM name '%s'", pos[1]);
