@@ -21,6 +21,11 @@
  *                it only if ours is still the only reference and dput() it:
  *                the dcache frees it (RCU-delayed).  Negative dentries go
  *                the same way;
+ *   directories  held by their cached children, never on the LRU: reached
+ *                through their inodes (s_inodes below) and d_find_alias();
+ *                one whose dentry lies in a target block has its unused
+ *                children shrunk (shrink_dcache_parent()), then is dropped
+ *                like any unused dentry;
  *   inodes       the superblock's s_inodes list (s_inode_list_lock, then
  *                i_lock, as the VFS nests them): an inode inside a target
  *                block that is not new or being freed is referenced, its
@@ -73,6 +78,8 @@
 
 /* Most dentries or inodes referenced at once per superblock pass. */
 #define VDF_EVICT_BATCH		4096
+/* Passes over each superblock per eviction. */
+#define VDF_EVICT_PASSES	2
 /* Widest page-cache range invalidated for one xarray node: 16 MiB. */
 #define VDF_EVICT_MAX_SPAN	4096UL
 
@@ -134,6 +141,23 @@ static enum lru_status vdf_evict_dentry_cb(struct list_head *item,
 	return LRU_SKIP;
 }
 
+/* Drop our reference on @dentry, unhashing it first if ours is the last. */
+static void vdf_evict_dentry_put(struct vdf_evict_ctx *ctx, struct dentry *dentry)
+{
+	bool drop;
+
+	spin_lock(&dentry->d_lock);
+	/* ours is the only reference: no user, no child, no mount */
+	drop = dentry->d_lockref.count == 1 && !IS_ROOT(dentry) &&
+	       !d_unhashed(dentry) && !d_mountpoint(dentry);
+	if (drop)
+		__d_drop(dentry);
+	spin_unlock(&dentry->d_lock);
+	dput(dentry);
+	if (drop)
+		ctx->res.dentries++;
+}
+
 static void vdf_evict_dentries_sb(struct super_block *sb, struct vdf_evict_ctx *ctx)
 {
 	unsigned int i;
@@ -147,22 +171,29 @@ static void vdf_evict_dentries_sb(struct super_block *sb, struct vdf_evict_ctx *
 				   ctx, &nr);
 	}
 	for (i = 0; i < ctx->nr_refs; i++) {
-		struct dentry *dentry = ctx->refs[i];
-		bool drop;
-
-		spin_lock(&dentry->d_lock);
-		/* ours is the only reference: no user, no child, no mount */
-		drop = dentry->d_lockref.count == 1 && !IS_ROOT(dentry) &&
-		       !d_unhashed(dentry) && !d_mountpoint(dentry);
-		if (drop)
-			__d_drop(dentry);
-		spin_unlock(&dentry->d_lock);
-		dput(dentry);
-		if (drop)
-			ctx->res.dentries++;
+		vdf_evict_dentry_put(ctx, ctx->refs[i]);
 		cond_resched();
 	}
 	ctx->nr_refs = 0;
+}
+
+/*
+ * A directory's dentry is held by its cached children, so it is never on
+ * the LRU: reach it through its inode.  If it lies in a target block,
+ * shrink its unused children, then drop it if it is unused itself.
+ */
+static void vdf_evict_dir(struct vdf_evict_ctx *ctx, struct inode *inode)
+{
+	struct dentry *alias = d_find_alias(inode);
+
+	if (!alias)
+		return;
+	if (!vdf_evict_target(ctx, alias) || IS_ROOT(alias)) {
+		dput(alias);
+		return;
+	}
+	shrink_dcache_parent(alias);
+	vdf_evict_dentry_put(ctx, alias);
 }
 
 /* ---- page cache ---- */
@@ -333,8 +364,8 @@ static void vdf_evict_inodes_sb(struct super_block *sb, struct vdf_evict_ctx *ct
 
 		if (target && ctx->nr_refs >= VDF_EVICT_BATCH)
 			continue;
-		if (!target && (ctx->policy != VMDEFRAG_EVICT_ALL ||
-				!inode->i_mapping->nrpages))
+		if (!target && !S_ISDIR(inode->i_mode) &&
+		    (ctx->policy != VMDEFRAG_EVICT_ALL || !inode->i_mapping->nrpages))
 			continue;
 		spin_lock(&inode->i_lock);
 		if (inode->i_state & (I_NEW | I_FREEING | I_WILL_FREE)) {
@@ -349,7 +380,10 @@ static void vdf_evict_inodes_sb(struct super_block *sb, struct vdf_evict_ctx *ct
 		}
 		/* our reference keeps it on the list while the lock is off */
 		spin_unlock(&sb->s_inode_list_lock);
-		vdf_evict_mapping(ctx, inode->i_mapping);
+		if (S_ISDIR(inode->i_mode))
+			vdf_evict_dir(ctx, inode);
+		if (ctx->policy == VMDEFRAG_EVICT_ALL && inode->i_mapping->nrpages)
+			vdf_evict_mapping(ctx, inode->i_mapping);
 		iput(toput);
 		toput = inode;
 		cond_resched();
@@ -360,6 +394,8 @@ static void vdf_evict_inodes_sb(struct super_block *sb, struct vdf_evict_ctx *ct
 
 	for (i = 0; i < ctx->nr_refs; i++) {
 		inode = ctx->refs[i];
+		if (S_ISDIR(inode->i_mode))
+			vdf_evict_dir(ctx, inode);
 		if (ctx->policy == VMDEFRAG_EVICT_ALL && inode->i_mapping->nrpages)
 			vdf_evict_mapping(ctx, inode->i_mapping);
 		vdf_evict_inode_put(ctx, inode);
@@ -368,13 +404,20 @@ static void vdf_evict_inodes_sb(struct super_block *sb, struct vdf_evict_ctx *ct
 	ctx->nr_refs = 0;
 }
 
-/* iterate_supers_type() callback: @sb with s_umount held shared. */
+/*
+ * iterate_supers_type() callback: @sb with s_umount held shared.  Two
+ * passes: what the first freed (children, aliases) lets more go in the
+ * second.
+ */
 static void vdf_evict_sb(struct super_block *sb, void *arg)
 {
 	struct vdf_evict_ctx *ctx = arg;
+	int pass;
 
-	vdf_evict_dentries_sb(sb, ctx);
-	vdf_evict_inodes_sb(sb, ctx);
+	for (pass = 0; pass < VDF_EVICT_PASSES; pass++) {
+		vdf_evict_dentries_sb(sb, ctx);
+		vdf_evict_inodes_sb(sb, ctx);
+	}
 	if (ctx->policy == VMDEFRAG_EVICT_ALL && sb->s_bdev)
 		vdf_evict_mapping(ctx, vdf_compat_bdev_mapping(sb->s_bdev));
 }
