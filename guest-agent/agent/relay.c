@@ -332,10 +332,22 @@ static int agent_relay_req_scan(struct agent_relay *r, uint32_t id)
 	ret = agent_nl_scan(r->nl, &r->out);
 	if (ret < 0)
 		return ret;
-	/* the census goes only to a host that speaks the version with it */
+	/*
+	 * The census goes only to a host that speaks the version with it; a
+	 * version-1 host gets version 1's histogram: SLAB_RECLAIM blocks are
+	 * SLAB blocks to it.
+	 */
 	if (r->version < PROTO_VERSION_CENSUS) {
-		r->out.u.scan.flags &= ~PROTO_SCAN_F_CENSUS;
+		struct proto_scan_resp *s = &r->out.u.scan;
+
+		s->flags &= ~PROTO_SCAN_F_CENSUS;
 		memset(&r->out.census, 0, sizeof(r->out.census));
+		if (s->nunmovable > VMDEFRAG_CAUSE_SLAB_RECLAIM) {
+			s->unmovable[VMDEFRAG_CAUSE_SLAB] +=
+				s->unmovable[VMDEFRAG_CAUSE_SLAB_RECLAIM];
+			s->unmovable[VMDEFRAG_CAUSE_SLAB_RECLAIM] = 0;
+			s->nunmovable = VMDEFRAG_CAUSE_SLAB_RECLAIM;
+		}
 	}
 	log_info("SCAN #%u: %llu MiB total, %llu MiB free, %llu MiB capturable",
 		 id, (unsigned long long)(r->out.u.scan.total_bytes >> 20),
