@@ -9,12 +9,14 @@ contents (slabtree verify), and the filesystem itself (fsck.ext4 -n on the
 image after the guest unmounted it).  The harness fails a test on any
 Oops, BUG or WARNING on the guest console.
 """
+import json
 import time
 
 import pytest
 
 from harness.disk import GUEST_MNT, Ext4Disk
-from harness.guest import Guest
+from harness.guest import BUILD, Guest
+from harness.vmdefragd import Daemon
 from test_module import kv, num
 
 MIB = 1 << 20
@@ -192,4 +194,55 @@ def test_evict_racing_walker_and_writer(kernel):
             scan = kv(g.check("vdfnl scan"))
             assert num(scan, "evicted_dentries") > 0
             finish(g, RACE_TREE)
+        assert_fsck_clean(disk)
+
+
+def test_daemon_reclaim_evict(kernel, workdir):
+    """The whole path: vmdefragctl scan shows the census the guest's agent
+    sends in protocol version 2, and vmdefragctl reclaim --evict=evict (hint
+    backend: compact requests) makes the guest's module evict."""
+    if not (BUILD / "agent/vmdefrag-agent").exists():
+        pytest.skip("needs build/agent/vmdefrag-agent")
+    config = "[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n"
+    with Ext4Disk(**DISK) as disk:
+        with Guest(kernel, ram_mib=RAM_MIB, fpr=True, backend="anon",
+                   daemon_monitor=True, extra_args=disk.qemu_args()) as g:
+            g.check("insmod /lib/modules/vmdefrag.ko floor_mb=64")
+            slab_workload(g, tree=RACE_TREE)
+            g.check(f"slabtree checkpoint {RACE_TREE}")
+            g.check("memcheck start --mib 64 --id a --seed 5", timeout=300)
+            g.check("vmdefrag-agent -v >/tmp/agent.log 2>&1 &")
+            d = Daemon(workdir, [("g", g.daemon_qmp_socket, g.vdf_socket)], config=config)
+            try:
+                d.wait_reconciled("g")
+                scan = json.loads(d.ctl("scan", "g", "--json").stdout)["scan"]
+                census = scan["census"]
+                assert census is not None, scan
+                causes = {c["cause"]: c["blocks"] for c in scan["unmovable"]}
+                assert census["blocks"]["slab_reclaimable"] == causes["slab-reclaimable"]
+                assert census["blocks"]["slab_reclaimable"] > 0, scan
+                assert census["blocks"]["slab_reclaimable"] + \
+                    census["blocks"]["other_unmovable"] == \
+                    {c["class"]: c["blocks"] for c in scan["classes"]}["unmovable"]
+                assert census["evicted"]["dentries"] == 0, census
+                human = d.ctl("scan", "g").stdout
+                assert "census (what freeing each class costs):" in human, human
+                assert "reclaimable slab" in human, human
+
+                p = d.ctl("reclaim", "g", "2M", "--evict=all", check=False)
+                assert p.returncode == 2 and "bad --evict 'all'" in p.stderr, p.stderr
+                size = int(0.5 * g.meminfo()["MemFree"]) // (2 << 20) * (2 << 20)
+                p = d.ctl("reclaim", "g", f"{size >> 20}M", "--evict=evict", "--wait",
+                          "--json", check=False, timeout=600)
+                op = json.loads(p.stdout.strip().splitlines()[-1])["operation"]
+                assert op["state"] in ("done", "stopped"), (op, d.text()[-3000:])
+                after = kv(g.check("vdfnl scan"))
+                assert num(after, "evicted_dentries") > 0, after
+                census = json.loads(d.ctl("scan", "g", "--json").stdout)["scan"]["census"]
+                assert census["evicted"]["dentries"] == num(after, "evicted_dentries")
+                g.check("memcheck verify --id a", timeout=300)
+                finish(g, RACE_TREE)
+            finally:
+                rc = d.close()
+            assert rc == 0, d.text()
         assert_fsck_clean(disk)
