@@ -107,6 +107,7 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	tests/bench/run-bench
+	tests/bench/slab-bench
 
 HOPS         ?= 4
 migration-soak: all
