@@ -144,6 +144,7 @@ demo: deps
 bench: deps
 	$(MAKE) all qemu-test
 	tests/bench/run-bench
+	tests/bench/slab-bench
 
 HOPS         ?= 4
 migration-soak: all

@@ -9,10 +9,11 @@
  *	                      reconnect_min_ms, reconnect_max_ms,
  *	                      collapse_cpu_percent
  *	[vm NAME]             qmp, channel, floor, max_reclaim, frames_per_sec,
- *	                      events_per_sec, request_timeout_ms
+ *	                      events_per_sec, request_timeout_ms, evict
  *	[libvirt]             turns libvirt mode on; uri, and floor,
  *	                      max_reclaim, frames_per_sec, events_per_sec,
- *	                      request_timeout_ms for every discovered domain
+ *	                      request_timeout_ms, evict for every discovered
+ *	                      domain
  *
  * The parser is a two-state machine: before any section header a key is an
  * error; after one, keys go to that section.  A [vm NAME] section seen
@@ -37,6 +38,7 @@
 
 #include "config.h"
 #include "hostmem.h"
+#include "vmdefrag/proto.h"
 #include "log.h"
 #include "size.h"
 
@@ -186,6 +188,15 @@ static int config_vm_set(struct config_vm *vm, const char *key, const char *v,
 	if (strcmp(key, "request_timeout_ms") == 0)
 		return config_u32(key, v, 100, CONFIG_MS_MAX,
 				  &vm->request_timeout_ms, msg, msgsz);
+	if (strcmp(key, "evict") == 0) {
+		int e = proto_evict_from_name(v);
+
+		if (e < 0)
+			return config_fail(msg, msgsz, -EINVAL, "evict is one of "
+					   "movable, evict-slab, evict (not '%s')", v);
+		vm->evict = (uint32_t)e;
+		return 0;
+	}
 	return config_fail(msg, msgsz, -ENOENT, "unknown key '%s' for a VM", key);
 }
 
@@ -648,6 +659,7 @@ static void config_vm_copy_live(struct config_vm *dst, const struct config_vm *s
 	dst->frames_per_sec = src->frames_per_sec;
 	dst->events_per_sec = src->events_per_sec;
 	dst->request_timeout_ms = src->request_timeout_ms;
+	dst->evict = src->evict;
 }
 
 int config_reload(struct config *cur, const struct config *next,

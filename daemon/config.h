@@ -36,6 +36,8 @@ struct config_vm {
 	uint32_t request_timeout_ms;	/* a request without answer drops */
 	unsigned int qmp_line;		/* where qmp / channel were set in the */
 	unsigned int channel_line;	/* file (0: a --vm spec), for errors */
+	uint32_t evict;			/* enum vmdefrag_evict: reclaims'
+					 * default eviction policy */
 };
 
 struct config {

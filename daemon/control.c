@@ -167,7 +167,8 @@ static struct vm *control_find_vm(struct control *c, const char *name)
 
 static void control_scan_done(void *userdata, int status,
 			      const struct proto_scan_resp *scan,
-			      const struct proto_slab *slabs)
+			      const struct proto_slab *slabs,
+			      const struct proto_scan_census *census)
 {
 	struct control_client *cl = userdata;
 	struct vm *vm = cl->waiting_vm;
@@ -175,7 +176,8 @@ static void control_scan_done(void *userdata, int status,
 	cl->waiting_vm = NULL;
 	if (status == 0) {
 		control_client_send(cl, ctl_proto_ok("scan",
-				    ctl_proto_scan_json(vm_name(vm), scan, slabs)));
+				    ctl_proto_scan_json(vm_name(vm), scan, slabs,
+							census)));
 		return;
 	}
 	if (status == -ECONNRESET)
@@ -258,7 +260,7 @@ static bool control_cmd_start_op(struct control_client *cl, const struct ctl_req
 	if (!vm)
 		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
 					    req->vm);
-	r = vm_start_op(vm, kind, req->bytes, err, sizeof(err), &id);
+	r = vm_start_op(vm, kind, req->bytes, req->evict, err, sizeof(err), &id);
 	if (r < 0) {
 		switch (r) {
 		case -EBUSY: code = CTL_ERR_BUSY; break;

@@ -33,15 +33,22 @@ static const struct ctl_help_cmd ctl_help_cmds[] = {
 	{ "scan", "[--socket PATH] [--timeout S] scan VM [--json]",
 	  "the guest's 2 MiB block picture",
 "Ask the guest for its 2 MiB block picture: block classes, vacate cost,\n"
-"unmovable causes, top slab caches.\n" },
-	{ "reclaim", "[--socket PATH] [--timeout S] reclaim VM SIZE [--wait] [--json]",
+"unmovable causes, top slab caches, and the census of blocks that only\n"
+"reclaimable slab pins, with what evicting them would cost.\n" },
+	{ "reclaim", "[--socket PATH] [--timeout S] reclaim VM SIZE [--wait] [--json]\n"
+		     "[--evict=movable|evict-slab|evict]",
 	  "take SIZE of a VM's memory back from its guest",
 "Take SIZE of the VM's RAM backing back from the guest: the guest empties\n"
 "2 MiB blocks its backing holds, the daemon punches them (SIZE: K/M/G\n"
 "suffix, 2 MiB multiple).  Hint backend (anonymous RAM, free page\n"
 "reporting): the guest compacts blocks, what came back is the measured\n"
 "fall of QEMU's RssAnon.  Prints the operation's id; with --wait, waits\n"
-"for it showing progress and exits 0 only when the whole SIZE was moved.\n" },
+"for it showing progress and exits 0 only when the whole SIZE was moved.\n"
+"  --evict=POLICY  what the guest may drop to empty blocks that only\n"
+"                 reclaimable slab pins: movable (nothing), evict-slab\n"
+"                 (unused dentries and inodes without page cache), evict\n"
+"                 (also clean page cache).  Default: the VM's \"evict\"\n"
+"                 config key, else movable.\n" },
 	{ "return", "[--socket PATH] [--timeout S] return VM SIZE [--wait] [--json]",
 	  "give SIZE of reclaimed memory back",
 "Give SIZE of reclaimed memory back, re-backed with 2 MiB folios where the\n"

@@ -35,6 +35,7 @@ static const char *const ctl_cause_names[] = {
 	[VMDEFRAG_CAUSE_RESERVED] = "reserved",
 	[VMDEFRAG_CAUSE_PINNED] = "pinned",
 	[VMDEFRAG_CAUSE_OTHER] = "other",
+	[VMDEFRAG_CAUSE_SLAB_RECLAIM] = "slab-reclaimable",
 };
 
 const char *ctl_proto_class_name(unsigned int i)
@@ -100,6 +101,15 @@ int ctl_proto_format_request(const struct ctl_request *req, char **ret_line)
 		json_object_object_add(o, "vm", json_object_new_string(req->vm));
 	if (req->cmd == CTL_CMD_RECLAIM || req->cmd == CTL_CMD_RETURN)
 		json_object_object_add(o, "bytes", json_object_new_uint64(req->bytes));
+	if (req->cmd == CTL_CMD_RECLAIM && req->evict >= 0) {
+		const char *ev = proto_evict_name((uint32_t)req->evict);
+
+		if (!ev) {
+			json_object_put(o);
+			return -EINVAL;
+		}
+		json_object_object_add(o, "evict", json_object_new_string(ev));
+	}
 	if (req->cmd == CTL_CMD_OP || (req->cmd == CTL_CMD_CANCEL && req->id))
 		json_object_object_add(o, "id", json_object_new_uint64(req->id));
 	if (req->cmd == CTL_CMD_NOTIFY) {
@@ -125,7 +135,7 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 			    char *err, size_t errsz)
 {
 	struct json_object *o = json_tokener_parse(line), *v;
-	struct ctl_request req = { 0 };
+	struct ctl_request req = { .evict = -1 };
 	const char *cmd;
 	int r = -EINVAL;
 
@@ -186,6 +196,12 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		}
 		req.bytes = json_object_get_uint64(v);
 	}
+	if (req.cmd == CTL_CMD_RECLAIM && json_object_object_get_ex(o, "evict", &v) &&
+	    (!json_object_is_type(v, json_type_string) ||
+	     (req.evict = proto_evict_from_name(json_object_get_string(v))) < 0)) {
+		snprintf(err, errsz, "\"evict\" is one of movable, evict-slab, evict");
+		goto out_put;
+	}
 	if (req.cmd == CTL_CMD_OP ||
 	    (req.cmd == CTL_CMD_CANCEL && json_object_object_get_ex(o, "id", &v))) {
 		if (!json_object_object_get_ex(o, "id", &v) ||
@@ -209,6 +225,7 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		bool known = strcmp(key, "cmd") == 0 || strcmp(key, "vm") == 0 ||
 			     (strcmp(key, "bytes") == 0 && (req.cmd == CTL_CMD_RECLAIM ||
 							   req.cmd == CTL_CMD_RETURN)) ||
+			     (strcmp(key, "evict") == 0 && req.cmd == CTL_CMD_RECLAIM) ||
 			     (strcmp(key, "id") == 0 && (req.cmd == CTL_CMD_OP ||
 							 req.cmd == CTL_CMD_CANCEL)) ||
 			     (strcmp(key, "event") == 0 && req.cmd == CTL_CMD_NOTIFY);
@@ -523,12 +540,51 @@ static struct json_object *ctl_named_hist(const char *key,
  * capturable_bytes, captured_bytes, available_bytes, scan_ns; classes
  * [{class, blocks}]; cost [{max_pages, blocks}] (bucket i holds blocks
  * needing at most max_pages migrations, more than the bucket before);
- * unmovable [{cause, blocks}]; slabs [{name, pages, blocks}].  A class or
- * cause the daemon has no name for is "class-N" / "cause-N".
+ * unmovable [{cause, blocks}]; slabs [{name, pages, blocks}, with a
+ * census also reclaim_blocks].  A class or cause the daemon has no name for
+ * is "class-N" / "cause-N".  With a census (protocol version 2), census
+ * {blocks {free, movable, slab_reclaimable, other_unmovable}, cost
+ * {movable_pages, slab_reclaim_pages, slab_reclaim_objects}, evicted
+ * {dentries, inodes, pagecache_bytes, blocks}}; without, census is null.
  */
+static struct json_object *ctl_proto_census_json(const struct proto_scan_resp *sc,
+						 const struct proto_scan_census *c)
+{
+	struct json_object *o = json_object_new_object(), *b;
+	uint64_t unmovable = sc->nclasses > VMDEFRAG_CLASS_UNMOVABLE ?
+			     sc->classes[VMDEFRAG_CLASS_UNMOVABLE] : 0;
+	uint64_t reclaim = sc->nunmovable > VMDEFRAG_CAUSE_SLAB_RECLAIM ?
+			   sc->unmovable[VMDEFRAG_CAUSE_SLAB_RECLAIM] : 0;
+
+	b = json_object_new_object();
+	ctl_add_u64(b, "free", sc->nclasses > VMDEFRAG_CLASS_FREE ?
+		    sc->classes[VMDEFRAG_CLASS_FREE] : 0);
+	ctl_add_u64(b, "movable", sc->nclasses > VMDEFRAG_CLASS_MOVABLE ?
+		    sc->classes[VMDEFRAG_CLASS_MOVABLE] : 0);
+	ctl_add_u64(b, "slab_reclaimable", reclaim);
+	/* a guest's histogram may disagree with itself: never below 0 */
+	ctl_add_u64(b, "other_unmovable", unmovable > reclaim ? unmovable - reclaim : 0);
+	json_object_object_add(o, "blocks", b);
+
+	b = json_object_new_object();
+	ctl_add_u64(b, "movable_pages", c->movable_pages);
+	ctl_add_u64(b, "slab_reclaim_pages", c->slab_reclaim_pages);
+	ctl_add_u64(b, "slab_reclaim_objects", c->slab_reclaim_objects);
+	json_object_object_add(o, "cost", b);
+
+	b = json_object_new_object();
+	ctl_add_u64(b, "dentries", c->evicted_dentries);
+	ctl_add_u64(b, "inodes", c->evicted_inodes);
+	ctl_add_u64(b, "pagecache_bytes", c->evicted_pagecache_bytes);
+	ctl_add_u64(b, "blocks", c->evicted_blocks);
+	json_object_object_add(o, "evicted", b);
+	return o;
+}
+
 struct json_object *ctl_proto_scan_json(const char *vm,
 					const struct proto_scan_resp *sc,
-					const struct proto_slab *slabs)
+					const struct proto_slab *slabs,
+					const struct proto_scan_census *census)
 {
 	struct json_object *o = json_object_new_object();
 	struct json_object *a;
@@ -570,9 +626,13 @@ struct json_object *ctl_proto_scan_json(const char *vm,
 									       PROTO_NAME_LEN)));
 		ctl_add_u64(e, "pages", slabs[i].pages);
 		ctl_add_u64(e, "blocks", slabs[i].blocks);
+		if (census)
+			ctl_add_u64(e, "reclaim_blocks", census->slab_reclaim_blocks[i]);
 		json_object_array_add(a, e);
 	}
 	json_object_object_add(o, "slabs", a);
+	json_object_object_add(o, "census",
+			       census ? ctl_proto_census_json(sc, census) : NULL);
 	return o;
 }
 

@@ -11,6 +11,7 @@
  *             {"cmd": "status", "vm": N}   one VM
  *             {"cmd": "scan", "vm": N}     relay REQ_SCAN to the guest
  *             {"cmd": "reclaim", "vm": N, "bytes": B}   start a reclaim
+ *               optional "evict": "movable" | "evict-slab" | "evict"
  *             {"cmd": "return", "vm": N, "bytes": B}    start a return
  *             {"cmd": "op", "vm": N, "id": I}  one operation's progress
  *             {"cmd": "cancel", "vm": N[, "id": I]}  stop the running one
@@ -106,6 +107,8 @@ struct ctl_request {
 	uint64_t bytes;		/* reclaim, return: > 0 */
 	uint32_t id;		/* op: the operation's id */
 	enum ctl_notify_event event;	/* notify */
+	int evict;		/* reclaim: enum vmdefrag_evict, -1 the VM's
+				 * default (config "evict") */
 };
 
 /* "prepare", ... for an event; NULL if out of range. */
@@ -160,7 +163,8 @@ struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st);
 struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_info *op);
 struct json_object *ctl_proto_scan_json(const char *vm,
 					const struct proto_scan_resp *scan,
-					const struct proto_slab *slabs);
+					const struct proto_slab *slabs,
+					const struct proto_scan_census *census);
 
 /* Exit status for an error code from a response (unknown codes: FAILED). */
 int ctl_proto_exit_code(const char *code);

@@ -238,6 +238,36 @@ static void ctl_render_hist(struct json_object *scan, const char *key,
 	}
 }
 
+/* The slab-eviction census of a scan, if the guest sent one. */
+static void ctl_render_census(struct json_object *c)
+{
+	struct json_object *b = ctl_client_get(c, "blocks");
+	struct json_object *cost = ctl_client_get(c, "cost");
+	struct json_object *ev = ctl_client_get(c, "evicted");
+	char b1[32];
+
+	if (!c || !b || !cost || !ev)
+		return;
+	printf("census (what freeing each class costs):\n");
+	printf("  free               %8" PRIu64 " blocks  nothing\n",
+	       ctl_client_u64(b, "free"));
+	printf("  movable only       %8" PRIu64 " blocks  %" PRIu64
+	       " pages to migrate (--evict=movable)\n",
+	       ctl_client_u64(b, "movable"), ctl_client_u64(cost, "movable_pages"));
+	printf("  reclaimable slab   %8" PRIu64 " blocks  %" PRIu64 " slab pages, up to %"
+	       PRIu64 " cached objects dropped (--evict=evict-slab/evict)\n",
+	       ctl_client_u64(b, "slab_reclaimable"),
+	       ctl_client_u64(cost, "slab_reclaim_pages"),
+	       ctl_client_u64(cost, "slab_reclaim_objects"));
+	printf("  other unmovable    %8" PRIu64 " blocks  cannot be freed\n",
+	       ctl_client_u64(b, "other_unmovable"));
+	printf("  evicted so far: %" PRIu64 " dentries, %" PRIu64 " inodes, %s of page "
+	       "cache; %" PRIu64 " blocks emptied after an eviction\n",
+	       ctl_client_u64(ev, "dentries"), ctl_client_u64(ev, "inodes"),
+	       ctl_render_size(ev, "pagecache_bytes", b1, sizeof(b1)),
+	       ctl_client_u64(ev, "blocks"));
+}
+
 void ctl_render_scan(struct json_object *scan)
 {
 	struct json_object *slabs = ctl_client_get(scan, "slabs");
@@ -263,10 +293,15 @@ void ctl_render_scan(struct json_object *scan)
 		struct json_object *e = json_object_array_get_idx(slabs, i);
 		char q[80];
 
-		printf("  %-34s %8" PRIu64 " pages %6" PRIu64 " blocks\n",
+		printf("  %-34s %8" PRIu64 " pages %6" PRIu64 " blocks",
 		       log_quote_str(ctl_client_str(e, "name"), q, sizeof(q)),
 		       ctl_client_u64(e, "pages"), ctl_client_u64(e, "blocks"));
+		if (ctl_client_has(e, "reclaim_blocks"))
+			printf(" (%" PRIu64 " only with reclaimable slab)",
+			       ctl_client_u64(e, "reclaim_blocks"));
+		printf("\n");
 	}
+	ctl_render_census(ctl_client_get(scan, "census"));
 }
 
 void ctl_render_op_line(struct json_object *op, char *buf, size_t sz)

@@ -109,6 +109,8 @@ struct reclaim {
 	bool have_map;
 
 	bool ready;			/* session READY */
+	uint16_t guest_version_max;	/* protocol versions the guest speaks */
+	uint32_t evict;			/* eviction policy of the running op */
 	bool module;			/* guest HELLO says the module is there */
 	bool reconciled;
 	bool reconcile_pending;
@@ -491,7 +493,8 @@ static void reclaim_step_reclaim(struct reclaim *rc)
 	m->u.capture.mode = VMDEFRAG_MODE_CAPTURE;
 	m->u.capture.budget_ms = rc->par.budget_ms;
 	m->u.capture.floor_bytes = rc->par.floor_bytes;
-	m->u.capture.flags = PROTO_CAPTURE_STRICT;
+	m->u.capture.flags = PROTO_CAPTURE_STRICT |
+			     rc->evict << PROTO_CAPTURE_EVICT_SHIFT;
 	m->u.capture.nranges = n;
 	r = reclaim_send(rc, reclaim_capture_resp);
 	if (r < 0) {
@@ -910,6 +913,7 @@ static void reclaim_hint_send(struct reclaim *rc, uint64_t bytes)
 	m->u.capture.mode = VMDEFRAG_MODE_COMPACT;
 	m->u.capture.budget_ms = rc->par.budget_ms;
 	m->u.capture.floor_bytes = rc->par.floor_bytes;
+	m->u.capture.flags = rc->evict << PROTO_CAPTURE_EVICT_SHIFT;
 	r = reclaim_send(rc, reclaim_hint_capture_resp);
 	if (r < 0)
 		return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot send CAPTURE "
@@ -1004,9 +1008,10 @@ static void reclaim_step_timer(struct loop_timer *t)
 }
 
 int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
-		  char *err, size_t errsz, uint32_t *ret_id)
+		  int evict, char *err, size_t errsz, uint32_t *ret_id)
 {
 	uint64_t ram, captured;
+	uint32_t policy = evict < 0 ? rc->par.evict : (uint32_t)evict;
 
 	if (kind == RECLAIM_KIND_RECONCILE) {
 		snprintf(err, errsz, "reconcile runs by itself on every connect");
@@ -1084,6 +1089,19 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 			 MIB(blockmap_bytes(&rc->map, BLOCKMAP_RECLAIMED)));
 		return -EINVAL;
 	}
+	if (!proto_evict_name(policy)) {
+		snprintf(err, errsz, "unknown eviction policy %u", policy);
+		return -EINVAL;
+	}
+	if (kind == RECLAIM_KIND_RECLAIM && policy != VMDEFRAG_EVICT_NONE &&
+	    rc->guest_version_max < PROTO_VERSION_CENSUS) {
+		snprintf(err, errsz, "eviction policy '%s': the guest agent speaks "
+			 "protocol version %u, eviction needs %u (update the guest)",
+			 proto_evict_name(policy), rc->guest_version_max,
+			 PROTO_VERSION_CENSUS);
+		return -EOPNOTSUPP;
+	}
+	rc->evict = kind == RECLAIM_KIND_RECLAIM ? policy : VMDEFRAG_EVICT_NONE;
 	if (rc->backend == RECLAIM_BACKEND_HINT)
 		return reclaim_hint_start(rc, bytes, err, errsz, ret_id);
 	reclaim_op_begin(rc, kind, bytes);
@@ -1102,6 +1120,7 @@ void reclaim_session_ready(struct reclaim *rc, const struct proto_hello *hello)
 	rc->ready = true;
 	rc->reconciled = false;
 	rc->module = hello->features & PROTO_FEAT_MODULE;
+	rc->guest_version_max = hello->version_max;
 	reclaim_maybe_reconcile(rc);
 }
 
@@ -1109,6 +1128,7 @@ void reclaim_session_hello(struct reclaim *rc, const struct proto_hello *hello)
 {
 	bool module = hello->features & PROTO_FEAT_MODULE;
 
+	rc->guest_version_max = hello->version_max;
 	/* the module (re)appeared: its captures are news to us */
 	if (module && !rc->module) {
 		rc->module = true;

@@ -99,6 +99,7 @@ struct reclaim_params {
 	uint64_t floor_bytes;		/* REQ_CAPTURE floor (0: module's) */
 	uint64_t max_reclaim_bytes;	/* most held at once (0: no limit) */
 	uint32_t budget_ms;		/* time budget of one REQ_CAPTURE */
+	uint32_t evict;			/* enum vmdefrag_evict, the default */
 };
 
 int reclaim_new(struct loop *loop, const char *vm_name, struct session *session,
@@ -127,11 +128,13 @@ void reclaim_event(struct reclaim *rc, const struct proto_msg *m);
  * Starts a reclaim or return of `bytes` (a 2 MiB multiple).  Errors with
  * one line in err: -EINVAL size not possible, -EBUSY an operation runs,
  * -ENOTCONN guest not ready or not reconciled yet, -EOPNOTSUPP no backend
- * or a return on the hint backend, -ENODATA QEMU not attached, or the
- * errno of reading QEMU's RssAnon (hint).
+ * or a return on the hint backend, or an eviction policy the guest
+ * predates, -ENODATA QEMU not attached, or the errno of reading QEMU's
+ * RssAnon (hint).  evict: the reclaim's eviction policy (enum
+ * vmdefrag_evict), or -1 for the VM's default (reclaim_params).
  */
 int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
-		  char *err, size_t errsz, uint32_t *ret_id);
+		  int evict, char *err, size_t errsz, uint32_t *ret_id);
 
 /*
  * Ends a running reclaim or return as STOPPED with `why` (a live migration

@@ -88,6 +88,7 @@ struct vm {
 	uint64_t scan_ms;
 	struct proto_scan_resp scan;
 	struct proto_slab slabs[PROTO_MAX_SLABS];
+	struct proto_scan_census census;	/* with scan.flags F_CENSUS */
 	bool have_stats;
 	uint64_t stats_ms;
 	struct proto_stats stats;
@@ -498,12 +499,14 @@ static void vm_scan_done(void *opaque, int status, const struct proto_msg *resp,
 		vm->scan = resp->u.scan;
 		memcpy(vm->slabs, resp->slabs,
 		       sizeof(vm->slabs[0]) * resp->u.scan.nslabs);
+		vm->census = resp->census;
 		vm->scan_ms = loop_now_ms();
 		vm->have_scan = true;
 		if (sr->fn)
-			sr->fn(sr->userdata, 0, &vm->scan, vm->slabs);
+			sr->fn(sr->userdata, 0, &vm->scan, vm->slabs,
+			       vm->scan.flags & PROTO_SCAN_F_CENSUS ? &vm->census : NULL);
 	} else if (sr->fn) {
-		sr->fn(sr->userdata, status < 0 ? status : -EPROTO, NULL, NULL);
+		sr->fn(sr->userdata, status < 0 ? status : -EPROTO, NULL, NULL, NULL);
 	}
 	if (last) {
 		vm_scan_unlink(vm, sr);
@@ -691,14 +694,15 @@ void vm_get_status(struct vm *vm, struct ctl_vm_status *st)
 	migration_get_status(vm->mig, &st->migration);
 }
 
-int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, char *err,
+int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, int evict,
+		char *err,
 		size_t errsz, uint32_t *ret_id)
 {
 	int r = migration_check_op(vm->mig, err, errsz);
 
 	if (r < 0)
 		return r;
-	r = reclaim_start(vm->reclaim, kind, bytes, err, errsz, ret_id);
+	r = reclaim_start(vm->reclaim, kind, bytes, evict, err, errsz, ret_id);
 	if (r == 0)
 		migration_op_started(vm->mig, kind);
 	return r;
@@ -732,6 +736,7 @@ static void vm_limits(const struct config *cfg, const struct config_vm *conf,
 		.max_reclaim_bytes = conf->max_reclaim_bytes,
 		.budget_ms = conf->request_timeout_ms / 2 < 30000 ?
 			     conf->request_timeout_ms / 2 : 30000,
+		.evict = conf->evict,
 	};
 	if (ret_par->budget_ms == 0)
 		ret_par->budget_ms = 1;
@@ -749,6 +754,7 @@ void vm_apply_config(struct vm *vm, const struct config *cfg,
 	vm->conf.frames_per_sec = conf->frames_per_sec;
 	vm->conf.events_per_sec = conf->events_per_sec;
 	vm->conf.request_timeout_ms = conf->request_timeout_ms;
+	vm->conf.evict = conf->evict;
 	vm->retry_min_ms = cfg->reconnect_min_ms;
 	vm->retry_max_ms = cfg->reconnect_max_ms;
 	session_set_limits(vm->session, &lim);

@@ -91,11 +91,14 @@ void vm_get_status(struct vm *vm, struct ctl_vm_status *ret_status);
 /*
  * Result of vm_scan(): status 0 and the guest's picture, or a negative
  * errno (-ECONNRESET session dropped, or the guest's own status) with
- * scan and slabs NULL.  Valid only during the call.
+ * scan and slabs NULL.  census: the slab-eviction census, NULL when the
+ * guest sent none (protocol version 1, or a module without it).  Valid
+ * only during the call.
  */
 typedef void (*vm_scan_fn)(void *userdata, int status,
 			   const struct proto_scan_resp *scan,
-			   const struct proto_slab *slabs);
+			   const struct proto_slab *slabs,
+			   const struct proto_scan_census *census);
 
 /*
  * Sends REQ_SCAN to the guest.  -ENOTCONN if its session is not ready,
@@ -109,7 +112,8 @@ void vm_scan_cancel(struct vm *vm, uint32_t id);
  * Starts a reclaim or return of bytes on this VM (reclaim_start()): 0 and
  * the operation's id, or a negative errno with one line in err.
  */
-int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, char *err,
+int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, int evict,
+		char *err,
 		size_t errsz, uint32_t *ret_id);
 /* Operation `id` if it runs, is the last one, or the last reclaim/return; else -ENOENT. */
 int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op);

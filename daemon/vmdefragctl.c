@@ -315,13 +315,18 @@ static int ctl_notify(const char *path, int argc, char **argv)
 static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 			     bool *json, bool *wait)
 {
-	struct ctl_request req = { 0 };
+	struct ctl_request req = { .evict = -1 };
 	const char *pos[3];
 	int npos = 0, r;
 
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0) {
 			*json = true;
+		} else if (strncmp(argv[i], "--evict=", 8) == 0) {
+			req.evict = proto_evict_from_name(argv[i] + 8);
+			if (req.evict < 0)
+				return ctl_exit_fail(CTL_EXIT_USAGE, "bad --evict '%s' (movable, "
+						     "evict-slab or evict)", argv[i] + 8);
 		} else if (strcmp(argv[i], "--wait") == 0) {
 			*wait = true;
 		} else if (strcmp(argv[i], "--timeout") == 0 ||
@@ -395,6 +400,8 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 	if (*wait && req.cmd != CTL_CMD_RECLAIM && req.cmd != CTL_CMD_RETURN)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "--wait goes with reclaim or "
 				     "return");
+	if (req.evict >= 0 && req.cmd != CTL_CMD_RECLAIM)
+		return ctl_exit_fail(CTL_EXIT_USAGE, "--evict goes with reclaim");
 	if (npos >= 2) {
 		if (!pos[1][0] || strlen(pos[1]) >= sizeof(req.vm))
 			return ctl_exit_fail(CTL_EXIT_USAGE, "bad VM name '%s'", pos[1]);

@@ -533,7 +533,7 @@ static int proto_scan_check(const struct proto_view *v)
 	const struct proto_scan_resp *s = &v->u->scan;
 	int r;
 
-	if (s->reserved || s->reserved2)
+	if (s->reserved || (s->flags & ~PROTO_SCAN_F_CENSUS))
 		return -EBADMSG;
 	r = proto_hist_check(s->classes, s->nclasses);
 	if (r < 0)
@@ -601,6 +601,8 @@ static int proto_msg_check(const struct proto_type_info *ti,
 		if (c->flags & ~PROTO_CAPTURE_FLAGS)
 			return -EINVAL;
 		if ((c->flags & PROTO_CAPTURE_STRICT) && c->nranges == 0)
+			return -EINVAL;
+		if (proto_capture_evict(c->flags) > VMDEFRAG_EVICT_ALL)
 			return -EINVAL;
 		return proto_view_ranges_check(v, c->nranges);
 	}
@@ -703,12 +705,68 @@ static uint32_t proto_elem_max(enum proto_array a)
 	}
 }
 
+/* Bytes after a (host-order, not failed) body's array: the scan census. */
+static size_t proto_tail_size(uint16_t type, const proto_body_t *u)
+{
+	if (type == PROTO_RESP_SCAN && (u->scan.flags & PROTO_SCAN_F_CENSUS))
+		return sizeof(struct proto_scan_census);
+	return 0;
+}
+
+static void proto_swap_census(struct proto_scan_census *c)
+{
+	SWAP64(c->movable_pages);
+	SWAP64(c->slab_reclaim_pages);
+	SWAP64(c->slab_reclaim_objects);
+	SWAP64(c->evicted_dentries);
+	SWAP64(c->evicted_inodes);
+	SWAP64(c->evicted_pagecache_bytes);
+	SWAP64(c->evicted_blocks);
+	for (unsigned int i = 0; i < PROTO_MAX_SLABS; i++)
+		SWAP64(c->slab_reclaim_blocks[i]);
+}
+
+/* Most pages a block holds: 4 KiB is the smallest page HELLO allows. */
+#define PROTO_BLOCK_PAGES_MAX	(PROTO_BLOCK_SIZE / 4096)
+
+/*
+ * The census (host order) against its scan @s: no cache entry past nslabs,
+ * no cache with more SLAB_RECLAIM blocks than blocks (@blocks[i], host
+ * order), no more pages than the blocks they are counted in can hold, no
+ * more objects than 8-byte ones would fill those pages with.
+ */
+static int proto_census_check(const struct proto_scan_census *c,
+			      const struct proto_scan_resp *s, const uint64_t *blocks)
+{
+	uint32_t nslabs = s->nslabs;
+	uint64_t reclaim = s->nunmovable > VMDEFRAG_CAUSE_SLAB_RECLAIM ?
+			   s->unmovable[VMDEFRAG_CAUSE_SLAB_RECLAIM] : 0;
+	uint64_t movable = s->nclasses > VMDEFRAG_CLASS_MOVABLE ?
+			   s->classes[VMDEFRAG_CLASS_MOVABLE] : 0;
+
+	if (reclaim > UINT64_MAX / PROTO_BLOCK_PAGES_MAX ||
+	    movable > UINT64_MAX / PROTO_BLOCK_PAGES_MAX)
+		return -EINVAL;
+	if (c->slab_reclaim_pages > reclaim * PROTO_BLOCK_PAGES_MAX ||
+	    c->movable_pages > movable * PROTO_BLOCK_PAGES_MAX ||
+	    c->slab_reclaim_objects / (4096 / 8) > c->slab_reclaim_pages)
+		return -EINVAL;
+	for (uint32_t i = 0; i < PROTO_MAX_SLABS; i++) {
+		if (i >= nslabs && c->slab_reclaim_blocks[i])
+			return -EBADMSG;
+		if (i < nslabs && c->slab_reclaim_blocks[i] > blocks[i])
+			return -EINVAL;
+	}
+	return 0;
+}
+
 int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg)
 {
 	const struct proto_type_info *ti = proto_type_lookup(f->type);
+	struct proto_scan_census census;
 	struct proto_view v = { 0 };
 	bool failed = false;
-	size_t fixed, esize;
+	size_t fixed, esize, tail;
 	proto_body_t body;
 	uint32_t count;
 	int r;
@@ -741,7 +799,8 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg)
 	if (count > proto_elem_max(ti->array))
 		return -E2BIG;
 	/* count <= PROTO_MAX_RANGES and esize <= 48: no overflow in size_t */
-	if (f->len != fixed + (size_t)count * esize)
+	tail = failed ? 0 : proto_tail_size(f->type, &body);
+	if (f->len != fixed + (size_t)count * esize + tail)
 		return -EBADMSG;
 
 	v.type = f->type;
@@ -752,6 +811,20 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg)
 	r = proto_msg_check(ti, &v, failed);
 	if (r < 0)
 		return r;
+	if (tail) {
+		uint64_t blocks[PROTO_MAX_SLABS];
+
+		memcpy(&census, f->payload + fixed + (size_t)count * esize, tail);
+		proto_swap_census(&census);
+		for (uint32_t i = 0; i < count; i++) {
+			memcpy(&blocks[i], v.wire + (size_t)i * esize +
+			       offsetof(struct proto_slab, blocks), sizeof(blocks[i]));
+			blocks[i] = le64toh(blocks[i]);
+		}
+		r = proto_census_check(&census, &body.scan, blocks);
+		if (r < 0)
+			return r;
+	}
 
 	/* valid: only now fill the caller's message */
 	ret_msg->type = f->type;
@@ -772,6 +845,8 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg)
 			SWAP64(ret_msg->slabs[i].blocks);
 		}
 	}
+	if (tail)
+		ret_msg->census = census;
 	return 0;
 }
 
@@ -818,7 +893,7 @@ int proto_encode(const struct proto_msg *msg, void *buf, size_t size,
 	} hdr;
 	uint8_t body[sizeof(msg->u)];
 	struct proto_view v = { 0 };
-	size_t fixed, esize, total;
+	size_t fixed, esize, tail, total;
 	uint32_t count;
 	uint8_t *out = buf;
 	bool failed;
@@ -840,7 +915,17 @@ int proto_encode(const struct proto_msg *msg, void *buf, size_t size,
 	fixed = failed ? sizeof(struct proto_status) : ti->fixed;
 	count = failed ? 0 : proto_body_count(msg->type, &msg->u);
 	esize = proto_elem_size(failed ? PROTO_ARR_NONE : ti->array);
-	total = PROTO_HDR_SIZE + fixed + (size_t)count * esize;
+	tail = failed ? 0 : proto_tail_size(msg->type, &msg->u);
+	if (tail) {
+		uint64_t blocks[PROTO_MAX_SLABS];
+
+		for (uint32_t i = 0; i < count; i++)
+			blocks[i] = msg->slabs[i].blocks;
+		r = proto_census_check(&msg->census, &msg->u.scan, blocks);
+		if (r < 0)
+			return r;
+	}
+	total = PROTO_HDR_SIZE + fixed + (size_t)count * esize + tail;
 	if (total - PROTO_HDR_SIZE > PROTO_MAX_PAYLOAD)
 		return -EMSGSIZE;
 	if (total > size)
@@ -877,6 +962,12 @@ int proto_encode(const struct proto_msg *msg, void *buf, size_t size,
 			memcpy(out, &sl, sizeof(sl));
 			out += sizeof(sl);
 		}
+	}
+	if (tail) {
+		struct proto_scan_census c = msg->census;
+
+		proto_swap_census(&c);
+		memcpy(out, &c, sizeof(c));
 	}
 	*ret_len = total;
 	return 0;

@@ -73,6 +73,14 @@ static struct nla_policy agent_nl_policy[VMDEFRAG_A_MAX + 1] = {
 	[VMDEFRAG_A_ALL]			= { .type = NLA_FLAG },
 	[VMDEFRAG_A_STRICT]			= { .type = NLA_FLAG },
 	[VMDEFRAG_A_PENDING_BYTES]		= { .type = NLA_U64 },
+	[VMDEFRAG_A_EVICT]			= { .type = NLA_U32 },
+	[VMDEFRAG_A_MOVABLE_PAGES]		= { .type = NLA_U64 },
+	[VMDEFRAG_A_SLAB_RECLAIM_PAGES]		= { .type = NLA_U64 },
+	[VMDEFRAG_A_SLAB_RECLAIM_OBJECTS]	= { .type = NLA_U64 },
+	[VMDEFRAG_A_EVICTED_DENTRIES]		= { .type = NLA_U64 },
+	[VMDEFRAG_A_EVICTED_INODES]		= { .type = NLA_U64 },
+	[VMDEFRAG_A_EVICTED_PAGECACHE_BYTES]	= { .type = NLA_U64 },
+	[VMDEFRAG_A_EVICTED_BLOCKS]		= { .type = NLA_U64 },
 };
 
 static struct nla_policy agent_nl_range_policy[VMDEFRAG_A_RANGE_MAX + 1] = {
@@ -84,6 +92,7 @@ static struct nla_policy agent_nl_slab_policy[VMDEFRAG_A_SLAB_MAX + 1] = {
 	[VMDEFRAG_A_SLAB_NAME]		= { .type = NLA_UNSPEC },
 	[VMDEFRAG_A_SLAB_PAGES]		= { .type = NLA_U64 },
 	[VMDEFRAG_A_SLAB_BLOCKS]	= { .type = NLA_U64 },
+	[VMDEFRAG_A_SLAB_RECLAIM_BLOCKS] = { .type = NLA_U64 },
 };
 
 void agent_ranges_free(struct agent_ranges *r)
@@ -240,6 +249,21 @@ static int agent_nl_parse_scan(struct agent_genl_txn *t, uint8_t cmd,
 	agent_nl_parse_hist(tb[VMDEFRAG_A_COST_HIST], s->cost, s->ncost);
 	s->nunmovable = __VMDEFRAG_CAUSE_MAX;
 	agent_nl_parse_hist(tb[VMDEFRAG_A_UNMOVABLE], s->unmovable, s->nunmovable);
+	/* a module with slab eviction: the census (the relay decides whether
+	 * the host speaks the version that carries it) */
+	if (tb[VMDEFRAG_A_MOVABLE_PAGES]) {
+		struct proto_scan_census *c = &m->census;
+
+		s->flags |= PROTO_SCAN_F_CENSUS;
+		c->movable_pages = agent_nl_u64(tb, VMDEFRAG_A_MOVABLE_PAGES);
+		c->slab_reclaim_pages = agent_nl_u64(tb, VMDEFRAG_A_SLAB_RECLAIM_PAGES);
+		c->slab_reclaim_objects = agent_nl_u64(tb, VMDEFRAG_A_SLAB_RECLAIM_OBJECTS);
+		c->evicted_dentries = agent_nl_u64(tb, VMDEFRAG_A_EVICTED_DENTRIES);
+		c->evicted_inodes = agent_nl_u64(tb, VMDEFRAG_A_EVICTED_INODES);
+		c->evicted_pagecache_bytes =
+			agent_nl_u64(tb, VMDEFRAG_A_EVICTED_PAGECACHE_BYTES);
+		c->evicted_blocks = agent_nl_u64(tb, VMDEFRAG_A_EVICTED_BLOCKS);
+	}
 
 	if (!tb[VMDEFRAG_A_SLAB_CACHES])
 		return 0;
@@ -255,10 +279,15 @@ static int agent_nl_parse_scan(struct agent_genl_txn *t, uint8_t cmd,
 				     agent_nl_slab_policy) < 0 ||
 		    !stb[VMDEFRAG_A_SLAB_NAME])
 			return -EBADMSG;
-		sl = &m->slabs[s->nslabs++];
+		sl = &m->slabs[s->nslabs];
 		agent_nl_copy_name(sl->name, stb[VMDEFRAG_A_SLAB_NAME]);
 		sl->pages = agent_nl_u64(stb, VMDEFRAG_A_SLAB_PAGES);
 		sl->blocks = agent_nl_u64(stb, VMDEFRAG_A_SLAB_BLOCKS);
+		m->census.slab_reclaim_blocks[s->nslabs] =
+			agent_nl_u64(stb, VMDEFRAG_A_SLAB_RECLAIM_BLOCKS);
+		if (m->census.slab_reclaim_blocks[s->nslabs] > sl->blocks)
+			m->census.slab_reclaim_blocks[s->nslabs] = sl->blocks;
+		s->nslabs++;
 	}
 	return 0;
 }
@@ -281,6 +310,7 @@ int agent_nl_scan(struct agent_nl *nl, struct proto_msg *ret_msg)
 	if (r == 0) {
 		ret_msg->u.scan = m->u.scan;
 		memcpy(ret_msg->slabs, m->slabs, sizeof(m->slabs));
+		ret_msg->census = m->census;
 	}
 	free(m);
 	return r;
@@ -347,6 +377,10 @@ int agent_nl_capture(struct agent_nl *nl, const struct proto_capture_req *req,
 		nla_put_flag(msg, VMDEFRAG_A_HOST) == 0 &&
 		(!(req->flags & PROTO_CAPTURE_STRICT) ||
 		 nla_put_flag(msg, VMDEFRAG_A_STRICT) == 0) &&
+		/* "movable" is the module's default: old modules stay usable */
+		(!proto_capture_evict(req->flags) ||
+		 nla_put_u32(msg, VMDEFRAG_A_EVICT,
+			     proto_capture_evict(req->flags)) == 0) &&
 		nla_put_u64(msg, VMDEFRAG_A_BYTES, req->bytes) == 0 &&
 		nla_put_u32(msg, VMDEFRAG_A_MODE, req->mode) == 0 &&
 		(!req->budget_ms ||

@@ -101,6 +101,8 @@ struct agent_relay {
 	uint8_t batch_cmd;		/* their VMDEFRAG_CMD_EVENT_* */
 	uint32_t batch_reason;		/* their release reason */
 	uint64_t batch_due_ms;		/* flush by then (CLOCK_MONOTONIC) */
+	uint16_t version;		/* negotiated with the host's HELLO,
+					 * 0 before one */
 	struct proto_decoder dec;
 	struct proto_msg in;		/* the host frame being handled */
 	struct proto_msg out;		/* the frame being sent */
@@ -330,6 +332,23 @@ static int agent_relay_req_scan(struct agent_relay *r, uint32_t id)
 	ret = agent_nl_scan(r->nl, &r->out);
 	if (ret < 0)
 		return ret;
+	/*
+	 * The census goes only to a host that speaks the version with it; a
+	 * version-1 host gets version 1's histogram: SLAB_RECLAIM blocks are
+	 * SLAB blocks to it.
+	 */
+	if (r->version < PROTO_VERSION_CENSUS) {
+		struct proto_scan_resp *s = &r->out.u.scan;
+
+		s->flags &= ~PROTO_SCAN_F_CENSUS;
+		memset(&r->out.census, 0, sizeof(r->out.census));
+		if (s->nunmovable > VMDEFRAG_CAUSE_SLAB_RECLAIM) {
+			s->unmovable[VMDEFRAG_CAUSE_SLAB] +=
+				s->unmovable[VMDEFRAG_CAUSE_SLAB_RECLAIM];
+			s->unmovable[VMDEFRAG_CAUSE_SLAB_RECLAIM] = 0;
+			s->nunmovable = VMDEFRAG_CAUSE_SLAB_RECLAIM;
+		}
+	}
 	log_info("SCAN #%u: %llu MiB total, %llu MiB free, %llu MiB capturable",
 		 id, (unsigned long long)(r->out.u.scan.total_bytes >> 20),
 		 (unsigned long long)(r->out.u.scan.free_bytes >> 20),
@@ -604,6 +623,7 @@ static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f
 		};
 
 		ret = proto_hello_negotiate(&mine, &r->in.u.hello, &version);
+		r->version = ret < 0 ? 0 : version;
 		if (ret < 0)
 			log_error("host speaks protocol versions %u..%u, we speak %u..%u",
 				r->in.u.hello.version_min, r->in.u.hello.version_max,

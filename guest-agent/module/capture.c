@@ -31,6 +31,20 @@
  *              again.  Held blocks count against the floor like captured
  *              ones.  See vdf_capture_compact_free() for the final drain.
  *
+ * With an eviction policy (VMDEFRAG_A_EVICT, not NONE), a request the
+ * free and movable blocks could not satisfy goes on with a fourth step:
+ *
+ *   evict      the rank step also collects the blocks pinned only by
+ *              reclaimable slab (cause SLAB_RECLAIM), ranked with a cost
+ *              of VDF_EVICT_PAGE_COST per slab page on top of their movable
+ *              pages; when the first of them comes up, evict.c frees what
+ *              the owners of the objects of the next VDF_EVICT_ROUND of
+ *              them let go of, in one pass over the filesystems, and each
+ *              is then tried as above when its turn comes.  Under STRICT
+ *              the preferred SLAB_RECLAIM blocks get the same treatment
+ *              after the preferred step.  A block whose objects are in use
+ *              simply fails to vacate.
+ *
  * The request stops when the byte target is reached or, short of it, for
  * the reason it reports (VMDEFRAG_A_ERRNO): -ENOSPC the floor was reached,
  * -ETIMEDOUT the time budget is spent, -EBUSY no candidate is left (the
@@ -97,6 +111,7 @@
 #define VDF_BACKOFF_MAX_MS		64
 #define VDF_NOMEM_STREAK		4
 #define VDF_CAPTURE_GFP			(GFP_KERNEL | __GFP_NOWARN)
+#define VDF_EVICT_PAGE_COST		16	/* see vdf_capture_slab_cost() */
 
 static DEFINE_MUTEX(vdf_capture_mutex);
 static DEFINE_XARRAY(vdf_capture_xa);
@@ -130,6 +145,8 @@ static u32 vdf_capture_owner_of(void *entry)
 struct vdf_cand {
 	unsigned long idx;
 	unsigned long cost;
+	bool slab;		/* SLAB_RECLAIM: evict before trying */
+	bool evicted;		/* its round of eviction ran */
 };
 
 /* One CAPTURE request in progress. */
@@ -521,20 +538,44 @@ static enum vdf_capture_action vdf_capture_preferred(struct vdf_capture_ctx *ctx
 	return VDF_ACT_NEXT;
 }
 
+static int vdf_capture_add_cand(struct vdf_capture_ctx *ctx, unsigned long idx,
+				unsigned long cost, bool slab)
+{
+	if (WARN_ON_ONCE(ctx->nr_cand >= ctx->cap_cand))
+		return 0;
+	ctx->cand[ctx->nr_cand].idx = idx;
+	ctx->cand[ctx->nr_cand].cost = cost;
+	ctx->cand[ctx->nr_cand].slab = slab;
+	ctx->cand[ctx->nr_cand].evicted = false;
+	ctx->nr_cand++;
+	return 0;
+}
+
+/*
+ * The rank of a SLAB_RECLAIM block: its movable pages, plus its slab pages
+ * at VDF_EVICT_PAGE_COST migrations each (a slab page holds up to a few
+ * dozen objects whose owners lose their caches, and it may take the page
+ * cache an xarray node indexes).
+ */
+static unsigned long vdf_capture_slab_cost(const struct vdf_block *blk)
+{
+	return blk->cost + (unsigned long)blk->slab_pages * VDF_EVICT_PAGE_COST;
+}
+
 static int vdf_capture_collect(const struct vdf_block *blk, void *arg)
 {
 	struct vdf_capture_ctx *ctx = arg;
 
+	if (blk->class == VMDEFRAG_CLASS_UNMOVABLE &&
+	    blk->cause == VMDEFRAG_CAUSE_SLAB_RECLAIM &&
+	    ctx->req->evict != VMDEFRAG_EVICT_NONE)
+		return vdf_capture_add_cand(ctx, blk->idx,
+					    vdf_capture_slab_cost(blk), true);
 	if (blk->class != VMDEFRAG_CLASS_FREE && blk->class != VMDEFRAG_CLASS_MOVABLE)
 		return 0;
 	if (ctx->req->mode == VMDEFRAG_MODE_COMPACT && blk->whole_buddy)
 		return 0;
-	if (WARN_ON_ONCE(ctx->nr_cand >= ctx->cap_cand))
-		return 0;
-	ctx->cand[ctx->nr_cand].idx = blk->idx;
-	ctx->cand[ctx->nr_cand].cost = blk->cost;
-	ctx->nr_cand++;
-	return 0;
+	return vdf_capture_add_cand(ctx, blk->idx, blk->cost, false);
 }
 
 static int vdf_capture_cand_cmp(const void *a, const void *b)
@@ -548,18 +589,122 @@ static int vdf_capture_cand_cmp(const void *a, const void *b)
 	return 0;
 }
 
-static void vdf_capture_ranked(struct vdf_capture_ctx *ctx)
+#define VDF_EVICT_ROUND		64
+
+/* Whether block @idx lies in one of the request's preferred ranges. */
+static bool vdf_capture_preferred_block(const struct vdf_capture_req *req,
+					unsigned long idx)
+{
+	unsigned int i;
+
+	for (i = 0; i < req->nr_pref; i++) {
+		unsigned long first = vdf_pfn_block(PHYS_PFN(req->pref[i].addr));
+
+		if (idx >= first &&
+		    idx < first + (req->pref[i].len >> VMDEFRAG_BLOCK_SHIFT))
+			return true;
+	}
+	return false;
+}
+
+static int vdf_capture_cmp_ulong(const void *a, const void *b)
+{
+	unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Evict the objects of up to VDF_EVICT_ROUND not yet evicted SLAB_RECLAIM
+ * candidates from @first on, marking them evicted.  Returns 0, or the
+ * errno that must stop the request (ctx->stop set).
+ */
+static int vdf_capture_evict_round(struct vdf_capture_ctx *ctx, unsigned long first)
+{
+	unsigned long idx[VDF_EVICT_ROUND];
+	struct vdf_evict_result res;
+	unsigned long i;
+	unsigned int n = 0;
+	int err;
+
+	ctx->stop = vdf_capture_check_stop(ctx);
+	if (ctx->stop)
+		return ctx->stop;
+	for (i = first; i < ctx->nr_cand && n < VDF_EVICT_ROUND; i++) {
+		if (!ctx->cand[i].slab || ctx->cand[i].evicted)
+			continue;
+		ctx->cand[i].evicted = true;
+		idx[n++] = ctx->cand[i].idx;
+	}
+	sort(idx, n, sizeof(idx[0]), vdf_capture_cmp_ulong, NULL);
+	err = vdf_evict_blocks(idx, n, ctx->req->evict, &res);
+	if (err == -ENOMEM) {
+		ctx->stop = -ENOMEM;
+		return ctx->stop;
+	}
+	/* nothing eviction knows is present: the blocks just fail to vacate */
+	return 0;
+}
+
+/*
+ * Try the candidates in order; evict the objects of SLAB_RECLAIM ones in
+ * rounds as they come up.  Returns VDF_ACT_STOP when the request must end.
+ */
+static enum vdf_capture_action vdf_capture_cands(struct vdf_capture_ctx *ctx)
 {
 	unsigned long i;
 
-	vdf_scan_all(NULL, vdf_capture_collect, ctx);
-	sort(ctx->cand, ctx->nr_cand, sizeof(*ctx->cand), vdf_capture_cand_cmp, NULL);
 	for (i = 0; i < ctx->nr_cand; i++) {
-		if (vdf_capture_try(ctx, ctx->cand[i].idx) == VDF_ACT_STOP)
-			return;
+		struct vdf_cand *c = &ctx->cand[i];
+		unsigned int before = ctx->done->nr;
+		enum vdf_capture_action act;
+
+		if (c->slab && !c->evicted && vdf_capture_evict_round(ctx, i))
+			return VDF_ACT_STOP;
+		act = vdf_capture_try(ctx, c->idx);
+		if (c->slab && ctx->done->nr > before)
+			vdf_evict_note_block();
+		if (act == VDF_ACT_STOP)
+			return VDF_ACT_STOP;
 		cond_resched();
 	}
+	return VDF_ACT_NEXT;
+}
+
+static enum vdf_capture_action vdf_capture_ranked(struct vdf_capture_ctx *ctx)
+{
+	vdf_scan_all(NULL, vdf_capture_collect, ctx);
+	sort(ctx->cand, ctx->nr_cand, sizeof(*ctx->cand), vdf_capture_cand_cmp, NULL);
+	if (vdf_capture_cands(ctx) == VDF_ACT_STOP)
+		return VDF_ACT_STOP;
 	ctx->stop = -EBUSY;
+	return VDF_ACT_NEXT;
+}
+
+static int vdf_capture_collect_slab(const struct vdf_block *blk, void *arg)
+{
+	struct vdf_capture_ctx *ctx = arg;
+
+	if (blk->class != VMDEFRAG_CLASS_UNMOVABLE ||
+	    blk->cause != VMDEFRAG_CAUSE_SLAB_RECLAIM ||
+	    !vdf_capture_preferred_block(ctx->req, blk->idx))
+		return 0;
+	return vdf_capture_add_cand(ctx, blk->idx, vdf_capture_slab_cost(blk), true);
+}
+
+/*
+ * STRICT with an eviction policy: the preferred blocks pinned only by
+ * reclaimable slab, cheapest first, after the preferred pass.
+ */
+static enum vdf_capture_action vdf_capture_preferred_slab(struct vdf_capture_ctx *ctx)
+{
+	ctx->nr_cand = 0;
+	vdf_scan_all(NULL, vdf_capture_collect_slab, ctx);
+	sort(ctx->cand, ctx->nr_cand, sizeof(*ctx->cand), vdf_capture_cand_cmp, NULL);
+	if (vdf_capture_cands(ctx) == VDF_ACT_STOP)
+		return VDF_ACT_STOP;
+	ctx->stop = -EBUSY;
+	return VDF_ACT_NEXT;
 }
 
 /*
@@ -604,6 +749,7 @@ int vdf_capture_run(const struct vdf_capture_req *req, struct vdf_blocks *done,
 	};
 	unsigned long start, end;
 	u32 budget = req->budget_ms ? req->budget_ms : VDF_CAPTURE_DEFAULT_BUDGET_MS;
+	enum vdf_capture_action act;
 	int ret;
 
 	ret = vdf_scan_ram_span(&start, &end);
@@ -628,12 +774,13 @@ int vdf_capture_run(const struct vdf_capture_req *req, struct vdf_blocks *done,
 		ret = -ENODEV;
 		goto out_unlock;
 	}
-	if (vdf_capture_preferred(&ctx) == VDF_ACT_NEXT) {
-		if (req->strict)
-			ctx.stop = -EBUSY;
-		else
-			vdf_capture_ranked(&ctx);
-	}
+	act = vdf_capture_preferred(&ctx);
+	if (act == VDF_ACT_NEXT && !req->strict)
+		vdf_capture_ranked(&ctx);
+	else if (act == VDF_ACT_NEXT && req->evict != VMDEFRAG_EVICT_NONE)
+		vdf_capture_preferred_slab(&ctx);
+	else if (act == VDF_ACT_NEXT)
+		ctx.stop = -EBUSY;
 	if (done->nr >= ctx.target)
 		ctx.stop = 0;
 	*ret_stop = ctx.stop;

@@ -16,11 +16,17 @@
  *    wrapped as a create/destroy pair that hands out a pointer; the
  *    SHRINKER_ALLOCATED flag came with the new API and is the feature test.
  *  - the largest buddy order: MAX_ORDER - 1 before 6.8, MAX_PAGE_ORDER after.
+ *  - a block device's page cache: bd_inode->i_mapping before 6.10,
+ *    bd_mapping after.  The 6.10 series that added bd_mapping also folded
+ *    bd_partno into bd_flags: BD_PARTNO is the feature test.
  */
 #ifndef _VMDEFRAG_COMPAT_H
 #define _VMDEFRAG_COMPAT_H
 
+#include <linux/blk_types.h>
+#include <linux/blkdev.h>
 #include <linux/err.h>
+#include <linux/fs.h>
 #include <linux/gfp.h>
 #include <linux/mmzone.h>
 #include <linux/shrinker.h>
@@ -115,6 +121,16 @@ static inline unsigned int vdf_compat_migratetype(unsigned long pfn)
 	word = READ_ONCE(section_to_usemap(ms)[bitidx / BITS_PER_LONG]);
 	return (word >> (bitidx % BITS_PER_LONG)) &
 	       ((1UL << PB_migratetype_bits) - 1);
+}
+
+/* The page cache of block device @bdev (its metadata buffers). */
+static inline struct address_space *vdf_compat_bdev_mapping(struct block_device *bdev)
+{
+#ifdef BD_PARTNO
+	return bdev->bd_mapping;
+#else
+	return bdev->bd_inode->i_mapping;
+#endif
 }
 
 #endif /* _VMDEFRAG_COMPAT_H */

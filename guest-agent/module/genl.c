@@ -78,6 +78,7 @@ static const struct nla_policy vdf_genl_policy[VMDEFRAG_A_MAX + 1] = {
 	[VMDEFRAG_A_HOST]	= { .type = NLA_FLAG },
 	[VMDEFRAG_A_ALL]	= { .type = NLA_FLAG },
 	[VMDEFRAG_A_STRICT]	= { .type = NLA_FLAG },
+	[VMDEFRAG_A_EVICT]	= NLA_POLICY_MAX(NLA_U32, VMDEFRAG_EVICT_ALL),
 };
 
 /* ---- ranges ---- */
@@ -315,6 +316,9 @@ static int vdf_genl_put_slab(struct sk_buff *msg, struct vdf_scan_report *rep)
 		    nla_put_u64_64bit(msg, VMDEFRAG_A_SLAB_PAGES, rep->slab[i].pages,
 				      VMDEFRAG_A_SLAB_UNSPEC) ||
 		    nla_put_u64_64bit(msg, VMDEFRAG_A_SLAB_BLOCKS, rep->slab[i].blocks,
+				      VMDEFRAG_A_SLAB_UNSPEC) ||
+		    nla_put_u64_64bit(msg, VMDEFRAG_A_SLAB_RECLAIM_BLOCKS,
+				      rep->slab[i].reclaim_blocks,
 				      VMDEFRAG_A_SLAB_UNSPEC)) {
 			nla_nest_cancel(msg, nest);
 			return -EMSGSIZE;
@@ -331,6 +335,9 @@ static int vdf_genl_fill_scan(struct sk_buff *msg, struct vdf_scan_report *rep)
 			  rep->classes[VMDEFRAG_CLASS_MOVABLE]) * VMDEFRAG_BLOCK_SIZE;
 	long room = vdf_pressure_headroom(vdf_pressure_floor_bytes());
 	u64 above = room > 0 ? (u64)room << PAGE_SHIFT : 0;
+	u64 ev_dentries, ev_inodes, ev_pages, ev_blocks;
+
+	vdf_evict_totals(&ev_dentries, &ev_inodes, &ev_pages, &ev_blocks);
 
 	if (vdf_genl_put_u64(msg, VMDEFRAG_A_TOTAL_BYTES,
 			     rep->managed_pages << PAGE_SHIFT) ||
@@ -351,7 +358,17 @@ static int vdf_genl_fill_scan(struct sk_buff *msg, struct vdf_scan_report *rep)
 			      VMDEFRAG_COST_BUCKETS) ||
 	    vdf_genl_put_hist(msg, VMDEFRAG_A_UNMOVABLE, rep->causes, __VMDEFRAG_CAUSE_MAX) ||
 	    vdf_genl_put_hist(msg, VMDEFRAG_A_MIGRATETYPES, rep->migratetypes,
-			      __VMDEFRAG_MT_MAX))
+			      __VMDEFRAG_MT_MAX) ||
+	    vdf_genl_put_u64(msg, VMDEFRAG_A_MOVABLE_PAGES, rep->movable_pages) ||
+	    vdf_genl_put_u64(msg, VMDEFRAG_A_SLAB_RECLAIM_PAGES,
+			     rep->slab_reclaim_pages) ||
+	    vdf_genl_put_u64(msg, VMDEFRAG_A_SLAB_RECLAIM_OBJECTS,
+			     rep->slab_reclaim_objects) ||
+	    vdf_genl_put_u64(msg, VMDEFRAG_A_EVICTED_DENTRIES, ev_dentries) ||
+	    vdf_genl_put_u64(msg, VMDEFRAG_A_EVICTED_INODES, ev_inodes) ||
+	    vdf_genl_put_u64(msg, VMDEFRAG_A_EVICTED_PAGECACHE_BYTES,
+			     ev_pages << PAGE_SHIFT) ||
+	    vdf_genl_put_u64(msg, VMDEFRAG_A_EVICTED_BLOCKS, ev_blocks))
 		return -EMSGSIZE;
 	return vdf_genl_put_slab(msg, rep);
 }
@@ -440,6 +457,8 @@ static int vdf_genl_capture(struct sk_buff *skb, struct genl_info *info)
 		req.floor_bytes = nla_get_u64(attrs[VMDEFRAG_A_FLOOR_BYTES]);
 	req.host = nla_get_flag(attrs[VMDEFRAG_A_HOST]);
 	req.strict = nla_get_flag(attrs[VMDEFRAG_A_STRICT]);
+	if (attrs[VMDEFRAG_A_EVICT])
+		req.evict = nla_get_u32(attrs[VMDEFRAG_A_EVICT]);
 	req.portid = info->snd_portid;
 	if (req.strict && !attrs[VMDEFRAG_A_RANGES]) {
 		NL_SET_ERR_MSG_MOD(info->extack, "strict capture needs ranges");

@@ -33,6 +33,12 @@
  *
  * Slab pages of unmovable blocks are tallied by kmem_cache address into
  * the report's slab table (slabcal.c turns addresses into names later).
+ * Each slab page is also sorted by what eviction can do with its cache
+ * (slabcal.c, by name, remembered per block for the few caches a block
+ * holds): an UNMOVABLE block whose only unmovable pages are slab pages of
+ * reclaimable caches (dentry, ext4 inodes, xarray nodes, buffer heads) gets
+ * cause SLAB_RECLAIM instead of SLAB, and its slab pages are its cost
+ * (blk->slab_pages): what evict.c must empty before it can be vacated.
  *
  * Locking: none.  The caller serializes use of a report; vdf_scan_all() may
  * sleep (cond_resched() between blocks).
@@ -58,6 +64,15 @@ struct vdf_scan_tally {
 	unsigned int cost;
 	unsigned int cause[__VMDEFRAG_CAUSE_MAX];
 	u64 slab_seen;		/* slab table slots present in this block */
+	unsigned int slab_other;	/* slab pages eviction cannot free */
+	unsigned int slab_reclaim;	/* slab pages it may free */
+	u64 slab_objects;		/* objects the latter can hold */
+	unsigned int nr_kinds;		/* caches remembered below */
+	struct {
+		unsigned long cache;
+		u8 kind;		/* enum vdf_slab_kind */
+		unsigned int size;	/* object size, known kinds only */
+	} kinds[8];
 	bool whole_buddy;
 };
 
@@ -94,6 +109,38 @@ static void vdf_scan_tally_slab(struct vdf_scan_report *rep, struct page *head,
 found:
 	rep->slab[i].pages += pages;
 	t->slab_seen |= BIT_ULL(i);
+}
+
+/* Sort @pages slab pages of the slab headed by @head by what eviction can do. */
+static void vdf_scan_slab_kind(struct page *head, unsigned int pages,
+			       struct vdf_scan_tally *t)
+{
+	unsigned long cache = vdf_slabcal_cache_of(head);
+	unsigned int i, size = 0;
+	u8 kind;
+
+	for (i = 0; i < t->nr_kinds; i++)
+		if (t->kinds[i].cache == cache)
+			break;
+	if (i < t->nr_kinds) {
+		kind = t->kinds[i].kind;
+		size = t->kinds[i].size;
+	} else {
+		kind = vdf_slabcal_kind(cache, &size);
+		if (t->nr_kinds < ARRAY_SIZE(t->kinds)) {
+			t->kinds[t->nr_kinds].cache = cache;
+			t->kinds[t->nr_kinds].kind = kind;
+			t->kinds[t->nr_kinds].size = size;
+			t->nr_kinds++;
+		}
+	}
+	if (kind == VDF_SLAB_KIND_OTHER) {
+		t->slab_other += pages;
+		return;
+	}
+	t->slab_reclaim += pages;
+	if (size)
+		t->slab_objects += (u64)pages * PAGE_SIZE / size;
 }
 
 /* The uapi name of the pageblock migratetype of online @pfn. */
@@ -147,6 +194,7 @@ static unsigned long vdf_scan_compound(struct page *page, unsigned long pfn,
 
 	if (PageSlab(head)) {
 		t->cause[VMDEFRAG_CAUSE_SLAB] += step;
+		vdf_scan_slab_kind(head, step, t);
 		if (rep)
 			vdf_scan_tally_slab(rep, head, step, t);
 	} else if (PageLRU(head) || __PageMovable(head)) {
@@ -213,6 +261,7 @@ static unsigned long vdf_scan_page(unsigned long pfn, unsigned long start,
 		t->cause[VMDEFRAG_CAUSE_RESERVED]++;
 	} else if (PageSlab(page)) {
 		t->cause[VMDEFRAG_CAUSE_SLAB]++;
+		vdf_scan_slab_kind(page, 1, t);
 		if (rep)
 			vdf_scan_tally_slab(rep, page, 1, t);
 	} else if (PageTable(page)) {
@@ -252,6 +301,10 @@ static void vdf_scan_finish(struct vdf_block *blk, const struct vdf_scan_tally *
 			if (t->cause[i])
 				break;
 		blk->cause = i;
+		if (unmovable == t->cause[VMDEFRAG_CAUSE_SLAB] && !t->slab_other) {
+			blk->cause = VMDEFRAG_CAUSE_SLAB_RECLAIM;
+			blk->slab_pages = t->slab_reclaim;
+		}
 	} else {
 		blk->class = VMDEFRAG_CLASS_MOVABLE;
 	}
@@ -259,13 +312,25 @@ static void vdf_scan_finish(struct vdf_block *blk, const struct vdf_scan_tally *
 	if (!rep)
 		return;
 	rep->free_pages += t->free;
-	if (blk->class == VMDEFRAG_CLASS_MOVABLE)
+	if (blk->class == VMDEFRAG_CLASS_MOVABLE) {
 		rep->cost_hist[vdf_scan_cost_bucket(blk->cost)]++;
+		rep->movable_pages += blk->cost;
+	}
 	if (blk->class == VMDEFRAG_CLASS_UNMOVABLE) {
+		bool reclaim = blk->cause == VMDEFRAG_CAUSE_SLAB_RECLAIM;
+
 		rep->causes[blk->cause]++;
-		for (i = 0; i < VDF_SLAB_SLOTS; i++)
-			if (t->slab_seen & BIT_ULL(i))
-				rep->slab[i].blocks++;
+		for (i = 0; i < VDF_SLAB_SLOTS; i++) {
+			if (!(t->slab_seen & BIT_ULL(i)))
+				continue;
+			rep->slab[i].blocks++;
+			if (reclaim)
+				rep->slab[i].reclaim_blocks++;
+		}
+		if (reclaim) {
+			rep->slab_reclaim_pages += blk->slab_pages;
+			rep->slab_reclaim_objects += t->slab_objects;
+		}
 	}
 }
 

@@ -49,6 +49,8 @@
 /* Byte offsets found by calibration; -1 while unknown. */
 static int vdf_slabcal_page_off = -1;	/* of the cache pointer in struct page */
 static int vdf_slabcal_name_off = -1;	/* of the name pointer in kmem_cache */
+/* ext4's inode cache was named once: ext4 is loaded (evict.c may use it) */
+static bool vdf_slabcal_ext4;
 
 /* A constructor keeps SLUB from merging the calibration caches. */
 static void vdf_slabcal_ctor(void *obj)
@@ -185,6 +187,59 @@ unsigned long vdf_slabcal_cache_of(struct page *head)
 	if (!cache || !virt_addr_valid((void *)cache))
 		return 0;
 	return cache;
+}
+
+/*
+ * The caches whose objects evict.c knows how to free through their owners.
+ * ext4's inode cache is the one filesystem inode cache: eviction walks the
+ * superblocks of ext4 only (see evict.c); ext4's extent status entries
+ * belong to their inode and go with it.
+ */
+static const struct {
+	const char *name;
+	enum vdf_slab_kind kind;
+} vdf_slabcal_kinds[] = {
+	{ "dentry", VDF_SLAB_KIND_DENTRY },
+	{ "ext4_inode_cache", VDF_SLAB_KIND_INODE },
+	{ "ext4_extent_status", VDF_SLAB_KIND_INODE_PART },
+	{ "radix_tree_node", VDF_SLAB_KIND_XA_NODE },
+	{ "buffer_head", VDF_SLAB_KIND_BH },
+};
+
+/*
+ * What eviction can do with the objects of the cache at @cache, by its
+ * name; with VDF_SLAB_KIND_OTHER for anything unknown or unreadable.  For a
+ * known kind, *@ret_size (optional) gets the object size, read through the
+ * exported kmem_cache_size(): these caches live as long as the kernel (ext4's
+ * as long as ext4 is loaded, which its name in a slab page just showed).
+ */
+enum vdf_slab_kind vdf_slabcal_kind(unsigned long cache, unsigned int *ret_size)
+{
+	char name[VMDEFRAG_SLAB_NAME_LEN];
+	unsigned int i;
+
+	if (!cache || cache == VDF_SLAB_OVERFLOW)
+		return VDF_SLAB_KIND_OTHER;
+	vdf_slabcal_name(cache, name, sizeof(name));
+	for (i = 0; i < ARRAY_SIZE(vdf_slabcal_kinds); i++) {
+		if (strcmp(name, vdf_slabcal_kinds[i].name))
+			continue;
+		if (ret_size)
+			*ret_size = kmem_cache_size((struct kmem_cache *)cache);
+		if (vdf_slabcal_kinds[i].kind == VDF_SLAB_KIND_INODE)
+			WRITE_ONCE(vdf_slabcal_ext4, true);
+		return vdf_slabcal_kinds[i].kind;
+	}
+	return VDF_SLAB_KIND_OTHER;
+}
+
+/*
+ * Whether a scan ever met ext4's inode cache, i.e. ext4 is (or was) loaded:
+ * eviction then asks for the ext4 type, which must never load the module.
+ */
+bool vdf_slabcal_seen_ext4(void)
+{
+	return READ_ONCE(vdf_slabcal_ext4);
 }
 
 /* The name of the cache at @cache, sanitized, or "?" if it cannot be read. */

@@ -8,6 +8,7 @@
  *   capture.c  vacate, capture, compact and release of blocks
  *   pressure.c safety floor, shrinker, OOM notifier
  *   slabcal.c  slab cache naming by calibrated offsets
+ *   evict.c    targeted eviction of the objects that pin a block
  */
 #ifndef _VMDEFRAG_H
 #define _VMDEFRAG_H
@@ -62,6 +63,7 @@ struct vdf_block {
 	unsigned long idx;	/* block index: pfn >> pageblock_order */
 	u16 cost;		/* in-use movable pages to migrate */
 	u16 free;		/* pages free in the buddy allocator */
+	u16 slab_pages;		/* reclaimable slab pages (SLAB_RECLAIM) */
 	u8 class;		/* enum vmdefrag_block_class */
 	u8 cause;		/* enum vmdefrag_unmovable_cause if UNMOVABLE */
 	u8 migratetype;		/* enum vmdefrag_migratetype, not if OFFLINE */
@@ -76,6 +78,7 @@ struct vdf_slab_slot {
 	unsigned long cache;	/* 0: unknown, VDF_SLAB_OVERFLOW: the rest */
 	u64 pages;
 	u64 blocks;
+	u64 reclaim_blocks;	/* of blocks, the SLAB_RECLAIM ones */
 };
 
 struct vdf_scan_report {
@@ -87,6 +90,9 @@ struct vdf_scan_report {
 	u64 migratetypes[__VMDEFRAG_MT_MAX];
 	unsigned int nr_slab;
 	struct vdf_slab_slot slab[VDF_SLAB_SLOTS];
+	u64 movable_pages;		/* cost of all MOVABLE blocks */
+	u64 slab_reclaim_pages;		/* cost of all SLAB_RECLAIM blocks */
+	u64 slab_reclaim_objects;	/* objects those pages can hold */
 	u64 scan_ns;
 };
 
@@ -100,7 +106,20 @@ void vdf_scan_block(unsigned long idx, struct zone *zone,
 int vdf_scan_ram_span(unsigned long *ret_start_pfn, unsigned long *ret_end_pfn);
 
 /* ---- slabcal.c ---- */
+
+/* What eviction can do with a cache's objects (evict.c). */
+enum vdf_slab_kind {
+	VDF_SLAB_KIND_OTHER,	/* nothing: the page pins its block */
+	VDF_SLAB_KIND_DENTRY,
+	VDF_SLAB_KIND_INODE,
+	VDF_SLAB_KIND_INODE_PART,	/* freed with its inode */
+	VDF_SLAB_KIND_XA_NODE,
+	VDF_SLAB_KIND_BH,
+};
+
 int vdf_slabcal_init(void);
+enum vdf_slab_kind vdf_slabcal_kind(unsigned long cache, unsigned int *ret_size);
+bool vdf_slabcal_seen_ext4(void);
 unsigned long vdf_slabcal_cache_of(struct page *head);
 void vdf_slabcal_name(unsigned long cache, char *buf, size_t len);
 
@@ -130,6 +149,7 @@ struct vdf_capture_req {
 	unsigned int nr_pref;
 	bool strict;			/* only the preferred ranges */
 	bool host;			/* for the host: blocks become PENDING */
+	u32 evict;			/* enum vmdefrag_evict */
 	u32 portid;			/* requester's netlink port */
 };
 
@@ -151,6 +171,21 @@ bool vdf_capture_mark_pending(unsigned long idx, u32 owner);
 int vdf_capture_ack(const struct vdf_range *r, unsigned int nr,
 		    unsigned long *ret_blocks);
 void vdf_capture_owner_gone(u32 owner);
+
+/* ---- evict.c ---- */
+
+/* What one eviction dropped. */
+struct vdf_evict_result {
+	unsigned long dentries;
+	unsigned long inodes;
+	unsigned long pages;	/* page cache pages invalidated */
+};
+
+int vdf_evict_blocks(const unsigned long *idx, unsigned int nr, u32 policy,
+		     struct vdf_evict_result *ret_res);
+void vdf_evict_note_block(void);
+void vdf_evict_totals(u64 *ret_dentries, u64 *ret_inodes, u64 *ret_pages,
+		      u64 *ret_blocks);
 
 /* ---- pressure.c ---- */
 int vdf_pressure_init(void);

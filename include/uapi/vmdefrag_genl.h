@@ -37,13 +37,18 @@
  *                    of block classes (VMDEFRAG_A_CLASSES), a histogram of
  *                    vacate cost (VMDEFRAG_A_COST_HIST), unmovable blocks by
  *                    cause (VMDEFRAG_A_UNMOVABLE) and slab pages in unmovable
- *                    blocks by cache (VMDEFRAG_A_SLAB_CACHES).
+ *                    blocks by cache (VMDEFRAG_A_SLAB_CACHES); the census of
+ *                    slab eviction: blocks pinned only by reclaimable slab
+ *                    are cause SLAB_RECLAIM, with what freeing them costs
+ *                    (VMDEFRAG_A_SLAB_RECLAIM_*) and what eviction dropped
+ *                    so far (VMDEFRAG_A_EVICTED_*).
  * CAPTURE  request:  VMDEFRAG_A_BYTES (how much to empty), VMDEFRAG_A_MODE,
  *                    optional VMDEFRAG_A_RANGES (preferred ranges, emptied
  *                    before any other block: the host passes the ranges its
  *                    backing actually holds), optional VMDEFRAG_A_BUDGET_MS,
  *                    optional VMDEFRAG_A_FLOOR_BYTES (overrides the module
- *                    parameter for this request only if larger).
+ *                    parameter for this request only if larger),
+ *                    optional VMDEFRAG_A_EVICT (enum vmdefrag_evict).
  *          reply:    VMDEFRAG_A_BYTES (bytes emptied), VMDEFRAG_A_RANGES
  *                    (the ranges captured by this request; compact mode:
  *                    the ranges emptied and freed as order-9 blocks),
@@ -174,9 +179,26 @@ enum vmdefrag_unmovable_cause {
 	VMDEFRAG_CAUSE_RESERVED,	/* PageReserved inside an online block */
 	VMDEFRAG_CAUSE_PINNED,		/* LRU pages with extra references */
 	VMDEFRAG_CAUSE_OTHER,		/* kernel allocations we cannot name */
+	VMDEFRAG_CAUSE_SLAB_RECLAIM,	/* only slab pages, all of caches whose
+					 * objects eviction can free (dentry,
+					 * inode, radix_tree_node, buffer_head):
+					 * counted here instead of SLAB */
 
 	__VMDEFRAG_CAUSE_MAX,
 	VMDEFRAG_CAUSE_MAX = __VMDEFRAG_CAUSE_MAX - 1
+};
+
+/*
+ * VMDEFRAG_A_EVICT of CAPTURE: what the module may drop, besides migrating
+ * movable pages, to empty a block pinned only by reclaimable slab.
+ */
+enum vmdefrag_evict {
+	VMDEFRAG_EVICT_NONE,	/* "movable": never evict (the default) */
+	VMDEFRAG_EVICT_SLAB,	/* "evict-slab": unused dentries, and unused
+				 * clean inodes that hold no page cache */
+	VMDEFRAG_EVICT_ALL,	/* "evict": also the clean, unmapped page
+				 * cache that xarray nodes and buffer heads
+				 * of the block index, and inodes' own */
 };
 
 /*
@@ -258,6 +280,20 @@ enum vmdefrag_attr {
 	VMDEFRAG_A_MIGRATETYPES,	/* SCAN nest: attr type = enum
 					 * vmdefrag_migratetype + 1, u64 blocks */
 
+	/* slab eviction (enum vmdefrag_evict, CAUSE_SLAB_RECLAIM) */
+	VMDEFRAG_A_EVICT,		/* u32, CAPTURE: enum vmdefrag_evict */
+	VMDEFRAG_A_MOVABLE_PAGES,	/* u64, SCAN: pages to migrate, all
+					 * MOVABLE blocks */
+	VMDEFRAG_A_SLAB_RECLAIM_PAGES,	/* u64, SCAN: slab pages in
+					 * SLAB_RECLAIM blocks */
+	VMDEFRAG_A_SLAB_RECLAIM_OBJECTS, /* u64, SCAN: objects those pages
+					  * can hold (an upper bound) */
+	VMDEFRAG_A_EVICTED_DENTRIES,	/* u64, SCAN: since load */
+	VMDEFRAG_A_EVICTED_INODES,	/* u64, SCAN: since load */
+	VMDEFRAG_A_EVICTED_PAGECACHE_BYTES, /* u64, SCAN: since load */
+	VMDEFRAG_A_EVICTED_BLOCKS,	/* u64, SCAN: blocks emptied after an
+					 * eviction, since load */
+
 	__VMDEFRAG_A_MAX,
 	VMDEFRAG_A_MAX = __VMDEFRAG_A_MAX - 1
 };
@@ -280,6 +316,7 @@ enum vmdefrag_slab_attr {
 	VMDEFRAG_A_SLAB_NAME,		/* string, <= VMDEFRAG_SLAB_NAME_LEN */
 	VMDEFRAG_A_SLAB_PAGES,		/* u64, slab pages of this cache */
 	VMDEFRAG_A_SLAB_BLOCKS,		/* u64, blocks it makes unmovable */
+	VMDEFRAG_A_SLAB_RECLAIM_BLOCKS,	/* u64, of those, SLAB_RECLAIM ones */
 
 	__VMDEFRAG_A_SLAB_MAX,
 	VMDEFRAG_A_SLAB_MAX = __VMDEFRAG_A_SLAB_MAX - 1

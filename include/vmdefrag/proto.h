@@ -61,8 +61,13 @@
  * but the last with PROTO_F_MORE set; the fixed fields (bytes, status,
  * reason) are repeated in each frame of the run.
  *
- * Version 1 is the only version; PROTO_VERSION_MIN/MAX bound what HELLO
- * may negotiate.
+ * Versions (PROTO_VERSION_MIN/MAX bound what HELLO may negotiate):
+ *   1  the message set above;
+ *   2  adds the slab-eviction census to RESP_SCAN (PROTO_SCAN_F_CENSUS: a
+ *      struct proto_scan_census after the slabs) and the eviction policy
+ *      to REQ_CAPTURE (PROTO_CAPTURE_EVICT).  A guest appends the census
+ *      only when the host's HELLO offered version 2, so a version-1 host
+ *      never sees it; the decoder takes both forms.
  */
 #ifndef VMDEFRAG_PROTO_H
 #define VMDEFRAG_PROTO_H
@@ -70,6 +75,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "uapi/vmdefrag_genl.h"
@@ -79,7 +85,8 @@
 #define PROTO_MAGIC		0x50464456u	/* "VDFP" little-endian */
 #define PROTO_FRAME_VERSION	1		/* header layout version */
 #define PROTO_VERSION_MIN	1		/* message set versions */
-#define PROTO_VERSION_MAX	1
+#define PROTO_VERSION_MAX	2
+#define PROTO_VERSION_CENSUS	2		/* first version with the census */
 
 #define PROTO_BLOCK_SIZE	VMDEFRAG_BLOCK_SIZE	/* 2 MiB */
 
@@ -182,7 +189,7 @@ struct proto_scan_resp {
 	uint8_t  nclasses;	/* <= PROTO_HIST_MAX, entries past it are 0 */
 	uint8_t  ncost;
 	uint8_t  nunmovable;
-	uint8_t  reserved2;	/* 0 */
+	uint8_t  flags;		/* PROTO_SCAN_F_*, 0 in version 1 */
 	uint32_t nslabs;	/* <= PROTO_MAX_SLABS */
 	uint64_t classes[PROTO_HIST_MAX];	/* enum vmdefrag_block_class */
 	uint64_t cost[PROTO_HIST_MAX];		/* VMDEFRAG_COST_BOUNDS buckets */
@@ -190,10 +197,69 @@ struct proto_scan_resp {
 	uint64_t unmovable[PROTO_HIST_MAX];	/* enum vmdefrag_unmovable_cause */
 };
 
-/* REQ_CAPTURE flags (unknown bits are rejected with -EINVAL) */
+/* RESP_SCAN flags */
+#define PROTO_SCAN_F_CENSUS	0x01u	/* a struct proto_scan_census follows
+					 * the slabs (version 2) */
+
+/*
+ * RESP_SCAN, version 2: what slab eviction sees and did.  Blocks pinned only
+ * by reclaimable slab are the unmovable histogram's VMDEFRAG_CAUSE_SLAB_RECLAIM
+ * entry; the costs of emptying each class are here.
+ */
+struct proto_scan_census {
+	uint64_t movable_pages;		/* pages to migrate, MOVABLE blocks */
+	uint64_t slab_reclaim_pages;	/* slab pages to free, SLAB_RECLAIM */
+	uint64_t slab_reclaim_objects;	/* objects they can hold (bound) */
+	uint64_t evicted_dentries;	/* since the module loaded */
+	uint64_t evicted_inodes;
+	uint64_t evicted_pagecache_bytes;
+	uint64_t evicted_blocks;	/* emptied after an eviction */
+	/* per slabs[i]: of its blocks, the SLAB_RECLAIM ones (<= blocks);
+	 * 0 past nslabs */
+	uint64_t slab_reclaim_blocks[PROTO_MAX_SLABS];
+};
+
+/*
+ * REQ_CAPTURE flags (unknown bits are rejected with -EINVAL).  The eviction
+ * policy (enum vmdefrag_evict) is the two-bit field PROTO_CAPTURE_EVICT:
+ * 0 "movable" (never evict, what a guest without the field does), 1
+ * "evict-slab", 2 "evict"; 3 is invalid.  A guest that predates it
+ * rejects a request carrying it: the host sends it only when asked to.
+ */
 #define PROTO_CAPTURE_STRICT	0x1u	/* empty only the preferred ranges;
 					 * needs nranges > 0 */
-#define PROTO_CAPTURE_FLAGS	PROTO_CAPTURE_STRICT
+#define PROTO_CAPTURE_EVICT_SHIFT	8
+#define PROTO_CAPTURE_EVICT	(0x3u << PROTO_CAPTURE_EVICT_SHIFT)
+#define PROTO_CAPTURE_FLAGS	(PROTO_CAPTURE_STRICT | PROTO_CAPTURE_EVICT)
+
+/*
+ * Names of the eviction policies (enum vmdefrag_evict), as the daemon's
+ * config, its control socket and vmdefragctl spell them.
+ */
+static inline const char *proto_evict_name(uint32_t evict)
+{
+	switch (evict) {
+	case VMDEFRAG_EVICT_NONE: return "movable";
+	case VMDEFRAG_EVICT_SLAB: return "evict-slab";
+	case VMDEFRAG_EVICT_ALL: return "evict";
+	default: return NULL;
+	}
+}
+
+/* The policy named `name`, or -1. */
+static inline int proto_evict_from_name(const char *name)
+{
+	for (uint32_t e = VMDEFRAG_EVICT_NONE; e <= VMDEFRAG_EVICT_ALL; e++)
+		if (strcmp(name, proto_evict_name(e)) == 0)
+			return (int)e;
+	return -1;
+}
+
+/* The eviction policy (enum vmdefrag_evict) of REQ_CAPTURE flags. */
+static inline uint32_t proto_capture_evict(uint32_t flags)
+{
+	return (flags & PROTO_CAPTURE_EVICT) >> PROTO_CAPTURE_EVICT_SHIFT;
+}
 
 /* REQ_CAPTURE: fixed part, then nranges preferred ranges. */
 struct proto_capture_req {
@@ -314,6 +380,7 @@ struct proto_msg {
 	} u;
 	struct proto_range ranges[PROTO_MAX_RANGES];
 	struct proto_slab slabs[PROTO_MAX_SLABS];
+	struct proto_scan_census census;	/* RESP_SCAN with F_CENSUS */
 };
 
 /* A whole frame handed out by the stream decoder (payload is borrowed). */
@@ -414,6 +481,8 @@ _Static_assert(sizeof(struct proto_status) == 8, "proto_status");
 _Static_assert(sizeof(struct proto_slab) == 48, "proto_slab");
 _Static_assert(sizeof(struct proto_scan_resp) == 72 + 3 * 8 * PROTO_HIST_MAX +
 	       4 * PROTO_HIST_MAX, "proto_scan_resp");
+_Static_assert(sizeof(struct proto_scan_census) == 7 * 8 + 8 * PROTO_MAX_SLABS,
+	       "proto_scan_census");
 _Static_assert(sizeof(struct proto_capture_req) == 32, "proto_capture_req");
 _Static_assert(sizeof(struct proto_ranges_resp) == 24, "proto_ranges_resp");
 _Static_assert(sizeof(struct proto_release_req) == 16, "proto_release_req");
@@ -428,7 +497,8 @@ _Static_assert(sizeof(struct proto_capture_req) +
 	       PROTO_MAX_RANGES * sizeof(struct proto_range) <= PROTO_MAX_PAYLOAD,
 	       "PROTO_MAX_RANGES must fit one frame");
 _Static_assert(sizeof(struct proto_scan_resp) +
-	       PROTO_MAX_SLABS * sizeof(struct proto_slab) <= PROTO_MAX_PAYLOAD,
+	       PROTO_MAX_SLABS * sizeof(struct proto_slab) +
+	       sizeof(struct proto_scan_census) <= PROTO_MAX_PAYLOAD,
 	       "PROTO_MAX_SLABS must fit one frame");
 _Static_assert(PROTO_MAX_RANGES <= VMDEFRAG_MAX_REQ_RANGES,
 	       "a frame's ranges must fit one genl request");

@@ -181,6 +181,24 @@ int main(int argc, char **argv)
 	strcpy(msg.slabs[1].name, "kmalloc-1k");
 	r |= gen_emit(dir, "resp_scan", 2);
 
+	/* version 2: the slab-eviction census after the slabs */
+	msg.type = PROTO_RESP_SCAN;
+	msg.id = 8;
+	msg.u.scan.flags = PROTO_SCAN_F_CENSUS;
+	msg.u.scan.nclasses = __VMDEFRAG_CLASS_MAX;
+	msg.u.scan.ncost = VMDEFRAG_COST_BUCKETS;
+	for (unsigned int i = 0; i < VMDEFRAG_COST_BUCKETS; i++)
+		msg.u.scan.cost_bounds[i] = bounds[i];
+	msg.u.scan.nunmovable = __VMDEFRAG_CAUSE_MAX;
+	msg.u.scan.unmovable[VMDEFRAG_CAUSE_SLAB_RECLAIM] = 2;
+	msg.u.scan.nslabs = 1;
+	strcpy(msg.slabs[0].name, "dentry");
+	msg.slabs[0].blocks = 2;
+	msg.census.slab_reclaim_pages = 40;
+	msg.census.slab_reclaim_objects = 400;
+	msg.census.slab_reclaim_blocks[0] = 2;
+	r |= gen_emit(dir, "resp_scan_census", 2);
+
 	msg.type = PROTO_RESP_CAPTURE;
 	msg.id = 9;
 	msg.u.ranges_resp.stop_errno = -EBUSY;

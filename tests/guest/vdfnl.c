@@ -9,7 +9,7 @@
  *   vdfnl scan
  *   vdfnl capture BYTES [--mode capture|compact] [--range ADDR:LEN]...
  *                       [--budget-ms N] [--floor BYTES] [--host] [--strict]
- *                       [--hold-ms N]
+ *                       [--hold-ms N] [--evict movable|evict-slab|evict]
  *   vdfnl release BYTES | vdfnl release --range ADDR:LEN...
  *   vdfnl list [--host] [--hold-ms N]
  *   vdfnl ack --all | vdfnl ack --range ADDR:LEN...
@@ -65,7 +65,7 @@ static const char *const vdfnl_class_names[] = {
 	"captured", "free", "movable", "unmovable", "offline",
 };
 static const char *const vdfnl_cause_names[] = {
-	"slab", "pagetable", "reserved", "pinned", "other",
+	"slab", "pagetable", "reserved", "pinned", "other", "slab_reclaim",
 };
 static const char *const vdfnl_migratetype_names[] = {
 	"unmovable", "movable", "reclaimable", "highatomic", "cma", "isolate",
@@ -87,6 +87,7 @@ static void vdfnl_usage(FILE *out)
 	      "       vdfnl capture BYTES [--mode capture|compact] [--range ADDR:LEN]...\n"
 	      "                     [--budget-ms N] [--floor BYTES]\n"
 	      "                     [--host] [--strict] [--hold-ms N]\n"
+	      "                     [--evict movable|evict-slab|evict]\n"
 	      "       vdfnl release BYTES | release --range ADDR:LEN...\n"
 	      "       vdfnl list [--host] [--hold-ms N]\n"
 	      "       vdfnl ack --all | ack --range ADDR:LEN...\n"
@@ -193,6 +194,14 @@ static void vdfnl_show_scan(struct nlattr **tb)
 	vdfnl_show_u64(tb, VMDEFRAG_A_PENDING_BYTES, "pending_bytes");
 	vdfnl_show_u64(tb, VMDEFRAG_A_AVAILABLE_BYTES, "available_bytes");
 	vdfnl_show_u64(tb, VMDEFRAG_A_SCAN_NS, "scan_ns");
+	vdfnl_show_u64(tb, VMDEFRAG_A_MOVABLE_PAGES, "movable_pages");
+	vdfnl_show_u64(tb, VMDEFRAG_A_SLAB_RECLAIM_PAGES, "slab_reclaim_pages");
+	vdfnl_show_u64(tb, VMDEFRAG_A_SLAB_RECLAIM_OBJECTS, "slab_reclaim_objects");
+	vdfnl_show_u64(tb, VMDEFRAG_A_EVICTED_DENTRIES, "evicted_dentries");
+	vdfnl_show_u64(tb, VMDEFRAG_A_EVICTED_INODES, "evicted_inodes");
+	vdfnl_show_u64(tb, VMDEFRAG_A_EVICTED_PAGECACHE_BYTES,
+		       "evicted_pagecache_bytes");
+	vdfnl_show_u64(tb, VMDEFRAG_A_EVICTED_BLOCKS, "evicted_blocks");
 	if (tb[VMDEFRAG_A_CLASSES])
 		vdfnl_show_hist(tb[VMDEFRAG_A_CLASSES], "class", vdfnl_class_names,
 				__VMDEFRAG_CLASS_MAX);
@@ -215,6 +224,10 @@ static void vdfnl_show_scan(struct nlattr **tb)
 		       nla_get_string(sb[VMDEFRAG_A_SLAB_NAME]),
 		       (uint64_t)nla_get_u64(sb[VMDEFRAG_A_SLAB_PAGES]),
 		       (uint64_t)nla_get_u64(sb[VMDEFRAG_A_SLAB_BLOCKS]));
+		if (sb[VMDEFRAG_A_SLAB_RECLAIM_BLOCKS])
+			printf("slab_reclaim.%s=%" PRIu64 "\n",
+			       nla_get_string(sb[VMDEFRAG_A_SLAB_NAME]),
+			       (uint64_t)nla_get_u64(sb[VMDEFRAG_A_SLAB_RECLAIM_BLOCKS]));
 	}
 }
 
@@ -320,7 +333,7 @@ static int vdfnl_capture(struct vdfnl *v, int argc, char **argv)
 	static struct proto_range r[VDFNL_MAX_RANGES];
 	uint64_t bytes, floor = 0, budget = 0, hold = 0;
 	unsigned int n = 0, mode = VMDEFRAG_MODE_CAPTURE;
-	int i, host = 0, strict = 0, ret;
+	int i, host = 0, strict = 0, evict = -1, ret;
 	struct nl_msg *msg;
 
 	if (argc < 1 || vdfnl_parse_size(argv[0], &bytes))
@@ -348,6 +361,16 @@ static int vdfnl_capture(struct vdfnl *v, int argc, char **argv)
 			host = 1;
 		} else if (!strcmp(argv[i], "--strict")) {
 			strict = 1;
+		} else if (!strcmp(argv[i], "--evict") && i + 1 < argc) {
+			i++;
+			if (!strcmp(argv[i], "movable"))
+				evict = VMDEFRAG_EVICT_NONE;
+			else if (!strcmp(argv[i], "evict-slab"))
+				evict = VMDEFRAG_EVICT_SLAB;
+			else if (!strcmp(argv[i], "evict"))
+				evict = VMDEFRAG_EVICT_ALL;
+			else
+				evict = atoi(argv[i]);	/* raw, for rejection tests */
 		} else {
 			return vdfnl_usage(stderr), 2;
 		}
@@ -359,6 +382,7 @@ static int vdfnl_capture(struct vdfnl *v, int argc, char **argv)
 	    (floor && nla_put_u64(msg, VMDEFRAG_A_FLOOR_BYTES, floor)) ||
 	    (host && nla_put_flag(msg, VMDEFRAG_A_HOST)) ||
 	    (strict && nla_put_flag(msg, VMDEFRAG_A_STRICT)) ||
+	    (evict >= 0 && nla_put_u32(msg, VMDEFRAG_A_EVICT, (uint32_t)evict)) ||
 	    (n && agent_genl_put_ranges(msg, r, n)))
 		return 2;
 	v->show = vdfnl_show_blocks;

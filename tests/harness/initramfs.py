@@ -2,7 +2,8 @@
 
 The image holds busybox (static), the virtio modules the kernel does not
 build in (virtio_pci, virtio_console, virtio_balloon, virtio_mem and their
-dependencies, resolved from modules.dep and decompressed from .ko.xz where
+dependencies; virtio_blk and ext4 are shipped too, for harness.disk, but
+not loaded at boot; resolved from modules.dep and decompressed from .ko.xz where
 the kernel ships them compressed), vmdefrag.ko built for that kernel, the
 guest workloads, vmdefrag-agent and the test client with their shared
 libraries, and /init.  /init mounts the pseudo filesystems, loads the virtio
@@ -24,6 +25,13 @@ TOP = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("BUILD", TOP / "build"))
 BUSYBOX = Path("/bin/busybox")
 WANTED_MODULES = ["virtio_pci", "virtio_console", "virtio_balloon", "virtio_mem"]
+# Shipped but not loaded by /init: harness.disk loads them for the tests
+# that attach a disk (lib/modules/disk, in the order of /etc/disk-modules).
+# ext4 asks the crypto API for crc32c at mount even without metadata_csum;
+# without modprobe in the guest, the provider is shipped and loaded first
+# (where the kernel has it as a module).
+DISK_MODULES = ["virtio_blk", "crc32c_generic", "ext4"]
+DISK_OPTIONAL = {"crc32c_generic"}
 
 INIT = """#!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -45,6 +53,7 @@ GUEST_PROGRAMS = [
     ("guest/vdf-testd", "sbin/vdf-testd"),
     ("guest/fragment", "usr/bin/fragment"),
     ("guest/memcheck", "usr/bin/memcheck"),
+    ("guest/slabtree", "usr/bin/slabtree"),
     ("guest/vdfnl", "usr/bin/vdfnl"),
     ("agent/vmdefrag-agent", "usr/sbin/vmdefrag-agent"),
 ]
@@ -66,10 +75,11 @@ def _module_index(release):
     return deps, builtin
 
 
-def virtio_modules(release):
-    """[(name, path)] to insmod in order, dependencies first."""
+def virtio_modules(release, wanted=WANTED_MODULES, skip=()):
+    """[(name, path)] to insmod in order, dependencies first; modules in
+    `skip` (already loaded by then) are left out."""
     deps, builtin = _module_index(release)
-    order, seen = [], set()
+    order, seen = [], set(skip)
 
     def visit(name):
         if name in seen or name in builtin:
@@ -82,7 +92,9 @@ def virtio_modules(release):
             visit(dep)
         order.append((name, path))
 
-    for name in WANTED_MODULES:
+    for name in wanted:
+        if name in DISK_OPTIONAL and name not in deps:
+            continue
         visit(name)
     return order
 
@@ -158,6 +170,11 @@ def _build_locked(release, outdir):
         _copy_module(path, root / "lib/modules/virtio" / f"{name}.ko")
         names.append(name)
     (root / "etc/virtio-modules").write_text("".join(n + "\n" for n in names))
+    (root / "lib/modules/disk").mkdir()
+    disk = virtio_modules(release, DISK_MODULES, skip=names)
+    for name, path in disk:
+        _copy_module(path, root / "lib/modules/disk" / f"{name}.ko")
+    (root / "etc/disk-modules").write_text("".join(n + "\n" for n, _ in disk))
 
     ko = BUILD / "module" / release / "vmdefrag.ko"
     if ko.exists():

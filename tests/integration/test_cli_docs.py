@@ -179,8 +179,9 @@ def test_completion_words():
     assert complete(["vmdefragctl", "re"]) == ["reclaim", "return"]
     assert complete(["vmdefragctl", "--"]) == ["--help", "--json", "--socket", "--timeout",
                                               "--version"]
-    assert complete(["vmdefragctl", "reclaim", "--"]) == ["--help", "--json", "--timeout",
-                                                          "--wait"]
+    assert complete(["vmdefragctl", "reclaim", "--"]) == [
+        "--evict=evict", "--evict=evict-slab", "--evict=movable", "--help", "--json",
+        "--timeout", "--wait"]
     assert complete(["vmdefragctl", "check-domain", "--"]) == \
         ["--connect", "--help", "--json", "--timeout", "--xml"]
     assert complete(["vmdefragctl", "--timeout", "5", "can"]) == ["cancel"]

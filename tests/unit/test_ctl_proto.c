@@ -24,17 +24,20 @@
 static void test_request_roundtrip(void **state)
 {
 	static const struct ctl_request reqs[] = {
-		{ CTL_CMD_STATUS, "", 0, 0, 0 }, { CTL_CMD_STATUS, "web-1", 0, 0, 0 },
-		{ CTL_CMD_SCAN, "db.2", 0, 0, 0 },
-		{ CTL_CMD_RECLAIM, "vm1", 512 * MiB, 0, 0 },
-		{ CTL_CMD_RETURN, "vm1", 1ull << 40, 0, 0 },
-		{ CTL_CMD_OP, "vm1", 0, 4000000000u, 0 },
-		{ CTL_CMD_CANCEL, "vm1", 0, 0, 0 }, { CTL_CMD_CANCEL, "vm1", 0, 7, 0 },
-		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_PREPARE },
-		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STARTED },
-		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STOPPED },
-		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_RELEASE },
-		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_MIGRATE },
+		{ CTL_CMD_STATUS, "", 0, 0, 0, -1 }, { CTL_CMD_STATUS, "web-1", 0, 0, 0, -1 },
+		{ CTL_CMD_SCAN, "db.2", 0, 0, 0, -1 },
+		{ CTL_CMD_RECLAIM, "vm1", 512 * MiB, 0, 0, -1 },
+		{ CTL_CMD_RETURN, "vm1", 1ull << 40, 0, 0, -1 },
+		{ CTL_CMD_OP, "vm1", 0, 4000000000u, 0, -1 },
+		{ CTL_CMD_CANCEL, "vm1", 0, 0, 0, -1 }, { CTL_CMD_CANCEL, "vm1", 0, 7, 0, -1 },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_PREPARE, -1 },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STARTED, -1 },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STOPPED, -1 },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_RELEASE, -1 },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_MIGRATE, -1 },
+		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_NONE },
+		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_SLAB },
+		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_ALL },
 	};
 
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
@@ -50,6 +53,7 @@ static void test_request_roundtrip(void **state)
 		assert_int_equal(back.id, reqs[i].id);
 		if (reqs[i].cmd == CTL_CMD_NOTIFY)
 			assert_int_equal(back.event, reqs[i].event);
+		assert_int_equal(back.evict, reqs[i].evict);
 		free(line);
 	}
 }
@@ -80,6 +84,12 @@ static const struct {
 	  "unknown key in request" },
 	{ "{\"cmd\": \"reclaim\", \"vm\": \"a\"}",
 	  "reclaim needs \"bytes\", a positive multiple of 2 MiB" },
+	{ "{\"cmd\": \"reclaim\", \"vm\": \"a\", \"bytes\": 2097152, \"evict\": \"all\"}",
+	  "\"evict\" is one of movable, evict-slab, evict" },
+	{ "{\"cmd\": \"reclaim\", \"vm\": \"a\", \"bytes\": 2097152, \"evict\": 2}",
+	  "\"evict\" is one of movable, evict-slab, evict" },
+	{ "{\"cmd\": \"return\", \"vm\": \"a\", \"bytes\": 2097152, \"evict\": \"evict\"}",
+	  "unknown key in request" },
 	{ "{\"cmd\": \"reclaim\", \"vm\": \"a\", \"bytes\": 4096}",
 	  "reclaim needs \"bytes\", a positive multiple of 2 MiB" },
 	{ "{\"cmd\": \"return\", \"vm\": \"a\", \"bytes\": -2097152}",
@@ -146,7 +156,9 @@ static void test_scan_json(void **state)
 	struct json_object *o, *a, *e, *v;
 
 	s.nslabs = 1;
-	o = ctl_proto_scan_json("vm1", &s, &slab);
+	o = ctl_proto_scan_json("vm1", &s, &slab, NULL);
+	assert_true(json_object_object_get_ex(o, "census", &v));
+	assert_null(v);
 	assert_true(json_object_object_get_ex(o, "classes", &a));
 	assert_int_equal(json_object_array_length(a), 5);
 	e = json_object_array_get_idx(a, 3);
@@ -158,6 +170,44 @@ static void test_scan_json(void **state)
 	assert_string_equal(json_object_get_string(v), "dentry\"x");
 	assert_true(json_object_object_get_ex(o, "free_block_bytes", &v));
 	assert_int_equal(json_object_get_uint64(v), 120 * MiB);
+	json_object_put(o);
+}
+
+/* Version 2: the census splits the unmovable blocks and names the costs. */
+static void test_scan_json_census(void **state)
+{
+	struct proto_scan_resp s = good_scan();
+	struct proto_slab slab = { .name = "dentry", .pages = 3, .blocks = 4 };
+	struct proto_scan_census c = {
+		.movable_pages = 700, .slab_reclaim_pages = 9,
+		.slab_reclaim_objects = 180, .evicted_dentries = 5,
+		.slab_reclaim_blocks = { 3 },
+	};
+	struct json_object *o, *a, *e, *v, *b;
+
+	s.nslabs = 1;
+	s.nunmovable = 6;
+	s.unmovable[5] = 3;		/* of the 10 unmovable blocks */
+	o = ctl_proto_scan_json("vm1", &s, &slab, &c);
+	assert_true(json_object_object_get_ex(o, "census", &v));
+	assert_true(json_object_object_get_ex(v, "blocks", &b));
+	assert_true(json_object_object_get_ex(b, "slab_reclaimable", &e));
+	assert_int_equal(json_object_get_uint64(e), 3);
+	assert_true(json_object_object_get_ex(b, "other_unmovable", &e));
+	assert_int_equal(json_object_get_uint64(e), 7);
+	assert_true(json_object_object_get_ex(b, "free", &e));
+	assert_int_equal(json_object_get_uint64(e), 60);
+	assert_true(json_object_object_get_ex(v, "cost", &b));
+	assert_true(json_object_object_get_ex(b, "slab_reclaim_pages", &e));
+	assert_int_equal(json_object_get_uint64(e), 9);
+	assert_true(json_object_object_get_ex(o, "unmovable", &a));
+	e = json_object_array_get_idx(a, 5);
+	assert_true(json_object_object_get_ex(e, "cause", &v));
+	assert_string_equal(json_object_get_string(v), "slab-reclaimable");
+	assert_true(json_object_object_get_ex(o, "slabs", &a));
+	e = json_object_array_get_idx(a, 0);
+	assert_true(json_object_object_get_ex(e, "reclaim_blocks", &v));
+	assert_int_equal(json_object_get_uint64(v), 3);
 	json_object_put(o);
 }
 
@@ -221,6 +271,7 @@ int main(void)
 		cmocka_unit_test(test_request_bad),
 		cmocka_unit_test(test_exit_codes),
 		cmocka_unit_test(test_scan_json),
+		cmocka_unit_test(test_scan_json_census),
 		cmocka_unit_test(test_check_scan),
 	};
 

@@ -261,6 +261,24 @@ static struct proto_msg *b_resp_scan(void)
 	return m;
 }
 
+/* Version 2: the census after the slabs. */
+static struct proto_msg *b_resp_scan_census(void)
+{
+	struct proto_msg *m = b_resp_scan();
+
+	m->u.scan.flags = PROTO_SCAN_F_CENSUS;
+	m->census.movable_pages = 1234;
+	m->census.slab_reclaim_pages = 40;
+	m->census.slab_reclaim_objects = 800;
+	m->census.evicted_dentries = 5;
+	m->census.evicted_inodes = 6;
+	m->census.evicted_pagecache_bytes = 7 * MIB;
+	m->census.evicted_blocks = 8;
+	m->census.slab_reclaim_blocks[0] = 0;
+	m->census.slab_reclaim_blocks[1] = 9;
+	return m;
+}
+
 static struct proto_msg *b_resp_scan_max(void)
 {
 	struct proto_msg *m = b_resp_scan();
@@ -376,6 +394,9 @@ static const struct roundtrip_case roundtrip_cases[] = {
 	{ "resp error", b_resp_error, HDR + 8 },
 	{ "resp scan", b_resp_scan,
 	  HDR + sizeof(struct proto_scan_resp) + 2 * SLAB_SZ },
+	{ "resp scan census", b_resp_scan_census,
+	  HDR + sizeof(struct proto_scan_resp) + 2 * SLAB_SZ +
+	  sizeof(struct proto_scan_census) },
 	{ "resp scan max slabs", b_resp_scan_max,
 	  HDR + sizeof(struct proto_scan_resp) + PROTO_MAX_SLABS * SLAB_SZ },
 	{ "resp scan failed", b_resp_scan_failed, HDR + 8 },
@@ -420,6 +441,10 @@ static void assert_msg_equal(const struct proto_msg *a, const struct proto_msg *
 	if (a->type == PROTO_RESP_SCAN && a->u.scan.status == 0 &&
 	    memcmp(a->slabs, b->slabs, a->u.scan.nslabs * SLAB_SZ))
 		fail_msg("%s: decoded slabs differ", name);
+	if (a->type == PROTO_RESP_SCAN && a->u.scan.status == 0 &&
+	    (a->u.scan.flags & PROTO_SCAN_F_CENSUS) &&
+	    memcmp(&a->census, &b->census, sizeof(a->census)))
+		fail_msg("%s: decoded census differs", name);
 }
 
 static uint8_t wire[PROTO_MAX_FRAME + 64];
@@ -497,6 +522,7 @@ struct bad_case {
 #define HELLO_OFF(f) (HDR + offsetof(struct proto_hello, f))
 #define SCAN_OFF(f) (HDR + offsetof(struct proto_scan_resp, f))
 #define SCAN_SLAB(i) (HDR + sizeof(struct proto_scan_resp) + (i) * SLAB_SZ)
+#define CENSUS_OFF(f) (SCAN_SLAB(2) + offsetof(struct proto_scan_census, f))
 #define REL_OFF(f) (HDR + offsetof(struct proto_release_req, f))
 #define RR_OFF(f) (HDR + offsetof(struct proto_ranges_resp, f))
 #define EVT_OFF(f) (HDR + offsetof(struct proto_evt_ranges, f))
@@ -544,6 +570,18 @@ static const struct bad_case bad_cases[] = {
 	  PROTO_MAX_RANGES + 1, 0, -E2BIG, NULL },
 	{ "range count short", b_req_capture, CAP_OFF(nranges), 4, 1, 0, -EBADMSG, NULL },
 	{ "range count long", b_req_capture, CAP_OFF(nranges), 4, 3, 0, -EBADMSG, NULL },
+	{ "scan unknown flag", b_resp_scan, SCAN_OFF(flags), 1, 2, 0, -EBADMSG, NULL },
+	{ "census flag without census", b_resp_scan, SCAN_OFF(flags), 1,
+	  PROTO_SCAN_F_CENSUS, 0, -EBADMSG, NULL },
+	{ "census cut off", b_resp_scan_census, 0, 0, 0, -8, -EBADMSG, NULL },
+	{ "census cache past nslabs", b_resp_scan_census,
+	  CENSUS_OFF(slab_reclaim_blocks) + 8 * 2, 8, 1, 0, -EBADMSG, NULL },
+	{ "census reclaim blocks above blocks", b_resp_scan_census,
+	  CENSUS_OFF(slab_reclaim_blocks) + 8, 8, 10, 0, -EINVAL, NULL },
+	{ "census movable pages above blocks", b_resp_scan_census,
+	  CENSUS_OFF(movable_pages), 8, 12 * 512 + 1, 0, -EINVAL, NULL },
+	{ "census objects above pages", b_resp_scan_census,
+	  CENSUS_OFF(slab_reclaim_objects), 8, 41 * 512, 0, -EINVAL, NULL },
 	{ "slab count above max", b_resp_scan, SCAN_OFF(nslabs), 4, PROTO_MAX_SLABS + 1, 0, -E2BIG, NULL },
 	{ "class count above max", b_resp_scan, SCAN_OFF(nclasses), 1, PROTO_HIST_MAX + 1, 0, -E2BIG, NULL },
 	{ "class past count", b_resp_scan, SCAN_OFF(classes) + 8 * 15, 8, 1, 0, -EBADMSG, NULL },
@@ -578,6 +616,8 @@ static const struct bad_case bad_cases[] = {
 	{ "capture 0 bytes", b_req_capture, CAP_OFF(bytes), 8, 0, 0, -EINVAL, NULL },
 	{ "capture unknown flag", b_req_capture, CAP_OFF(flags), 4, 2, 0, -EINVAL, NULL },
 	{ "capture high flag", b_req_capture_strict, CAP_OFF(flags), 4, 0x80000001u, 0, -EINVAL, NULL },
+	{ "capture evict policy 3", b_req_capture, CAP_OFF(flags), 4,
+	  PROTO_CAPTURE_EVICT, 0, -EINVAL, NULL },
 	{ "strict capture without ranges", b_req_capture_none, CAP_OFF(flags), 4,
 	  PROTO_CAPTURE_STRICT, 0, -EINVAL, NULL },
 	{ "ack bytes set", b_req_ack_ranges, ACK_OFF(bytes_unused), 8, MIB, 0, -EBADMSG, NULL },

@@ -1,0 +1,518 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vmdefrag eviction: free the objects that pin a block, through their owners.
+ *
+ * A slab page makes its block unmovable: alloc_contig_range() cannot migrate
+ * it, and stock kernels give slab no way to move objects.  What they do give
+ * a module is the owners' own ways to drop unused objects.  This file uses
+ * only those, for the blocks capture.c picked because every unmovable page
+ * in them is a slab page of a cache eviction knows (scan.c: cause
+ * SLAB_RECLAIM).  It never dereferences a guessed object: every object it
+ * touches is reached through an enumeration that owns it, under that
+ * enumeration's lock, and taken by the owner's reference rules:
+ *
+ *   superblocks  iterate_supers_type(ext4): each one with s_umount held
+ *                shared, so no umount can run under us;
+ *   dentries     the superblock's dentry LRU (list_lru_walk_node(), LRU
+ *                lock held): a dentry inside a target block with a zero
+ *                count under its d_lock is unused (a directory with cached
+ *                children, an open file, a cwd or a mount all hold counts);
+ *                we take a reference there, then, outside the walk, unhash
+ *                it only if ours is still the only reference and dput() it:
+ *                the dcache frees it (RCU-delayed).  Negative dentries go
+ *                the same way;
+ *   directories  held by their cached children, never on the LRU: reached
+ *                through their inodes (s_inodes below) and d_find_alias();
+ *                one whose dentry lies in a target block has its unused
+ *                children shrunk (shrink_dcache_parent()), then is dropped
+ *                like any unused dentry;
+ *   inodes       the superblock's s_inodes list (s_inode_list_lock, then
+ *                i_lock, as the VFS nests them): an inode inside a target
+ *                block that is not new or being freed is referenced, its
+ *                unused aliases pruned (d_prune_aliases()), and, if then
+ *                ours is the only reference, it is clean (no dirty state,
+ *                no dirty or writeback pages) and holds no page cache
+ *                (EVICT_SLAB) or only clean unmapped page cache that
+ *                invalidate_mapping_pages() removed (EVICT_ALL), it is
+ *                marked I_DONTCACHE (d_mark_dontcache()) and our iput()
+ *                evicts it.  Should someone take it meanwhile, their last
+ *                iput() evicts it, writing it back first if they dirtied it:
+ *                nothing dirty is ever dropped;
+ *   page cache   EVICT_ALL only: the xarray of every ext4 inode with pages,
+ *                and of the filesystem's block device (metadata buffers),
+ *                is walked under RCU; a node inside a target block (the
+ *                leaf or one of its parents, up to VDF_EVICT_MAX_SPAN
+ *                pages) has the index range it covers invalidated; a folio
+ *                with buffer heads is locked and its ring read, and if a
+ *                buffer head lies in a target block, the folio is
+ *                invalidated.  invalidate_mapping_pages() leaves dirty,
+ *                locked, mapped and writeback folios (and buffers in use)
+ *                alone.  Shadow entries of reclaimed pages keep their node:
+ *                such nodes are left.
+ *
+ * Then rcu_barrier() lets the RCU-delayed frees run and kmem_cache_shrink()
+ * returns the emptied slabs of the block's caches to the page allocator.
+ * What is in use, dirty or not understood stays, and its block stays
+ * unmovable: capture.c simply fails to vacate it.
+ *
+ * Locking: called by capture.c under vdf_capture_mutex, process context,
+ * sleeps.  The totals are atomic.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/bsearch.h>
+#include <linux/buffer_head.h>
+#include <linux/dcache.h>
+#include <linux/fs.h>
+#include <linux/list_lru.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/pagemap.h>
+#include <linux/rcupdate.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/xarray.h>
+
+#include "compat.h"
+#include "vmdefrag.h"
+
+/* Most dentries or inodes referenced at once per superblock pass. */
+#define VDF_EVICT_BATCH		4096
+/* Passes over each superblock per eviction. */
+#define VDF_EVICT_PASSES	2
+/* Widest page-cache range invalidated for one xarray node: 16 MiB. */
+#define VDF_EVICT_MAX_SPAN	4096UL
+
+static atomic64_t vdf_evict_dentries = ATOMIC64_INIT(0);
+static atomic64_t vdf_evict_inodes = ATOMIC64_INIT(0);
+static atomic64_t vdf_evict_pages = ATOMIC64_INIT(0);
+static atomic64_t vdf_evict_blocks_done = ATOMIC64_INIT(0);
+
+struct vdf_evict_ctx {
+	const unsigned long *idx;	/* target blocks, sorted */
+	unsigned int nr;
+	u32 policy;			/* enum vmdefrag_evict */
+	void **refs;			/* dentries or inodes referenced */
+	unsigned int nr_refs;
+	struct vdf_evict_result res;
+};
+
+static int vdf_evict_cmp(const void *key, const void *elt)
+{
+	unsigned long a = *(const unsigned long *)key;
+	unsigned long b = *(const unsigned long *)elt;
+
+	return a < b ? -1 : a > b;
+}
+
+/* Whether kernel address @p lies in one of the target blocks. */
+static bool vdf_evict_target(const struct vdf_evict_ctx *ctx, const void *p)
+{
+	unsigned long idx;
+
+	if (!virt_addr_valid(p))
+		return false;
+	idx = vdf_pfn_block(PHYS_PFN(__pa(p)));
+	return bsearch(&idx, ctx->idx, ctx->nr, sizeof(*ctx->idx), vdf_evict_cmp);
+}
+
+/* ---- dentries ---- */
+
+/*
+ * list_lru walk callback, LRU lock held: reference the unused dentries of
+ * the target blocks.  Never changes the list.
+ */
+static enum lru_status vdf_evict_dentry_cb(struct list_head *item,
+					   struct list_lru_one *list,
+					   spinlock_t *lock, void *arg)
+{
+	struct dentry *dentry = container_of(item, struct dentry, d_lru);
+	struct vdf_evict_ctx *ctx = arg;
+
+	if (ctx->nr_refs >= VDF_EVICT_BATCH || !vdf_evict_target(ctx, dentry))
+		return LRU_SKIP;
+	if (!spin_trylock(&dentry->d_lock))
+		return LRU_SKIP;
+	if (dentry->d_lockref.count == 0) {
+		dget_dlock(dentry);
+		ctx->refs[ctx->nr_refs++] = dentry;
+	}
+	spin_unlock(&dentry->d_lock);
+	return LRU_SKIP;
+}
+
+/* Drop our reference on @dentry, unhashing it first if ours is the last. */
+static void vdf_evict_dentry_put(struct vdf_evict_ctx *ctx, struct dentry *dentry)
+{
+	bool drop;
+
+	spin_lock(&dentry->d_lock);
+	/* ours is the only reference: no user, no child, no mount */
+	drop = dentry->d_lockref.count == 1 && !IS_ROOT(dentry) &&
+	       !d_unhashed(dentry) && !d_mountpoint(dentry);
+	if (drop)
+		__d_drop(dentry);
+	spin_unlock(&dentry->d_lock);
+	dput(dentry);
+	if (drop)
+		ctx->res.dentries++;
+}
+
+static void vdf_evict_dentries_sb(struct super_block *sb, struct vdf_evict_ctx *ctx)
+{
+	unsigned int i;
+	int nid;
+
+	ctx->nr_refs = 0;
+	for_each_node_state(nid, N_NORMAL_MEMORY) {
+		unsigned long nr = ULONG_MAX;
+
+		list_lru_walk_node(&sb->s_dentry_lru, nid, vdf_evict_dentry_cb,
+				   ctx, &nr);
+	}
+	for (i = 0; i < ctx->nr_refs; i++) {
+		vdf_evict_dentry_put(ctx, ctx->refs[i]);
+		cond_resched();
+	}
+	ctx->nr_refs = 0;
+}
+
+/*
+ * A directory's dentry is held by its cached children, so it is never on
+ * the LRU: reach it through its inode.  If it lies in a target block,
+ * shrink its unused children, then drop it if it is unused itself.
+ */
+static void vdf_evict_dir(struct vdf_evict_ctx *ctx, struct inode *inode)
+{
+	struct dentry *alias = d_find_alias(inode);
+
+	if (!alias)
+		return;
+	if (!vdf_evict_target(ctx, alias) || IS_ROOT(alias)) {
+		dput(alias);
+		return;
+	}
+	shrink_dcache_parent(alias);
+	vdf_evict_dentry_put(ctx, alias);
+}
+
+/* ---- page cache ---- */
+
+/* Whether a buffer head of @folio (locked) lies in a target block. */
+static bool vdf_evict_folio_bh(const struct vdf_evict_ctx *ctx, struct folio *folio)
+{
+	struct buffer_head *head, *bh;
+
+	head = folio_buffers(folio);
+	if (!head)
+		return false;
+	bh = head;
+	do {
+		if (vdf_evict_target(ctx, bh))
+			return true;
+		bh = bh->b_this_page;
+	} while (bh && bh != head);
+	return false;
+}
+
+/* Invalidate [@first, @last] of @mapping if clean; counts what went. */
+static void vdf_evict_range(struct vdf_evict_ctx *ctx,
+			    struct address_space *mapping,
+			    pgoff_t first, pgoff_t last)
+{
+	ctx->res.pages += invalidate_mapping_pages(mapping, first, last);
+}
+
+/*
+ * The first index range of @xas's current folio, or of a node above it, to
+ * invalidate because the node lies in a target block; false if none.
+ * Under rcu_read_lock().
+ */
+static bool vdf_evict_node_range(const struct vdf_evict_ctx *ctx,
+				 const struct xa_state *xas,
+				 pgoff_t *ret_first, pgoff_t *ret_last)
+{
+	struct xa_node *node = xas->xa_node;
+	unsigned long span = 0;
+
+	for (; node && !xa_is_internal((void *)node);
+	     node = rcu_dereference(node->parent)) {
+		unsigned long width;
+
+		if (node->shift >= BITS_PER_LONG - XA_CHUNK_SHIFT)
+			break;
+		width = XA_CHUNK_SIZE << node->shift;
+		if (width > VDF_EVICT_MAX_SPAN)
+			break;
+		if (vdf_evict_target(ctx, node))
+			span = width;
+	}
+	if (!span)
+		return false;
+	*ret_first = xas->xa_index & ~(span - 1);
+	*ret_last = *ret_first + span - 1;
+	return true;
+}
+
+/*
+ * EVICT_ALL: invalidate the clean page cache of @mapping that the target
+ * blocks' xarray nodes index, and the folios whose buffer heads lie there.
+ */
+static void vdf_evict_mapping(struct vdf_evict_ctx *ctx,
+			      struct address_space *mapping)
+{
+	XA_STATE(xas, &mapping->i_pages, 0);
+	pgoff_t first, last;
+	struct folio *folio;
+
+	rcu_read_lock();
+	xas_for_each(&xas, folio, ULONG_MAX) {
+		bool bh = false;
+
+		if (xas_retry(&xas, folio) || xa_is_value(folio))
+			continue;
+		if (!vdf_evict_node_range(ctx, &xas, &first, &last)) {
+			if (!folio_test_private(folio))
+				goto next;
+			/* buffer heads: read them under the folio lock */
+			if (!folio_try_get(folio))
+				goto next;
+			xas_pause(&xas);
+			rcu_read_unlock();
+			if (folio_trylock(folio)) {
+				if (folio->mapping == mapping)
+					bh = vdf_evict_folio_bh(ctx, folio);
+				folio_unlock(folio);
+			}
+			first = folio->index;
+			last = first + folio_nr_pages(folio) - 1;
+			folio_put(folio);
+			if (bh)
+				vdf_evict_range(ctx, mapping, first, last);
+			cond_resched();
+			rcu_read_lock();
+			continue;
+		}
+		xas_pause(&xas);
+		rcu_read_unlock();
+		vdf_evict_range(ctx, mapping, first, last);
+		cond_resched();
+		rcu_read_lock();
+		if (last == ULONG_MAX)
+			break;
+		xas_set(&xas, last + 1);
+		continue;
+next:
+		if (need_resched()) {
+			xas_pause(&xas);
+			rcu_read_unlock();
+			cond_resched();
+			rcu_read_lock();
+		}
+	}
+	rcu_read_unlock();
+}
+
+/* ---- inodes ---- */
+
+static bool vdf_evict_inode_clean(struct inode *inode)
+{
+	struct address_space *mapping = inode->i_mapping;
+
+	return !(inode->i_state & I_DIRTY_ALL) &&
+	       !mapping_tagged(mapping, PAGECACHE_TAG_DIRTY) &&
+	       !mapping_tagged(mapping, PAGECACHE_TAG_WRITEBACK);
+}
+
+/* Drop our reference on @inode (of a target block), evicting it if we may. */
+static void vdf_evict_inode_put(struct vdf_evict_ctx *ctx, struct inode *inode)
+{
+	struct address_space *mapping = inode->i_mapping;
+	bool evict;
+
+	d_prune_aliases(inode);
+	if (ctx->policy == VMDEFRAG_EVICT_ALL && mapping->nrpages &&
+	    !mapping_mapped(mapping) && vdf_evict_inode_clean(inode))
+		vdf_evict_range(ctx, mapping, 0, ULONG_MAX);
+
+	spin_lock(&inode->i_lock);
+	evict = atomic_read(&inode->i_count) == 1 && inode->i_nlink &&
+		!(inode->i_state & (I_NEW | I_FREEING | I_WILL_FREE)) &&
+		vdf_evict_inode_clean(inode) && !mapping->nrpages;
+	spin_unlock(&inode->i_lock);
+	if (evict) {
+		d_mark_dontcache(inode);
+		ctx->res.inodes++;
+	}
+	iput(inode);
+}
+
+/*
+ * Walk @sb's inodes: reference those of the target blocks (evicted after
+ * the walk, as eviction takes them off the list), and under EVICT_ALL
+ * invalidate what the target blocks index in the others' page cache.
+ */
+static void vdf_evict_inodes_sb(struct super_block *sb, struct vdf_evict_ctx *ctx)
+{
+	struct inode *inode, *toput = NULL;
+	unsigned int i;
+
+	ctx->nr_refs = 0;
+	spin_lock(&sb->s_inode_list_lock);
+	list_for_each_entry(inode, &sb->s_inodes, i_sb_list) {
+		bool target = vdf_evict_target(ctx, inode);
+
+		if (target && ctx->nr_refs >= VDF_EVICT_BATCH)
+			continue;
+		if (!target && !S_ISDIR(inode->i_mode) &&
+		    (ctx->policy != VMDEFRAG_EVICT_ALL || !inode->i_mapping->nrpages))
+			continue;
+		spin_lock(&inode->i_lock);
+		if (inode->i_state & (I_NEW | I_FREEING | I_WILL_FREE)) {
+			spin_unlock(&inode->i_lock);
+			continue;
+		}
+		atomic_inc(&inode->i_count);	/* __iget(), i_lock held */
+		spin_unlock(&inode->i_lock);
+		if (target) {
+			ctx->refs[ctx->nr_refs++] = inode;
+			continue;
+		}
+		/* our reference keeps it on the list while the lock is off */
+		spin_unlock(&sb->s_inode_list_lock);
+		if (S_ISDIR(inode->i_mode))
+			vdf_evict_dir(ctx, inode);
+		if (ctx->policy == VMDEFRAG_EVICT_ALL && inode->i_mapping->nrpages)
+			vdf_evict_mapping(ctx, inode->i_mapping);
+		iput(toput);
+		toput = inode;
+		cond_resched();
+		spin_lock(&sb->s_inode_list_lock);
+	}
+	spin_unlock(&sb->s_inode_list_lock);
+	iput(toput);
+
+	for (i = 0; i < ctx->nr_refs; i++) {
+		inode = ctx->refs[i];
+		if (S_ISDIR(inode->i_mode))
+			vdf_evict_dir(ctx, inode);
+		if (ctx->policy == VMDEFRAG_EVICT_ALL && inode->i_mapping->nrpages)
+			vdf_evict_mapping(ctx, inode->i_mapping);
+		vdf_evict_inode_put(ctx, inode);
+		cond_resched();
+	}
+	ctx->nr_refs = 0;
+}
+
+/*
+ * iterate_supers_type() callback: @sb with s_umount held shared.  Two
+ * passes: what the first freed (children, aliases) lets more go in the
+ * second.
+ */
+static void vdf_evict_sb(struct super_block *sb, void *arg)
+{
+	struct vdf_evict_ctx *ctx = arg;
+	int pass;
+
+	for (pass = 0; pass < VDF_EVICT_PASSES; pass++) {
+		vdf_evict_dentries_sb(sb, ctx);
+		vdf_evict_inodes_sb(sb, ctx);
+	}
+	if (ctx->policy == VMDEFRAG_EVICT_ALL && sb->s_bdev)
+		vdf_evict_mapping(ctx, vdf_compat_bdev_mapping(sb->s_bdev));
+}
+
+/* ---- emptied slabs ---- */
+
+#define VDF_EVICT_CACHES	8
+
+/*
+ * Note in @caches (*@nr of them) each cache eviction knows with a slab page
+ * in block @idx, to kmem_cache_shrink() once each afterwards.
+ */
+static void vdf_evict_block_caches(unsigned long idx, unsigned long *caches,
+				   unsigned int *nr)
+{
+	unsigned long pfn = vdf_block_pfn(idx), end = pfn + VDF_BLOCK_PAGES;
+	unsigned int i;
+
+	for (; pfn < end; pfn++) {
+		struct page *page = pfn_to_online_page(pfn);
+		unsigned long cache;
+
+		if (!page || !PageSlab(page) || PageTail(page))
+			continue;
+		cache = vdf_slabcal_cache_of(page);
+		for (i = 0; i < *nr; i++)
+			if (caches[i] == cache)
+				break;
+		if (i < *nr || *nr == VDF_EVICT_CACHES)
+			continue;
+		if (vdf_slabcal_kind(cache, NULL) == VDF_SLAB_KIND_OTHER)
+			continue;
+		caches[(*nr)++] = cache;
+	}
+}
+
+/*
+ * Free what the owners let go of in the blocks @idx (@nr of them, sorted
+ * ascending) under @policy; *@ret_res counts it.  Returns 0, -EINVAL for
+ * EVICT_NONE, -ENOMEM, or -ENOENT when no filesystem eviction knows is
+ * present (nothing was done).  May sleep; call under vdf_capture_mutex.
+ */
+int vdf_evict_blocks(const unsigned long *idx, unsigned int nr, u32 policy,
+		     struct vdf_evict_result *ret_res)
+{
+	struct vdf_evict_ctx ctx = { .idx = idx, .nr = nr, .policy = policy };
+	unsigned long caches[VDF_EVICT_CACHES];
+	struct file_system_type *fs;
+	unsigned int i, nr_caches = 0;
+
+	if (policy != VMDEFRAG_EVICT_SLAB && policy != VMDEFRAG_EVICT_ALL)
+		return -EINVAL;
+	/* never load a filesystem module: only one in use has our caches */
+	if (!vdf_slabcal_seen_ext4())
+		return -ENOENT;
+	fs = get_fs_type("ext4");
+	if (!fs)
+		return -ENOENT;
+	ctx.refs = kvmalloc_array(VDF_EVICT_BATCH, sizeof(*ctx.refs), GFP_KERNEL);
+	if (!ctx.refs) {
+		module_put(fs->owner);
+		return -ENOMEM;
+	}
+	iterate_supers_type(fs, vdf_evict_sb, &ctx);
+	module_put(fs->owner);
+	kvfree(ctx.refs);
+
+	/* dentries, inodes and xarray nodes are freed after a grace period */
+	rcu_barrier();
+	for (i = 0; i < nr; i++) {
+		vdf_evict_block_caches(idx[i], caches, &nr_caches);
+		cond_resched();
+	}
+	/* emptied slabs may wait on the partial lists: free them */
+	for (i = 0; i < nr_caches; i++)
+		kmem_cache_shrink((struct kmem_cache *)caches[i]);
+
+	atomic64_add(ctx.res.dentries, &vdf_evict_dentries);
+	atomic64_add(ctx.res.inodes, &vdf_evict_inodes);
+	atomic64_add(ctx.res.pages, &vdf_evict_pages);
+	*ret_res = ctx.res;
+	return 0;
+}
+
+/* A block was emptied after an eviction. */
+void vdf_evict_note_block(void)
+{
+	atomic64_inc(&vdf_evict_blocks_done);
+}
+
+void vdf_evict_totals(u64 *ret_dentries, u64 *ret_inodes, u64 *ret_pages,
+		      u64 *ret_blocks)
+{
+	*ret_dentries = atomic64_read(&vdf_evict_dentries);
+	*ret_inodes = atomic64_read(&vdf_evict_inodes);
+	*ret_pages = atomic64_read(&vdf_evict_pages);
+	*ret_blocks = atomic64_read(&vdf_evict_blocks_done);
+}
