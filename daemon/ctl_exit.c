@@ -53,6 +53,7 @@ static int ctl_exit_failv(int code, const char *error, const char *detail_key,
 	o = json_object_new_object();
 	if (!o)
 		return code;
+	json_object_object_add(o, "schema", json_object_new_int(CTL_JSON_SCHEMA));
 	json_object_object_add(o, "ok", json_object_new_boolean(0));
 	if (!error)
 		error = ctl_exit_name(code);

@@ -247,6 +247,7 @@ struct json_object *ctl_proto_error(const char *code, const char *message)
 {
 	struct json_object *o = json_object_new_object();
 
+	json_object_object_add(o, "schema", json_object_new_int(CTL_JSON_SCHEMA));
 	json_object_object_add(o, "ok", json_object_new_boolean(0));
 	json_object_object_add(o, "error", json_object_new_string(code));
 	json_object_object_add(o, "message", json_object_new_string(message));
@@ -257,6 +258,7 @@ struct json_object *ctl_proto_ok(const char *key, struct json_object *value)
 {
 	struct json_object *o = json_object_new_object();
 
+	json_object_object_add(o, "schema", json_object_new_int(CTL_JSON_SCHEMA));
 	json_object_object_add(o, "ok", json_object_new_boolean(1));
 	json_object_object_add(o, key, value);
 	return o;
@@ -336,7 +338,7 @@ struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
 	json_object_object_add(s, "version", json_object_new_int(si->version));
 	json_object_object_add(s, "features", ctl_features_json(si->guest.features));
 	ctl_add_u64(s, "features_raw", si->guest.features);
-	ctl_add_u64(s, "guest_page_size", si->guest.page_size);
+	ctl_add_u64(s, "guest_page_size_bytes", si->guest.page_size);
 	ctl_add_u64(s, "guest_ram_bytes", si->guest.ram_bytes);
 	ctl_add_u64(s, "connects", si->connects);
 	ctl_add_u64(s, "drops", si->drops);
@@ -475,7 +477,7 @@ static struct json_object *ctl_migration_json(const struct migration_status *m)
  * adds to and the guest's migrations take from); reclaim on the hint
  * backend only: backend "hint", compacted_bytes (what the guest emptied
  * and freed: its claim),
- * rss_anon_before, rss_anon_after (QEMU's RssAnon at the start and at the
+ * rss_anon_before_bytes, rss_anon_after_bytes (QEMU's RssAnon at the start and at the
  * latest sample; done_bytes is the drop between them, never the claim).
  */
 struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_info *op)
@@ -503,8 +505,8 @@ struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_in
 	if (op->hint) {
 		ctl_add_str(o, "backend", "hint");
 		ctl_add_u64(o, "compacted_bytes", op->compacted_bytes);
-		ctl_add_u64(o, "rss_anon_before", op->rss_anon_before);
-		ctl_add_u64(o, "rss_anon_after", op->rss_anon_after);
+		ctl_add_u64(o, "rss_anon_before_bytes", op->rss_anon_before);
+		ctl_add_u64(o, "rss_anon_after_bytes", op->rss_anon_after);
 	}
 	return o;
 }

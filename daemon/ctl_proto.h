@@ -82,6 +82,15 @@ enum ctl_exit {
 	CTL_EXIT_TIMEOUT	= 7,	/* no answer within --timeout */
 };
 
+/*
+ * The version of the JSON the daemon answers (and vmdefragctl --json
+ * prints), carried as "schema" in every top-level object.  Adding a key
+ * keeps it; renaming or removing one, or changing what a value means or
+ * its unit, raises it.  Units are in the key: _bytes, _ms, _ns; an integer
+ * key without one is a count (vmdefragctl(1), JSON OUTPUT).
+ */
+#define CTL_JSON_SCHEMA	1
+
 enum ctl_cmd {
 	CTL_CMD_STATUS,
 	CTL_CMD_SCAN,

@@ -121,9 +121,9 @@ static void ctl_watchdog(int ms, const char *what, bool json)
 		 "not answer in %s (--timeout)\n", what, secs);
 	if (json)
 		snprintf(ctl_watchdog_json, sizeof(ctl_watchdog_json),
-			 "{\"ok\":false,\"error\":\"timeout\",\"message\":\"%s did "
-			 "not answer in %s (--timeout)\",\"exit_code\":%d}\n", what,
-			 secs, CTL_EXIT_TIMEOUT);
+			 "{\"schema\":%d,\"ok\":false,\"error\":\"timeout\",\"message\":\"%s did "
+			 "not answer in %s (--timeout)\",\"exit_code\":%d}\n",
+			 CTL_JSON_SCHEMA, what, secs, CTL_EXIT_TIMEOUT);
 	signal(SIGALRM, ctl_watchdog_ring);
 	setitimer(ITIMER_REAL, &it, NULL);
 }

@@ -16,17 +16,51 @@ SIGTERM and returns its exit status, SIGKILL after 10 s.
 """
 import ctypes
 import json
+import re
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from .initramfs import BUILD
+from .initramfs import BUILD, TOP
 
 VMDEFRAGD = BUILD / "daemon/vmdefragd"
 VMDEFRAGCTL = BUILD / "daemon/vmdefragctl"
 
+
+
+UNIT_SUFFIXES = ("_bytes", "_ms", "_ns", "_percent")
+_counts = None
+
+
+def json_counts():
+    """The integer keys without a unit that vmdefragctl(1)'s JSON OUTPUT
+    section lists as counts or codes."""
+    global _counts
+    if _counts is None:
+        text = (TOP / "man/vmdefragctl.1.scd").read_text()
+        section = text.split("# JSON OUTPUT", 1)[1].split("\n# ", 1)[0]
+        listed = section.split("These are all of them:", 1)[1]
+        _counts = set(re.findall(r"\*([a-z_]+)\*", listed))
+    return _counts
+
+
+def check_json_units(obj, where="answer"):
+    """Every integer in a daemon answer has its unit in its key, or is a
+    count the man page lists; the answer carries schema 1."""
+    if where == "answer":
+        assert obj.get("schema") == 1, obj
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, int) and not isinstance(v, bool):
+                assert k.endswith(UNIT_SUFFIXES) or k in json_counts(), \
+                    f"{where}.{k} = {v}: an integer key with no unit that " \
+                    f"vmdefragctl(1) does not list as a count"
+            check_json_units(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            check_json_units(v, f"{where}[{i}]")
 
 class DaemonError(Exception):
     pass
@@ -121,7 +155,9 @@ class Daemon:
 
     def status(self, vm=None):
         out = self.ctl("status", *([vm] if vm else []), "--json").stdout
-        return {v["name"]: v for v in json.loads(out)["vms"]}
+        answer = json.loads(out)
+        check_json_units(answer)
+        return {v["name"]: v for v in answer["vms"]}
 
     def wait_for(self, cond, what, timeout=60):
         deadline = time.monotonic() + timeout

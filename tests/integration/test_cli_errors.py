@@ -47,7 +47,7 @@ def json_error(p):
     lines = p.stdout.splitlines()
     assert len(lines) == 1, p.stdout
     o = json.loads(lines[0])
-    assert o["ok"] is False and o["exit_code"] == p.returncode, o
+    assert o["schema"] == 1 and o["ok"] is False and o["exit_code"] == p.returncode, o
     assert "vmdefragctl: " + o["message"] == one_line(p)
     return o
 
@@ -116,7 +116,7 @@ def test_json_errors(workdir):
         p = d.ctl("status", "nosuchvm", "--json", check=False)
         assert p.returncode == EXIT_UNKNOWN_VM
         o = json_error(p)
-        assert o == {"ok": False, "error": "unknown-vm",
+        assert o == {"schema": 1, "ok": False, "error": "unknown-vm",
                      "message": "no VM named 'nosuchvm'", "exit_code": EXIT_UNKNOWN_VM}
         # without --json: stdout stays empty
         p = d.ctl("status", "nosuchvm", check=False)

@@ -50,7 +50,7 @@ from harness.wire import (
     SLAB_FMT, STATS_FMT, STATUS_FMT, frame)
 from harness import hostmem
 from harness.otheruser import OtherUserDir, run_as
-from harness.vmdefragd import VMDEFRAGD, VMDEFRAGCTL, Daemon  # noqa: F401
+from harness.vmdefragd import VMDEFRAGD, VMDEFRAGCTL, Daemon, check_json_units  # noqa: F401
 
 MIB = 1 << 20
 BLOCK = 2 * MIB
@@ -488,7 +488,9 @@ def test_real_guest(kernel, workdir, figures):
         try:
             d.wait_for(lambda: "module" in d.status()["g"]["session"]["features"],
                        "the agent's HELLO with the module", timeout=60)
-            scan = json.loads(d.ctl("scan", "g", "--json").stdout)["scan"]
+            answer = json.loads(d.ctl("scan", "g", "--json").stdout)
+            check_json_units(answer)
+            scan = answer["scan"]
             ram = g.ram_bytes
             assert 0.8 * ram < scan["total_bytes"] <= ram, scan
             assert 0 < scan["free_bytes"] < scan["total_bytes"]

@@ -147,7 +147,7 @@ def test_hint_reclaim(kernel, workdir, figures):
             assert drop >= size // 2, (drop, size, op, d.text()[-3000:])
             # the operation reports the measured drop, not the guest's claim
             assert abs(op["done_bytes"] - drop) <= 8 * MIB + drop // 20, (op, drop)
-            assert op["rss_anon_before"] - op["rss_anon_after"] == op["done_bytes"], op
+            assert op["rss_anon_before_bytes"] - op["rss_anon_after_bytes"] == op["done_bytes"], op
             assert op["compacted_bytes"] > 0, op
             st = d.status("g")["g"]
             assert st["memory"]["hint_returned_bytes"] == op["done_bytes"], st
@@ -214,7 +214,7 @@ def test_hint_hostile_guest(workdir, case):
             assert (o["kind"], o["state"]) == ("reclaim", "stopped"), o
             assert o["compacted_bytes"] >= 8 * MIB, o
             assert o["done_bytes"] < 2 * MIB, o
-            assert abs(o["rss_anon_before"] - rss0) <= 8 * MIB, (o, rss0)
+            assert abs(o["rss_anon_before_bytes"] - rss0) <= 8 * MIB, (o, rss0)
             assert d.status("h")["h"]["session"]["state"] == "ready"
         assert d.alive()
     finally:

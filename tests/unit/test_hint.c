@@ -201,8 +201,8 @@ static void test_json_keys(void **state)
 	assert_true(json_object_object_get_ex(o, "backend", &v));
 	assert_string_equal(json_object_get_string(v), "hint");
 	assert_true(ju64(o, "compacted_bytes") == 510 * MiB);
-	assert_true(ju64(o, "rss_anon_before") == 900 * MiB);
-	assert_true(ju64(o, "rss_anon_after") == 600 * MiB);
+	assert_true(ju64(o, "rss_anon_before_bytes") == 900 * MiB);
+	assert_true(ju64(o, "rss_anon_after_bytes") == 600 * MiB);
 	assert_true(ju64(o, "done_bytes") == 300 * MiB);
 	assert_false(json_object_object_get_ex(o, "punched_bytes", &v));
 	json_object_put(o);
