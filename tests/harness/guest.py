@@ -449,6 +449,15 @@ class Guest(StartStop):
     def huge_mapped_bytes(self):
         return hostmem.huge_mapped_bytes(self.pid, self.ram_bytes)
 
+    def pmd_share(self):
+        """(bytes mapped with 2 MiB pages, resident bytes) of QEMU's guest
+        RAM mappings, from its smaps: shmem, file and anonymous THPs."""
+        with open(f"/proc/{self.pid}/smaps") as f:
+            maps = hostmem.guest_ram_mappings(f.read(), self.ram_bytes)
+        pmd = sum(m.get("ShmemPmdMapped", 0) + m.get("FilePmdMapped", 0)
+                  + m.get("AnonHugePages", 0) for _, m in maps)
+        return pmd, sum(m.get("Rss", 0) for _, m in maps)
+
     def meminfo(self):
         """The guest's /proc/meminfo in bytes."""
         out = {}

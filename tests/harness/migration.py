@@ -29,6 +29,7 @@ import time
 
 from .guest import Guest, GuestError
 from .qmp import QMP
+from .vmdefragd import Daemon
 
 
 class IncomingGuest(Guest):
@@ -96,6 +97,23 @@ def migrate(src, dst, postcopy=False, bandwidth=8 << 30, during=None,
     raise GuestError(f"migration did not end in {timeout} s: {migration_status(src)}")
 
 
+def prepare_reclaimed(g, workdir, qmp, config, reclaim):
+    """A guest as the migration tests start from: the module (64 MiB
+    floor) and the agent, its RAM backed, memcheck data (id a), fragmented
+    free memory, and a vmdefragd in `workdir` (made here) on the monitor
+    `qmp` that reclaimed `reclaim` bytes; returns the daemon."""
+    g.check("insmod /lib/modules/vmdefrag.ko floor_mb=64")
+    g.check("vmdefrag-agent >/tmp/agent.log 2>&1 &")
+    g.populate_backing()
+    g.check("memcheck start --mib 64 --id a --seed 21", timeout=300)
+    g.check("fragment --seed 5 --anon 80 --files 40", timeout=600)
+    workdir.mkdir()
+    d = Daemon(workdir, [("g", qmp, g.vdf_socket)], config=config)
+    d.wait_reconciled("g")
+    d.ctl("reclaim", "g", f"{reclaim >> 20}M", "--wait")
+    return d
+
+
 def wait_migration(g, states, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -142,4 +160,4 @@ class PeakSampler:
 
 
 __all__ = ["IncomingGuest", "PeakSampler", "migrate", "migration_status",
-           "wait_migration"]
+           "prepare_reclaimed", "wait_migration"]

@@ -18,23 +18,13 @@ intact.  One guest kernel is enough: the host side is what is measured.
 """
 import pytest
 
-from harness import folios, hostmem
+from harness import folios
 from harness.guest import Guest, BUILD, guest_kernels
 from harness.vmdefragd import Daemon
 
 from test_reclaim import BLOCK, MIB, mem, op
 
 RAM_MIB = 768
-
-
-def pmd_share(g):
-    """(PMD-mapped bytes, resident bytes) of QEMU's guest RAM mapping."""
-    with open(f"/proc/{g.pid}/smaps") as f:
-        text = f.read()
-    maps = hostmem.guest_ram_mappings(text, g.ram_bytes)
-    assert len(maps) == 1, [h for h, _ in maps]
-    fields = maps[0][1]
-    return fields.get("ShmemPmdMapped", 0), fields["Rss"]
 
 
 def test_returned_ranges_mapped_huge(workdir, figures):
@@ -48,7 +38,7 @@ def test_returned_ranges_mapped_huge(workdir, figures):
         g.check("insmod /lib/modules/vmdefrag.ko floor_mb=64")
         g.check("vmdefrag-agent >/tmp/agent.log 2>&1 &")
         g.populate_backing()
-        pmd, rss = pmd_share(g)
+        pmd, rss = g.pmd_share()
         figures("guest RAM mapped by PMDs after boot", f"{pmd >> 20} / {rss >> 20}",
                 "MiB")
         assert pmd >= 0.95 * rss, (pmd, rss)
@@ -64,7 +54,7 @@ def test_returned_ranges_mapped_huge(workdir, figures):
             b0 = g.backing_bytes()
             d.ctl("reclaim", "g", "192M", "--wait")
             assert b0 - g.backing_bytes() >= 192 * MIB
-            pmd, rss = pmd_share(g)
+            pmd, rss = g.pmd_share()
             figures("guest RAM mapped by PMDs after reclaim",
                     f"{pmd >> 20} / {rss >> 20}", "MiB")
             # whole folios were freed: nothing that stayed was split
@@ -81,7 +71,7 @@ def test_returned_ranges_mapped_huge(workdir, figures):
 
             # the guest uses the memory it got back
             g.check("memcheck start --mib 160 --id b --seed 12", timeout=300)
-            pmd, rss = pmd_share(g)
+            pmd, rss = g.pmd_share()
             figures("guest RAM mapped by PMDs after return + reuse",
                     f"{pmd >> 20} / {rss >> 20}", "MiB")
             assert pmd >= 0.95 * rss, (pmd, rss)

@@ -51,10 +51,9 @@ import time
 
 import pytest
 
-from harness import hostmem
 from harness.guest import Guest, patched_qemu
 from harness.migration import (IncomingGuest, PeakSampler, captures, migrate,
-                               wait_migration)
+                               prepare_reclaimed, wait_migration)
 from harness.vmdefragd import Daemon
 
 MIB = 1 << 20
@@ -63,15 +62,6 @@ RECLAIM = 96 * MIB
 CONFIG = ("[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n"
           "collapse_cpu_percent = 50\n")
 PMD_SHARE_MIN = 0.90
-
-
-def pmd_share(g):
-    """(PMD-mapped bytes, resident bytes) of QEMU's guest RAM mapping."""
-    with open(f"/proc/{g.pid}/smaps") as f:
-        maps = hostmem.guest_ram_mappings(f.read(), g.ram_bytes)
-    assert len(maps) == 1, [h for h, _ in maps]
-    fields = maps[0][1]
-    return fields.get("ShmemPmdMapped", 0), fields["Rss"]
 
 
 def within_slack(b, ref):
@@ -89,16 +79,7 @@ def mig(d):
 
 def prepare(g, workdir, qmp):
     """Module, agent, data, fragmentation, a source daemon and a reclaim."""
-    g.check("insmod /lib/modules/vmdefrag.ko floor_mb=64")
-    g.check("vmdefrag-agent >/tmp/agent.log 2>&1 &")
-    g.populate_backing()
-    g.check("memcheck start --mib 64 --id a --seed 21", timeout=300)
-    g.check("fragment --seed 5 --anon 80 --files 40", timeout=600)
-    workdir.mkdir()
-    d = Daemon(workdir, [("g", qmp, g.vdf_socket)], config=CONFIG)
-    d.wait_reconciled("g")
-    d.ctl("reclaim", "g", f"{RECLAIM // MIB}M", "--wait")
-    return d
+    return prepare_reclaimed(g, workdir, qmp, CONFIG, RECLAIM)
 
 
 def refused(d):
@@ -168,7 +149,7 @@ def test_migration(mode, backend, agent_kernel, workdir, figures):
                         f"{c['cpu_ns'] / 1e6:.0f} ms cpu, {c['elapsed_ms']} ms", "")
                 figures(f"{mode} {backend}: migration time", took, "s")
                 if backend == "tmpfs":
-                    pmd, rss = pmd_share(dst)
+                    pmd, rss = dst.pmd_share()
                     figures(f"{mode} {backend}: dest PMD-mapped after collapse",
                             f"{pmd // MIB} / {rss // MIB}", "MiB")
                     assert pmd >= PMD_SHARE_MIN * rss, (pmd, rss, c)
@@ -208,7 +189,7 @@ def test_migration_patched(mode, backend, agent_kernel, workdir, figures):
                 with PeakSampler(g, interval=0.02) as peak:
                     info = migrate(g, dst, postcopy=(mode == "postcopy"))
                 assert info["status"] == "completed", info
-                pmd, rss = pmd_share(dst)
+                pmd, rss = dst.pmd_share()
                 b_dst = dst.backing_bytes()
                 figures(f"patched {mode} {backend}: source before / peak, dest after",
                         f"{b_src // MIB} / {peak.peak[g] // MIB}, {b_dst // MIB}", "MiB")

@@ -38,9 +38,8 @@ import time
 
 import pytest
 
-from harness import hostmem
 from harness.guest import PATCHED_MARK, Guest, patched_qemu
-from harness.migration import IncomingGuest, captures, migrate
+from harness.migration import IncomingGuest, captures, migrate, prepare_reclaimed
 from harness.vmdefragd import Daemon
 
 MIB = 1 << 20
@@ -53,15 +52,6 @@ RELEASE_MIN = 56 * MIB
 RETURN = 16 * MIB
 
 
-def pmd_share(g):
-    """(PMD-mapped bytes, resident bytes) of QEMU's guest RAM mapping."""
-    with open(f"/proc/{g.pid}/smaps") as f:
-        maps = hostmem.guest_ram_mappings(f.read(), g.ram_bytes)
-    assert len(maps) == 1, [h for h, _ in maps]
-    fields = maps[0][1]
-    return fields.get("ShmemPmdMapped", 0), fields["Rss"]
-
-
 def mig(d):
     return d.status("g")["g"]["migration"]
 
@@ -72,16 +62,7 @@ def mem(d):
 
 def prepare(g, workdir, qmp):
     """Module, agent, data, fragmentation, a source daemon and a reclaim."""
-    g.check("insmod /lib/modules/vmdefrag.ko floor_mb=64")
-    g.check("vmdefrag-agent >/tmp/agent.log 2>&1 &")
-    g.populate_backing()
-    g.check("memcheck start --mib 64 --id a --seed 21", timeout=300)
-    g.check("fragment --seed 5 --anon 80 --files 40", timeout=600)
-    workdir.mkdir()
-    d = Daemon(workdir, [("g", qmp, g.vdf_socket)], config=CONFIG)
-    d.wait_reconciled("g")
-    d.ctl("reclaim", "g", f"{RECLAIM // MIB}M", "--wait")
-    return d
+    return prepare_reclaimed(g, workdir, qmp, CONFIG, RECLAIM)
 
 
 def migrate_in(g, workdir, qemu=None):
@@ -141,7 +122,7 @@ def test_release_after_stock_postcopy(backend, agent_kernel, workdir, figures):
             text = dd.ctl("status", "g").stdout
             assert "migrated in by post-copy (stock QEMU path)" in text, text
 
-            pmd0, rss0 = pmd_share(dst)
+            pmd0, rss0 = dst.pmd_share()
             figures("stock postcopy: dest PMD-mapped after the pass",
                     f"{pmd0 // MIB} / {rss0 // MIB}", "MiB")
             assert pmd0 >= PMD_SHARE_MIN * rss0, (pmd0, rss0, m["collapse"])
@@ -157,7 +138,7 @@ def test_release_after_stock_postcopy(backend, agent_kernel, workdir, figures):
             dd.ctl("return", "g", f"{RETURN // MIB}M", "--wait")
             dd.wait_for(lambda: rerun_settled(passes), "the re-collapse after the return",
                         120)
-            pmd_r, rss_r = pmd_share(dst)
+            pmd_r, rss_r = dst.pmd_share()
             figures("stock postcopy: dest PMD-mapped after a return + re-collapse",
                     f"{pmd_r // MIB} / {rss_r // MIB}", "MiB")
             assert pmd_r >= pmd0 + RETURN - 2 * MIB, (pmd0, pmd_r, mig(dd)["collapse"])
@@ -188,7 +169,7 @@ def test_release_after_stock_postcopy(backend, agent_kernel, workdir, figures):
             assert r["failed_bytes"] == 0, r
             assert r["collapsed_bytes"] >= r["candidate_bytes"] > 0, r
 
-            pmd1, rss1 = pmd_share(dst)
+            pmd1, rss1 = dst.pmd_share()
             figures("stock postcopy: dest PMD-mapped after release + re-collapse",
                     f"{pmd1 // MIB} / {rss1 // MIB}", "MiB")
             assert rss1 >= rss0 + RELEASE_MIN // 2, (rss0, rss1)
@@ -237,7 +218,7 @@ def test_patched_postcopy_path(agent_kernel, workdir, figures):
                     f"{c['cpu_ns'] / 1e6:.0f} ms cpu", "")
             assert m["reconcile_listed_bytes"] >= RECLAIM - 8 * MIB, m
             assert c["failed_bytes"] == 0, c
-            pmd, rss = pmd_share(dst)
+            pmd, rss = dst.pmd_share()
             figures("patched postcopy: dest PMD-mapped after the pass",
                     f"{pmd // MIB} / {rss // MIB}", "MiB")
             # every range the backing holds whole is mapped with a PMD; the

@@ -113,15 +113,6 @@ def hole_blocks(g):
     return set(range(0, g.ram_bytes, BLOCK)) - backed
 
 
-def pmd_share(g):
-    """(PMD-mapped bytes, resident bytes) of QEMU's guest RAM mapping."""
-    with open(f"/proc/{g.pid}/smaps") as f:
-        maps = hostmem.guest_ram_mappings(f.read(), g.ram_bytes)
-    pmd = sum(m.get("ShmemPmdMapped", 0) + m.get("FilePmdMapped", 0)
-              + m.get("AnonHugePages", 0) for _, m in maps)
-    return pmd, sum(m.get("Rss", 0) for _, m in maps)
-
-
 def mem(d):
     return d.status("g")["g"]["memory"] or {}
 
@@ -387,7 +378,7 @@ class Soak:
 
         # ---- 2 MiB mappings ----
         if self.backend == "tmpfs":
-            pmd, rss = pmd_share(dst)
+            pmd, rss = dst.pmd_share()
             h.share = f"{100 * pmd / rss:.1f}%" if rss else "-"
             if c["state"] == "done":
                 # every block the backing held whole when the pass ran
