@@ -196,7 +196,8 @@ def test_agent_session(kernel):
         c = ProtoClient(g.vdf_socket)
         try:
             vmin, vmax, _, features, page, block, ram = c.hello()
-            assert (vmin, vmax) == (1, 1)
+            # message sets 1 and 2 (2: the slab census, the eviction policy)
+            assert (vmin, vmax) == (1, 2)
             assert features & FEAT_EVENTS and not features & FEAT_MODULE
             assert (page, block) == (4096, BLOCK)
             assert 400 * MIB < ram <= 512 * MIB
