@@ -40,9 +40,11 @@ PACKAGES = sorted([
     "libnl-genl-3-dev", "pkg-config", "linux-image-amd64",
     "linux-headers-amd64", "initramfs-tools", "ca-certificates",
 ])
-# the vmdefrag package's Depends (libvirt0, libjson-c5, libxml2), systemd
-# for systemd-analyze and man-db for the unit's Documentation= pages
-HOST_PACKAGES = sorted(["systemd", "libvirt0", "libjson-c5", "libxml2", "man-db"])
+# the vmdefrag package's Depends (libvirt0, libjson-c5, libxml2, procps for
+# the unit's ExecReload=/bin/kill), systemd for systemd-analyze and man-db
+# for the unit's Documentation= pages
+HOST_PACKAGES = sorted(["systemd", "libvirt0", "libjson-c5", "libxml2", "procps",
+                        "man-db"])
 
 
 class RootfsError(Exception):
