@@ -70,9 +70,11 @@ def _pdeathsig():
     ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
-def start_agent(g):
-    """Loads vmdefrag.ko in guest `g` and starts vmdefrag-agent there."""
-    g.check("insmod /lib/modules/vmdefrag.ko")
+def start_agent(g, floor_mb=None):
+    """Loads vmdefrag.ko in guest `g` (with its default floor, or
+    `floor_mb`) and starts vmdefrag-agent there."""
+    g.check("insmod /lib/modules/vmdefrag.ko" +
+            (f" floor_mb={floor_mb}" if floor_mb is not None else ""))
     g.check("vmdefrag-agent >/tmp/agent.log 2>&1 &")
 
 

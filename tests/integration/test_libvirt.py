@@ -40,6 +40,7 @@ test_notify_without_libvirt  notify accepted and ignored without --libvirt,
 import json
 import re
 import subprocess
+import time
 
 from harness import folios, hostmem
 from harness.libvirtd import URI, DomainGuest, Libvirtd
@@ -99,7 +100,11 @@ def test_libvirt_domain(agent_kernel, workdir, figures):
             st = d.status(name)[name]
             assert st["backend"] == "shared", st
             assert f"guest channel {path0}" in d.text(), d.text()[-2000:]
-            start_agent(g)
+            # the default floor (128 MiB of this 640 MiB guest) left only
+            # 70-130 MiB above it after fill(), depending on what free page
+            # reporting and the page cache did: too close to the 128 MiB
+            # reclaimed below
+            start_agent(g, floor_mb=64)
             d.wait_ready(name)
 
             # ---- reclaim / return ----------------------------------------
@@ -119,10 +124,22 @@ def test_libvirt_domain(agent_kernel, workdir, figures):
             figures("libvirt domain: backing drop", (b0 - b1) / MIB, "MiB")
             figures("libvirt domain: QEMU RssShmem drop", (r0 - r1) / MIB, "MiB")
             before = folios.data_blocks(pid0, g.ram_bytes)
-            p = d.ctl("return", name, "128M", "--wait", check=False)
-            assert p.returncode == 0, (p.stdout, p.stderr, d.text()[-3000:])
-            back = folios.data_blocks(pid0, g.ram_bytes) - before
-            assert len(back) * 2 * MIB >= 128 * MIB, (len(back), p.stdout)
+            # free page reporting may hand a returned block back to the host
+            # moments after the guest frees it (a report already scheduled
+            # fires): what the daemon backed is every block that holds data
+            # at some point while the return runs, sampled every 20 ms
+            ret = subprocess.Popen([str(VMDEFRAGCTL), "--socket", str(d.socket), "return",
+                                    name, "128M", "--wait"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+            seen = set()
+            while ret.poll() is None:
+                seen |= folios.data_blocks(pid0, g.ram_bytes)
+                time.sleep(0.02)
+            seen |= folios.data_blocks(pid0, g.ram_bytes)
+            out, err = ret.communicate()
+            assert ret.returncode == 0, (out, err, d.text()[-3000:])
+            back = seen - before
+            assert len(back) * 2 * MIB >= 128 * MIB, (len(back), out)
             g.check("memcheck verify --id a")
 
             # ---- check-domain (vmdefragctl, libvirt side) ----------------
