@@ -240,7 +240,7 @@ static void policy_vm_tick_one(struct policy_vm *pv, uint64_t now)
 		r = pv->hooks->start(pv->vm, d.action == POLICY_ACT_RETURN, d.bytes,
 				     err, sizeof(err), &id);
 		if (r < 0) {
-			policy_failed(&pv->st, &d);
+			policy_failed(&pv->st, &d, now);
 		} else {
 			pv->op_id = id;
 			if (d.action == POLICY_ACT_RETURN)

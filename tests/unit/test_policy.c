@@ -53,6 +53,7 @@ static void fx_init(struct fx *f, uint64_t free)
 	f->sig.mi.flags = PROTO_MEMINFO_F_PSI | PROTO_MEMINFO_F_MODULE;
 	f->sig.mi.interval_ms = 2000;
 	f->v.ready = true;
+	f->v.backend_ok = true;
 	f->v.can_return = true;
 	f->now = T0;
 	policy_host_classify(&f->h);
@@ -362,6 +363,10 @@ static void test_stale_signals(void **state)
 	f.v.ready = false;
 	assert_int_equal(fx_report(&f, 6 * MIB), POLICY_ACT_NONE);
 	assert_non_null(strstr(f.d.reason, "not ready"));
+	f.v.ready = true;
+	f.v.backend_ok = false;	/* hint or none: nothing to move */
+	assert_int_equal(fx_report(&f, 6 * MIB), POLICY_ACT_NONE);
+	assert_non_null(strstr(f.d.reason, "shared backend only"));
 }
 
 static void test_fixed_headroom_and_failure(void **state)
@@ -374,10 +379,13 @@ static void test_fixed_headroom_and_failure(void **state)
 	f.p.headroom_bytes = 512 * MIB;
 	assert_int_equal(fx_calm_for(&f, 900 * MIB, 10), POLICY_ACT_RECLAIM);
 	assert_int_equal(f.d.headroom_bytes, 640 * MIB);
-	/* the mechanism refused: the next decision may try again */
+	/* the mechanism refused: tried again, but not at once */
 	d = f.d;
-	policy_failed(&f.st, &d);
+	policy_failed(&f.st, &d, f.now);
 	f.now += 500;
+	assert_int_equal(fx_decide(&f), POLICY_ACT_NONE);
+	assert_non_null(strstr(f.d.reason, "could not start"));
+	f.now += 600;
 	assert_int_equal(fx_decide(&f), POLICY_ACT_RECLAIM);
 }
 
