@@ -302,6 +302,11 @@ void policy_decide(const struct policy_params *p, struct policy_state *st,
 	}
 	st->miss_pending = false;
 
+	if (above < headroom)
+		return policy_none(ret, "%" PRIu64 " MiB free above the watermarks, "
+				   "under the headroom %" PRIu64 " MiB%s", above >> 20,
+				   headroom >> 20, v->held_bytes ? "" :
+				   ", nothing held to return");
 	if (above < headroom + hyst)
 		return policy_none(ret, "%" PRIu64 " MiB free above the watermarks, "
 				   "within the headroom %" PRIu64 " MiB (+%" PRIu64
@@ -309,7 +314,7 @@ void policy_decide(const struct policy_params *p, struct policy_state *st,
 	calm_ms = (uint64_t)p->calm_s * 1000 / (1 + level);
 	if (!st->calm_since_ms || now_ms - st->calm_since_ms < calm_ms)
 		return policy_none(ret, "guest not calm for %" PRIu64 " s yet "
-				   "(allocating %" PRIu64 " KiB/s)", calm_ms / 1000,
+				   "(allocating %" PRIu64 " KiB/s now)", calm_ms / 1000,
 				   mi->alloc_bytes_per_sec >> 10);
 	flip_ms = policy_max(calm_ms, POLICY_FLIP_MIN_MS);
 	if (st->last_return_ms && now_ms - st->last_return_ms < flip_ms)

@@ -184,6 +184,7 @@ static void test_dead_band(void **state)
 	assert_int_equal(f.d.headroom_bytes, 192 * MIB);
 	/* nothing held: below the return line there is nothing to return */
 	assert_int_equal(fx_report(&f, 6 * MIB + 150 * MIB), POLICY_ACT_NONE);
+	assert_non_null(strstr(f.d.reason, "nothing held to return"));
 }
 
 static void test_returns_near_watermarks(void **state)
