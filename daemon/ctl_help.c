@@ -28,8 +28,10 @@ static const struct ctl_help_cmd ctl_help_cmds[] = {
 	{ "status", "[--socket PATH] [--timeout S] status [VM] [--json]",
 	  "what each VM has, backs and reports",
 "Per VM: backend, RAM, host backing and huge-page-mapped bytes, host shmem\n"
-"THP policy, guest session, and the guest's last reported free, captured\n"
-"and unmovable memory.  Without VM, every VM the daemon manages.\n" },
+"THP policy, guest session, the guest's last reported free, captured\n"
+"and unmovable memory, and the densification policy: its mode, headroom,\n"
+"misses, last decision with its reason and the guest's memory signals.\n"
+"Without VM, every VM the daemon manages.\n" },
 	{ "scan", "[--socket PATH] [--timeout S] scan VM [--json]",
 	  "the guest's 2 MiB block picture",
 "Ask the guest for its 2 MiB block picture: block classes, vacate cost,\n"
@@ -59,6 +61,15 @@ static const struct ctl_help_cmd ctl_help_cmds[] = {
 "Stop the VM's running reclaim or return (operation ID, if given): the\n"
 "guest's request in flight completes and what was moved stays moved,\n"
 "nothing is left half-punched.  A --wait following the operation exits 1.\n" },
+	{ "policy", "[--socket PATH] [--timeout S] policy VM auto|manual [--json]",
+	  "let the daemon keep a VM dense by itself, or not",
+"Set the VM's densification policy, kept across daemon restarts (in the\n"
+"daemon's state_dir).  auto: the daemon reclaims what the guest keeps free\n"
+"above its headroom (floor + a margin sized from its allocation rate), in\n"
+"steps at a bounded rate once the guest is calm, and returns memory at\n"
+"once when the guest's free memory nears its watermarks or its memory\n"
+"pressure rises.  manual: only vmdefragctl reclaim/return move memory.\n"
+"status shows the policy's last decision and its reason.\n" },
 	{ "notify", "[--socket PATH] [--timeout S] notify DOMAIN EVENT",
 	  "what the libvirt hook runs: a domain's lifecycle event",
 "Tell vmdefragd a libvirt domain was prepared, started, stopped, released\n"

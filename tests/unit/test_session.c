@@ -15,6 +15,9 @@
  *   - an empty successful RESP_LIST (8 bytes, like a bare status) is a
  *     success, status 0, by the codec's verdict;
  * and a range the layout knows to be outside RAM still drops the session.
+ * EVT_MEMINFO (version 3): handed to the VM in a version-3 session, a
+ * session dropped for one whose total is above the VM's RAM, and for any
+ * in a session that negotiated version 2.
  */
 #include <errno.h>
 #include <poll.h>
@@ -47,6 +50,7 @@ struct fixture {
 	int gfd;			/* the guest's end of the session */
 	struct proto_decoder dec;	/* what the host sent */
 	int check_range;		/* what check_range() answers */
+	uint64_t ram;			/* what ram_bytes() answers (0: unknown) */
 	unsigned int checks;		/* check_range() calls */
 	unsigned int events;		/* events handed to the VM */
 	/* the last response handed to the requester */
@@ -65,7 +69,9 @@ static int fx_check_range(void *vm, const struct proto_range *r)
 
 static uint64_t fx_ram_bytes(void *vm)
 {
-	return 0;	/* unknown, like the layout */
+	struct fixture *fx = vm;
+
+	return fx->ram;	/* 0 (unknown, like the layout) unless a test sets it */
 }
 
 static void fx_event(void *vm, const struct proto_msg *m)
@@ -147,6 +153,9 @@ static struct proto_msg *msg(uint16_t type, uint32_t id)
 	return &m;
 }
 
+/* The highest version the test's guest offers in its HELLO. */
+static uint16_t guest_vmax = PROTO_VERSION_MAX;
+
 static int setup(void **state)
 {
 	static const struct session_limits lim = {
@@ -184,7 +193,7 @@ static int setup(void **state)
 	free(m);
 	m = msg(PROTO_HELLO, 0);
 	m->u.hello = (struct proto_hello){
-		.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
+		.version_min = PROTO_VERSION_MIN, .version_max = guest_vmax,
 		.features = PROTO_FEAT_EVENTS | PROTO_FEAT_MODULE,
 		.page_size = 4096, .block_size = PROTO_BLOCK_SIZE, .ram_bytes = RAM,
 	};
@@ -322,6 +331,63 @@ static void test_range_outside_known_layout_drops(void **state)
 	assert_int_equal(fx->status, -ECONNRESET);
 }
 
+static struct proto_msg *meminfo(uint64_t total)
+{
+	struct proto_msg *m = msg(PROTO_EVT_MEMINFO, 0);
+
+	m->u.meminfo = (struct proto_meminfo){
+		.total_bytes = total, .free_bytes = 100 * MIB,
+		.available_bytes = 120 * MIB, .wmark_low_bytes = MIB,
+		.wmark_high_bytes = 2 * MIB, .interval_ms = 2000,
+	};
+	return m;
+}
+
+static void test_meminfo_v3(void **state)
+{
+	struct fixture *fx = *state;
+	struct session_info info;
+
+	fx->ram = RAM;
+	guest_send(fx, meminfo(RAM - 8 * MIB));
+	pump(fx, 20);
+	assert_int_equal(fx->events, 1);
+	assert_ready(fx);
+	/* a guest claiming more memory than the VM has */
+	guest_send(fx, meminfo(RAM + 2 * MIB));
+	pump(fx, 20);
+	session_get_info(fx->s, &info);
+	assert_int_equal(info.state, SESSION_DOWN);
+	assert_int_equal(info.drops, 1);
+	assert_non_null(strstr(info.last_drop, "EVT_MEMINFO"));
+	assert_int_equal(fx->events, 1);
+}
+
+static int setup_v2(void **state)
+{
+	int r;
+
+	guest_vmax = 2;
+	r = setup(state);
+	guest_vmax = PROTO_VERSION_MAX;
+	return r;
+}
+
+static void test_meminfo_in_v2_session_drops(void **state)
+{
+	struct fixture *fx = *state;
+	struct session_info info;
+
+	session_get_info(fx->s, &info);
+	assert_int_equal(info.version, 2);
+	guest_send(fx, meminfo(RAM - 8 * MIB));
+	pump(fx, 20);
+	session_get_info(fx->s, &info);
+	assert_int_equal(info.state, SESSION_DOWN);
+	assert_non_null(strstr(info.last_drop, "EVT_MEMINFO in protocol version 2"));
+	assert_int_equal(fx->events, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -333,6 +399,9 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_range_outside_known_layout_drops,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_meminfo_v3, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_meminfo_in_v2_session_drops,
+						setup_v2, teardown),
 	};
 
 	log_set_max_level(LOG_WARNING);
