@@ -7,13 +7,15 @@
  *	# comment             (also "; comment", and " # comment" after a value)
  *	[daemon]              socket, socket_mode, socket_group, log_level,
  *	                      reconnect_min_ms, reconnect_max_ms,
- *	                      collapse_cpu_percent
+ *	                      collapse_cpu_percent, state_dir
  *	[vm NAME]             qmp, channel, floor, max_reclaim, frames_per_sec,
- *	                      events_per_sec, request_timeout_ms, evict
+ *	                      events_per_sec, request_timeout_ms, evict,
+ *	                      policy, policy_weight, policy_headroom,
+ *	                      policy_reclaim_rate, policy_calm
  *	[libvirt]             turns libvirt mode on; uri, and floor,
  *	                      max_reclaim, frames_per_sec, events_per_sec,
- *	                      request_timeout_ms, evict for every discovered
- *	                      domain
+ *	                      request_timeout_ms, evict, policy* for every
+ *	                      discovered domain
  *
  * The parser is a two-state machine: before any section header a key is an
  * error; after one, keys go to that section.  A [vm NAME] section seen
@@ -55,6 +57,7 @@ void config_vm_init(struct config_vm *vm)
 	vm->frames_per_sec = CONFIG_DEFAULT_FPS;
 	vm->events_per_sec = CONFIG_DEFAULT_EPS;
 	vm->request_timeout_ms = CONFIG_DEFAULT_TIMEOUT;
+	policy_params_init(&vm->policy);
 }
 
 void config_init(struct config *c)
@@ -66,6 +69,7 @@ void config_init(struct config *c)
 	c->reconnect_min_ms = 500;
 	c->reconnect_max_ms = 30000;
 	c->collapse_cpu_percent = 25;
+	snprintf(c->state_dir, sizeof(c->state_dir), "%s", CONFIG_DEFAULT_STATE_DIR);
 	config_vm_init(&c->libvirt_defaults);
 }
 
@@ -197,6 +201,23 @@ static int config_vm_set(struct config_vm *vm, const char *key, const char *v,
 		vm->evict = (uint32_t)e;
 		return 0;
 	}
+	if (strcmp(key, "policy") == 0) {
+		if (policy_mode_from_name(v, &vm->policy.mode) < 0)
+			return config_fail(msg, msgsz, -EINVAL, "policy is manual or "
+					   "auto (not '%s')", v);
+		return 0;
+	}
+	if (strcmp(key, "policy_weight") == 0)
+		return config_u32(key, v, 1, POLICY_WEIGHT_MAX, &vm->policy.weight,
+				  msg, msgsz);
+	if (strcmp(key, "policy_headroom") == 0)
+		return config_size(v, &vm->policy.headroom_bytes, msg, msgsz);
+	if (strcmp(key, "policy_reclaim_rate") == 0)
+		return config_u32(key, v, 1, POLICY_RATE_MAX,
+				  &vm->policy.reclaim_rate_mib, msg, msgsz);
+	if (strcmp(key, "policy_calm") == 0)
+		return config_u32(key, v, 0, POLICY_CALM_MAX, &vm->policy.calm_s,
+				  msg, msgsz);
 	return config_fail(msg, msgsz, -ENOENT, "unknown key '%s' for a VM", key);
 }
 
@@ -255,6 +276,8 @@ static int config_daemon_set(struct config *c, const char *key, const char *v,
 				  msg, msgsz);
 	if (strcmp(key, "collapse_cpu_percent") == 0)
 		return config_u32(key, v, 0, 100, &c->collapse_cpu_percent, msg, msgsz);
+	if (strcmp(key, "state_dir") == 0)
+		return config_path(v, c->state_dir, sizeof(c->state_dir), msg, msgsz);
 	return config_fail(msg, msgsz, -ENOENT, "unknown key '%s' in [daemon]", key);
 }
 
@@ -660,6 +683,7 @@ static void config_vm_copy_live(struct config_vm *dst, const struct config_vm *s
 	dst->events_per_sec = src->events_per_sec;
 	dst->request_timeout_ms = src->request_timeout_ms;
 	dst->evict = src->evict;
+	dst->policy = src->policy;
 }
 
 int config_reload(struct config *cur, const struct config *next,
@@ -678,6 +702,8 @@ int config_reload(struct config *cur, const struct config *next,
 	    (cur->socket_group_set && cur->socket_group != next->socket_group))
 		config_note(note, userdata, &n, "socket_group changed: needs a "
 			    "restart");
+	if (strcmp(cur->state_dir, next->state_dir) != 0)
+		config_note(note, userdata, &n, "state_dir changed: needs a restart");
 	if (cur->libvirt != next->libvirt)
 		config_note(note, userdata, &n, "libvirt mode turned %s: needs a "
 			    "restart", next->libvirt ? "on" : "off");

@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "policy.h"
+
 #define CONFIG_MAX_VMS		64
 #define CONFIG_NAME_MAX		64	/* VM names: [A-Za-z0-9_.-], 1..63 */
 #define CONFIG_PATH_MAX		108	/* sun_path */
@@ -24,6 +26,8 @@
 /* read when vmdefragd has no --config and it exists */
 #define CONFIG_DEFAULT_PATH	"/etc/vmdefrag/vmdefragd.conf"
 #define CONFIG_DEFAULT_MODE	0660
+/* where the daemon keeps what outlives it (per-VM policy mode, counters) */
+#define CONFIG_DEFAULT_STATE_DIR "/var/lib/vmdefrag"
 
 struct config_vm {
 	char name[CONFIG_NAME_MAX];
@@ -38,6 +42,9 @@ struct config_vm {
 	unsigned int channel_line;	/* file (0: a --vm spec), for errors */
 	uint32_t evict;			/* enum vmdefrag_evict: reclaims'
 					 * default eviction policy */
+	/* automatic densification: policy, policy_weight, policy_headroom,
+	 * policy_reclaim_rate, policy_calm (floor_bytes is the floor above) */
+	struct policy_params policy;
 };
 
 struct config {
@@ -51,6 +58,7 @@ struct config {
 	uint32_t reconnect_min_ms;	/* first retry after a drop */
 	uint32_t reconnect_max_ms;	/* backoff doubles up to this */
 	uint32_t collapse_cpu_percent;	/* after a migration in: 0 (off) .. 100 */
+	char state_dir[256];		/* persisted state; "" keeps none */
 	size_t nvms;
 	struct config_vm vms[CONFIG_MAX_VMS];
 

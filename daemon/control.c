@@ -344,6 +344,24 @@ static bool control_cmd_notify(struct control_client *cl, const struct ctl_reque
 	return control_client_send(cl, ok);
 }
 
+/* policy: set (and persist) the VM's mode; the answer is the mode now. */
+static bool control_cmd_policy(struct control_client *cl, const struct ctl_request *req)
+{
+	struct vm *vm = control_find_vm(cl->ctl, req->vm);
+	char err[384];
+	int r;
+
+	if (!vm)
+		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
+					    req->vm);
+	r = vm_set_policy(vm, req->mode, err, sizeof(err));
+	if (r < 0)
+		return control_client_error(cl, CTL_ERR_INTERNAL, "VM '%s': %s",
+					    req->vm, err);
+	return control_client_send(cl, ctl_proto_ok("policy",
+				   ctl_proto_policy_json(vm_name(vm), req->mode)));
+}
+
 /* Handles one request line; false if the client is gone. */
 static bool control_client_line(struct control_client *cl, char *line)
 {
@@ -366,6 +384,8 @@ static bool control_client_line(struct control_client *cl, char *line)
 		return control_cmd_notify(cl, &req);
 	case CTL_CMD_CANCEL:
 		return control_cmd_cancel(cl, &req);
+	case CTL_CMD_POLICY:
+		return control_cmd_policy(cl, &req);
 	}
 	return true;
 }

@@ -59,6 +59,15 @@ static const struct ctl_help_cmd ctl_help_cmds[] = {
 "Stop the VM's running reclaim or return (operation ID, if given): the\n"
 "guest's request in flight completes and what was moved stays moved,\n"
 "nothing is left half-punched.  A --wait following the operation exits 1.\n" },
+	{ "policy", "[--socket PATH] [--timeout S] policy VM auto|manual [--json]",
+	  "let the daemon keep a VM dense by itself, or not",
+"Set the VM's densification policy, kept across daemon restarts (in the\n"
+"daemon's state_dir).  auto: the daemon reclaims what the guest keeps free\n"
+"above its headroom (floor + a margin sized from its allocation rate), in\n"
+"steps at a bounded rate once the guest is calm, and returns memory at\n"
+"once when the guest's free memory nears its watermarks or its memory\n"
+"pressure rises.  manual: only vmdefragctl reclaim/return move memory.\n"
+"status shows the policy's last decision and its reason.\n" },
 	{ "notify", "[--socket PATH] [--timeout S] notify DOMAIN EVENT",
 	  "what the libvirt hook runs: a domain's lifecycle event",
 "Tell vmdefragd a libvirt domain was prepared, started, stopped, released\n"

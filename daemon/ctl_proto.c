@@ -84,6 +84,7 @@ static const char *ctl_cmd_name(enum ctl_cmd cmd)
 	case CTL_CMD_RETURN: return "return";
 	case CTL_CMD_OP: return "op";
 	case CTL_CMD_CANCEL: return "cancel";
+	case CTL_CMD_POLICY: return "policy";
 	default: return "status";
 	}
 }
@@ -110,6 +111,9 @@ int ctl_proto_format_request(const struct ctl_request *req, char **ret_line)
 		}
 		json_object_object_add(o, "evict", json_object_new_string(ev));
 	}
+	if (req->cmd == CTL_CMD_POLICY)
+		json_object_object_add(o, "mode",
+				       json_object_new_string(policy_mode_name(req->mode)));
 	if (req->cmd == CTL_CMD_OP || (req->cmd == CTL_CMD_CANCEL && req->id))
 		json_object_object_add(o, "id", json_object_new_uint64(req->id));
 	if (req->cmd == CTL_CMD_NOTIFY) {
@@ -163,9 +167,11 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		req.cmd = CTL_CMD_NOTIFY;
 	} else if (strcmp(cmd, "cancel") == 0) {
 		req.cmd = CTL_CMD_CANCEL;
+	} else if (strcmp(cmd, "policy") == 0) {
+		req.cmd = CTL_CMD_POLICY;
 	} else {
 		snprintf(err, errsz, "unknown command (known: status, scan, reclaim, "
-			 "return, op, notify, cancel)");
+			 "return, op, notify, cancel, policy)");
 		goto out_put;
 	}
 	if (json_object_object_get_ex(o, "vm", &v)) {
@@ -221,6 +227,13 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 			 "stopped, release or migrate");
 		goto out_put;
 	}
+	if (req.cmd == CTL_CMD_POLICY &&
+	    (!json_object_object_get_ex(o, "mode", &v) ||
+	     !json_object_is_type(v, json_type_string) ||
+	     policy_mode_from_name(json_object_get_string(v), &req.mode) < 0)) {
+		snprintf(err, errsz, "policy needs \"mode\": auto or manual");
+		goto out_put;
+	}
 	json_object_object_foreach(o, key, val) {
 		bool known = strcmp(key, "cmd") == 0 || strcmp(key, "vm") == 0 ||
 			     (strcmp(key, "bytes") == 0 && (req.cmd == CTL_CMD_RECLAIM ||
@@ -228,7 +241,8 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 			     (strcmp(key, "evict") == 0 && req.cmd == CTL_CMD_RECLAIM) ||
 			     (strcmp(key, "id") == 0 && (req.cmd == CTL_CMD_OP ||
 							 req.cmd == CTL_CMD_CANCEL)) ||
-			     (strcmp(key, "event") == 0 && req.cmd == CTL_CMD_NOTIFY);
+			     (strcmp(key, "event") == 0 && req.cmd == CTL_CMD_NOTIFY) ||
+			     (strcmp(key, "mode") == 0 && req.cmd == CTL_CMD_POLICY);
 
 		(void)val;
 		if (!known) {
@@ -305,9 +319,10 @@ static struct json_object *ctl_features_json(uint64_t f)
  * hint_returned_bytes (hint reclaims: measured RssAnon drops, summed since
  * the daemon started)};
  * operation (OP of the running or last operation, null if none);
- * migration (ctl_migration_json()).
+ * migration (ctl_migration_json()); policy (ctl_policy_json()).
  */
 static struct json_object *ctl_migration_json(const struct migration_status *m);
+static struct json_object *ctl_policy_json(const struct policy_status *p);
 
 struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
 {
@@ -388,6 +403,115 @@ struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st)
 	json_object_object_add(o, "operation", st->mem.have_op ?
 			       ctl_proto_op_json(st->name, &st->mem.op) : NULL);
 	json_object_object_add(o, "migration", ctl_migration_json(&st->migration));
+	json_object_object_add(o, "policy", st->policy.known ?
+			       ctl_policy_json(&st->policy) : NULL);
+	return o;
+}
+
+static const char *ctl_host_level_name(enum policy_host_level l)
+{
+	switch (l) {
+	case POLICY_HOST_MODERATE: return "moderate";
+	case POLICY_HOST_HIGH: return "high";
+	default: return "relaxed";
+	}
+}
+
+static struct json_object *ctl_decision_json(const struct policy_decision_info *d)
+{
+	struct json_object *o;
+
+	if (!d->known)
+		return NULL;
+	o = json_object_new_object();
+	ctl_add_str(o, "action", policy_action_name(d->action));
+	ctl_add_u64(o, "target_bytes", d->bytes);
+	ctl_add_str(o, "reason", d->reason);
+	json_object_object_add(o, "error", json_object_new_int(d->error));
+	ctl_add_u64(o, "age_ms", d->age_ms);
+	return o;
+}
+
+/* hundredths of a percent as a JSON number of percent */
+static struct json_object *ctl_percent(uint32_t hundredths)
+{
+	return json_object_new_double(hundredths / 100.0);
+}
+
+/*
+ * policy: {mode ("manual", "auto"), weight, headroom_bytes (floor +
+ * margin the engine keeps free above the guest's watermarks; null before
+ * the guest's first signals), policy_misses (the guest released memory
+ * under pressure while auto), reclaims and returns (operations the policy
+ * started), host_pressure ("relaxed", "moderate", "high"), state_saved
+ * (the mode is in the state_dir), decision (the latest evaluation, null
+ * before the first): {action ("none", "reclaim", "return", "stop"),
+ * target_bytes, reason, error (0, or the errno of an action that could
+ * not start), age_ms}, last_action (the latest decision that was not
+ * "none", same keys, null if none), signals (the guest's last EVT_MEMINFO,
+ * null before one): {total_bytes, free_bytes, available_bytes,
+ * wmark_low_bytes, wmark_high_bytes, alloc_rate_bytes (allocated per
+ * second), captured_bytes and floor_bytes (null without the module),
+ * psi_some_avg10_percent, psi_full_avg10_percent (numbers; null without
+ * PSI), psi_some_total_ns, psi_full_total_ns (null without PSI), urgent
+ * (sent at once on a threshold), interval_ms, age_ms}}
+ */
+static struct json_object *ctl_policy_json(const struct policy_status *p)
+{
+	struct json_object *o = json_object_new_object();
+	const struct proto_meminfo *mi = &p->signals;
+	bool psi = mi->flags & PROTO_MEMINFO_F_PSI;
+	bool mod = mi->flags & PROTO_MEMINFO_F_MODULE;
+
+	ctl_add_str(o, "mode", policy_mode_name(p->mode));
+	ctl_add_u64(o, "weight", p->weight);
+	json_object_object_add(o, "headroom_bytes", p->headroom_bytes ?
+			       json_object_new_uint64(p->headroom_bytes) : NULL);
+	ctl_add_u64(o, "policy_misses", p->misses);
+	ctl_add_u64(o, "reclaims", p->reclaims);
+	ctl_add_u64(o, "returns", p->returns);
+	ctl_add_str(o, "host_pressure", ctl_host_level_name(p->host_level));
+	json_object_object_add(o, "state_saved", json_object_new_boolean(p->state_saved));
+	json_object_object_add(o, "decision", ctl_decision_json(&p->last));
+	json_object_object_add(o, "last_action", ctl_decision_json(&p->last_action));
+	if (p->have_signals) {
+		struct json_object *g = json_object_new_object();
+
+		ctl_add_u64(g, "total_bytes", mi->total_bytes);
+		ctl_add_u64(g, "free_bytes", mi->free_bytes);
+		ctl_add_u64(g, "available_bytes", mi->available_bytes);
+		ctl_add_u64(g, "wmark_low_bytes", mi->wmark_low_bytes);
+		ctl_add_u64(g, "wmark_high_bytes", mi->wmark_high_bytes);
+		ctl_add_u64(g, "alloc_rate_bytes", mi->alloc_bytes_per_sec);
+		json_object_object_add(g, "captured_bytes", mod ?
+				       json_object_new_uint64(mi->captured_bytes) : NULL);
+		json_object_object_add(g, "floor_bytes", mod ?
+				       json_object_new_uint64(mi->floor_bytes) : NULL);
+		json_object_object_add(g, "psi_some_avg10_percent", psi ?
+				       ctl_percent(mi->psi_some_avg10) : NULL);
+		json_object_object_add(g, "psi_full_avg10_percent", psi ?
+				       ctl_percent(mi->psi_full_avg10) : NULL);
+		json_object_object_add(g, "psi_some_total_ns", psi ?
+				       json_object_new_uint64(mi->psi_some_total_us * 1000) : NULL);
+		json_object_object_add(g, "psi_full_total_ns", psi ?
+				       json_object_new_uint64(mi->psi_full_total_us * 1000) : NULL);
+		json_object_object_add(g, "urgent", json_object_new_boolean(
+				       mi->flags & PROTO_MEMINFO_F_URGENT));
+		ctl_add_u64(g, "interval_ms", mi->interval_ms);
+		ctl_add_u64(g, "age_ms", p->signals_age_ms);
+		json_object_object_add(o, "signals", g);
+	} else {
+		json_object_object_add(o, "signals", NULL);
+	}
+	return o;
+}
+
+struct json_object *ctl_proto_policy_json(const char *vm, enum policy_mode mode)
+{
+	struct json_object *o = json_object_new_object();
+
+	ctl_add_str(o, "vm", vm);
+	ctl_add_str(o, "mode", policy_mode_name(mode));
 	return o;
 }
 

@@ -16,10 +16,12 @@
  *             {"cmd": "op", "vm": N, "id": I}  one operation's progress
  *             {"cmd": "cancel", "vm": N[, "id": I]}  stop the running one
  *             {"cmd": "notify", "vm": N, "event": E}  from the libvirt hook
+ *             {"cmd": "policy", "vm": N, "mode": "auto" | "manual"}
  *   response  {"ok": true, "vms": [VMSTATUS, ...]}
  *             {"ok": true, "scan": SCAN}
  *             {"ok": true, "operation": OP}   reclaim, return, op, cancel
  *             {"ok": true}                    notify
+ *             {"ok": true, "policy": {vm, mode}}   policy
  *             {"ok": false, "error": CODE, "message": "one line"}
  *
  * notify: E is "prepare", "started", "stopped", "release" or "migrate"
@@ -50,6 +52,7 @@
 #include <json-c/json.h>
 
 #include "migration.h"
+#include "policy_vm.h"
 #include "reclaim.h"
 #include "session.h"
 #include "vmdefrag/proto.h"
@@ -99,6 +102,7 @@ enum ctl_cmd {
 	CTL_CMD_OP,
 	CTL_CMD_NOTIFY,
 	CTL_CMD_CANCEL,
+	CTL_CMD_POLICY,
 };
 
 /* notify's events, named as libvirt's qemu hook names its operations */
@@ -118,6 +122,7 @@ struct ctl_request {
 	enum ctl_notify_event event;	/* notify */
 	int evict;		/* reclaim: enum vmdefrag_evict, -1 the VM's
 				 * default (config "evict") */
+	enum policy_mode mode;	/* policy */
 };
 
 /* "prepare", ... for an event; NULL if out of range. */
@@ -166,10 +171,13 @@ struct ctl_vm_status {
 	struct proto_stats stats;
 	struct reclaim_status mem;	/* blocks held for the host, operations */
 	struct migration_status migration;	/* live migration, either way */
+	struct policy_status policy;	/* automatic densification */
 };
 
 struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st);
 struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_info *op);
+/* The answer of policy: {vm, mode}. */
+struct json_object *ctl_proto_policy_json(const char *vm, enum policy_mode mode);
 struct json_object *ctl_proto_scan_json(const char *vm,
 					const struct proto_scan_resp *scan,
 					const struct proto_slab *slabs,

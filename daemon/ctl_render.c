@@ -26,6 +26,51 @@ static const char *ctl_render_size(struct json_object *o, const char *key,
 	return size_format(ctl_client_u64(o, key), buf, sz);
 }
 
+/* The policy: mode, headroom, misses, the latest decision and the signals. */
+static void ctl_render_policy(struct json_object *vm)
+{
+	struct json_object *p = ctl_client_get(vm, "policy");
+	struct json_object *d, *g;
+	char b1[32], b2[32], b3[32];
+
+	if (!p)
+		return;
+	printf("  policy:          %s", ctl_client_str(p, "mode") ?: "?");
+	if (ctl_client_has(p, "headroom_bytes"))
+		printf(", headroom %s", ctl_render_size(p, "headroom_bytes", b1, sizeof(b1)));
+	printf(", %" PRIu64 " reclaims, %" PRIu64 " returns, %" PRIu64 " misses, "
+	       "host %s\n", ctl_client_u64(p, "reclaims"), ctl_client_u64(p, "returns"),
+	       ctl_client_u64(p, "policy_misses"),
+	       ctl_client_str(p, "host_pressure") ?: "?");
+	d = ctl_client_get(p, "decision");
+	if (d)
+		printf("  last decision:   %s%s%s: %s\n", ctl_client_str(d, "action") ?: "?",
+		       ctl_client_u64(d, "target_bytes") ? " " : "",
+		       ctl_client_u64(d, "target_bytes") ?
+		       ctl_render_size(d, "target_bytes", b1, sizeof(b1)) : "",
+		       ctl_client_str(d, "reason") ?: "");
+	d = ctl_client_get(p, "last_action");
+	if (d)
+		printf("  last action:     %s %s, %.1f s ago: %s\n",
+		       ctl_client_str(d, "action") ?: "?",
+		       ctl_render_size(d, "target_bytes", b1, sizeof(b1)),
+		       (double)ctl_client_u64(d, "age_ms") / 1000.0,
+		       ctl_client_str(d, "reason") ?: "");
+	g = ctl_client_get(p, "signals");
+	if (g) {
+		struct json_object *psi = ctl_client_get(g, "psi_some_avg10_percent");
+
+		printf("  guest signals:   free %s, available %s, high watermarks %s, "
+		       "allocating %s/s", ctl_render_size(g, "free_bytes", b1, sizeof(b1)),
+		       ctl_render_size(g, "available_bytes", b2, sizeof(b2)),
+		       ctl_render_size(g, "wmark_high_bytes", b3, sizeof(b3)),
+		       ctl_render_size(g, "alloc_rate_bytes", b1, sizeof(b1)));
+		if (psi)
+			printf(", PSI some %.2f %%", json_object_get_double(psi));
+		printf("\n");
+	}
+}
+
 static void ctl_render_memory(struct json_object *vm)
 {
 	struct json_object *m = ctl_client_get(vm, "memory");
@@ -206,6 +251,7 @@ void ctl_render_status_vm(struct json_object *vm)
 	}
 	ctl_render_memory(vm);
 	ctl_render_migration(vm);
+	ctl_render_policy(vm);
 }
 
 static void ctl_render_hist(struct json_object *scan, const char *key,

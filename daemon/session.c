@@ -28,7 +28,8 @@
  *    the layout is unknown, events with ranges are ignored and responses
  *    are delivered with their ranges unchecked (session.h says why);
  *  - whether a response failed is the codec's verdict (proto_msg_failed());
- *  - SCAN/STATS totals must fit the VM's RAM (session_check_scan());
+ *  - SCAN/STATS/MEMINFO totals must fit the VM's RAM (session_check_scan());
+ *  - EVT_MEMINFO only in a session that negotiated version 3;
  *  - guests may not send requests, and nothing but HELLO before HELLO;
  *  - at most frames_per_sec frames and events_per_sec events per second;
  *  - a request unanswered for request_timeout_ms means the guest lost it.
@@ -660,7 +661,8 @@ static void session_handle_frame(struct session *s, const struct proto_frame *f)
 {
 	struct proto_msg *m = s->msg;
 	bool is_event = f->type == PROTO_EVT_CAPTURED ||
-			f->type == PROTO_EVT_RELEASED || f->type == PROTO_EVT_STATS;
+			f->type == PROTO_EVT_RELEASED || f->type == PROTO_EVT_STATS ||
+			f->type == PROTO_EVT_MEMINFO;
 	int r;
 
 	s->frames++;
@@ -688,6 +690,17 @@ static void session_handle_frame(struct session *s, const struct proto_frame *f)
 		if (ram && (m->u.stats.captured_bytes > ram || m->u.stats.floor_bytes > ram))
 			return session_violation(s, "EVT_STATS: captured or floor bytes "
 						 "above the VM's RAM");
+	} else if (m->type == PROTO_EVT_MEMINFO) {
+		uint64_t ram = s->hooks->ram_bytes(s->vm);
+
+		/* only a host that offered version 3 asked for it */
+		if (s->version < PROTO_VERSION_MEMINFO)
+			return session_violation(s, "EVT_MEMINFO in protocol version %u",
+						 s->version);
+		if (ram && m->u.meminfo.total_bytes > ram)
+			return session_violation(s, "EVT_MEMINFO: total_bytes %" PRIu64
+						 " above the VM's RAM %" PRIu64,
+						 m->u.meminfo.total_bytes, ram);
 	} else {
 		r = session_check_ranges(s, m, m->u.evt.nranges);
 		if (r == -ERANGE)

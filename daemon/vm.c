@@ -28,6 +28,11 @@
  * on every attach/detach and the session's hooks, so a session drop or a
  * QMP detach aborts the operation in one place.
  *
+ * The policy (policy_vm.c) gets the guest's EVT_MEMINFO and pressure
+ * releases from here and acts only through vm_start_op() and
+ * vm_cancel_op(), the entry points vmdefragctl uses; this file tells it
+ * what the mechanism is doing (vm_policy_view()).
+ *
  * Where the monitor comes from: a --vm names a QMP socket, and the VM
  * connects and retries on its own (qmp_retry timer).  A libvirt domain's
  * VM (vm_new_libvirt()) never connects by itself: virt_domains.c hands it
@@ -50,6 +55,7 @@
 #include "log.h"
 #include "loop.h"
 #include "migration.h"
+#include "policy_vm.h"
 #include "qmp.h"
 #include "reclaim.h"
 #include "session.h"
@@ -99,6 +105,7 @@ struct vm {
 
 	struct reclaim *reclaim;	/* reclaim/return/reconcile and block states */
 	struct migration *mig;		/* live migration, either direction */
+	struct policy_vm *policy;	/* automatic densification (policy_vm.c) */
 };
 
 const char *vm_name(const struct vm *vm)
@@ -421,6 +428,9 @@ static void vm_event(void *opaque, const struct proto_msg *m)
 		vm->stats_ms = loop_now_ms();
 		vm->have_stats = true;
 		break;
+	case PROTO_EVT_MEMINFO:
+		policy_vm_signals(vm->policy, &m->u.meminfo);
+		break;
 	case PROTO_EVT_CAPTURED:
 		vm->evt_captured_bytes += vm_ranges_bytes(m);
 		log_debug("VM '%s': guest captured %llu bytes", vm->conf.name,
@@ -432,6 +442,8 @@ static void vm_event(void *opaque, const struct proto_msg *m)
 			  vm->conf.name, (unsigned long long)vm_ranges_bytes(m),
 			  m->u.evt.reason);
 		reclaim_event(vm->reclaim, m);
+		policy_vm_released(vm->policy, m->u.evt.reason,
+				   !(m->flags & PROTO_F_MORE));
 		/* re-backed now: after a migration in, collapse them again */
 		for (uint32_t i = 0; i < m->u.evt.nranges; i++)
 			migration_guest_released(vm->mig, m->ranges[i].gpa,
@@ -692,6 +704,7 @@ void vm_get_status(struct vm *vm, struct ctl_vm_status *st)
 	st->stats = vm->stats;
 	reclaim_get_status(vm->reclaim, &st->mem);
 	migration_get_status(vm->mig, &st->migration);
+	policy_vm_get_status(vm->policy, &st->policy);
 }
 
 int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, int evict,
@@ -707,6 +720,55 @@ int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, int evict
 		migration_op_started(vm->mig, kind);
 	return r;
 }
+
+int vm_set_policy(struct vm *vm, enum policy_mode mode, char *err, size_t errsz)
+{
+	return policy_vm_set_mode(vm->policy, mode, err, errsz);
+}
+
+/* ---- policy hooks ----------------------------------------------------- */
+
+static void vm_policy_view(void *opaque, struct policy_view *v, uint32_t *ret_op_id)
+{
+	struct vm *vm = opaque;
+	struct reclaim_status rs;
+	struct session_info si;
+
+	session_get_info(vm->session, &si);
+	reclaim_get_status(vm->reclaim, &rs);
+	/* only the shared backend moves what the guest's free memory shows */
+	v->ready = si.state == SESSION_READY && vm->qmp && rs.layout_known &&
+		   rs.reconciled && vm->backend == VM_BACKEND_SHARED;
+	v->can_return = vm->backend == VM_BACKEND_SHARED;
+	v->op_running = rs.have_op && rs.op.state == RECLAIM_OP_RUNNING;
+	v->op_is_reclaim = v->op_running && rs.op.kind == RECLAIM_KIND_RECLAIM;
+	v->held_bytes = rs.captured_bytes;
+	*ret_op_id = v->op_running ? rs.op.id : 0;
+}
+
+static int vm_policy_start(void *opaque, bool is_return, uint64_t bytes,
+			   char *err, size_t errsz, uint32_t *ret_id)
+{
+	struct vm *vm = opaque;
+
+	/* origin: policy */
+	return vm_start_op(vm, is_return ? RECLAIM_KIND_RETURN : RECLAIM_KIND_RECLAIM,
+			   bytes, -1, err, errsz, ret_id);
+}
+
+static void vm_policy_stop(void *opaque, uint32_t id)
+{
+	struct vm *vm = opaque;
+	uint32_t stopped;
+
+	(void)vm_cancel_op(vm, id, &stopped);
+}
+
+static const struct policy_vm_hooks vm_policy_hooks = {
+	.view = vm_policy_view,
+	.start = vm_policy_start,
+	.stop = vm_policy_stop,
+};
 
 int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op)
 {
@@ -747,8 +809,14 @@ void vm_apply_config(struct vm *vm, const struct config *cfg,
 {
 	struct session_limits lim;
 	struct reclaim_params par;
+	struct policy_params pol;
 
 	vm_limits(cfg, conf, &lim, &par);
+	pol = conf->policy;
+	pol.floor_bytes = conf->floor_bytes;
+	policy_vm_set_params(vm->policy, &pol,
+			     vm->conf.policy.mode != conf->policy.mode);
+	vm->conf.policy = conf->policy;
 	vm->conf.floor_bytes = conf->floor_bytes;
 	vm->conf.max_reclaim_bytes = conf->max_reclaim_bytes;
 	vm->conf.frames_per_sec = conf->frames_per_sec;
@@ -767,6 +835,7 @@ int vm_new(struct loop *loop, const struct config *cfg,
 {
 	struct session_limits lim;
 	struct reclaim_params par;
+	struct policy_params pol;
 	struct vm *vm;
 	int r;
 
@@ -797,6 +866,17 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	r = migration_new(loop, conf->name, vm->session, vm->reclaim,
 			  cfg->collapse_cpu_percent, &vm->mig);
 	if (r < 0) {
+		session_free(vm->session);
+		reclaim_free(vm->reclaim);
+		free(vm);
+		return r;
+	}
+	pol = conf->policy;
+	pol.floor_bytes = conf->floor_bytes;
+	r = policy_vm_new(loop, conf->name, cfg->state_dir, &pol, &vm_policy_hooks,
+			  vm, &vm->policy);
+	if (r < 0) {
+		migration_free(vm->mig);
 		session_free(vm->session);
 		reclaim_free(vm->reclaim);
 		free(vm);
@@ -893,6 +973,7 @@ void vm_free(struct vm *vm)
 {
 	if (!vm)
 		return;
+	policy_vm_free(vm->policy);
 	migration_free(vm->mig);
 	session_free(vm->session);
 	reclaim_free(vm->reclaim);

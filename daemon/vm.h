@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "ctl_proto.h"
+#include "policy.h"
 #include "reclaim.h"
 #include "vmdefrag/proto.h"
 
@@ -115,6 +116,12 @@ void vm_scan_cancel(struct vm *vm, uint32_t id);
 int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, int evict,
 		char *err,
 		size_t errsz, uint32_t *ret_id);
+/*
+ * vmdefragctl policy: the VM's policy mode, persisted in the state_dir
+ * (policy_vm_set_mode()); -errno with one line in err.
+ */
+int vm_set_policy(struct vm *vm, enum policy_mode mode, char *err, size_t errsz);
+
 /* Operation `id` if it runs, is the last one, or the last reclaim/return; else -ENOENT. */
 int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op);
 /* Stops the running reclaim / return (id, or 0: any): reclaim_cancel(). */

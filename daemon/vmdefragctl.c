@@ -379,6 +379,14 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 						     pos[2]);
 			req.id = (uint32_t)id;
 		}
+	} else if (strcmp(pos[0], "policy") == 0) {
+		req.cmd = CTL_CMD_POLICY;
+		if (npos != 3)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "policy takes a VM and a "
+					     "mode (e.g. policy vm1 auto)");
+		if (policy_mode_from_name(pos[2], &req.mode) < 0)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "unknown policy '%s' "
+					     "(auto or manual)", pos[2]);
 	} else if (strcmp(pos[0], "reclaim") == 0 || strcmp(pos[0], "return") == 0) {
 		req.cmd = pos[0][2] == 'c' ? CTL_CMD_RECLAIM : CTL_CMD_RETURN;
 		if (npos != 3)
@@ -394,8 +402,8 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 					     pos[2]);
 	} else {
 		return ctl_exit_fail(CTL_EXIT_USAGE, "unknown command '%s' (status, "
-				     "scan, reclaim, return, cancel, notify or "
-				     "check-domain; see --help)", pos[0]);
+				     "scan, reclaim, return, cancel, policy, "
+				     "notify or check-domain; see --help)", pos[0]);
 	}
 	if (*wait && req.cmd != CTL_CMD_RECLAIM && req.cmd != CTL_CMD_RETURN)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "--wait goes with reclaim or "
@@ -538,6 +546,11 @@ int main(int argc, char **argv)
 
 		ctl_render_op_line(ctl_client_get(resp, "operation"), line, sizeof(line));
 		printf("%s\n", line);
+	} else if (req.cmd == CTL_CMD_POLICY) {
+		struct json_object *p = ctl_client_get(resp, "policy");
+
+		printf("%s: policy %s\n", ctl_client_str(p, "vm"),
+		       ctl_client_str(p, "mode"));
 	} else if (req.cmd == CTL_CMD_STATUS) {
 		struct json_object *vms = ctl_client_get(resp, "vms");
 

@@ -64,7 +64,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "Usage: vmdefragd [--foreground] [--config FILE] [--socket PATH]\n"
-"                 [--log-level LEVEL] [--libvirt[=URI]]\n"
+"                 [--log-level LEVEL] [--state-dir DIR] [--libvirt[=URI]]\n"
 "                 [--vm NAME,qmp=PATH,channel=PATH[,...] ...]\n"
 "\n"
 "Host daemon of vmdefrag: attaches to each VM's QEMU monitor and vmdefrag\n"
@@ -77,9 +77,12 @@ static void usage(FILE *f)
 "                     when it exists ($VMDEFRAGD_CONFIG names another)\n"
 "  --socket PATH      control socket (default %s)\n"
 "  --log-level LEVEL  err, warning, notice, info (default), debug\n"
+"  --state-dir DIR    where state that outlives the daemon is kept (each\n"
+"                     VM's policy mode; default %s)\n"
 "  --vm SPEC          NAME,qmp=PATH,channel=PATH and optionally floor=SIZE,\n"
 "                     max_reclaim=SIZE (multiples of 2M), frames_per_sec=N,\n"
-"                     events_per_sec=N, request_timeout_ms=N; repeat per VM;\n"
+"                     events_per_sec=N, request_timeout_ms=N, policy=MODE\n"
+"                     and the other per-VM config keys; repeat per VM;\n"
 "                     a VM named in the config file gets the given fields\n"
 "  --libvirt [URI]    also manage libvirt's running domains (default URI\n"
 "                     %s): each domain with the org.vmdefrag.0\n"
@@ -94,7 +97,7 @@ static void usage(FILE *f)
 "\n"
 "Exit status: 0 stopped by SIGTERM/SIGINT, 1 could not start, 2 bad\n"
 "arguments or config.\n", CONFIG_DEFAULT_PATH, CONFIG_DEFAULT_SOCKET,
-		VIRT_CONN_DEFAULT_URI);
+		CONFIG_DEFAULT_STATE_DIR, VIRT_CONN_DEFAULT_URI);
 }
 
 /* Set while a detached daemon starts: its errors also go to the terminal. */
@@ -112,6 +115,7 @@ struct args {
 	const char *config;
 	const char *socket;
 	const char *log_level;
+	const char *state_dir;
 	const char **vm_specs;
 	size_t nvm_specs;
 	bool libvirt;
@@ -125,6 +129,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "config", required_argument, NULL, 'c' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "log-level", required_argument, NULL, 'l' },
+		{ "state-dir", required_argument, NULL, 'S' },
 		{ "vm", required_argument, NULL, 'v' },
 		{ "libvirt", optional_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
@@ -144,6 +149,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case 'c': a->config = optarg; break;
 		case 's': a->socket = optarg; break;
 		case 'l': a->log_level = optarg; break;
+		case 'S': a->state_dir = optarg; break;
 		case 'v': a->vm_specs[a->nvm_specs++] = optarg; break;
 		case 'L':
 			a->libvirt = true;
@@ -216,6 +222,16 @@ static int build_config(const struct args *a, struct config *cfg, char *err,
 		snprintf(err, errsz, "--log-level '%s': not one of err, warning, "
 			 "notice, info, debug", a->log_level);
 		goto out_err;
+	}
+	if (a->state_dir) {
+		if (a->state_dir[0] != '/' ||
+		    strlen(a->state_dir) >= sizeof(cfg->state_dir)) {
+			snprintf(err, errsz, "--state-dir '%s': must be an absolute "
+				 "path shorter than %zu bytes", a->state_dir,
+				 sizeof(cfg->state_dir));
+			goto out_err;
+		}
+		strcpy(cfg->state_dir, a->state_dir);
 	}
 	for (size_t i = 0; i < a->nvm_specs; i++)
 		if (config_add_vm_spec(cfg, a->vm_specs[i], err, errsz) < 0)

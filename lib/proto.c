@@ -81,6 +81,8 @@ static const struct proto_type_info proto_types[] = {
 	  PROTO_ARR_RANGES, PROTO_ID_ZERO, PROTO_F_MORE, false },
 	{ PROTO_EVT_STATS, "EVT_STATS", sizeof(struct proto_stats),
 	  PROTO_ARR_NONE, PROTO_ID_ZERO, 0, false },
+	{ PROTO_EVT_MEMINFO, "EVT_MEMINFO", sizeof(struct proto_meminfo),
+	  PROTO_ARR_NONE, PROTO_ID_ZERO, 0, false },
 	{ PROTO_RESP_ERROR, "RESP_ERROR", sizeof(struct proto_status),
 	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, true },
 	{ PROTO_RESP_SCAN, "RESP_SCAN", sizeof(struct proto_scan_resp),
@@ -308,6 +310,25 @@ static void proto_swap_body(uint16_t type, bool failed, void *body)
 	case PROTO_EVT_STATS:
 		proto_swap_stats(body);
 		break;
+	case PROTO_EVT_MEMINFO: {
+		struct proto_meminfo *mi = body;
+
+		SWAP64(mi->total_bytes);
+		SWAP64(mi->free_bytes);
+		SWAP64(mi->available_bytes);
+		SWAP64(mi->wmark_low_bytes);
+		SWAP64(mi->wmark_high_bytes);
+		SWAP64(mi->alloc_bytes_per_sec);
+		SWAP64(mi->captured_bytes);
+		SWAP64(mi->floor_bytes);
+		SWAP64(mi->psi_some_total_us);
+		SWAP64(mi->psi_full_total_us);
+		SWAP32(mi->psi_some_avg10);
+		SWAP32(mi->psi_full_avg10);
+		SWAP32(mi->flags);
+		SWAP32(mi->interval_ms);
+		break;
+	}
 	case PROTO_RESP_ERROR:
 	case PROTO_RESP_SET_FLOOR: {
 		struct proto_status *s = body;
@@ -517,6 +538,40 @@ static int proto_hello_check(const struct proto_hello *h)
 	return 0;
 }
 
+/* EVT_MEMINFO: every field bounded, and consistent with the others. */
+static int proto_meminfo_check(const struct proto_meminfo *mi)
+{
+	uint64_t t = mi->total_bytes;
+
+	if (mi->flags & ~PROTO_MEMINFO_FLAGS)
+		return -EBADMSG;
+	if (t == 0 || t > PROTO_MEMINFO_RAM_MAX)
+		return -EINVAL;
+	if (mi->free_bytes > t || mi->available_bytes > t ||
+	    mi->wmark_low_bytes > mi->wmark_high_bytes || mi->wmark_high_bytes > t)
+		return -EINVAL;
+	if (mi->alloc_bytes_per_sec > PROTO_MEMINFO_RATE_MAX)
+		return -EINVAL;
+	if (mi->interval_ms == 0 || mi->interval_ms > PROTO_MEMINFO_INTERVAL_MAX)
+		return -EINVAL;
+	if (mi->flags & PROTO_MEMINFO_F_PSI) {
+		if (mi->psi_some_avg10 > PROTO_MEMINFO_PSI_MAX ||
+		    mi->psi_full_avg10 > mi->psi_some_avg10 ||
+		    mi->psi_full_total_us > mi->psi_some_total_us)
+			return -EINVAL;
+	} else if (mi->psi_some_avg10 || mi->psi_full_avg10 ||
+		   mi->psi_some_total_us || mi->psi_full_total_us) {
+		return -EBADMSG;
+	}
+	if (mi->flags & PROTO_MEMINFO_F_MODULE) {
+		if (mi->captured_bytes > t || mi->floor_bytes > t)
+			return -EINVAL;
+	} else if (mi->captured_bytes || mi->floor_bytes) {
+		return -EBADMSG;
+	}
+	return 0;
+}
+
 /* Entries past a histogram's count must be zero. */
 static int proto_hist_check(const uint64_t *h, unsigned int n)
 {
@@ -593,6 +648,8 @@ static int proto_msg_check(const struct proto_type_info *ti,
 	case PROTO_REQ_SET_FLOOR:
 	case PROTO_EVT_STATS:
 		return 0;
+	case PROTO_EVT_MEMINFO:
+		return proto_meminfo_check(&v->u->meminfo);
 	case PROTO_REQ_CAPTURE: {
 		const struct proto_capture_req *c = &v->u->capture;
 

@@ -35,18 +35,24 @@
 struct agent_opts {
 	const char *port;		/* --port, or NULL to discover */
 	unsigned int stats_interval_s;
+	unsigned int meminfo_interval_ms;
 };
 
 static void agent_usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: vmdefrag-agent [--port PATH] [--stats-interval SEC] [--verbose]\n"
+		"Usage: vmdefrag-agent [--port PATH] [--stats-interval SEC]\n"
+		"                      [--meminfo-interval MS] [--verbose]\n"
 		"Relay between the host's vmdefragd (virtio-serial port %s)\n"
 		"and the vmdefrag kernel module (generic netlink).\n"
 		"\n"
 		"  --port PATH           port device (default: found by name)\n"
 		"  --stats-interval SEC  send module statistics every SEC seconds\n"
 		"                        (default 30, 0 disables)\n"
+		"  --meminfo-interval MS send the guest's memory signals every MS\n"
+		"                        milliseconds, and at once when one crosses\n"
+		"                        a threshold (default 2000, 0 disables;\n"
+		"                        only to a host speaking protocol version 3)\n"
 		"  -v, --verbose         log debug messages\n"
 		"  -h, --help            show this help\n"
 		"  -V, --version         print the version and exit\n",
@@ -62,12 +68,13 @@ static int agent_parse_args(int argc, char **argv, struct agent_opts *ret_opts)
 	static const struct option longopts[] = {
 		{ "port", required_argument, NULL, 'p' },
 		{ "stats-interval", required_argument, NULL, 's' },
+		{ "meminfo-interval", required_argument, NULL, 'm' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	struct agent_opts o = { .stats_interval_s = 30 };
+	struct agent_opts o = { .stats_interval_s = 30, .meminfo_interval_ms = 2000 };
 	char *end;
 	long v;
 	int c;
@@ -91,6 +98,18 @@ static int agent_parse_args(int argc, char **argv, struct agent_opts *ret_opts)
 				return -EINVAL;
 			}
 			o.stats_interval_s = (unsigned int)v;
+			break;
+		case 'm':
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno || *end || end == optarg || v < 0 ||
+			    v > PROTO_MEMINFO_INTERVAL_MAX) {
+				fprintf(stderr, "vmdefrag-agent: --meminfo-interval \"%s\": "
+					"expected milliseconds 0..%u\n", optarg,
+					PROTO_MEMINFO_INTERVAL_MAX);
+				return -EINVAL;
+			}
+			o.meminfo_interval_ms = (unsigned int)v;
 			break;
 		case 'v':
 			log_set_max_level(LOG_DEBUG);
@@ -224,7 +243,8 @@ int main(int argc, char **argv)
 	r = agent_open_port(&opts, sfd, &port_fd);
 	if (r != 0)
 		goto out_close_sfd;
-	r = agent_relay_new(port_fd, opts.stats_interval_s, &relay);
+	r = agent_relay_new(port_fd, opts.stats_interval_s,
+			    opts.meminfo_interval_ms, &relay);
 	if (r < 0) {
 		log_error_errno(r, "cannot start relaying: %m");
 		close(port_fd);

@@ -45,6 +45,12 @@
  * -ENODEV and every tick retries; when it comes (back), HELLO is sent
  * again so the host sees PROTO_FEAT_MODULE.
  *
+ * Memory signals (protocol version 3, meminfo.c): every
+ * AGENT_RELAY_SAMPLE_MS the relay samples the guest's memory signals and
+ * sends EVT_MEMINFO when its period (--meminfo-interval) is due or a
+ * signal crossed a threshold; only to a host whose HELLO offered version
+ * 3 (an older host would drop the session on an unknown event).
+ *
  * Everything runs on the main loop's thread; requests are handled one at a
  * time, in order, and the module's replies can take seconds (a CAPTURE).
  */
@@ -62,6 +68,7 @@
 #include "cleanup.h"
 #include "clock.h"
 #include "log.h"
+#include "meminfo.h"
 #include "nl.h"
 #include "outbuf.h"
 #include "port.h"
@@ -72,6 +79,7 @@
 #define AGENT_RELAY_POLL_MS	250	/* host reconnect check while DOWN */
 #define AGENT_RELAY_NL_RETRY_MS	1000
 #define AGENT_RELAY_BATCH_MS	100	/* longest a module event waits */
+#define AGENT_RELAY_SAMPLE_MS	500	/* memory signals sampled this often */
 /* DESYNC keeps this many bytes between reads to find a split HELLO header */
 #define AGENT_RELAY_CARRY	(PROTO_HDR_SIZE - 1)
 
@@ -96,6 +104,10 @@ struct agent_relay {
 	unsigned int stats_interval_s;
 	uint64_t next_stats_ms;		/* CLOCK_MONOTONIC */
 	uint64_t next_nl_retry_ms;
+	unsigned int meminfo_interval_ms;	/* EVT_MEMINFO period, 0: none */
+	uint64_t next_sample_ms;	/* next look at the memory signals */
+	uint64_t next_meminfo_ms;	/* next periodic EVT_MEMINFO */
+	struct agent_meminfo mem;	/* the signals' sampler */
 	uint64_t events_dropped;	/* while DOWN */
 	struct agent_ranges batch;	/* module events not sent yet */
 	uint8_t batch_cmd;		/* their VMDEFRAG_CMD_EVENT_* */
@@ -630,6 +642,9 @@ static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f
 				PROTO_VERSION_MIN, PROTO_VERSION_MAX);
 		else
 			log_info("host HELLO: protocol version %u", version);
+		/* a new host session gets the memory signals at once */
+		r->mem.have_sent = false;
+		r->next_sample_ms = 0;
 		/* a new host session: the old one has no punch in flight */
 		agent_relay_ack_all(r, "host HELLO");
 		agent_relay_send_hello(r);
@@ -817,6 +832,50 @@ static void agent_relay_stats_event(struct agent_relay *r)
 	(void)agent_relay_send(r);
 }
 
+/*
+ * Sample the memory signals; send EVT_MEMINFO when the period is due or a
+ * threshold was crossed (only to a host that speaks version 3).
+ */
+static void agent_relay_meminfo(struct agent_relay *r, uint64_t now)
+{
+	struct proto_meminfo *m = &r->out.u.meminfo;
+	struct proto_stats st;
+	const char *why = NULL;
+	bool due;
+	int ret;
+
+	r->next_sample_ms = now + (r->meminfo_interval_ms < AGENT_RELAY_SAMPLE_MS ?
+				   r->meminfo_interval_ms : AGENT_RELAY_SAMPLE_MS);
+	if (r->state != AGENT_HOST_UP || r->version < PROTO_VERSION_MEMINFO)
+		return;
+	agent_relay_batch_flush(r);
+	agent_relay_out_init(r, PROTO_EVT_MEMINFO, 0);
+	ret = agent_meminfo_sample(&r->mem, now, r->meminfo_interval_ms, m);
+	if (ret < 0) {
+		log_warning_errno(ret, "reading the memory signals: %m");
+		return;
+	}
+	due = now >= r->next_meminfo_ms;
+	/* the module's floor and captured bytes, cheap (one genl round trip) */
+	if (r->nl && agent_nl_stats(r->nl, &st) == 0 &&
+	    st.captured_bytes <= m->total_bytes && st.floor_bytes <= m->total_bytes) {
+		m->captured_bytes = st.captured_bytes;
+		m->floor_bytes = st.floor_bytes;
+		m->flags |= PROTO_MEMINFO_F_MODULE;
+	}
+	if (agent_meminfo_urgent(&r->mem, m, &why)) {
+		m->flags |= PROTO_MEMINFO_F_URGENT;
+		log_debug("EVT_MEMINFO now: %s (free %llu MiB)", why,
+			  (unsigned long long)(m->free_bytes >> 20));
+	} else if (!due) {
+		return;
+	}
+	if (agent_relay_send(r) == 0) {
+		agent_meminfo_sent(&r->mem, m);
+		r->next_meminfo_ms = now + r->meminfo_interval_ms;
+	}
+}
+
 void agent_relay_tick(struct agent_relay *r)
 {
 	uint64_t now = clock_now_ms();
@@ -832,6 +891,8 @@ void agent_relay_tick(struct agent_relay *r)
 		if (r->state == AGENT_HOST_UP && r->nl)
 			agent_relay_stats_event(r);
 	}
+	if (r->meminfo_interval_ms && now >= r->next_sample_ms)
+		agent_relay_meminfo(r, now);
 }
 
 int agent_relay_timeout_ms(const struct agent_relay *r)
@@ -848,6 +909,9 @@ int agent_relay_timeout_ms(const struct agent_relay *r)
 	if (r->stats_interval_s && r->next_stats_ms > now &&
 	    r->next_stats_ms - now < t)
 		t = r->next_stats_ms - now;
+	if (r->meminfo_interval_ms && r->state == AGENT_HOST_UP)
+		t = r->next_sample_ms > now ? (r->next_sample_ms - now < t ?
+					       r->next_sample_ms - now : t) : 0;
 	if (r->batch.n)
 		t = r->batch_due_ms > now ? (r->batch_due_ms - now < t ?
 					     r->batch_due_ms - now : t) : 0;
@@ -867,7 +931,7 @@ int agent_relay_nl_fd(const struct agent_relay *r)
 /* ---- lifetime ---------------------------------------------------------- */
 
 int agent_relay_new(int port_fd, unsigned int stats_interval_s,
-		    struct agent_relay **ret_relay)
+		    unsigned int meminfo_interval_ms, struct agent_relay **ret_relay)
 {
 	struct agent_relay *r = calloc(1, sizeof(*r));
 
@@ -881,6 +945,7 @@ int agent_relay_new(int port_fd, unsigned int stats_interval_s,
 	r->state = AGENT_HOST_DOWN;
 	r->stats_interval_s = stats_interval_s;
 	r->next_stats_ms = clock_now_ms() + stats_interval_s * 1000ULL;
+	r->meminfo_interval_ms = meminfo_interval_ms;
 	proto_decoder_init(&r->dec);
 	/* module first, so the first HELLO can say whether it is there */
 	agent_relay_nl_try_open(r);

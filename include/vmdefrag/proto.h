@@ -42,7 +42,8 @@
  *                 struct proto_status (8 bytes).  A request the guest could
  *                 not decode is answered by RESP_ERROR with its id.
  * EVT_*           guest -> host, id 0: ranges captured (by any requester),
- *                 ranges released (with the reason), periodic statistics.
+ *                 ranges released (with the reason), periodic statistics,
+ *                 memory signals (EVT_MEMINFO, version 3).
  *
  * The capture handshake (see include/uapi/vmdefrag_genl.h, "Host
  * handshake"): every REQ_CAPTURE and REQ_LIST from the host is made on the
@@ -67,7 +68,12 @@
  *      struct proto_scan_census after the slabs) and the eviction policy
  *      to REQ_CAPTURE (PROTO_CAPTURE_EVICT).  A guest appends the census
  *      only when the host's HELLO offered version 2, so a version-1 host
- *      never sees it; the decoder takes both forms.
+ *      never sees it; the decoder takes both forms;
+ *   3  adds EVT_MEMINFO: the guest's own memory signals (free, available,
+ *      watermarks, PSI, allocation rate), every few seconds and at once
+ *      when one crosses a threshold, for the host's policy engine.  A
+ *      guest sends it only when the host's HELLO offered version 3; a
+ *      host that negotiated less drops a session that sends one.
  */
 #ifndef VMDEFRAG_PROTO_H
 #define VMDEFRAG_PROTO_H
@@ -85,8 +91,9 @@
 #define PROTO_MAGIC		0x50464456u	/* "VDFP" little-endian */
 #define PROTO_FRAME_VERSION	1		/* header layout version */
 #define PROTO_VERSION_MIN	1		/* message set versions */
-#define PROTO_VERSION_MAX	2
+#define PROTO_VERSION_MAX	3
 #define PROTO_VERSION_CENSUS	2		/* first version with the census */
+#define PROTO_VERSION_MEMINFO	3		/* first version with EVT_MEMINFO */
 
 #define PROTO_BLOCK_SIZE	VMDEFRAG_BLOCK_SIZE	/* 2 MiB */
 
@@ -126,6 +133,7 @@ enum proto_type {
 	PROTO_EVT_CAPTURED	= 0x0020,
 	PROTO_EVT_RELEASED	= 0x0021,
 	PROTO_EVT_STATS		= 0x0022,
+	PROTO_EVT_MEMINFO	= 0x0023,	/* version 3 */
 
 	PROTO_RESP_ERROR	= PROTO_RESP_BIT,	/* undecodable request */
 	PROTO_RESP_SCAN		= PROTO_RESP_BIT | PROTO_REQ_SCAN,
@@ -350,6 +358,44 @@ struct proto_evt_ranges {
 	uint32_t nranges;
 };
 
+/*
+ * EVT_MEMINFO (version 3): the guest's memory signals, read from
+ * /proc/meminfo, /proc/zoneinfo, /proc/pressure/memory and /proc/vmstat.
+ * Every byte count is at most total_bytes, except the allocation rate;
+ * low <= high watermark; PSI averages are hundredths of a percent
+ * (0..10000) and full <= some (average and total: the agent clamps what
+ * it read so), valid only with PROTO_MEMINFO_F_PSI (else
+ * all four PSI fields are 0); captured/floor valid only with
+ * PROTO_MEMINFO_F_MODULE (else 0).  PROTO_MEMINFO_F_URGENT: sent at once
+ * because a signal crossed a threshold, not on the period.
+ */
+#define PROTO_MEMINFO_F_PSI	0x1u	/* psi_* are valid */
+#define PROTO_MEMINFO_F_MODULE	0x2u	/* captured/floor are valid */
+#define PROTO_MEMINFO_F_URGENT	0x4u	/* a threshold was crossed */
+#define PROTO_MEMINFO_FLAGS	(PROTO_MEMINFO_F_PSI | PROTO_MEMINFO_F_MODULE | \
+				 PROTO_MEMINFO_F_URGENT)
+#define PROTO_MEMINFO_RAM_MAX	(1ULL << 50)	/* 1 PiB: bound of total_bytes */
+#define PROTO_MEMINFO_RATE_MAX	(1ULL << 40)	/* 1 TiB/s: bound of alloc rate */
+#define PROTO_MEMINFO_PSI_MAX	10000u		/* 100.00 % */
+#define PROTO_MEMINFO_INTERVAL_MAX 3600000u	/* ms */
+
+struct proto_meminfo {
+	uint64_t total_bytes;		/* MemTotal, > 0 */
+	uint64_t free_bytes;		/* MemFree */
+	uint64_t available_bytes;	/* MemAvailable */
+	uint64_t wmark_low_bytes;	/* sum of every zone's low watermark */
+	uint64_t wmark_high_bytes;	/* ... and high watermark */
+	uint64_t alloc_bytes_per_sec;	/* pgalloc_* deltas, per second */
+	uint64_t captured_bytes;	/* held by the module (F_MODULE) */
+	uint64_t floor_bytes;		/* the module's floor (F_MODULE) */
+	uint64_t psi_some_total_us;	/* /proc/pressure/memory totals */
+	uint64_t psi_full_total_us;
+	uint32_t psi_some_avg10;	/* hundredths of a percent */
+	uint32_t psi_full_avg10;
+	uint32_t flags;			/* PROTO_MEMINFO_F_* */
+	uint32_t interval_ms;		/* the agent's period, 1..3600000 */
+};
+
 /* ---- decoded messages -------------------------------------------------- */
 
 /*
@@ -377,6 +423,7 @@ struct proto_msg {
 		struct proto_evt_ranges evt;		/* EVT_CAPTURED/RELEASED */
 		struct proto_ack_req ack;		/* REQ_ACK */
 		struct proto_ack_resp ack_resp;		/* RESP_ACK */
+		struct proto_meminfo meminfo;		/* EVT_MEMINFO */
 	} u;
 	struct proto_range ranges[PROTO_MAX_RANGES];
 	struct proto_slab slabs[PROTO_MAX_SLABS];
@@ -493,6 +540,7 @@ _Static_assert(sizeof(struct proto_set_floor_req) == 8, "proto_set_floor_req");
 _Static_assert(sizeof(struct proto_evt_ranges) == 8, "proto_evt_ranges");
 _Static_assert(sizeof(struct proto_ack_req) == 16, "proto_ack_req");
 _Static_assert(sizeof(struct proto_ack_resp) == 16, "proto_ack_resp");
+_Static_assert(sizeof(struct proto_meminfo) == 10 * 8 + 4 * 4, "proto_meminfo");
 _Static_assert(sizeof(struct proto_capture_req) +
 	       PROTO_MAX_RANGES * sizeof(struct proto_range) <= PROTO_MAX_PAYLOAD,
 	       "PROTO_MAX_RANGES must fit one frame");

@@ -162,6 +162,19 @@ int main(int argc, char **argv)
 	msg.u.stats.captured_bytes = 4 * MIB;
 	r |= gen_emit(dir, "evt_stats", 0);
 
+	msg.type = PROTO_EVT_MEMINFO;
+	msg.u.meminfo = (struct proto_meminfo){
+		.total_bytes = 1024 * MIB, .free_bytes = 600 * MIB,
+		.available_bytes = 800 * MIB, .wmark_low_bytes = 4 * MIB,
+		.wmark_high_bytes = 5 * MIB, .alloc_bytes_per_sec = MIB,
+		.captured_bytes = 64 * MIB, .floor_bytes = 128 * MIB,
+		.psi_some_total_us = 1000, .psi_full_total_us = 10,
+		.psi_some_avg10 = 150, .psi_full_avg10 = 20,
+		.flags = PROTO_MEMINFO_F_PSI | PROTO_MEMINFO_F_MODULE,
+		.interval_ms = 2000,
+	};
+	r |= gen_emit(dir, "evt_meminfo", 0);
+
 	msg.type = PROTO_RESP_ERROR;
 	msg.id = 7;
 	msg.u.status.status = -EOPNOTSUPP;

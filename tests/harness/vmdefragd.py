@@ -84,8 +84,12 @@ class Daemon:
         self.workdir = Path(workdir)
         self.socket = self.workdir / "vmdefragd.sock"
         self.log_path = self.workdir / "vmdefragd.log"
+        # state that outlives the daemon (policy modes) stays in the
+        # workdir: a restart in the same workdir finds it, the host's
+        # /var/lib/vmdefrag is never touched
+        self.state_dir = self.workdir / "state"
         args = [str(VMDEFRAGD), "--foreground", "--socket", str(self.socket),
-                "--log-level", log_level]
+                "--log-level", log_level, "--state-dir", str(self.state_dir)]
         if config is not None:
             cfg = self.workdir / "vmdefragd.conf"
             cfg.write_text(config)

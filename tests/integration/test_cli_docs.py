@@ -35,8 +35,8 @@ AGENT = BUILD / "agent/vmdefrag-agent"
 PROGRAMS = {"vmdefragd": VMDEFRAGD, "vmdefragctl": VMDEFRAGCTL, "vmdefrag-agent": AGENT}
 MAN_OF = {"vmdefragd": "vmdefragd.8", "vmdefragctl": "vmdefragctl.1",
           "vmdefrag-agent": "vmdefrag-agent.8"}
-CTL_COMMANDS = ["status", "scan", "reclaim", "return", "cancel", "notify", "check-domain",
-                "help"]
+CTL_COMMANDS = ["status", "scan", "reclaim", "return", "cancel", "policy", "notify",
+                "check-domain", "help"]
 COMPLETION = TOP / "configs/bash-completion/vmdefragctl"
 
 
@@ -187,6 +187,7 @@ def test_completion_words():
     assert complete(["vmdefragctl", "--timeout", "5", "can"]) == ["cancel"]
     assert complete(["vmdefragctl", "help", "ch"]) == ["check-domain"]
     assert complete(["vmdefragctl", "notify", "vm1", "st"]) == ["started", "stopped"]
+    assert complete(["vmdefragctl", "policy", "vm1", ""]) == ["auto", "manual"]
     # no daemon on this socket: no VM names, and no error either
     assert complete(["vmdefragctl", "--socket", "/nonexistent/s", "status", ""]) == []
 

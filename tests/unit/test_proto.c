@@ -219,6 +219,41 @@ static struct proto_msg *b_evt_stats(void)
 	return m;
 }
 
+static struct proto_msg *b_evt_meminfo(void)
+{
+	struct proto_msg *m = msg_new(PROTO_EVT_MEMINFO, 0);
+	struct proto_meminfo *mi = &m->u.meminfo;
+
+	mi->total_bytes = 1024 * MIB;
+	mi->free_bytes = 600 * MIB;
+	mi->available_bytes = 800 * MIB;
+	mi->wmark_low_bytes = 4 * MIB;
+	mi->wmark_high_bytes = 5 * MIB;
+	mi->alloc_bytes_per_sec = 3 * MIB;
+	mi->captured_bytes = 64 * MIB;
+	mi->floor_bytes = 128 * MIB;
+	mi->psi_some_total_us = 123456;
+	mi->psi_full_total_us = 23456;
+	mi->psi_some_avg10 = 150;	/* 1.50 % */
+	mi->psi_full_avg10 = 20;
+	mi->flags = PROTO_MEMINFO_F_PSI | PROTO_MEMINFO_F_MODULE;
+	mi->interval_ms = 2000;
+	return m;
+}
+
+/* No PSI (a kernel without it), no module: those fields are all 0. */
+static struct proto_msg *b_evt_meminfo_bare(void)
+{
+	struct proto_msg *m = b_evt_meminfo();
+	struct proto_meminfo *mi = &m->u.meminfo;
+
+	mi->captured_bytes = mi->floor_bytes = 0;
+	mi->psi_some_total_us = mi->psi_full_total_us = 0;
+	mi->psi_some_avg10 = mi->psi_full_avg10 = 0;
+	mi->flags = PROTO_MEMINFO_F_URGENT;
+	return m;
+}
+
 static struct proto_msg *b_resp_error(void)
 {
 	struct proto_msg *m = msg_new(PROTO_RESP_ERROR, 9);
@@ -391,6 +426,8 @@ static const struct roundtrip_case roundtrip_cases[] = {
 	{ "evt captured", b_evt_captured, HDR + 8 + 3 * RANGE_SZ },
 	{ "evt released", b_evt_released, HDR + 8 + 2 * RANGE_SZ },
 	{ "evt stats", b_evt_stats, HDR + 104 },
+	{ "evt meminfo", b_evt_meminfo, HDR + 96 },
+	{ "evt meminfo bare", b_evt_meminfo_bare, HDR + 96 },
 	{ "resp error", b_resp_error, HDR + 8 },
 	{ "resp scan", b_resp_scan,
 	  HDR + sizeof(struct proto_scan_resp) + 2 * SLAB_SZ },
@@ -530,6 +567,7 @@ struct bad_case {
 #define ACK_OFF(f) (HDR + offsetof(struct proto_ack_req, f))
 #define ACK_RANGE(i) (HDR + sizeof(struct proto_ack_req) + (i) * RANGE_SZ)
 #define ACKR_OFF(f) (HDR + offsetof(struct proto_ack_resp, f))
+#define MI_OFF(f) (HDR + offsetof(struct proto_meminfo, f))
 
 static void mut_unterminated(uint8_t *frame)
 {
@@ -649,6 +687,29 @@ static const struct bad_case bad_cases[] = {
 	{ "failed response reserved", b_resp_scan_failed, HDR + 4, 4, 1, 0, -EBADMSG, NULL },
 	{ "error response status 0", b_resp_error, HDR, 4, 0, 0, -EINVAL, NULL },
 	{ "set floor response positive", b_resp_set_floor, HDR, 4, 2, 0, -EINVAL, NULL },
+	/* EVT_MEMINFO: every field bounded, and consistent */
+	{ "meminfo with id", b_evt_meminfo, HDR_OFF(id), 4, 1, 0, -EBADMSG, NULL },
+	{ "meminfo with MORE", b_evt_meminfo, HDR_OFF(flags), 1, PROTO_F_MORE, 0, -EBADMSG, NULL },
+	{ "meminfo truncated", b_evt_meminfo, 0, 0, 0, -4, -EBADMSG, NULL },
+	{ "meminfo trailing", b_evt_meminfo, 0, 0, 0, 8, -EBADMSG, NULL },
+	{ "meminfo unknown flag", b_evt_meminfo, MI_OFF(flags), 4, 0x80, 0, -EBADMSG, NULL },
+	{ "meminfo total 0", b_evt_meminfo, MI_OFF(total_bytes), 8, 0, 0, -EINVAL, NULL },
+	{ "meminfo total 2 PiB", b_evt_meminfo, MI_OFF(total_bytes), 8, 1ULL << 51, 0, -EINVAL, NULL },
+	{ "meminfo free > total", b_evt_meminfo, MI_OFF(free_bytes), 8, 1025 * MIB, 0, -EINVAL, NULL },
+	{ "meminfo available > total", b_evt_meminfo, MI_OFF(available_bytes), 8, 2048 * MIB, 0, -EINVAL, NULL },
+	{ "meminfo low > high", b_evt_meminfo, MI_OFF(wmark_low_bytes), 8, 6 * MIB, 0, -EINVAL, NULL },
+	{ "meminfo high > total", b_evt_meminfo, MI_OFF(wmark_high_bytes), 8, 2048 * MIB, 0, -EINVAL, NULL },
+	{ "meminfo alloc rate", b_evt_meminfo, MI_OFF(alloc_bytes_per_sec), 8, UINT64_MAX, 0, -EINVAL, NULL },
+	{ "meminfo interval 0", b_evt_meminfo, MI_OFF(interval_ms), 4, 0, 0, -EINVAL, NULL },
+	{ "meminfo interval 2 h", b_evt_meminfo, MI_OFF(interval_ms), 4, 7200000, 0, -EINVAL, NULL },
+	{ "meminfo psi > 100 %", b_evt_meminfo, MI_OFF(psi_some_avg10), 4, 10001, 0, -EINVAL, NULL },
+	{ "meminfo psi full > some", b_evt_meminfo, MI_OFF(psi_full_avg10), 4, 151, 0, -EINVAL, NULL },
+	{ "meminfo psi full total > some", b_evt_meminfo, MI_OFF(psi_full_total_us), 8, 123457, 0, -EINVAL, NULL },
+	{ "meminfo psi without flag", b_evt_meminfo_bare, MI_OFF(psi_some_avg10), 4, 1, 0, -EBADMSG, NULL },
+	{ "meminfo psi total without flag", b_evt_meminfo_bare, MI_OFF(psi_some_total_us), 8, 1, 0, -EBADMSG, NULL },
+	{ "meminfo captured > total", b_evt_meminfo, MI_OFF(captured_bytes), 8, 1025 * MIB, 0, -EINVAL, NULL },
+	{ "meminfo floor > total", b_evt_meminfo, MI_OFF(floor_bytes), 8, 1025 * MIB, 0, -EINVAL, NULL },
+	{ "meminfo captured without flag", b_evt_meminfo_bare, MI_OFF(captured_bytes), 8, MIB, 0, -EBADMSG, NULL },
 };
 
 static void patch_le(uint8_t *p, unsigned int width, uint64_t v)
