@@ -66,7 +66,7 @@ GUESTS = 3
 RAM_MIB = 512
 FLOOR_MIB = 64
 SAMPLE_S = 2
-IDLE_S = 90
+IDLE_S = 60
 KEEP_PCT = 15
 SEED = 11
 # of the guest's MemTotal: grow's anonymous memory and files; grow2 as a
@@ -77,6 +77,7 @@ GROW2_FRAC = 0.85
 PHASES = ["grow", "fragment", "idle", "grow2", "fragment2", "idle2", "exit"]
 EXIT_S = 16     # sampled after the workloads exited: all their memory freed
 IDLE_PHASES = ("idle", "idle2")
+AT_END = IDLE_PHASES + ("exit",)    # phases valued at their end, not their peak
 MODES = ("fpr", "auto")
 LABELS = {"fpr": "free page reporting alone", "auto": "vmdefrag policy = auto"}
 GOAL = 0.10
@@ -308,8 +309,9 @@ def run_mode(kernel, mode, ram_mib, idle_s, policy_set):
             row = {"t": tick - t0, "guests": []}
             status = daemon_status(d) if d else {}
             for s in subjects:
-                gs = s.sample(module=auto) if s.g.proc else {}
+                gs = s.sample(module=auto)
                 gs["backing"] = s.g.backing_bytes() or 0
+                gs["ts"] = time.monotonic() - t0
                 vm = status.get(s.name, {})
                 pol = vm.get("policy") or {}
                 if pol.get("mode"):
@@ -397,15 +399,26 @@ def guest_floor(gs):
 
 
 def series(rec):
-    """[(t, [backing per guest], used sum, used + floors sum)] of a run."""
+    """[(t, [backing per guest], used sum, used + floors sum, [each guest's
+    sample time])] of a run."""
     ram = rec["ram_mib"] * MIB
     out = []
     for row in rec["samples"]:
         gl = row["guests"]
         used = sum(guest_used(g, ram) for g in gl)
         out.append((row["t"], [g["backing"] for g in gl], used,
-                    used + sum(guest_floor(g) for g in gl)))
+                    used + sum(guest_floor(g) for g in gl),
+                    [g.get("ts", row["t"]) for g in gl]))
     return out
+
+
+def rows_inside(rec, ser, phase):
+    """The sample rows in which every guest was sampled inside its own
+    window of the phase."""
+    ws = [s["windows"].get(phase) for s in rec["subjects"]]
+    if any(w is None for w in ws):
+        return []
+    return [p for p in ser if all(w[0] <= ts <= w[1] for w, ts in zip(ws, p[4]))]
 
 
 def phase_span(rec, phase):
@@ -428,7 +441,8 @@ def counter_delta(rec, key, phase):
         w = s["windows"].get(phase)
         if w is None:
             continue
-        vals = [(row["t"], row["guests"][i].get(key)) for row in rec["samples"]]
+        vals = [(row["guests"][i].get("ts", row["t"]), row["guests"][i].get(key))
+                for row in rec["samples"]]
         vals = [(t, v) for t, v in vals if v is not None]
         before = [v for t, v in vals if t < w[0]]
         inside = [v for t, v in vals if w[0] <= t <= w[1] + SAMPLE_S]
@@ -454,18 +468,25 @@ def summarize(rec):
         row["stalls"] = sum(stalls) if stalls else None
         row["max_ms"] = max((e["max_ms"] for s in rec["subjects"] for e in s["events"]
                              if e["event"] == "end" and e["phase"] == phase), default=None)
-        if span:
-            pts = [p for p in ser if p[0] <= span[1]]
-            if pts:
-                t, b, used, ref = pts[-1]
+        row["mean_ms"] = mean_step_ms(rec, phase)
+        if span and phase in AT_END:
+            inside = rows_inside(rec, ser, phase)
+            if inside:
+                _, b, used, ref, _ = inside[-1]
                 row.update(backing=sum(b), ref=ref, used=used,
                            ratio=sum(b) / ref if ref else None)
                 row["within"] = row["ratio"] is not None and row["ratio"] <= 1 + GOAL
             if phase in IDLE_PHASES:
-                hit = [p[0] for p in ser if span[0] <= p[0] <= span[1]
-                       and sum(p[1]) <= (1 + GOAL) * p[3]]
+                hit = [p[0] for p in inside if sum(p[1]) <= (1 + GOAL) * p[3]]
                 row["t_within"] = hit[0] - span[0] if hit else None
                 row["idle_s"] = span[1] - span[0]
+        elif span:
+            # grow and fragment phases: the peaks over the phase
+            pts = [p for p in ser if span[0] <= p[0] <= span[1] + SAMPLE_S]
+            if pts:
+                row["backing"] = max(sum(p[1]) for p in pts)
+                row["ref"] = max(p[3] for p in pts)
+                row["ratio"] = row["backing"] / row["ref"] if row["ref"] else None
         row["ooms"] = counter_delta(rec, "oom_kill", phase)
         pr = counter_delta(rec, "pressure_releases", phase)
         orl = counter_delta(rec, "oom_releases", phase)
@@ -473,6 +494,13 @@ def summarize(rec):
         row["misses"] = counter_delta(rec, "policy_misses", phase)
         out[phase] = row
     return out
+
+
+def mean_step_ms(rec, phase):
+    """The mean of the guests' mean 2 MiB step times in the phase, or None."""
+    ms = [e["mean_ms"] for s in rec["subjects"] for e in s["events"]
+          if e["event"] == "end" and e["phase"] == phase and e.get("steps")]
+    return sum(ms) / len(ms) if ms else None
 
 
 def verdicts(rec):
@@ -510,7 +538,7 @@ def pair(recs, sums, fn):
 
 
 HEAD = ["phase", "host backing MiB", "guest used + floors MiB", "backing / (used + floors)",
-        "within 10%", "came within 10% after", "stalls > 100 ms (max ms)", "OOM kills",
+        "within 10%", "came within 10% after", "stalls > 100 ms (mean, max ms)", "OOM kills",
         "pressure releases", "policy misses"]
 
 
@@ -531,8 +559,8 @@ def table_rows(recs):
                 else ("never" if v is None else f"{v:.0f} s")),
             pair(recs, {m: s[phase] for m, s in sums.items()},
                  lambda r: "-" if r.get("stalls") is None else
-                 f"{r['stalls']} ({r['max_ms']:.0f})" if r.get("max_ms") else
-                 str(r["stalls"])),
+                 f"{r['stalls']} ({r['mean_ms']:.0f}, {r['max_ms']:.0f})"
+                 if r.get("mean_ms") else str(r["stalls"])),
             get("ooms", num), get("releases", num), get("misses", num),
         ])
     return rows
@@ -618,14 +646,16 @@ def notes(recs, info):
         "host backing: st_blocks of each guest's RAM memfd, summed; guest used: RAM - "
         "MemFree - the module's captured bytes; floors: the module's floor_bytes (the "
         f"fpr run has no module: {FLOOR_MIB} MiB each, the floor_mb the auto run loads "
-        "the module with). Values at the phase's end: idle phases the last sample where "
-        "all three guests still idled, the others once all three had finished it.",
+        "the module with). Idle phases and exit (the workloads gone, everything they "
+        "had freed): the last sample in which all three guests were in the phase; "
+        "grow and fragment phases: the peaks of both sums over the phase.",
         "came within 10%: from the start of the idle phase (the third guest's) until "
         "the summed backing first was within 10% of the summed used + floors.",
         f"stalls: 2 MiB steps of the grow phases that took the workload over {STALL_MS} "
         "ms (its own CLOCK_MONOTONIC; under TCG on a shared 2-core host: slow steps "
-        "happen without any memory pressure too, so compare the runs); max ms: the "
-        "slowest step.",
+        "happen without any memory pressure too, so compare the runs, and grow, "
+        "where nothing differs between them yet, shows the noise); mean: the mean "
+        "step, max: the slowest.",
         "OOM kills: the guests' /proc/vmstat oom_kill; pressure releases: the module's "
         "pressure_releases + oom_releases (its shrinker and OOM notifier gave captured "
         "blocks back because the guest needed them); policy misses: the daemon's "
