@@ -28,8 +28,10 @@ static const struct ctl_help_cmd ctl_help_cmds[] = {
 	{ "status", "[--socket PATH] [--timeout S] status [VM] [--json]",
 	  "what each VM has, backs and reports",
 "Per VM: backend, RAM, host backing and huge-page-mapped bytes, host shmem\n"
-"THP policy, guest session, and the guest's last reported free, captured\n"
-"and unmovable memory.  Without VM, every VM the daemon manages.\n" },
+"THP policy, guest session, the guest's last reported free, captured\n"
+"and unmovable memory, and the densification policy: its mode, headroom,\n"
+"misses, last decision with its reason and the guest's memory signals.\n"
+"Without VM, every VM the daemon manages.\n" },
 	{ "scan", "[--socket PATH] [--timeout S] scan VM [--json]",
 	  "the guest's 2 MiB block picture",
 "Ask the guest for its 2 MiB block picture: block classes, vacate cost,\n"

@@ -68,6 +68,7 @@
 #define POLICY_MISS_BOOST_MS	60000
 #define POLICY_STALE_MIN_MS	10000
 #define POLICY_FLIP_MIN_MS	5000
+#define POLICY_RETRY_MS		1000	/* after an action failed to start */
 
 const char *policy_mode_name(enum policy_mode mode)
 {
@@ -244,6 +245,8 @@ void policy_decide(const struct policy_params *p, struct policy_state *st,
 		return policy_none(ret, "policy is manual");
 	if (!v->ready)
 		return policy_none(ret, "guest session or QEMU not ready");
+	if (!v->backend_ok)
+		return policy_none(ret, "auto moves memory on the shared backend only");
 	stale_ms = policy_max(3ULL * mi->interval_ms, POLICY_STALE_MIN_MS);
 	if (now_ms - sig->at_ms > stale_ms)
 		return policy_none(ret, "memory signals %" PRIu64 " ms old",
@@ -265,6 +268,9 @@ void policy_decide(const struct policy_params *p, struct policy_state *st,
 		st->awaiting_op = false;
 		st->settled_ms = now_ms;
 	}
+	if (now_ms < st->retry_ms)
+		return policy_none(ret, "the last action could not start: "
+				   "retrying in %" PRIu64 " ms", st->retry_ms - now_ms);
 	if (sig->at_ms <= st->settled_ms && !st->miss_pending)
 		return policy_none(ret, "waiting for the guest's signals after "
 				   "the last operation");
@@ -327,13 +333,15 @@ void policy_decide(const struct policy_params *p, struct policy_state *st,
 	st->awaiting_op = true;
 }
 
-void policy_failed(struct policy_state *st, const struct policy_decision *d)
+void policy_failed(struct policy_state *st, const struct policy_decision *d,
+		   uint64_t now_ms)
 {
 	if (d->action == POLICY_ACT_RECLAIM) {
 		st->awaiting_op = false;
 		st->next_reclaim_ms = st->last_reclaim_ms;
+		st->retry_ms = now_ms + POLICY_RETRY_MS;
 	} else if (d->action == POLICY_ACT_RETURN) {
 		st->awaiting_op = false;
-		st->miss_pending = true;
+		st->retry_ms = now_ms + POLICY_RETRY_MS;
 	}
 }

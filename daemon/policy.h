@@ -48,8 +48,9 @@ struct policy_signals {
 
 /* What the mechanism (vm.c, reclaim.c) says about the VM right now. */
 struct policy_view {
-	bool ready;		/* session ready, reconciled, QEMU attached,
-				 * a backend that can reclaim */
+	bool ready;		/* session ready, reconciled, QEMU attached */
+	bool backend_ok;	/* the shared backend: what the policy moves
+				 * shows in the guest's free memory */
 	bool can_return;	/* the backend gives memory back (shared) */
 	bool op_running;	/* a reclaim, return or reconcile runs */
 	bool op_is_reclaim;	/* ... and it is a reclaim */
@@ -86,6 +87,7 @@ struct policy_state {
 	uint64_t misses_seen;		/* view.misses at the last decision */
 	uint64_t last_miss_ms;		/* when misses last grew, 0: never */
 	bool miss_pending;		/* a miss not yet answered by a return */
+	uint64_t retry_ms;		/* an action failed to start: not before */
 };
 
 enum policy_action {
@@ -125,7 +127,11 @@ void policy_decide(const struct policy_params *p, struct policy_state *st,
 		   const struct policy_host *h, uint64_t now_ms,
 		   struct policy_decision *ret);
 
-/* The action of the last decision could not start: forget it was taken. */
-void policy_failed(struct policy_state *st, const struct policy_decision *d);
+/*
+ * The action of the last decision could not start (at now_ms): forget it
+ * was taken, and try again no sooner than POLICY_RETRY_MS later.
+ */
+void policy_failed(struct policy_state *st, const struct policy_decision *d,
+		   uint64_t now_ms);
 
 #endif /* VDF_POLICY_H */

@@ -90,16 +90,21 @@ int policy_vm_state_path(const char *state_dir, const char *vm_name, char *buf,
 
 int policy_vm_state_parse(const char *text, enum policy_mode *ret_mode)
 {
-	size_t m = strlen(POLICY_VM_STATE_MAGIC);
+	size_t m = strlen(POLICY_VM_STATE_MAGIC), n;
 	char mode[16];
-	int n = 0;
 
 	if (strncmp(text, POLICY_VM_STATE_MAGIC, m) != 0)
 		return -EINVAL;
 	text += m;
-	if (sscanf(text, "mode=%15[a-z]\n%n", mode, &n) != 1 || n == 0 ||
-	    text[n] != '\0' || text[n - 1] != '\n')
+	if (strncmp(text, "mode=", 5) != 0)
 		return -EINVAL;
+	text += 5;
+	n = strcspn(text, "\n");
+	/* exactly one line, ended by its newline, then nothing */
+	if (n == 0 || n >= sizeof(mode) || text[n] != '\n' || text[n + 1] != '\0')
+		return -EINVAL;
+	memcpy(mode, text, n);
+	mode[n] = '\0';
 	return policy_mode_from_name(mode, ret_mode);
 }
 
@@ -235,7 +240,7 @@ static void policy_vm_tick_one(struct policy_vm *pv, uint64_t now)
 		r = pv->hooks->start(pv->vm, d.action == POLICY_ACT_RETURN, d.bytes,
 				     err, sizeof(err), &id);
 		if (r < 0) {
-			policy_failed(&pv->st, &d);
+			policy_failed(&pv->st, &d, now);
 		} else {
 			pv->op_id = id;
 			if (d.action == POLICY_ACT_RETURN)

@@ -736,9 +736,10 @@ static void vm_policy_view(void *opaque, struct policy_view *v, uint32_t *ret_op
 
 	session_get_info(vm->session, &si);
 	reclaim_get_status(vm->reclaim, &rs);
-	/* only the shared backend moves what the guest's free memory shows */
 	v->ready = si.state == SESSION_READY && vm->qmp && rs.layout_known &&
-		   rs.reconciled && vm->backend == VM_BACKEND_SHARED;
+		   rs.reconciled;
+	/* only the shared backend moves what the guest's free memory shows */
+	v->backend_ok = vm->backend == VM_BACKEND_SHARED;
 	v->can_return = vm->backend == VM_BACKEND_SHARED;
 	v->op_running = rs.have_op && rs.op.state == RECLAIM_OP_RUNNING;
 	v->op_is_reclaim = v->op_running && rs.op.kind == RECLAIM_KIND_RECLAIM;

@@ -24,20 +24,24 @@
 static void test_request_roundtrip(void **state)
 {
 	static const struct ctl_request reqs[] = {
-		{ CTL_CMD_STATUS, "", 0, 0, 0, -1 }, { CTL_CMD_STATUS, "web-1", 0, 0, 0, -1 },
-		{ CTL_CMD_SCAN, "db.2", 0, 0, 0, -1 },
-		{ CTL_CMD_RECLAIM, "vm1", 512 * MiB, 0, 0, -1 },
-		{ CTL_CMD_RETURN, "vm1", 1ull << 40, 0, 0, -1 },
-		{ CTL_CMD_OP, "vm1", 0, 4000000000u, 0, -1 },
-		{ CTL_CMD_CANCEL, "vm1", 0, 0, 0, -1 }, { CTL_CMD_CANCEL, "vm1", 0, 7, 0, -1 },
-		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_PREPARE, -1 },
-		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STARTED, -1 },
-		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STOPPED, -1 },
-		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_RELEASE, -1 },
-		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_MIGRATE, -1 },
-		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_NONE },
-		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_SLAB },
-		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_ALL },
+		{ CTL_CMD_STATUS, "", 0, 0, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_STATUS, "web-1", 0, 0, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_SCAN, "db.2", 0, 0, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_RECLAIM, "vm1", 512 * MiB, 0, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_RETURN, "vm1", 1ull << 40, 0, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_OP, "vm1", 0, 4000000000u, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_CANCEL, "vm1", 0, 0, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_CANCEL, "vm1", 0, 7, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_PREPARE, -1, POLICY_MANUAL },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STARTED, -1, POLICY_MANUAL },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_STOPPED, -1, POLICY_MANUAL },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_RELEASE, -1, POLICY_MANUAL },
+		{ CTL_CMD_NOTIFY, "dom-a", 0, 0, CTL_NOTIFY_MIGRATE, -1, POLICY_MANUAL },
+		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_NONE, POLICY_MANUAL },
+		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_SLAB, POLICY_MANUAL },
+		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_ALL, POLICY_MANUAL },
+		{ CTL_CMD_POLICY, "vm1", 0, 0, 0, -1, POLICY_AUTO },
+		{ CTL_CMD_POLICY, "vm1", 0, 0, 0, -1, POLICY_MANUAL },
 	};
 
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
@@ -54,6 +58,8 @@ static void test_request_roundtrip(void **state)
 		if (reqs[i].cmd == CTL_CMD_NOTIFY)
 			assert_int_equal(back.event, reqs[i].event);
 		assert_int_equal(back.evict, reqs[i].evict);
+		if (reqs[i].cmd == CTL_CMD_POLICY)
+			assert_int_equal(back.mode, reqs[i].mode);
 		free(line);
 	}
 }
@@ -67,7 +73,14 @@ static const struct {
 	{ "{\"cmd\": 3}", "request has no \"cmd\" string" },
 	{ "{\"vm\": \"a\"}", "request has no \"cmd\" string" },
 	{ "{\"cmd\": \"shrink\", \"vm\": \"a\"}",
-	  "unknown command (known: status, scan, reclaim, return, op, notify, cancel)" },
+	  "unknown command (known: status, scan, reclaim, return, op, notify, cancel, policy)" },
+	{ "{\"cmd\": \"policy\", \"vm\": \"a\"}", "policy needs \"mode\": auto or manual" },
+	{ "{\"cmd\": \"policy\", \"vm\": \"a\", \"mode\": \"fast\"}",
+	  "policy needs \"mode\": auto or manual" },
+	{ "{\"cmd\": \"policy\", \"vm\": \"a\", \"mode\": 1}",
+	  "policy needs \"mode\": auto or manual" },
+	{ "{\"cmd\": \"policy\", \"mode\": \"auto\"}", "policy needs \"vm\"" },
+	{ "{\"cmd\": \"scan\", \"vm\": \"a\", \"mode\": \"auto\"}", "unknown key in request" },
 	{ "{\"cmd\": \"cancel\"}", "cancel needs \"vm\"" },
 	{ "{\"cmd\": \"cancel\", \"vm\": \"a\", \"id\": 0}",
 	  "cancel needs \"id\", an operation id" },
