@@ -2,19 +2,20 @@
 guests dense by itself while their memory comes and goes, against free
 page reporting alone?
 
-    tests/bench/run-bench --only policy [--policy-mode fpr,auto]
+    tests/bench/run-bench --only policy [--policy-mode fpr,auto,auto+fpr]
 
 One run per mode, each with three fresh guests on this host (GUESTS, RAM_MIB
 each, 1 vCPU, the oldest guest kernel, RAM a memfd share=on):
 
-  fpr   free page reporting alone (virtio-balloon free-page-reporting=on):
-        no module, no daemon;
-  auto  the same guests with free page reporting off (auto_fpr=True: on),
-        vmdefrag.ko (floor_mb=FLOOR_MIB) and the agent in each, and one
-        vmdefragd for the three with `policy = auto` in each VM's section
-        (the shared backend: memfd share=on); nobody types a reclaim.
+  fpr       free page reporting alone (virtio-balloon free-page-reporting=on):
+            no module, no daemon;
+  auto      the same guests with free page reporting off, vmdefrag.ko
+            (floor_mb=FLOOR_MIB) and the agent in each, and one vmdefragd
+            for the three with `policy = auto` in each VM's section (the
+            shared backend: memfd share=on); nobody types a reclaim;
+  auto+fpr  auto with free page reporting on as well (not run by default).
 
-Why reporting is off in the auto run by default: with both, the blocks the
+Why reporting is off in the auto run: with both, the blocks the
 policy returns to a guest that needs memory (re-backed in 2 MiB folios
 before the guest is told) lie free in the guest for a moment, whole, and
 free page reporting hands them back to QEMU, which punches them again: the
@@ -86,8 +87,10 @@ PHASES = ["grow", "fragment", "idle", "grow2", "fragment2", "idle2", "exit"]
 EXIT_S = 16     # sampled after the workloads exited: all their memory freed
 IDLE_PHASES = ("idle", "idle2")
 AT_END = IDLE_PHASES + ("exit",)    # phases valued at their end, not their peak
-MODES = ("fpr", "auto")
-LABELS = {"fpr": "free page reporting alone", "auto": "vmdefrag policy = auto"}
+MODES = ("fpr", "auto", "auto+fpr")
+DEFAULT_MODES = ("fpr", "auto")
+LABELS = {"fpr": "free page reporting alone", "auto": "vmdefrag policy = auto",
+          "auto+fpr": "vmdefrag policy = auto, free page reporting on too"}
 GOAL = 0.10
 STALL_MS = 100
 
@@ -253,10 +256,10 @@ def policy_config(names, extra):
     return "\n".join(out)
 
 
-def run_mode(kernel, mode, ram_mib, idle_s, policy_set, auto_fpr=False):
+def run_mode(kernel, mode, ram_mib, idle_s, policy_set):
     """One run; its record (samples, events, per-guest results)."""
-    auto = mode == "auto"
-    fpr = not auto or auto_fpr
+    auto = mode.startswith("auto")
+    fpr = mode != "auto"
     rec = {"mode": mode, "ram_mib": ram_mib, "guests": GUESTS, "idle_s": idle_s,
            "fpr": fpr, "samples": []}
     workdir = OUT / f"policy-{mode}"
@@ -358,8 +361,8 @@ def saved(mode):
     return OUT / f"policy-{mode}.json"
 
 
-def run(kernel, ram_mib=RAM_MIB, modes=MODES, idle_s=IDLE_S, policy_set=(), reuse=(),
-        auto_fpr=False):
+def run(kernel, ram_mib=RAM_MIB, modes=DEFAULT_MODES, idle_s=IDLE_S, policy_set=(),
+        reuse=()):
     """Runs the modes asked, and reads back the record of those in `reuse`
     that an earlier run saved (build/bench/policy-MODE.json: a rerun of one
     half costs the shared CPU five minutes less); (records by mode, info)."""
@@ -377,7 +380,7 @@ def run(kernel, ram_mib=RAM_MIB, modes=MODES, idle_s=IDLE_S, policy_set=(), reus
     for mode in modes:
         if mode in reuse:
             continue
-        if mode == "auto":
+        if mode.startswith("auto"):
             why = unavailable(kernel)
             if why:
                 recs[mode] = {"mode": mode, "skipped": why}
@@ -385,7 +388,7 @@ def run(kernel, ram_mib=RAM_MIB, modes=MODES, idle_s=IDLE_S, policy_set=(), reus
                 continue
         log(f" run {mode}: {LABELS[mode]}")
         try:
-            recs[mode] = run_mode(kernel, mode, ram_mib, idle_s, policy_set, auto_fpr)
+            recs[mode] = run_mode(kernel, mode, ram_mib, idle_s, policy_set)
             recs[mode]["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds")
             saved(mode).write_text(json.dumps(recs[mode], default=str))
@@ -539,7 +542,7 @@ def num(v):
 
 def pair(recs, sums, fn):
     cells = []
-    for mode in MODES:
+    for mode in shown(recs):
         if mode not in sums:
             cells.append("-")
         else:
@@ -576,9 +579,15 @@ def table_rows(recs):
     return rows
 
 
+def shown(recs):
+    """The modes the table and chart show: the default ones and any other
+    that was run, in MODES order."""
+    return [m for m in MODES if m in DEFAULT_MODES or m in recs]
+
+
 def header_line(recs):
     parts = []
-    for mode in MODES:
+    for mode in shown(recs):
         r = recs.get(mode, {})
         if "skipped" in r:
             parts.append(f"{mode}: not run ({r['skipped']})")
@@ -592,7 +601,7 @@ def header_line(recs):
                          + (f"; {r['note']}" if r.get("note") else ""))
         else:
             parts.append(f"{mode}: not run")
-    return "Each cell: " + " / ".join(MODES) + ".  " + "; ".join(parts)
+    return "Each cell: " + " / ".join(shown(recs)) + ".  " + "; ".join(parts)
 
 
 def text(recs):
@@ -613,32 +622,35 @@ def md(recs):
 
 
 def goals(recs):
-    """The issue's goals, one line each (reported, never failed on)."""
+    """The issue's goals, one line each per auto run (reported, never
+    failed on)."""
     sums = {m: summarize(r) for m, r in recs.items() if "samples" in r}
     out = []
-    a, f = sums.get("auto"), sums.get("fpr")
-    if a:
+    f = sums.get("fpr")
+    autos = [m for m in shown(recs) if m.startswith("auto") and m in sums]
+    for m in autos:
+        a = sums[m]
         for phase in IDLE_PHASES:
             r = a[phase]
             if r.get("ratio") is None:
-                out.append(f"auto, {phase}: not measured")
+                out.append(f"{m}, {phase}: not measured")
                 continue
             fr = f[phase].get("ratio") if f else None
-            out.append(f"auto, end of {phase}: host backing {r['ratio']:.2f} x (used + "
+            out.append(f"{m}, end of {phase}: host backing {r['ratio']:.2f} x (used + "
                        f"floors) (goal <= {1 + GOAL:.2f}): "
                        + ("met" if r["within"] else "NOT met")
                        + ("" if fr is None else f"; reporting alone {fr:.2f} x"))
         ooms = sum(r.get("ooms") or 0 for r in a.values())
-        out.append(f"auto: OOM kills {ooms} (goal 0): " + ("met" if ooms == 0 else "NOT met"))
+        out.append(f"{m}: OOM kills {ooms} (goal 0): " + ("met" if ooms == 0 else "NOT met"))
         if f:
             sa = sum(r.get("stalls") or 0 for r in a.values())
             sf = sum(r.get("stalls") or 0 for r in f.values())
-            out.append(f"auto: stalls > {STALL_MS} ms {sa}, reporting alone {sf} (goal: "
+            out.append(f"{m}: stalls > {STALL_MS} ms {sa}, reporting alone {sf} (goal: "
                        "no more): " + ("met" if sa <= sf else "NOT met"))
         misses = [r.get("misses") for r in a.values() if r.get("misses") is not None]
-        out.append("auto: policy misses " + (str(sum(misses)) if misses else
+        out.append(f"{m}: policy misses " + (str(sum(misses)) if misses else
                                               "not reported by the daemon"))
-    elif f:
+    if f and not autos:
         out.append("auto: not run; reporting alone measured only")
     return out
 
@@ -650,10 +662,9 @@ def notes(recs, info):
     pc = next((r["policy_config"] for r in recs.values() if "policy_config" in r), None)
     return [
         f"{GUESTS} guests at once, {info['guests']}; free page reporting "
-        + ("on in both runs" if recs.get("auto", {}).get("fpr") else
-           "on in the fpr run, off in the auto run (the policy's returns would be "
-           "reported and punched again: tests/bench/policy_bench.py)") + "; "
-        f"each runs `{wl}` (seeds {SEED}..{SEED + GUESTS - 1}, the same in both runs): "
+        + "on in the fpr run, off in the auto run (the policy's returns would be "
+        "reported and punched again: tests/bench/policy_bench.py), on in auto+fpr; "
+        f"each runs `{wl}` (seeds {SEED}..{SEED + GUESTS - 1}, the same in every run): "
         "grow (anonymous memory and 16 KiB tmpfs files, interleaved), fragment (all "
         f"but {KEEP_PCT}% freed page by page at random), idle, grow2 (anonymous, about "
         "what fragment freed), fragment2, idle2; then every kept page is verified.",
@@ -689,7 +700,7 @@ def chart(recs, path):
     gp = shutil.which("gnuplot")
     if not gp:
         return None, "gnuplot is not installed (make deps)"
-    runs = [m for m in MODES if "samples" in recs.get(m, {}) and recs[m]["samples"]]
+    runs = [m for m in shown(recs) if "samples" in recs.get(m, {}) and recs[m]["samples"]]
     if not runs:
         return None, "no run to draw"
     ram_total = max(recs[m]["ram_mib"] * GUESTS for m in runs)
