@@ -7,6 +7,9 @@
 # debian/control's Build-Depends) need, lintian to check the packages,
 # man-db and bash-completion for the man page and completion tests.
 #
+# gnuplot-nox draws make bench's chart of host memory over time
+# (tests/bench/policy_bench.py: SVG and PNG, no X).
+#
 # The last line are the build dependencies of the patched QEMU that
 # `make check` builds (qemu-patches/build.sh, which adds the deb-src entry
 # for its source package itself).
@@ -20,7 +23,7 @@ set -eu
 PKGS="build-essential pkg-config clang libclang-rt-14-dev
       libnl-3-dev libnl-genl-3-dev libjson-c-dev libcmocka-dev libvirt-dev
       qemu-system-x86 qemu-utils busybox-static cpio kmod xz-utils
-      python3 python3-pytest python3-pytest-timeout
+      python3 python3-pytest python3-pytest-timeout gnuplot-nox
       linux-image-amd64 linux-headers-amd64 linux-source-6.1
       libvirt-daemon-system libvirt-clients dkms libxml2-dev debootstrap
       shellcheck systemd

@@ -53,6 +53,7 @@ GUEST_PROGRAMS = [
     ("guest/vdf-testd", "sbin/vdf-testd"),
     ("guest/fragment", "usr/bin/fragment"),
     ("guest/memcheck", "usr/bin/memcheck"),
+    ("guest/phased", "usr/bin/phased"),
     ("guest/slabtree", "usr/bin/slabtree"),
     ("guest/vdfnl", "usr/bin/vdfnl"),
     ("agent/vmdefrag-agent", "usr/sbin/vmdefrag-agent"),
