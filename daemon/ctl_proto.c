@@ -450,7 +450,7 @@ static struct json_object *ctl_percent(uint32_t hundredths)
  * not start), age_ms}, last_action (the latest decision that was not
  * "none", same keys, null if none), signals (the guest's last EVT_MEMINFO,
  * null before one): {total_bytes, free_bytes, available_bytes,
- * wmark_low_bytes, wmark_high_bytes, alloc_rate_bytes (allocated per
+ * wmark_low_bytes, wmark_high_bytes, alloc_bytes_per_second (allocated per
  * second), captured_bytes and floor_bytes (null without the module),
  * psi_some_avg10_percent, psi_full_avg10_percent (numbers; null without
  * PSI), psi_some_total_ns, psi_full_total_ns (null without PSI), urgent
@@ -482,7 +482,7 @@ static struct json_object *ctl_policy_json(const struct policy_status *p)
 		ctl_add_u64(g, "available_bytes", mi->available_bytes);
 		ctl_add_u64(g, "wmark_low_bytes", mi->wmark_low_bytes);
 		ctl_add_u64(g, "wmark_high_bytes", mi->wmark_high_bytes);
-		ctl_add_u64(g, "alloc_rate_bytes", mi->alloc_bytes_per_sec);
+		ctl_add_u64(g, "alloc_bytes_per_second", mi->alloc_bytes_per_sec);
 		json_object_object_add(g, "captured_bytes", mod ?
 				       json_object_new_uint64(mi->captured_bytes) : NULL);
 		json_object_object_add(g, "floor_bytes", mod ?

@@ -31,7 +31,7 @@ static void ctl_render_policy(struct json_object *vm)
 {
 	struct json_object *p = ctl_client_get(vm, "policy");
 	struct json_object *d, *g;
-	char b1[32], b2[32], b3[32];
+	char b1[32], b2[32], b3[32], b4[32];
 
 	if (!p)
 		return;
@@ -64,7 +64,7 @@ static void ctl_render_policy(struct json_object *vm)
 		       "allocating %s/s", ctl_render_size(g, "free_bytes", b1, sizeof(b1)),
 		       ctl_render_size(g, "available_bytes", b2, sizeof(b2)),
 		       ctl_render_size(g, "wmark_high_bytes", b3, sizeof(b3)),
-		       ctl_render_size(g, "alloc_rate_bytes", b1, sizeof(b1)));
+		       ctl_render_size(g, "alloc_bytes_per_second", b4, sizeof(b4)));
 		if (psi)
 			printf(", PSI some %.2f %%", json_object_get_double(psi));
 		printf("\n");

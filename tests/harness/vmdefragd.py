@@ -30,7 +30,7 @@ VMDEFRAGCTL = BUILD / "daemon/vmdefragctl"
 
 
 
-UNIT_SUFFIXES = ("_bytes", "_ms", "_ns", "_percent")
+UNIT_SUFFIXES = ("_bytes", "_ms", "_ns", "_percent", "_bytes_per_second")
 _counts = None
 
 
