@@ -260,7 +260,8 @@ static bool control_cmd_start_op(struct control_client *cl, const struct ctl_req
 	if (!vm)
 		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
 					    req->vm);
-	r = vm_start_op(vm, kind, req->bytes, req->evict, err, sizeof(err), &id);
+	r = vm_start_op(vm, kind, req->bytes, req->evict, RECLAIM_ORIGIN_USER, err,
+			sizeof(err), &id);
 	if (r < 0) {
 		switch (r) {
 		case -EBUSY: code = CTL_ERR_BUSY; break;

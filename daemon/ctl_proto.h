@@ -52,6 +52,7 @@
 #include "migration.h"
 #include "reclaim.h"
 #include "session.h"
+#include "vm_counters.h"
 #include "vmdefrag/proto.h"
 
 #define CTL_REQUEST_MAX		4096		/* bytes in one request line */
@@ -166,6 +167,7 @@ struct ctl_vm_status {
 	struct proto_stats stats;
 	struct reclaim_status mem;	/* blocks held for the host, operations */
 	struct migration_status migration;	/* live migration, either way */
+	struct vm_counters_totals counters;	/* persisted totals (metrics) */
 };
 
 struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st);

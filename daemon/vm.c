@@ -54,6 +54,7 @@
 #include "reclaim.h"
 #include "session.h"
 #include "vm.h"
+#include "vm_counters.h"
 #include "vm_layout.h"
 
 #define VM_QMP_TIMEOUT_MS	3000
@@ -99,6 +100,7 @@ struct vm {
 
 	struct reclaim *reclaim;	/* reclaim/return/reconcile and block states */
 	struct migration *mig;		/* live migration, either direction */
+	struct vm_counters *counters;	/* totals and history, persisted */
 };
 
 const char *vm_name(const struct vm *vm)
@@ -411,6 +413,15 @@ static uint64_t vm_ranges_bytes(const struct proto_msg *m)
 	return sum;
 }
 
+/* What the guest took back under pressure since this daemon started. */
+static uint64_t vm_released_bytes(struct vm *vm)
+{
+	struct reclaim_status rs;
+
+	reclaim_get_status(vm->reclaim, &rs);
+	return rs.guest_released_bytes;
+}
+
 static void vm_event(void *opaque, const struct proto_msg *m)
 {
 	struct vm *vm = opaque;
@@ -420,6 +431,7 @@ static void vm_event(void *opaque, const struct proto_msg *m)
 		vm->stats = m->u.stats;
 		vm->stats_ms = loop_now_ms();
 		vm->have_stats = true;
+		vm_counters_observe(vm->counters, vm_released_bytes(vm), &vm->stats);
 		break;
 	case PROTO_EVT_CAPTURED:
 		vm->evt_captured_bytes += vm_ranges_bytes(m);
@@ -692,17 +704,33 @@ void vm_get_status(struct vm *vm, struct ctl_vm_status *st)
 	st->stats = vm->stats;
 	reclaim_get_status(vm->reclaim, &st->mem);
 	migration_get_status(vm->mig, &st->migration);
+	vm_counters_observe(vm->counters, st->mem.guest_released_bytes,
+			    vm->have_stats ? &vm->stats : NULL);
+	vm_counters_get(vm->counters, &st->counters);
+}
+
+size_t vm_get_history(struct vm *vm, struct vm_history_entry *ret_entries,
+		      size_t max)
+{
+	return vm_counters_history(vm->counters, ret_entries, max);
+}
+
+static void vm_op_ended(void *userdata, const struct reclaim_op_info *op)
+{
+	struct vm *vm = userdata;
+
+	vm_counters_op_end(vm->counters, op);
 }
 
 int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, int evict,
-		char *err,
-		size_t errsz, uint32_t *ret_id)
+		enum reclaim_origin origin, char *err, size_t errsz,
+		uint32_t *ret_id)
 {
 	int r = migration_check_op(vm->mig, err, errsz);
 
 	if (r < 0)
 		return r;
-	r = reclaim_start(vm->reclaim, kind, bytes, evict, err, errsz, ret_id);
+	r = reclaim_start(vm->reclaim, kind, bytes, evict, origin, err, errsz, ret_id);
 	if (r == 0)
 		migration_op_started(vm->mig, kind);
 	return r;
@@ -775,6 +803,11 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	vm = calloc(1, sizeof(*vm));
 	if (!vm)
 		return -ENOMEM;
+	r = vm_counters_new(loop, cfg->state_dir, conf->name, &vm->counters);
+	if (r < 0) {
+		free(vm);
+		return r;
+	}
 	vm->loop = loop;
 	vm->conf = *conf;
 	vm->retry_min_ms = cfg->reconnect_min_ms;
@@ -785,20 +818,24 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	r = session_new(loop, conf->name, conf->channel, &lim, &vm_session_hooks,
 			vm, &vm->session);
 	if (r < 0) {
+		vm_counters_free(vm->counters);
 		free(vm);
 		return r;
 	}
 	r = reclaim_new(loop, conf->name, vm->session, &par, &vm->reclaim);
 	if (r < 0) {
 		session_free(vm->session);
+		vm_counters_free(vm->counters);
 		free(vm);
 		return r;
 	}
+	reclaim_set_op_end_fn(vm->reclaim, vm_op_ended, vm);
 	r = migration_new(loop, conf->name, vm->session, vm->reclaim,
 			  cfg->collapse_cpu_percent, &vm->mig);
 	if (r < 0) {
 		session_free(vm->session);
 		reclaim_free(vm->reclaim);
+		vm_counters_free(vm->counters);
 		free(vm);
 		return r;
 	}
@@ -900,5 +937,6 @@ void vm_free(struct vm *vm)
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	qmp_close(vm->qmp);
 	vm_layout_free(vm->layout);
+	vm_counters_free(vm->counters);	/* after reclaim: its last op counts */
 	free(vm);
 }

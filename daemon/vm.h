@@ -15,6 +15,7 @@
 #include "config.h"
 #include "ctl_proto.h"
 #include "reclaim.h"
+#include "vm_counters.h"
 #include "vmdefrag/proto.h"
 
 struct loop;
@@ -88,6 +89,10 @@ bool vm_migration_postcopy_failed(const struct vm *vm);
 /* Fills *ret_status from the VM's state and fresh host measurements. */
 void vm_get_status(struct vm *vm, struct ctl_vm_status *ret_status);
 
+/* Its last operations (vmdefragctl history), oldest first; how many. */
+size_t vm_get_history(struct vm *vm, struct vm_history_entry *ret_entries,
+		      size_t max);
+
 /*
  * Result of vm_scan(): status 0 and the guest's picture, or a negative
  * errno (-ECONNRESET session dropped, or the guest's own status) with
@@ -113,8 +118,8 @@ void vm_scan_cancel(struct vm *vm, uint32_t id);
  * the operation's id, or a negative errno with one line in err.
  */
 int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, int evict,
-		char *err,
-		size_t errsz, uint32_t *ret_id);
+		enum reclaim_origin origin, char *err, size_t errsz,
+		uint32_t *ret_id);
 /* Operation `id` if it runs, is the last one, or the last reclaim/return; else -ENOENT. */
 int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op);
 /* Stops the running reclaim / return (id, or 0: any): reclaim_cancel(). */
