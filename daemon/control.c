@@ -42,8 +42,10 @@
 #include "control.h"
 #include "ctl_proto.h"
 #include "hostmem.h"
+#include "cleanup.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "outbuf.h"
 #include "vm.h"
 
@@ -345,6 +347,52 @@ static bool control_cmd_notify(struct control_client *cl, const struct ctl_reque
 	return control_client_send(cl, ok);
 }
 
+static bool control_cmd_metrics(struct control_client *cl, const struct ctl_request *req)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	int r = metrics_render_vms(cl->ctl->vms, &text, &len);
+
+	if (r < 0)
+		return control_client_error(cl, CTL_ERR_INTERNAL, "cannot render "
+					    "the metrics: %s", strerror(-r));
+	return control_client_send(cl, ctl_proto_ok("metrics",
+						    json_object_new_string_len(text, (int)len)));
+}
+
+static bool control_cmd_history(struct control_client *cl, const struct ctl_request *req)
+{
+	struct control *c = cl->ctl;
+	_cleanup_free_ struct vm_history_entry *e = NULL;
+	struct json_object *arr;
+	bool found = false;
+
+	e = calloc(VM_COUNTERS_HISTORY, sizeof(*e));
+	arr = json_object_new_array();
+	if (!e || !arr) {
+		json_object_put(arr);
+		return control_client_error(cl, CTL_ERR_INTERNAL, "out of memory");
+	}
+	for (size_t i = 0; i < c->vms->n; i++) {
+		struct vm *vm = c->vms->v[i];
+		size_t n;
+
+		if (req->vm[0] && strcmp(req->vm, vm_name(vm)) != 0)
+			continue;
+		found = true;
+		n = vm_get_history(vm, e, VM_COUNTERS_HISTORY);
+		for (size_t j = 0; j < n; j++)
+			json_object_array_add(arr, ctl_proto_history_json(vm_name(vm),
+									  &e[j]));
+	}
+	if (req->vm[0] && !found) {
+		json_object_put(arr);
+		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
+					    req->vm);
+	}
+	return control_client_send(cl, ctl_proto_ok("history", arr));
+}
+
 /* Handles one request line; false if the client is gone. */
 static bool control_client_line(struct control_client *cl, char *line)
 {
@@ -367,6 +415,10 @@ static bool control_client_line(struct control_client *cl, char *line)
 		return control_cmd_notify(cl, &req);
 	case CTL_CMD_CANCEL:
 		return control_cmd_cancel(cl, &req);
+	case CTL_CMD_METRICS:
+		return control_cmd_metrics(cl, &req);
+	case CTL_CMD_HISTORY:
+		return control_cmd_history(cl, &req);
 	}
 	return true;
 }

@@ -84,6 +84,8 @@ static const char *ctl_cmd_name(enum ctl_cmd cmd)
 	case CTL_CMD_RETURN: return "return";
 	case CTL_CMD_OP: return "op";
 	case CTL_CMD_CANCEL: return "cancel";
+	case CTL_CMD_METRICS: return "metrics";
+	case CTL_CMD_HISTORY: return "history";
 	default: return "status";
 	}
 }
@@ -163,9 +165,13 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		req.cmd = CTL_CMD_NOTIFY;
 	} else if (strcmp(cmd, "cancel") == 0) {
 		req.cmd = CTL_CMD_CANCEL;
+	} else if (strcmp(cmd, "metrics") == 0) {
+		req.cmd = CTL_CMD_METRICS;
+	} else if (strcmp(cmd, "history") == 0) {
+		req.cmd = CTL_CMD_HISTORY;
 	} else {
 		snprintf(err, errsz, "unknown command (known: status, scan, reclaim, "
-			 "return, op, notify, cancel)");
+			 "return, op, notify, cancel, metrics, history)");
 		goto out_put;
 	}
 	if (json_object_object_get_ex(o, "vm", &v)) {
@@ -181,7 +187,8 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 			goto out_put;
 		}
 		strcpy(req.vm, name);
-	} else if (req.cmd != CTL_CMD_STATUS) {
+	} else if (req.cmd != CTL_CMD_STATUS && req.cmd != CTL_CMD_METRICS &&
+		   req.cmd != CTL_CMD_HISTORY) {
 		snprintf(err, errsz, "%s needs \"vm\"", cmd);
 		goto out_put;
 	}
@@ -488,6 +495,8 @@ struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_in
 	ctl_add_u64(o, "id", op->id);
 	ctl_add_str(o, "kind", reclaim_kind_name(op->kind));
 	ctl_add_str(o, "state", reclaim_op_state_name(op->state));
+	ctl_add_str(o, "origin", reclaim_origin_name(op->origin));
+	ctl_add_u64(o, "started_unix_ms", op->started_unix_ms);
 	ctl_add_u64(o, "target_bytes", op->target_bytes);
 	ctl_add_u64(o, "done_bytes", op->done_bytes);
 	json_object_object_add(o, "error", json_object_new_int(op->error));
@@ -508,6 +517,24 @@ struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_in
 		ctl_add_u64(o, "rss_anon_before_bytes", op->rss_anon_before);
 		ctl_add_u64(o, "rss_anon_after_bytes", op->rss_anon_after);
 	}
+	return o;
+}
+
+struct json_object *ctl_proto_history_json(const char *vm,
+					   const struct vm_history_entry *e)
+{
+	struct json_object *o = json_object_new_object();
+
+	ctl_add_str(o, "vm", vm);
+	ctl_add_u64(o, "id", e->id);
+	ctl_add_str(o, "kind", reclaim_kind_name(e->kind));
+	ctl_add_str(o, "origin", reclaim_origin_name(e->origin));
+	ctl_add_str(o, "state", reclaim_op_state_name(e->state));
+	ctl_add_u64(o, "started_unix_ms", e->started_unix_ms);
+	ctl_add_u64(o, "duration_ms", e->duration_ms);
+	ctl_add_u64(o, "target_bytes", e->asked_bytes);
+	ctl_add_u64(o, "done_bytes", e->done_bytes);
+	json_object_object_add(o, "error", json_object_new_int(e->error));
 	return o;
 }
 

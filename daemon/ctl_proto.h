@@ -16,10 +16,14 @@
  *             {"cmd": "op", "vm": N, "id": I}  one operation's progress
  *             {"cmd": "cancel", "vm": N[, "id": I]}  stop the running one
  *             {"cmd": "notify", "vm": N, "event": E}  from the libvirt hook
+ *             {"cmd": "metrics"}           Prometheus text of every VM
+ *             {"cmd": "history"[, "vm": N]}  the last operations, oldest first
  *   response  {"ok": true, "vms": [VMSTATUS, ...]}
  *             {"ok": true, "scan": SCAN}
  *             {"ok": true, "operation": OP}   reclaim, return, op, cancel
  *             {"ok": true}                    notify
+ *             {"ok": true, "metrics": "TEXT"}  metrics (format 0.0.4)
+ *             {"ok": true, "history": [HIST, ...]}  history
  *             {"ok": false, "error": CODE, "message": "one line"}
  *
  * notify: E is "prepare", "started", "stopped", "release" or "migrate"
@@ -100,6 +104,8 @@ enum ctl_cmd {
 	CTL_CMD_OP,
 	CTL_CMD_NOTIFY,
 	CTL_CMD_CANCEL,
+	CTL_CMD_METRICS,
+	CTL_CMD_HISTORY,
 };
 
 /* notify's events, named as libvirt's qemu hook names its operations */
@@ -172,6 +178,8 @@ struct ctl_vm_status {
 
 struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st);
 struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_info *op);
+struct json_object *ctl_proto_history_json(const char *vm,
+					   const struct vm_history_entry *e);
 struct json_object *ctl_proto_scan_json(const char *vm,
 					const struct proto_scan_resp *scan,
 					const struct proto_slab *slabs,

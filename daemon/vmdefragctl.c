@@ -357,6 +357,16 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 		if (npos > 2)
 			return ctl_exit_fail(CTL_EXIT_USAGE, "status takes at most "
 					     "one VM");
+	} else if (strcmp(pos[0], "metrics") == 0) {
+		req.cmd = CTL_CMD_METRICS;
+		if (npos > 1)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "metrics takes no "
+					     "arguments (every VM's series)");
+	} else if (strcmp(pos[0], "history") == 0) {
+		req.cmd = CTL_CMD_HISTORY;
+		if (npos > 2)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "history takes at most "
+					     "one VM");
 	} else if (strcmp(pos[0], "scan") == 0) {
 		req.cmd = CTL_CMD_SCAN;
 		if (npos != 2)
@@ -394,8 +404,9 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 					     pos[2]);
 	} else {
 		return ctl_exit_fail(CTL_EXIT_USAGE, "unknown command '%s' (status, "
-				     "scan, reclaim, return, cancel, notify or "
-				     "check-domain; see --help)", pos[0]);
+				     "scan, reclaim, return, cancel, history, "
+				     "metrics, notify or check-domain; see --help)",
+				     pos[0]);
 	}
 	if (*wait && req.cmd != CTL_CMD_RECLAIM && req.cmd != CTL_CMD_RETURN)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "--wait goes with reclaim or "
@@ -538,6 +549,10 @@ int main(int argc, char **argv)
 
 		ctl_render_op_line(ctl_client_get(resp, "operation"), line, sizeof(line));
 		printf("%s\n", line);
+	} else if (req.cmd == CTL_CMD_METRICS) {
+		fputs(ctl_client_str(resp, "metrics") ?: "", stdout);
+	} else if (req.cmd == CTL_CMD_HISTORY) {
+		ctl_render_history(ctl_client_get(resp, "history"));
 	} else if (req.cmd == CTL_CMD_STATUS) {
 		struct json_object *vms = ctl_client_get(resp, "vms");
 
