@@ -7,6 +7,11 @@
 # debian/control's Build-Depends) need, lintian to check the packages,
 # man-db and bash-completion for the man page and completion tests.
 #
+# The observability tests: python3-prometheus-client (its text parser reads
+# the metrics), chromium (a headless screenshot of the block map's SVG),
+# python3-pil (is that screenshot blank?) and librsvg2-bin (rsvg-convert,
+# behind vmdefragctl map --png).
+#
 # The last line are the build dependencies of the patched QEMU that
 # `make check` builds (qemu-patches/build.sh, which adds the deb-src entry
 # for its source package itself).
@@ -25,6 +30,7 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       libvirt-daemon-system libvirt-clients dkms libxml2-dev debootstrap
       shellcheck systemd
       scdoc debhelper dh-dkms lintian man-db bash-completion
+      python3-prometheus-client chromium python3-pil librsvg2-bin
       ninja-build meson libglib2.0-dev libpixman-1-dev libfdt-dev flex bison
       dpkg-dev patch"
 
