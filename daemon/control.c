@@ -48,6 +48,7 @@
 #include "metrics.h"
 #include "outbuf.h"
 #include "vm.h"
+#include "vm_map.h"
 
 #define CONTROL_OUT_MAX	(2 * CTL_RESPONSE_MAX)
 
@@ -61,6 +62,7 @@ struct control_client {
 	bool closing;			/* close once out is flushed */
 	struct vm *waiting_vm;		/* WAITING on a scan of this VM */
 	uint32_t waiting_id;
+	struct vm_map *waiting_map;	/* WAITING on this VM's block map */
 	struct control_client *next;
 };
 
@@ -88,7 +90,9 @@ static void control_client_free(struct control_client *cl)
 		}
 	}
 	c->nclients--;
-	if (cl->waiting_vm)
+	if (cl->waiting_map)
+		vm_map_abort(cl->waiting_map);
+	else if (cl->waiting_vm)
 		vm_scan_cancel(cl->waiting_vm, cl->waiting_id);
 	loop_io_remove(c->loop, &cl->io);
 	close(cl->fd);
@@ -347,6 +351,67 @@ static bool control_cmd_notify(struct control_client *cl, const struct ctl_reque
 	return control_client_send(cl, ok);
 }
 
+static void control_map_done(void *userdata, int status,
+			     const struct vm_map_result *map)
+{
+	struct control_client *cl = userdata;
+	struct vm *vm = cl->waiting_vm;
+	struct json_object *o;
+
+	cl->waiting_vm = NULL;
+	cl->waiting_map = NULL;
+	if (status == 0) {
+		o = ctl_proto_map_json(vm_name(vm), map);
+		if (!o)
+			control_client_error(cl, CTL_ERR_INTERNAL, "out of memory");
+		else
+			control_client_send(cl, ctl_proto_ok("map", o));
+		return;
+	}
+	if (status == -ECONNRESET || status == -ETIMEDOUT)
+		control_client_error(cl, CTL_ERR_LOST, "VM '%s': guest session "
+				     "dropped before the map was answered", vm_name(vm));
+	else if (status == -E2BIG)
+		control_client_error(cl, CTL_ERR_TOO_LARGE, "VM '%s': more than %u "
+				     "blocks to map", vm_name(vm), VM_MAP_MAX_BLOCKS);
+	else if (status == -ENODATA)
+		control_client_error(cl, CTL_ERR_NOT_READY, "VM '%s': not attached to "
+				     "QEMU", vm_name(vm));
+	else
+		control_client_error(cl, CTL_ERR_GUEST, "VM '%s': the block map failed "
+				     "with error %d (%s)", vm_name(vm), status,
+				     strerror(-status));
+}
+
+static bool control_cmd_map(struct control_client *cl, const struct ctl_request *req)
+{
+	struct vm *vm = control_find_vm(cl->ctl, req->vm);
+	int r;
+
+	if (!vm)
+		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
+					    req->vm);
+	cl->waiting_vm = vm;
+	r = vm_map_start(vm, control_map_done, cl, &cl->waiting_map);
+	if (r == 0) {
+		control_client_update(cl);
+		return true;
+	}
+	cl->waiting_vm = NULL;
+	if (r == -ENOTCONN)
+		return control_client_error(cl, CTL_ERR_NOT_READY, "VM '%s': guest "
+					    "session is not ready", req->vm);
+	if (r == -EBUSY)
+		return control_client_error(cl, CTL_ERR_BUSY, "VM '%s': request queue "
+					    "full", req->vm);
+	if (r == -EOPNOTSUPP)
+		return control_client_error(cl, CTL_ERR_UNSUPPORTED, "VM '%s': the "
+					    "guest agent cannot send a block map "
+					    "(update the guest)", req->vm);
+	return control_client_error(cl, CTL_ERR_INTERNAL, "VM '%s': %s", req->vm,
+				    strerror(-r));
+}
+
 static bool control_cmd_metrics(struct control_client *cl, const struct ctl_request *req)
 {
 	_cleanup_free_ char *text = NULL;
@@ -419,6 +484,8 @@ static bool control_client_line(struct control_client *cl, char *line)
 		return control_cmd_metrics(cl, &req);
 	case CTL_CMD_HISTORY:
 		return control_cmd_history(cl, &req);
+	case CTL_CMD_MAP:
+		return control_cmd_map(cl, &req);
 	}
 	return true;
 }

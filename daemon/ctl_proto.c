@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "ctl_proto.h"
+#include "vm_map.h"
 
 #define SIZE_BLOCK_BYTES	(2ull << 20)
 
@@ -86,6 +87,7 @@ static const char *ctl_cmd_name(enum ctl_cmd cmd)
 	case CTL_CMD_CANCEL: return "cancel";
 	case CTL_CMD_METRICS: return "metrics";
 	case CTL_CMD_HISTORY: return "history";
+	case CTL_CMD_MAP: return "map";
 	default: return "status";
 	}
 }
@@ -169,9 +171,11 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		req.cmd = CTL_CMD_METRICS;
 	} else if (strcmp(cmd, "history") == 0) {
 		req.cmd = CTL_CMD_HISTORY;
+	} else if (strcmp(cmd, "map") == 0) {
+		req.cmd = CTL_CMD_MAP;
 	} else {
 		snprintf(err, errsz, "unknown command (known: status, scan, reclaim, "
-			 "return, op, notify, cancel, metrics, history)");
+			 "return, op, notify, cancel, metrics, history, map)");
 		goto out_put;
 	}
 	if (json_object_object_get_ex(o, "vm", &v)) {
@@ -517,6 +521,52 @@ struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_in
 		ctl_add_u64(o, "rss_anon_before_bytes", op->rss_anon_before);
 		ctl_add_u64(o, "rss_anon_after_bytes", op->rss_anon_after);
 	}
+	return o;
+}
+
+struct json_object *ctl_proto_map_json(const char *vm, const struct vm_map_result *m)
+{
+	static const char classes[] = CTL_MAP_GUEST_CHARS, causes[] = CTL_MAP_CAUSE_CHARS;
+	struct json_object *o = json_object_new_object();
+	struct json_object *names = json_object_new_array();
+	struct json_object *slabs = json_object_new_array();
+	char *guest = malloc(m->nblocks + 1), *host = malloc(m->nblocks + 1);
+
+	if (!o || !names || !slabs || !guest || !host) {
+		json_object_put(o);
+		json_object_put(names);
+		json_object_put(slabs);
+		free(guest);
+		free(host);
+		return NULL;
+	}
+	for (uint64_t i = 0; i < m->nblocks; i++) {
+		unsigned int cls = VMDEFRAG_MAP_CLASS(m->guest[i]);
+		unsigned int cause = VMDEFRAG_MAP_CAUSE(m->guest[i]);
+
+		guest[i] = cls == VMDEFRAG_CLASS_UNMOVABLE ? causes[cause] : classes[cls];
+		host[i] = "0123456789abcdef"[m->host[i] & 0xf];
+		if (m->slab[i] != PROTO_MAP_NO_SLAB) {
+			struct json_object *pair = json_object_new_array();
+
+			json_object_array_add(pair, json_object_new_uint64(i));
+			json_object_array_add(pair, json_object_new_int(m->slab[i]));
+			json_object_array_add(slabs, pair);
+		}
+	}
+	guest[m->nblocks] = host[m->nblocks] = '\0';
+	for (uint32_t i = 0; i < m->nnames; i++)
+		json_object_array_add(names, json_object_new_string_len(m->names[i],
+			(int)strnlen(m->names[i], PROTO_NAME_LEN)));
+	ctl_add_str(o, "vm", vm);
+	ctl_add_u64(o, "block_size_bytes", PROTO_BLOCK_SIZE);
+	json_object_object_add(o, "huge_known", json_object_new_boolean(m->huge_known));
+	json_object_object_add(o, "guest", json_object_new_string(guest));
+	json_object_object_add(o, "host", json_object_new_string(host));
+	json_object_object_add(o, "slab_caches", names);
+	json_object_object_add(o, "slabs", slabs);
+	free(guest);
+	free(host);
 	return o;
 }
 

@@ -18,12 +18,14 @@
  *             {"cmd": "notify", "vm": N, "event": E}  from the libvirt hook
  *             {"cmd": "metrics"}           Prometheus text of every VM
  *             {"cmd": "history"[, "vm": N]}  the last operations, oldest first
+ *             {"cmd": "map", "vm": N}      the guest's blocks and the host's
  *   response  {"ok": true, "vms": [VMSTATUS, ...]}
  *             {"ok": true, "scan": SCAN}
  *             {"ok": true, "operation": OP}   reclaim, return, op, cancel
  *             {"ok": true}                    notify
  *             {"ok": true, "metrics": "TEXT"}  metrics (format 0.0.4)
  *             {"ok": true, "history": [HIST, ...]}  history
+ *             {"ok": true, "map": MAP}     map (ctl_proto_map_json())
  *             {"ok": false, "error": CODE, "message": "one line"}
  *
  * notify: E is "prepare", "started", "stopped", "release" or "migrate"
@@ -106,6 +108,7 @@ enum ctl_cmd {
 	CTL_CMD_CANCEL,
 	CTL_CMD_METRICS,
 	CTL_CMD_HISTORY,
+	CTL_CMD_MAP,
 };
 
 /* notify's events, named as libvirt's qemu hook names its operations */
@@ -178,6 +181,16 @@ struct ctl_vm_status {
 
 struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st);
 struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_info *op);
+struct vm_map_result;
+/*
+ * MAP: "vm", "block_size_bytes", "huge_known", one character per block
+ * from gpa 0 in "guest" (CTL_MAP_GUEST_*) and "host" (a hex digit of
+ * VM_HOST_* flags), "slab_caches" (names) and "slabs" ([block, index into
+ * slab_caches] for the unmovable blocks that hold a named slab cache).
+ */
+#define CTL_MAP_GUEST_CHARS	"CFMUO"		/* by enum vmdefrag_block_class */
+#define CTL_MAP_CAUSE_CHARS	"SPRNUE"	/* UNMOVABLE, by cause */
+struct json_object *ctl_proto_map_json(const char *vm, const struct vm_map_result *m);
 struct json_object *ctl_proto_history_json(const char *vm,
 					   const struct vm_history_entry *e);
 struct json_object *ctl_proto_scan_json(const char *vm,

@@ -1321,6 +1321,14 @@ void reclaim_get_status(struct reclaim *rc, struct reclaim_status *st)
 				st->reclaimed_bytes += RECLAIM_BLOCK;
 }
 
+void reclaim_get_blocks(struct reclaim *rc, uint64_t first, uint64_t n,
+			uint8_t *ret_states)
+{
+	for (uint64_t i = 0; i < n; i++)
+		ret_states[i] = rc->have_map && first + i < rc->map.nblocks ?
+				blockmap_get(&rc->map, first + i) : BLOCKMAP_GUEST;
+}
+
 int reclaim_get_op(struct reclaim *rc, uint32_t id, struct reclaim_op_info *ret_op)
 {
 	if (!rc->have_op || rc->op.id != id) {

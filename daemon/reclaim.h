@@ -179,6 +179,12 @@ uint64_t reclaim_repunch(struct reclaim *rc);
 
 void reclaim_get_status(struct reclaim *rc, struct reclaim_status *ret_status);
 /*
+ * The host's state (enum blockmap_state) of blocks [first, first + n), for
+ * the block map; BLOCKMAP_GUEST past the map or without one.
+ */
+void reclaim_get_blocks(struct reclaim *rc, uint64_t first, uint64_t n,
+			uint8_t *ret_states);
+/*
  * The operation with this id, if it is the current or last one, or the
  * last reclaim/return (a reconcile after a reconnect does not hide it).
  */

@@ -45,7 +45,9 @@
 #include <sys/epoll.h>
 
 #include "backend_shared.h"
+#include "blockmap.h"
 #include "hint.h"
+#include "host_folios.h"
 #include "hostmem.h"
 #include "log.h"
 #include "loop.h"
@@ -565,6 +567,94 @@ void vm_scan_cancel(struct vm *vm, uint32_t id)
 	for (struct vm_scan_req *sr = vm->scans; sr; sr = sr->next)
 		if (sr->id == id)
 			sr->fn = NULL;
+}
+
+/* ---- block map -------------------------------------------------------- */
+
+struct vm_map_req {
+	vm_map_fn fn;
+	void *userdata;
+	uint64_t first;
+};
+
+static void vm_map_done(void *opaque, int status, const struct proto_msg *resp,
+			bool last)
+{
+	struct vm_map_req *mr = opaque;
+
+	if (status == 0 && resp && resp->type == PROTO_RESP_MAP &&
+	    resp->u.map.first_block == mr->first)
+		mr->fn(mr->userdata, 0, resp);
+	else
+		mr->fn(mr->userdata, status < 0 ? status : -EPROTO, NULL);
+	if (last)
+		free(mr);
+}
+
+int vm_map_request(struct vm *vm, uint64_t first, uint32_t max, vm_map_fn fn,
+		   void *userdata, uint32_t *ret_id)
+{
+	struct session_info si;
+	struct proto_msg *req;
+	struct vm_map_req *mr;
+	int r;
+
+	session_get_info(vm->session, &si);
+	if (si.state != SESSION_READY)
+		return -ENOTCONN;
+	if (!(si.guest.features & PROTO_FEAT_MAP))
+		return -EOPNOTSUPP;
+	mr = malloc(sizeof(*mr));
+	req = calloc(1, sizeof(*req));
+	if (!mr || !req) {
+		free(mr);
+		free(req);
+		return -ENOMEM;
+	}
+	*mr = (struct vm_map_req) { .fn = fn, .userdata = userdata, .first = first };
+	req->type = PROTO_REQ_MAP;
+	req->u.map_req.first_block = first;
+	req->u.map_req.max_blocks = max;
+	r = session_request(vm->session, req, vm_map_done, mr, ret_id);
+	free(req);
+	if (r < 0)
+		free(mr);
+	return r;
+}
+
+int vm_host_blocks(struct vm *vm, uint64_t first, uint64_t n, uint8_t *ret_flags,
+		   bool *ret_huge_known)
+{
+	struct host_folios hf = { -1, -1 };
+	bool huge_known;
+
+	if (!vm->layout)
+		return -ENODATA;
+	reclaim_get_blocks(vm->reclaim, first, n, ret_flags);
+	for (uint64_t i = 0; i < n; i++) {
+		uint8_t st = ret_flags[i] & BLOCKMAP_STATE_MASK;
+
+		ret_flags[i] = (st == BLOCKMAP_CAPTURED || st == BLOCKMAP_RETURNING ?
+				VM_HOST_CAPTURED : 0) |
+			       (st == BLOCKMAP_RECLAIMED ?
+				VM_HOST_CAPTURED | VM_HOST_RECLAIMED : 0);
+	}
+	huge_known = host_folios_open(vm->layout->pid, &hf) == 0;
+	for (size_t r = 0; r < vm->layout->nranges; r++) {
+		const struct vm_ram_range *rg = &vm->layout->ranges[r];
+		uint64_t b0 = (rg->gpa + BLOCKMAP_BLOCK - 1) / BLOCKMAP_BLOCK;
+		uint64_t b1 = (rg->gpa + rg->len) / BLOCKMAP_BLOCK;
+
+		for (uint64_t b = b0 > first ? b0 : first; b < b1 && b < first + n; b++) {
+			ret_flags[b - first] |= VM_HOST_RAM;
+			if (huge_known && host_folios_block_huge(&hf, rg->hva +
+					b * BLOCKMAP_BLOCK - rg->gpa) > 0)
+				ret_flags[b - first] |= VM_HOST_HUGE;
+		}
+	}
+	host_folios_close(&hf);
+	*ret_huge_known = huge_known;
+	return 0;
 }
 
 /* ---- status ----------------------------------------------------------- */

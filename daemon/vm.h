@@ -114,6 +114,30 @@ int vm_scan(struct vm *vm, vm_scan_fn fn, void *userdata, uint32_t *ret_id);
 void vm_scan_cancel(struct vm *vm, uint32_t id);
 
 /*
+ * Block map.  vm_map_request() sends one REQ_MAP (first block, at most max
+ * blocks): -EOPNOTSUPP if the guest did not offer PROTO_FEAT_MAP,
+ * -ENOTCONN / -EBUSY as vm_scan().  fn gets the validated RESP_MAP (its
+ * first_block is the one asked for) or a negative errno with resp NULL;
+ * resp is valid only during the call.
+ */
+typedef void (*vm_map_fn)(void *userdata, int status, const struct proto_msg *resp);
+int vm_map_request(struct vm *vm, uint64_t first, uint32_t max, vm_map_fn fn,
+		   void *userdata, uint32_t *ret_id);
+
+/* The host's view of each block, for the block map. */
+#define VM_HOST_RAM		0x01u	/* guest RAM in QEMU's layout */
+#define VM_HOST_CAPTURED	0x02u	/* held by the guest for the host */
+#define VM_HOST_RECLAIMED	0x04u	/* and its backing freed */
+#define VM_HOST_HUGE		0x08u	/* backed by one 2 MiB host folio */
+/*
+ * Fills ret_flags[0..n) with VM_HOST_* of blocks first..first+n.  Huge is
+ * measured when the daemon may read QEMU's pagemap (root); *ret_huge_known
+ * says whether it could.  -ENODATA when QEMU is not attached.
+ */
+int vm_host_blocks(struct vm *vm, uint64_t first, uint64_t n, uint8_t *ret_flags,
+		   bool *ret_huge_known);
+
+/*
  * Starts a reclaim or return of bytes on this VM (reclaim_start()): 0 and
  * the operation's id, or a negative errno with one line in err.
  */
