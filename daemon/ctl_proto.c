@@ -295,6 +295,8 @@ static struct json_object *ctl_features_json(uint64_t f)
 		json_object_array_add(a, json_object_new_string("stats-events"));
 	if (f & PROTO_FEAT_MODULE)
 		json_object_array_add(a, json_object_new_string("module"));
+	if (f & PROTO_FEAT_MAP)
+		json_object_array_add(a, json_object_new_string("map"));
 	return a;
 }
 

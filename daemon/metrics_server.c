@@ -9,8 +9,11 @@
  *
  *   READING   collecting the request line and headers, up to the empty
  *             line; at most METRICS_SERVER_REQUEST_MAX bytes (more: 400)
- *   WRITING   the whole response is queued (outbuf); flushed on EPOLLOUT,
- *             then the connection is closed
+ *   WRITING   the whole response is queued (outbuf); flushed on EPOLLOUT
+ *   DRAINING  all sent and our side shut down; what the client still sends
+ *             is read and dropped until it closes, then the connection is
+ *             closed (closing with unread input would reset it and could
+ *             lose the answer)
  *
  * A client that sends nothing for METRICS_SERVER_IDLE_MS, in either state,
  * is closed; more than METRICS_SERVER_MAX_CLIENTS at once are refused at
@@ -52,6 +55,7 @@ struct metrics_client {
 	char in[METRICS_SERVER_REQUEST_MAX];
 	size_t in_len;
 	bool writing;			/* response queued, close when flushed */
+	bool draining;			/* response sent: discard input to EOF */
 	struct outbuf out;
 	struct metrics_client *next;
 };
@@ -170,10 +174,30 @@ static void metrics_client_io(struct loop_io *io, uint32_t events)
 	struct metrics_client *cl = io->userdata;
 	struct metrics_server *s = cl->srv;
 
-	if (cl->writing) {
-		if (outbuf_flush(&cl->out, cl->fd) < 0 || !outbuf_pending(&cl->out) ||
-		    (events & (EPOLLERR | EPOLLHUP)))
+	if (cl->draining) {
+		char junk[4096];
+		ssize_t n;
+
+		while ((n = read(cl->fd, junk, sizeof(junk))) > 0)
+			;
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
 			metrics_client_free(cl);
+		return;
+	}
+	if (cl->writing) {
+		if (outbuf_flush(&cl->out, cl->fd) < 0 || (events & (EPOLLERR | EPOLLHUP)))
+			return metrics_client_free(cl);
+		if (outbuf_pending(&cl->out))
+			return;
+		/*
+		 * All sent: end our side and read what the client still
+		 * sends until it closes (or the idle timer fires), so unread
+		 * input does not turn the close into a reset that loses the
+		 * answer on its way.
+		 */
+		shutdown(cl->fd, SHUT_WR);
+		cl->draining = true;
+		(void)loop_io_modify(s->loop, &cl->io, EPOLLIN);
 		return;
 	}
 	for (;;) {

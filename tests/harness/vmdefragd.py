@@ -90,6 +90,10 @@ class Daemon:
             cfg = self.workdir / "vmdefragd.conf"
             cfg.write_text(config)
             args += ["--config", str(cfg)]
+        # the per-VM counters and history stay in the test's directory
+        # (a restarted daemon of the same workdir finds them again)
+        if "--state-dir" not in extra and "state_dir" not in (config or ""):
+            args += ["--state-dir", str(self.workdir / "state")]
         for name, qmp, channel in vms:
             args += ["--vm", f"{name},qmp={qmp},channel={channel}"]
         args += list(extra)
