@@ -134,7 +134,7 @@ int ctl_map_svg(struct json_object *map, FILE *f, struct ctl_map_totals *ret_tot
 	if (width < 560)
 		width = 560;
 	height = 2 * CTL_MAP_MARGIN + 28 + rows * CTL_MAP_CELL + 16 +
-		 (CTL_MAP_NKINDS + 3) * CTL_MAP_LEGEND_ROW;
+		 (CTL_MAP_NKINDS + 2) * CTL_MAP_LEGEND_ROW;
 
 	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
 		"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%u\" height=\"%u\" "
@@ -212,18 +212,16 @@ int ctl_map_svg(struct json_object *map, FILE *f, struct ctl_map_totals *ret_tot
 		}
 		fprintf(f, "<circle cx=\"6\" cy=\"%d\" r=\"2\" fill=\"#111\"/><text x=\"18\" "
 			"y=\"%d\" class=\"total\" data-kind=\"huge\" data-blocks=\"%" PRIu64
-			"\">dot: huge-mapped on the host: %s</text>\n",
-			CTL_MAP_NKINDS * CTL_MAP_LEGEND_ROW + 6,
-			CTL_MAP_NKINDS * CTL_MAP_LEGEND_ROW + 10, t.huge,
-			huge_known ? "" : "not measured (the daemon cannot read QEMU's "
-			"pagemap)");
+			"\">dot: huge-mapped on the host: ", CTL_MAP_NKINDS * CTL_MAP_LEGEND_ROW + 6,
+			CTL_MAP_NKINDS * CTL_MAP_LEGEND_ROW + 10, t.huge);
 		if (huge_known)
-			fprintf(f, "<text x=\"18\" y=\"%d\">%" PRIu64 " blocks (%" PRIu64
-				" MiB)</text>\n", (CTL_MAP_NKINDS + 1) * CTL_MAP_LEGEND_ROW + 10,
-				t.huge, t.huge * 2);
+			fprintf(f, "%" PRIu64 " blocks (%" PRIu64 " MiB)</text>\n", t.huge,
+				t.huge * 2);
+		else
+			fputs("not measured (the daemon cannot read QEMU's pagemap)</text>\n", f);
 		fprintf(f, "<text x=\"0\" y=\"%d\" font-weight=\"bold\">total: %" PRIu64
 			" blocks (%" PRIu64 " MiB of guest-physical space)</text>\n",
-			(CTL_MAP_NKINDS + 2) * CTL_MAP_LEGEND_ROW + 10, t.blocks,
+			(CTL_MAP_NKINDS + 1) * CTL_MAP_LEGEND_ROW + 14, t.blocks,
 			t.blocks * 2);
 		fputs("</g>\n", f);
 	}

@@ -85,8 +85,10 @@ int host_folios_block_huge(const struct host_folios *h, uint64_t hva)
 		return 0;
 	first &= HF_PFN_MASK;
 	last &= HF_PFN_MASK;
-	if (!first || last != first + HF_BLOCK / HF_PAGE - 1)
-		return 0;	/* no PFN (not root), or not contiguous */
+	if (!first || !last)
+		return -EPERM;	/* present without a frame: no CAP_SYS_ADMIN */
+	if (last != first + HF_BLOCK / HF_PAGE - 1)
+		return 0;
 	r = host_folios_u64(h->kpageflags, first, &ff);
 	if (r == 0)
 		r = host_folios_u64(h->kpageflags, last, &lf);

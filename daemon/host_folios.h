@@ -22,7 +22,8 @@ void host_folios_close(struct host_folios *h);
 /*
  * 1 if [hva, hva + 2 MiB) is mapped by one 2 MiB folio (its first page a
  * present compound head with THP or huge flags, its last page a tail 511
- * frames on), 0 if not (not present, base pages), negative errno.
+ * frames on), 0 if not (not present, base pages), negative errno:
+ * -EPERM when pagemap hides frame numbers (no CAP_SYS_ADMIN).
  */
 int host_folios_block_huge(const struct host_folios *h, uint64_t hva);
 

@@ -646,10 +646,12 @@ int vm_host_blocks(struct vm *vm, uint64_t first, uint64_t n, uint8_t *ret_flags
 		uint64_t b1 = (rg->gpa + rg->len) / BLOCKMAP_BLOCK;
 
 		for (uint64_t b = b0 > first ? b0 : first; b < b1 && b < first + n; b++) {
-			ret_flags[b - first] |= VM_HOST_RAM;
-			if (huge_known && host_folios_block_huge(&hf, rg->hva +
-					b * BLOCKMAP_BLOCK - rg->gpa) > 0)
-				ret_flags[b - first] |= VM_HOST_HUGE;
+			int h = huge_known ? host_folios_block_huge(&hf, rg->hva +
+					b * BLOCKMAP_BLOCK - rg->gpa) : 0;
+
+			ret_flags[b - first] |= VM_HOST_RAM | (h > 0 ? VM_HOST_HUGE : 0);
+			if (h < 0)
+				huge_known = false;	/* unmeasurable: say so */
 		}
 	}
 	host_folios_close(&hf);

@@ -38,6 +38,9 @@ static void test_request_roundtrip(void **state)
 		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_NONE },
 		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_SLAB },
 		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_ALL },
+		{ CTL_CMD_METRICS, "", 0, 0, 0, -1 },
+		{ CTL_CMD_HISTORY, "", 0, 0, 0, -1 }, { CTL_CMD_HISTORY, "vm1", 0, 0, 0, -1 },
+		{ CTL_CMD_MAP, "vm1", 0, 0, 0, -1 },
 	};
 
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
@@ -67,7 +70,8 @@ static const struct {
 	{ "{\"cmd\": 3}", "request has no \"cmd\" string" },
 	{ "{\"vm\": \"a\"}", "request has no \"cmd\" string" },
 	{ "{\"cmd\": \"shrink\", \"vm\": \"a\"}",
-	  "unknown command (known: status, scan, reclaim, return, op, notify, cancel)" },
+	  "unknown command (known: status, scan, reclaim, return, op, notify, cancel, "
+	  "metrics, history, map)" },
 	{ "{\"cmd\": \"cancel\"}", "cancel needs \"vm\"" },
 	{ "{\"cmd\": \"cancel\", \"vm\": \"a\", \"id\": 0}",
 	  "cancel needs \"id\", an operation id" },
