@@ -77,8 +77,8 @@ static const struct ctl_help_cmd ctl_help_cmds[] = {
 	  "draw the guest's 2 MiB blocks and what the host did with them",
 "Scan the guest afresh, block by block, add the host's view, and print\n"
 "how many 2 MiB blocks are of each kind: reclaimed on the host, captured,\n"
-"free, movable only, pinned by slab, pinned by other unmovable memory, not\n"
-"RAM, and huge-mapped on the host.\n"
+"free, movable only, pinned by slab, pinned by other unmovable memory,\n"
+"reserved or not RAM, and huge-mapped on the host.\n"
 "  --svg FILE  draw them as a grid, one square per block (its slab cache\n"
 "              named on hover), with a legend and the totals\n"
 "  --png FILE  the same picture as PNG (needs rsvg-convert, Debian package\n"

@@ -42,7 +42,7 @@ static const struct {
 	[CTL_MAP_MOVABLE] = { "movable", "#5dade2", "movable pages only" },
 	[CTL_MAP_SLAB] = { "slab", "#f39c12", "pinned by slab" },
 	[CTL_MAP_UNMOVABLE] = { "unmovable", "#e74c3c", "pinned by other unmovable memory" },
-	[CTL_MAP_OFFLINE] = { "offline", "#4d4d4d", "not guest RAM" },
+	[CTL_MAP_OFFLINE] = { "offline", "#4d4d4d", "reserved, offline or not guest RAM" },
 };
 
 const char *ctl_map_kind_name(enum ctl_map_kind kind)

@@ -19,7 +19,7 @@ enum ctl_map_kind {
 	CTL_MAP_MOVABLE,	/* only free and movable pages */
 	CTL_MAP_SLAB,		/* pinned by slab (a cache named on hover) */
 	CTL_MAP_UNMOVABLE,	/* pinned by other unmovable memory */
-	CTL_MAP_OFFLINE,	/* not guest RAM: holes, reserved */
+	CTL_MAP_OFFLINE,	/* reserved, offline, or not guest RAM */
 	CTL_MAP_NKINDS,
 };
 
