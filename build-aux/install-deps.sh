@@ -9,6 +9,10 @@
 #
 # gnuplot-nox draws make bench's chart of host memory over time
 # (tests/bench/policy_bench.py: SVG and PNG, no X).
+# The observability tests: python3-prometheus-client (its text parser reads
+# the metrics), chromium (a headless screenshot of the block map's SVG),
+# python3-pil (is that screenshot blank?) and librsvg2-bin (rsvg-convert,
+# behind vmdefragctl map --png).
 #
 # The last line are the build dependencies of the patched QEMU that
 # `make check` builds (qemu-patches/build.sh, which adds the deb-src entry
@@ -28,6 +32,7 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       libvirt-daemon-system libvirt-clients dkms libxml2-dev debootstrap
       shellcheck systemd
       scdoc debhelper dh-dkms lintian man-db bash-completion
+      python3-prometheus-client chromium python3-pil librsvg2-bin
       ninja-build meson libglib2.0-dev libpixman-1-dev libfdt-dev flex bison
       dpkg-dev patch"
 

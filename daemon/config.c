@@ -7,7 +7,9 @@
  *	# comment             (also "; comment", and " # comment" after a value)
  *	[daemon]              socket, socket_mode, socket_group, log_level,
  *	                      reconnect_min_ms, reconnect_max_ms,
- *	                      collapse_cpu_percent, state_dir
+ *	                      collapse_cpu_percent, state_dir,
+ *	                      metrics_listen, metrics_textfile,
+ *	                      metrics_textfile_interval_ms
  *	[vm NAME]             qmp, channel, floor, max_reclaim, frames_per_sec,
  *	                      events_per_sec, request_timeout_ms, evict,
  *	                      policy, policy_weight, policy_headroom,
@@ -31,7 +33,9 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <grp.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +74,7 @@ void config_init(struct config *c)
 	c->reconnect_max_ms = 30000;
 	c->collapse_cpu_percent = 25;
 	snprintf(c->state_dir, sizeof(c->state_dir), "%s", CONFIG_DEFAULT_STATE_DIR);
+	c->metrics_textfile_interval_ms = CONFIG_DEFAULT_TEXTFILE_MS;
 	config_vm_init(&c->libvirt_defaults);
 }
 
@@ -278,7 +283,80 @@ static int config_daemon_set(struct config *c, const char *key, const char *v,
 		return config_u32(key, v, 0, 100, &c->collapse_cpu_percent, msg, msgsz);
 	if (strcmp(key, "state_dir") == 0)
 		return config_path(v, c->state_dir, sizeof(c->state_dir), msg, msgsz);
+	if (strcmp(key, "metrics_listen") == 0)
+		return config_parse_listen(v, &c->metrics_listen, msg, msgsz);
+	if (strcmp(key, "metrics_textfile") == 0)
+		return config_path(v, c->metrics_textfile, sizeof(c->metrics_textfile),
+				   msg, msgsz);
+	if (strcmp(key, "metrics_textfile_interval_ms") == 0)
+		return config_u32(key, v, 1000, CONFIG_MS_MAX,
+				  &c->metrics_textfile_interval_ms, msg, msgsz);
 	return config_fail(msg, msgsz, -ENOENT, "unknown key '%s' in [daemon]", key);
+}
+
+int config_parse_listen(const char *v, struct config_listen *ret_l, char *msg,
+			size_t msgsz)
+{
+	struct config_listen l = { 0 };
+	char host[64];
+	const char *port;
+	uint32_t p;
+
+	if (strlen(v) >= sizeof(l.spec))
+		return config_fail(msg, msgsz, -ENAMETOOLONG,
+				   "metrics_listen '%.40s...' is too long", v);
+	snprintf(l.spec, sizeof(l.spec), "%s", v);
+	if (strncmp(v, "unix:", 5) == 0) {
+		l.kind = CONFIG_LISTEN_UNIX;
+		if (v[5] != '/' || strlen(v + 5) >= sizeof(l.path))
+			return config_fail(msg, msgsz, -EINVAL, "metrics_listen '%s': "
+					   "unix: needs an absolute path shorter "
+					   "than %zu bytes", v, sizeof(l.path));
+		strcpy(l.path, v + 5);
+		*ret_l = l;
+		return 0;
+	}
+	if (strncmp(v, "tcp:", 4) != 0)
+		return config_fail(msg, msgsz, -EINVAL, "metrics_listen '%s' is not "
+				   "unix:/PATH or tcp:ADDRESS:PORT", v);
+	v += 4;
+	if (*v == '[') {
+		const char *close = strchr(v, ']');
+
+		if (!close || close[1] != ':' || (size_t)(close - v - 1) >= sizeof(host))
+			return config_fail(msg, msgsz, -EINVAL, "metrics_listen "
+					   "'tcp:%s': write IPv6 as [ADDRESS]:PORT", v);
+		memcpy(host, v + 1, (size_t)(close - v - 1));
+		host[close - v - 1] = '\0';
+		port = close + 2;
+		l.family = AF_INET6;
+	} else {
+		const char *colon = strrchr(v, ':');
+
+		if (!colon || (size_t)(colon - v) >= sizeof(host))
+			return config_fail(msg, msgsz, -EINVAL, "metrics_listen "
+					   "'tcp:%s' is not tcp:ADDRESS:PORT", v);
+		memcpy(host, v, (size_t)(colon - v));
+		host[colon - v] = '\0';
+		port = colon + 1;
+		l.family = AF_INET;
+	}
+	if (inet_pton(l.family, host, l.addr) != 1)
+		return config_fail(msg, msgsz, -EINVAL, "metrics_listen 'tcp:%s': "
+				   "'%s' is not a numeric IP%s address", v, host,
+				   l.family == AF_INET6 ? "v6" : "v4");
+	if (config_parse_u32(port, 1, 65535, &p) < 0)
+		return config_fail(msg, msgsz, -EINVAL, "metrics_listen 'tcp:%s': "
+				   "port '%s' is not 1..65535", v, port);
+	l.port = (uint16_t)p;
+	if ((l.family == AF_INET && l.addr[0] != 127) ||
+	    (l.family == AF_INET6 && !IN6_IS_ADDR_LOOPBACK((struct in6_addr *)l.addr)))
+		return config_fail(msg, msgsz, -EINVAL, "metrics_listen 'tcp:%s': "
+				   "only a loopback address (127.0.0.0/8 or [::1]) may "
+				   "serve metrics", v);
+	l.kind = CONFIG_LISTEN_TCP;
+	*ret_l = l;
+	return 0;
 }
 
 struct config_vm *config_find_vm(struct config *c, const char *name)
@@ -744,6 +822,13 @@ int config_reload(struct config *cur, const struct config *next,
 	cur->reconnect_min_ms = next->reconnect_min_ms;
 	cur->reconnect_max_ms = next->reconnect_max_ms;
 	cur->collapse_cpu_percent = next->collapse_cpu_percent;
+	if (strcmp(cur->metrics_listen.spec, next->metrics_listen.spec) != 0)
+		config_note(note, userdata, &n, "metrics_listen changed: needs a "
+			    "restart");
+	if (strcmp(cur->metrics_textfile, next->metrics_textfile) != 0)
+		config_note(note, userdata, &n, "metrics_textfile changed: needs a "
+			    "restart");
+	cur->metrics_textfile_interval_ms = next->metrics_textfile_interval_ms;
 	config_vm_copy_live(&cur->libvirt_defaults, &next->libvirt_defaults);
 	return n;
 }

@@ -26,8 +26,26 @@
 /* read when vmdefragd has no --config and it exists */
 #define CONFIG_DEFAULT_PATH	"/etc/vmdefrag/vmdefragd.conf"
 #define CONFIG_DEFAULT_MODE	0660
-/* where the daemon keeps what outlives it (per-VM policy mode, counters) */
-#define CONFIG_DEFAULT_STATE_DIR "/var/lib/vmdefrag"
+/* where the daemon keeps what outlives it: per-VM policy mode, counters, history */
+#define CONFIG_DEFAULT_STATE_DIR	"/var/lib/vmdefrag"
+#define CONFIG_DEFAULT_TEXTFILE_MS	15000
+
+/* Where the metrics listener listens (metrics_listen): a unix socket path,
+ * or a loopback TCP address and port. */
+enum config_listen_kind {
+	CONFIG_LISTEN_NONE,
+	CONFIG_LISTEN_UNIX,
+	CONFIG_LISTEN_TCP,
+};
+
+struct config_listen {
+	enum config_listen_kind kind;
+	char path[CONFIG_PATH_MAX];	/* UNIX */
+	int family;			/* TCP: AF_INET or AF_INET6 */
+	uint8_t addr[16];		/* TCP: network order, 4 or 16 bytes */
+	uint16_t port;			/* TCP: 1..65535 */
+	char spec[160];			/* as written, for logs */
+};
 
 struct config_vm {
 	char name[CONFIG_NAME_MAX];
@@ -59,6 +77,9 @@ struct config {
 	uint32_t reconnect_max_ms;	/* backoff doubles up to this */
 	uint32_t collapse_cpu_percent;	/* after a migration in: 0 (off) .. 100 */
 	char state_dir[256];		/* persisted state; "" keeps none */
+	struct config_listen metrics_listen;	/* NONE: no listener */
+	char metrics_textfile[256];	/* "" no textfile */
+	uint32_t metrics_textfile_interval_ms;
 	size_t nvms;
 	struct config_vm vms[CONFIG_MAX_VMS];
 
@@ -101,6 +122,14 @@ int config_add_vm_spec(struct config *c, const char *spec, char *err, size_t err
 int config_validate(const struct config *c, char *err, size_t errsz);
 
 struct config_vm *config_find_vm(struct config *c, const char *name);
+
+/*
+ * Parses a metrics_listen value: "unix:/PATH" or "tcp:ADDR:PORT" with ADDR
+ * a numeric loopback address (127.0.0.0/8, or [::1]).  -EINVAL with one
+ * line in msg.
+ */
+int config_parse_listen(const char *v, struct config_listen *ret_l, char *msg,
+			size_t msgsz);
 
 /* Is name usable as a VM name ([A-Za-z0-9_.-], 1..CONFIG_NAME_MAX-1)? */
 bool config_vm_name_ok(const char *name);

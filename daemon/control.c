@@ -42,10 +42,13 @@
 #include "control.h"
 #include "ctl_proto.h"
 #include "hostmem.h"
+#include "cleanup.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "outbuf.h"
 #include "vm.h"
+#include "vm_map.h"
 
 #define CONTROL_OUT_MAX	(2 * CTL_RESPONSE_MAX)
 
@@ -59,6 +62,7 @@ struct control_client {
 	bool closing;			/* close once out is flushed */
 	struct vm *waiting_vm;		/* WAITING on a scan of this VM */
 	uint32_t waiting_id;
+	struct vm_map *waiting_map;	/* WAITING on this VM's block map */
 	struct control_client *next;
 };
 
@@ -86,7 +90,9 @@ static void control_client_free(struct control_client *cl)
 		}
 	}
 	c->nclients--;
-	if (cl->waiting_vm)
+	if (cl->waiting_map)
+		vm_map_abort(cl->waiting_map);
+	else if (cl->waiting_vm)
 		vm_scan_cancel(cl->waiting_vm, cl->waiting_id);
 	loop_io_remove(c->loop, &cl->io);
 	close(cl->fd);
@@ -260,7 +266,8 @@ static bool control_cmd_start_op(struct control_client *cl, const struct ctl_req
 	if (!vm)
 		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
 					    req->vm);
-	r = vm_start_op(vm, kind, req->bytes, req->evict, err, sizeof(err), &id);
+	r = vm_start_op(vm, kind, req->bytes, req->evict, RECLAIM_ORIGIN_USER, err,
+			sizeof(err), &id);
 	if (r < 0) {
 		switch (r) {
 		case -EBUSY: code = CTL_ERR_BUSY; break;
@@ -362,6 +369,113 @@ static bool control_cmd_policy(struct control_client *cl, const struct ctl_reque
 				   ctl_proto_policy_json(vm_name(vm), req->mode)));
 }
 
+static void control_map_done(void *userdata, int status,
+			     const struct vm_map_result *map)
+{
+	struct control_client *cl = userdata;
+	struct vm *vm = cl->waiting_vm;
+	struct json_object *o;
+
+	cl->waiting_vm = NULL;
+	cl->waiting_map = NULL;
+	if (status == 0) {
+		o = ctl_proto_map_json(vm_name(vm), map);
+		if (!o)
+			control_client_error(cl, CTL_ERR_INTERNAL, "out of memory");
+		else
+			control_client_send(cl, ctl_proto_ok("map", o));
+		return;
+	}
+	if (status == -ECONNRESET || status == -ETIMEDOUT)
+		control_client_error(cl, CTL_ERR_LOST, "VM '%s': guest session "
+				     "dropped before the map was answered", vm_name(vm));
+	else if (status == -E2BIG)
+		control_client_error(cl, CTL_ERR_TOO_LARGE, "VM '%s': more than %u "
+				     "blocks to map", vm_name(vm), VM_MAP_MAX_BLOCKS);
+	else if (status == -ENODATA)
+		control_client_error(cl, CTL_ERR_NOT_READY, "VM '%s': not attached to "
+				     "QEMU", vm_name(vm));
+	else
+		control_client_error(cl, CTL_ERR_GUEST, "VM '%s': the block map failed "
+				     "with error %d (%s)", vm_name(vm), status,
+				     strerror(-status));
+}
+
+static bool control_cmd_map(struct control_client *cl, const struct ctl_request *req)
+{
+	struct vm *vm = control_find_vm(cl->ctl, req->vm);
+	int r;
+
+	if (!vm)
+		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
+					    req->vm);
+	cl->waiting_vm = vm;
+	r = vm_map_start(vm, control_map_done, cl, &cl->waiting_map);
+	if (r == 0) {
+		control_client_update(cl);
+		return true;
+	}
+	cl->waiting_vm = NULL;
+	if (r == -ENOTCONN)
+		return control_client_error(cl, CTL_ERR_NOT_READY, "VM '%s': guest "
+					    "session is not ready", req->vm);
+	if (r == -EBUSY)
+		return control_client_error(cl, CTL_ERR_BUSY, "VM '%s': request queue "
+					    "full", req->vm);
+	if (r == -EOPNOTSUPP)
+		return control_client_error(cl, CTL_ERR_UNSUPPORTED, "VM '%s': the "
+					    "guest agent cannot send a block map "
+					    "(update the guest)", req->vm);
+	return control_client_error(cl, CTL_ERR_INTERNAL, "VM '%s': %s", req->vm,
+				    strerror(-r));
+}
+
+static bool control_cmd_metrics(struct control_client *cl, const struct ctl_request *req)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	int r = metrics_render_vms(cl->ctl->vms, &text, &len);
+
+	if (r < 0)
+		return control_client_error(cl, CTL_ERR_INTERNAL, "cannot render "
+					    "the metrics: %s", strerror(-r));
+	return control_client_send(cl, ctl_proto_ok("metrics",
+						    json_object_new_string_len(text, (int)len)));
+}
+
+static bool control_cmd_history(struct control_client *cl, const struct ctl_request *req)
+{
+	struct control *c = cl->ctl;
+	_cleanup_free_ struct vm_history_entry *e = NULL;
+	struct json_object *arr;
+	bool found = false;
+
+	e = calloc(VM_COUNTERS_HISTORY, sizeof(*e));
+	arr = json_object_new_array();
+	if (!e || !arr) {
+		json_object_put(arr);
+		return control_client_error(cl, CTL_ERR_INTERNAL, "out of memory");
+	}
+	for (size_t i = 0; i < c->vms->n; i++) {
+		struct vm *vm = c->vms->v[i];
+		size_t n;
+
+		if (req->vm[0] && strcmp(req->vm, vm_name(vm)) != 0)
+			continue;
+		found = true;
+		n = vm_get_history(vm, e, VM_COUNTERS_HISTORY);
+		for (size_t j = 0; j < n; j++)
+			json_object_array_add(arr, ctl_proto_history_json(vm_name(vm),
+									  &e[j]));
+	}
+	if (req->vm[0] && !found) {
+		json_object_put(arr);
+		return control_client_error(cl, CTL_ERR_UNKNOWN_VM, "no VM named '%s'",
+					    req->vm);
+	}
+	return control_client_send(cl, ctl_proto_ok("history", arr));
+}
+
 /* Handles one request line; false if the client is gone. */
 static bool control_client_line(struct control_client *cl, char *line)
 {
@@ -386,6 +500,12 @@ static bool control_client_line(struct control_client *cl, char *line)
 		return control_cmd_cancel(cl, &req);
 	case CTL_CMD_POLICY:
 		return control_cmd_policy(cl, &req);
+	case CTL_CMD_METRICS:
+		return control_cmd_metrics(cl, &req);
+	case CTL_CMD_HISTORY:
+		return control_cmd_history(cl, &req);
+	case CTL_CMD_MAP:
+		return control_cmd_map(cl, &req);
 	}
 	return true;
 }

@@ -70,6 +70,30 @@ static const struct ctl_help_cmd ctl_help_cmds[] = {
 "once when the guest's free memory nears its watermarks or its memory\n"
 "pressure rises.  manual: only vmdefragctl reclaim/return move memory.\n"
 "status shows the policy's last decision and its reason.\n" },
+	{ "history", "[--socket PATH] [--timeout S] history [VM] [--json]",
+	  "the last operations: when, what, how much, who asked",
+"The last operations of each VM (64 per VM, kept across daemon restarts in\n"
+"the daemon's state_dir), oldest first: start time, VM, id, kind (reclaim,\n"
+"return, reconcile), who asked (user: a control request such as this\n"
+"command; policy: the daemon's policy; daemon: its own bookkeeping),\n"
+"bytes asked and done, seconds, result and rate.  Without VM, every VM.\n" },
+	{ "metrics", "[--socket PATH] [--timeout S] metrics",
+	  "every VM's Prometheus metrics (text format 0.0.4)",
+"Print every VM's metrics in the Prometheus text exposition format 0.0.4:\n"
+"counters that survive daemon restarts (vmdefrag_*_total) and gauges of\n"
+"what the host backs and the guest reports.  The same text the\n"
+"metrics_listen endpoint and the metrics_textfile hold (vmdefragd.conf(5));\n"
+"the series are listed in vmdefragctl(1), METRICS.\n" },
+	{ "map", "[--socket PATH] [--timeout S] map VM [--svg FILE] [--png FILE] [--json]",
+	  "draw the guest's 2 MiB blocks and what the host did with them",
+"Scan the guest afresh, block by block, add the host's view, and print\n"
+"how many 2 MiB blocks are of each kind: reclaimed on the host, captured,\n"
+"free, movable only, pinned by slab, pinned by other unmovable memory,\n"
+"reserved or not RAM, and huge-mapped on the host.\n"
+"  --svg FILE  draw them as a grid, one square per block (its slab cache\n"
+"              named on hover), with a legend and the totals\n"
+"  --png FILE  the same picture as PNG (needs rsvg-convert, Debian package\n"
+"              librsvg2-bin)\n" },
 	{ "notify", "[--socket PATH] [--timeout S] notify DOMAIN EVENT",
 	  "what the libvirt hook runs: a domain's lifecycle event",
 "Tell vmdefragd a libvirt domain was prepared, started, stopped, released\n"
@@ -136,8 +160,9 @@ void ctl_help_usage(FILE *f)
 "  --socket PATH  vmdefragd's control socket (default %s)\n"
 "  --timeout S    give up on the daemon after S seconds (decimals allowed):\n"
 "                 connecting and its answer, exit status 7.  Default: %d s,\n"
-"                 %d s for scan, 2 s for notify; with --wait, S bounds the\n"
-"                 whole wait (default: none; the operation goes on)\n"
+"                 %d s for scan and map, 2 s for notify; with --wait, S\n"
+"                 bounds the whole wait (default: none; the operation\n"
+"                 goes on)\n"
 "  --json         print the daemon's JSON answer; a failure is also printed\n"
 "                 on stdout, as {\"ok\": false, \"error\": CODE, \"message\":\n"
 "                 TEXT, \"exit_code\": N}\n"

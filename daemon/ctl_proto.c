@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "ctl_proto.h"
+#include "vm_map.h"
 
 #define SIZE_BLOCK_BYTES	(2ull << 20)
 
@@ -85,6 +86,9 @@ static const char *ctl_cmd_name(enum ctl_cmd cmd)
 	case CTL_CMD_OP: return "op";
 	case CTL_CMD_CANCEL: return "cancel";
 	case CTL_CMD_POLICY: return "policy";
+	case CTL_CMD_METRICS: return "metrics";
+	case CTL_CMD_HISTORY: return "history";
+	case CTL_CMD_MAP: return "map";
 	default: return "status";
 	}
 }
@@ -169,9 +173,15 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 		req.cmd = CTL_CMD_CANCEL;
 	} else if (strcmp(cmd, "policy") == 0) {
 		req.cmd = CTL_CMD_POLICY;
+	} else if (strcmp(cmd, "metrics") == 0) {
+		req.cmd = CTL_CMD_METRICS;
+	} else if (strcmp(cmd, "history") == 0) {
+		req.cmd = CTL_CMD_HISTORY;
+	} else if (strcmp(cmd, "map") == 0) {
+		req.cmd = CTL_CMD_MAP;
 	} else {
 		snprintf(err, errsz, "unknown command (known: status, scan, reclaim, "
-			 "return, op, notify, cancel, policy)");
+			 "return, op, notify, cancel, policy, metrics, history, map)");
 		goto out_put;
 	}
 	if (json_object_object_get_ex(o, "vm", &v)) {
@@ -187,7 +197,8 @@ int ctl_proto_parse_request(const char *line, struct ctl_request *ret_req,
 			goto out_put;
 		}
 		strcpy(req.vm, name);
-	} else if (req.cmd != CTL_CMD_STATUS) {
+	} else if (req.cmd != CTL_CMD_STATUS && req.cmd != CTL_CMD_METRICS &&
+		   req.cmd != CTL_CMD_HISTORY) {
 		snprintf(err, errsz, "%s needs \"vm\"", cmd);
 		goto out_put;
 	}
@@ -298,6 +309,8 @@ static struct json_object *ctl_features_json(uint64_t f)
 		json_object_array_add(a, json_object_new_string("stats-events"));
 	if (f & PROTO_FEAT_MODULE)
 		json_object_array_add(a, json_object_new_string("module"));
+	if (f & PROTO_FEAT_MAP)
+		json_object_array_add(a, json_object_new_string("map"));
 	return a;
 }
 
@@ -612,6 +625,8 @@ struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_in
 	ctl_add_u64(o, "id", op->id);
 	ctl_add_str(o, "kind", reclaim_kind_name(op->kind));
 	ctl_add_str(o, "state", reclaim_op_state_name(op->state));
+	ctl_add_str(o, "origin", reclaim_origin_name(op->origin));
+	ctl_add_u64(o, "started_unix_ms", op->started_unix_ms);
 	ctl_add_u64(o, "target_bytes", op->target_bytes);
 	ctl_add_u64(o, "done_bytes", op->done_bytes);
 	json_object_object_add(o, "error", json_object_new_int(op->error));
@@ -632,6 +647,70 @@ struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_in
 		ctl_add_u64(o, "rss_anon_before_bytes", op->rss_anon_before);
 		ctl_add_u64(o, "rss_anon_after_bytes", op->rss_anon_after);
 	}
+	return o;
+}
+
+struct json_object *ctl_proto_map_json(const char *vm, const struct vm_map_result *m)
+{
+	static const char classes[] = CTL_MAP_GUEST_CHARS, causes[] = CTL_MAP_CAUSE_CHARS;
+	struct json_object *o = json_object_new_object();
+	struct json_object *names = json_object_new_array();
+	struct json_object *slabs = json_object_new_array();
+	char *guest = malloc(m->nblocks + 1), *host = malloc(m->nblocks + 1);
+
+	if (!o || !names || !slabs || !guest || !host) {
+		json_object_put(o);
+		json_object_put(names);
+		json_object_put(slabs);
+		free(guest);
+		free(host);
+		return NULL;
+	}
+	for (uint64_t i = 0; i < m->nblocks; i++) {
+		unsigned int cls = VMDEFRAG_MAP_CLASS(m->guest[i]);
+		unsigned int cause = VMDEFRAG_MAP_CAUSE(m->guest[i]);
+
+		guest[i] = cls == VMDEFRAG_CLASS_UNMOVABLE ? causes[cause] : classes[cls];
+		host[i] = "0123456789abcdef"[m->host[i] & 0xf];
+		if (m->slab[i] != PROTO_MAP_NO_SLAB) {
+			struct json_object *pair = json_object_new_array();
+
+			json_object_array_add(pair, json_object_new_uint64(i));
+			json_object_array_add(pair, json_object_new_int(m->slab[i]));
+			json_object_array_add(slabs, pair);
+		}
+	}
+	guest[m->nblocks] = host[m->nblocks] = '\0';
+	for (uint32_t i = 0; i < m->nnames; i++)
+		json_object_array_add(names, json_object_new_string_len(m->names[i],
+			(int)strnlen(m->names[i], PROTO_NAME_LEN)));
+	ctl_add_str(o, "vm", vm);
+	ctl_add_u64(o, "block_size_bytes", PROTO_BLOCK_SIZE);
+	json_object_object_add(o, "huge_known", json_object_new_boolean(m->huge_known));
+	json_object_object_add(o, "guest", json_object_new_string(guest));
+	json_object_object_add(o, "host", json_object_new_string(host));
+	json_object_object_add(o, "slab_caches", names);
+	json_object_object_add(o, "slabs", slabs);
+	free(guest);
+	free(host);
+	return o;
+}
+
+struct json_object *ctl_proto_history_json(const char *vm,
+					   const struct vm_history_entry *e)
+{
+	struct json_object *o = json_object_new_object();
+
+	ctl_add_str(o, "vm", vm);
+	ctl_add_u64(o, "id", e->id);
+	ctl_add_str(o, "kind", reclaim_kind_name(e->kind));
+	ctl_add_str(o, "origin", reclaim_origin_name(e->origin));
+	ctl_add_str(o, "state", reclaim_op_state_name(e->state));
+	ctl_add_u64(o, "started_unix_ms", e->started_unix_ms);
+	ctl_add_u64(o, "duration_ms", e->duration_ms);
+	ctl_add_u64(o, "target_bytes", e->asked_bytes);
+	ctl_add_u64(o, "done_bytes", e->done_bytes);
+	json_object_object_add(o, "error", json_object_new_int(e->error));
 	return o;
 }
 

@@ -17,11 +17,17 @@
  *             {"cmd": "cancel", "vm": N[, "id": I]}  stop the running one
  *             {"cmd": "notify", "vm": N, "event": E}  from the libvirt hook
  *             {"cmd": "policy", "vm": N, "mode": "auto" | "manual"}
+ *             {"cmd": "metrics"}           Prometheus text of every VM
+ *             {"cmd": "history"[, "vm": N]}  the last operations, oldest first
+ *             {"cmd": "map", "vm": N}      the guest's blocks and the host's
  *   response  {"ok": true, "vms": [VMSTATUS, ...]}
  *             {"ok": true, "scan": SCAN}
  *             {"ok": true, "operation": OP}   reclaim, return, op, cancel
  *             {"ok": true}                    notify
  *             {"ok": true, "policy": {vm, mode}}   policy
+ *             {"ok": true, "metrics": "TEXT"}  metrics (format 0.0.4)
+ *             {"ok": true, "history": [HIST, ...]}  history
+ *             {"ok": true, "map": MAP}     map (ctl_proto_map_json())
  *             {"ok": false, "error": CODE, "message": "one line"}
  *
  * notify: E is "prepare", "started", "stopped", "release" or "migrate"
@@ -55,6 +61,7 @@
 #include "policy_vm.h"
 #include "reclaim.h"
 #include "session.h"
+#include "vm_counters.h"
 #include "vmdefrag/proto.h"
 
 #define CTL_REQUEST_MAX		4096		/* bytes in one request line */
@@ -103,6 +110,9 @@ enum ctl_cmd {
 	CTL_CMD_NOTIFY,
 	CTL_CMD_CANCEL,
 	CTL_CMD_POLICY,
+	CTL_CMD_METRICS,
+	CTL_CMD_HISTORY,
+	CTL_CMD_MAP,
 };
 
 /* notify's events, named as libvirt's qemu hook names its operations */
@@ -172,12 +182,25 @@ struct ctl_vm_status {
 	struct reclaim_status mem;	/* blocks held for the host, operations */
 	struct migration_status migration;	/* live migration, either way */
 	struct policy_status policy;	/* automatic densification */
+	struct vm_counters_totals counters;	/* persisted totals (metrics) */
 };
 
 struct json_object *ctl_proto_status_json(const struct ctl_vm_status *st);
 struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_info *op);
 /* The answer of policy: {vm, mode}. */
 struct json_object *ctl_proto_policy_json(const char *vm, enum policy_mode mode);
+struct vm_map_result;
+/*
+ * MAP: "vm", "block_size_bytes", "huge_known", one character per block
+ * from gpa 0 in "guest" (CTL_MAP_GUEST_*) and "host" (a hex digit of
+ * VM_HOST_* flags), "slab_caches" (names) and "slabs" ([block, index into
+ * slab_caches] for the unmovable blocks that hold a named slab cache).
+ */
+#define CTL_MAP_GUEST_CHARS	"CFMUO"		/* by enum vmdefrag_block_class */
+#define CTL_MAP_CAUSE_CHARS	"SPRNUE"	/* UNMOVABLE, by cause */
+struct json_object *ctl_proto_map_json(const char *vm, const struct vm_map_result *m);
+struct json_object *ctl_proto_history_json(const char *vm,
+					   const struct vm_history_entry *e);
 struct json_object *ctl_proto_scan_json(const char *vm,
 					const struct proto_scan_resp *scan,
 					const struct proto_slab *slabs,

@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "ctl_client.h"
 #include "ctl_render.h"
@@ -374,4 +375,39 @@ void ctl_render_op_line(struct json_object *op, char *buf, size_t sz)
 		snprintf(buf + n, sz - n, "; guest compacted %s, returned = QEMU "
 			 "RssAnon drop",
 			 ctl_render_size(op, "compacted_bytes", b3, sizeof(b3)));
+}
+
+void ctl_render_history(struct json_object *history)
+{
+	size_t n = history ? json_object_array_length(history) : 0;
+
+	if (n == 0) {
+		printf("no operations recorded\n");
+		return;
+	}
+	printf("%-19s  %-12s %6s  %-9s %-6s %9s %9s %8s %-7s  %s\n", "started",
+	       "vm", "id", "kind", "origin", "asked", "done", "seconds", "result",
+	       "rate");
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *e = json_object_array_get_idx(history, i);
+		uint64_t ms = ctl_client_u64(e, "started_unix_ms");
+		uint64_t dur = ctl_client_u64(e, "duration_ms");
+		uint64_t done = ctl_client_u64(e, "done_bytes");
+		time_t t = (time_t)(ms / 1000);
+		char when[32] = "?", b1[32], b2[32], rate[32] = "-";
+		struct tm tm;
+
+		if (ms && localtime_r(&t, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		if (done && dur)
+			snprintf(rate, sizeof(rate), "%.1f MiB/s",
+				 (double)done / (1 << 20) / ((double)dur / 1000.0));
+		printf("%-19s  %-12s %6" PRIu64 "  %-9s %-6s %9s %9s %8.1f %-7s  %s\n",
+		       when, ctl_client_str(e, "vm") ?: "?", ctl_client_u64(e, "id"),
+		       ctl_client_str(e, "kind") ?: "?",
+		       ctl_client_str(e, "origin") ?: "?",
+		       ctl_render_size(e, "target_bytes", b1, sizeof(b1)),
+		       ctl_render_size(e, "done_bytes", b2, sizeof(b2)),
+		       (double)dur / 1000.0, ctl_client_str(e, "state") ?: "?", rate);
+	}
 }

@@ -17,6 +17,9 @@ void ctl_render_status_vm(struct json_object *vm);
 void ctl_render_scan(struct json_object *scan);
 
 /* An OP object as one line (no newline) in buf: the --wait progress line. */
+/* history: one line per operation, oldest first, under a header. */
+void ctl_render_history(struct json_object *history);
+
 void ctl_render_op_line(struct json_object *op, char *buf, size_t sz);
 
 #endif /* VDF_CTL_RENDER_H */

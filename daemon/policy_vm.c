@@ -236,7 +236,6 @@ static void policy_vm_tick_one(struct policy_vm *pv, uint64_t now)
 	switch (d.action) {
 	case POLICY_ACT_RECLAIM:
 	case POLICY_ACT_RETURN:
-		/* origin: policy */
 		r = pv->hooks->start(pv->vm, d.action == POLICY_ACT_RETURN, d.bytes,
 				     err, sizeof(err), &id);
 		if (r < 0) {
@@ -315,16 +314,17 @@ void policy_vm_signals(struct policy_vm *pv, const struct proto_meminfo *mi)
 		policy_vm_tick_one(pv, pv->sig.at_ms);
 }
 
-void policy_vm_released(struct policy_vm *pv, uint32_t reason, bool last)
+bool policy_vm_released(struct policy_vm *pv, uint32_t reason, bool last)
 {
 	if (!last || pv->params.mode != POLICY_AUTO)
-		return;
+		return false;
 	if (reason != VMDEFRAG_RELEASE_SHRINKER && reason != VMDEFRAG_RELEASE_OOM)
-		return;
+		return false;
 	pv->misses++;
 	log_debug("VM '%s': policy miss #%" PRIu64 ": the guest released memory "
 		  "under %s", pv->name, pv->misses,
 		  reason == VMDEFRAG_RELEASE_OOM ? "OOM" : "pressure");
+	return true;
 }
 
 /* ---- settings --------------------------------------------------------- */

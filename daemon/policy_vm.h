@@ -77,8 +77,11 @@ int policy_vm_set_mode(struct policy_vm *pv, enum policy_mode mode, char *err,
 
 /* The guest's validated EVT_MEMINFO. */
 void policy_vm_signals(struct policy_vm *pv, const struct proto_meminfo *mi);
-/* The guest released blocks (EVT_RELEASED frame, reason, last of its run). */
-void policy_vm_released(struct policy_vm *pv, uint32_t reason, bool last);
+/*
+ * The guest released blocks (EVT_RELEASED frame, reason, last of its run);
+ * true if that counted as a policy miss.
+ */
+bool policy_vm_released(struct policy_vm *pv, uint32_t reason, bool last);
 
 void policy_vm_get_status(const struct policy_vm *pv, struct policy_status *ret);
 

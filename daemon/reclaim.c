@@ -71,6 +71,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend_hint.h"
 #include "blockmap.h"
@@ -139,6 +140,9 @@ struct reclaim {
 	struct backend_hint_step hint_next;
 	uint64_t hint_returned_bytes;
 
+	reclaim_op_end_fn op_end_fn;	/* told of every ended operation */
+	void *op_end_userdata;
+
 	struct proto_msg *msg;		/* request being built */
 	struct proto_range *scratch;	/* PROTO_MAX_RANGES ranges */
 };
@@ -153,6 +157,22 @@ const char *reclaim_kind_name(enum reclaim_kind kind)
 	case RECLAIM_KIND_RECONCILE: return "reconcile";
 	}
 	return "?";
+}
+
+const char *reclaim_origin_name(enum reclaim_origin origin)
+{
+	switch (origin) {
+	case RECLAIM_ORIGIN_USER: return "user";
+	case RECLAIM_ORIGIN_POLICY: return "policy";
+	case RECLAIM_ORIGIN_DAEMON: return "daemon";
+	}
+	return "?";
+}
+
+void reclaim_set_op_end_fn(struct reclaim *rc, reclaim_op_end_fn fn, void *userdata)
+{
+	rc->op_end_fn = fn;
+	rc->op_end_userdata = userdata;
 }
 
 const char *reclaim_op_state_name(enum reclaim_op_state state)
@@ -224,14 +244,22 @@ static void reclaim_op_end(struct reclaim *rc, enum reclaim_op_state state,
 			    rc->name, reclaim_kind_name(op->kind), op->id,
 			    reclaim_op_state_name(state), MIB(op->done_bytes),
 			    MIB(op->target_bytes), op->reason);
+	if (rc->op_end_fn)
+		rc->op_end_fn(rc->op_end_userdata, op);
 	if (rc->reconcile_pending && rc->ready && rc->module && rc->have_map)
 		loop_timer_arm(rc->loop, &rc->step, 0);
 }
 
 static void reclaim_op_begin(struct reclaim *rc, enum reclaim_kind kind,
-			     uint64_t target)
+			     enum reclaim_origin origin, uint64_t target)
 {
+	struct timespec ts;
+
 	memset(&rc->op, 0, sizeof(rc->op));
+	clock_gettime(CLOCK_REALTIME, &ts);
+	rc->op.started_unix_ms = (uint64_t)ts.tv_sec * 1000 +
+				 (uint64_t)ts.tv_nsec / 1000000;
+	rc->op.origin = origin;
 	if (++reclaim_next_id == 0)
 		reclaim_next_id = 1;
 	rc->op.id = reclaim_next_id;
@@ -803,7 +831,7 @@ static void reclaim_start_reconcile(struct reclaim *rc)
 
 	rc->reconcile_pending = false;
 	rc->reconciled = false;
-	reclaim_op_begin(rc, RECLAIM_KIND_RECONCILE, 0);
+	reclaim_op_begin(rc, RECLAIM_KIND_RECONCILE, RECLAIM_ORIGIN_DAEMON, 0);
 	blockmap_clear_flag(&rc->map, BLOCKMAP_F_SEEN | BLOCKMAP_F_ASKED);
 	memset(&m->u, 0, sizeof(m->u));
 	m->type = PROTO_REQ_LIST;
@@ -877,8 +905,9 @@ static void reclaim_hint_do(struct reclaim *rc, const struct backend_hint_step *
 	}
 }
 
-static int reclaim_hint_start(struct reclaim *rc, uint64_t bytes, char *err,
-			      size_t errsz, uint32_t *ret_id)
+static int reclaim_hint_start(struct reclaim *rc, uint64_t bytes,
+			      enum reclaim_origin origin, char *err, size_t errsz,
+			      uint32_t *ret_id)
 {
 	struct backend_hint_step s;
 	uint64_t rss;
@@ -890,7 +919,7 @@ static int reclaim_hint_start(struct reclaim *rc, uint64_t bytes, char *err,
 			 (int)rc->layout->pid, strerror(-r));
 		return r;
 	}
-	reclaim_op_begin(rc, RECLAIM_KIND_RECLAIM, bytes);
+	reclaim_op_begin(rc, RECLAIM_KIND_RECLAIM, origin, bytes);
 	rc->op.hint = true;
 	log_info("VM '%s': reclaim #%" PRIu32 " of %llu MiB started (hint backend: "
 		 "guest compaction, QEMU RssAnon %llu MiB)", rc->name, rc->op.id,
@@ -1008,7 +1037,8 @@ static void reclaim_step_timer(struct loop_timer *t)
 }
 
 int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
-		  int evict, char *err, size_t errsz, uint32_t *ret_id)
+		  int evict, enum reclaim_origin origin, char *err, size_t errsz,
+		  uint32_t *ret_id)
 {
 	uint64_t ram, captured;
 	uint32_t policy = evict < 0 ? rc->par.evict : (uint32_t)evict;
@@ -1103,8 +1133,8 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 	}
 	rc->evict = kind == RECLAIM_KIND_RECLAIM ? policy : VMDEFRAG_EVICT_NONE;
 	if (rc->backend == RECLAIM_BACKEND_HINT)
-		return reclaim_hint_start(rc, bytes, err, errsz, ret_id);
-	reclaim_op_begin(rc, kind, bytes);
+		return reclaim_hint_start(rc, bytes, origin, err, errsz, ret_id);
+	reclaim_op_begin(rc, kind, origin, bytes);
 	rc->op_backing_start = backend_shared_vm_allocated(rc->layout);
 	log_info("VM '%s': %s #%" PRIu32 " of %llu MiB started", rc->name,
 		 reclaim_kind_name(kind), rc->op.id, MIB(bytes));
@@ -1289,6 +1319,14 @@ void reclaim_get_status(struct reclaim *rc, struct reclaim_status *st)
 			    backend_shared_vm_block_is_hole(rc->layout,
 							    b * RECLAIM_BLOCK))
 				st->reclaimed_bytes += RECLAIM_BLOCK;
+}
+
+void reclaim_get_blocks(struct reclaim *rc, uint64_t first, uint64_t n,
+			uint8_t *ret_states)
+{
+	for (uint64_t i = 0; i < n; i++)
+		ret_states[i] = rc->have_map && first + i < rc->map.nblocks ?
+				blockmap_get(&rc->map, first + i) : BLOCKMAP_GUEST;
 }
 
 int reclaim_get_op(struct reclaim *rc, uint32_t id, struct reclaim_op_info *ret_op)

@@ -33,6 +33,13 @@ enum reclaim_kind {
 };
 
 /* How the host takes memory back from this VM (vm.c decides). */
+/* Who asked for an operation (history and metrics show it). */
+enum reclaim_origin {
+	RECLAIM_ORIGIN_USER,	/* a control request: a person or a script */
+	RECLAIM_ORIGIN_POLICY,	/* the daemon's policy engine */
+	RECLAIM_ORIGIN_DAEMON,	/* the daemon's own bookkeeping (reconcile) */
+};
+
 enum reclaim_backend {
 	RECLAIM_BACKEND_NONE,	/* it cannot: why_not says why */
 	RECLAIM_BACKEND_SHARED,	/* punch the shared backing file */
@@ -52,6 +59,8 @@ struct reclaim_op_info {
 	uint32_t id;			/* unique in this daemon's life */
 	enum reclaim_kind kind;
 	enum reclaim_op_state state;
+	enum reclaim_origin origin;
+	uint64_t started_unix_ms;	/* wall clock at the start */
 	uint64_t target_bytes;		/* asked (reconcile: bytes the guest listed) */
 	uint64_t done_bytes;		/* reclaim/reconcile: backing freed (the drop
 					 * of st_blocks; hint: the drop of QEMU's
@@ -134,7 +143,16 @@ void reclaim_event(struct reclaim *rc, const struct proto_msg *m);
  * vmdefrag_evict), or -1 for the VM's default (reclaim_params).
  */
 int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
-		  int evict, char *err, size_t errsz, uint32_t *ret_id);
+		  int evict, enum reclaim_origin origin, char *err, size_t errsz,
+		  uint32_t *ret_id);
+
+/*
+ * Called once when any operation ends (reconciles included), with its
+ * final info, after the status shows it; on the loop's thread.  One per
+ * reclaim (vm.c counts and records operations through it).
+ */
+typedef void (*reclaim_op_end_fn)(void *userdata, const struct reclaim_op_info *op);
+void reclaim_set_op_end_fn(struct reclaim *rc, reclaim_op_end_fn fn, void *userdata);
 
 /*
  * Ends a running reclaim or return as STOPPED with `why` (a live migration
@@ -161,6 +179,12 @@ uint64_t reclaim_repunch(struct reclaim *rc);
 
 void reclaim_get_status(struct reclaim *rc, struct reclaim_status *ret_status);
 /*
+ * The host's state (enum blockmap_state) of blocks [first, first + n), for
+ * the block map; BLOCKMAP_GUEST past the map or without one.
+ */
+void reclaim_get_blocks(struct reclaim *rc, uint64_t first, uint64_t n,
+			uint8_t *ret_states);
+/*
  * The operation with this id, if it is the current or last one, or the
  * last reclaim/return (a reconcile after a reconnect does not hide it).
  */
@@ -168,5 +192,6 @@ int reclaim_get_op(struct reclaim *rc, uint32_t id, struct reclaim_op_info *ret_
 
 const char *reclaim_kind_name(enum reclaim_kind kind);
 const char *reclaim_op_state_name(enum reclaim_op_state state);
+const char *reclaim_origin_name(enum reclaim_origin origin);
 
 #endif /* VDF_RECLAIM_H */

@@ -50,7 +50,9 @@
 #include <sys/epoll.h>
 
 #include "backend_shared.h"
+#include "blockmap.h"
 #include "hint.h"
+#include "host_folios.h"
 #include "hostmem.h"
 #include "log.h"
 #include "loop.h"
@@ -60,6 +62,7 @@
 #include "reclaim.h"
 #include "session.h"
 #include "vm.h"
+#include "vm_counters.h"
 #include "vm_layout.h"
 
 #define VM_QMP_TIMEOUT_MS	3000
@@ -106,6 +109,7 @@ struct vm {
 	struct reclaim *reclaim;	/* reclaim/return/reconcile and block states */
 	struct migration *mig;		/* live migration, either direction */
 	struct policy_vm *policy;	/* automatic densification (policy_vm.c) */
+	struct vm_counters *counters;	/* totals and history, persisted */
 };
 
 const char *vm_name(const struct vm *vm)
@@ -418,6 +422,15 @@ static uint64_t vm_ranges_bytes(const struct proto_msg *m)
 	return sum;
 }
 
+/* What the guest took back under pressure since this daemon started. */
+static uint64_t vm_released_bytes(struct vm *vm)
+{
+	struct reclaim_status rs;
+
+	reclaim_get_status(vm->reclaim, &rs);
+	return rs.guest_released_bytes;
+}
+
 static void vm_event(void *opaque, const struct proto_msg *m)
 {
 	struct vm *vm = opaque;
@@ -427,6 +440,7 @@ static void vm_event(void *opaque, const struct proto_msg *m)
 		vm->stats = m->u.stats;
 		vm->stats_ms = loop_now_ms();
 		vm->have_stats = true;
+		vm_counters_observe(vm->counters, vm_released_bytes(vm), &vm->stats);
 		break;
 	case PROTO_EVT_MEMINFO:
 		policy_vm_signals(vm->policy, &m->u.meminfo);
@@ -442,8 +456,9 @@ static void vm_event(void *opaque, const struct proto_msg *m)
 			  vm->conf.name, (unsigned long long)vm_ranges_bytes(m),
 			  m->u.evt.reason);
 		reclaim_event(vm->reclaim, m);
-		policy_vm_released(vm->policy, m->u.evt.reason,
-				   !(m->flags & PROTO_F_MORE));
+		if (policy_vm_released(vm->policy, m->u.evt.reason,
+				       !(m->flags & PROTO_F_MORE)))
+			vm_counters_policy_miss(vm->counters);
 		/* re-backed now: after a migration in, collapse them again */
 		for (uint32_t i = 0; i < m->u.evt.nranges; i++)
 			migration_guest_released(vm->mig, m->ranges[i].gpa,
@@ -565,6 +580,96 @@ void vm_scan_cancel(struct vm *vm, uint32_t id)
 	for (struct vm_scan_req *sr = vm->scans; sr; sr = sr->next)
 		if (sr->id == id)
 			sr->fn = NULL;
+}
+
+/* ---- block map -------------------------------------------------------- */
+
+struct vm_map_req {
+	vm_map_fn fn;
+	void *userdata;
+	uint64_t first;
+};
+
+static void vm_map_done(void *opaque, int status, const struct proto_msg *resp,
+			bool last)
+{
+	struct vm_map_req *mr = opaque;
+
+	if (status == 0 && resp && resp->type == PROTO_RESP_MAP &&
+	    resp->u.map.first_block == mr->first)
+		mr->fn(mr->userdata, 0, resp);
+	else
+		mr->fn(mr->userdata, status < 0 ? status : -EPROTO, NULL);
+	if (last)
+		free(mr);
+}
+
+int vm_map_request(struct vm *vm, uint64_t first, uint32_t max, vm_map_fn fn,
+		   void *userdata, uint32_t *ret_id)
+{
+	struct session_info si;
+	struct proto_msg *req;
+	struct vm_map_req *mr;
+	int r;
+
+	session_get_info(vm->session, &si);
+	if (si.state != SESSION_READY)
+		return -ENOTCONN;
+	if (!(si.guest.features & PROTO_FEAT_MAP))
+		return -EOPNOTSUPP;
+	mr = malloc(sizeof(*mr));
+	req = calloc(1, sizeof(*req));
+	if (!mr || !req) {
+		free(mr);
+		free(req);
+		return -ENOMEM;
+	}
+	*mr = (struct vm_map_req) { .fn = fn, .userdata = userdata, .first = first };
+	req->type = PROTO_REQ_MAP;
+	req->u.map_req.first_block = first;
+	req->u.map_req.max_blocks = max;
+	r = session_request(vm->session, req, vm_map_done, mr, ret_id);
+	free(req);
+	if (r < 0)
+		free(mr);
+	return r;
+}
+
+int vm_host_blocks(struct vm *vm, uint64_t first, uint64_t n, uint8_t *ret_flags,
+		   bool *ret_huge_known)
+{
+	struct host_folios hf = { -1, -1 };
+	bool huge_known;
+
+	if (!vm->layout)
+		return -ENODATA;
+	reclaim_get_blocks(vm->reclaim, first, n, ret_flags);
+	for (uint64_t i = 0; i < n; i++) {
+		uint8_t st = ret_flags[i] & BLOCKMAP_STATE_MASK;
+
+		ret_flags[i] = (st == BLOCKMAP_CAPTURED || st == BLOCKMAP_RETURNING ?
+				VM_HOST_CAPTURED : 0) |
+			       (st == BLOCKMAP_RECLAIMED ?
+				VM_HOST_CAPTURED | VM_HOST_RECLAIMED : 0);
+	}
+	huge_known = host_folios_open(vm->layout->pid, &hf) == 0;
+	for (size_t r = 0; r < vm->layout->nranges; r++) {
+		const struct vm_ram_range *rg = &vm->layout->ranges[r];
+		uint64_t b0 = (rg->gpa + BLOCKMAP_BLOCK - 1) / BLOCKMAP_BLOCK;
+		uint64_t b1 = (rg->gpa + rg->len) / BLOCKMAP_BLOCK;
+
+		for (uint64_t b = b0 > first ? b0 : first; b < b1 && b < first + n; b++) {
+			int h = huge_known ? host_folios_block_huge(&hf, rg->hva +
+					b * BLOCKMAP_BLOCK - rg->gpa) : 0;
+
+			ret_flags[b - first] |= VM_HOST_RAM | (h > 0 ? VM_HOST_HUGE : 0);
+			if (h < 0)
+				huge_known = false;	/* unmeasurable: say so */
+		}
+	}
+	host_folios_close(&hf);
+	*ret_huge_known = huge_known;
+	return 0;
 }
 
 /* ---- status ----------------------------------------------------------- */
@@ -705,17 +810,33 @@ void vm_get_status(struct vm *vm, struct ctl_vm_status *st)
 	reclaim_get_status(vm->reclaim, &st->mem);
 	migration_get_status(vm->mig, &st->migration);
 	policy_vm_get_status(vm->policy, &st->policy);
+	vm_counters_observe(vm->counters, st->mem.guest_released_bytes,
+			    vm->have_stats ? &vm->stats : NULL);
+	vm_counters_get(vm->counters, &st->counters);
+}
+
+size_t vm_get_history(struct vm *vm, struct vm_history_entry *ret_entries,
+		      size_t max)
+{
+	return vm_counters_history(vm->counters, ret_entries, max);
+}
+
+static void vm_op_ended(void *userdata, const struct reclaim_op_info *op)
+{
+	struct vm *vm = userdata;
+
+	vm_counters_op_end(vm->counters, op);
 }
 
 int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, int evict,
-		char *err,
-		size_t errsz, uint32_t *ret_id)
+		enum reclaim_origin origin, char *err, size_t errsz,
+		uint32_t *ret_id)
 {
 	int r = migration_check_op(vm->mig, err, errsz);
 
 	if (r < 0)
 		return r;
-	r = reclaim_start(vm->reclaim, kind, bytes, evict, err, errsz, ret_id);
+	r = reclaim_start(vm->reclaim, kind, bytes, evict, origin, err, errsz, ret_id);
 	if (r == 0)
 		migration_op_started(vm->mig, kind);
 	return r;
@@ -752,9 +873,8 @@ static int vm_policy_start(void *opaque, bool is_return, uint64_t bytes,
 {
 	struct vm *vm = opaque;
 
-	/* origin: policy */
 	return vm_start_op(vm, is_return ? RECLAIM_KIND_RETURN : RECLAIM_KIND_RECLAIM,
-			   bytes, -1, err, errsz, ret_id);
+			   bytes, -1, RECLAIM_ORIGIN_POLICY, err, errsz, ret_id);
 }
 
 static void vm_policy_stop(void *opaque, uint32_t id)
@@ -845,6 +965,11 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	vm = calloc(1, sizeof(*vm));
 	if (!vm)
 		return -ENOMEM;
+	r = vm_counters_new(loop, cfg->state_dir, conf->name, &vm->counters);
+	if (r < 0) {
+		free(vm);
+		return r;
+	}
 	vm->loop = loop;
 	vm->conf = *conf;
 	vm->retry_min_ms = cfg->reconnect_min_ms;
@@ -855,20 +980,24 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	r = session_new(loop, conf->name, conf->channel, &lim, &vm_session_hooks,
 			vm, &vm->session);
 	if (r < 0) {
+		vm_counters_free(vm->counters);
 		free(vm);
 		return r;
 	}
 	r = reclaim_new(loop, conf->name, vm->session, &par, &vm->reclaim);
 	if (r < 0) {
 		session_free(vm->session);
+		vm_counters_free(vm->counters);
 		free(vm);
 		return r;
 	}
+	reclaim_set_op_end_fn(vm->reclaim, vm_op_ended, vm);
 	r = migration_new(loop, conf->name, vm->session, vm->reclaim,
 			  cfg->collapse_cpu_percent, &vm->mig);
 	if (r < 0) {
 		session_free(vm->session);
 		reclaim_free(vm->reclaim);
+		vm_counters_free(vm->counters);
 		free(vm);
 		return r;
 	}
@@ -982,5 +1111,6 @@ void vm_free(struct vm *vm)
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	qmp_close(vm->qmp);
 	vm_layout_free(vm->layout);
+	vm_counters_free(vm->counters);	/* after reclaim: its last op counts */
 	free(vm);
 }

@@ -16,6 +16,7 @@
 #include "ctl_proto.h"
 #include "policy.h"
 #include "reclaim.h"
+#include "vm_counters.h"
 #include "vmdefrag/proto.h"
 
 struct loop;
@@ -89,6 +90,10 @@ bool vm_migration_postcopy_failed(const struct vm *vm);
 /* Fills *ret_status from the VM's state and fresh host measurements. */
 void vm_get_status(struct vm *vm, struct ctl_vm_status *ret_status);
 
+/* Its last operations (vmdefragctl history), oldest first; how many. */
+size_t vm_get_history(struct vm *vm, struct vm_history_entry *ret_entries,
+		      size_t max);
+
 /*
  * Result of vm_scan(): status 0 and the guest's picture, or a negative
  * errno (-ECONNRESET session dropped, or the guest's own status) with
@@ -110,18 +115,41 @@ int vm_scan(struct vm *vm, vm_scan_fn fn, void *userdata, uint32_t *ret_id);
 void vm_scan_cancel(struct vm *vm, uint32_t id);
 
 /*
+ * Block map.  vm_map_request() sends one REQ_MAP (first block, at most max
+ * blocks): -EOPNOTSUPP if the guest did not offer PROTO_FEAT_MAP,
+ * -ENOTCONN / -EBUSY as vm_scan().  fn gets the validated RESP_MAP (its
+ * first_block is the one asked for) or a negative errno with resp NULL;
+ * resp is valid only during the call.
+ */
+typedef void (*vm_map_fn)(void *userdata, int status, const struct proto_msg *resp);
+int vm_map_request(struct vm *vm, uint64_t first, uint32_t max, vm_map_fn fn,
+		   void *userdata, uint32_t *ret_id);
+
+/* The host's view of each block, for the block map. */
+#define VM_HOST_RAM		0x01u	/* guest RAM in QEMU's layout */
+#define VM_HOST_CAPTURED	0x02u	/* held by the guest for the host */
+#define VM_HOST_RECLAIMED	0x04u	/* and its backing freed */
+#define VM_HOST_HUGE		0x08u	/* backed by one 2 MiB host folio */
+/*
+ * Fills ret_flags[0..n) with VM_HOST_* of blocks first..first+n.  Huge is
+ * measured when the daemon may read QEMU's pagemap (root); *ret_huge_known
+ * says whether it could.  -ENODATA when QEMU is not attached.
+ */
+int vm_host_blocks(struct vm *vm, uint64_t first, uint64_t n, uint8_t *ret_flags,
+		   bool *ret_huge_known);
+
+/*
  * Starts a reclaim or return of bytes on this VM (reclaim_start()): 0 and
  * the operation's id, or a negative errno with one line in err.
  */
 int vm_start_op(struct vm *vm, enum reclaim_kind kind, uint64_t bytes, int evict,
-		char *err,
-		size_t errsz, uint32_t *ret_id);
+		enum reclaim_origin origin, char *err, size_t errsz,
+		uint32_t *ret_id);
 /*
  * vmdefragctl policy: the VM's policy mode, persisted in the state_dir
  * (policy_vm_set_mode()); -errno with one line in err.
  */
 int vm_set_policy(struct vm *vm, enum policy_mode mode, char *err, size_t errsz);
-
 /* Operation `id` if it runs, is the last one, or the last reclaim/return; else -ENOENT. */
 int vm_get_op(struct vm *vm, uint32_t id, struct reclaim_op_info *ret_op);
 /* Stops the running reclaim / return (id, or 0: any): reclaim_cancel(). */

@@ -47,7 +47,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <signal.h>
+#include <spawn.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +62,7 @@
 #include "ctl_client.h"
 #include "ctl_exit.h"
 #include "ctl_help.h"
+#include "ctl_map_svg.h"
 #include "ctl_proto.h"
 #include "ctl_render.h"
 #include "log.h"
@@ -69,6 +72,10 @@
 #define CTL_POLL_MS	250	/* --wait: progress polling interval */
 #define CTL_POLL_MIN_ANSWER_MS	1000	/* --wait --timeout: a poll's least wait */
 #define CTL_NOTIFY_TIMEOUT_MS	2000	/* notify: connect + answer */
+
+/* map: where to draw it */
+static const char *ctl_map_svg_path;
+static const char *ctl_map_png_path;
 
 static const char *pos0_name(enum ctl_cmd cmd)
 {
@@ -329,6 +336,20 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 						     "evict-slab or evict)", argv[i] + 8);
 		} else if (strcmp(argv[i], "--wait") == 0) {
 			*wait = true;
+		} else if ((strncmp(argv[i], "--svg", 5) == 0 ||
+			    strncmp(argv[i], "--png", 5) == 0) &&
+			   (argv[i][5] == '=' || argv[i][5] == '\0')) {
+			bool svg = argv[i][2] == 's';
+			const char *v = argv[i][5] == '=' ? argv[i] + 6 :
+					i + 1 < argc ? argv[++i] : NULL;
+
+			if (!v || !*v)
+				return ctl_exit_fail(CTL_EXIT_USAGE, "option '--%s' needs "
+						     "a FILE (see --help)", svg ? "svg" : "png");
+			if (svg)
+				ctl_map_svg_path = v;
+			else
+				ctl_map_png_path = v;
 		} else if (strcmp(argv[i], "--timeout") == 0 ||
 			   strncmp(argv[i], "--timeout=", 10) == 0) {
 			const char *v = argv[i][9] == '=' ? argv[i] + 10 : argv[++i];
@@ -357,6 +378,20 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 		if (npos > 2)
 			return ctl_exit_fail(CTL_EXIT_USAGE, "status takes at most "
 					     "one VM");
+	} else if (strcmp(pos[0], "metrics") == 0) {
+		req.cmd = CTL_CMD_METRICS;
+		if (npos > 1)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "metrics takes no "
+					     "arguments (every VM's series)");
+	} else if (strcmp(pos[0], "history") == 0) {
+		req.cmd = CTL_CMD_HISTORY;
+		if (npos > 2)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "history takes at most "
+					     "one VM");
+	} else if (strcmp(pos[0], "map") == 0) {
+		req.cmd = CTL_CMD_MAP;
+		if (npos != 2)
+			return ctl_exit_fail(CTL_EXIT_USAGE, "map takes exactly one VM");
 	} else if (strcmp(pos[0], "scan") == 0) {
 		req.cmd = CTL_CMD_SCAN;
 		if (npos != 2)
@@ -403,19 +438,102 @@ static int ctl_parse_command(int argc, char **argv, struct ctl_request *ret_req,
 	} else {
 		return ctl_exit_fail(CTL_EXIT_USAGE, "unknown command '%s' (status, "
 				     "scan, reclaim, return, cancel, policy, "
-				     "notify or check-domain; see --help)", pos[0]);
+				     "history, metrics, map, notify or "
+				     "check-domain; see --help)", pos[0]);
 	}
 	if (*wait && req.cmd != CTL_CMD_RECLAIM && req.cmd != CTL_CMD_RETURN)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "--wait goes with reclaim or "
 				     "return");
 	if (req.evict >= 0 && req.cmd != CTL_CMD_RECLAIM)
 		return ctl_exit_fail(CTL_EXIT_USAGE, "--evict goes with reclaim");
+	if ((ctl_map_svg_path || ctl_map_png_path) && req.cmd != CTL_CMD_MAP)
+		return ctl_exit_fail(CTL_EXIT_USAGE, "--svg and --png go with map");
 	if (npos >= 2) {
 		if (!pos[1][0] || strlen(pos[1]) >= sizeof(req.vm))
 			return ctl_exit_fail(CTL_EXIT_USAGE, "bad VM name '%s'", pos[1]);
 		strcpy(req.vm, pos[1]);
 	}
 	*ret_req = req;
+	return 0;
+}
+
+/* rsvg-convert SVG to PNG; 0 or the exit status. */
+static int ctl_map_png(const char *svg, const char *png)
+{
+	char *argv[] = { "rsvg-convert", "--format", "png", "--output", (char *)png,
+			 (char *)svg, NULL };
+	extern char **environ;
+	pid_t pid;
+	int r, status;
+
+	r = posix_spawnp(&pid, "rsvg-convert", NULL, NULL, argv, environ);
+	if (r)
+		return ctl_exit_fail(CTL_EXIT_FAILED, "--png: cannot run rsvg-convert "
+				     "(Debian package librsvg2-bin): %s", strerror(r));
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return ctl_exit_fail(CTL_EXIT_FAILED, "--png: %s", strerror(errno));
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return ctl_exit_fail(CTL_EXIT_FAILED, "--png: rsvg-convert failed on "
+				     "'%s'", svg);
+	return 0;
+}
+
+/*
+ * map: draws the answer (--svg FILE, and --png FILE through a temporary
+ * SVG when no --svg is given), then prints the totals, or the answer with
+ * --json.
+ */
+static int ctl_map(struct json_object *map, const char *json_answer)
+{
+	char tmp[] = "/tmp/vmdefragctl-map-XXXXXX.svg";
+	const char *svg = ctl_map_svg_path;
+	struct ctl_map_totals t = { 0 };
+	FILE *f;
+	int r, fd = -1;
+
+	if (!svg && ctl_map_png_path) {
+		fd = mkstemps(tmp, 4);
+		if (fd < 0)
+			return ctl_exit_fail(CTL_EXIT_FAILED, "--png: cannot create a "
+					     "temporary file: %s", strerror(errno));
+		svg = tmp;
+	}
+	f = fd >= 0 ? fdopen(fd, "w") : fopen(svg ? svg : "/dev/null", "w");
+	if (!f)
+		return ctl_exit_fail(CTL_EXIT_FAILED, "cannot write '%s': %s",
+				     svg, strerror(errno));
+	r = ctl_map_svg(map, f, &t);
+	if (fclose(f) != 0 && r == 0)
+		r = -errno;
+	if (r < 0) {
+		if (fd >= 0)
+			unlink(tmp);
+		return ctl_exit_fail(CTL_EXIT_FAILED, r == -EBADMSG ? "the daemon's "
+				     "map answer is malformed" : "cannot write '%s': %s",
+				     svg, strerror(-r));
+	}
+	if (ctl_map_png_path) {
+		r = ctl_map_png(svg, ctl_map_png_path);
+		if (fd >= 0)
+			unlink(tmp);
+		if (r)
+			return r;
+	}
+	if (json_answer) {
+		printf("%s\n", json_answer);
+		return 0;
+	}
+	printf("%s: %" PRIu64 " blocks of 2 MiB\n", ctl_client_str(map, "vm") ?: "?",
+	       t.blocks);
+	for (int k = 0; k < CTL_MAP_NKINDS; k++)
+		printf("  %-10s %8" PRIu64 "\n", ctl_map_kind_name(k), t.kind[k]);
+	if (json_object_get_boolean(ctl_client_get(map, "huge_known")))
+		printf("  %-10s %8" PRIu64 " (huge-mapped on the host)\n", "huge", t.huge);
+	if (ctl_map_svg_path)
+		printf("drawn to %s\n", ctl_map_svg_path);
+	if (ctl_map_png_path)
+		printf("drawn to %s\n", ctl_map_png_path);
 	return 0;
 }
 
@@ -519,7 +637,7 @@ int main(int argc, char **argv)
 		return r;
 	if (ctl_timeout_ms)
 		ctl_client_set_timeout_ms(ctl_timeout_ms);
-	else if (req.cmd == CTL_CMD_SCAN)
+	else if (req.cmd == CTL_CMD_SCAN || req.cmd == CTL_CMD_MAP)
 		ctl_client_set_timeout_ms(CTL_CLIENT_SCAN_TIMEOUT_MS);
 	r = ctl_client_call(socket_path, &req, &resp, &answer);
 	if (r)
@@ -539,6 +657,8 @@ int main(int argc, char **argv)
 			       req.vm, size_format(req.bytes, b, sizeof(b)), req.vm);
 		return 0;
 	}
+	if (req.cmd == CTL_CMD_MAP)
+		return ctl_map(ctl_client_get(resp, "map"), json ? answer : NULL);
 	if (json) {
 		printf("%s\n", answer);
 	} else if (req.cmd == CTL_CMD_CANCEL) {
@@ -551,6 +671,10 @@ int main(int argc, char **argv)
 
 		printf("%s: policy %s\n", ctl_client_str(p, "vm"),
 		       ctl_client_str(p, "mode"));
+	} else if (req.cmd == CTL_CMD_METRICS) {
+		fputs(ctl_client_str(resp, "metrics") ?: "", stdout);
+	} else if (req.cmd == CTL_CMD_HISTORY) {
+		ctl_render_history(ctl_client_get(resp, "history"));
 	} else if (req.cmd == CTL_CMD_STATUS) {
 		struct json_object *vms = ctl_client_get(resp, "vms");
 

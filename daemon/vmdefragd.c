@@ -53,6 +53,8 @@
 #include "control.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
+#include "metrics_server.h"
 #include "virt_conn.h"
 #include "virt_domains.h"
 #include "version.h"
@@ -64,7 +66,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "Usage: vmdefragd [--foreground] [--config FILE] [--socket PATH]\n"
-"                 [--log-level LEVEL] [--state-dir DIR] [--libvirt[=URI]]\n"
+"                 [--state-dir DIR] [--log-level LEVEL] [--libvirt[=URI]]\n"
 "                 [--vm NAME,qmp=PATH,channel=PATH[,...] ...]\n"
 "\n"
 "Host daemon of vmdefrag: attaches to each VM's QEMU monitor and vmdefrag\n"
@@ -76,9 +78,9 @@ static void usage(FILE *f)
 "                     options below override it.  Default: %s\n"
 "                     when it exists ($VMDEFRAGD_CONFIG names another)\n"
 "  --socket PATH      control socket (default %s)\n"
+"  --state-dir DIR    where what outlives the daemon is kept: each VM's\n"
+"                     policy mode, counters and history (default %s)\n"
 "  --log-level LEVEL  err, warning, notice, info (default), debug\n"
-"  --state-dir DIR    where state that outlives the daemon is kept (each\n"
-"                     VM's policy mode; default %s)\n"
 "  --vm SPEC          NAME,qmp=PATH,channel=PATH and optionally floor=SIZE,\n"
 "                     max_reclaim=SIZE (multiples of 2M), frames_per_sec=N,\n"
 "                     events_per_sec=N, request_timeout_ms=N, policy=MODE\n"
@@ -114,8 +116,8 @@ struct args {
 	bool foreground;
 	const char *config;
 	const char *socket;
-	const char *log_level;
 	const char *state_dir;
+	const char *log_level;
 	const char **vm_specs;
 	size_t nvm_specs;
 	bool libvirt;
@@ -128,8 +130,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "socket", required_argument, NULL, 's' },
-		{ "log-level", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'S' },
+		{ "log-level", required_argument, NULL, 'l' },
 		{ "vm", required_argument, NULL, 'v' },
 		{ "libvirt", optional_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
@@ -148,8 +150,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case 'f': a->foreground = true; break;
 		case 'c': a->config = optarg; break;
 		case 's': a->socket = optarg; break;
-		case 'l': a->log_level = optarg; break;
 		case 'S': a->state_dir = optarg; break;
+		case 'l': a->log_level = optarg; break;
 		case 'v': a->vm_specs[a->nvm_specs++] = optarg; break;
 		case 'L':
 			a->libvirt = true;
@@ -218,11 +220,6 @@ static int build_config(const struct args *a, struct config *cfg, char *err,
 		}
 		strcpy(cfg->socket, a->socket);
 	}
-	if (a->log_level && log_level_from_string(a->log_level, &cfg->log_level) < 0) {
-		snprintf(err, errsz, "--log-level '%s': not one of err, warning, "
-			 "notice, info, debug", a->log_level);
-		goto out_err;
-	}
 	if (a->state_dir) {
 		if (a->state_dir[0] != '/' ||
 		    strlen(a->state_dir) >= sizeof(cfg->state_dir)) {
@@ -232,6 +229,11 @@ static int build_config(const struct args *a, struct config *cfg, char *err,
 			goto out_err;
 		}
 		strcpy(cfg->state_dir, a->state_dir);
+	}
+	if (a->log_level && log_level_from_string(a->log_level, &cfg->log_level) < 0) {
+		snprintf(err, errsz, "--log-level '%s': not one of err, warning, "
+			 "notice, info, debug", a->log_level);
+		goto out_err;
 	}
 	for (size_t i = 0; i < a->nvm_specs; i++)
 		if (config_add_vm_spec(cfg, a->vm_specs[i], err, errsz) < 0)
@@ -268,7 +270,15 @@ struct daemon {
 	struct loop *loop;
 	struct vm_list vms;
 	struct virt_domains *virt;
+	struct metrics_server *metrics;	/* NULL without listener and textfile */
 };
+
+static int daemon_render_metrics(void *userdata, char **ret_text, size_t *ret_len)
+{
+	struct daemon *d = userdata;
+
+	return metrics_render_vms(&d->vms, ret_text, ret_len);
+}
 
 static void daemon_note_restart(const char *sentence, void *userdata)
 {
@@ -297,6 +307,7 @@ static void daemon_reload(struct daemon *d)
 	n = config_reload(d->cfg, next, daemon_note_restart, NULL);
 	free(next);
 	log_set_max_level(d->cfg->log_level);
+	metrics_server_set_interval(d->metrics, d->cfg->metrics_textfile_interval_ms);
 	for (size_t i = 0; i < d->vms.n; i++) {
 		struct vm *vm = d->vms.v[i];
 		const struct config_vm *conf = vm_is_libvirt(vm) ?
@@ -483,6 +494,16 @@ int main(int argc, char **argv)
 			log_error_errno(r, "control socket %s: %m", d.cfg->socket);
 		goto out_free;
 	}
+	r = metrics_server_new(d.loop, d.cfg, daemon_render_metrics, &d, &d.metrics);
+	if (r < 0) {
+		if (r == -EADDRINUSE)
+			log_error("metrics_listen %s: another process listens there",
+				  d.cfg->metrics_listen.spec);
+		else
+			log_error_errno(r, "metrics_listen %s: %m",
+					d.cfg->metrics_listen.spec);
+		goto out_free;
+	}
 	log_info("listening on %s, %zu VM(s)%s%s", d.cfg->socket, d.vms.n,
 		 d.cfg->libvirt ? ", libvirt " : "",
 		 d.cfg->libvirt ? (d.cfg->libvirt_uri[0] ? d.cfg->libvirt_uri :
@@ -507,6 +528,7 @@ int main(int argc, char **argv)
 		log_error_errno(r, "event loop failed: %m");
 
 out_free:
+	metrics_server_free(d.metrics);
 	control_free(ctl);
 	virt_domains_free(d.virt);
 	vm_list_free(&d.vms);

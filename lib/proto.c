@@ -99,6 +99,11 @@ static const struct proto_type_info proto_types[] = {
 	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, true },
 	{ PROTO_RESP_ACK, "RESP_ACK", sizeof(struct proto_ack_resp),
 	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, true },
+	/* block map: a successful RESP_MAP's variable part is proto_map_*()'s */
+	{ PROTO_REQ_MAP, "REQ_MAP", sizeof(struct proto_map_req),
+	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, false },
+	{ PROTO_RESP_MAP, "RESP_MAP", sizeof(struct proto_map_resp),
+	  PROTO_ARR_NONE, PROTO_ID_NONZERO, 0, true },
 };
 
 static const struct proto_type_info *proto_type_lookup(uint16_t type)
@@ -297,6 +302,25 @@ static void proto_swap_body(uint16_t type, bool failed, void *body)
 		struct proto_set_floor_req *s = body;
 
 		SWAP64(s->floor_bytes);
+		break;
+	}
+	case PROTO_REQ_MAP: {
+		struct proto_map_req *m = body;
+
+		SWAP64(m->first_block);
+		SWAP32(m->max_blocks);
+		SWAP32(m->reserved);
+		break;
+	}
+	case PROTO_RESP_MAP: {
+		struct proto_map_resp *m = body;
+
+		SWAPS32(m->status);
+		SWAP32(m->reserved);
+		SWAP64(m->first_block);
+		SWAP64(m->end_block);
+		SWAP32(m->nblocks);
+		SWAP32(m->nslabs);
 		break;
 	}
 	case PROTO_EVT_CAPTURED:
@@ -731,9 +755,154 @@ static int proto_msg_check(const struct proto_type_info *ti,
 		if (v->u->ack_resp.reserved)
 			return -EBADMSG;
 		return proto_status_check(v->u->ack_resp.status, false);
+	case PROTO_REQ_MAP: {
+		const struct proto_map_req *m = &v->u->map_req;
+
+		if (m->reserved)
+			return -EBADMSG;
+		if (m->max_blocks == 0 || m->max_blocks > PROTO_MAP_MAX_BLOCKS ||
+		    m->first_block >= PROTO_MAP_MAX_END)
+			return -EINVAL;
+		return 0;
+	}
+	case PROTO_RESP_MAP:
+		/* the fixed part; proto_map_check() does the rest */
+		return proto_status_check(v->u->map.status, false);
 	default:
 		return -EOPNOTSUPP;
 	}
+}
+
+/* ---- block map (PROTO_FEAT_MAP) ---------------------------------------- */
+
+/*
+ * A successful RESP_MAP is the one message whose variable part is not an
+ * array of one struct: names, then a byte per block twice.  It is decoded
+ * and encoded here, beside the generic path, with the same rules: the
+ * whole frame is validated before the caller's message is written.
+ */
+static size_t proto_map_len(const struct proto_map_resp *m)
+{
+	return sizeof(*m) + (size_t)m->nslabs * PROTO_NAME_LEN + 2 * (size_t)m->nblocks;
+}
+
+/* The variable part against its (host-order) fixed part. */
+static int proto_map_check(const struct proto_map_resp *m, const char *names,
+			   const uint8_t *classes, const uint8_t *slabs)
+{
+	int r;
+
+	if (m->reserved)
+		return -EBADMSG;
+	if (m->nblocks > PROTO_MAP_MAX_BLOCKS || m->nslabs > PROTO_MAP_MAX_SLABS)
+		return -E2BIG;
+	if (m->end_block > PROTO_MAP_MAX_END || m->first_block > m->end_block ||
+	    m->nblocks > m->end_block - m->first_block)
+		return -EINVAL;
+	for (uint32_t i = 0; i < m->nslabs; i++) {
+		r = proto_name_check(names + (size_t)i * PROTO_NAME_LEN);
+		if (r < 0)
+			return r;
+	}
+	for (uint32_t i = 0; i < m->nblocks; i++) {
+		unsigned int cls = VMDEFRAG_MAP_CLASS(classes[i]);
+		unsigned int cause = VMDEFRAG_MAP_CAUSE(classes[i]);
+		bool unmovable = cls == VMDEFRAG_CLASS_UNMOVABLE;
+
+		if (classes[i] > 0x3f || cls >= __VMDEFRAG_CLASS_MAX ||
+		    cause >= __VMDEFRAG_CAUSE_MAX || (!unmovable && cause))
+			return -EINVAL;
+		if (slabs[i] != PROTO_MAP_NO_SLAB && (!unmovable || slabs[i] >= m->nslabs))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static int proto_map_decode(const struct proto_type_info *ti,
+			    const struct proto_frame *f, struct proto_msg *ret_msg)
+{
+	struct proto_view v = { 0 };
+	proto_body_t body;
+	const uint8_t *names, *classes;
+	int r;
+
+	if (f->len < sizeof(struct proto_map_resp))
+		return -EBADMSG;
+	memset(&body, 0, sizeof(body));
+	memcpy(&body.map, f->payload, sizeof(body.map));
+	proto_swap_body(f->type, false, &body);
+	v.type = f->type;
+	v.flags = f->flags;
+	v.id = f->id;
+	v.u = &body;
+	r = proto_msg_check(ti, &v, false);
+	if (r < 0)
+		return r;
+	if (body.map.nblocks > PROTO_MAP_MAX_BLOCKS || body.map.nslabs > PROTO_MAP_MAX_SLABS)
+		return -E2BIG;
+	if (f->len != proto_map_len(&body.map))
+		return -EBADMSG;
+	names = f->payload + sizeof(body.map);
+	classes = names + (size_t)body.map.nslabs * PROTO_NAME_LEN;
+	r = proto_map_check(&body.map, (const char *)names, classes,
+			    classes + body.map.nblocks);
+	if (r < 0)
+		return r;
+	ret_msg->type = f->type;
+	ret_msg->flags = f->flags;
+	ret_msg->id = f->id;
+	ret_msg->u = body;
+	memcpy(ret_msg->map.names, names, (size_t)body.map.nslabs * PROTO_NAME_LEN);
+	memcpy(ret_msg->map.classes, classes, body.map.nblocks);
+	memcpy(ret_msg->map.slabs, classes + body.map.nblocks, body.map.nblocks);
+	return 0;
+}
+
+static int proto_map_encode(const struct proto_type_info *ti,
+			    const struct proto_msg *msg, void *buf, size_t size,
+			    size_t *ret_len)
+{
+	const struct proto_map_resp *m = &msg->u.map;
+	struct proto_view v = { 0 };
+	struct proto_hdr h;
+	proto_body_t body;
+	uint8_t *out = buf;
+	size_t total;
+	int r;
+
+	v.type = msg->type;
+	v.flags = msg->flags;
+	v.id = msg->id;
+	v.u = &msg->u;
+	r = proto_msg_check(ti, &v, false);
+	if (r < 0)
+		return r;
+	r = proto_map_check(m, &msg->map.names[0][0], msg->map.classes, msg->map.slabs);
+	if (r < 0)
+		return r;
+	total = PROTO_HDR_SIZE + proto_map_len(m);
+	if (total > size)
+		return -ENOBUFS;
+	h.magic = htole32(PROTO_MAGIC);
+	h.version = PROTO_FRAME_VERSION;
+	h.flags = msg->flags;
+	h.type = htole16(msg->type);
+	h.id = htole32(msg->id);
+	h.len = htole32((uint32_t)(total - PROTO_HDR_SIZE));
+	memcpy(out, &h, sizeof(h));
+	out += sizeof(h);
+	memset(&body, 0, sizeof(body));
+	body.map = *m;
+	proto_swap_body(msg->type, false, &body);
+	memcpy(out, &body.map, sizeof(body.map));
+	out += sizeof(body.map);
+	memcpy(out, msg->map.names, (size_t)m->nslabs * PROTO_NAME_LEN);
+	out += (size_t)m->nslabs * PROTO_NAME_LEN;
+	memcpy(out, msg->map.classes, m->nblocks);
+	out += m->nblocks;
+	memcpy(out, msg->map.slabs, m->nblocks);
+	*ret_len = total;
+	return 0;
 }
 
 /* ---- decode ------------------------------------------------------------ */
@@ -844,6 +1013,8 @@ int proto_decode(const struct proto_frame *f, struct proto_msg *ret_msg)
 			fixed = sizeof(struct proto_status);
 		}
 	}
+	if (f->type == PROTO_RESP_MAP && !failed)
+		return proto_map_decode(ti, f, ret_msg);
 	if (f->len < fixed)
 		return -EBADMSG;
 
@@ -959,6 +1130,8 @@ int proto_encode(const struct proto_msg *msg, void *buf, size_t size,
 	if (!ti)
 		return -EOPNOTSUPP;
 	failed = proto_status_failed(ti, msg->u.status.status);
+	if (msg->type == PROTO_RESP_MAP && !failed)
+		return proto_map_encode(ti, msg, buf, size, ret_len);
 	v.type = msg->type;
 	v.flags = msg->flags;
 	v.id = msg->id;

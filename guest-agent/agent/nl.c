@@ -81,6 +81,10 @@ static struct nla_policy agent_nl_policy[VMDEFRAG_A_MAX + 1] = {
 	[VMDEFRAG_A_EVICTED_INODES]		= { .type = NLA_U64 },
 	[VMDEFRAG_A_EVICTED_PAGECACHE_BYTES]	= { .type = NLA_U64 },
 	[VMDEFRAG_A_EVICTED_BLOCKS]		= { .type = NLA_U64 },
+	[VMDEFRAG_A_MAP_FIRST]			= { .type = NLA_U64 },
+	[VMDEFRAG_A_MAP_END]			= { .type = NLA_U64 },
+	[VMDEFRAG_A_MAP_CLASSES]		= { .type = NLA_UNSPEC },
+	[VMDEFRAG_A_MAP_SLABS]			= { .type = NLA_UNSPEC },
 };
 
 static struct nla_policy agent_nl_range_policy[VMDEFRAG_A_RANGE_MAX + 1] = {
@@ -311,6 +315,79 @@ int agent_nl_scan(struct agent_nl *nl, struct proto_msg *ret_msg)
 		ret_msg->u.scan = m->u.scan;
 		memcpy(ret_msg->slabs, m->slabs, sizeof(m->slabs));
 		ret_msg->census = m->census;
+	}
+	free(m);
+	return r;
+}
+
+/* ---- MAP --------------------------------------------------------------- */
+
+/*
+ * The module's reply as RESP_MAP's body.  Only its shape is checked here
+ * (lengths, counts); the relay's encoder checks every byte the way the
+ * host's decoder will.
+ */
+static int agent_nl_parse_map(struct agent_genl_txn *t, uint8_t cmd,
+			      struct nlattr **tb)
+{
+	struct proto_msg *m = t->out;
+	struct proto_map_resp *mr = &m->u.map;
+	struct nlattr *a;
+	int rem, n;
+
+	if (!tb || !tb[VMDEFRAG_A_MAP_FIRST] || !tb[VMDEFRAG_A_MAP_END] ||
+	    !tb[VMDEFRAG_A_MAP_CLASSES] || !tb[VMDEFRAG_A_MAP_SLABS])
+		return -EBADMSG;
+	n = nla_len(tb[VMDEFRAG_A_MAP_CLASSES]);
+	if (n < 0 || n > PROTO_MAP_MAX_BLOCKS || nla_len(tb[VMDEFRAG_A_MAP_SLABS]) != n)
+		return -EBADMSG;
+	mr->first_block = agent_nl_u64(tb, VMDEFRAG_A_MAP_FIRST);
+	mr->end_block = agent_nl_u64(tb, VMDEFRAG_A_MAP_END);
+	mr->nblocks = (uint32_t)n;
+	memcpy(m->map.classes, nla_data(tb[VMDEFRAG_A_MAP_CLASSES]), (size_t)n);
+	memcpy(m->map.slabs, nla_data(tb[VMDEFRAG_A_MAP_SLABS]), (size_t)n);
+	if (!tb[VMDEFRAG_A_SLAB_CACHES])
+		return 0;
+	nla_for_each_nested(a, tb[VMDEFRAG_A_SLAB_CACHES], rem) {
+		struct nlattr *stb[VMDEFRAG_A_SLAB_MAX + 1];
+
+		if (nla_type(a) != VMDEFRAG_A_SLAB_CACHE)
+			continue;
+		if (mr->nslabs >= PROTO_MAP_MAX_SLABS)
+			break;
+		if (nla_parse_nested(stb, VMDEFRAG_A_SLAB_MAX, a,
+				     agent_nl_slab_policy) < 0 ||
+		    !stb[VMDEFRAG_A_SLAB_NAME])
+			return -EBADMSG;
+		agent_nl_copy_name(m->map.names[mr->nslabs], stb[VMDEFRAG_A_SLAB_NAME]);
+		mr->nslabs++;
+	}
+	return 0;
+}
+
+int agent_nl_map(struct agent_nl *nl, uint64_t first_block, uint32_t max_blocks,
+		 struct proto_msg *ret_msg)
+{
+	struct proto_msg *m = calloc(1, sizeof(*m));
+	struct agent_genl_txn t = { .reply = agent_nl_parse_map, .out = m };
+	struct nl_msg *msg;
+	int r;
+
+	if (!m)
+		return -ENOMEM;
+	msg = agent_nl_msg(nl, VMDEFRAG_CMD_MAP, NLM_F_ACK, 64);
+	if (!msg || nla_put_u64(msg, VMDEFRAG_A_MAP_FIRST, first_block) < 0 ||
+	    nla_put_u32(msg, VMDEFRAG_A_MAP_MAX, max_blocks) < 0) {
+		nlmsg_free(msg);
+		free(m);
+		return -ENOMEM;
+	}
+	/* the reply holds two bytes per block: more than a page */
+	(void)nl_socket_set_msg_buf_size(nl->req, 2 * PROTO_MAP_MAX_BLOCKS + 16384);
+	r = agent_nl_transact(nl, msg, &t);
+	if (r == 0) {
+		ret_msg->u.map = m->u.map;
+		ret_msg->map = m->map;
 	}
 	free(m);
 	return r;

@@ -36,6 +36,9 @@ int agent_nl_event_fd(const struct agent_nl *nl);
  * Outputs are filled on success only.
  */
 int agent_nl_scan(struct agent_nl *nl, struct proto_msg *ret_msg);
+/* MAP: ret_msg's u.map (status aside) and map filled from the module. */
+int agent_nl_map(struct agent_nl *nl, uint64_t first_block, uint32_t max_blocks,
+		 struct proto_msg *ret_msg);
 int agent_nl_capture(struct agent_nl *nl, const struct proto_capture_req *req,
 		     const struct proto_range *preferred, uint64_t *ret_bytes,
 		     int32_t *ret_stop_errno, struct agent_ranges *ret_ranges);

@@ -215,7 +215,7 @@ static void agent_relay_send_hello(struct agent_relay *r)
 	if (r->stats_interval_s)
 		h->features |= PROTO_FEAT_STATS_EVT;
 	if (r->nl)
-		h->features |= PROTO_FEAT_MODULE;
+		h->features |= PROTO_FEAT_MODULE | PROTO_FEAT_MAP;
 	h->page_size = (uint32_t)sysconf(_SC_PAGESIZE);
 	h->block_size = PROTO_BLOCK_SIZE;
 	if (sysinfo(&si) == 0)
@@ -365,6 +365,22 @@ static int agent_relay_req_scan(struct agent_relay *r, uint32_t id)
 		 id, (unsigned long long)(r->out.u.scan.total_bytes >> 20),
 		 (unsigned long long)(r->out.u.scan.free_bytes >> 20),
 		 (unsigned long long)(r->out.u.scan.capturable_bytes >> 20));
+	return agent_relay_send(r);
+}
+
+static int agent_relay_req_map(struct agent_relay *r, uint32_t id)
+{
+	const struct proto_map_req *q = &r->in.u.map_req;
+	int ret;
+
+	agent_relay_out_init(r, PROTO_RESP_MAP, id);
+	ret = agent_nl_map(r->nl, q->first_block, q->max_blocks, &r->out);
+	if (ret < 0)
+		return ret;
+	log_info("MAP #%u: blocks %llu..%llu of %llu", id,
+		 (unsigned long long)r->out.u.map.first_block,
+		 (unsigned long long)(r->out.u.map.first_block + r->out.u.map.nblocks),
+		 (unsigned long long)r->out.u.map.end_block);
 	return agent_relay_send(r);
 }
 
@@ -574,6 +590,9 @@ static void agent_relay_request(struct agent_relay *r)
 		case PROTO_REQ_ACK:
 			ret = agent_relay_req_ack(r, id);
 			break;
+		case PROTO_REQ_MAP:
+			ret = agent_relay_req_map(r, id);
+			break;
 		default:
 			ret = agent_relay_req_set_floor(r, id);
 			break;
@@ -608,7 +627,8 @@ static void agent_relay_batch_flush(struct agent_relay *r)
 
 static bool agent_relay_is_request(uint16_t type)
 {
-	return type >= PROTO_REQ_SCAN && type <= PROTO_REQ_ACK;
+	return (type >= PROTO_REQ_SCAN && type <= PROTO_REQ_ACK) ||
+	       type == PROTO_REQ_MAP;
 }
 
 static void agent_relay_frame(struct agent_relay *r, const struct proto_frame *f)

@@ -79,6 +79,8 @@ static const struct nla_policy vdf_genl_policy[VMDEFRAG_A_MAX + 1] = {
 	[VMDEFRAG_A_ALL]	= { .type = NLA_FLAG },
 	[VMDEFRAG_A_STRICT]	= { .type = NLA_FLAG },
 	[VMDEFRAG_A_EVICT]	= NLA_POLICY_MAX(NLA_U32, VMDEFRAG_EVICT_ALL),
+	[VMDEFRAG_A_MAP_FIRST]	= { .type = NLA_U64 },
+	[VMDEFRAG_A_MAP_MAX]	= NLA_POLICY_RANGE(NLA_U32, 1, VMDEFRAG_MAP_MAX_BLOCKS),
 };
 
 /* ---- ranges ---- */
@@ -407,6 +409,115 @@ out_free_rep:
 	return ret;
 }
 
+/* ---- MAP: a fresh scan, one byte per block ---- */
+
+struct vdf_genl_map {
+	unsigned long first;	/* block index of classes[0] */
+	unsigned int nr;	/* blocks asked for */
+	u8 *classes;		/* VMDEFRAG_MAP_BYTE() per block */
+	u8 *slabs;		/* slab slot per block */
+};
+
+static int vdf_genl_map_block(const struct vdf_block *blk, void *arg)
+{
+	struct vdf_genl_map *m = arg;
+	unsigned long i;
+
+	if (blk->idx < m->first || blk->idx - m->first >= m->nr)
+		return 0;
+	i = blk->idx - m->first;
+	m->classes[i] = VMDEFRAG_MAP_BYTE(blk->class,
+					  blk->class == VMDEFRAG_CLASS_UNMOVABLE ?
+					  blk->cause : 0);
+	m->slabs[i] = blk->slab_slot < VMDEFRAG_MAP_MAX_SLABS ? blk->slab_slot :
+		      VMDEFRAG_MAP_NO_SLAB;
+	return 0;
+}
+
+static int vdf_genl_put_map(struct sk_buff *msg, const struct vdf_genl_map *m,
+			    unsigned long end, const struct vdf_scan_report *rep)
+{
+	char name[VMDEFRAG_SLAB_NAME_LEN];
+	struct nlattr *nest, *cache;
+	unsigned int i;
+
+	if (vdf_genl_put_u64(msg, VMDEFRAG_A_MAP_FIRST, m->first) ||
+	    vdf_genl_put_u64(msg, VMDEFRAG_A_MAP_END, end) ||
+	    nla_put(msg, VMDEFRAG_A_MAP_CLASSES, m->nr, m->classes) ||
+	    nla_put(msg, VMDEFRAG_A_MAP_SLABS, m->nr, m->slabs))
+		return -EMSGSIZE;
+	nest = nla_nest_start(msg, VMDEFRAG_A_SLAB_CACHES);
+	if (!nest)
+		return -EMSGSIZE;
+	for (i = 0; i < rep->nr_slab && i < VMDEFRAG_MAP_MAX_SLABS; i++) {
+		vdf_slabcal_name(rep->slab[i].cache, name, sizeof(name));
+		cache = nla_nest_start(msg, VMDEFRAG_A_SLAB_CACHE);
+		if (!cache || nla_put_string(msg, VMDEFRAG_A_SLAB_NAME, name)) {
+			nla_nest_cancel(msg, nest);
+			return -EMSGSIZE;
+		}
+		nla_nest_end(msg, cache);
+	}
+	nla_nest_end(msg, nest);
+	return 0;
+}
+
+static int vdf_genl_map(struct sk_buff *skb, struct genl_info *info)
+{
+	struct vdf_genl_map m = { 0 };
+	struct vdf_scan_report *rep;
+	unsigned long start_pfn, end_pfn, end;
+	struct sk_buff *msg;
+	void *hdr;
+	u64 first;
+	int ret;
+
+	ret = vdf_genl_admin(skb, info->extack);
+	if (ret)
+		return ret;
+	if (!info->attrs[VMDEFRAG_A_MAP_FIRST] || !info->attrs[VMDEFRAG_A_MAP_MAX]) {
+		NL_SET_ERR_MSG_MOD(info->extack, "MAP needs MAP_FIRST and MAP_MAX");
+		return -EINVAL;
+	}
+	ret = vdf_scan_ram_span(&start_pfn, &end_pfn);
+	if (ret)
+		return ret;
+	end = vdf_pfn_block(end_pfn + VDF_BLOCK_PAGES - 1);
+	first = nla_get_u64(info->attrs[VMDEFRAG_A_MAP_FIRST]);
+	if (first > end) {
+		NL_SET_ERR_MSG_MOD(info->extack, "MAP_FIRST past the guest's RAM");
+		return -ERANGE;
+	}
+	m.first = first;
+	m.nr = min_t(u64, nla_get_u32(info->attrs[VMDEFRAG_A_MAP_MAX]), end - first);
+	rep = kzalloc(sizeof(*rep), GFP_KERNEL);
+	m.classes = kmalloc(max(m.nr, 1U), GFP_KERNEL);
+	m.slabs = kmalloc(max(m.nr, 1U), GFP_KERNEL);
+	ret = -ENOMEM;
+	if (!rep || !m.classes || !m.slabs)
+		goto out_free;
+	memset(m.classes, VMDEFRAG_MAP_BYTE(VMDEFRAG_CLASS_OFFLINE, 0), m.nr);
+	memset(m.slabs, VMDEFRAG_MAP_NO_SLAB, m.nr);
+	vdf_scan_all(rep, vdf_genl_map_block, &m);
+
+	msg = genlmsg_new(2 * m.nr + NLMSG_GOODSIZE, GFP_KERNEL);
+	if (!msg)
+		goto out_free;
+	ret = -EMSGSIZE;
+	hdr = genlmsg_put_reply(msg, info, &vdf_genl_family, 0, VMDEFRAG_CMD_MAP);
+	if (!hdr || vdf_genl_put_map(msg, &m, end, rep)) {
+		nlmsg_free(msg);
+		goto out_free;
+	}
+	genlmsg_end(msg, hdr);
+	ret = genlmsg_reply(msg, info);
+out_free:
+	kfree(m.slabs);
+	kfree(m.classes);
+	kfree(rep);
+	return ret;
+}
+
 /* Reply with bytes done, the ranges of @b (sorted here) and optional errno. */
 static int vdf_genl_reply_blocks(struct genl_info *info, u8 cmd,
 				 struct vdf_blocks *b, bool with_errno, int err)
@@ -700,6 +811,11 @@ static const struct genl_small_ops vdf_genl_ops[] = {
 		.cmd	= VMDEFRAG_CMD_ACK,
 		.flags	= GENL_ADMIN_PERM,
 		.doit	= vdf_genl_ack,
+	},
+	{
+		.cmd	= VMDEFRAG_CMD_MAP,
+		.flags	= GENL_ADMIN_PERM,
+		.doit	= vdf_genl_map,
 	},
 };
 

@@ -32,7 +32,9 @@
  * the class: alloc_contig_range() isolates a block whatever its type.
  *
  * Slab pages of unmovable blocks are tallied by kmem_cache address into
- * the report's slab table (slabcal.c turns addresses into names later).
+ * the report's slab table (slabcal.c turns addresses into names later);
+ * with a report, an UNMOVABLE block also names one of its caches by its
+ * slot in that table (blk->slab_slot, what the MAP command draws).
  * Each slab page is also sorted by what eviction can do with its cache
  * (slabcal.c, by name, remembered per block for the few caches a block
  * holds): an UNMOVABLE block whose only unmovable pages are slab pages of
@@ -311,6 +313,8 @@ static void vdf_scan_finish(struct vdf_block *blk, const struct vdf_scan_tally *
 
 	if (!rep)
 		return;
+	if (blk->class == VMDEFRAG_CLASS_UNMOVABLE && t->slab_seen)
+		blk->slab_slot = __ffs64(t->slab_seen);
 	rep->free_pages += t->free;
 	if (blk->class == VMDEFRAG_CLASS_MOVABLE) {
 		rep->cost_hist[vdf_scan_cost_bucket(blk->cost)]++;
@@ -351,6 +355,7 @@ void vdf_scan_block(unsigned long idx, struct zone *zone,
 	BUILD_BUG_ON(VDF_BLOCK_PAGES > U16_MAX);
 	memset(ret_blk, 0, sizeof(*ret_blk));
 	ret_blk->idx = idx;
+	ret_blk->slab_slot = VMDEFRAG_MAP_NO_SLAB;
 
 	first = pfn_to_online_page(start);
 	last = pfn_to_online_page(end - 1);

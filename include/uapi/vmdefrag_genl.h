@@ -98,6 +98,20 @@
  *   OOM, unload           unload releases every block, so the agent must
  *                         be stopped before the module is unloaded.
  *
+ * MAP      request:  VMDEFRAG_A_MAP_FIRST (first block index: gpa / block
+ *                    size), VMDEFRAG_A_MAP_MAX (most blocks, 1..
+ *                    VMDEFRAG_MAP_MAX_BLOCKS).
+ *          reply:    a fresh scan, block by block: VMDEFRAG_A_MAP_FIRST,
+ *                    VMDEFRAG_A_MAP_END (the block index past the guest's
+ *                    RAM span), VMDEFRAG_A_MAP_CLASSES (binary, one byte
+ *                    per block from FIRST: VMDEFRAG_MAP_BYTE(class, cause);
+ *                    blocks outside every zone are OFFLINE),
+ *                    VMDEFRAG_A_MAP_SLABS (binary, one byte per block: the
+ *                    index in VMDEFRAG_A_SLAB_CACHES of a slab cache found
+ *                    in an UNMOVABLE block, VMDEFRAG_MAP_NO_SLAB if none)
+ *                    and VMDEFRAG_A_SLAB_CACHES (names only, in index
+ *                    order, at most VMDEFRAG_MAP_MAX_SLABS).
+ *
  * Events (multicast group VMDEFRAG_MCGRP_EVENTS)
  * -----------------------------------------------
  * EVENT_CAPTURED  VMDEFRAG_A_RANGES captured (by any requester).
@@ -137,6 +151,7 @@ enum vmdefrag_cmd {
 	VMDEFRAG_CMD_EVENT_CAPTURED,
 	VMDEFRAG_CMD_EVENT_RELEASED,
 	VMDEFRAG_CMD_ACK,
+	VMDEFRAG_CMD_MAP,
 
 	__VMDEFRAG_CMD_MAX,
 	VMDEFRAG_CMD_MAX = __VMDEFRAG_CMD_MAX - 1
@@ -294,9 +309,24 @@ enum vmdefrag_attr {
 	VMDEFRAG_A_EVICTED_BLOCKS,	/* u64, SCAN: blocks emptied after an
 					 * eviction, since load */
 
+	/* MAP */
+	VMDEFRAG_A_MAP_FIRST,		/* u64, first block index */
+	VMDEFRAG_A_MAP_MAX,		/* u32, request: most blocks */
+	VMDEFRAG_A_MAP_END,		/* u64, reply: block index past the RAM */
+	VMDEFRAG_A_MAP_CLASSES,		/* binary, one byte per block */
+	VMDEFRAG_A_MAP_SLABS,		/* binary, one byte per block */
+
 	__VMDEFRAG_A_MAX,
 	VMDEFRAG_A_MAX = __VMDEFRAG_A_MAX - 1
 };
+
+/* MAP: most blocks per request, and the per-block bytes */
+#define VMDEFRAG_MAP_MAX_BLOCKS	16384
+#define VMDEFRAG_MAP_MAX_SLABS	64
+#define VMDEFRAG_MAP_NO_SLAB	0xff
+#define VMDEFRAG_MAP_BYTE(class, cause)	((class) | ((cause) << 3))
+#define VMDEFRAG_MAP_CLASS(b)	((b) & 0x7)
+#define VMDEFRAG_MAP_CAUSE(b)	(((b) >> 3) & 0x7)
 
 /* Inside VMDEFRAG_A_RANGES */
 enum vmdefrag_range_attr {

@@ -74,6 +74,11 @@
  *      when one crosses a threshold, for the host's policy engine.  A
  *      guest sends it only when the host's HELLO offered version 3; a
  *      host that negotiated less drops a session that sends one.
+ *
+ * Features outside the versions (a HELLO feature bit says the guest has it;
+ * a host sends such a request only to a guest that offered the bit):
+ *   PROTO_FEAT_MAP  REQ_MAP / RESP_MAP: the guest's blocks one by one, from
+ *                   a fresh scan (vmdefragctl map).  See "Block map" below.
  */
 #ifndef VMDEFRAG_PROTO_H
 #define VMDEFRAG_PROTO_H
@@ -115,6 +120,7 @@
 #define PROTO_FEAT_EVENTS	(1ULL << 0)	/* guest sends EVT_CAPTURED/RELEASED */
 #define PROTO_FEAT_STATS_EVT	(1ULL << 1)	/* guest sends EVT_STATS */
 #define PROTO_FEAT_MODULE	(1ULL << 2)	/* guest module was reachable */
+#define PROTO_FEAT_MAP		(1ULL << 3)	/* guest answers REQ_MAP */
 
 #define PROTO_RESP_BIT		0x8000u
 #define PROTO_RESP(t)		((uint16_t)((t) | PROTO_RESP_BIT))
@@ -143,6 +149,10 @@ enum proto_type {
 	PROTO_RESP_STATS	= PROTO_RESP_BIT | PROTO_REQ_STATS,
 	PROTO_RESP_SET_FLOOR	= PROTO_RESP_BIT | PROTO_REQ_SET_FLOOR,
 	PROTO_RESP_ACK		= PROTO_RESP_BIT | PROTO_REQ_ACK,
+
+	/* block map (PROTO_FEAT_MAP) */
+	PROTO_REQ_MAP		= 0x0017,
+	PROTO_RESP_MAP		= PROTO_RESP_BIT | PROTO_REQ_MAP,
 };
 
 /* ---- wire structs (little-endian on the wire) ------------------------- */
@@ -396,6 +406,46 @@ struct proto_meminfo {
 	uint32_t interval_ms;		/* the agent's period, 1..3600000 */
 };
 
+/*
+ * Block map (PROTO_FEAT_MAP)
+ * --------------------------
+ * REQ_MAP asks for max_blocks blocks from block index first_block (gpa /
+ * PROTO_BLOCK_SIZE); the guest scans afresh and answers RESP_MAP: the
+ * same first_block, end_block (the index past its RAM span: the host asks
+ * again from first_block + nblocks while that is below it), nblocks <=
+ * max_blocks, then nslabs slab cache names (PROTO_NAME_LEN each, the
+ * proto_slab name rules), nblocks class bytes (VMDEFRAG_MAP_BYTE(class,
+ * cause): cause only for UNMOVABLE, else 0) and nblocks slab bytes (an
+ * index below nslabs, for UNMOVABLE blocks only, or PROTO_MAP_NO_SLAB).
+ */
+#define PROTO_MAP_MAX_BLOCKS	VMDEFRAG_MAP_MAX_BLOCKS	/* 16384 per frame */
+#define PROTO_MAP_MAX_SLABS	VMDEFRAG_MAP_MAX_SLABS	/* 64 */
+#define PROTO_MAP_NO_SLAB	VMDEFRAG_MAP_NO_SLAB
+#define PROTO_MAP_MAX_END	(1ULL << 23)	/* 16 TiB of guest-physical space */
+
+struct proto_map_req {
+	uint64_t first_block;	/* < PROTO_MAP_MAX_END */
+	uint32_t max_blocks;	/* 1..PROTO_MAP_MAX_BLOCKS */
+	uint32_t reserved;	/* 0 */
+};
+
+/* RESP_MAP: fixed part, then names, classes, slabs (see above). */
+struct proto_map_resp {
+	int32_t  status;
+	uint32_t reserved;	/* 0 */
+	uint64_t first_block;
+	uint64_t end_block;	/* first_block + nblocks <= end_block <= MAX_END */
+	uint32_t nblocks;	/* <= PROTO_MAP_MAX_BLOCKS */
+	uint32_t nslabs;	/* <= PROTO_MAP_MAX_SLABS */
+};
+
+/* The variable part of a decoded RESP_MAP. */
+struct proto_map_data {
+	char names[PROTO_MAP_MAX_SLABS][PROTO_NAME_LEN];
+	uint8_t classes[PROTO_MAP_MAX_BLOCKS];
+	uint8_t slabs[PROTO_MAP_MAX_BLOCKS];
+};
+
 /* ---- decoded messages -------------------------------------------------- */
 
 /*
@@ -424,10 +474,13 @@ struct proto_msg {
 		struct proto_ack_req ack;		/* REQ_ACK */
 		struct proto_ack_resp ack_resp;		/* RESP_ACK */
 		struct proto_meminfo meminfo;		/* EVT_MEMINFO */
+		struct proto_map_req map_req;		/* REQ_MAP */
+		struct proto_map_resp map;		/* RESP_MAP */
 	} u;
 	struct proto_range ranges[PROTO_MAX_RANGES];
 	struct proto_slab slabs[PROTO_MAX_SLABS];
 	struct proto_scan_census census;	/* RESP_SCAN with F_CENSUS */
+	struct proto_map_data map;		/* RESP_MAP */
 };
 
 /* A whole frame handed out by the stream decoder (payload is borrowed). */
@@ -541,6 +594,11 @@ _Static_assert(sizeof(struct proto_evt_ranges) == 8, "proto_evt_ranges");
 _Static_assert(sizeof(struct proto_ack_req) == 16, "proto_ack_req");
 _Static_assert(sizeof(struct proto_ack_resp) == 16, "proto_ack_resp");
 _Static_assert(sizeof(struct proto_meminfo) == 10 * 8 + 4 * 4, "proto_meminfo");
+_Static_assert(sizeof(struct proto_map_req) == 16, "proto_map_req");
+_Static_assert(sizeof(struct proto_map_resp) == 32, "proto_map_resp");
+_Static_assert(sizeof(struct proto_map_resp) + PROTO_MAP_MAX_SLABS * PROTO_NAME_LEN +
+	       2 * PROTO_MAP_MAX_BLOCKS <= PROTO_MAX_PAYLOAD,
+	       "PROTO_MAP_MAX_BLOCKS must fit one frame");
 _Static_assert(sizeof(struct proto_capture_req) +
 	       PROTO_MAX_RANGES * sizeof(struct proto_range) <= PROTO_MAX_PAYLOAD,
 	       "PROTO_MAX_RANGES must fit one frame");

@@ -84,16 +84,19 @@ class Daemon:
         self.workdir = Path(workdir)
         self.socket = self.workdir / "vmdefragd.sock"
         self.log_path = self.workdir / "vmdefragd.log"
-        # state that outlives the daemon (policy modes) stays in the
-        # workdir: a restart in the same workdir finds it, the host's
-        # /var/lib/vmdefrag is never touched
+        # state that outlives the daemon (policy modes, counters, history)
+        # stays in the workdir unless the test names another: a restart in
+        # the same workdir finds it, the host's /var/lib/vmdefrag is never
+        # touched
         self.state_dir = self.workdir / "state"
         args = [str(VMDEFRAGD), "--foreground", "--socket", str(self.socket),
-                "--log-level", log_level, "--state-dir", str(self.state_dir)]
+                "--log-level", log_level]
         if config is not None:
             cfg = self.workdir / "vmdefragd.conf"
             cfg.write_text(config)
             args += ["--config", str(cfg)]
+        if "--state-dir" not in extra and "state_dir" not in (config or ""):
+            args += ["--state-dir", str(self.state_dir)]
         for name, qmp, channel in vms:
             args += ["--vm", f"{name},qmp={qmp},channel={channel}"]
         args += list(extra)

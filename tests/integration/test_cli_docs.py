@@ -35,8 +35,8 @@ AGENT = BUILD / "agent/vmdefrag-agent"
 PROGRAMS = {"vmdefragd": VMDEFRAGD, "vmdefragctl": VMDEFRAGCTL, "vmdefrag-agent": AGENT}
 MAN_OF = {"vmdefragd": "vmdefragd.8", "vmdefragctl": "vmdefragctl.1",
           "vmdefrag-agent": "vmdefrag-agent.8"}
-CTL_COMMANDS = ["status", "scan", "reclaim", "return", "cancel", "policy", "notify",
-                "check-domain", "help"]
+CTL_COMMANDS = ["status", "scan", "reclaim", "return", "cancel", "policy", "history",
+                "metrics", "map", "notify", "check-domain", "help"]
 COMPLETION = TOP / "configs/bash-completion/vmdefragctl"
 
 
@@ -177,6 +177,9 @@ def test_completion_words():
         pytest.skip("no bash")
     assert complete(["vmdefragctl", ""]) == sorted(CTL_COMMANDS)
     assert complete(["vmdefragctl", "re"]) == ["reclaim", "return"]
+    assert complete(["vmdefragctl", "m"]) == ["map", "metrics"]
+    assert complete(["vmdefragctl", "map", "--"]) == ["--help", "--json", "--png", "--svg",
+                                                     "--timeout"]
     assert complete(["vmdefragctl", "--"]) == ["--help", "--json", "--socket", "--timeout",
                                               "--version"]
     assert complete(["vmdefragctl", "reclaim", "--"]) == [

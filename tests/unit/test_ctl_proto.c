@@ -42,6 +42,10 @@ static void test_request_roundtrip(void **state)
 		{ CTL_CMD_RECLAIM, "vm1", 64 * MiB, 0, 0, VMDEFRAG_EVICT_ALL, POLICY_MANUAL },
 		{ CTL_CMD_POLICY, "vm1", 0, 0, 0, -1, POLICY_AUTO },
 		{ CTL_CMD_POLICY, "vm1", 0, 0, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_METRICS, "", 0, 0, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_HISTORY, "", 0, 0, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_HISTORY, "vm1", 0, 0, 0, -1, POLICY_MANUAL },
+		{ CTL_CMD_MAP, "vm1", 0, 0, 0, -1, POLICY_MANUAL },
 	};
 
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
@@ -73,7 +77,8 @@ static const struct {
 	{ "{\"cmd\": 3}", "request has no \"cmd\" string" },
 	{ "{\"vm\": \"a\"}", "request has no \"cmd\" string" },
 	{ "{\"cmd\": \"shrink\", \"vm\": \"a\"}",
-	  "unknown command (known: status, scan, reclaim, return, op, notify, cancel, policy)" },
+	  "unknown command (known: status, scan, reclaim, return, op, notify, cancel, policy, "
+	  "metrics, history, map)" },
 	{ "{\"cmd\": \"policy\", \"vm\": \"a\"}", "policy needs \"mode\": auto or manual" },
 	{ "{\"cmd\": \"policy\", \"vm\": \"a\", \"mode\": \"fast\"}",
 	  "policy needs \"mode\": auto or manual" },

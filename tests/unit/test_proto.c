@@ -1107,6 +1107,124 @@ static void test_failed_verdict(void **state)
 	}
 }
 
+/*
+ * The block map (PROTO_FEAT_MAP): REQ_MAP and RESP_MAP round-trip, a
+ * failed RESP_MAP is its bare status, and each way of lying in a RESP_MAP
+ * frame is refused whole by the decoder (and by the encoder).
+ */
+static void test_map(void **state)
+{
+	static struct proto_msg m, back;
+	static uint8_t buf[PROTO_MAX_FRAME], bad[PROTO_MAX_FRAME];
+	size_t len, names_off, classes_off, slabs_off;
+	struct {
+		size_t off;
+		uint8_t value;
+		int err;
+	} lies[] = {
+		{ 0, 0x40, -EINVAL },			/* class byte with bit 6 */
+		{ 0, VMDEFRAG_MAP_BYTE(5, 0), -EINVAL },	/* class past the enum */
+		{ 0, VMDEFRAG_MAP_BYTE(VMDEFRAG_CLASS_FREE, 1), -EINVAL },
+		{ 1, VMDEFRAG_MAP_BYTE(VMDEFRAG_CLASS_UNMOVABLE, 6), -EINVAL },
+	};
+	int r;
+
+	memset(&m, 0, sizeof(m));
+	m.type = PROTO_REQ_MAP;
+	m.id = 3;
+	m.u.map_req.first_block = 5;
+	m.u.map_req.max_blocks = PROTO_MAP_MAX_BLOCKS;
+	assert_int_equal(proto_encode(&m, buf, sizeof(buf), &len), 0);
+	assert_int_equal(proto_decode_buf(buf, len, &back), 0);
+	assert_int_equal(back.u.map_req.first_block, 5);
+	m.u.map_req.max_blocks = PROTO_MAP_MAX_BLOCKS + 1;
+	assert_int_equal(proto_encode(&m, buf, sizeof(buf), &len), -EINVAL);
+	m.u.map_req.max_blocks = 0;
+	assert_int_equal(proto_encode(&m, buf, sizeof(buf), &len), -EINVAL);
+
+	memset(&m, 0, sizeof(m));
+	m.type = PROTO_RESP_MAP;
+	m.id = 3;
+	m.u.map.first_block = 10;
+	m.u.map.end_block = 300;
+	m.u.map.nblocks = 4;
+	m.u.map.nslabs = 2;
+	strcpy(m.map.names[0], "dentry");
+	strcpy(m.map.names[1], "kmalloc-64");
+	m.map.classes[0] = VMDEFRAG_MAP_BYTE(VMDEFRAG_CLASS_FREE, 0);
+	m.map.classes[1] = VMDEFRAG_MAP_BYTE(VMDEFRAG_CLASS_UNMOVABLE,
+					     VMDEFRAG_CAUSE_SLAB_RECLAIM);
+	m.map.classes[2] = VMDEFRAG_MAP_BYTE(VMDEFRAG_CLASS_UNMOVABLE,
+					     VMDEFRAG_CAUSE_PAGETABLE);
+	m.map.classes[3] = VMDEFRAG_MAP_BYTE(VMDEFRAG_CLASS_OFFLINE, 0);
+	memset(m.map.slabs, PROTO_MAP_NO_SLAB, 4);
+	m.map.slabs[1] = 1;
+	assert_int_equal(proto_encode(&m, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, PROTO_HDR_SIZE + 32 + 2 * PROTO_NAME_LEN + 8);
+	memset(&back, 0xaa, sizeof(back));
+	assert_int_equal(proto_decode_buf(buf, len, &back), 0);
+	assert_int_equal(back.type, PROTO_RESP_MAP);
+	assert_int_equal(back.u.map.end_block, 300);
+	assert_int_equal(back.u.map.nblocks, 4);
+	assert_string_equal(back.map.names[1], "kmalloc-64");
+	assert_memory_equal(back.map.classes, m.map.classes, 4);
+	assert_memory_equal(back.map.slabs, m.map.slabs, 4);
+
+	names_off = PROTO_HDR_SIZE + 32;
+	classes_off = names_off + 2 * PROTO_NAME_LEN;
+	slabs_off = classes_off + 4;
+	for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+		memcpy(bad, buf, len);
+		bad[classes_off + lies[i].off] = lies[i].value;
+		memset(&back, 0xaa, sizeof(back));
+		r = proto_decode_buf(bad, len, &back);
+		assert_int_equal(r, lies[i].err);
+		assert_int_equal(back.type, 0xaaaa);	/* untouched */
+	}
+	/* a slab index past the names, or on a block that is not unmovable */
+	memcpy(bad, buf, len);
+	bad[slabs_off + 1] = 2;
+	assert_int_equal(proto_decode_buf(bad, len, &back), -EINVAL);
+	memcpy(bad, buf, len);
+	bad[slabs_off + 0] = 0;
+	assert_int_equal(proto_decode_buf(bad, len, &back), -EINVAL);
+	/* a name with a control character, or without its NUL */
+	memcpy(bad, buf, len);
+	bad[names_off + 2] = '\n';
+	assert_int_equal(proto_decode_buf(bad, len, &back), -EILSEQ);
+	memcpy(bad, buf, len);
+	memset(bad + names_off, 'a', PROTO_NAME_LEN);
+	assert_int_equal(proto_decode_buf(bad, len, &back), -EILSEQ);
+	/* a length that does not match the counts */
+	assert_int_equal(proto_decode_buf(buf, len - 1, &back), -EBADMSG);
+	/* more blocks than lie between first and end */
+	m.u.map.end_block = 13;
+	assert_int_equal(proto_encode(&m, buf, sizeof(buf), &len), -EINVAL);
+	m.u.map.end_block = PROTO_MAP_MAX_END + 1;
+	assert_int_equal(proto_encode(&m, buf, sizeof(buf), &len), -EINVAL);
+	m.u.map.end_block = 300;
+	m.u.map.nblocks = PROTO_MAP_MAX_BLOCKS + 1;
+	assert_int_equal(proto_encode(&m, buf, sizeof(buf), &len), -E2BIG);
+	/* the biggest one fits a frame */
+	m.u.map.first_block = 0;
+	m.u.map.end_block = PROTO_MAP_MAX_BLOCKS;
+	m.u.map.nblocks = PROTO_MAP_MAX_BLOCKS;
+	m.u.map.nslabs = 0;
+	memset(m.map.classes, VMDEFRAG_MAP_BYTE(VMDEFRAG_CLASS_MOVABLE, 0),
+	       PROTO_MAP_MAX_BLOCKS);
+	memset(m.map.slabs, PROTO_MAP_NO_SLAB, PROTO_MAP_MAX_BLOCKS);
+	assert_int_equal(proto_encode(&m, buf, sizeof(buf), &len), 0);
+	assert_int_equal(proto_decode_buf(buf, len, &back), 0);
+	assert_int_equal(back.u.map.nblocks, PROTO_MAP_MAX_BLOCKS);
+	/* a failed RESP_MAP is its status alone */
+	assert_int_equal(proto_encode_status(PROTO_RESP_MAP, 9, -EOPNOTSUPP, buf,
+					     sizeof(buf), &len), 0);
+	assert_int_equal(proto_decode_buf(buf, len, &back), 0);
+	assert_true(proto_msg_failed(&back));
+	assert_int_equal(back.u.status.status, -EOPNOTSUPP);
+	assert_string_equal(proto_type_name(PROTO_RESP_MAP), "RESP_MAP");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1121,6 +1239,7 @@ int main(void)
 		cmocka_unit_test(test_negotiate),
 		cmocka_unit_test(test_type_names),
 		cmocka_unit_test(test_failed_verdict),
+		cmocka_unit_test(test_map),
 	};
 
 	return cmocka_run_group_tests_name("proto", tests, NULL, NULL);
