@@ -182,6 +182,8 @@ def test_reclaim_return_counted(env):
     assert vm_value(f, "vmdefrag_operations_total", kind="return", result="done") == 1
     assert vm_value(f, "vmdefrag_operations_total", kind="reclaim", result="failed") == 0
     assert vm_value(f, "vmdefrag_session_up") == 1
+    assert vm_value(f, "vmdefrag_policy_auto") == 0
+    assert vm_value(f, "vmdefrag_policy_misses_total") == 0
     assert f["vmdefrag_sessions_up"][()] == 1 and f["vmdefrag_vms"][()] == 1
     assert list(f["vmdefrag_build_info"].values()) == [1]
     assert vm_value(f, "vmdefrag_vacate_seconds_total") >= 0

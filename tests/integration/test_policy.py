@@ -137,6 +137,15 @@ def test_auto_shrink_then_grow(workdir, figures):
             figures("auto: policy misses", p["policy_misses"])
             human = d.ctl("status", "g").stdout
             assert "policy:          auto" in human and "last decision:" in human, human
+            # what the policy did shows in the history (who asked) and metrics
+            hist = json.loads(d.ctl("history", "g", "--json").stdout)["history"]
+            by_policy = [e for e in hist if e["origin"] == "policy"]
+            assert {e["kind"] for e in by_policy} >= {"reclaim", "return"}, hist
+            assert not [e for e in hist if e["origin"] == "user"], hist
+            metrics = d.ctl("metrics").stdout
+            assert re.search(r'^vmdefrag_policy_auto\{vm="g"\} 1$', metrics, re.M), metrics
+            assert re.search(r'^vmdefrag_policy_misses_total\{vm="g"\} %d$'
+                             % p["policy_misses"], metrics, re.M), metrics
             g.check("memcheck stop --id grow")
             g.check("memcheck stop --id keep")
         finally:
