@@ -275,8 +275,8 @@ static enum reclaim_backend vm_reclaim_backend(const struct vm *vm)
  * Discovers the layout again; if it differs, it takes the old one's place
  * (the same struct: reclaim.c, migration.c and collapse.c hold it), the
  * backend is decided again and reclaim.c keeps its block states.  1 if
- * the layout changed, 0 if not, a negative errno if it could not be read
- * (the old one stays).
+ * the layout changed (logged), 0 if not, a negative errno if it could not
+ * be read (the old one stays; the caller reports it).
  */
 static int vm_layout_refresh(struct vm *vm)
 {
@@ -287,13 +287,8 @@ static int vm_layout_refresh(struct vm *vm)
 
 	vm->layout_refresh_ms = loop_now_ms();
 	r = vm_layout_discover(vm->qmp, vm->pid, &fresh);
-	if (r < 0) {
-		log_warning_errno(r, "VM '%s': cannot discover the RAM layout again "
-				  "(%m%s%s); keeping the one known", vm->conf.name,
-				  qmp_last_error(vm->qmp)[0] ? " - QMP said: " : "",
-				  qmp_last_error(vm->qmp));
+	if (r < 0)
 		return r;
-	}
 	if (vm_layout_equal(vm->layout, fresh)) {
 		vm_layout_free(fresh);
 		return 0;
@@ -318,9 +313,16 @@ static int vm_layout_refresh(struct vm *vm)
 static void vm_layout_timer(struct loop_timer *t)
 {
 	struct vm *vm = t->userdata;
+	int r;
 
-	if (vm->qmp && vm->layout)
-		(void)vm_layout_refresh(vm);
+	if (!vm->qmp || !vm->layout)
+		return;
+	r = vm_layout_refresh(vm);
+	if (r < 0)
+		log_warning_errno(r, "VM '%s': cannot discover the RAM layout again "
+				  "(%m%s%s); keeping the one known", vm->conf.name,
+				  qmp_last_error(vm->qmp)[0] ? " - QMP said: " : "",
+				  qmp_last_error(vm->qmp));
 }
 
 void vm_layout_changed(struct vm *vm)
@@ -499,7 +501,8 @@ static int vm_check_range(void *opaque, const struct proto_range *r)
 		return -ENODATA;
 	ret = vm_layout_translate(vm->layout, r->gpa, r->len, NULL, NULL);
 	/* outside the RAM known: hot-plugged since?  Ask QEMU, if it is this
-	 * VM's turn (the guest may name such ranges on purpose) */
+	 * VM's turn (the guest may name such ranges on purpose); if QEMU
+	 * cannot say, the range is refused as it would have been */
 	if (ret == -ERANGE && vm->qmp &&
 	    loop_now_ms() >= vm->layout_refresh_ms + VM_LAYOUT_REFRESH_MS &&
 	    vm_layout_refresh(vm) > 0)
