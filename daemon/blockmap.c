@@ -48,6 +48,27 @@ void blockmap_free(struct blockmap *bm)
 	memset(bm, 0, sizeof(*bm));
 }
 
+int blockmap_resize(struct blockmap *bm, uint64_t gpa_end)
+{
+	uint64_t n = (gpa_end + BLOCKMAP_BLOCK - 1) / BLOCKMAP_BLOCK;
+	uint8_t *b;
+
+	if (n > BLOCKMAP_MAX_BLOCKS)
+		return -E2BIG;
+	for (uint64_t i = n; i < bm->nblocks; i++)
+		if (bm->b[i])		/* a state other than GUEST, or a flag */
+			return -EBUSY;
+	b = realloc(bm->b, n ? n : 1);
+	if (!b)
+		return -ENOMEM;
+	if (n > bm->nblocks)
+		memset(b + bm->nblocks, 0, n - bm->nblocks);
+	bm->count[BLOCKMAP_GUEST] = bm->count[BLOCKMAP_GUEST] + n - bm->nblocks;
+	bm->b = b;
+	bm->nblocks = n;
+	return 0;
+}
+
 void blockmap_reset(struct blockmap *bm)
 {
 	memset(bm->b, 0, bm->nblocks);

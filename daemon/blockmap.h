@@ -45,6 +45,13 @@ struct blockmap {
 int blockmap_init(struct blockmap *bm, uint64_t gpa_end);
 void blockmap_free(struct blockmap *bm);
 void blockmap_reset(struct blockmap *bm);
+/*
+ * The map up to gpa_end instead (memory hot-plug changed the layout):
+ * blocks below both ends keep their state and flags, new ones are GUEST.
+ * -EBUSY if a block that would go is not GUEST or is flagged (the map is
+ * left as it was), -E2BIG above BLOCKMAP_MAX_BLOCKS.
+ */
+int blockmap_resize(struct blockmap *bm, uint64_t gpa_end);
 
 /* 0 if [gpa, gpa+len) is whole blocks inside the map, else -ERANGE. */
 int blockmap_check(const struct blockmap *bm, uint64_t gpa, uint64_t len);

@@ -5,7 +5,9 @@
  * The file is INI-style, read top to bottom in one pass:
  *
  *	# comment             (also "; comment", and " # comment" after a value)
- *	[daemon]              socket, socket_mode, socket_group, log_level,
+ *	[daemon]              socket, socket_mode, socket_group,
+ *	                      socket_read_group, socket_clients_per_uid,
+ *	                      socket_idle_timeout_ms, log_level,
  *	                      reconnect_min_ms, reconnect_max_ms,
  *	                      collapse_cpu_percent, state_dir,
  *	                      metrics_listen, metrics_textfile,
@@ -69,6 +71,8 @@ void config_init(struct config *c)
 	memset(c, 0, sizeof(*c));
 	snprintf(c->socket, sizeof(c->socket), "%s", CONFIG_DEFAULT_SOCKET);
 	c->socket_mode = CONFIG_DEFAULT_MODE;
+	c->socket_clients_per_uid = CONFIG_DEFAULT_CLIENTS_PER_UID;
+	c->socket_idle_timeout_ms = CONFIG_DEFAULT_IDLE_MS;
 	c->log_level = LOG_INFO;
 	c->reconnect_min_ms = 500;
 	c->reconnect_max_ms = 30000;
@@ -226,23 +230,25 @@ static int config_vm_set(struct config_vm *vm, const char *key, const char *v,
 	return config_fail(msg, msgsz, -ENOENT, "unknown key '%s' for a VM", key);
 }
 
-static int config_group(struct config *c, const char *v, char *msg, size_t msgsz)
+/* A group by name or number into *ret_gid and its name (64 bytes). */
+static int config_group(const char *v, gid_t *ret_gid, bool *ret_set, char *ret_name,
+			char *msg, size_t msgsz)
 {
 	struct group gr, *res = NULL;
 	char buf[4096];
 	uint32_t gid;
 
-	if (strlen(v) >= sizeof(c->socket_group_name))
+	if (strlen(v) >= sizeof(((struct config *)0)->socket_group_name))
 		return config_fail(msg, msgsz, -ENAMETOOLONG, "group name too long");
 	if (config_parse_u32(v, 0, UINT32_MAX - 1, &gid) == 0) {
-		c->socket_group = (gid_t)gid;
+		*ret_gid = (gid_t)gid;
 	} else {
 		if (getgrnam_r(v, &gr, buf, sizeof(buf), &res) != 0 || !res)
 			return config_fail(msg, msgsz, -ENOENT, "no group named '%s'", v);
-		c->socket_group = res->gr_gid;
+		*ret_gid = res->gr_gid;
 	}
-	c->socket_group_set = true;
-	strcpy(c->socket_group_name, v);
+	*ret_set = true;
+	strcpy(ret_name, v);
 	return 0;
 }
 
@@ -265,7 +271,17 @@ static int config_daemon_set(struct config *c, const char *key, const char *v,
 		return 0;
 	}
 	if (strcmp(key, "socket_group") == 0)
-		return config_group(c, v, msg, msgsz);
+		return config_group(v, &c->socket_group, &c->socket_group_set,
+				    c->socket_group_name, msg, msgsz);
+	if (strcmp(key, "socket_read_group") == 0)
+		return config_group(v, &c->socket_read_group, &c->socket_read_group_set,
+				    c->socket_read_group_name, msg, msgsz);
+	if (strcmp(key, "socket_clients_per_uid") == 0)
+		return config_u32(key, v, 1, CONFIG_CLIENTS_PER_UID_MAX,
+				  &c->socket_clients_per_uid, msg, msgsz);
+	if (strcmp(key, "socket_idle_timeout_ms") == 0)
+		return config_u32(key, v, 100, CONFIG_MS_MAX, &c->socket_idle_timeout_ms,
+				  msg, msgsz);
 	if (strcmp(key, "log_level") == 0) {
 		if (log_level_from_string(v, &c->log_level) < 0)
 			return config_fail(msg, msgsz, -EINVAL,
@@ -715,6 +731,13 @@ static int config_check_sockets(const struct config *c, char *err, size_t errsz)
 
 int config_validate(const struct config *c, char *err, size_t errsz)
 {
+	/* the file's group is socket_group: a read-group member connects
+	 * through the "other" bits, then the daemon checks its groups */
+	if (c->socket_read_group_set && !(c->socket_mode & 0002))
+		return config_fail(err, errsz, -EINVAL,
+				   "socket_read_group '%s' needs socket_mode to let "
+				   "others connect (e.g. 0666): the daemon checks each "
+				   "client's groups", c->socket_read_group_name);
 	if (c->reconnect_min_ms > c->reconnect_max_ms)
 		return config_fail(err, errsz, -EINVAL,
 				   "reconnect_min_ms %u is above reconnect_max_ms %u",
@@ -782,6 +805,11 @@ int config_reload(struct config *cur, const struct config *next,
 			    "restart");
 	if (strcmp(cur->state_dir, next->state_dir) != 0)
 		config_note(note, userdata, &n, "state_dir changed: needs a restart");
+	if (cur->socket_read_group_set != next->socket_read_group_set ||
+	    (cur->socket_read_group_set &&
+	     cur->socket_read_group != next->socket_read_group))
+		config_note(note, userdata, &n, "socket_read_group changed: needs a "
+			    "restart");
 	if (cur->libvirt != next->libvirt)
 		config_note(note, userdata, &n, "libvirt mode turned %s: needs a "
 			    "restart", next->libvirt ? "on" : "off");
@@ -829,6 +857,8 @@ int config_reload(struct config *cur, const struct config *next,
 		config_note(note, userdata, &n, "metrics_textfile changed: needs a "
 			    "restart");
 	cur->metrics_textfile_interval_ms = next->metrics_textfile_interval_ms;
+	cur->socket_clients_per_uid = next->socket_clients_per_uid;
+	cur->socket_idle_timeout_ms = next->socket_idle_timeout_ms;
 	config_vm_copy_live(&cur->libvirt_defaults, &next->libvirt_defaults);
 	return n;
 }

@@ -46,6 +46,9 @@ struct config_listen {
 	uint16_t port;			/* TCP: 1..65535 */
 	char spec[160];			/* as written, for logs */
 };
+#define CONFIG_DEFAULT_CLIENTS_PER_UID	8
+#define CONFIG_CLIENTS_PER_UID_MAX	32	/* CONTROL_MAX_CLIENTS */
+#define CONFIG_DEFAULT_IDLE_MS		60000
 
 struct config_vm {
 	char name[CONFIG_NAME_MAX];
@@ -70,8 +73,13 @@ struct config {
 	char socket[CONFIG_PATH_MAX];
 	unsigned int socket_mode;	/* permission bits of the socket */
 	bool socket_group_set;
-	gid_t socket_group;		/* group allowed besides root */
+	gid_t socket_group;		/* the admin group: every command */
 	char socket_group_name[64];
+	bool socket_read_group_set;
+	gid_t socket_read_group;	/* read-only commands (status, scan) */
+	char socket_read_group_name[64];
+	uint32_t socket_clients_per_uid;	/* connections one uid may hold */
+	uint32_t socket_idle_timeout_ms;	/* a client silent this long is closed */
 	int log_level;			/* LOG_ERR .. LOG_DEBUG */
 	uint32_t reconnect_min_ms;	/* first retry after a drop */
 	uint32_t reconnect_max_ms;	/* backoff doubles up to this */
@@ -136,7 +144,8 @@ bool config_vm_name_ok(const char *name);
 
 /*
  * A reload: copies into cur what a running daemon can change at once from
- * next (log_level, reconnect_*, collapse_cpu_percent, [libvirt]'s VM
+ * next (log_level, reconnect_*, collapse_cpu_percent,
+ * socket_clients_per_uid, socket_idle_timeout_ms, [libvirt]'s VM
  * limits, and each VM's floor, max_reclaim, frames_per_sec,
  * events_per_sec, request_timeout_ms) and keeps the rest as it is, calling
  * note() once per difference that only a restart applies, with a sentence

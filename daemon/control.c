@@ -4,9 +4,23 @@
  *
  * Access: the socket file has mode socket_mode (0660 by default) and
  * belongs to root and socket_group; on top of the file permissions every
- * client's credentials (SO_PEERCRED) are checked: root, the daemon's own
- * user, or a member of socket_group (primary or supplementary group) may
- * talk; anyone else gets one "permission" error and is disconnected.
+ * client's credentials are checked on connect, from the socket itself
+ * (SO_PEERCRED for uid and gid, SO_PEERGROUPS for the supplementary
+ * groups; nothing read from /proc, where the pid may be reused):
+ *   admin   root, the daemon's own user, or a member of socket_group
+ *           (primary or supplementary group): every command
+ *   read    a member of socket_read_group: the read-only commands
+ * anyone else gets one "permission" error and is disconnected.  Which
+ * command needs which is control_cmd_access[], one line per command name;
+ * a name not there needs admin.  A read client asking for an admin command
+ * gets a "permission" error for that request and stays connected.
+ *
+ * Slots: at most CONTROL_MAX_CLIENTS clients, and socket_clients_per_uid
+ * of one uid, so that one user cannot take every slot; a client refused
+ * for either gets one "busy" error line and is closed.  A client that has
+ * sent nothing and been sent nothing for socket_idle_timeout_ms gets one
+ * error line and is closed (a client WAITING on a guest is not idle; one
+ * that does not even read its error is freed one period later).
  *
  * Each client is a small state machine:
  *   READING   collecting a request line (at most CTL_REQUEST_MAX bytes;
@@ -30,18 +44,19 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "control.h"
 #include "ctl_proto.h"
-#include "hostmem.h"
 #include "cleanup.h"
 #include "log.h"
 #include "loop.h"
@@ -51,6 +66,36 @@
 #include "vm_map.h"
 
 #define CONTROL_OUT_MAX	(2 * CTL_RESPONSE_MAX)
+#define CONTROL_GROUPS_TRIES	4	/* SO_PEERGROUPS: ERANGE, grow, again */
+
+_Static_assert(CONFIG_CLIENTS_PER_UID_MAX <= CONTROL_MAX_CLIENTS,
+	       "socket_clients_per_uid may not exceed the slots there are");
+
+enum control_access {
+	CONTROL_ACCESS_READ,		/* socket_read_group and admins */
+	CONTROL_ACCESS_ADMIN,		/* root, the daemon's user, socket_group */
+};
+
+/*
+ * What each command needs, by the request's "cmd" name.  A new command is
+ * one line here; a name missing from the table needs admin.
+ */
+static const struct {
+	const char *cmd;
+	enum control_access access;
+} control_cmd_access[] = {
+	{ "status",	CONTROL_ACCESS_READ },
+	{ "scan",	CONTROL_ACCESS_READ },	/* a fresh picture, changes nothing */
+	{ "op",		CONTROL_ACCESS_READ },	/* an operation's progress */
+	{ "metrics",	CONTROL_ACCESS_READ },
+	{ "history",	CONTROL_ACCESS_READ },
+	{ "map",	CONTROL_ACCESS_READ },
+	{ "reclaim",	CONTROL_ACCESS_ADMIN },
+	{ "return",	CONTROL_ACCESS_ADMIN },
+	{ "cancel",	CONTROL_ACCESS_ADMIN },
+	{ "notify",	CONTROL_ACCESS_ADMIN },
+	{ "policy",	CONTROL_ACCESS_ADMIN },
+};
 
 struct control_client {
 	struct control *ctl;
@@ -63,6 +108,9 @@ struct control_client {
 	struct vm *waiting_vm;		/* WAITING on a scan of this VM */
 	uint32_t waiting_id;
 	struct vm_map *waiting_map;	/* WAITING on this VM's block map */
+	uid_t uid;			/* the peer's, from SO_PEERCRED */
+	enum control_access access;	/* the most it may ask */
+	struct loop_timer idle;		/* closes it after socket_idle_timeout_ms */
 	struct control_client *next;
 };
 
@@ -94,21 +142,28 @@ static void control_client_free(struct control_client *cl)
 		vm_map_abort(cl->waiting_map);
 	else if (cl->waiting_vm)
 		vm_scan_cancel(cl->waiting_vm, cl->waiting_id);
+	loop_timer_disarm(c->loop, &cl->idle);
 	loop_io_remove(c->loop, &cl->io);
 	close(cl->fd);
 	outbuf_free(&cl->out);
 	free(cl);
 }
 
+/* After any activity: what to poll for, and the idle clock starts again. */
 static void control_client_update(struct control_client *cl)
 {
+	struct control *c = cl->ctl;
 	uint32_t ev = 0;
 
 	if (!cl->waiting_vm && !cl->closing)
 		ev |= EPOLLIN;
 	if (outbuf_pending(&cl->out))
 		ev |= EPOLLOUT;
-	(void)loop_io_modify(cl->ctl->loop, &cl->io, ev);
+	(void)loop_io_modify(c->loop, &cl->io, ev);
+	if (cl->waiting_vm)
+		loop_timer_disarm(c->loop, &cl->idle);	/* the guest's turn */
+	else
+		loop_timer_arm(c->loop, &cl->idle, c->cfg->socket_idle_timeout_ms);
 }
 
 /* Writes what it can; false if the client is gone (freed). */
@@ -476,12 +531,46 @@ static bool control_cmd_history(struct control_client *cl, const struct ctl_requ
 	return control_client_send(cl, ctl_proto_ok("history", arr));
 }
 
+/* What the command named cmd needs (admin if it is not in the table). */
+static enum control_access control_cmd_needs(const char *cmd)
+{
+	for (size_t i = 0; i < sizeof(control_cmd_access) / sizeof(control_cmd_access[0]); i++)
+		if (strcmp(control_cmd_access[i].cmd, cmd) == 0)
+			return control_cmd_access[i].access;
+	return CONTROL_ACCESS_ADMIN;
+}
+
+/*
+ * May cl send this request line?  Decided on its "cmd" alone, before the
+ * request is parsed further; a line that is not a JSON object with a
+ * string "cmd" is left to the parser's error.
+ */
+static bool control_client_may(const struct control_client *cl, const char *line)
+{
+	struct json_object *o, *cmd;
+	bool ok = true;
+
+	if (cl->access == CONTROL_ACCESS_ADMIN)
+		return true;
+	o = json_tokener_parse(line);
+	if (o && json_object_object_get_ex(o, "cmd", &cmd) &&
+	    json_object_is_type(cmd, json_type_string))
+		ok = control_cmd_needs(json_object_get_string(cmd)) <= cl->access;
+	json_object_put(o);
+	return ok;
+}
+
 /* Handles one request line; false if the client is gone. */
 static bool control_client_line(struct control_client *cl, char *line)
 {
 	struct ctl_request req;
 	char err[256];
 
+	if (!control_client_may(cl, line))
+		return control_client_error(cl, CTL_ERR_PERMISSION,
+					    "permission denied: this command needs "
+					    "root or the daemon's socket group; "
+					    "socket_read_group may only read");
 	if (ctl_proto_parse_request(line, &req, err, sizeof(err)) < 0)
 		return control_client_error(cl, CTL_ERR_BAD_REQUEST, "%s", err);
 	switch (req.cmd) {
@@ -525,6 +614,7 @@ static void control_client_io(struct loop_io *io, uint32_t events)
 	if (n <= 0)
 		return control_client_free(cl);
 	cl->in_len += (size_t)n;
+	control_client_update(cl);		/* not idle */
 	/* one request at a time: the next is read after this one's answer */
 	while (!cl->waiting_vm) {
 		char *nl = memchr(cl->in, '\n', cl->in_len);
@@ -548,58 +638,179 @@ static void control_client_io(struct loop_io *io, uint32_t events)
 	}
 }
 
-/* May this peer use the socket?  0, or -EACCES. */
-static int control_peer_allowed(const struct control *c, const struct ucred *cred)
+/*
+ * The peer's supplementary groups (SO_PEERGROUPS: the socket's, as they
+ * were at connect).  A buffer too small gives ERANGE and the size needed:
+ * grow and ask again.  *ret_groups is malloc'ed.
+ */
+static int control_peer_groups(int fd, gid_t **ret_groups, size_t *ret_n)
 {
-	char path[64], *text, *p;
-	int r = -EACCES;
+	socklen_t want = 32 * sizeof(gid_t);
 
-	if (cred->uid == 0 || cred->uid == geteuid())
-		return 0;
-	if (!c->cfg->socket_group_set)
-		return -EACCES;
-	if (cred->gid == c->cfg->socket_group)
-		return 0;
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)cred->pid);
-	if (hostmem_read_text(path, 1 << 16, &text, NULL) < 0)
-		return -EACCES;
-	p = strstr(text, "\nGroups:");
-	if (p) {
-		char *end;
+	for (int tries = 0; tries < CONTROL_GROUPS_TRIES; tries++) {
+		socklen_t len = want;
+		gid_t *g = malloc(want);
 
-		p += strlen("\nGroups:");
-		for (;;) {
-			unsigned long g = strtoul(p, &end, 10);
-
-			if (end == p)
-				break;
-			if (g == c->cfg->socket_group) {
-				r = 0;
-				break;
-			}
-			p = end;
+		if (!g)
+			return -ENOMEM;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) == 0) {
+			*ret_groups = g;
+			*ret_n = len / sizeof(gid_t);
+			return 0;
 		}
+		free(g);
+		if (errno != ERANGE)
+			return -errno;
+		if (len <= want)	/* no bigger size given: do not spin */
+			return -ERANGE;
+		want = len;
 	}
-	free(text);
+	return -ERANGE;
+}
+
+static bool control_in_group(gid_t gid, const gid_t *groups, size_t n, gid_t want)
+{
+	if (gid == want)
+		return true;
+	for (size_t i = 0; i < n; i++)
+		if (groups[i] == want)
+			return true;
+	return false;
+}
+
+/*
+ * What may the peer on fd ask?  *ret_uid and *ret_gid are set on every
+ * path (-1 when unknown).  -EACCES for a peer in no allowed group; another
+ * negative errno if its credentials cannot be read.
+ */
+static int control_peer_access(const struct control *c, int fd, uid_t *ret_uid,
+			       gid_t *ret_gid, enum control_access *ret_access)
+{
+	struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+	socklen_t len = sizeof(cred);
+	gid_t *groups = NULL;
+	size_t n = 0;
+	int r;
+
+	*ret_uid = (uid_t)-1;
+	*ret_gid = (gid_t)-1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	if (len != sizeof(cred))
+		return -EINVAL;
+	*ret_uid = cred.uid;
+	*ret_gid = cred.gid;
+	if (cred.uid == 0 || cred.uid == geteuid()) {
+		*ret_access = CONTROL_ACCESS_ADMIN;
+		return 0;
+	}
+	if (!c->cfg->socket_group_set && !c->cfg->socket_read_group_set)
+		return -EACCES;
+	r = control_peer_groups(fd, &groups, &n);
+	if (r < 0)
+		return r;
+	r = -EACCES;
+	if (c->cfg->socket_group_set &&
+	    control_in_group(cred.gid, groups, n, c->cfg->socket_group)) {
+		*ret_access = CONTROL_ACCESS_ADMIN;
+		r = 0;
+	} else if (c->cfg->socket_read_group_set &&
+		   control_in_group(cred.gid, groups, n, c->cfg->socket_read_group)) {
+		*ret_access = CONTROL_ACCESS_READ;
+		r = 0;
+	}
+	free(groups);
 	return r;
+}
+
+/*
+ * Refuses a connection that never becomes a client: one error line (a
+ * fresh socket's buffer takes it without blocking) and close.
+ */
+static void control_refuse(int fd, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void control_refuse(int fd, const char *code, const char *fmt, ...)
+{
+	struct json_object *o;
+	const char *s;
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	o = ctl_proto_error(code, msg);
+	s = o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN) : NULL;
+	if (s) {
+		struct iovec iov[2] = {
+			{ .iov_base = (void *)s, .iov_len = strlen(s) },
+			{ .iov_base = "\n", .iov_len = 1 },
+		};
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+
+		(void)sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
+	json_object_put(o);
+	close(fd);
+}
+
+static size_t control_clients_of(const struct control *c, uid_t uid)
+{
+	size_t n = 0;
+
+	for (const struct control_client *cl = c->clients; cl; cl = cl->next)
+		n += cl->uid == uid;
+	return n;
+}
+
+static void control_client_idle(struct loop_timer *t)
+{
+	struct control_client *cl = t->userdata;
+	uint32_t ms = cl->ctl->cfg->socket_idle_timeout_ms;
+
+	if (cl->closing)	/* told already, and it does not read: gone */
+		return control_client_free(cl);
+	log_info("control: closing client uid %d, idle for %u ms", (int)cl->uid, ms);
+	cl->closing = true;
+	control_client_error(cl, CTL_ERR_BUSY, "closed: idle for %u ms "
+			     "(socket_idle_timeout_ms)", ms);
 }
 
 static void control_accept(struct loop_io *io, uint32_t events)
 {
 	struct control *c = io->userdata;
 	struct control_client *cl;
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-	int fd;
+	enum control_access access = CONTROL_ACCESS_READ;
+	uid_t uid;
+	gid_t gid;
+	size_t mine;
+	int fd, r;
 
 	fd = accept4(c->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0)
 		return;
+	r = control_peer_access(c, fd, &uid, &gid, &access);
+	if (r < 0) {
+		log_info("control: refused client uid %d gid %d (%s)", (int)uid, (int)gid,
+			 r == -EACCES ? "not root, not in a socket group" : strerror(-r));
+		return control_refuse(fd, CTL_ERR_PERMISSION,
+				      "permission denied: not root and not in the "
+				      "daemon's socket group");
+	}
 	if (c->nclients >= CONTROL_MAX_CLIENTS) {
-		log_warning("control: more than %d clients, refusing one",
-			    CONTROL_MAX_CLIENTS);
-		close(fd);
-		return;
+		log_warning("control: %d clients already, refusing one of uid %d",
+			    CONTROL_MAX_CLIENTS, (int)uid);
+		return control_refuse(fd, CTL_ERR_BUSY, "too many clients (%d): try "
+				      "again later", CONTROL_MAX_CLIENTS);
+	}
+	mine = control_clients_of(c, uid);
+	if (mine >= c->cfg->socket_clients_per_uid) {
+		log_warning("control: uid %d holds %zu connections, refusing another "
+			    "(socket_clients_per_uid)", (int)uid, mine);
+		return control_refuse(fd, CTL_ERR_BUSY, "too many connections from uid "
+				      "%d (socket_clients_per_uid = %u)", (int)uid,
+				      c->cfg->socket_clients_per_uid);
 	}
 	cl = calloc(1, sizeof(*cl));
 	if (!cl) {
@@ -608,8 +819,11 @@ static void control_accept(struct loop_io *io, uint32_t events)
 	}
 	cl->ctl = c;
 	cl->fd = fd;
+	cl->uid = uid;
+	cl->access = access;
 	(void)outbuf_init(&cl->out, CONTROL_OUT_MAX, 0);	/* allocates nothing */
 	loop_io_init(&cl->io, control_client_io, cl);
+	loop_timer_init(&cl->idle, control_client_idle, cl);
 	if (loop_io_add(c->loop, &cl->io, fd, EPOLLIN) < 0) {
 		close(fd);
 		free(cl);
@@ -618,15 +832,7 @@ static void control_accept(struct loop_io *io, uint32_t events)
 	cl->next = c->clients;
 	c->clients = cl;
 	c->nclients++;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
-	    control_peer_allowed(c, &cred) < 0) {
-		log_info("control: refused client uid %d gid %d (not root, not in "
-			 "the socket group)", (int)cred.uid, (int)cred.gid);
-		cl->closing = true;
-		control_client_error(cl, CTL_ERR_PERMISSION,
-				     "permission denied: not root and not in the "
-				     "daemon's socket group");
-	}
+	control_client_update(cl);		/* the idle clock starts */
 }
 
 /* Removes a stale socket at path; -EADDRINUSE if someone listens there. */

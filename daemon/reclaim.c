@@ -1206,6 +1206,24 @@ int reclaim_set_layout(struct reclaim *rc, const struct vm_layout *l,
 	return 0;
 }
 
+int reclaim_update_layout(struct reclaim *rc, const struct vm_layout *l,
+			  enum reclaim_backend backend, const char *why_not)
+{
+	uint64_t end = 0;
+
+	if (!rc->have_map || !l)
+		return reclaim_set_layout(rc, l, backend, why_not);
+	for (size_t i = 0; i < l->nranges; i++)
+		if (l->ranges[i].gpa + l->ranges[i].len > end)
+			end = l->ranges[i].gpa + l->ranges[i].len;
+	if (blockmap_resize(&rc->map, end) < 0)	/* held blocks would go */
+		return reclaim_set_layout(rc, l, backend, why_not);
+	rc->layout = l;
+	rc->backend = backend;
+	snprintf(rc->why_not, sizeof(rc->why_not), "%s", why_not ? why_not : "");
+	return 0;
+}
+
 /* ---- events ------------------------------------------------------------- */
 
 void reclaim_event(struct reclaim *rc, const struct proto_msg *m)

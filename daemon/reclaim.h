@@ -126,6 +126,15 @@ void reclaim_set_params(struct reclaim *rc, const struct reclaim_params *params)
  */
 int reclaim_set_layout(struct reclaim *rc, const struct vm_layout *l,
 		       enum reclaim_backend backend, const char *why_not);
+/*
+ * The same QEMU's layout after memory hot-plug (or unplug): like
+ * reclaim_set_layout(), but the state of every block that remains is kept
+ * and new blocks are the guest's, so nothing needs reconciling.  Should a
+ * block the host holds be gone, it falls back to reclaim_set_layout()
+ * (forget, reconcile with the guest).
+ */
+int reclaim_update_layout(struct reclaim *rc, const struct vm_layout *l,
+			  enum reclaim_backend backend, const char *why_not);
 
 /* Session hooks, forwarded by vm.c. */
 void reclaim_session_ready(struct reclaim *rc, const struct proto_hello *hello);

@@ -77,6 +77,7 @@ struct virt_conn {
 	virConnectPtr conn;		/* NULL while closed */
 	int lifecycle_id;		/* event callback id, -1 if none */
 	int iteration_id;		/* migration-iteration callback id, or -1 */
+	int device_ids[3];		/* device added/removed/resized ids, or -1 */
 	bool close_cb;			/* close callback registered */
 	bool logged_failure;		/* "cannot connect" said once per streak */
 	struct loop_timer retry;
@@ -226,6 +227,21 @@ static int virt_conn_iteration_cb(virConnectPtr conn, virDomainPtr dom,
 				      iteration, opaque);
 }
 
+/* A device of the domain came or went: its RAM may have changed. */
+static int virt_conn_device_cb(virConnectPtr conn, virDomainPtr dom,
+			       const char *alias, void *opaque)
+{
+	return virt_conn_lifecycle_cb(conn, dom, VIRT_CONN_EVENT_DEVICE, 0, opaque);
+}
+
+/* A virtio-mem device resized. */
+static int virt_conn_memsize_cb(virConnectPtr conn, virDomainPtr dom,
+				const char *alias, unsigned long long size,
+				void *opaque)
+{
+	return virt_conn_lifecycle_cb(conn, dom, VIRT_CONN_EVENT_DEVICE, 0, opaque);
+}
+
 /* ---- loop thread side ------------------------------------------------- */
 
 static void virt_conn_schedule_retry(struct virt_conn *c)
@@ -250,6 +266,11 @@ static void virt_conn_close(struct virt_conn *c)
 	if (c->iteration_id >= 0)
 		(void)virConnectDomainEventDeregisterAny(conn, c->iteration_id);
 	c->iteration_id = -1;
+	for (size_t i = 0; i < 3; i++) {
+		if (c->device_ids[i] >= 0)
+			(void)virConnectDomainEventDeregisterAny(conn, c->device_ids[i]);
+		c->device_ids[i] = -1;
+	}
 	if (c->close_cb)
 		(void)virConnectUnregisterCloseCallback(conn, virt_conn_close_cb);
 	c->close_cb = false;
@@ -291,6 +312,20 @@ static int virt_conn_open(struct virt_conn *c)
 	if (c->iteration_id < 0)
 		log_debug("libvirt: no migration-iteration events on %s: %s",
 			  c->uri, virt_conn_last_error());
+	/* memory hot-plug: the VM rediscovers its RAM layout */
+	c->device_ids[0] = virConnectDomainEventRegisterAny(conn, NULL,
+				VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+				VIR_DOMAIN_EVENT_CALLBACK(virt_conn_device_cb), c, NULL);
+	c->device_ids[1] = virConnectDomainEventRegisterAny(conn, NULL,
+				VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+				VIR_DOMAIN_EVENT_CALLBACK(virt_conn_device_cb), c, NULL);
+	c->device_ids[2] = virConnectDomainEventRegisterAny(conn, NULL,
+				VIR_DOMAIN_EVENT_ID_MEMORY_DEVICE_SIZE_CHANGE,
+				VIR_DOMAIN_EVENT_CALLBACK(virt_conn_memsize_cb), c, NULL);
+	for (size_t i = 0; i < 3; i++)
+		if (c->device_ids[i] < 0)
+			log_debug("libvirt: no device event %zu on %s: %s", i, c->uri,
+				  virt_conn_last_error());
 	return 0;
 
 out_close:
@@ -425,6 +460,8 @@ int virt_conn_new(struct loop *loop, const char *uri, uint32_t retry_min_ms,
 	c->userdata = userdata;
 	c->lifecycle_id = -1;
 	c->iteration_id = -1;
+	for (size_t i = 0; i < 3; i++)
+		c->device_ids[i] = -1;
 	atomic_init(&c->overflow, false);
 	loop_timer_init(&c->retry, virt_conn_retry_timer, c);
 	loop_io_init(&c->io, virt_conn_io, c);

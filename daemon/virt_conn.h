@@ -26,6 +26,12 @@ struct virt_conn;
  * libvirt's VIR_DOMAIN_EVENT_* values, which are all >= 0.
  */
 #define VIRT_CONN_EVENT_MIGRATING	(-1)
+/*
+ * domain_event()'s pseudo event for libvirt's device-added, device-removed
+ * and memory-device-size-change events: the domain's RAM may have changed
+ * (memory hot-plug).  detail is 0.
+ */
+#define VIRT_CONN_EVENT_DEVICE		(-2)
 
 /* All called on the loop thread. */
 struct virt_conn_hooks {
@@ -35,7 +41,7 @@ struct virt_conn_hooks {
 	void (*disconnected)(void *userdata);
 	/*
 	 * A lifecycle event of domain `name` (VIR_DOMAIN_EVENT_* and its
-	 * detail, or VIRT_CONN_EVENT_MIGRATING); resync: events were lost,
+	 * detail, or VIRT_CONN_EVENT_MIGRATING / _DEVICE); resync: events were lost,
 	 * re-list every domain.
 	 */
 	void (*domain_event)(void *userdata, const char *name, int event,

@@ -17,6 +17,8 @@
  * What moves a record, all on the loop thread (virt_conn.c delivers):
  *   - (re)connect and lost events: every active domain is refreshed, and
  *     every attached VM whose domain is not among them is detached;
+ *   - device added/removed, memory device resized: the VM reads its RAM
+ *     layout again (memory hot-plug; vm_layout_changed());
  *   - lifecycle events: STARTED/RESUMED refresh, STOPPED detaches (also
  *     the source side of a migration: STOPPED/MIGRATED);
  *   - live migration, which libvirt's monitor does not show (no QMP
@@ -674,6 +676,12 @@ static void virt_domains_event(void *userdata, const char *name, int event, int 
 	log_debug("libvirt: domain %s event %d detail %d",
 		  log_quote_str(name, q, sizeof(q)), event, detail);
 	v = virt_domains_find(d, name);
+	if (event == VIRT_CONN_EVENT_DEVICE) {
+		/* memory hot-plug: the VM reads its RAM layout again */
+		if (v && v->vm)
+			vm_layout_changed(v->vm);
+		return;
+	}
 	if (event == VIR_DOMAIN_EVENT_STARTED &&
 	    detail == VIR_DOMAIN_EVENT_STARTED_MIGRATED) {
 		/* the destination: wait for the job, never through the monitor */

@@ -33,6 +33,18 @@
  * vm_cancel_op(), the entry points vmdefragctl uses; this file tells it
  * what the mechanism is doing (vm_policy_view()).
  *
+ * Memory hot-plug: the layout is discovered at attach and again when QEMU's
+ * RAM may have changed: a QMP event DEVICE_ADDED, DEVICE_DELETED,
+ * MEMORY_DEVICE_SIZE_CHANGE (virtio-mem) or ACPI_DEVICE_OST (the guest
+ * acknowledging a DIMM; QEMU 7.2 has no DEVICE_ADDED), vm_layout_changed()
+ * (libvirt's device events), and when the guest names a range outside
+ * the known RAM (a DIMM is mapped in QEMU before the guest can use it, so
+ * a range in it is checked against the layout as it is now, not dropped
+ * as hostile).  Rediscovery runs at most once per VM_LAYOUT_REFRESH_MS
+ * (the guest can trigger the last two); a changed layout replaces the
+ * old one in the same struct, so everything holding it sees the new
+ * ranges, and reclaim.c keeps its block states (reclaim_update_layout()).
+ *
  * Where the monitor comes from: a --vm names a QMP socket, and the VM
  * connects and retries on its own (qmp_retry timer).  A libvirt domain's
  * VM (vm_new_libvirt()) never connects by itself: virt_domains.c hands it
@@ -66,6 +78,7 @@
 #include "vm_layout.h"
 
 #define VM_QMP_TIMEOUT_MS	3000
+#define VM_LAYOUT_REFRESH_MS	1000	/* rediscoveries at most this often */
 
 enum vm_backend {
 	VM_BACKEND_UNKNOWN,	/* not attached to QEMU */
@@ -88,6 +101,8 @@ struct vm {
 	char qmp_error[256];		/* why detached, "" when attached */
 	pid_t pid;
 	struct vm_layout *layout;	/* NULL while detached */
+	struct loop_timer layout_timer;	/* a rediscovery waits for its turn */
+	uint64_t layout_refresh_ms;	/* loop_now_ms() of the last one */
 	enum vm_backend backend;
 	char backend_note[512];
 
@@ -146,6 +161,7 @@ static void vm_qmp_schedule_retry(struct vm *vm)
 /* Forgets QEMU: monitor, layout, pid, backend. */
 static void vm_qmp_drop(struct vm *vm)
 {
+	loop_timer_disarm(vm->loop, &vm->layout_timer);
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	migration_detach(vm->mig);
 	qmp_close(vm->qmp);
@@ -166,22 +182,45 @@ static void vm_qmp_detach(struct vm *vm, int error, const char *what)
 	vm_qmp_schedule_retry(vm);
 }
 
+/* A QMP event after which QEMU's RAM may be laid out differently. */
+static bool vm_event_moves_ram(const char *name)
+{
+	static const char *const names[] = {
+		"DEVICE_ADDED", "DEVICE_DELETED", "MEMORY_DEVICE_SIZE_CHANGE",
+		"ACPI_DEVICE_OST",
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(name, names[i]) == 0)
+			return true;
+	return false;
+}
+
 static void vm_qmp_io(struct loop_io *io, uint32_t events)
 {
 	struct vm *vm = io->userdata;
 	struct json_object *ev;
+	bool moved = false;
 	int r;
 
 	r = qmp_process_input(vm->qmp);
 	while (vm->qmp && qmp_next_event(vm->qmp, &ev) == 0) {
 		struct json_object *name;
 
-		if (json_object_object_get_ex(ev, "event", &name))
+		if (json_object_object_get_ex(ev, "event", &name) &&
+		    json_object_is_type(name, json_type_string)) {
+			char quoted[80];
+
 			log_debug("VM '%s': QMP event %s", vm->conf.name,
-				  json_object_get_string(name));
+				  log_quote_str(json_object_get_string(name), quoted,
+						sizeof(quoted)));
+			moved |= vm_event_moves_ram(json_object_get_string(name));
+		}
 		migration_qmp_event(vm->mig, ev);
 		json_object_put(ev);
 	}
+	if (moved && vm->qmp && r >= 0)
+		vm_layout_changed(vm);
 	if (r < 0) {
 		log_warning_errno(r, "VM '%s': QMP connection lost: %m; retrying",
 				  vm->conf.name);
@@ -244,6 +283,70 @@ static enum reclaim_backend vm_reclaim_backend(const struct vm *vm)
 }
 
 /*
+ * Discovers the layout again; if it differs, it takes the old one's place
+ * (the same struct: reclaim.c, migration.c and collapse.c hold it), the
+ * backend is decided again and reclaim.c keeps its block states.  1 if
+ * the layout changed (logged), 0 if not, a negative errno if it could not
+ * be read (the old one stays; the caller reports it).
+ */
+static int vm_layout_refresh(struct vm *vm)
+{
+	struct vm_layout *fresh, tmp;
+	uint64_t before = vm_configured_ram(vm);
+	size_t nbefore = vm->layout->nranges;
+	int r;
+
+	vm->layout_refresh_ms = loop_now_ms();
+	r = vm_layout_discover(vm->qmp, vm->pid, &fresh);
+	if (r < 0)
+		return r;
+	if (vm_layout_equal(vm->layout, fresh)) {
+		vm_layout_free(fresh);
+		return 0;
+	}
+	tmp = *vm->layout;
+	*vm->layout = *fresh;
+	*fresh = tmp;
+	vm_layout_free(fresh);		/* the old ranges, backings and fds */
+	vm_set_backend(vm, vm->qmp);
+	r = reclaim_update_layout(vm->reclaim, vm->layout, vm_reclaim_backend(vm),
+				  vm->backend_note);
+	if (r < 0)
+		log_warning_errno(r, "VM '%s': cannot track its blocks: %m; reclaim "
+				  "is unavailable", vm->conf.name);
+	log_info("VM '%s': RAM layout changed (memory hot-plug): %llu MiB of RAM in "
+		 "%zu ranges, was %llu MiB in %zu", vm->conf.name,
+		 (unsigned long long)(vm_configured_ram(vm) >> 20), vm->layout->nranges,
+		 (unsigned long long)(before >> 20), nbefore);
+	return 1;
+}
+
+static void vm_layout_timer(struct loop_timer *t)
+{
+	struct vm *vm = t->userdata;
+	int r;
+
+	if (!vm->qmp || !vm->layout)
+		return;
+	r = vm_layout_refresh(vm);
+	if (r < 0)
+		log_warning_errno(r, "VM '%s': cannot discover the RAM layout again "
+				  "(%m%s%s); keeping the one known", vm->conf.name,
+				  qmp_last_error(vm->qmp)[0] ? " - QMP said: " : "",
+				  qmp_last_error(vm->qmp));
+}
+
+void vm_layout_changed(struct vm *vm)
+{
+	uint64_t now = loop_now_ms(), next;
+
+	if (!vm->qmp || !vm->layout || vm->layout_timer.armed)
+		return;
+	next = vm->layout_refresh_ms + VM_LAYOUT_REFRESH_MS;
+	loop_timer_arm(vm->loop, &vm->layout_timer, next > now ? next - now : 0);
+}
+
+/*
  * Takes q (closed on failure): discovers the layout of QEMU pid `pid`,
  * watches the monitor's fd if it has one, and chooses the backend.
  */
@@ -272,6 +375,7 @@ static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 	vm->qmp = q;
 	vm->pid = pid;
 	vm->layout = layout;
+	vm->layout_refresh_ms = loop_now_ms();
 	vm->qmp_error[0] = '\0';
 	vm->qmp_backoff_ms = 0;
 	vm_set_backend(vm, q);
@@ -402,10 +506,19 @@ void vm_detach_monitor(struct vm *vm, const char *why)
 static int vm_check_range(void *opaque, const struct proto_range *r)
 {
 	struct vm *vm = opaque;
+	int ret;
 
 	if (!vm->layout)
 		return -ENODATA;
-	return vm_layout_translate(vm->layout, r->gpa, r->len, NULL, NULL);
+	ret = vm_layout_translate(vm->layout, r->gpa, r->len, NULL, NULL);
+	/* outside the RAM known: hot-plugged since?  Ask QEMU, if it is this
+	 * VM's turn (the guest may name such ranges on purpose); if QEMU
+	 * cannot say, the range is refused as it would have been */
+	if (ret == -ERANGE && vm->qmp &&
+	    loop_now_ms() >= vm->layout_refresh_ms + VM_LAYOUT_REFRESH_MS &&
+	    vm_layout_refresh(vm) > 0)
+		ret = vm_layout_translate(vm->layout, r->gpa, r->len, NULL, NULL);
+	return ret;
 }
 
 static uint64_t vm_ram_bytes(void *opaque)
@@ -977,6 +1090,7 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	snprintf(vm->qmp_error, sizeof(vm->qmp_error), "not connected yet");
 	loop_io_init(&vm->qmp_io, vm_qmp_io, vm);
 	loop_timer_init(&vm->qmp_retry, vm_qmp_retry_timer, vm);
+	loop_timer_init(&vm->layout_timer, vm_layout_timer, vm);
 	r = session_new(loop, conf->name, conf->channel, &lim, &vm_session_hooks,
 			vm, &vm->session);
 	if (r < 0) {
@@ -1108,6 +1222,7 @@ void vm_free(struct vm *vm)
 	session_free(vm->session);
 	reclaim_free(vm->reclaim);
 	loop_timer_disarm(vm->loop, &vm->qmp_retry);
+	loop_timer_disarm(vm->loop, &vm->layout_timer);
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	qmp_close(vm->qmp);
 	vm_layout_free(vm->layout);

@@ -70,6 +70,12 @@ int vm_attach_monitor(struct vm *vm, struct qmp *q, pid_t pid, const char *chann
 /* Drops the monitor and the guest session; `why` shows in status. */
 void vm_detach_monitor(struct vm *vm, const char *why);
 bool vm_monitor_attached(const struct vm *vm);
+/*
+ * QEMU's RAM may have changed (memory hot-plug: a QMP event, a libvirt
+ * device event): the layout is discovered again soon, at most once per
+ * second; no-op while detached.
+ */
+void vm_layout_changed(struct vm *vm);
 
 const char *vm_name(const struct vm *vm);
 

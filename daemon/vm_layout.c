@@ -474,6 +474,29 @@ static int vm_layout_cmp_range(const void *a, const void *b)
 	return x->gpa < y->gpa ? -1 : x->gpa > y->gpa;
 }
 
+bool vm_layout_equal(const struct vm_layout *a, const struct vm_layout *b)
+{
+	if (a->nranges != b->nranges || a->nbackings != b->nbackings)
+		return false;
+	for (size_t i = 0; i < a->nranges; i++) {
+		const struct vm_ram_range *x = &a->ranges[i], *y = &b->ranges[i];
+
+		if (x->gpa != y->gpa || x->len != y->len ||
+		    x->region_offset != y->region_offset ||
+		    x->file_offset != y->file_offset || x->hva != y->hva ||
+		    strcmp(a->backings[x->backing].name, b->backings[y->backing].name))
+			return false;
+	}
+	for (size_t i = 0; i < a->nbackings; i++) {
+		const struct vm_backing *x = &a->backings[i], *y = &b->backings[i];
+
+		if (strcmp(x->name, y->name) || x->kind != y->kind || x->size != y->size ||
+		    x->dev != y->dev || x->ino != y->ino)
+			return false;
+	}
+	return true;
+}
+
 void vm_layout_free(struct vm_layout *l)
 {
 	if (!l)

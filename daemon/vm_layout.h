@@ -82,6 +82,13 @@ int vm_layout_translate(const struct vm_layout *l, uint64_t gpa, uint64_t len,
 			const struct vm_ram_range **ret_range,
 			uint64_t *ret_file_offset);
 uint64_t vm_layout_ram_bytes(const struct vm_layout *l);
+/*
+ * Do a and b describe the same RAM: the same ranges (gpa, length, offsets,
+ * address in QEMU) in backings of the same names, kinds and sizes?  The
+ * fds they hold may differ.  A layout rediscovered after a QMP event says
+ * whether memory was hot-plugged that way.
+ */
+bool vm_layout_equal(const struct vm_layout *a, const struct vm_layout *b);
 const char *vm_backing_kind_name(enum vm_backing_kind kind);
 
 /* ---- parsers, exposed for tests ---- */

@@ -144,7 +144,7 @@ def accelerator():
 class Guest(StartStop):
     def __init__(self, kernel, ram_mib=1024, fpr=True, smp=2, backend="memfd",
                  name=None, accel=None, boot_timeout=180, extra_args=(),
-                 cmdline="", daemon_monitor=False, qemu=None):
+                 cmdline="", daemon_monitor=False, qemu=None, maxmem_mib=None):
         self.kernel = kernel
         self.qemu = qemu or default_qemu()
         self.ram_mib = ram_mib
@@ -158,6 +158,8 @@ class Guest(StartStop):
         self.extra_args = list(extra_args)
         self.cmdline = cmdline
         self.daemon_monitor = daemon_monitor
+        # memory hot-plug: two DIMM slots, up to maxmem_mib of RAM in all
+        self.maxmem_mib = maxmem_mib
         self.proc = None
         self.qmp_conn = None
         self._ctl = None
@@ -201,7 +203,8 @@ class Guest(StartStop):
             self.qemu, "-name", f"vdf-{self.name}",
             "-nodefaults", "-no-user-config", "-display", "none",
             "-machine", f"q35,accel={self.accel},memory-backend=ram0",
-            "-cpu", cpu, "-smp", str(self.smp), "-m", mem,
+            "-cpu", cpu, "-smp", str(self.smp),
+            "-m", mem + (f",slots=2,maxmem={self.maxmem_mib}M" if self.maxmem_mib else ""),
             "-object", memobj,
             "-kernel", f"/boot/vmlinuz-{self.kernel}", "-initrd", str(initrd),
             "-append", append,

@@ -151,6 +151,17 @@ class Libvirtd(LibvirtdBase):
         self.libvirtd = None
         self.virtlogd = None
 
+    @property
+    def hook_ready(self):
+        """The hook libvirtd runs is this tree's (installed by start(), or an
+        identical copy already there) and reaches the test's daemon: only a
+        libvirtd started here has the test's PATH."""
+        try:
+            same = HOOK_DST.read_bytes() == HOOK_SRC.read_bytes()
+        except OSError:
+            return False
+        return self.owned and same and os.access(HOOK_DST, os.X_OK)
+
     def start(self):
         if _accepts(SOCK):
             return          # someone else's libvirtd: use it, never stop it

@@ -8,6 +8,10 @@ agent_kernel  the first guest kernel, for tests that need the module and
 figures   records named measurements; they are printed together at the end
           of the run, so `make check` shows what was measured, not just
           whether it passed
+
+No guest kernel installed is an error at collection, not a test silently
+left out.  The rules for every tier (helper-thread failures, skip reasons)
+are in tests/conftest.py.
 """
 import sys
 import tempfile
@@ -29,6 +33,9 @@ def _kernel_id(release):
 def pytest_generate_tests(metafunc):
     if "kernel" in metafunc.fixturenames:
         kernels = guest_kernels()
+        if not kernels:
+            pytest.fail("no guest kernel: build-aux/guest-kernels.sh lists none "
+                        "(make deps installs them)", pytrace=False)
         metafunc.parametrize("kernel", kernels, ids=[_kernel_id(k) for k in kernels])
 
 

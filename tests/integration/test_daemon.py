@@ -627,3 +627,171 @@ def test_hostile_capture_answer_punches_nothing(workdir, case):
         guest_h.close()
         q.close()
     assert rc == 0, d.text()[-3000:]
+
+
+# ---- control socket access: read group, per-uid cap, idle timeout --------
+
+ADMIN_GROUP = 65534         # socket_group (nogroup on Debian; only the number matters)
+READ_GROUP = 54320          # socket_read_group
+OTHER_GROUP = 54321         # neither
+
+
+class CtlConn:
+    """One raw control connection (what vmdefragctl does, held open)."""
+
+    def __init__(self, path, timeout=10):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(timeout)
+        self.s.connect(str(path))
+        self.buf = b""
+
+    def line(self):
+        """The next line as JSON; None once the daemon closed."""
+        while b"\n" not in self.buf:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                assert not self.buf, self.buf
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def ask(self, **req):
+        self.s.sendall((json.dumps(req) + "\n").encode())
+        return self.line()
+
+    def close(self):
+        self.s.close()
+
+
+def access_config(**keys):
+    return "[daemon]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+
+
+def test_socket_read_group(workdir):
+    """socket_read_group may read (status) but not act (reclaim, cancel):
+    one "permission" line, exit 4; socket_group may do both; anyone else
+    is refused at connect."""
+    config = access_config(socket_group=ADMIN_GROUP, socket_read_group=READ_GROUP,
+                           socket_mode="0666")
+    vm = f"vm,qmp={workdir}/absent-qmp.sock,channel={workdir}/absent-vdf.sock"
+    with OtherUserDir() as od, \
+            Daemon(od.path, [], config=config, extra=["--vm", vm]) as d:
+        ctl_copy = od.copy(VMDEFRAGCTL)
+
+        def as_user(gid, *args, groups=()):
+            return run_as([ctl_copy, "--socket", d.socket, *args], gid=gid,
+                          groups=list(groups), timeout=20)
+
+        for gid, groups in ((READ_GROUP, ()), (OTHER_GROUP, (READ_GROUP,))):
+            p = as_user(gid, "status", groups=groups)
+            assert p.returncode == 0, p.stderr
+            assert "vm" in p.stdout
+            for args in (("reclaim", "vm", "2M"), ("cancel", "vm")):
+                p = as_user(gid, *args, groups=groups)
+                assert p.returncode == EXIT_PERMISSION, (args, p.returncode, p.stderr)
+                assert one_error_line(p) == (
+                    "vmdefragctl: permission denied: this command needs root or "
+                    "the daemon's socket group; socket_read_group may only read")
+        # the admin group passes the check: what stops it is the VM
+        p = as_user(ADMIN_GROUP, "reclaim", "vm", "2M")
+        assert p.returncode not in (0, EXIT_PERMISSION), (p.returncode, p.stderr)
+        assert "permission" not in p.stderr, p.stderr
+        p = as_user(OTHER_GROUP, "status", groups=(OTHER_GROUP + 1,))
+        assert p.returncode == EXIT_PERMISSION, (p.returncode, p.stderr)
+        assert "permission denied" in one_error_line(p)
+        assert d.alive()
+
+
+def test_socket_clients_per_uid(workdir):
+    """A uid at socket_clients_per_uid is refused with one "busy" line while
+    another uid still gets in; a slot it frees is its again."""
+    config = access_config(socket_group=ADMIN_GROUP, socket_mode="0666",
+                           socket_clients_per_uid=2)
+    vm = f"vm,qmp={workdir}/absent-qmp.sock,channel={workdir}/absent-vdf.sock"
+    with OtherUserDir() as od, \
+            Daemon(od.path, [], config=config, extra=["--vm", vm]) as d:
+        held = [CtlConn(d.socket) for _ in range(2)]
+        try:
+            for c in held:          # answered: the daemon counts them
+                assert c.ask(cmd="status")["ok"] is True
+            extra = CtlConn(d.socket)
+            assert extra.line() == {
+                "ok": False, "error": "busy", "schema": 1,
+                "message": "too many connections from uid 0 "
+                           "(socket_clients_per_uid = 2)"}
+            assert extra.line() is None         # and closed
+            extra.close()
+            p = d.ctl("status", check=False)
+            assert p.returncode == 1, (p.returncode, p.stderr)
+            assert one_error_line(p) == ("vmdefragctl: too many connections from "
+                                         "uid 0 (socket_clients_per_uid = 2)")
+            other = run_as([od.copy(VMDEFRAGCTL), "--socket", d.socket, "status"],
+                           gid=ADMIN_GROUP, timeout=20)
+            assert other.returncode == 0, other.stderr
+            assert "refusing another (socket_clients_per_uid)" in d.text()
+            held.pop().close()
+            d.wait_for(lambda: d.ctl("status", check=False).returncode == 0,
+                       "the freed slot")
+        finally:
+            for c in held:
+                c.close()
+        assert d.alive()
+
+
+def test_socket_idle_timeout(workdir):
+    """A client that sends nothing for socket_idle_timeout_ms gets one line
+    and is closed, after its last answer too; one WAITING on a guest's slow
+    scan answer is not idle and gets the answer."""
+    idle_ms, slow_s = 1000, 2.5
+    qa = PausedQemu(workdir, "a")
+
+    def slow(conn, n):
+        buf = bytearray()
+        guest.handshake(conn, buf)
+        for type_, id_, _ in guest.frames(conn, buf):
+            if type_ == REQ_SCAN:
+                time.sleep(slow_s)
+                conn.sendall(frame(RESP | REQ_SCAN, id_, scan_payload()))
+
+    guest = FakeGuest(workdir / "a.vdf", slow)
+    config = access_config(socket_idle_timeout_ms=idle_ms) + \
+        "[vm A]\nrequest_timeout_ms = 10000\n"
+    d = Daemon(workdir, [("A", qa.qmp, workdir / "a.vdf")], config=config)
+    conns = []
+    try:
+        d.wait_for(lambda: d.status()["A"]["session"]["state"] == "ready", "A ready")
+        want = {"ok": False, "error": "busy", "schema": 1,
+                "message": f"closed: idle for {idle_ms} ms (socket_idle_timeout_ms)"}
+        # silent from the start
+        c = CtlConn(d.socket)
+        conns.append(c)
+        t0 = time.monotonic()
+        assert c.line() == want
+        assert c.line() is None
+        assert 0.9 < time.monotonic() - t0 < 6, time.monotonic() - t0
+        # silent after an answer: the clock starts again at the answer
+        c = CtlConn(d.socket)
+        conns.append(c)
+        time.sleep(0.6)
+        assert c.ask(cmd="status")["ok"] is True
+        t0 = time.monotonic()
+        assert c.line() == want
+        assert 0.9 < time.monotonic() - t0 < 6, time.monotonic() - t0
+        # waiting on the guest longer than the timeout is not idle
+        c = CtlConn(d.socket)
+        conns.append(c)
+        t0 = time.monotonic()
+        r = c.ask(cmd="scan", vm="A")
+        assert r["ok"] is True and r["scan"]["vm"] == "A", r
+        assert time.monotonic() - t0 >= slow_s - 0.1
+        assert c.line() == want
+        assert d.text().count(f"idle for {idle_ms} ms") == 3, d.text()[-2000:]
+        assert d.alive()
+    finally:
+        for c in conns:
+            c.close()
+        rc = d.close()
+        guest.close()
+        qa.close()
+    assert rc == 0, d.text()[-3000:]

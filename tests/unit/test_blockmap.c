@@ -67,6 +67,42 @@ static void test_counts(void **state)
 	blockmap_free(&bm);
 }
 
+/* Memory hot-plug: the map grows keeping every state; it shrinks only
+ * over blocks that are the guest's and unflagged. */
+static void test_resize(void **state)
+{
+	struct blockmap bm;
+
+	assert_int_equal(blockmap_init(&bm, 64 * B), 0);
+	blockmap_set_range(&bm, 4 * B, 8 * B, BLOCKMAP_RECLAIMED);
+	blockmap_flag(&bm, 5, BLOCKMAP_F_UNACKED, true);
+	assert_int_equal(blockmap_resize(&bm, 2048 * B + 4096), 0);
+	assert_int_equal(bm.nblocks, 2049);
+	assert_int_equal(bm.count[BLOCKMAP_GUEST], 2049 - 8);
+	assert_int_equal(bm.count[BLOCKMAP_RECLAIMED], 8);
+	assert_int_equal(bm.unacked, 1);
+	assert_int_equal(blockmap_get(&bm, 4), BLOCKMAP_RECLAIMED);
+	assert_true(blockmap_test(&bm, 5, BLOCKMAP_F_UNACKED));
+	assert_int_equal(blockmap_get(&bm, 2048), BLOCKMAP_GUEST);
+	assert_int_equal(blockmap_check(&bm, 2048 * B, B), 0);
+	/* a block in the new part is used, then the part would go */
+	blockmap_set(&bm, 2000, BLOCKMAP_CAPTURED);
+	assert_int_equal(blockmap_resize(&bm, 64 * B), -EBUSY);
+	assert_int_equal(bm.nblocks, 2049);
+	blockmap_flag(&bm, 2001, BLOCKMAP_F_SEEN, true);
+	blockmap_set(&bm, 2000, BLOCKMAP_GUEST);
+	assert_int_equal(blockmap_resize(&bm, 64 * B), -EBUSY);	/* a flag */
+	blockmap_flag(&bm, 2001, BLOCKMAP_F_SEEN, false);
+	assert_int_equal(blockmap_resize(&bm, 64 * B), 0);
+	assert_int_equal(bm.nblocks, 64);
+	assert_int_equal(bm.count[BLOCKMAP_GUEST], 56);
+	assert_int_equal(bm.count[BLOCKMAP_RECLAIMED], 8);
+	assert_int_equal(blockmap_check(&bm, 64 * B, B), -ERANGE);
+	assert_int_equal(blockmap_resize(&bm, (BLOCKMAP_MAX_BLOCKS + 1) * B), -E2BIG);
+	assert_int_equal(bm.nblocks, 64);
+	blockmap_free(&bm);
+}
+
 static void test_collect(void **state)
 {
 	struct proto_range r[4];
@@ -123,6 +159,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bounds),
 		cmocka_unit_test(test_counts),
+		cmocka_unit_test(test_resize),
 		cmocka_unit_test(test_collect),
 	};
 

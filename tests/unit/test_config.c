@@ -109,7 +109,51 @@ static void test_config_good(void **state)
 	assert_string_equal(c.socket, CONFIG_DEFAULT_SOCKET);
 	assert_int_equal(c.socket_mode, 0660);
 	assert_false(c.socket_group_set);
+	assert_false(c.socket_read_group_set);
+	assert_int_equal(c.socket_clients_per_uid, CONFIG_DEFAULT_CLIENTS_PER_UID);
+	assert_int_equal(c.socket_idle_timeout_ms, CONFIG_DEFAULT_IDLE_MS);
 	assert_int_equal(c.nvms, 0);
+}
+
+/* The control socket's read group, per-uid cap and idle timeout. */
+static void test_config_socket_access(void **state)
+{
+	char err[CONFIG_ERR_MAX] = "";
+	struct config c, next;
+
+	config_init(&c);
+	assert_int_equal(config_parse_text(&c, "[daemon]\nsocket_mode = 0666\n"
+					   "socket_group = 0\nsocket_read_group = 65534\n"
+					   "socket_clients_per_uid = 2\n"
+					   "socket_idle_timeout_ms = 500\n", "a.conf", err,
+					   sizeof(err)), 0);
+	assert_true(c.socket_read_group_set);
+	assert_int_equal(c.socket_read_group, 65534);
+	assert_string_equal(c.socket_read_group_name, "65534");
+	assert_int_equal(c.socket_group, 0);
+	assert_int_equal(c.socket_clients_per_uid, 2);
+	assert_int_equal(c.socket_idle_timeout_ms, 500);
+	assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+
+	/* the cap and the timeout apply at once; the read group at a restart */
+	config_init(&next);
+	assert_int_equal(config_parse_text(&next, "[daemon]\nsocket_mode = 0666\n"
+					   "socket_group = 0\nsocket_clients_per_uid = 3\n"
+					   "socket_idle_timeout_ms = 900\n", "b.conf", err,
+					   sizeof(err)), 0);
+	assert_int_equal(config_reload(&c, &next, NULL, NULL), 1);
+	assert_int_equal(c.socket_clients_per_uid, 3);
+	assert_int_equal(c.socket_idle_timeout_ms, 900);
+	assert_true(c.socket_read_group_set);
+
+	/* read-group members connect through the "other" bits of the file */
+	config_init(&c);
+	assert_int_equal(config_parse_text(&c, "[daemon]\nsocket_read_group = 65534\n",
+					   "a.conf", err, sizeof(err)), 0);
+	assert_int_equal(config_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "socket_read_group '65534' needs socket_mode to let "
+			    "others connect (e.g. 0666): the daemon checks each "
+			    "client's groups");
 }
 
 struct bad_case {
@@ -148,6 +192,14 @@ static const struct bad_case bad_cases[] = {
 	  "b.conf:2: socket_mode '0440' is not an octal mode 0600..0777 with owner rw" },
 	{ "[daemon]\nsocket_group = no-such-group-vdf\n", -ENOENT,
 	  "b.conf:2: no group named 'no-such-group-vdf'" },
+	{ "[daemon]\nsocket_read_group = no-such-group-vdf\n", -ENOENT,
+	  "b.conf:2: no group named 'no-such-group-vdf'" },
+	{ "[daemon]\nsocket_clients_per_uid = 0\n", -ERANGE,
+	  "b.conf:2: socket_clients_per_uid '0' is not in 1..32" },
+	{ "[daemon]\nsocket_clients_per_uid = 33\n", -ERANGE,
+	  "b.conf:2: socket_clients_per_uid '33' is not in 1..32" },
+	{ "[daemon]\nsocket_idle_timeout_ms = 10\n", -ERANGE,
+	  "b.conf:2: socket_idle_timeout_ms '10' is not in 100..3600000" },
 	{ "[daemon]\nlog_level = loud\n", -EINVAL,
 	  "b.conf:2: log_level 'loud' is not one of err, warning, notice, info, debug" },
 	{ "[daemon]\nreconnect_min_ms = 5\n", -ERANGE,
@@ -424,6 +476,7 @@ int main(void)
 		cmocka_unit_test(test_config_libvirt),
 		cmocka_unit_test(test_config_bad_lines),
 		cmocka_unit_test(test_config_validate),
+		cmocka_unit_test(test_config_socket_access),
 		cmocka_unit_test(test_config_socket_clash),
 		cmocka_unit_test(test_config_reload),
 		cmocka_unit_test(test_config_vm_specs),

@@ -265,6 +265,41 @@ static void test_translate_table(void **state)
 	assert_int_equal(vm_layout_translate(&l, 0, 1, NULL, NULL), -ERANGE);
 }
 
+/* A layout rediscovered after a QMP event: what counts as a change. */
+static void test_layout_equal(void **state)
+{
+	struct vm_backing ba[2] = { { .name = "ram0", .size = 4 * GiB, .fd = 3 },
+				    { .name = "dimm0", .size = GiB, .fd = 4 } };
+	struct vm_backing bb[2] = { { .name = "ram0", .size = 4 * GiB, .fd = 7 },
+				    { .name = "dimm0", .size = GiB, .fd = 8 } };
+	struct vm_ram_range ra[4], rb[4];
+	struct vm_layout a = { .nranges = 3, .ranges = ra, .nbackings = 1, .backings = ba };
+	struct vm_layout b = { .nranges = 3, .ranges = rb, .nbackings = 1, .backings = bb };
+
+	memcpy(ra, split_ranges, sizeof(split_ranges));
+	memcpy(rb, split_ranges, sizeof(split_ranges));
+	assert_true(vm_layout_equal(&a, &b));		/* other fds, same RAM */
+	/* a DIMM plugged: one more range in one more backing */
+	rb[3] = (struct vm_ram_range){ 8 * GiB, GiB, 0, 0, 0x7f0000000000, 1 };
+	b.nranges = 4;
+	b.nbackings = 2;
+	assert_false(vm_layout_equal(&a, &b));
+	ra[3] = rb[3];
+	a.nranges = 4;
+	a.nbackings = 2;
+	assert_true(vm_layout_equal(&a, &b));
+	/* virtio-mem style: the same ranges, a backing grown */
+	bb[1].size = 2 * GiB;
+	assert_false(vm_layout_equal(&a, &b));
+	bb[1].size = GiB;
+	/* the same place, another memdev */
+	snprintf(bb[1].name, sizeof(bb[1].name), "dimm1");
+	assert_false(vm_layout_equal(&a, &b));
+	snprintf(bb[1].name, sizeof(bb[1].name), "dimm0");
+	rb[2].hva = 0x1000;				/* QEMU mapped it elsewhere */
+	assert_false(vm_layout_equal(&a, &b));
+}
+
 /* ---- parsers ---- */
 
 static const char mtree_sample[] =
@@ -420,6 +455,7 @@ int main(void)
 		cmocka_unit_test(test_parse_gpa2hva),
 		cmocka_unit_test(test_parse_maps),
 		cmocka_unit_test(test_translate_table),
+		cmocka_unit_test(test_layout_equal),
 		cmocka_unit_test(test_discover_table),
 	};
 
