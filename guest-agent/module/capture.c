@@ -4,17 +4,33 @@
  *
  * A CAPTURE request runs in three steps:
  *
- *   preferred  the blocks of the request's preferred ranges, in the order
- *              given (the host passes the ranges its backing really holds);
+ *   preferred  the FREE and MOVABLE blocks of the request's preferred
+ *              ranges (the host passes the ranges its backing really
+ *              holds, in address order), ranked and vacated as below,
+ *              all of them before any other block;
  *   rank       one scan of all memory collects the FREE and MOVABLE blocks
  *              and sorts them by vacate cost, cheapest first (wholly free
  *              blocks cost nothing and come first, so they are taken before
- *              migration can scatter pages into them);
- *   vacate     for each candidate: re-classify it (the ranking is old by
- *              now), check the safety floor (pressure.c), then empty it
- *              with alloc_contig_range(), which migrates its in-use pages
- *              away and hands us all 512 pages, or fails and leaves the
- *              block exactly as the guest had it.
+ *              migration can scatter pages into them); the scan stops
+ *              early once it holds as many blocks that cost nothing as
+ *              the request needs;
+ *   vacate     in runs: the cheapest untried candidate and its untried
+ *              neighbours that are among the cheapest blocks the request
+ *              still needs (up to VDF_RUN_MAX_BLOCKS); each block is
+ *              re-classified (the ranking is old by now), the run cut to
+ *              the safety floor (pressure.c), then emptied with one
+ *              alloc_contig_range(), which isolates the whole run, drains
+ *              the LRU and per-cpu lists of every CPU once, migrates the
+ *              in-use pages away and hands us every page, or fails and
+ *              leaves the blocks exactly as the guest had them.  A failed
+ *              run is split in halves, down to the one block that fails.
+ *
+ * What vacating costs is counted in the work counters (main.c, debugfs):
+ * calls, failures, runs split, blocks tried, the pages the guest migrated
+ * during the calls (its PGMIGRATE_SUCCESS), time.  On kernels with
+ * init_on_alloc=1 (Debian's default) alloc_contig_range() clears every page
+ * it takes, 512 per block, although the host discards them: that clearing,
+ * not the migrations, is most of a capture's CPU time under TCG.
  *
  * An emptied block then goes one of two ways:
  *
@@ -53,7 +69,8 @@
  * the per-request block limit (VDF_CAPTURE_MAX_BLOCKS, which bounds the
  * reply) was reached and the caller may ask again.
  *
- * Retry policy lives in one place, vdf_capture_policy(): -EBUSY and -ENOMEM
+ * Retry policy lives in one place, vdf_capture_policy(), for single blocks
+ * (a failed run of several is split first): -EBUSY and -ENOMEM
  * back off exponentially (1 to 64 ms) and move to the next block; a run of
  * -ENOMEM ends the request; -EINTR ends it at once.  Every failure is noted
  * against the block in vdf_capture_failed (tries and time); a block that
