@@ -1298,15 +1298,24 @@ int reclaim_cancel(struct reclaim *rc, uint32_t id, uint32_t *ret_id)
 
 uint64_t reclaim_repunch(struct reclaim *rc)
 {
-	uint64_t freed = 0;
+	uint64_t freed = 0, run = 0;
 
 	if (!rc->have_map || !reclaim_shared(rc))
 		return 0;
-	/* a block is one run: a failed punch adds nothing */
-	for (uint64_t b = 0; b < rc->map.nblocks; b++)
-		if (blockmap_get(&rc->map, b) == BLOCKMAP_RECLAIMED)
-			(void)backend_shared_vm_punch(rc->layout, b * RECLAIM_BLOCK,
-						      RECLAIM_BLOCK, &freed);
+	/*
+	 * Each maximal run of RECLAIMED blocks in one call (one fallocate per
+	 * contiguous piece of a backing); a failed punch adds nothing.
+	 */
+	for (uint64_t b = 0; b <= rc->map.nblocks; b++) {
+		if (b < rc->map.nblocks && blockmap_get(&rc->map, b) == BLOCKMAP_RECLAIMED) {
+			run++;
+			continue;
+		}
+		if (run)
+			(void)backend_shared_vm_punch(rc->layout, (b - run) * RECLAIM_BLOCK,
+						      run * RECLAIM_BLOCK, &freed);
+		run = 0;
+	}
 	return freed;
 }
 

@@ -4,17 +4,33 @@
  *
  * A CAPTURE request runs in three steps:
  *
- *   preferred  the blocks of the request's preferred ranges, in the order
- *              given (the host passes the ranges its backing really holds);
+ *   preferred  the FREE and MOVABLE blocks of the request's preferred
+ *              ranges (the host passes the ranges its backing really
+ *              holds, in address order), ranked and vacated as below,
+ *              all of them before any other block;
  *   rank       one scan of all memory collects the FREE and MOVABLE blocks
  *              and sorts them by vacate cost, cheapest first (wholly free
  *              blocks cost nothing and come first, so they are taken before
- *              migration can scatter pages into them);
- *   vacate     for each candidate: re-classify it (the ranking is old by
- *              now), check the safety floor (pressure.c), then empty it
- *              with alloc_contig_range(), which migrates its in-use pages
- *              away and hands us all 512 pages, or fails and leaves the
- *              block exactly as the guest had it.
+ *              migration can scatter pages into them); the scan stops
+ *              early once it holds as many blocks that cost nothing as
+ *              the request needs;
+ *   vacate     in runs: the cheapest untried candidate and its untried
+ *              neighbours that are among the cheapest blocks the request
+ *              still needs (up to VDF_RUN_MAX_BLOCKS); each block is
+ *              re-classified (the ranking is old by now), the run cut to
+ *              the safety floor (pressure.c), then emptied with one
+ *              alloc_contig_range(), which isolates the whole run, drains
+ *              the LRU and per-cpu lists of every CPU once, migrates the
+ *              in-use pages away and hands us every page, or fails and
+ *              leaves the blocks exactly as the guest had them.  A failed
+ *              run is split in halves, down to the one block that fails.
+ *
+ * What vacating costs is counted in the work counters (main.c, debugfs):
+ * calls, failures, runs split, blocks tried, the pages the guest migrated
+ * during the calls (its PGMIGRATE_SUCCESS), time.  On kernels with
+ * init_on_alloc=1 (Debian's default) alloc_contig_range() clears every page
+ * it takes, 512 per block, although the host discards them: that clearing,
+ * not the migrations, is most of a capture's CPU time under TCG.
  *
  * An emptied block then goes one of two ways:
  *
@@ -53,7 +69,8 @@
  * the per-request block limit (VDF_CAPTURE_MAX_BLOCKS, which bounds the
  * reply) was reached and the caller may ask again.
  *
- * Retry policy lives in one place, vdf_capture_policy(): -EBUSY and -ENOMEM
+ * Retry policy lives in one place, vdf_capture_policy(), for single blocks
+ * (a failed run of several is split first): -EBUSY and -ENOMEM
  * back off exponentially (1 to 64 ms) and move to the next block; a run of
  * -ENOMEM ends the request; -EINTR ends it at once.  Every failure is noted
  * against the block in vdf_capture_failed (tries and time); a block that
@@ -112,6 +129,7 @@
 #define VDF_NOMEM_STREAK		4
 #define VDF_CAPTURE_GFP			(GFP_KERNEL | __GFP_NOWARN)
 #define VDF_EVICT_PAGE_COST		16	/* see vdf_capture_slab_cost() */
+#define VDF_RUN_MAX_BLOCKS		64	/* per alloc_contig_range(): 128 MiB */
 
 static DEFINE_MUTEX(vdf_capture_mutex);
 static DEFINE_XARRAY(vdf_capture_xa);
@@ -147,6 +165,7 @@ struct vdf_cand {
 	unsigned long cost;
 	bool slab;		/* SLAB_RECLAIM: evict before trying */
 	bool evicted;		/* its round of eviction ran */
+	bool tried;		/* taken into a run (or tried alone) */
 };
 
 /* One CAPTURE request in progress. */
@@ -159,9 +178,14 @@ struct vdf_capture_ctx {
 	unsigned int backoff_ms;
 	unsigned int nomem_streak;
 	int stop;			/* why the request stopped, or 0 */
-	struct vdf_cand *cand;
+	struct vdf_cand *cand;		/* sorted by cost once collected */
 	unsigned long nr_cand;
-	unsigned long cap_cand;
+	unsigned long cap_cand;		/* blocks in the RAM span */
+	unsigned long base;		/* block index of the span's first */
+	unsigned int *cand_at;		/* per block: cand position + 1 */
+	unsigned long nr_zero;		/* candidates that cost nothing */
+	bool may_cut;			/* the rank scan may stop early */
+	bool cut;			/* it did */
 };
 
 enum vdf_capture_action {
@@ -400,9 +424,11 @@ static void vdf_capture_backoff(struct vdf_capture_ctx *ctx)
 }
 
 /*
- * The one place where an alloc_contig_range() result becomes a decision:
- * go on with the next block, or stop the request (ctx->stop says why).
- * Under vdf_capture_mutex (it updates the failure memory).
+ * The one place where an alloc_contig_range() result for one block
+ * becomes a decision: go on with the next block, or stop the request
+ * (ctx->stop says why).  Under vdf_capture_mutex (it updates the failure
+ * memory).  A failed run of several blocks is split (vdf_capture_vacate())
+ * before it comes here.
  */
 static enum vdf_capture_action vdf_capture_policy(struct vdf_capture_ctx *ctx,
 						  unsigned long idx, int err)
@@ -458,46 +484,90 @@ static int vdf_capture_check_stop(struct vdf_capture_ctx *ctx)
 }
 
 /*
- * Try to empty block @idx and capture or compact it.  Returns VDF_ACT_STOP
- * when the request must end (ctx->stop set), VDF_ACT_NEXT otherwise.
- * Under vdf_capture_mutex (entries are inserted only under it).
+ * Pages migrated in the guest so far (PGMIGRATE_SUCCESS, all CPUs), or 0
+ * without the event counters.  Under vdf_capture_mutex (static buffer).
  */
-static enum vdf_capture_action vdf_capture_try(struct vdf_capture_ctx *ctx,
-					       unsigned long idx)
+static unsigned long vdf_capture_vm_migrated(void)
 {
-	bool compact = ctx->req->mode == VMDEFRAG_MODE_COMPACT;
-	unsigned long pfn = vdf_block_pfn(idx);
-	struct vdf_block blk;
-	ktime_t t0;
-	int err;
+#if defined(CONFIG_VM_EVENT_COUNTERS) && defined(CONFIG_MIGRATION)
+	static unsigned long ev[NR_VM_EVENT_ITEMS];
 
 	lockdep_assert_held(&vdf_capture_mutex);
-	if (vdf_capture_held(idx) || vdf_capture_failed_recently(idx))
-		return VDF_ACT_NEXT;
-	vdf_scan_block(idx, vdf_scan_block_zone(idx), &blk, NULL);
-	if (blk.class != VMDEFRAG_CLASS_FREE && blk.class != VMDEFRAG_CLASS_MOVABLE)
-		return VDF_ACT_NEXT;
-	if (compact && blk.whole_buddy)
-		return VDF_ACT_NEXT;
+	all_vm_events(ev);
+	return ev[PGMIGRATE_SUCCESS];
+#else
+	return 0;
+#endif
+}
 
-	ctx->stop = vdf_capture_check_stop(ctx);
-	if (ctx->stop)
-		return VDF_ACT_STOP;
-	/* room in the reply list first, so a captured block is always listed */
-	if (vdf_blocks_reserve(ctx->done, 1)) {
-		ctx->stop = -ENOMEM;
-		return VDF_ACT_STOP;
+/*
+ * alloc_contig_range() over @n blocks from @first, counted: the time, the
+ * call, the pages it migrated.  Under vdf_capture_mutex.
+ */
+static int vdf_capture_contig(unsigned long first, unsigned long n)
+{
+	unsigned long pfn = vdf_block_pfn(first), moved = vdf_capture_vm_migrated();
+	ktime_t t0 = ktime_get();
+	u64 ns;
+	int err;
+
+	err = vdf_compat_alloc_contig(pfn, pfn + n * VDF_BLOCK_PAGES, VDF_CAPTURE_GFP);
+	ns = ktime_to_ns(ktime_sub(ktime_get(), t0));
+	vdf_stat_add(VDF_STAT_VACATE_NS, ns);
+	vdf_work_add(VDF_WORK_CONTIG_CALLS, 1);
+	vdf_work_add(VDF_WORK_BLOCKS_TRIED, n);
+	vdf_work_add(VDF_WORK_PAGES_MOVED, vdf_capture_vm_migrated() - moved);
+	if (err) {
+		vdf_work_add(VDF_WORK_CONTIG_FAILED, 1);
+		vdf_work_add(VDF_WORK_FAILED_NS, ns);
 	}
+	return err;
+}
 
-	t0 = ktime_get();
-	err = vdf_compat_alloc_contig(pfn, pfn + VDF_BLOCK_PAGES, VDF_CAPTURE_GFP);
-	vdf_stat_add(VDF_STAT_VACATE_NS, ktime_to_ns(ktime_sub(ktime_get(), t0)));
-	if (err)
-		return vdf_capture_policy(ctx, idx, err);
+/* The candidate for block @idx, or NULL. */
+static struct vdf_cand *vdf_capture_cand_of(struct vdf_capture_ctx *ctx,
+					    unsigned long idx)
+{
+	unsigned int pos;
+
+	if (idx < ctx->base || idx - ctx->base >= ctx->cap_cand)
+		return NULL;
+	pos = ctx->cand_at[idx - ctx->base];
+	return pos ? &ctx->cand[pos - 1] : NULL;
+}
+
+/*
+ * Whether block @idx of @zone may still be vacated: not captured, not
+ * failing lately, and FREE or MOVABLE now (the ranking is old by now).
+ * Refreshes its candidate's cost.  Under vdf_capture_mutex.
+ */
+static bool vdf_capture_fresh(struct vdf_capture_ctx *ctx, unsigned long idx,
+			      struct zone *zone)
+{
+	struct vdf_cand *c = vdf_capture_cand_of(ctx, idx);
+	struct vdf_block blk;
+
+	if (vdf_capture_held(idx) || vdf_capture_failed_recently(idx))
+		return false;
+	vdf_scan_block(idx, zone, &blk, NULL);
+	if (blk.class != VMDEFRAG_CLASS_FREE && blk.class != VMDEFRAG_CLASS_MOVABLE)
+		return false;
+	if (ctx->req->mode == VMDEFRAG_MODE_COMPACT && blk.whole_buddy)
+		return false;
+	if (c)
+		c->cost = blk.cost;
+	return true;
+}
+
+/* Capture or list block @idx, just emptied; 0 or the errno that stops. */
+static int vdf_capture_keep(struct vdf_capture_ctx *ctx, unsigned long idx)
+{
+	struct vdf_cand *c = vdf_capture_cand_of(ctx, idx);
+	int err;
 
 	vdf_stat_add(VDF_STAT_BLOCKS_VACATED, 1);
-	vdf_stat_add(VDF_STAT_PAGES_MIGRATED, blk.cost);
-	if (!compact) {
+	vdf_stat_add(VDF_STAT_PAGES_MIGRATED, c ? c->cost : 0);
+	if (ctx->req->mode != VMDEFRAG_MODE_COMPACT) {
 		err = xa_insert(&vdf_capture_xa, idx,
 				ctx->req->host ?
 				vdf_capture_entry(VDF_CAPTURE_PENDING, ctx->req->portid) :
@@ -505,9 +575,7 @@ static enum vdf_capture_action vdf_capture_try(struct vdf_capture_ctx *ctx,
 		if (err) {
 			/* never keep a block we cannot account for */
 			WARN_ON_ONCE(err == -EBUSY);
-			free_contig_range(pfn, VDF_BLOCK_PAGES);
-			ctx->stop = err;
-			return VDF_ACT_STOP;
+			return err;
 		}
 		atomic_long_inc(&vdf_capture_nr);
 		if (ctx->req->host)
@@ -515,40 +583,114 @@ static enum vdf_capture_action vdf_capture_try(struct vdf_capture_ctx *ctx,
 	}
 	ctx->done->idx[ctx->done->nr++] = idx;
 	vdf_capture_policy(ctx, idx, 0);
+	return 0;
+}
+
+/*
+ * Empty the @n adjacent blocks from @first (one zone, each checked by
+ * vdf_capture_fresh()) with one alloc_contig_range() call, and capture or
+ * compact them.  One call drains the LRU and per-cpu lists of every CPU
+ * once and isolates all the blocks before migrating anything, so no page
+ * of one block is migrated into another of the run.  The run is cut to
+ * what the request still wants and the floor allows.  A failed run is
+ * split in halves, each tried on its own, down to the block that fails.
+ * Returns VDF_ACT_STOP when the request must end (ctx->stop set, or the
+ * target reached).  Under vdf_capture_mutex.
+ */
+static enum vdf_capture_action vdf_capture_vacate(struct vdf_capture_ctx *ctx,
+						  unsigned long first, unsigned long n)
+{
+	unsigned long i, half;
+	int err;
+
+	ctx->stop = vdf_capture_check_stop(ctx);
+	if (ctx->stop)
+		return VDF_ACT_STOP;
+	n = min(n, ctx->target - ctx->done->nr);
+	n = min(n, VDF_CAPTURE_MAX_BLOCKS - (unsigned long)ctx->done->nr);
+	n = min(n, (unsigned long)vdf_pressure_headroom(ctx->floor_bytes) / VDF_BLOCK_PAGES);
+	if (!n)
+		return VDF_ACT_NEXT;
+	/* room in the reply list first, so a captured block is always listed */
+	if (vdf_blocks_reserve(ctx->done, n)) {
+		ctx->stop = -ENOMEM;
+		return VDF_ACT_STOP;
+	}
+
+	err = vdf_capture_contig(first, n);
+	if (err && n > 1 && err != -EINTR) {
+		vdf_work_add(VDF_WORK_RUNS_SPLIT, 1);
+		half = n / 2;
+		if (vdf_capture_vacate(ctx, first, half) == VDF_ACT_STOP)
+			return VDF_ACT_STOP;
+		return vdf_capture_vacate(ctx, first + half, n - half);
+	}
+	if (err)
+		return vdf_capture_policy(ctx, first, err);
+
+	for (i = 0; i < n; i++) {
+		err = vdf_capture_keep(ctx, first + i);
+		if (err) {
+			for (; i < n; i++)
+				free_contig_range(vdf_block_pfn(first + i), VDF_BLOCK_PAGES);
+			ctx->stop = err;
+			return VDF_ACT_STOP;
+		}
+	}
 	if (ctx->done->nr >= ctx->target)
 		return VDF_ACT_STOP;
 	return VDF_ACT_NEXT;
 }
 
-static enum vdf_capture_action vdf_capture_preferred(struct vdf_capture_ctx *ctx)
+/*
+ * Vacate the blocks of [@first, @first + @n) of @zone that are still
+ * fresh, each maximal run of them in one call.
+ */
+static enum vdf_capture_action vdf_capture_span(struct vdf_capture_ctx *ctx,
+						unsigned long first, unsigned long n,
+						struct zone *zone)
 {
-	const struct vdf_capture_req *req = ctx->req;
-	unsigned int i;
+	unsigned long i, start = first;
 
-	for (i = 0; i < req->nr_pref; i++) {
-		unsigned long idx = vdf_pfn_block(PHYS_PFN(req->pref[i].addr));
-		unsigned long end = idx + (req->pref[i].len >> VMDEFRAG_BLOCK_SHIFT);
-
-		for (; idx < end; idx++) {
-			if (vdf_capture_try(ctx, idx) == VDF_ACT_STOP)
-				return VDF_ACT_STOP;
-			cond_resched();
-		}
+	for (i = first; i <= first + n; i++) {
+		if (i < first + n && vdf_capture_fresh(ctx, i, zone))
+			continue;
+		if (i > start && vdf_capture_vacate(ctx, start, i - start) == VDF_ACT_STOP)
+			return VDF_ACT_STOP;
+		start = i + 1;
 	}
 	return VDF_ACT_NEXT;
 }
 
-static int vdf_capture_add_cand(struct vdf_capture_ctx *ctx, unsigned long idx,
-				unsigned long cost, bool slab)
+/* Forget the candidates (before collecting anew). */
+static void vdf_capture_reset_cands(struct vdf_capture_ctx *ctx)
 {
+	ctx->nr_cand = 0;
+	ctx->nr_zero = 0;
+	ctx->cut = false;
+	memset(ctx->cand_at, 0, ctx->cap_cand * sizeof(*ctx->cand_at));
+}
+
+/* Add block @idx as a candidate unless it is one already or out of span. */
+static void vdf_capture_add_cand(struct vdf_capture_ctx *ctx, unsigned long idx,
+				 unsigned long cost, bool slab)
+{
+	struct vdf_cand *c;
+
+	if (idx < ctx->base || idx - ctx->base >= ctx->cap_cand ||
+	    ctx->cand_at[idx - ctx->base])
+		return;
 	if (WARN_ON_ONCE(ctx->nr_cand >= ctx->cap_cand))
-		return 0;
-	ctx->cand[ctx->nr_cand].idx = idx;
-	ctx->cand[ctx->nr_cand].cost = cost;
-	ctx->cand[ctx->nr_cand].slab = slab;
-	ctx->cand[ctx->nr_cand].evicted = false;
-	ctx->nr_cand++;
-	return 0;
+		return;
+	c = &ctx->cand[ctx->nr_cand++];
+	c->idx = idx;
+	c->cost = cost;
+	c->slab = slab;
+	c->evicted = false;
+	c->tried = false;
+	ctx->cand_at[idx - ctx->base] = ctx->nr_cand;
+	if (!slab && !cost)
+		ctx->nr_zero++;
 }
 
 /*
@@ -568,14 +710,21 @@ static int vdf_capture_collect(const struct vdf_block *blk, void *arg)
 
 	if (blk->class == VMDEFRAG_CLASS_UNMOVABLE &&
 	    blk->cause == VMDEFRAG_CAUSE_SLAB_RECLAIM &&
-	    ctx->req->evict != VMDEFRAG_EVICT_NONE)
-		return vdf_capture_add_cand(ctx, blk->idx,
-					    vdf_capture_slab_cost(blk), true);
+	    ctx->req->evict != VMDEFRAG_EVICT_NONE) {
+		vdf_capture_add_cand(ctx, blk->idx, vdf_capture_slab_cost(blk), true);
+		return 0;
+	}
 	if (blk->class != VMDEFRAG_CLASS_FREE && blk->class != VMDEFRAG_CLASS_MOVABLE)
 		return 0;
 	if (ctx->req->mode == VMDEFRAG_MODE_COMPACT && blk->whole_buddy)
 		return 0;
-	return vdf_capture_add_cand(ctx, blk->idx, blk->cost, false);
+	vdf_capture_add_cand(ctx, blk->idx, blk->cost, false);
+	/* nothing is cheaper than enough blocks that cost nothing: stop */
+	if (ctx->may_cut && ctx->nr_zero >= ctx->target - ctx->done->nr) {
+		ctx->cut = true;
+		return 1;
+	}
+	return 0;
 }
 
 static int vdf_capture_cand_cmp(const void *a, const void *b)
@@ -646,37 +795,144 @@ static int vdf_capture_evict_round(struct vdf_capture_ctx *ctx, unsigned long fi
 	return 0;
 }
 
+/* Whether candidate @c may join a run of @zone whose blocks cost <= @bar. */
+static bool vdf_capture_joins(const struct vdf_cand *c, unsigned long bar,
+			      struct zone *zone)
+{
+	return c && !c->tried && !c->slab && c->cost <= bar &&
+	       vdf_scan_block_zone(c->idx) == zone;
+}
+
 /*
- * Try the candidates in order; evict the objects of SLAB_RECLAIM ones in
- * rounds as they come up.  Returns VDF_ACT_STOP when the request must end.
+ * Vacate candidate @c (not slab) and the untried candidates adjacent to
+ * it that cost at most @bar, up to @max blocks in all, as one run.
+ */
+static enum vdf_capture_action vdf_capture_run_from(struct vdf_capture_ctx *ctx,
+						    struct vdf_cand *c,
+						    unsigned long max,
+						    unsigned long bar)
+{
+	struct zone *zone = vdf_scan_block_zone(c->idx);
+	unsigned long lo = c->idx, hi = c->idx;
+	struct vdf_cand *p;
+
+	c->tried = true;
+	while (hi - lo + 1 < max &&
+	       vdf_capture_joins(p = vdf_capture_cand_of(ctx, hi + 1), bar, zone)) {
+		p->tried = true;
+		hi++;
+	}
+	while (hi - lo + 1 < max && lo > 0 &&
+	       vdf_capture_joins(p = vdf_capture_cand_of(ctx, lo - 1), bar, zone)) {
+		p->tried = true;
+		lo--;
+	}
+	return vdf_capture_span(ctx, lo, hi - lo + 1, zone);
+}
+
+/*
+ * Try the candidates, cheapest first.  The cheapest untried candidate
+ * starts a run that takes in its untried neighbours as long as they are
+ * among the cheapest blocks the request still needs (cost at most that of
+ * the last of them, @bar): the same blocks one by one would be tried
+ * anyway, in fewer calls now.  SLAB_RECLAIM candidates go one by one,
+ * their objects evicted in rounds as they come up.  Returns VDF_ACT_STOP
+ * when the request must end (or the target is reached).
  */
 static enum vdf_capture_action vdf_capture_cands(struct vdf_capture_ctx *ctx)
 {
-	unsigned long i;
+	unsigned long i, k, first = 0, need, bar;
+	enum vdf_capture_action act;
+	struct vdf_cand *c;
 
-	for (i = 0; i < ctx->nr_cand; i++) {
-		struct vdf_cand *c = &ctx->cand[i];
-		unsigned int before = ctx->done->nr;
-		enum vdf_capture_action act;
+	sort(ctx->cand, ctx->nr_cand, sizeof(*ctx->cand), vdf_capture_cand_cmp, NULL);
+	memset(ctx->cand_at, 0, ctx->cap_cand * sizeof(*ctx->cand_at));
+	for (i = 0; i < ctx->nr_cand; i++)
+		ctx->cand_at[ctx->cand[i].idx - ctx->base] = i + 1;
 
-		if (c->slab && !c->evicted && vdf_capture_evict_round(ctx, i))
-			return VDF_ACT_STOP;
-		act = vdf_capture_try(ctx, c->idx);
-		if (c->slab && ctx->done->nr > before)
-			vdf_evict_note_block();
+	while (ctx->done->nr < ctx->target) {
+		while (first < ctx->nr_cand && ctx->cand[first].tried)
+			first++;
+		if (first >= ctx->nr_cand)
+			return VDF_ACT_NEXT;
+		need = ctx->target - ctx->done->nr;
+		bar = ULONG_MAX;	/* fewer left than needed: all qualify */
+		for (i = first, k = 0; i < ctx->nr_cand; i++) {
+			if (!ctx->cand[i].tried && ++k == need) {
+				bar = ctx->cand[i].cost;
+				break;
+			}
+		}
+		c = &ctx->cand[first];
+		if (c->slab) {
+			unsigned int before = ctx->done->nr;
+
+			if (!c->evicted && vdf_capture_evict_round(ctx, first))
+				return VDF_ACT_STOP;
+			c->tried = true;
+			act = vdf_capture_span(ctx, c->idx, 1, vdf_scan_block_zone(c->idx));
+			if (ctx->done->nr > before)
+				vdf_evict_note_block();
+		} else {
+			act = vdf_capture_run_from(ctx, c, min_t(unsigned long, need,
+								 VDF_RUN_MAX_BLOCKS), bar);
+		}
 		if (act == VDF_ACT_STOP)
 			return VDF_ACT_STOP;
 		cond_resched();
 	}
-	return VDF_ACT_NEXT;
+	return VDF_ACT_STOP;
+}
+
+/*
+ * The preferred blocks that are FREE or MOVABLE now, ranked and vacated
+ * like the rest (the host lists the blocks its backing holds, in address
+ * order: an order that says nothing about their cost).
+ */
+static enum vdf_capture_action vdf_capture_preferred(struct vdf_capture_ctx *ctx)
+{
+	const struct vdf_capture_req *req = ctx->req;
+	struct vdf_block blk;
+	unsigned int i;
+
+	if (!req->nr_pref)
+		return VDF_ACT_NEXT;
+	vdf_capture_reset_cands(ctx);
+	for (i = 0; i < req->nr_pref; i++) {
+		unsigned long idx = vdf_pfn_block(PHYS_PFN(req->pref[i].addr));
+		unsigned long end = idx + (req->pref[i].len >> VMDEFRAG_BLOCK_SHIFT);
+
+		for (; idx < end; idx++) {
+			if (vdf_capture_held(idx))
+				continue;
+			vdf_scan_block(idx, vdf_scan_block_zone(idx), &blk, NULL);
+			if (blk.class != VMDEFRAG_CLASS_FREE &&
+			    blk.class != VMDEFRAG_CLASS_MOVABLE)
+				continue;
+			if (req->mode == VMDEFRAG_MODE_COMPACT && blk.whole_buddy)
+				continue;
+			vdf_capture_add_cand(ctx, idx, blk.cost, false);
+			cond_resched();
+		}
+	}
+	return vdf_capture_cands(ctx);
 }
 
 static enum vdf_capture_action vdf_capture_ranked(struct vdf_capture_ctx *ctx)
 {
-	vdf_scan_all(NULL, vdf_capture_collect, ctx);
-	sort(ctx->cand, ctx->nr_cand, sizeof(*ctx->cand), vdf_capture_cand_cmp, NULL);
-	if (vdf_capture_cands(ctx) == VDF_ACT_STOP)
-		return VDF_ACT_STOP;
+	ktime_t t0;
+
+	/* a first pass may stop at enough free blocks; a second takes all */
+	for (ctx->may_cut = true; ; ctx->may_cut = false) {
+		vdf_capture_reset_cands(ctx);
+		t0 = ktime_get();
+		vdf_scan_all(NULL, vdf_capture_collect, ctx);
+		vdf_work_add(VDF_WORK_RANK_NS, ktime_to_ns(ktime_sub(ktime_get(), t0)));
+		if (vdf_capture_cands(ctx) == VDF_ACT_STOP)
+			return VDF_ACT_STOP;
+		if (!ctx->cut)
+			break;
+	}
 	ctx->stop = -EBUSY;
 	return VDF_ACT_NEXT;
 }
@@ -689,7 +945,8 @@ static int vdf_capture_collect_slab(const struct vdf_block *blk, void *arg)
 	    blk->cause != VMDEFRAG_CAUSE_SLAB_RECLAIM ||
 	    !vdf_capture_preferred_block(ctx->req, blk->idx))
 		return 0;
-	return vdf_capture_add_cand(ctx, blk->idx, vdf_capture_slab_cost(blk), true);
+	vdf_capture_add_cand(ctx, blk->idx, vdf_capture_slab_cost(blk), true);
+	return 0;
 }
 
 /*
@@ -698,9 +955,8 @@ static int vdf_capture_collect_slab(const struct vdf_block *blk, void *arg)
  */
 static enum vdf_capture_action vdf_capture_preferred_slab(struct vdf_capture_ctx *ctx)
 {
-	ctx->nr_cand = 0;
+	vdf_capture_reset_cands(ctx);
 	vdf_scan_all(NULL, vdf_capture_collect_slab, ctx);
-	sort(ctx->cand, ctx->nr_cand, sizeof(*ctx->cand), vdf_capture_cand_cmp, NULL);
 	if (vdf_capture_cands(ctx) == VDF_ACT_STOP)
 		return VDF_ACT_STOP;
 	ctx->stop = -EBUSY;
@@ -717,7 +973,7 @@ static enum vdf_capture_action vdf_capture_preferred_slab(struct vdf_capture_ctx
  */
 static void vdf_capture_compact_free(const struct vdf_blocks *done)
 {
-	unsigned long pfn;
+	unsigned long last;
 	unsigned int i;
 
 	if (!done->nr)
@@ -728,9 +984,9 @@ static void vdf_capture_compact_free(const struct vdf_blocks *done)
 	}
 	vdf_stat_add(VDF_STAT_BLOCKS_COMPACTED, done->nr);
 
-	pfn = vdf_block_pfn(done->idx[done->nr - 1]);
-	if (!vdf_compat_alloc_contig(pfn, pfn + VDF_BLOCK_PAGES, VDF_CAPTURE_GFP))
-		free_contig_range(pfn, VDF_BLOCK_PAGES);
+	last = done->idx[done->nr - 1];
+	if (!vdf_capture_contig(last, 1))
+		free_contig_range(vdf_block_pfn(last), VDF_BLOCK_PAGES);
 }
 
 /*
@@ -755,7 +1011,8 @@ int vdf_capture_run(const struct vdf_capture_req *req, struct vdf_blocks *done,
 	ret = vdf_scan_ram_span(&start, &end);
 	if (ret)
 		return ret;
-	ctx.cap_cand = vdf_pfn_block(end - 1) - vdf_pfn_block(start) + 1;
+	ctx.base = vdf_pfn_block(start);
+	ctx.cap_cand = vdf_pfn_block(end - 1) - ctx.base + 1;
 	ctx.target = min_t(u64, vdf_capture_bytes_to_blocks(req->bytes),
 			   ctx.cap_cand);
 	ctx.deadline = ktime_add_ms(ktime_get(), budget);
@@ -766,6 +1023,11 @@ int vdf_capture_run(const struct vdf_capture_req *req, struct vdf_blocks *done,
 	ctx.cand = kvmalloc_array(ctx.cap_cand, sizeof(*ctx.cand), GFP_KERNEL);
 	if (!ctx.cand)
 		return -ENOMEM;
+	ctx.cand_at = kvcalloc(ctx.cap_cand, sizeof(*ctx.cand_at), GFP_KERNEL);
+	if (!ctx.cand_at) {
+		ret = -ENOMEM;
+		goto out_free_cand;
+	}
 
 	ret = mutex_lock_killable(&vdf_capture_mutex);
 	if (ret)
@@ -790,6 +1052,7 @@ int vdf_capture_run(const struct vdf_capture_req *req, struct vdf_blocks *done,
 out_unlock:
 	mutex_unlock(&vdf_capture_mutex);
 out_free_cand:
+	kvfree(ctx.cand_at);
 	kvfree(ctx.cand);
 	return ret;
 }

@@ -56,6 +56,28 @@ static inline void vdf_stat_add(enum vdf_stat stat, u64 val)
 	atomic64_add(val, &vdf_stats[stat]);
 }
 
+/*
+ * ---- main.c: work counters, not on the wire: debugfs vmdefrag/work ----
+ * What vacating cost, for the bench and for profiling (names in main.c).
+ */
+enum vdf_work {
+	VDF_WORK_CONTIG_CALLS,	/* alloc_contig_range() calls */
+	VDF_WORK_CONTIG_FAILED,	/* of them, failed */
+	VDF_WORK_RUNS_SPLIT,	/* failed runs of several blocks, split */
+	VDF_WORK_BLOCKS_TRIED,	/* blocks in all the calls */
+	VDF_WORK_PAGES_MOVED,	/* PGMIGRATE_SUCCESS during the calls */
+	VDF_WORK_FAILED_NS,	/* time in the calls that failed */
+	VDF_WORK_RANK_NS,	/* time classifying all blocks to rank them */
+	VDF_WORK_NR
+};
+
+extern atomic64_t vdf_work[VDF_WORK_NR];
+
+static inline void vdf_work_add(enum vdf_work w, u64 val)
+{
+	atomic64_add(val, &vdf_work[w]);
+}
+
 /* ---- scan.c ---- */
 
 /* One classified block. */

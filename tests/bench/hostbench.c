@@ -9,7 +9,15 @@
  *   give-back  re-backing the punched file through a MADV_HUGEPAGE
  *              mapping with MADV_POPULATE_WRITE, and how much of it ends
  *              up in 2 MiB folios (ShmemPmdMapped / Shared_Hugetlb of the
- *              mapping in /proc/self/smaps, against its size).
+ *              mapping in /proc/self/smaps, against its size);
+ *   daemon     the same two through the daemon's own primitives
+ *              (daemon/backend_shared.c, linked from libvdfd.a), which
+ *              also measure what they did (st_blocks before and after a
+ *              punch; the PMD-mapped bytes of a re-back in smaps): the
+ *              reclaim of one contiguous captured range in one call, in
+ *              runs of 128 MiB (the guest module's longest run, one
+ *              alloc_contig_range() each) and in 2 MiB blocks; the
+ *              re-back of the whole range in one call.
  *
  * Two backings: a shmem memfd (needs the host's shmem_enabled at advise
  * or better for 2 MiB folios) and a hugetlbfs memfd (MFD_HUGETLB, needs
@@ -39,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend_shared.h"
 #include "file.h"
 
 #ifndef MADV_POPULATE_WRITE
@@ -49,6 +58,7 @@
 #endif
 
 #define BLOCK		(2UL << 20)
+#define RUN		(128UL << 20)	/* the guest module's longest run */
 #define GIB		(1UL << 30)
 #define MAX_ROUNDS	9
 #define SHMEM_ENABLED	"/sys/kernel/mm/transparent_hugepage/shmem_enabled"
@@ -72,6 +82,10 @@ struct hostbench_result {
 	double punch_2m_gibs, punch_one_gibs;
 	double reback_gibs, huge_after_reback;
 	int punched_empty;	/* st_blocks was 0 after every punch */
+	/* through daemon/backend_shared.c */
+	double d_punch_one_gibs, d_punch_run_gibs, d_punch_2m_gibs;
+	double d_reback_gibs, d_huge_after_reback;
+	int d_freed_all;	/* every punch reported the whole size freed */
 };
 
 static double hostbench_now(void)
@@ -261,6 +275,43 @@ static int hostbench_punch(int fd, unsigned long size, unsigned long piece,
 	return 0;
 }
 
+/* backend_shared_reclaim() over the file in `piece` steps; checks `freed`. */
+static int hostbench_daemon_punch(int fd, unsigned long size, unsigned long piece,
+				  double *ret_secs, int *freed_all)
+{
+	uint64_t freed, total = 0;
+	double t0 = hostbench_now();
+	unsigned long off;
+	int ret;
+
+	for (off = 0; off < size; off += piece) {
+		ret = backend_shared_reclaim(fd, off, piece, &freed);
+		if (ret < 0)
+			return ret;
+		total += freed;
+	}
+	*ret_secs = hostbench_now() - t0;
+	if (total != size)
+		*freed_all = 0;
+	return 0;
+}
+
+/* backend_shared_reback() of the whole file in one call. */
+static int hostbench_daemon_reback(int fd, unsigned long size, double *ret_secs,
+				   double *ret_huge)
+{
+	struct shared_reback_result res;
+	double t0 = hostbench_now();
+	int ret;
+
+	ret = backend_shared_reback(fd, VM_BACKING_MEMFD, 0, size, &res);
+	if (ret < 0)
+		return ret;
+	*ret_secs = hostbench_now() - t0;
+	*ret_huge = (double)res.huge_bytes / size;
+	return 0;
+}
+
 static int hostbench_cmp(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -292,6 +343,8 @@ static int hostbench_run_backing(int fd, unsigned long size, int rounds,
 				 struct hostbench_result *res)
 {
 	double p2[MAX_ROUNDS], p1[MAX_ROUNDS], rb[MAX_ROUNDS], secs, huge_rb = 1;
+	double dp1[MAX_ROUNDS], dpr[MAX_ROUNDS], dp2[MAX_ROUNDS], drb[MAX_ROUNDS];
+	double huge, dhuge = 1;
 	unsigned long left = 0;
 	void *map;
 	int i, ret;
@@ -333,7 +386,40 @@ static int hostbench_run_backing(int fd, unsigned long size, int rounds,
 		ret = hostbench_populate(map, size, &secs);
 		if (ret < 0)
 			goto out_unmap;
+
+		/* the daemon's primitives: one range, 128 MiB runs, 2 MiB blocks */
+		res->d_freed_all = i ? res->d_freed_all : 1;
+		ret = hostbench_daemon_punch(fd, size, size, &secs, &res->d_freed_all);
+		if (ret < 0)
+			goto out_unmap;
+		dp1[i] = size / (double)GIB / secs;
+		ret = hostbench_daemon_reback(fd, size, &secs, &huge);
+		if (ret < 0)
+			goto out_unmap;
+		drb[i] = size / (double)GIB / secs;
+		if (huge < dhuge)
+			dhuge = huge;
+		ret = hostbench_daemon_punch(fd, size, size % RUN ? BLOCK : RUN, &secs,
+					     &res->d_freed_all);
+		if (ret < 0)
+			goto out_unmap;
+		dpr[i] = size / (double)GIB / secs;
+		ret = hostbench_populate(map, size, &secs);
+		if (ret < 0)
+			goto out_unmap;
+		ret = hostbench_daemon_punch(fd, size, BLOCK, &secs, &res->d_freed_all);
+		if (ret < 0)
+			goto out_unmap;
+		dp2[i] = size / (double)GIB / secs;
+		ret = hostbench_populate(map, size, &secs);
+		if (ret < 0)
+			goto out_unmap;
 	}
+	res->d_punch_one_gibs = hostbench_median(dp1, rounds);
+	res->d_punch_run_gibs = hostbench_median(dpr, rounds);
+	res->d_punch_2m_gibs = hostbench_median(dp2, rounds);
+	res->d_reback_gibs = hostbench_median(drb, rounds);
+	res->d_huge_after_reback = dhuge;
 	res->punch_2m_gibs = hostbench_median(p2, rounds);
 	res->punch_one_gibs = hostbench_median(p1, rounds);
 	res->reback_gibs = hostbench_median(rb, rounds);
@@ -370,10 +456,16 @@ static void hostbench_print(const struct hostbench_result *r, int last)
 	printf("\"size\": %lu, \"populate_gibs\": %.2f, "
 	       "\"huge_after_populate\": %.4f, \"punch_2m_gibs\": %.2f, "
 	       "\"punch_one_gibs\": %.2f, \"reback_gibs\": %.2f, "
-	       "\"huge_after_reback\": %.4f, \"punched_empty\": %s}%s\n",
+	       "\"huge_after_reback\": %.4f, \"punched_empty\": %s, "
+	       "\"daemon_punch_one_gibs\": %.2f, \"daemon_punch_run_gibs\": %.2f, "
+	       "\"daemon_punch_2m_gibs\": %.2f, \"daemon_reback_gibs\": %.2f, "
+	       "\"daemon_huge_after_reback\": %.4f, \"daemon_freed_all\": %s}%s\n",
 	       r->size, r->populate_gibs, r->huge_after_populate, r->punch_2m_gibs,
 	       r->punch_one_gibs, r->reback_gibs, r->huge_after_reback,
-	       r->punched_empty ? "true" : "false", last ? "" : ",");
+	       r->punched_empty ? "true" : "false", r->d_punch_one_gibs,
+	       r->d_punch_run_gibs, r->d_punch_2m_gibs, r->d_reback_gibs,
+	       r->d_huge_after_reback, r->d_freed_all ? "true" : "false",
+	       last ? "" : ",");
 }
 
 static void hostbench_usage(FILE *out)

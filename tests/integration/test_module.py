@@ -192,6 +192,16 @@ def test_capture_after_fragment(kernel, figures):
         st = stats(g)
         assert num(st, "pages_migrated") > 0, "nothing was migrated: no defragmentation"
         assert num(st, "captured_bytes") == got
+        # adjacent blocks are vacated as runs, one alloc_contig_range() each,
+        # and the pages the guest migrated meanwhile are counted (debugfs)
+        work = kv(g.check("mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
+                          "cat /sys/kernel/debug/vmdefrag/work"))
+        blocks = got // BLOCK
+        figures(f"{kernel}: alloc_contig_range calls for the blocks captured",
+                f"{num(work, 'contig_calls')} / {blocks}", "")
+        assert num(work, "blocks_tried") >= blocks
+        assert 0 < num(work, "contig_calls") < blocks, "each block vacated by its own call"
+        assert num(work, "pages_moved") > 0, "no migration counted"
         listed = ranges(g.check("vdfnl list"))
         assert sum(n for _, n in listed) == got
         assert g.meminfo()["MemFree"] < free - got + 64 * MIB, "captured memory still free"
