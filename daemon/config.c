@@ -15,7 +15,8 @@
  *	[vm NAME]             qmp, channel, floor, max_reclaim, frames_per_sec,
  *	                      events_per_sec, request_timeout_ms, evict,
  *	                      policy, policy_weight, policy_headroom,
- *	                      policy_reclaim_rate, policy_calm
+ *	                      policy_reclaim_rate, policy_calm,
+ *	                      policy_cpu_percent
  *	[libvirt]             turns libvirt mode on; uri, and floor,
  *	                      max_reclaim, frames_per_sec, events_per_sec,
  *	                      request_timeout_ms, evict, policy* for every
@@ -227,6 +228,8 @@ static int config_vm_set(struct config_vm *vm, const char *key, const char *v,
 	if (strcmp(key, "policy_calm") == 0)
 		return config_u32(key, v, 0, POLICY_CALM_MAX, &vm->policy.calm_s,
 				  msg, msgsz);
+	if (strcmp(key, "policy_cpu_percent") == 0)
+		return config_u32(key, v, 1, 100, &vm->policy.cpu_percent, msg, msgsz);
 	return config_fail(msg, msgsz, -ENOENT, "unknown key '%s' for a VM", key);
 }
 

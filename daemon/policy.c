@@ -36,7 +36,11 @@
  * step no sooner than its bytes at that rate allow, only after the guest
  * was calm (allocation rate below POLICY_CALM_RATE, PSI below 0.1 %) for
  * policy_calm seconds (divided by 1 + level under host pressure), and
- * only on signals newer than the end of the last operation.
+ * only on signals newer than the end of the last operation, and within
+ * the guest CPU budget: the module's vacate time since the last reclaim
+ * started (EVT_MEMINFO's vacate_ns, whoever asked for the vacating),
+ * spread over the time since then, stays within policy_cpu_percent of one
+ * vCPU, so the next step waits spent * 100 / policy_cpu_percent.
  * Return: when "above" falls into the return zone, PSI some avg10 reaches
  * 1 %, or the guest released blocks under pressure (a miss); a running
  * reclaim is stopped first.  A return restarts the calm time, so the
@@ -103,6 +107,7 @@ void policy_params_init(struct policy_params *p)
 	p->weight = POLICY_WEIGHT_DEFAULT;
 	p->reclaim_rate_mib = POLICY_RATE_DEFAULT;
 	p->calm_s = POLICY_CALM_DEFAULT;
+	p->cpu_percent = POLICY_CPU_DEFAULT;
 }
 
 void policy_host_classify(struct policy_host *h)
@@ -323,6 +328,19 @@ void policy_decide(const struct policy_params *p, struct policy_state *st,
 	if (now_ms < st->next_reclaim_ms)
 		return policy_none(ret, "reclaim rate: next step in %" PRIu64 " ms",
 				   st->next_reclaim_ms - now_ms);
+	if (st->cpu_mark_set && (mi->flags & PROTO_MEMINFO_F_MODULE) && p->cpu_percent) {
+		/* a module that reloaded counts from zero again */
+		uint64_t spent = mi->vacate_ns >= st->cpu_mark_ns ?
+				 mi->vacate_ns - st->cpu_mark_ns : mi->vacate_ns;
+		uint64_t due = st->last_reclaim_ms +
+			       spent / 1000000 * 100 / p->cpu_percent;
+
+		if (now_ms < due)
+			return policy_none(ret, "guest CPU budget (%u %% of a vCPU): "
+					   "%" PRIu64 " ms spent vacating, next step "
+					   "in %" PRIu64 " ms", p->cpu_percent,
+					   spent / 1000000, due - now_ms);
+	}
 	rate = (uint64_t)p->reclaim_rate_mib * MIB * (100 + level * p->weight) / 100;
 	bytes = policy_block_down(policy_min(policy_min(above - headroom,
 							POLICY_STEP_MAX), rate));
@@ -335,6 +353,8 @@ void policy_decide(const struct policy_params *p, struct policy_state *st,
 		   level == POLICY_HOST_MODERATE ? "under pressure" : "relaxed");
 	st->last_reclaim_ms = now_ms;
 	st->next_reclaim_ms = now_ms + bytes * 1000 / rate;
+	st->cpu_mark_set = (mi->flags & PROTO_MEMINFO_F_MODULE) != 0;
+	st->cpu_mark_ns = mi->vacate_ns;
 	st->awaiting_op = true;
 }
 

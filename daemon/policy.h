@@ -25,6 +25,7 @@ enum policy_mode {
 #define POLICY_RATE_MAX		4096
 #define POLICY_CALM_DEFAULT	10	/* seconds */
 #define POLICY_CALM_MAX		3600
+#define POLICY_CPU_DEFAULT	5	/* % of one guest vCPU spent vacating */
 #define POLICY_REASON_MAX	160
 
 /* A VM's policy settings (config keys policy, policy_*). */
@@ -36,6 +37,8 @@ struct policy_params {
 					 * from the allocation rate */
 	uint32_t reclaim_rate_mib;	/* MiB/s, 1..POLICY_RATE_MAX */
 	uint32_t calm_s;		/* guest calm this long before a reclaim */
+	uint32_t cpu_percent;		/* guest CPU budget of its reclaims,
+					 * 1..100 % of one vCPU, averaged */
 	uint64_t floor_bytes;		/* the VM's floor (0: the module's) */
 };
 
@@ -88,6 +91,8 @@ struct policy_state {
 	uint64_t last_miss_ms;		/* when misses last grew, 0: never */
 	bool miss_pending;		/* a miss not yet answered by a return */
 	uint64_t retry_ms;		/* an action failed to start: not before */
+	bool cpu_mark_set;		/* cpu_mark_ns is the guest's vacate_ns */
+	uint64_t cpu_mark_ns;		/* ... when the last reclaim started */
 };
 
 enum policy_action {

@@ -345,6 +345,7 @@ static void proto_swap_body(uint16_t type, bool failed, void *body)
 		SWAP64(mi->alloc_bytes_per_sec);
 		SWAP64(mi->captured_bytes);
 		SWAP64(mi->floor_bytes);
+		SWAP64(mi->vacate_ns);
 		SWAP64(mi->psi_some_total_us);
 		SWAP64(mi->psi_full_total_us);
 		SWAP32(mi->psi_some_avg10);
@@ -590,7 +591,7 @@ static int proto_meminfo_check(const struct proto_meminfo *mi)
 	if (mi->flags & PROTO_MEMINFO_F_MODULE) {
 		if (mi->captured_bytes > t || mi->floor_bytes > t)
 			return -EINVAL;
-	} else if (mi->captured_bytes || mi->floor_bytes) {
+	} else if (mi->captured_bytes || mi->floor_bytes || mi->vacate_ns) {
 		return -EBADMSG;
 	}
 	return 0;

@@ -881,6 +881,7 @@ static void agent_relay_meminfo(struct agent_relay *r, uint64_t now)
 	    st.captured_bytes <= m->total_bytes && st.floor_bytes <= m->total_bytes) {
 		m->captured_bytes = st.captured_bytes;
 		m->floor_bytes = st.floor_bytes;
+		m->vacate_ns = st.vacate_ns;
 		m->flags |= PROTO_MEMINFO_F_MODULE;
 	}
 	if (agent_meminfo_urgent(&r->mem, m, &why)) {

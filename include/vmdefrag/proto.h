@@ -375,7 +375,7 @@ struct proto_evt_ranges {
  * low <= high watermark; PSI averages are hundredths of a percent
  * (0..10000) and full <= some (average and total: the agent clamps what
  * it read so), valid only with PROTO_MEMINFO_F_PSI (else
- * all four PSI fields are 0); captured/floor valid only with
+ * all four PSI fields are 0); captured/floor/vacate_ns valid only with
  * PROTO_MEMINFO_F_MODULE (else 0).  PROTO_MEMINFO_F_URGENT: sent at once
  * because a signal crossed a threshold, not on the period.
  */
@@ -398,6 +398,8 @@ struct proto_meminfo {
 	uint64_t alloc_bytes_per_sec;	/* pgalloc_* deltas, per second */
 	uint64_t captured_bytes;	/* held by the module (F_MODULE) */
 	uint64_t floor_bytes;		/* the module's floor (F_MODULE) */
+	uint64_t vacate_ns;		/* guest CPU the module spent vacating
+					 * since it loaded (F_MODULE) */
 	uint64_t psi_some_total_us;	/* /proc/pressure/memory totals */
 	uint64_t psi_full_total_us;
 	uint32_t psi_some_avg10;	/* hundredths of a percent */
@@ -593,7 +595,7 @@ _Static_assert(sizeof(struct proto_set_floor_req) == 8, "proto_set_floor_req");
 _Static_assert(sizeof(struct proto_evt_ranges) == 8, "proto_evt_ranges");
 _Static_assert(sizeof(struct proto_ack_req) == 16, "proto_ack_req");
 _Static_assert(sizeof(struct proto_ack_resp) == 16, "proto_ack_resp");
-_Static_assert(sizeof(struct proto_meminfo) == 10 * 8 + 4 * 4, "proto_meminfo");
+_Static_assert(sizeof(struct proto_meminfo) == 11 * 8 + 4 * 4, "proto_meminfo");
 _Static_assert(sizeof(struct proto_map_req) == 16, "proto_map_req");
 _Static_assert(sizeof(struct proto_map_resp) == 32, "proto_map_resp");
 _Static_assert(sizeof(struct proto_map_resp) + PROTO_MAP_MAX_SLABS * PROTO_NAME_LEN +

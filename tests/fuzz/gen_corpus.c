@@ -168,6 +168,7 @@ int main(int argc, char **argv)
 		.available_bytes = 800 * MIB, .wmark_low_bytes = 4 * MIB,
 		.wmark_high_bytes = 5 * MIB, .alloc_bytes_per_sec = MIB,
 		.captured_bytes = 64 * MIB, .floor_bytes = 128 * MIB,
+		.vacate_ns = 250000000,
 		.psi_some_total_us = 1000, .psi_full_total_us = 10,
 		.psi_some_avg10 = 150, .psi_full_avg10 = 20,
 		.flags = PROTO_MEMINFO_F_PSI | PROTO_MEMINFO_F_MODULE,

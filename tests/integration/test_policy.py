@@ -38,7 +38,7 @@ from test_daemon import FakeGuest, PausedQemu, one_error_line
 MIB = 1 << 20
 BLOCK = 2 * MIB
 EVT_MEMINFO = 0x0023
-MEMINFO_FMT = struct.Struct("<10Q4I")
+MEMINFO_FMT = struct.Struct("<11Q4I")
 F_PSI, F_MODULE = 1, 2
 EXIT_USAGE, EXIT_UNKNOWN_VM = 2, 5
 
@@ -208,10 +208,10 @@ def test_policy_switch_persists(workdir):
 
 
 def meminfo(total=256 * MIB, free=150 * MIB, avail=180 * MIB, low=4 * MIB, high=5 * MIB,
-            rate=MIB, captured=0, floor=64 * MIB, some=150, full=20, flags=F_PSI | F_MODULE,
-            interval=2000):
+            rate=MIB, captured=0, floor=64 * MIB, vacate_ns=0, some=150, full=20,
+            flags=F_PSI | F_MODULE, interval=2000):
     return frame(EVT_MEMINFO, 0, MEMINFO_FMT.pack(
-        total, free, avail, low, high, rate, captured, floor,
+        total, free, avail, low, high, rate, captured, floor, vacate_ns,
         10000 if flags & F_PSI else 0, 100 if flags & F_PSI else 0,
         some if flags & F_PSI else 0, full if flags & F_PSI else 0, flags, interval))
 

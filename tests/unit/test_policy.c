@@ -133,6 +133,46 @@ static void test_reclaims_after_calm_in_bounded_steps(void **state)
 	assert_non_null(strstr(f.d.reason, "headroom"));
 }
 
+/* The guest's vacate time spaces the reclaim steps (policy_cpu_percent). */
+static void test_cpu_budget(void **state)
+{
+	struct fx f;
+	uint64_t start;
+
+	(void)state;
+	fx_init(&f, 900 * MIB);
+	f.sig.mi.vacate_ns = 5ULL * 1000000000;	/* before: not counted */
+	assert_int_equal(fx_calm_for(&f, 900 * MIB, 10), POLICY_ACT_RECLAIM);
+	start = f.now;
+	/* the step ran: 1 s of guest CPU spent vacating; 5 % spreads it over 20 s */
+	f.now += 500;
+	assert_int_equal(fx_decide(&f), POLICY_ACT_NONE);
+	f.sig.mi.vacate_ns += 1000000000;
+	f.now = start + 2000;
+	assert_int_equal(fx_report(&f, 880 * MIB), POLICY_ACT_NONE);
+	assert_non_null(strstr(f.d.reason, "CPU budget"));
+	f.now = start + 19000;
+	assert_int_equal(fx_report(&f, 880 * MIB), POLICY_ACT_NONE);
+	assert_non_null(strstr(f.d.reason, "CPU budget"));
+	f.now = start + 20000;
+	assert_int_equal(fx_report(&f, 880 * MIB), POLICY_ACT_RECLAIM);
+
+	/* at 100 % only the rate spaces them; a module reload counts from 0 */
+	fx_init(&f, 900 * MIB);
+	f.p.cpu_percent = 100;
+	f.sig.mi.vacate_ns = 9ULL * 1000000000;
+	assert_int_equal(fx_calm_for(&f, 900 * MIB, 10), POLICY_ACT_RECLAIM);
+	start = f.now;
+	f.now += 500;
+	assert_int_equal(fx_decide(&f), POLICY_ACT_NONE);
+	f.sig.mi.vacate_ns = 3ULL * 1000000000;	/* reloaded, 3 s since */
+	f.now = start + 2000;
+	assert_int_equal(fx_report(&f, 880 * MIB), POLICY_ACT_NONE);
+	assert_non_null(strstr(f.d.reason, "CPU budget"));
+	f.now = start + 3000;
+	assert_int_equal(fx_report(&f, 880 * MIB), POLICY_ACT_RECLAIM);
+}
+
 static void test_burst_is_not_calm(void **state)
 {
 	struct fx f;
@@ -446,6 +486,7 @@ int main(void)
 		cmocka_unit_test(test_host_pressure),
 		cmocka_unit_test(test_stale_signals),
 		cmocka_unit_test(test_fixed_headroom_and_failure),
+		cmocka_unit_test(test_cpu_budget),
 		cmocka_unit_test(test_mode_names),
 		cmocka_unit_test(test_state_file_format),
 	};

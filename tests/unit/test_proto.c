@@ -232,6 +232,7 @@ static struct proto_msg *b_evt_meminfo(void)
 	mi->alloc_bytes_per_sec = 3 * MIB;
 	mi->captured_bytes = 64 * MIB;
 	mi->floor_bytes = 128 * MIB;
+	mi->vacate_ns = 987654321;
 	mi->psi_some_total_us = 123456;
 	mi->psi_full_total_us = 23456;
 	mi->psi_some_avg10 = 150;	/* 1.50 % */
@@ -247,7 +248,7 @@ static struct proto_msg *b_evt_meminfo_bare(void)
 	struct proto_msg *m = b_evt_meminfo();
 	struct proto_meminfo *mi = &m->u.meminfo;
 
-	mi->captured_bytes = mi->floor_bytes = 0;
+	mi->captured_bytes = mi->floor_bytes = mi->vacate_ns = 0;
 	mi->psi_some_total_us = mi->psi_full_total_us = 0;
 	mi->psi_some_avg10 = mi->psi_full_avg10 = 0;
 	mi->flags = PROTO_MEMINFO_F_URGENT;
@@ -426,8 +427,8 @@ static const struct roundtrip_case roundtrip_cases[] = {
 	{ "evt captured", b_evt_captured, HDR + 8 + 3 * RANGE_SZ },
 	{ "evt released", b_evt_released, HDR + 8 + 2 * RANGE_SZ },
 	{ "evt stats", b_evt_stats, HDR + 104 },
-	{ "evt meminfo", b_evt_meminfo, HDR + 96 },
-	{ "evt meminfo bare", b_evt_meminfo_bare, HDR + 96 },
+	{ "evt meminfo", b_evt_meminfo, HDR + 104 },
+	{ "evt meminfo bare", b_evt_meminfo_bare, HDR + 104 },
 	{ "resp error", b_resp_error, HDR + 8 },
 	{ "resp scan", b_resp_scan,
 	  HDR + sizeof(struct proto_scan_resp) + 2 * SLAB_SZ },
@@ -710,6 +711,7 @@ static const struct bad_case bad_cases[] = {
 	{ "meminfo captured > total", b_evt_meminfo, MI_OFF(captured_bytes), 8, 1025 * MIB, 0, -EINVAL, NULL },
 	{ "meminfo floor > total", b_evt_meminfo, MI_OFF(floor_bytes), 8, 1025 * MIB, 0, -EINVAL, NULL },
 	{ "meminfo captured without flag", b_evt_meminfo_bare, MI_OFF(captured_bytes), 8, MIB, 0, -EBADMSG, NULL },
+	{ "meminfo vacate time without flag", b_evt_meminfo_bare, MI_OFF(vacate_ns), 8, 1, 0, -EBADMSG, NULL },
 };
 
 static void patch_le(uint8_t *p, unsigned int width, uint64_t v)
