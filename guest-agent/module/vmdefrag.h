@@ -89,9 +89,10 @@ struct vdf_block {
 	u8 class;		/* enum vmdefrag_block_class */
 	u8 cause;		/* enum vmdefrag_unmovable_cause if UNMOVABLE */
 	u8 migratetype;		/* enum vmdefrag_migratetype, not if OFFLINE */
-	u8 slab_slot;		/* with a report: the report's slab slot of a
-				 * cache in this UNMOVABLE block, else
-				 * VMDEFRAG_MAP_NO_SLAB */
+	/* with a report: the report's slab slot of a cache in this
+	 * UNMOVABLE block, else VMDEFRAG_MAP_NO_SLAB
+	 */
+	u8 slab_slot;
 	bool whole_buddy;	/* one free buddy of order >= 9 covers it */
 };
 
