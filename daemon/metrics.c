@@ -266,35 +266,3 @@ int metrics_render_vms(const struct vm_list *vms, char **ret_text, size_t *ret_l
 	return metrics_render(st, vms->n, ret_text, ret_len);
 }
 
-int metrics_write_textfile(const char *path, const char *text, size_t len)
-{
-	char tmp[512];
-	_cleanup_close_ int fd = -1;
-	size_t off = 0;
-
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (fd < 0)
-		return -errno;
-	while (off < len) {
-		ssize_t w = write(fd, text + off, len - off);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			int r = w < 0 ? -errno : -EIO;
-
-			unlink(tmp);
-			return r;
-		}
-		off += (size_t)w;
-	}
-	if (rename(tmp, path) < 0) {
-		int r = -errno;
-
-		unlink(tmp);
-		return r;
-	}
-	return 0;
-}

@@ -24,10 +24,4 @@ int metrics_render(const struct ctl_vm_status *st, size_t n, char **ret_text,
 /* metrics_render() of every VM's fresh status (vm_get_status()). */
 int metrics_render_vms(const struct vm_list *vms, char **ret_text, size_t *ret_len);
 
-/*
- * Writes text to path atomically (PATH.tmp, then rename), for
- * node_exporter's textfile collector.  0 or negative errno.
- */
-int metrics_write_textfile(const char *path, const char *text, size_t len);
-
 #endif /* VDF_METRICS_H */

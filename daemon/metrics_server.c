@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "file.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -353,7 +354,7 @@ static void metrics_server_tick(struct loop_timer *t)
 
 	r = s->render(s->userdata, &text, &len);
 	if (r == 0)
-		r = metrics_write_textfile(s->textfile, text, len);
+		r = file_replace(s->textfile, text, len, 0644);
 	if (r < 0 && r != s->last_text_error)
 		log_warning_errno(r, "metrics: cannot write '%s': %m, retrying "
 				  "every %u ms", s->textfile, s->interval_ms);

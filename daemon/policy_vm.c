@@ -136,40 +136,26 @@ static int policy_vm_load(struct policy_vm *pv)
 	return 1;
 }
 
-/* Writes the mode through a temporary file and a rename. */
+/* Writes the mode through a temporary file and a rename (file_replace()). */
 static int policy_vm_save(struct policy_vm *pv, enum policy_mode mode)
 {
-	char tmp[sizeof(pv->state_path) + 8], text[POLICY_VM_STATE_MAX];
+	char dir[sizeof(pv->state_path)], text[POLICY_VM_STATE_MAX];
 	char *slash;
-	int fd, r, len;
+	int len;
 
 	if (!pv->state_path[0])
 		return -ENOENT;
 	len = snprintf(text, sizeof(text), "%smode=%s\n", POLICY_VM_STATE_MAGIC,
 		       policy_mode_name(mode));
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", pv->state_path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
 	/* the directory itself, one level (its parent must exist) */
-	slash = strrchr(tmp, '/');
-	if (slash && slash != tmp) {
+	snprintf(dir, sizeof(dir), "%s", pv->state_path);
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
 		*slash = '\0';
-		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+		if (mkdir(dir, 0755) < 0 && errno != EEXIST)
 			return -errno;
-		*slash = '/';
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	r = write(fd, text, (size_t)len) == len ? 0 : (errno ? -errno : -EIO);
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, pv->state_path) < 0)
-		r = -errno;
-	if (r < 0)
-		(void)unlink(tmp);
-	return r;
+	return file_replace(pv->state_path, text, (size_t)len, 0644);
 }
 
 /* ---- the host --------------------------------------------------------- */

@@ -54,6 +54,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "file.h"
 #include "log.h"
 #include "loop.h"
 #include "vm_counters.h"
@@ -365,39 +366,6 @@ static char *vm_counters_format(const struct vm_counters *c, size_t *ret_len)
 	return buf;
 }
 
-static int vm_counters_write(const char *path, const char *text, size_t len)
-{
-	char tmp[VM_COUNTERS_PATH_MAX + 8];
-	_cleanup_close_ int fd = -1;
-	size_t off = 0;
-
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (fd < 0)
-		return -errno;
-	while (off < len) {
-		ssize_t n = write(fd, text + off, len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			int r = n < 0 ? -errno : -EIO;
-
-			unlink(tmp);
-			return r;
-		}
-		off += (size_t)n;
-	}
-	if (fsync(fd) < 0 || rename(tmp, path) < 0) {
-		int r = -errno;
-
-		unlink(tmp);
-		return r;
-	}
-	return 0;
-}
-
 /* mkdir -p of the state directory's last two levels (/var/lib exists). */
 static int vm_counters_mkdir(const char *path)
 {
@@ -443,7 +411,7 @@ int vm_counters_save(struct vm_counters *c)
 				       c->name);
 	r = vm_counters_mkdir(c->path);
 	if (r == 0)
-		r = vm_counters_write(c->path, text, len);
+		r = file_replace(c->path, text, len, 0644);
 	if (r < 0) {
 		if (r != c->last_save_error)
 			log_warning_errno(r, "VM '%s': cannot save counters to '%s': %m",
