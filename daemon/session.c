@@ -21,7 +21,9 @@
  * checks structure; this file checks meaning:
  *  - a response must carry the id and type of the request in flight (one
  *    request is in flight at a time, the rest wait in a queue capped at
- *    SESSION_QUEUE_MAX; a run of PROTO_F_MORE frames is capped at
+ *    SESSION_QUEUE_MAX, plus SESSION_ACK_MAX REQ_ACKs that the protocol
+ *    requires and so are never refused for other requests' sake; a run of
+ *    PROTO_F_MORE frames is capped at
  *    SESSION_RUN_MAX);
  *  - a range must lie inside this VM's RAM (hooks->check_range, backed by
  *    vm_layout_translate()); alignment and order are the codec's.  While
@@ -109,6 +111,7 @@ struct session {
 	struct session_req *queue;	/* head is in flight once sent */
 	struct session_req *tail;
 	size_t nqueued;
+	size_t nacks;			/* of those, REQ_ACKs (session.h) */
 	bool head_sent;
 	uint32_t next_id;
 
@@ -146,6 +149,8 @@ static void session_fail_all(struct session *s, int error)
 		if (!s->queue)
 			s->tail = NULL;
 		s->nqueued--;
+		if (q->type == PROTO_REQ_ACK)
+			s->nacks--;
 		if (q->fn)
 			q->fn(q->userdata, error, NULL, true);
 		free(q->frame);
@@ -429,6 +434,8 @@ static void session_complete_head(struct session *s)
 	if (!s->queue)
 		s->tail = NULL;
 	s->nqueued--;
+	if (q->type == PROTO_REQ_ACK)
+		s->nacks--;
 	s->head_sent = false;
 	loop_timer_disarm(s->loop, &s->req_timer);
 	free(q->frame);
@@ -446,7 +453,8 @@ int session_request(struct session *s, struct proto_msg *req,
 
 	if (s->state != SESSION_READY)
 		return -ENOTCONN;
-	if (s->nqueued >= SESSION_QUEUE_MAX)
+	if (req->type == PROTO_REQ_ACK ? s->nacks >= SESSION_ACK_MAX :
+	    s->nqueued - s->nacks >= SESSION_QUEUE_MAX)
 		return -EBUSY;
 	frame = malloc(PROTO_MAX_FRAME);
 	if (!frame)
@@ -477,6 +485,8 @@ int session_request(struct session *s, struct proto_msg *req,
 		s->queue = q;
 	s->tail = q;
 	s->nqueued++;
+	if (q->type == PROTO_REQ_ACK)
+		s->nacks++;
 	if (ret_id)
 		*ret_id = q->id;
 	loop_timer_arm(s->loop, &s->kick, 0);

@@ -21,6 +21,8 @@
  * A request past its deadline whose answer waits in the socket behind
  * more than one read's worth of events (the loop was stalled) is answered,
  * not timed out; one the guest never answers still times out.
+ * A REQ_ACK is accepted while SESSION_QUEUE_MAX other requests wait (the
+ * protocol requires it), within its own bound of SESSION_ACK_MAX.
  */
 #include <errno.h>
 #include <poll.h>
@@ -456,6 +458,38 @@ static void test_unanswered_request_times_out(void **state)
 	assert_int_equal(fx->status, -ECONNRESET);	/* failed with the session */
 }
 
+static struct proto_msg *ack_req(uint64_t gpa)
+{
+	struct proto_msg *m = msg(PROTO_REQ_ACK, 0);
+
+	m->u.ack.nranges = 1;
+	m->ranges[0] = (struct proto_range){ .gpa = gpa, .len = 2 * MIB };
+	return m;
+}
+
+static void test_ack_never_refused_for_a_full_queue(void **state)
+{
+	struct fixture *fx = *state;
+	struct session_info info;
+	unsigned int i;
+
+	for (i = 0; i < SESSION_QUEUE_MAX; i++)
+		assert_int_equal(session_request(fx->s, msg(PROTO_REQ_SCAN, 0),
+						 fx_resp, fx, NULL), 0);
+	assert_int_equal(session_request(fx->s, msg(PROTO_REQ_SCAN, 0), fx_resp,
+					 fx, NULL), -EBUSY);
+	/* the queue is full of others: the ACKs still go in ... */
+	for (i = 0; i < SESSION_ACK_MAX; i++)
+		assert_int_equal(session_request(fx->s, ack_req(2 * i * MIB), fx_resp,
+						 fx, NULL), 0);
+	/* ... within their own bound */
+	assert_int_equal(session_request(fx->s, ack_req(64 * MIB), fx_resp, fx,
+					 NULL), -EBUSY);
+	session_get_info(fx->s, &info);
+	assert_int_equal(info.queued, SESSION_QUEUE_MAX + SESSION_ACK_MAX);
+	assert_ready(fx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -473,6 +507,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_answer_waiting_behind_events_not_timed_out,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unanswered_request_times_out,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ack_never_refused_for_a_full_queue,
 						setup, teardown),
 	};
 
