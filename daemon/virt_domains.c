@@ -66,7 +66,8 @@
  *
  * A refresh reads the live XML (domain_xml_parse()), finds the QEMU pid
  * (virt_domains_pid()), and attaches the VM through a qmp whose transport
- * is virDomainQemuMonitorCommand() on that domain.  libvirt marks such a
+ * is virDomainQemuMonitorCommand() on that domain (virt_monitor.c: each
+ * command bounded by the qmp's timeout, as libvirt has none).  libvirt marks such a
  * domain tainted ("custom-monitor") in its log; that is the documented
  * price of not opening a second monitor.
  *
@@ -84,7 +85,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <libvirt/libvirt-qemu.h>
 #include <libvirt/virterror.h>
 
 #include "cleanup.h"
@@ -95,6 +95,7 @@
 #include "qmp.h"
 #include "virt_conn.h"
 #include "virt_domains.h"
+#include "virt_monitor.h"
 #include "vm.h"
 
 #define VIRT_DOMAINS_MAX	4096	/* records kept */
@@ -141,40 +142,6 @@ enum virt_job {
 	VIRT_JOB_NONE,		/* none, or one a monitor command may wait out */
 	VIRT_JOB_MIGRATION_IN,
 	VIRT_JOB_MIGRATION_OUT,
-};
-
-/* ---- the monitor transport ------------------------------------------- */
-
-static int virt_domains_qmp_execute(void *ctx, const char *command, int timeout_ms,
-				    char **ret_reply)
-{
-	char *reply = NULL;
-	int r;
-
-	/* libvirt applies its own job timeout; timeout_ms cannot be passed */
-	if (virDomainQemuMonitorCommand(ctx, command, &reply,
-					VIR_DOMAIN_QEMU_MONITOR_COMMAND_DEFAULT) < 0) {
-		r = virt_conn_last_errno();
-		log_debug("libvirt: monitor command failed: %s", virt_conn_last_error());
-		/* the domain stopped or the connection is gone: for good */
-		if (r == -ENOENT || r == -ESRCH)
-			r = -ECONNRESET;
-		return r;
-	}
-	if (!reply)
-		return -EPROTO;
-	*ret_reply = reply;
-	return 0;
-}
-
-static void virt_domains_qmp_close(void *ctx)
-{
-	virDomainFree(ctx);
-}
-
-static const struct qmp_transport virt_domains_qmp_transport = {
-	.execute = virt_domains_qmp_execute,
-	.close = virt_domains_qmp_close,
 };
 
 /* ---- records ---------------------------------------------------------- */
@@ -572,7 +539,7 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 	}
 	if (v->pid == pid && vm_monitor_attached(vm))
 		return;			/* nothing changed */
-	r = qmp_open_custom(&virt_domains_qmp_transport, dom, &q);
+	r = virt_monitor_open(dom, &q);
 	if (r < 0)
 		return;
 	q_dom = TAKE_PTR(dom);		/* the qmp owns it now */
