@@ -182,7 +182,7 @@ static bool loop_fire_one_timer(struct loop *l, uint64_t before)
 
 /*
  * Waits for one event at most timeout_ms and runs its callback: 1 if one
- * ran, 0 if none was ready, negative errno.
+ * ran, 0 if none was ready, negative errno (-EINTR: a signal came first).
  */
 static int loop_dispatch_one(struct loop *l, int timeout_ms)
 {
@@ -190,7 +190,7 @@ static int loop_dispatch_one(struct loop *l, int timeout_ms)
 	int n = epoll_wait(l->epfd, &ev, 1, timeout_ms);
 
 	if (n < 0)
-		return errno == EINTR ? 0 : -errno;
+		return -errno;
 	if (n == 1) {
 		struct loop_io *io = ev.data.ptr;
 
@@ -210,6 +210,8 @@ static int loop_drain_ready(struct loop *l)
 	for (unsigned int i = 0; i < budget && !l->quit; i++) {
 		int r = loop_dispatch_one(l, 0);
 
+		if (r == -EINTR)
+			continue;	/* a signal is no sign that input ran out */
 		if (r <= 0)
 			return r;
 	}
@@ -250,7 +252,7 @@ int loop_run(struct loop *l)
 		if (l->quit)
 			break;
 		r = loop_dispatch_one(l, loop_next_timeout(l, loop_now_ms()));
-		if (r < 0)
+		if (r < 0 && r != -EINTR)
 			return r;
 	}
 	l->quit = false;	/* a later loop_run() runs again */
