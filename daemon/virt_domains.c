@@ -60,8 +60,14 @@
  * waits while libvirtd works.  A monitor command waits for the domain's
  * job; when libvirtd holds it while it runs the hook, and the hook waits
  * for this daemon's answer to notify, the two wait on each other until
- * vmdefragctl's own timeout (2 s) lets the hook go: bounded, and only if a
- * refresh of that very domain was already running when the hook came.
+ * vmdefragctl's own timeout (2 s) lets the hook go or the command's
+ * (QMP_DEFAULT_TIMEOUT_MS, virt_monitor.c) gives up: bounded, and only if
+ * a refresh of that very domain was already running when the hook came.
+ * The other calls (lookups, XML, job info) have no timeout in libvirt
+ * either, but do not wait for a domain's job: libvirtd answers them from
+ * its own state, and a libvirtd that stops answering at all is noticed by
+ * the keepalive on libvirt's event thread (virt_conn.c, ~20 s), which
+ * closes the connection and fails the call.
  * notify itself never calls libvirt, which keeps the common case free of it.
  *
  * A refresh reads the live XML (domain_xml_parse()), finds the QEMU pid
