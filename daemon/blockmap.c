@@ -12,7 +12,8 @@
  *     +---- EVT_RELEASED (guest pressure), from any captured state
  *
  * BLOCKMAP_F_UNACKED rides beside CAPTURED/RECLAIMED: the guest holds the
- * block PENDING until the host's ACK is answered.  The counts per state are
+ * block PENDING until the host's ACK is answered; BLOCKMAP_F_ACKQ marks
+ * the ones whose ACK is owed but not sent yet.  The counts per state are
  * kept exact on every change, so status never walks the map.
  *
  * The map is sized once from the VM's RAM layout (one byte per block up to
@@ -93,6 +94,8 @@ void blockmap_set(struct blockmap *bm, uint64_t blk, enum blockmap_state state)
 	bm->count[old]--;
 	bm->count[state]++;
 	bm->b[blk] = (uint8_t)((bm->b[blk] & ~BLOCKMAP_STATE_MASK) | state);
+	if (state != BLOCKMAP_CAPTURED && state != BLOCKMAP_RECLAIMED)
+		bm->b[blk] &= (uint8_t)~BLOCKMAP_F_ACKQ;
 }
 
 void blockmap_flag(struct blockmap *bm, uint64_t blk, uint8_t flag, bool on)

@@ -32,6 +32,14 @@ enum blockmap_state {
 #define BLOCKMAP_F_UNACKED	0x10u	/* PENDING in the guest: ACK not answered */
 #define BLOCKMAP_F_ASKED	0x20u	/* scratch: in the request in flight */
 #define BLOCKMAP_F_SEEN		0x40u	/* scratch: reported by its answer */
+/*
+ * The host is done with the block (punched, or decided not to) and owes
+ * the guest its ACK, not sent yet (reclaim.c sends them coalesced, one
+ * REQ_ACK at a time).  Only beside CAPTURED/RECLAIMED: blockmap_set() to
+ * any other state clears it, so a block the guest took back and captured
+ * again is never acknowledged for an earlier capture.
+ */
+#define BLOCKMAP_F_ACKQ		0x80u
 #define BLOCKMAP_STATE_MASK	0x0fu
 
 struct blockmap {
@@ -66,7 +74,8 @@ static inline bool blockmap_test(const struct blockmap *bm, uint64_t blk, uint8_
 	return bm->b[blk] & flag;
 }
 
-/* Set one block's state (its flags are kept). */
+/* Set one block's state (its flags are kept, but BLOCKMAP_F_ACKQ only
+ * beside CAPTURED/RECLAIMED). */
 void blockmap_set(struct blockmap *bm, uint64_t blk, enum blockmap_state state);
 void blockmap_flag(struct blockmap *bm, uint64_t blk, uint8_t flag, bool on);
 /* The same over a checked range. */

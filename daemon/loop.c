@@ -2,15 +2,28 @@
 /*
  * loop.c - epoll plus timers, the single thread every VM shares.
  *
- * Model: one iteration = fire every expired timer, then one epoll_wait()
- * for at most one ready file descriptor, bounded by the nearest timer, then
- * that descriptor's callback.  Taking one event per wait is deliberate:
- * sources are level-triggered, and epoll hands ready descriptors out
- * round-robin, so a guest flooding its channel gets one callback per turn
- * like everyone else; and since no batch of events is held across
- * callbacks, a callback may free any other source without leaving a
- * dangling pointer behind in a batch.  Callbacks that read must read a
- * bounded amount per call for that fairness to hold.
+ * Model: one iteration = serve the descriptors that are ready now, then
+ * fire the expired timers, then one epoll_wait() for at most one ready
+ * descriptor, bounded by the nearest timer, then that descriptor's
+ * callback.  Taking one event per wait is deliberate: sources are
+ * level-triggered, and epoll hands ready descriptors out round-robin, so a
+ * guest flooding its channel gets one callback per turn like everyone
+ * else; and since no batch of events is held across callbacks, a callback
+ * may free any other source without leaving a dangling pointer behind in a
+ * batch.  Callbacks that read must read a bounded amount per call for that
+ * fairness to hold.
+ *
+ * Input before timeouts.  A callback may stall the loop (a slow punch, a
+ * slow QMP call); during the stall answers arrive and deadlines pass.
+ * Firing the expired timers first would declare a request timed out whose
+ * answer is already waiting in its socket.  So each iteration first drains
+ * what is ready with non-blocking waits -- up to one callback per
+ * registered source, which under round-robin reaches every descriptor that
+ * was ready when the drain began -- and only then fires timers that
+ * expired by the time the drain began; a timer that expired during the
+ * drain waits for the next iteration's drain first.  A timer callback that
+ * stalls ends the batch of timers so that input is read again before the
+ * next one fires.
  *
  * Timers are an unsorted singly linked list of armed timers: the daemon
  * has a handful per VM, and a linear scan per iteration is cheaper than
@@ -31,7 +44,11 @@ struct loop {
 	bool quit;
 	int code;
 	struct loop_timer *timers;	/* armed timers, any order */
+	unsigned int nio;		/* sources added */
 };
+
+/* A timer callback longer than this ends the batch of timers (see above). */
+#define LOOP_STALL_MS	10
 
 uint32_t loop_backoff_next(uint32_t cur_ms, uint32_t min_ms, uint32_t max_ms)
 {
@@ -88,6 +105,7 @@ int loop_io_add(struct loop *l, struct loop_io *io, int fd, uint32_t events)
 		return -errno;
 	io->fd = fd;
 	io->events = events;
+	l->nio++;
 	return 0;
 }
 
@@ -110,6 +128,7 @@ void loop_io_remove(struct loop *l, struct loop_io *io)
 	if (io->fd < 0)
 		return;
 	epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+	l->nio--;
 	io->fd = -1;
 	io->events = 0;
 }
@@ -148,17 +167,55 @@ void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t delay_ms)
 	l->timers = t;
 }
 
-/* Fires one expired timer; false if none is. */
-static bool loop_fire_one_timer(struct loop *l, uint64_t now)
+/* Fires one timer that expired by `before`; false if none did. */
+static bool loop_fire_one_timer(struct loop *l, uint64_t before)
 {
 	for (struct loop_timer *t = l->timers; t; t = t->next) {
-		if (t->deadline_ms <= now) {
+		if (t->deadline_ms <= before) {
 			loop_timer_disarm(l, t);
 			t->fn(t);
 			return true;
 		}
 	}
 	return false;
+}
+
+/*
+ * Waits for one event at most timeout_ms and runs its callback: 1 if one
+ * ran, 0 if none was ready, negative errno (-EINTR: a signal came first).
+ */
+static int loop_dispatch_one(struct loop *l, int timeout_ms)
+{
+	struct epoll_event ev;
+	int n = epoll_wait(l->epfd, &ev, 1, timeout_ms);
+
+	if (n < 0)
+		return -errno;
+	if (n == 1) {
+		struct loop_io *io = ev.data.ptr;
+
+		io->fn(io, ev.events);
+	}
+	return n;
+}
+
+/*
+ * Serves what is ready right now: one callback per source at most (each
+ * descriptor ready at the start gets its turn), fewer if input runs out.
+ */
+static int loop_drain_ready(struct loop *l)
+{
+	unsigned int budget = l->nio;
+
+	for (unsigned int i = 0; i < budget && !l->quit; i++) {
+		int r = loop_dispatch_one(l, 0);
+
+		if (r == -EINTR)
+			continue;	/* a signal is no sign that input ran out */
+		if (r <= 0)
+			return r;
+	}
+	return 0;
 }
 
 static int loop_next_timeout(const struct loop *l, uint64_t now)
@@ -178,26 +235,25 @@ static int loop_next_timeout(const struct loop *l, uint64_t now)
 int loop_run(struct loop *l)
 {
 	while (!l->quit) {
-		struct epoll_event ev;
-		uint64_t now = loop_now_ms();
-		int n;
+		uint64_t drained_at = loop_now_ms();
+		int r = loop_drain_ready(l);
 
+		if (r < 0)
+			return r;
 		/* a bounded number per turn, so timers cannot starve I/O */
-		for (int i = 0; i < 64 && !l->quit && loop_fire_one_timer(l, now); i++)
-			;
+		for (int i = 0; i < 64 && !l->quit; i++) {
+			uint64_t t0 = loop_now_ms();
+
+			if (!loop_fire_one_timer(l, drained_at))
+				break;
+			if (loop_now_ms() - t0 > LOOP_STALL_MS)
+				break;	/* it stalled: read input first */
+		}
 		if (l->quit)
 			break;
-		n = epoll_wait(l->epfd, &ev, 1, loop_next_timeout(l, loop_now_ms()));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 1) {
-			struct loop_io *io = ev.data.ptr;
-
-			io->fn(io, ev.events);
-		}
+		r = loop_dispatch_one(l, loop_next_timeout(l, loop_now_ms()));
+		if (r < 0 && r != -EINTR)
+			return r;
 	}
 	l->quit = false;	/* a later loop_run() runs again */
 	return l->code;

@@ -90,7 +90,7 @@
 #define MIGRATION_POLL_MS		500
 #define MIGRATION_ARRIVED_POLL_MS	250
 #define MIGRATION_RECONCILE_WAIT_MS	20000
-#define MIGRATION_QMP_TIMEOUT_MS	2000
+#define MIGRATION_QMP_TIMEOUT_MS	QMP_DEFAULT_TIMEOUT_MS
 #define MIB(x)				((unsigned long long)((x) >> 20))
 
 struct migration {

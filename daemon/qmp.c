@@ -26,6 +26,13 @@
  * blocks except inside qmp_execute()/qmp_wait_event(), which poll() with a
  * deadline.
  *
+ * Timeouts.  The daemon's loop waits for every command, so a hung QEMU
+ * would stall every VM for the whole timeout of each command it is sent.
+ * Commands therefore have a small timeout (QMP_DEFAULT_TIMEOUT_MS, qmp.h),
+ * and once one has timed out, later commands on the same monitor fail at
+ * once with -ETIMEDOUT (without being sent) until QEMU's answer to it has
+ * been read: a hung QEMU costs the loop one timeout, not one per command.
+ *
  * Custom transport (qmp_open_custom()): no socket, no framing.  The state
  * starts at ready; qmp_execute() formats the command object exactly as for
  * the socket (minus the id, which the transport's owner assigns), hands
@@ -79,6 +86,8 @@ struct qmp {
 
 	uint64_t next_id;
 	char waiting_id[32];		/* id of the command in flight, "" if none */
+	char late_id[32];		/* a command that timed out, its reply
+					 * not seen yet; "" if none */
 	struct json_object *reply;	/* its reply once read, or the greeting */
 
 	char last_error[512];
@@ -197,6 +206,8 @@ static int qmp_dispatch(struct qmp *q, struct json_object *obj)
 			q->reply = obj;
 			return 0;
 		}
+		if (q->late_id[0] && ids && strcmp(ids, q->late_id) == 0)
+			q->late_id[0] = '\0';	/* QEMU answers again */
 		/* late reply to a command that timed out, or unsolicited */
 		log_debug("discarding QMP reply without a matching id");
 		json_object_put(obj);
@@ -450,6 +461,18 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 		goto out_put_cmd;
 	}
 	json_object_object_add(cmd, "id", json_object_new_string(q->waiting_id));
+	/* QEMU still owes an answer from before: read, then do not wait again */
+	if (q->late_id[0]) {
+		r = qmp_process_input(q);
+		if (r < 0)
+			goto out_put_cmd;
+		if (q->late_id[0]) {
+			snprintf(q->last_error, sizeof(q->last_error), "QEMU has not "
+				 "answered an earlier command yet");
+			r = -ETIMEDOUT;
+			goto out_put_cmd;
+		}
+	}
 	text = json_object_to_json_string_ext(cmd, JSON_C_TO_STRING_PLAIN |
 					      JSON_C_TO_STRING_NOSLASHESCAPE);
 	tlen = strlen(text);
@@ -469,6 +492,8 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 	r = qmp_drain_lines(q);
 	if (r == 0)
 		r = qmp_wait(q, qmp_have_reply, deadline);
+	if (r == -ETIMEDOUT)
+		memcpy(q->late_id, q->waiting_id, sizeof(q->late_id));
 	if (r < 0)
 		goto out_put_cmd;
 

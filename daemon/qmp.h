@@ -12,7 +12,8 @@
  * Errors: negative errno.  A QMP "error" reply is -EIO and its class and
  * description are kept until the next command (qmp_last_error()).  A timed
  * out command returns -ETIMEDOUT; its late reply is recognised by its id
- * and discarded.  -ECONNRESET when QEMU closed the socket, -EPROTO when it
+ * and discarded, and until it has come every command fails at once with
+ * -ETIMEDOUT.  -ECONNRESET when QEMU closed the socket, -EPROTO when it
  * sent something that is not QMP, -EMSGSIZE for a line over QMP_LINE_MAX.
  *
  * Two transports sit under the same struct qmp: the socket above, and a
@@ -34,7 +35,16 @@
 
 #define QMP_LINE_MAX		(16u << 20)	/* longest line accepted from QEMU */
 #define QMP_EVENT_QUEUE_MAX	1024
-#define QMP_DEFAULT_TIMEOUT_MS	5000
+/*
+ * The timeout of every command the daemon sends, and of connecting.  The
+ * daemon's single loop waits for each one, so this is how long one VM's
+ * hung QEMU (or libvirtd, for a monitor reached through libvirt) can stall
+ * every other VM; after it, later commands to that monitor fail at once
+ * until the late answer comes (qmp.c, virt_monitor.c).  A live QEMU
+ * answers the daemon's commands in milliseconds, also under TCG; 2 s
+ * leaves room for a loaded host.
+ */
+#define QMP_DEFAULT_TIMEOUT_MS	2000
 
 struct qmp;
 

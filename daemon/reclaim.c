@@ -145,6 +145,7 @@ struct reclaim {
 
 	struct proto_msg *msg;		/* request being built */
 	struct proto_range *scratch;	/* PROTO_MAX_RANGES ranges */
+	bool ack_out;			/* a REQ_ACK is in the session */
 };
 
 static uint32_t reclaim_next_id;
@@ -300,11 +301,26 @@ static int reclaim_send(struct reclaim *rc, session_resp_fn cb)
 
 /* ---- ACK ---------------------------------------------------------------- */
 
+/*
+ * ACKs are owed per block (BLOCKMAP_F_ACKQ) and sent coalesced, one REQ_ACK
+ * in the session at a time: reclaim_ack_pump() collects the owed blocks
+ * into at most PROTO_MAX_RANGES ranges, and the answer pumps the next.  A
+ * punch pass of any size (a reconcile of a fragmented guest lists tens of
+ * thousands of ranges) thus costs one queue slot, blocks owed while an ACK
+ * is out ride in the next one, and the session's queue (which keeps a
+ * slot for an ACK beside its SESSION_QUEUE_MAX: session.h) never has to
+ * refuse one.  Only blocks the host is done with are ever owed, and an ACK
+ * goes out after the host's work on them, so the guest can never release
+ * a block still being punched; PROTO_ACK_ALL is never used (a capture's
+ * answer in flight would be acknowledged with it).
+ */
 struct reclaim_ack {
 	struct reclaim *rc;
 	uint32_t n;
 	struct proto_range r[];
 };
+
+static void reclaim_ack_pump(struct reclaim *rc);
 
 static void reclaim_ack_done(void *userdata, int status, const struct proto_msg *m,
 			     bool last)
@@ -322,37 +338,66 @@ static void reclaim_ack_done(void *userdata, int status, const struct proto_msg 
 			    "pending until the session ends", rc->name,
 			    strerror(status < 0 ? -status : EPROTO));
 	}
-	if (last)
-		free(a);
+	if (!last)
+		return;
+	free(a);
+	rc->ack_out = false;
+	reclaim_ack_pump(rc);
 }
 
-/* ACKs n ranges (n <= PROTO_MAX_RANGES).  Failure is logged: the blocks
- * stay PENDING in the guest until the session ends (the agent ACKs all). */
-static void reclaim_send_ack(struct reclaim *rc, const struct proto_range *r, size_t n)
+/* Sends the next REQ_ACK if blocks are owed one and none is out. */
+static void reclaim_ack_pump(struct reclaim *rc)
 {
 	struct proto_msg *m = rc->msg;
 	struct reclaim_ack *a;
+	uint64_t pos = 0, bytes;
+	size_t n;
 	int ret;
 
-	if (!n)
+	if (rc->ack_out || !rc->have_map || !rc->ready)
 		return;
-	a = malloc(sizeof(*a) + n * sizeof(a->r[0]));
+	a = malloc(sizeof(*a) + PROTO_MAX_RANGES * sizeof(a->r[0]));
 	if (!a) {
-		log_error("VM '%s': out of memory for an ACK", rc->name);
+		log_error("VM '%s': out of memory for an ACK; retried with the next "
+			  "one", rc->name);
+		return;
+	}
+	n = blockmap_collect(&rc->map, BLOCKMAP_NSTATES,
+			     BLOCKMAP_F_ACKQ | BLOCKMAP_F_UNACKED, &pos, UINT64_MAX,
+			     a->r, PROTO_MAX_RANGES, &bytes);
+	if (!n) {
+		free(a);
 		return;
 	}
 	a->rc = rc;
 	a->n = (uint32_t)n;
-	memcpy(a->r, r, n * sizeof(r[0]));
 	memset(&m->u, 0, sizeof(m->u));
 	m->type = PROTO_REQ_ACK;
 	m->u.ack.nranges = (uint32_t)n;
-	memcpy(m->ranges, r, n * sizeof(r[0]));
+	memcpy(m->ranges, a->r, n * sizeof(a->r[0]));
 	ret = session_request(rc->session, m, reclaim_ack_done, a, NULL);
 	if (ret < 0) {
 		free(a);
-		log_warning_errno(ret, "VM '%s': cannot send ACK: %m; the blocks stay "
-				  "pending until the session ends", rc->name);
+		/* not connected: the guest ACKs every PENDING block itself */
+		if (ret != -ENOTCONN)
+			log_warning_errno(ret, "VM '%s': cannot send ACK: %m; "
+					  "retried with the next one", rc->name);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		blockmap_flag_range(&rc->map, a->r[i].gpa, a->r[i].len,
+				    BLOCKMAP_F_ACKQ, false);
+	rc->ack_out = true;
+}
+
+/* The host is done with these blocks (n <= PROTO_MAX_RANGES): owe an ACK. */
+static void reclaim_owe_ack(struct reclaim *rc, const struct proto_range *r, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		blockmap_flag_range(&rc->map, r[i].gpa, r[i].len,
+				    BLOCKMAP_F_UNACKED, true);
+		blockmap_flag_range(&rc->map, r[i].gpa, r[i].len,
+				    BLOCKMAP_F_ACKQ, true);
 	}
 }
 
@@ -563,12 +608,11 @@ static uint64_t reclaim_punch_seen(struct reclaim *rc)
 						v[i].gpa, MIB(v[i].len));
 			blockmap_set_range(&rc->map, v[i].gpa, v[i].len, st);
 			blockmap_flag_range(&rc->map, v[i].gpa, v[i].len,
-					    BLOCKMAP_F_UNACKED, true);
-			blockmap_flag_range(&rc->map, v[i].gpa, v[i].len,
 					    BLOCKMAP_F_SEEN, false);
 		}
-		reclaim_send_ack(rc, v, n);
+		reclaim_owe_ack(rc, v, n);
 	}
+	reclaim_ack_pump(rc);
 	return freed_total;
 }
 
@@ -1171,6 +1215,9 @@ void reclaim_session_hello(struct reclaim *rc, const struct proto_hello *hello)
 void reclaim_session_down(struct reclaim *rc)
 {
 	rc->ready = false;
+	/* the guest ACKs every PENDING block itself when the host goes */
+	if (rc->have_map)
+		blockmap_clear_flag(&rc->map, BLOCKMAP_F_ACKQ);
 	rc->reconciled = false;
 	rc->reconcile_pending = false;
 	reclaim_op_end(rc, RECLAIM_OP_FAILED, -ECONNRESET, "guest session lost");

@@ -21,7 +21,9 @@
  * checks structure; this file checks meaning:
  *  - a response must carry the id and type of the request in flight (one
  *    request is in flight at a time, the rest wait in a queue capped at
- *    SESSION_QUEUE_MAX; a run of PROTO_F_MORE frames is capped at
+ *    SESSION_QUEUE_MAX, plus SESSION_ACK_MAX REQ_ACKs that the protocol
+ *    requires and so are never refused for other requests' sake; a run of
+ *    PROTO_F_MORE frames is capped at
  *    SESSION_RUN_MAX);
  *  - a range must lie inside this VM's RAM (hooks->check_range, backed by
  *    vm_layout_translate()); alignment and order are the codec's.  While
@@ -32,7 +34,8 @@
  *  - EVT_MEMINFO only in a session that negotiated version 3;
  *  - guests may not send requests, and nothing but HELLO before HELLO;
  *  - at most frames_per_sec frames and events_per_sec events per second;
- *  - a request unanswered for request_timeout_ms means the guest lost it.
+ *  - a request unanswered for request_timeout_ms means the guest lost it
+ *    (what is already in the socket is read first: session_req_timeout()).
  * Any violation drops the connection with one warning that says what was
  * wrong (guest-chosen values are printed as numbers, never as text) and
  * schedules a reconnect after a backoff that doubles from reconnect_min_ms
@@ -56,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -66,6 +70,7 @@
 #include "session.h"
 
 #define SESSION_READY_RESET_MS	60000	/* READY this long resets the backoff */
+#define SESSION_TIMEOUT_READS	4	/* reads a timeout makes before it drops */
 
 struct session_req {
 	uint32_t id;
@@ -106,6 +111,7 @@ struct session {
 	struct session_req *queue;	/* head is in flight once sent */
 	struct session_req *tail;
 	size_t nqueued;
+	size_t nacks;			/* of those, REQ_ACKs (session.h) */
 	bool head_sent;
 	uint32_t next_id;
 
@@ -143,6 +149,8 @@ static void session_fail_all(struct session *s, int error)
 		if (!s->queue)
 			s->tail = NULL;
 		s->nqueued--;
+		if (q->type == PROTO_REQ_ACK)
+			s->nacks--;
 		if (q->fn)
 			q->fn(q->userdata, error, NULL, true);
 		free(q->frame);
@@ -369,11 +377,33 @@ void session_stop(struct session *s)
 
 /* ---- requests --------------------------------------------------------- */
 
+static void session_read(struct session *s);
+
+/*
+ * The request in flight passed its deadline.  Its answer may be waiting in
+ * the socket already (the loop was busy elsewhere when it came): read what
+ * is there first -- at most SESSION_TIMEOUT_READS turns of SESSION_READ_MAX,
+ * so a guest that keeps writing cannot hold the loop -- and call it lost
+ * only if the same request is still unanswered then.
+ */
 static void session_req_timeout(struct loop_timer *t)
 {
 	struct session *s = t->userdata;
+	uint64_t gen = s->generation;
+	struct session_req *q = s->queue;
+	uint32_t id = q ? q->id : 0;
 
-	if (s->queue && s->head_sent)
+	for (int i = 0; i < SESSION_TIMEOUT_READS; i++) {
+		int avail = 0;
+
+		if (!s->queue || !s->head_sent || s->queue->id != id ||
+		    gen != s->generation)
+			return;		/* answered, or the session went */
+		if (ioctl(s->fd, FIONREAD, &avail) < 0 || avail <= 0)
+			break;
+		session_read(s);
+	}
+	if (gen == s->generation && s->queue && s->head_sent && s->queue->id == id)
 		session_violation(s, "no answer to %s id %" PRIu32 " within %u ms",
 				  proto_type_name(s->queue->type), s->queue->id,
 				  s->lim.request_timeout_ms);
@@ -404,6 +434,8 @@ static void session_complete_head(struct session *s)
 	if (!s->queue)
 		s->tail = NULL;
 	s->nqueued--;
+	if (q->type == PROTO_REQ_ACK)
+		s->nacks--;
 	s->head_sent = false;
 	loop_timer_disarm(s->loop, &s->req_timer);
 	free(q->frame);
@@ -421,7 +453,8 @@ int session_request(struct session *s, struct proto_msg *req,
 
 	if (s->state != SESSION_READY)
 		return -ENOTCONN;
-	if (s->nqueued >= SESSION_QUEUE_MAX)
+	if (req->type == PROTO_REQ_ACK ? s->nacks >= SESSION_ACK_MAX :
+	    s->nqueued - s->nacks >= SESSION_QUEUE_MAX)
 		return -EBUSY;
 	frame = malloc(PROTO_MAX_FRAME);
 	if (!frame)
@@ -452,6 +485,8 @@ int session_request(struct session *s, struct proto_msg *req,
 		s->queue = q;
 	s->tail = q;
 	s->nqueued++;
+	if (q->type == PROTO_REQ_ACK)
+		s->nacks++;
 	if (ret_id)
 		*ret_id = q->id;
 	loop_timer_arm(s->loop, &s->kick, 0);

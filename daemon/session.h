@@ -24,6 +24,7 @@ struct loop;
 struct session;
 
 #define SESSION_QUEUE_MAX	16	/* requests queued per VM (host state) */
+#define SESSION_ACK_MAX		2	/* REQ_ACKs queued beside those */
 #define SESSION_RUN_MAX		1024	/* frames in one response run */
 #define SESSION_OUT_MAX		(1u << 20)	/* unsent bytes toward the guest */
 #define SESSION_READ_MAX	(64u << 10)	/* bytes read per loop turn */
@@ -125,6 +126,11 @@ void session_stop(struct session *s);
  * -ENOTCONN unless READY, -EBUSY if SESSION_QUEUE_MAX requests wait,
  * -EINVAL if the codec refuses it.  *ret_id identifies it for
  * session_cancel().
+ * A REQ_ACK is what the protocol requires of the host (the guest holds
+ * the blocks PENDING until it comes), so it does not count against
+ * SESSION_QUEUE_MAX: ACKs have their own SESSION_ACK_MAX slots, and a
+ * user that keeps at most that many out (reclaim.c keeps one, coalesced)
+ * never sees -EBUSY for one, however full the queue is of other requests.
  */
 int session_request(struct session *s, struct proto_msg *req,
 		    session_resp_fn fn, void *userdata, uint32_t *ret_id);

@@ -60,13 +60,20 @@
  * waits while libvirtd works.  A monitor command waits for the domain's
  * job; when libvirtd holds it while it runs the hook, and the hook waits
  * for this daemon's answer to notify, the two wait on each other until
- * vmdefragctl's own timeout (2 s) lets the hook go: bounded, and only if a
- * refresh of that very domain was already running when the hook came.
+ * vmdefragctl's own timeout (2 s) lets the hook go or the command's
+ * (QMP_DEFAULT_TIMEOUT_MS, virt_monitor.c) gives up: bounded, and only if
+ * a refresh of that very domain was already running when the hook came.
+ * The other calls (lookups, XML, job info) have no timeout in libvirt
+ * either, but do not wait for a domain's job: libvirtd answers them from
+ * its own state, and a libvirtd that stops answering at all is noticed by
+ * the keepalive on libvirt's event thread (virt_conn.c, ~20 s), which
+ * closes the connection and fails the call.
  * notify itself never calls libvirt, which keeps the common case free of it.
  *
  * A refresh reads the live XML (domain_xml_parse()), finds the QEMU pid
  * (virt_domains_pid()), and attaches the VM through a qmp whose transport
- * is virDomainQemuMonitorCommand() on that domain.  libvirt marks such a
+ * is virDomainQemuMonitorCommand() on that domain (virt_monitor.c: each
+ * command bounded by the qmp's timeout, as libvirt has none).  libvirt marks such a
  * domain tainted ("custom-monitor") in its log; that is the documented
  * price of not opening a second monitor.
  *
@@ -84,7 +91,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <libvirt/libvirt-qemu.h>
 #include <libvirt/virterror.h>
 
 #include "cleanup.h"
@@ -95,6 +101,7 @@
 #include "qmp.h"
 #include "virt_conn.h"
 #include "virt_domains.h"
+#include "virt_monitor.h"
 #include "vm.h"
 
 #define VIRT_DOMAINS_MAX	4096	/* records kept */
@@ -141,40 +148,6 @@ enum virt_job {
 	VIRT_JOB_NONE,		/* none, or one a monitor command may wait out */
 	VIRT_JOB_MIGRATION_IN,
 	VIRT_JOB_MIGRATION_OUT,
-};
-
-/* ---- the monitor transport ------------------------------------------- */
-
-static int virt_domains_qmp_execute(void *ctx, const char *command, int timeout_ms,
-				    char **ret_reply)
-{
-	char *reply = NULL;
-	int r;
-
-	/* libvirt applies its own job timeout; timeout_ms cannot be passed */
-	if (virDomainQemuMonitorCommand(ctx, command, &reply,
-					VIR_DOMAIN_QEMU_MONITOR_COMMAND_DEFAULT) < 0) {
-		r = virt_conn_last_errno();
-		log_debug("libvirt: monitor command failed: %s", virt_conn_last_error());
-		/* the domain stopped or the connection is gone: for good */
-		if (r == -ENOENT || r == -ESRCH)
-			r = -ECONNRESET;
-		return r;
-	}
-	if (!reply)
-		return -EPROTO;
-	*ret_reply = reply;
-	return 0;
-}
-
-static void virt_domains_qmp_close(void *ctx)
-{
-	virDomainFree(ctx);
-}
-
-static const struct qmp_transport virt_domains_qmp_transport = {
-	.execute = virt_domains_qmp_execute,
-	.close = virt_domains_qmp_close,
 };
 
 /* ---- records ---------------------------------------------------------- */
@@ -572,7 +545,7 @@ static void virt_domains_refresh_dom(struct virt_domains *d, virDomainPtr dom_in
 	}
 	if (v->pid == pid && vm_monitor_attached(vm))
 		return;			/* nothing changed */
-	r = qmp_open_custom(&virt_domains_qmp_transport, dom, &q);
+	r = virt_monitor_open(dom, &q);
 	if (r < 0)
 		return;
 	q_dom = TAKE_PTR(dom);		/* the qmp owns it now */

@@ -77,7 +77,6 @@
 #include "vm_counters.h"
 #include "vm_layout.h"
 
-#define VM_QMP_TIMEOUT_MS	3000
 #define VM_LAYOUT_REFRESH_MS	1000	/* rediscoveries at most this often */
 
 enum vm_backend {
@@ -244,7 +243,7 @@ static void vm_set_backend(struct vm *vm, struct qmp *q)
 	if (!anon)
 		return;
 	vm->backend = VM_BACKEND_NONE;
-	r = hint_probe_balloon(q, VM_QMP_TIMEOUT_MS, &hb);
+	r = hint_probe_balloon(q, QMP_DEFAULT_TIMEOUT_MS, &hb);
 	if (r < 0) {
 		snprintf(vm->backend_note, sizeof(vm->backend_note),
 			 "RAM backend '%s' is anonymous memory and QEMU did not say "
@@ -398,7 +397,7 @@ static int vm_qmp_attach(struct vm *vm)
 	pid_t pid;
 	int r;
 
-	r = qmp_connect(vm->conf.qmp, VM_QMP_TIMEOUT_MS, &q);
+	r = qmp_connect(vm->conf.qmp, QMP_DEFAULT_TIMEOUT_MS, &q);
 	if (r < 0) {
 		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
 			 "cannot connect to %s: %s", vm->conf.qmp, strerror(-r));

@@ -47,8 +47,6 @@
 #include "qmp.h"
 #include "vm_layout.h"
 
-#define VM_LAYOUT_QMP_TIMEOUT_MS 5000
-
 CLEANUP_DEFINE(vm_layout_json_putp, struct json_object *, json_object_put)
 
 const char *vm_backing_kind_name(enum vm_backing_kind kind)
@@ -340,7 +338,7 @@ static int vm_layout_query_memdevs(struct qmp *q, struct vm_memdev **ret_devs,
 	size_t n;
 	int r;
 
-	r = qmp_execute(q, "query-memdev", NULL, VM_LAYOUT_QMP_TIMEOUT_MS, &ret);
+	r = qmp_execute(q, "query-memdev", NULL, QMP_DEFAULT_TIMEOUT_MS, &ret);
 	if (r < 0)
 		return r;
 	if (!json_object_is_type(ret, json_type_array))
@@ -380,7 +378,7 @@ static int vm_layout_gpa2hva(struct qmp *q, uint64_t gpa, const char *name,
 	int r;
 
 	snprintf(cmd, sizeof(cmd), "gpa2hva 0x%" PRIx64, gpa);
-	r = qmp_hmp(q, cmd, VM_LAYOUT_QMP_TIMEOUT_MS, &out);
+	r = qmp_hmp(q, cmd, QMP_DEFAULT_TIMEOUT_MS, &out);
 	if (r < 0)
 		return r;
 	r = vm_layout_parse_gpa2hva(out, name, ret_hva);
@@ -599,7 +597,7 @@ int vm_layout_discover(struct qmp *q, pid_t pid, struct vm_layout **ret_layout)
 	r = vm_layout_query_memdevs(q, &devs, &ndevs);
 	if (r < 0)
 		return r;
-	r = qmp_hmp(q, "info mtree -f", VM_LAYOUT_QMP_TIMEOUT_MS, &mtree);
+	r = qmp_hmp(q, "info mtree -f", QMP_DEFAULT_TIMEOUT_MS, &mtree);
 	if (r < 0)
 		return r;
 	r = vm_layout_parse_mtree(mtree, &mt, &nmt);

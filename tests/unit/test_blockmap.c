@@ -154,6 +154,27 @@ static void test_collect(void **state)
 	blockmap_free(&bm);
 }
 
+/* An owed ACK rides only beside CAPTURED/RECLAIMED (blockmap.h). */
+static void test_ackq_only_while_held(void **state)
+{
+	struct blockmap bm;
+
+	assert_int_equal(blockmap_init(&bm, 8 * B), 0);
+	blockmap_set_range(&bm, 0, 4 * B, BLOCKMAP_CAPTURED);
+	blockmap_flag_range(&bm, 0, 4 * B, BLOCKMAP_F_ACKQ | BLOCKMAP_F_UNACKED, true);
+	blockmap_set(&bm, 1, BLOCKMAP_RECLAIMED);	/* punched later: still owed */
+	assert_true(blockmap_test(&bm, 1, BLOCKMAP_F_ACKQ));
+	blockmap_set(&bm, 2, BLOCKMAP_GUEST);		/* the guest took it back */
+	assert_false(blockmap_test(&bm, 2, BLOCKMAP_F_ACKQ));
+	blockmap_set(&bm, 3, BLOCKMAP_RETURNING);	/* the host gives it back */
+	assert_false(blockmap_test(&bm, 3, BLOCKMAP_F_ACKQ));
+	/* a block recaptured after it went GUEST is not owed an old ACK */
+	blockmap_set(&bm, 2, BLOCKMAP_CAPTURED);
+	assert_false(blockmap_test(&bm, 2, BLOCKMAP_F_ACKQ));
+	assert_true(blockmap_test(&bm, 0, BLOCKMAP_F_ACKQ));
+	blockmap_free(&bm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -161,6 +182,7 @@ int main(void)
 		cmocka_unit_test(test_counts),
 		cmocka_unit_test(test_resize),
 		cmocka_unit_test(test_collect),
+		cmocka_unit_test(test_ackq_only_while_held),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

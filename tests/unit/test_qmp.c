@@ -5,12 +5,17 @@
  * replies, and relayed to a real QEMU so that the RAM layout discovery runs
  * over it), and the logging helpers it uses.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <cmocka.h>
 
+#include "clock.h"
 #include "log.h"
 #include "qemu_fixture.h"
 #include "vm_layout.h"
@@ -470,6 +475,43 @@ static void test_peer_late_reply(void **state)
 	close(peer);
 }
 
+/*
+ * After a timeout QEMU still owes an answer: the next command fails at
+ * once and is not sent; once the late answer has come, commands are sent
+ * and answered again.
+ */
+static void test_peer_no_wait_while_late(void **state)
+{
+	struct json_object *ret = NULL;
+	struct qmp *q;
+	char buf[256];
+	uint64_t t0;
+	ssize_t n;
+	int peer;
+
+	peer = peer_connect(GREETING CAPS_OK, &q, 0);
+	assert_int_equal(qmp_execute(q, "slow", NULL, 100, NULL), -ETIMEDOUT);
+	n = read(peer, buf, sizeof(buf) - 1);	/* the "slow" command */
+	assert_true(n > 0);
+	t0 = clock_now_ms();
+	assert_int_equal(qmp_execute(q, "next", NULL, 1000, NULL), -ETIMEDOUT);
+	assert_true(clock_now_ms() - t0 < 100);
+	assert_non_null(strstr(qmp_last_error(q), "earlier command"));
+	n = recv(peer, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+	assert_true(n < 0 && errno == EAGAIN);		/* "next" was not sent */
+	peer_write(peer, "{\"return\": \"late\", \"id\": \"vdf-2\"}\n"
+			 "{\"return\": \"mine\", \"id\": \"vdf-4\"}\n");
+	assert_int_equal(qmp_execute(q, "again", NULL, 500, &ret), 0);
+	assert_string_equal(json_object_get_string(ret), "mine");
+	json_object_put(ret);
+	n = read(peer, buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "\"again\""));
+	qmp_close(q);
+	close(peer);
+}
+
 /* More events than the queue holds: the oldest go, and are counted. */
 static void test_peer_event_flood(void **state)
 {
@@ -730,6 +772,7 @@ int main(void)
 		cmocka_unit_test(test_peer_greeting_table),
 		cmocka_unit_test(test_peer_reply_table),
 		cmocka_unit_test(test_peer_late_reply),
+		cmocka_unit_test(test_peer_no_wait_while_late),
 		cmocka_unit_test(test_peer_event_flood),
 		cmocka_unit_test(test_peer_line_too_long),
 		cmocka_unit_test(test_peer_process_input),

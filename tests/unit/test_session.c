@@ -18,6 +18,11 @@
  * EVT_MEMINFO (version 3): handed to the VM in a version-3 session, a
  * session dropped for one whose total is above the VM's RAM, and for any
  * in a session that negotiated version 2.
+ * A request past its deadline whose answer waits in the socket behind
+ * more than one read's worth of events (the loop was stalled) is answered,
+ * not timed out; one the guest never answers still times out.
+ * A REQ_ACK is accepted while SESSION_QUEUE_MAX other requests wait (the
+ * protocol requires it), within its own bound of SESSION_ACK_MAX.
  */
 #include <errno.h>
 #include <poll.h>
@@ -31,6 +36,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -388,6 +394,102 @@ static void test_meminfo_in_v2_session_drops(void **state)
 	assert_int_equal(fx->events, 0);
 }
 
+static void sleep_ms(unsigned int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static void set_timeout(struct fixture *fx, uint32_t ms)
+{
+	const struct session_limits lim = {
+		.frames_per_sec = 1000, .events_per_sec = 1000,
+		.request_timeout_ms = ms, .reconnect_min_ms = 60000,
+		.reconnect_max_ms = 60000,
+	};
+
+	session_set_limits(fx->s, &lim);
+}
+
+/*
+ * The loop stalls past a LIST's deadline while the guest sends 4 events
+ * of 2048 ranges (~128 KiB, two reads' worth) and then the answer: the
+ * answer is read before the session decides it timed out.
+ */
+static void test_answer_waiting_behind_events_not_timed_out(void **state)
+{
+	struct fixture *fx = *state;
+	struct proto_msg *m;
+	uint32_t id;
+
+	set_timeout(fx, 50);
+	id = host_list(fx);
+	m = msg(PROTO_EVT_CAPTURED, 0);
+	m->u.evt.nranges = PROTO_MAX_RANGES;
+	for (uint32_t i = 0; i < PROTO_MAX_RANGES; i++)
+		m->ranges[i] = (struct proto_range){ .gpa = 4 * i * MIB, .len = 2 * MIB };
+	for (int i = 0; i < 4; i++)
+		guest_send(fx, m);
+	guest_send(fx, msg(PROTO_RESP_LIST, id));
+	sleep_ms(150);			/* the stall: the deadline passes */
+	pump(fx, 20);
+	assert_int_equal(fx->responses, 1);
+	assert_int_equal(fx->status, 0);
+	assert_int_equal(fx->resp.type, PROTO_RESP_LIST);
+	assert_ready(fx);
+}
+
+/* The same stall with nothing answered: the request times out. */
+static void test_unanswered_request_times_out(void **state)
+{
+	struct fixture *fx = *state;
+	struct session_info info;
+
+	set_timeout(fx, 50);
+	host_list(fx);
+	sleep_ms(150);
+	pump(fx, 20);
+	session_get_info(fx->s, &info);
+	assert_int_equal(info.state, SESSION_DOWN);
+	assert_non_null(strstr(info.last_drop, "no answer to REQ_LIST"));
+	assert_int_equal(fx->responses, 1);
+	assert_int_equal(fx->status, -ECONNRESET);	/* failed with the session */
+}
+
+static struct proto_msg *ack_req(uint64_t gpa)
+{
+	struct proto_msg *m = msg(PROTO_REQ_ACK, 0);
+
+	m->u.ack.nranges = 1;
+	m->ranges[0] = (struct proto_range){ .gpa = gpa, .len = 2 * MIB };
+	return m;
+}
+
+static void test_ack_never_refused_for_a_full_queue(void **state)
+{
+	struct fixture *fx = *state;
+	struct session_info info;
+	unsigned int i;
+
+	for (i = 0; i < SESSION_QUEUE_MAX; i++)
+		assert_int_equal(session_request(fx->s, msg(PROTO_REQ_SCAN, 0),
+						 fx_resp, fx, NULL), 0);
+	assert_int_equal(session_request(fx->s, msg(PROTO_REQ_SCAN, 0), fx_resp,
+					 fx, NULL), -EBUSY);
+	/* the queue is full of others: the ACKs still go in ... */
+	for (i = 0; i < SESSION_ACK_MAX; i++)
+		assert_int_equal(session_request(fx->s, ack_req(2 * i * MIB), fx_resp,
+						 fx, NULL), 0);
+	/* ... within their own bound */
+	assert_int_equal(session_request(fx->s, ack_req(64 * MIB), fx_resp, fx,
+					 NULL), -EBUSY);
+	session_get_info(fx->s, &info);
+	assert_int_equal(info.queued, SESSION_QUEUE_MAX + SESSION_ACK_MAX);
+	assert_ready(fx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -402,6 +504,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_meminfo_v3, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_meminfo_in_v2_session_drops,
 						setup_v2, teardown),
+		cmocka_unit_test_setup_teardown(test_answer_waiting_behind_events_not_timed_out,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unanswered_request_times_out,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ack_never_refused_for_a_full_queue,
+						setup, teardown),
 	};
 
 	log_set_max_level(LOG_WARNING);
