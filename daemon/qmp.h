@@ -41,10 +41,12 @@
  * hung QEMU (or libvirtd, for a monitor reached through libvirt) can stall
  * every other VM; after it, later commands to that monitor fail at once
  * until the late answer comes (qmp.c, virt_monitor.c).  A live QEMU
- * answers the daemon's commands in milliseconds, also under TCG; 2 s
- * leaves room for a loaded host.
+ * answers the daemon's commands in milliseconds, also under TCG; 5 s
+ * leaves room for a loaded host and for libvirt's own locking (a monitor
+ * command waits for the domain's job), the longest the daemon waited
+ * before this bound was shared.
  */
-#define QMP_DEFAULT_TIMEOUT_MS	2000
+#define QMP_DEFAULT_TIMEOUT_MS	5000
 
 struct qmp;
 
