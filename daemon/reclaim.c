@@ -146,6 +146,8 @@ struct reclaim {
 	struct backend_hint hint;
 	struct backend_hint_step hint_next;
 	uint64_t hint_returned_bytes;
+	uint64_t hint_rss0;		/* RssAnon when it was asked for */
+	struct backend_hint_reach hint_reach;	/* from the scan at its start */
 
 	/*
 	 * The guest module's work during a reclaim: its counters read at the
@@ -1037,11 +1039,57 @@ static void reclaim_hint_do(struct reclaim *rc, const struct backend_hint_step *
 	}
 }
 
+/* The backend's first step, with what the scan said (or not). */
+static void reclaim_hint_begin(struct reclaim *rc)
+{
+	struct backend_hint_step s;
+
+	backend_hint_begin(&rc->hint, rc->name, rc->op.id, rc->op.target_bytes,
+			   &rc->hint_reach, rc->hint_rss0, &s);
+	reclaim_hint_do(rc, &s);
+}
+
+/*
+ * The scan at the start: how much of the guest's free memory reporting
+ * has not returned yet (session_check_scan() bounded the totals).  A
+ * guest that cannot scan leaves the reach unknown; a lost session ends
+ * the operation.
+ */
+static void reclaim_hint_scan_resp(void *userdata, int status,
+				   const struct proto_msg *m, bool last)
+{
+	struct reclaim *rc = userdata;
+	struct reclaim_op_info *op = &rc->op;
+	bool ours = rc->running && op->kind == RECLAIM_KIND_RECLAIM && op->hint;
+
+	if (status == -ECONNRESET) {
+		rc->in.active = false;
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, status,
+				      "guest session lost");
+	}
+	if (status == 0 && m && !rc->hint_reach.known) {
+		rc->hint_reach.known = true;
+		rc->hint_reach.free_bytes = m->u.scan.free_bytes;
+		rc->hint_reach.whole_free_bytes = m->u.scan.free_block_bytes;
+	}
+	if (status == 0 && m && !last)
+		return;
+	rc->in.active = false;
+	if (!ours)
+		return;
+	if (status < 0 || !m) {
+		rc->hint_reach.known = false;
+		log_info("VM '%s': reclaim #%" PRIu32 ": the guest could not scan "
+			 "(%s); compacting without knowing how much is still backed",
+			 rc->name, op->id, strerror(status < 0 ? -status : EPROTO));
+	}
+	reclaim_hint_begin(rc);
+}
+
 static int reclaim_hint_start(struct reclaim *rc, uint64_t bytes,
 			      enum reclaim_origin origin, char *err, size_t errsz,
 			      uint32_t *ret_id)
 {
-	struct backend_hint_step s;
 	uint64_t rss;
 	int r;
 
@@ -1057,8 +1105,15 @@ static int reclaim_hint_start(struct reclaim *rc, uint64_t bytes,
 	log_info("VM '%s': reclaim #%" PRIu32 " of %llu MiB started (hint backend: "
 		 "guest compaction, QEMU RssAnon %llu MiB)", rc->name, rc->op.id,
 		 MIB(bytes), MIB(rss));
-	backend_hint_begin(&rc->hint, rc->name, rc->op.id, bytes, rss, &s);
-	reclaim_hint_do(rc, &s);
+	rc->hint_rss0 = rss;
+	memset(&rc->hint_reach, 0, sizeof(rc->hint_reach));
+	memset(&rc->hint, 0, sizeof(rc->hint));
+	rc->op.rss_anon_before = rc->op.rss_anon_after = rss;
+	/* first the guest's scan: how much of its free memory is still backed */
+	memset(&rc->msg->u, 0, sizeof(rc->msg->u));
+	rc->msg->type = PROTO_REQ_SCAN;
+	if (reclaim_send(rc, reclaim_hint_scan_resp) < 0)
+		reclaim_hint_begin(rc);
 	*ret_id = rc->op.id;
 	return 0;
 }
