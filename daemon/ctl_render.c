@@ -375,6 +375,13 @@ void ctl_render_op_line(struct json_object *op, char *buf, size_t sz)
 		snprintf(buf + n, sz - n, "; guest compacted %s, returned = QEMU "
 			 "RssAnon drop",
 			 ctl_render_size(op, "compacted_bytes", b3, sizeof(b3)));
+	/* the guest's work, once both readings came */
+	n = (int)strlen(buf);
+	if (ctl_client_get(op, "pages_migrated") && ctl_client_get(op, "vacate_ns") &&
+	    (size_t)n < sz)
+		snprintf(buf + n, sz - n, "; the guest migrated %" PRIu64 " pages "
+			 "in %.2f s of CPU", ctl_client_u64(op, "pages_migrated"),
+			 (double)ctl_client_u64(op, "vacate_ns") / 1e9);
 }
 
 void ctl_render_history(struct json_object *history)
