@@ -23,8 +23,8 @@
  * returned = RssAnon at the start - the latest sample (never the guest's
  * claim; the guest's migrations may fault in pages QEMU had discarded,
  * which counts against it).  DONE when returned reaches the target; else
- * another phase, unless returned reached the goal (below the target: the
- * reach), the guest stopped, the phase gave back less than a block, or
+ * another phase, unless returned came within BACKEND_HINT_REACH_SLACK (or
+ * a sixteenth) of a goal below the target (the reach), the guest stopped, the phase gave back less than a block, or
  * BACKEND_HINT_MAX_PHASES ran: STOPPED with the figures in words.  A
  * reach below one block stops before any compaction.
  *
@@ -142,6 +142,14 @@ void backend_hint_compacted(struct backend_hint *h, uint64_t bytes,
 	ret_step->bytes = h->phase_want - h->phase_compacted;
 }
 
+/* How close to a reach below the target counts as reaching it. */
+static uint64_t backend_hint_slack(const struct backend_hint *h)
+{
+	uint64_t frac = h->goal_bytes / 16;
+
+	return frac > BACKEND_HINT_REACH_SLACK ? frac : BACKEND_HINT_REACH_SLACK;
+}
+
 /* A settle phase ended: done, stopped, or one more phase. */
 static void backend_hint_settled(struct backend_hint *h, bool capped,
 				 struct backend_hint_step *ret_step)
@@ -162,8 +170,9 @@ static void backend_hint_settled(struct backend_hint *h, bool capped,
 	}
 	ret_step->action = BACKEND_HINT_STOPPED;
 	ret_step->error = -EAGAIN;
-	if (h->returned_bytes >= h->goal_bytes) {
-		/* all the reach: nothing more to compact */
+	if (h->goal_bytes < h->target_bytes &&
+	    h->returned_bytes + backend_hint_slack(h) >= h->goal_bytes) {
+		/* (nearly) all the reach: nothing more worth compacting */
 		ret_step->error = -ENOSPC;
 		backend_hint_reach_text(h, why, sizeof(why));
 		snprintf(ret_step->reason, sizeof(ret_step->reason), "%s; %s", sum, why);

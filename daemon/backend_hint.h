@@ -25,6 +25,12 @@
 #define BACKEND_HINT_QUIET_MS	5000
 #define BACKEND_HINT_CAP_MS	60000
 #define BACKEND_HINT_MAX_PHASES	4
+/*
+ * The reach is what perfect packing would give; within this much of it
+ * (or a sixteenth of it, the more) another phase is not worth its cost:
+ * the last pages moved land on memory reporting had returned and refault.
+ */
+#define BACKEND_HINT_REACH_SLACK	(8ull << 20)
 
 #define BACKEND_HINT_REASON_MAX	400	/* the op's reason keeps the first 255 */
 

@@ -370,6 +370,23 @@ static void test_hint_reach(void **state)
 	assert_int_equal(s.action, BACKEND_HINT_COMPACT);
 	assert_true(s.bytes == 10 * MiB);
 
+	/* within the slack of the reach: no phase for the last few MiB */
+	r.free_bytes = 520 * MiB;
+	r.whole_free_bytes = 20 * MiB;
+	backend_hint_begin(&h, "vm", 7, 640 * MiB, &r, 900 * MiB, &s);
+	assert_true(s.bytes == 500 * MiB);
+	backend_hint_compacted(&h, 500 * MiB, 0, &s);
+	test_settle_at(&h, &now, 900 * MiB - 470 * MiB, &s);	/* 470: 30 short */
+	assert_int_equal(s.action, BACKEND_HINT_STOPPED);
+	assert_int_equal(s.error, -ENOSPC);
+	assert_non_null(strstr(s.reason, "at most 500 MiB"));
+	backend_hint_begin(&h, "vm", 8, 640 * MiB, &r, 900 * MiB, &s);
+	backend_hint_compacted(&h, 500 * MiB, 0, &s);
+	test_settle_at(&h, &now, 900 * MiB - 460 * MiB, &s);	/* 40 short */
+	assert_int_equal(s.action, BACKEND_HINT_COMPACT);
+	assert_true(s.bytes == 40 * MiB);
+	r.free_bytes = 41 * MiB;
+
 	/* a target within the reach is the goal, and done as before */
 	backend_hint_begin(&h, "vm", 3, 8 * MiB, &r, 500 * MiB, &s);
 	assert_int_equal(s.action, BACKEND_HINT_COMPACT);
