@@ -4,8 +4,15 @@
  *
  * On anonymous RAM with virtio-balloon free page reporting the host can
  * neither choose nor punch blocks, so it measures.  QEMU's RssAnon is read
- * at the start; then phases of
- *   compact  REQ_CAPTURE { target - returned, COMPACT } rounds until the
+ * at the start, and the guest's scan says how much of its free memory is
+ * still backed: reporting has handed every wholly free 2 MiB block to the
+ * host before the operation began, so compaction can give back at most
+ * the free memory scattered in partly used blocks (the reach: free -
+ * whole free).  The phases aim at the target or the reach, the lower
+ * (goal); asking for more only has the guest empty ever costlier blocks
+ * whose pages land on memory reporting had returned, and refault it.
+ * Then phases of
+ *   compact  REQ_CAPTURE { goal - returned, COMPACT } rounds until the
  *            guest emptied that much or stops (an answer with nothing);
  *            the guest frees the blocks as order-9 buddies at the end of
  *            each request; nothing is held, so no block changes state and
@@ -16,9 +23,10 @@
  * returned = RssAnon at the start - the latest sample (never the guest's
  * claim; the guest's migrations may fault in pages QEMU had discarded,
  * which counts against it).  DONE when returned reaches the target; else
- * another phase, unless the guest stopped, the phase gave back less than a
- * block, or BACKEND_HINT_MAX_PHASES ran: STOPPED with both figures in
- * words.
+ * another phase, unless returned came within BACKEND_HINT_REACH_SLACK (or
+ * a sixteenth) of a goal below the target (the reach), the guest stopped, the phase gave back less than a block, or
+ * BACKEND_HINT_MAX_PHASES ran: STOPPED with the figures in words.  A
+ * reach below one block stops before any compaction.
  *
  *   begin -> COMPACT --(phase compacted, or guest stopped)--> SAMPLE ...
  *   SAMPLE --(settled)--> DONE | STOPPED | COMPACT (next phase)
@@ -45,7 +53,7 @@ static void backend_hint_phase_begin(struct backend_hint *h,
 	h->phases++;
 	h->settling = false;
 	h->settle_begun = false;
-	h->phase_want = h->target_bytes - h->returned_bytes;
+	h->phase_want = h->goal_bytes - h->returned_bytes;
 	h->phase_want = (h->phase_want + PROTO_BLOCK_SIZE - 1) & ~(PROTO_BLOCK_SIZE - 1);
 	h->phase_compacted = 0;
 	h->phase_returned_start = h->returned_bytes;
@@ -54,16 +62,51 @@ static void backend_hint_phase_begin(struct backend_hint *h,
 	ret_step->bytes = h->phase_want;
 }
 
+/* The reach in words, for a reason. */
+static void backend_hint_reach_text(const struct backend_hint *h, char *buf,
+				    size_t size)
+{
+	snprintf(buf, size, "reporting had returned the wholly free blocks "
+		 "(%llu of %llu MiB free) already: at most %llu MiB could come back",
+		 MIB(h->reach.whole_free_bytes), MIB(h->reach.free_bytes),
+		 MIB(h->goal_bytes));
+}
+
 void backend_hint_begin(struct backend_hint *h, const char *vm_name,
-			uint32_t op_id, uint64_t target_bytes, uint64_t rss,
+			uint32_t op_id, uint64_t target_bytes,
+			const struct backend_hint_reach *reach, uint64_t rss,
 			struct backend_hint_step *ret_step)
 {
+	uint64_t backed;
+
 	memset(h, 0, sizeof(*h));
 	h->vm_name = vm_name;
 	h->op_id = op_id;
 	h->target_bytes = target_bytes;
+	h->goal_bytes = target_bytes;
 	h->rss_before = rss;
 	h->rss_after = rss;
+	if (reach && reach->known) {
+		h->reach = *reach;
+		backed = reach->free_bytes > reach->whole_free_bytes ?
+			 reach->free_bytes - reach->whole_free_bytes : 0;
+		backed &= ~(uint64_t)(PROTO_BLOCK_SIZE - 1);
+		if (backed < h->goal_bytes)
+			h->goal_bytes = backed;
+	}
+	if (h->goal_bytes < PROTO_BLOCK_SIZE) {
+		memset(ret_step, 0, sizeof(*ret_step));
+		ret_step->action = BACKEND_HINT_STOPPED;
+		ret_step->error = -ENOSPC;
+		backend_hint_reach_text(h, ret_step->reason, sizeof(ret_step->reason));
+		return;
+	}
+	if (h->goal_bytes < target_bytes)
+		log_info("VM '%s': reclaim #%" PRIu32 " aims at %llu of the %llu MiB "
+			 "asked: the guest has %llu MiB free, %llu MiB of it in "
+			 "wholly free blocks free page reporting has returned already",
+			 vm_name, op_id, MIB(h->goal_bytes), MIB(target_bytes),
+			 MIB(reach->free_bytes), MIB(reach->whole_free_bytes));
 	backend_hint_phase_begin(h, ret_step);
 }
 
@@ -99,11 +142,19 @@ void backend_hint_compacted(struct backend_hint *h, uint64_t bytes,
 	ret_step->bytes = h->phase_want - h->phase_compacted;
 }
 
+/* How close to a reach below the target counts as reaching it. */
+static uint64_t backend_hint_slack(const struct backend_hint *h)
+{
+	uint64_t frac = h->goal_bytes / 16;
+
+	return frac > BACKEND_HINT_REACH_SLACK ? frac : BACKEND_HINT_REACH_SLACK;
+}
+
 /* A settle phase ended: done, stopped, or one more phase. */
 static void backend_hint_settled(struct backend_hint *h, bool capped,
 				 struct backend_hint_step *ret_step)
 {
-	char sum[200];
+	char sum[200], why[160];
 
 	snprintf(sum, sizeof(sum), "the guest compacted %llu MiB; free page "
 		 "reporting gave back %llu MiB (QEMU RssAnon %llu -> %llu MiB)",
@@ -119,7 +170,13 @@ static void backend_hint_settled(struct backend_hint *h, bool capped,
 	}
 	ret_step->action = BACKEND_HINT_STOPPED;
 	ret_step->error = -EAGAIN;
-	if (h->guest_stopped) {
+	if (h->goal_bytes < h->target_bytes &&
+	    h->returned_bytes + backend_hint_slack(h) >= h->goal_bytes) {
+		/* (nearly) all the reach: nothing more worth compacting */
+		ret_step->error = -ENOSPC;
+		backend_hint_reach_text(h, why, sizeof(why));
+		snprintf(ret_step->reason, sizeof(ret_step->reason), "%s; %s", sum, why);
+	} else if (h->guest_stopped) {
 		ret_step->guest_stopped = true;
 		ret_step->error = h->guest_stop_errno;
 		snprintf(ret_step->reason, sizeof(ret_step->reason), "%s", sum);

@@ -25,6 +25,12 @@
 #define BACKEND_HINT_QUIET_MS	5000
 #define BACKEND_HINT_CAP_MS	60000
 #define BACKEND_HINT_MAX_PHASES	4
+/*
+ * The reach is what perfect packing would give; within this much of it
+ * (or a sixteenth of it, the more) another phase is not worth its cost:
+ * the last pages moved land on memory reporting had returned and refault.
+ */
+#define BACKEND_HINT_REACH_SLACK	(8ull << 20)
 
 #define BACKEND_HINT_REASON_MAX	400	/* the op's reason keeps the first 255 */
 
@@ -51,6 +57,18 @@ struct backend_hint_step {
 };
 
 /*
+ * What compaction can give back at most, from the guest's scan at the
+ * start: free page reporting has handed every wholly free block to the
+ * host already, so only the free memory scattered in partly used blocks
+ * (free - whole_free) is still backed.  Unknown (no scan): no bound.
+ */
+struct backend_hint_reach {
+	bool known;
+	uint64_t free_bytes;		/* the guest's free memory */
+	uint64_t whole_free_bytes;	/* of it, in wholly free 2 MiB blocks */
+};
+
+/*
  * One hint reclaim.  The figures are for status; the rest is the state
  * machine's (read-only outside backend_hint.c).
  */
@@ -58,6 +76,9 @@ struct backend_hint {
 	const char *vm_name;		/* for the log; outlives the operation */
 	uint32_t op_id;
 	uint64_t target_bytes;
+	struct backend_hint_reach reach;
+	uint64_t goal_bytes;		/* what the phases aim for: the target,
+					 * or less when the reach is below it */
 	uint64_t compacted_bytes;	/* the guest's claim, summed */
 	uint64_t rss_before;		/* QEMU's RssAnon at the start */
 	uint64_t rss_after;		/* the latest settle sample */
@@ -76,11 +97,14 @@ struct backend_hint {
 };
 
 /*
- * Starts an operation of target_bytes with QEMU's RssAnon at rss: the
- * first step is always a compaction.
+ * Starts an operation of target_bytes with QEMU's RssAnon at rss and the
+ * guest's free memory as reach says (NULL: unknown): the first step is a
+ * compaction of at most what is still backed, or STOPPED at once when
+ * less than a block of it is.
  */
 void backend_hint_begin(struct backend_hint *h, const char *vm_name,
-			uint32_t op_id, uint64_t target_bytes, uint64_t rss,
+			uint32_t op_id, uint64_t target_bytes,
+			const struct backend_hint_reach *reach, uint64_t rss,
 			struct backend_hint_step *ret_step);
 
 /* A compaction round ended: the guest emptied `bytes` (0: it stopped for

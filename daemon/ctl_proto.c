@@ -299,6 +299,15 @@ static void ctl_add_str(struct json_object *o, const char *key, const char *s)
 	json_object_object_add(o, key, s && *s ? json_object_new_string(s) : NULL);
 }
 
+/* An operation's work: pages_migrated and vacate_ns, both null if unknown. */
+static void ctl_add_work(struct json_object *o, bool known, uint64_t pages,
+			 uint64_t ns)
+{
+	json_object_object_add(o, "pages_migrated",
+			       known ? json_object_new_uint64(pages) : NULL);
+	json_object_object_add(o, "vacate_ns", known ? json_object_new_uint64(ns) : NULL);
+}
+
 static struct json_object *ctl_features_json(uint64_t f)
 {
 	struct json_object *a = json_object_new_array();
@@ -616,6 +625,10 @@ static struct json_object *ctl_migration_json(const struct migration_status *m)
  * and freed: its claim),
  * rss_anon_before_bytes, rss_anon_after_bytes (QEMU's RssAnon at the start and at the
  * latest sample; done_bytes is the drop between them, never the claim).
+ * Every operation: pages_migrated (pages the guest module moved out of
+ * the blocks it emptied) and vacate_ns (guest CPU it spent emptying them),
+ * the growth of the module's counters over a reclaim; null unless both
+ * readings came (returns and reconciles move nothing).
  */
 struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_info *op)
 {
@@ -633,6 +646,7 @@ struct json_object *ctl_proto_op_json(const char *vm, const struct reclaim_op_in
 	ctl_add_str(o, "reason", op->reason);
 	ctl_add_u64(o, "elapsed_ms", op->elapsed_ms);
 	ctl_add_u64(o, "rounds", op->rounds);
+	ctl_add_work(o, op->work_known, op->pages_migrated, op->vacate_ns);
 	if (op->kind == RECLAIM_KIND_RETURN) {
 		ctl_add_str(o, "reback", op->reback_known ?
 			    backend_shared_status_name(op->reback) : NULL);
@@ -711,6 +725,7 @@ struct json_object *ctl_proto_history_json(const char *vm,
 	ctl_add_u64(o, "target_bytes", e->asked_bytes);
 	ctl_add_u64(o, "done_bytes", e->done_bytes);
 	json_object_object_add(o, "error", json_object_new_int(e->error));
+	ctl_add_work(o, e->work_known, e->pages_migrated, e->vacate_ns);
 	return o;
 }
 

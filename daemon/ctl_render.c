@@ -375,6 +375,13 @@ void ctl_render_op_line(struct json_object *op, char *buf, size_t sz)
 		snprintf(buf + n, sz - n, "; guest compacted %s, returned = QEMU "
 			 "RssAnon drop",
 			 ctl_render_size(op, "compacted_bytes", b3, sizeof(b3)));
+	/* the guest's work, once both readings came */
+	n = (int)strlen(buf);
+	if (ctl_client_get(op, "pages_migrated") && ctl_client_get(op, "vacate_ns") &&
+	    (size_t)n < sz)
+		snprintf(buf + n, sz - n, "; the guest migrated %" PRIu64 " pages "
+			 "in %.2f s of CPU", ctl_client_u64(op, "pages_migrated"),
+			 (double)ctl_client_u64(op, "vacate_ns") / 1e9);
 }
 
 void ctl_render_history(struct json_object *history)
@@ -385,9 +392,9 @@ void ctl_render_history(struct json_object *history)
 		printf("no operations recorded\n");
 		return;
 	}
-	printf("%-19s  %-12s %6s  %-9s %-6s %9s %9s %8s %-7s  %s\n", "started",
-	       "vm", "id", "kind", "origin", "asked", "done", "seconds", "result",
-	       "rate");
+	printf("%-19s  %-12s %6s  %-9s %-6s %9s %9s %8s %-7s %9s %9s  %s\n",
+	       "started", "vm", "id", "kind", "origin", "asked", "done", "seconds",
+	       "result", "migrated", "guest-cpu", "rate");
 	for (size_t i = 0; i < n; i++) {
 		struct json_object *e = json_object_array_get_idx(history, i);
 		uint64_t ms = ctl_client_u64(e, "started_unix_ms");
@@ -395,6 +402,7 @@ void ctl_render_history(struct json_object *history)
 		uint64_t done = ctl_client_u64(e, "done_bytes");
 		time_t t = (time_t)(ms / 1000);
 		char when[32] = "?", b1[32], b2[32], rate[32] = "-";
+		char pages[24] = "-", cpu[24] = "-";
 		struct tm tm;
 
 		if (ms && localtime_r(&t, &tm))
@@ -402,12 +410,20 @@ void ctl_render_history(struct json_object *history)
 		if (done && dur)
 			snprintf(rate, sizeof(rate), "%.1f MiB/s",
 				 (double)done / (1 << 20) / ((double)dur / 1000.0));
-		printf("%-19s  %-12s %6" PRIu64 "  %-9s %-6s %9s %9s %8.1f %-7s  %s\n",
+		/* the guest's work: null (unknown) prints as "-" */
+		if (ctl_client_get(e, "pages_migrated"))
+			snprintf(pages, sizeof(pages), "%" PRIu64,
+				 ctl_client_u64(e, "pages_migrated"));
+		if (ctl_client_get(e, "vacate_ns"))
+			snprintf(cpu, sizeof(cpu), "%.2f s",
+				 (double)ctl_client_u64(e, "vacate_ns") / 1e9);
+		printf("%-19s  %-12s %6" PRIu64 "  %-9s %-6s %9s %9s %8.1f %-7s %9s %9s  %s\n",
 		       when, ctl_client_str(e, "vm") ?: "?", ctl_client_u64(e, "id"),
 		       ctl_client_str(e, "kind") ?: "?",
 		       ctl_client_str(e, "origin") ?: "?",
 		       ctl_render_size(e, "target_bytes", b1, sizeof(b1)),
 		       ctl_render_size(e, "done_bytes", b2, sizeof(b2)),
-		       (double)dur / 1000.0, ctl_client_str(e, "state") ?: "?", rate);
+		       (double)dur / 1000.0, ctl_client_str(e, "state") ?: "?", pages,
+		       cpu, rate);
 	}
 }

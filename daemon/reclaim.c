@@ -51,6 +51,13 @@
  *   nothing to ACK, reconcile or return), reads QEMU's RssAnon on the step
  *   timer, and ends the operation with the backend's figures and reason.
  *
+ * work of a reclaim (either backend): the guest module's counters
+ *   (REQ_STATS) are read before the operation's first request and again
+ *   once its result is decided (the target came back, or the guest
+ *   stopped); the operation ends when that answer comes, with the growth
+ *   as its pages_migrated and vacate_ns.  Whatever ends it meanwhile (the
+ *   session lost, a cancel) keeps the decided result, the work unknown.
+ *
  * The layers: this file is the operation model (one operation per VM, its
  * id, result, the per-block state and the guest handshake) and calls each
  * backend through its interface: backend_shared_vm_*() (backend_shared.c)
@@ -139,6 +146,24 @@ struct reclaim {
 	struct backend_hint hint;
 	struct backend_hint_step hint_next;
 	uint64_t hint_returned_bytes;
+	uint64_t hint_rss0;		/* RssAnon when it was asked for */
+	struct backend_hint_reach hint_reach;	/* from the scan at its start */
+
+	/*
+	 * The guest module's work during a reclaim: its counters read at the
+	 * start (work_start, once answered) and at the end.  While finishing,
+	 * the result is decided (fin_*) and only the end reading (REQ_STATS
+	 * fin_req) is awaited; whatever ends the operation meanwhile keeps
+	 * that result.
+	 */
+	uint32_t work_op;		/* the operation work_start belongs to */
+	bool work_have_start;
+	struct proto_stats work_start;
+	bool finishing;
+	uint32_t fin_req;
+	enum reclaim_op_state fin_state;
+	int fin_error;
+	char fin_reason[RECLAIM_REASON_MAX];
 
 	reclaim_op_end_fn op_end_fn;	/* told of every ended operation */
 	void *op_end_userdata;
@@ -218,14 +243,21 @@ static void reclaim_op_end(struct reclaim *rc, enum reclaim_op_state state,
 		return;
 	rc->running = false;
 	loop_timer_disarm(rc->loop, &rc->step);
-	op->state = state;
-	op->error = state == RECLAIM_OP_DONE ? 0 : (error ? error : -EIO);
 	op->reason[0] = '\0';
-	if (fmt) {
+	if (rc->finishing) {
+		/* decided already: only the end reading is missing */
+		rc->finishing = false;
+		session_cancel(rc->session, rc->fin_req);
+		state = rc->fin_state;
+		error = rc->fin_error;
+		snprintf(op->reason, sizeof(op->reason), "%s", rc->fin_reason);
+	} else if (fmt) {
 		va_start(ap, fmt);
 		vsnprintf(op->reason, sizeof(op->reason), fmt, ap);
 		va_end(ap);
 	}
+	op->state = state;
+	op->error = state == RECLAIM_OP_DONE ? 0 : (error ? error : -EIO);
 	op->elapsed_ms = loop_now_ms() - rc->op_start_ms;
 	if (op->kind == RECLAIM_KIND_RECONCILE && state == RECLAIM_OP_DONE)
 		rc->reconciled = true;
@@ -297,6 +329,107 @@ static int reclaim_send(struct reclaim *rc, session_resp_fn cb)
 	rc->in.type = rc->msg->type;
 	rc->op.rounds++;
 	return 0;
+}
+
+/* ---- work: the module's counters around a reclaim ---------------------- */
+
+/* Queues REQ_STATS answered to cb (not a round: the operation's request in
+ * flight stays what it is). */
+static int reclaim_work_request(struct reclaim *rc, session_resp_fn cb,
+				uint32_t *ret_id)
+{
+	memset(&rc->msg->u, 0, sizeof(rc->msg->u));
+	rc->msg->type = PROTO_REQ_STATS;
+	return session_request(rc->session, rc->msg, cb, rc, ret_id);
+}
+
+static void reclaim_work_begin_resp(void *userdata, int status,
+				    const struct proto_msg *m, bool last)
+{
+	struct reclaim *rc = userdata;
+
+	(void)last;
+	if (status < 0 || !m || !rc->running || rc->op.id != rc->work_op)
+		return;
+	rc->work_start = m->u.stats_resp.stats;
+	rc->work_have_start = true;
+}
+
+/*
+ * A reclaim begins: read the module's counters first (the session answers
+ * in order, so before any request of the operation).  Without an answer
+ * the operation's work stays unknown; nothing else depends on it.
+ */
+static void reclaim_work_begin(struct reclaim *rc)
+{
+	uint32_t id;
+
+	rc->work_op = rc->op.id;
+	rc->work_have_start = false;
+	if (reclaim_work_request(rc, reclaim_work_begin_resp, &id) < 0)
+		log_debug("VM '%s': reclaim #%" PRIu32 ": cannot ask for the "
+			  "module's counters; its work stays unknown", rc->name,
+			  rc->op.id);
+}
+
+/* A reading that fell is a module that reloaded: all of it is new. */
+static uint64_t reclaim_work_delta(uint64_t start, uint64_t end)
+{
+	return end >= start ? end - start : end;
+}
+
+static void reclaim_work_end_resp(void *userdata, int status,
+				  const struct proto_msg *m, bool last)
+{
+	struct reclaim *rc = userdata;
+	struct reclaim_op_info *op = &rc->op;
+	const struct proto_stats *end;
+
+	(void)last;
+	if (!rc->running || !rc->finishing || rc->op.id != rc->work_op)
+		return;
+	rc->finishing = false;		/* answered: nothing to cancel */
+	if (status == 0 && m) {
+		end = &m->u.stats_resp.stats;
+		op->work_known = true;
+		op->pages_migrated = reclaim_work_delta(rc->work_start.pages_migrated,
+							end->pages_migrated);
+		op->vacate_ns = reclaim_work_delta(rc->work_start.vacate_ns,
+						   end->vacate_ns);
+	}
+	reclaim_op_end(rc, rc->fin_state, rc->fin_error, "%s", rc->fin_reason);
+}
+
+/*
+ * The operation's result is decided (the target came back, or the guest
+ * stopped): a reclaim reads the module's counters once more and ends when
+ * they come; anything else ends now.
+ */
+static void reclaim_op_finish(struct reclaim *rc, enum reclaim_op_state state,
+			      int error, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void reclaim_op_finish(struct reclaim *rc, enum reclaim_op_state state,
+			      int error, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!rc->running || rc->finishing)
+		return;
+	rc->fin_reason[0] = '\0';
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(rc->fin_reason, sizeof(rc->fin_reason), fmt, ap);
+		va_end(ap);
+	}
+	if (rc->op.kind != RECLAIM_KIND_RECLAIM || !rc->work_have_start ||
+	    rc->op.id != rc->work_op || !rc->ready ||
+	    reclaim_work_request(rc, reclaim_work_end_resp, &rc->fin_req) < 0)
+		return reclaim_op_end(rc, state, error, "%s", rc->fin_reason);
+	loop_timer_disarm(rc->loop, &rc->step);
+	rc->fin_state = state;
+	rc->fin_error = error;
+	rc->finishing = true;
 }
 
 /* ---- ACK ---------------------------------------------------------------- */
@@ -557,8 +690,8 @@ static void reclaim_step_reclaim(struct reclaim *rc)
 	memset(&m->u, 0, sizeof(m->u));
 	backed = reclaim_candidates(rc, &n);
 	if (!backed)
-		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, -ENOSPC,
-				      "no backed block left to empty");
+		return reclaim_op_finish(rc, RECLAIM_OP_STOPPED, -ENOSPC,
+					 "no backed block left to empty");
 	want = op->target_bytes - op->done_bytes;
 	want = (want + RECLAIM_BLOCK - 1) & ~(RECLAIM_BLOCK - 1);
 	m->type = PROTO_REQ_CAPTURE;
@@ -674,7 +807,7 @@ static void reclaim_capture_resp(void *userdata, int status,
 		 op->rounds, MIB(captured), MIB(freed), MIB(op->done_bytes),
 		 MIB(op->target_bytes));
 	if (op->done_bytes >= op->target_bytes)
-		return reclaim_op_end(rc, RECLAIM_OP_DONE, 0, NULL);
+		return reclaim_op_finish(rc, RECLAIM_OP_DONE, 0, NULL);
 	if (!rc->layout)
 		return reclaim_op_end(rc, RECLAIM_OP_FAILED, -ENODATA,
 				      "QEMU monitor lost: captured blocks left unpunched");
@@ -682,11 +815,12 @@ static void reclaim_capture_resp(void *userdata, int status,
 		const char *text = reclaim_stop_text(rc->in.stop_errno);
 
 		if (text)
-			return reclaim_op_end(rc, RECLAIM_OP_STOPPED,
-					      rc->in.stop_errno ? rc->in.stop_errno : -ENOSPC,
-					      "%s", text);
-		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, rc->in.stop_errno,
-				      "the guest stopped: %s", strerror(-rc->in.stop_errno));
+			return reclaim_op_finish(rc, RECLAIM_OP_STOPPED,
+						 rc->in.stop_errno ? rc->in.stop_errno :
+						 -ENOSPC, "%s", text);
+		return reclaim_op_finish(rc, RECLAIM_OP_STOPPED, rc->in.stop_errno,
+					 "the guest stopped: %s",
+					 strerror(-rc->in.stop_errno));
 	}
 	loop_timer_arm(rc->loop, &rc->step, 0);
 }
@@ -937,23 +1071,69 @@ static void reclaim_hint_do(struct reclaim *rc, const struct backend_hint_step *
 		loop_timer_arm(rc->loop, &rc->step, s->delay_ms);
 		return;
 	case BACKEND_HINT_DONE:
-		return reclaim_op_end(rc, RECLAIM_OP_DONE, 0, NULL);
+		return reclaim_op_finish(rc, RECLAIM_OP_DONE, 0, NULL);
 	case BACKEND_HINT_STOPPED:
 		if (!s->guest_stopped)
-			return reclaim_op_end(rc, RECLAIM_OP_STOPPED, s->error,
-					      "%s", s->reason);
+			return reclaim_op_finish(rc, RECLAIM_OP_STOPPED, s->error,
+						 "%s", s->reason);
 		text = reclaim_stop_text(s->error);
-		return reclaim_op_end(rc, RECLAIM_OP_STOPPED,
-				      s->error ? s->error : -ENOSPC, "%s; %s",
-				      s->reason, text ? text : strerror(-s->error));
+		return reclaim_op_finish(rc, RECLAIM_OP_STOPPED,
+					 s->error ? s->error : -ENOSPC, "%s; %s",
+					 s->reason, text ? text : strerror(-s->error));
 	}
+}
+
+/* The backend's first step, with what the scan said (or not). */
+static void reclaim_hint_begin(struct reclaim *rc)
+{
+	struct backend_hint_step s;
+
+	backend_hint_begin(&rc->hint, rc->name, rc->op.id, rc->op.target_bytes,
+			   &rc->hint_reach, rc->hint_rss0, &s);
+	reclaim_hint_do(rc, &s);
+}
+
+/*
+ * The scan at the start: how much of the guest's free memory reporting
+ * has not returned yet (session_check_scan() bounded the totals).  A
+ * guest that cannot scan leaves the reach unknown; a lost session ends
+ * the operation.
+ */
+static void reclaim_hint_scan_resp(void *userdata, int status,
+				   const struct proto_msg *m, bool last)
+{
+	struct reclaim *rc = userdata;
+	struct reclaim_op_info *op = &rc->op;
+	bool ours = rc->running && op->kind == RECLAIM_KIND_RECLAIM && op->hint;
+
+	if (status == -ECONNRESET) {
+		rc->in.active = false;
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, status,
+				      "guest session lost");
+	}
+	if (status == 0 && m && !rc->hint_reach.known) {
+		rc->hint_reach.known = true;
+		rc->hint_reach.free_bytes = m->u.scan.free_bytes;
+		rc->hint_reach.whole_free_bytes = m->u.scan.free_block_bytes;
+	}
+	if (status == 0 && m && !last)
+		return;
+	rc->in.active = false;
+	if (!ours)
+		return;
+	if (status < 0 || !m) {
+		rc->hint_reach.known = false;
+		log_info("VM '%s': reclaim #%" PRIu32 ": the guest could not scan "
+			 "(%s); compacting without knowing how much is still backed",
+			 rc->name, op->id, strerror(status < 0 ? -status : EPROTO));
+	}
+	reclaim_hint_begin(rc);
 }
 
 static int reclaim_hint_start(struct reclaim *rc, uint64_t bytes,
 			      enum reclaim_origin origin, char *err, size_t errsz,
 			      uint32_t *ret_id)
 {
-	struct backend_hint_step s;
 	uint64_t rss;
 	int r;
 
@@ -965,11 +1145,19 @@ static int reclaim_hint_start(struct reclaim *rc, uint64_t bytes,
 	}
 	reclaim_op_begin(rc, RECLAIM_KIND_RECLAIM, origin, bytes);
 	rc->op.hint = true;
+	reclaim_work_begin(rc);
 	log_info("VM '%s': reclaim #%" PRIu32 " of %llu MiB started (hint backend: "
 		 "guest compaction, QEMU RssAnon %llu MiB)", rc->name, rc->op.id,
 		 MIB(bytes), MIB(rss));
-	backend_hint_begin(&rc->hint, rc->name, rc->op.id, bytes, rss, &s);
-	reclaim_hint_do(rc, &s);
+	rc->hint_rss0 = rss;
+	memset(&rc->hint_reach, 0, sizeof(rc->hint_reach));
+	memset(&rc->hint, 0, sizeof(rc->hint));
+	rc->op.rss_anon_before = rc->op.rss_anon_after = rss;
+	/* first the guest's scan: how much of its free memory is still backed */
+	memset(&rc->msg->u, 0, sizeof(rc->msg->u));
+	rc->msg->type = PROTO_REQ_SCAN;
+	if (reclaim_send(rc, reclaim_hint_scan_resp) < 0)
+		reclaim_hint_begin(rc);
 	*ret_id = rc->op.id;
 	return 0;
 }
@@ -1064,7 +1252,7 @@ static void reclaim_step_timer(struct loop_timer *t)
 			reclaim_maybe_reconcile(rc);
 		return;
 	}
-	if (rc->in.active)
+	if (rc->in.active || rc->finishing)
 		return;
 	if (!rc->ready)
 		return reclaim_op_end(rc, RECLAIM_OP_FAILED, -ECONNRESET,
@@ -1180,6 +1368,8 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 		return reclaim_hint_start(rc, bytes, origin, err, errsz, ret_id);
 	reclaim_op_begin(rc, kind, origin, bytes);
 	rc->op_backing_start = backend_shared_vm_allocated(rc->layout);
+	if (kind == RECLAIM_KIND_RECLAIM)
+		reclaim_work_begin(rc);
 	log_info("VM '%s': %s #%" PRIu32 " of %llu MiB started", rc->name,
 		 reclaim_kind_name(kind), rc->op.id, MIB(bytes));
 	loop_timer_arm(rc->loop, &rc->step, 0);

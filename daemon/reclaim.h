@@ -82,6 +82,16 @@ struct reclaim_op_info {
 	 * on the same memfd, the guest's migrations)
 	 */
 	uint64_t punched_bytes;
+	/*
+	 * reclaim only: the guest module's work, the growth of its counters
+	 * (RESP_STATS at the start and at the end of the operation) --
+	 * known only when both readings came (not after a lost session or a
+	 * cancel); it counts whatever else vacated meanwhile, which is
+	 * nothing the daemon asked for (one operation per VM at a time)
+	 */
+	bool work_known;
+	uint64_t pages_migrated;	/* pages moved out of emptied blocks */
+	uint64_t vacate_ns;		/* guest CPU the module spent vacating */
 	/* hint reclaim only: the guest's claim beside the measurement */
 	bool hint;
 	uint64_t compacted_bytes;	/* blocks the guest emptied and freed */

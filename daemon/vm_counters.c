@@ -32,15 +32,19 @@
  *
  * The file is text, one record a line, checked whole when loaded:
  *
- *   vmdefrag-counters 1
+ *   vmdefrag-counters 2
  *   total NAME VALUE                    (each name of the totals, once)
  *   ops KIND STATE VALUE                (nonzero cells only)
  *   seen vacate_ns|pages_migrated VALUE (the module's last reading)
- *   op ID KIND ORIGIN STATE START_MS DURATION_MS ASKED DONE ERRNO
+ *   op ID KIND ORIGIN STATE START_MS DURATION_MS ASKED DONE ERRNO PAGES NS
  *   end HASH                            (FNV-1a 64 of every byte above)
  *
- * Anything else (an unknown line, a bad number, a missing or wrong end) is
- * corrupt: a warning, and the VM starts from zero.
+ * PAGES and NS are the operation's work (pages_migrated, vacate_ns), both
+ * "-" when it is not known.  Version 1 (this release's first files) had op
+ * lines without them: it is read as such, the work unknown, and the next
+ * save writes version 2.  Anything else (an unknown line or version, a bad
+ * number, a missing or wrong end) is corrupt: a warning, and the VM starts
+ * from zero.
  *
  * Single-threaded, on the loop's thread.
  */
@@ -59,7 +63,8 @@
 #include "loop.h"
 #include "vm_counters.h"
 
-#define VM_COUNTERS_MAGIC	"vmdefrag-counters 1"
+#define VM_COUNTERS_MAGIC	"vmdefrag-counters 2"
+#define VM_COUNTERS_MAGIC_V1	"vmdefrag-counters 1"	/* op lines without work */
 #define VM_COUNTERS_FILE_MAX	(64u * 1024)
 #define VM_COUNTERS_PATH_MAX	512
 
@@ -191,6 +196,18 @@ static size_t vm_counters_words(char *line, char **w, size_t max)
 	}
 }
 
+/* An op line's work: both numbers, or both "-". */
+static int vm_counters_parse_work(char **w, struct vm_history_entry *e)
+{
+	if (strcmp(w[0], "-") == 0 && strcmp(w[1], "-") == 0)
+		return 0;
+	if (vm_counters_u64(w[0], &e->pages_migrated) < 0 ||
+	    vm_counters_u64(w[1], &e->vacate_ns) < 0)
+		return -EBADMSG;
+	e->work_known = true;
+	return 0;
+}
+
 static int vm_counters_parse_op(char **w, struct vm_history_entry *e)
 {
 	uint64_t v[7];
@@ -230,6 +247,7 @@ int vm_counters_parse(const char *text, size_t len, struct vm_counters_totals *r
 	_cleanup_free_ char *copy = NULL;
 	bool have[VM_COUNTERS_NFIELDS] = { false };
 	size_t nhist = 0, pos = 0;
+	bool v1 = false;
 	const char *last;
 
 	if (len > VM_COUNTERS_FILE_MAX || len == 0 || text[len - 1] != '\n' ||
@@ -254,7 +272,7 @@ int vm_counters_parse(const char *text, size_t len, struct vm_counters_totals *r
 		return -ENOMEM;
 
 	for (char *line = copy, *nl; *line; line = nl + 1) {
-		char *w[10];
+		char *w[12];
 		size_t n;
 
 		nl = strchr(line, '\n');
@@ -262,11 +280,13 @@ int vm_counters_parse(const char *text, size_t len, struct vm_counters_totals *r
 			return -EBADMSG;
 		*nl = '\0';
 		if (pos++ == 0) {
-			if (strcmp(line, VM_COUNTERS_MAGIC) != 0)
+			if (strcmp(line, VM_COUNTERS_MAGIC_V1) == 0)
+				v1 = true;
+			else if (strcmp(line, VM_COUNTERS_MAGIC) != 0)
 				return -EBADMSG;
 			continue;
 		}
-		n = vm_counters_words(line, w, 10);
+		n = vm_counters_words(line, w, 12);
 		if (n == 3 && strcmp(w[0], "total") == 0) {
 			size_t i;
 			uint64_t v;
@@ -293,9 +313,10 @@ int vm_counters_parse(const char *text, size_t len, struct vm_counters_totals *r
 			if (!dst || vm_counters_u64(w[2], dst) < 0)
 				return -EBADMSG;
 			seen.stats = true;
-		} else if (n == 10 && strcmp(w[0], "op") == 0) {
+		} else if (n == (v1 ? 10u : 12u) && strcmp(w[0], "op") == 0) {
 			if (nhist == VM_COUNTERS_HISTORY ||
-			    vm_counters_parse_op(w, &hist[nhist]) < 0)
+			    vm_counters_parse_op(w, &hist[nhist]) < 0 ||
+			    (!v1 && vm_counters_parse_work(w + 10, &hist[nhist]) < 0))
 				return -EBADMSG;
 			nhist++;
 		} else {
@@ -347,10 +368,15 @@ static char *vm_counters_format(const struct vm_counters *c, size_t *ret_len)
 		const struct vm_history_entry *e = &hist[i];
 
 		fprintf(f, "op %" PRIu32 " %s %s %s %" PRIu64 " %" PRIu64 " %" PRIu64
-			" %" PRIu64 " %" PRId32 "\n", e->id, reclaim_kind_name(e->kind),
+			" %" PRIu64 " %" PRId32, e->id, reclaim_kind_name(e->kind),
 			reclaim_origin_name(e->origin), reclaim_op_state_name(e->state),
 			e->started_unix_ms, e->duration_ms, e->asked_bytes,
 			e->done_bytes, e->error);
+		if (e->work_known)
+			fprintf(f, " %" PRIu64 " %" PRIu64 "\n", e->pages_migrated,
+				e->vacate_ns);
+		else
+			fprintf(f, " - -\n");
 	}
 	if (fflush(f) != 0) {
 		fclose(f);
@@ -549,6 +575,8 @@ void vm_counters_op_end(struct vm_counters *c, const struct reclaim_op_info *op)
 		.duration_ms = op->elapsed_ms, .asked_bytes = op->target_bytes,
 		.done_bytes = op->done_bytes,
 		.error = op->error < -PROTO_ERRNO_MAX ? -EIO : op->error,
+		.work_known = op->work_known, .pages_migrated = op->pages_migrated,
+		.vacate_ns = op->vacate_ns,
 	};
 	c->head = (c->head + 1) % VM_COUNTERS_HISTORY;
 	if (c->nhist < VM_COUNTERS_HISTORY)

@@ -47,6 +47,9 @@ struct vm_history_entry {
 	uint64_t asked_bytes;
 	uint64_t done_bytes;
 	int32_t error;			/* 0, or the negative errno when short */
+	bool work_known;		/* the two below were measured */
+	uint64_t pages_migrated;	/* the guest module's work (reclaims) */
+	uint64_t vacate_ns;
 };
 
 /*

@@ -97,6 +97,13 @@ def rss_anon(g):
     return hostmem.rss(g.pid)["RssAnon"]
 
 
+def module_work(g):
+    """(pages_migrated, vacate_ns) of the guest module, from vdfnl stats."""
+    st = dict(line.split("=", 1) for line in g.check("vdfnl stats").splitlines()
+              if "=" in line)
+    return int(st["pages_migrated"]), int(st["vacate_ns"])
+
+
 def settled_rss(g, quiet=6, limit=90):
     """RssAnon once it has moved less than 2 MiB for `quiet` seconds."""
     last, since, t0 = rss_anon(g), time.monotonic(), time.monotonic()
@@ -132,11 +139,13 @@ def test_hint_reclaim(kernel, workdir, figures):
             size = int(0.5 * free) // BLOCK * BLOCK
             assert size >= 64 * MIB, free
 
+            w0 = module_work(g)
             t0 = time.monotonic()
             p = d.ctl("reclaim", "g", f"{size // MIB}M", "--wait", "--json",
                       check=False, timeout=600)
             took = time.monotonic() - t0
             r1 = rss_anon(g)
+            w1 = module_work(g)
             op = json.loads(p.stdout.strip().splitlines()[-1])["operation"]
             assert op["backend"] == "hint" and op["kind"] == "reclaim", op
             assert op["state"] in ("done", "stopped"), (op, d.text()[-3000:])
@@ -149,6 +158,11 @@ def test_hint_reclaim(kernel, workdir, figures):
             assert abs(op["done_bytes"] - drop) <= 8 * MIB + drop // 20, (op, drop)
             assert op["rss_anon_before_bytes"] - op["rss_anon_after_bytes"] == op["done_bytes"], op
             assert op["compacted_bytes"] > 0, op
+            # the guest's work: compaction empties partly used blocks only,
+            # and the figures are the growth of the module's own counters
+            assert op["pages_migrated"] > 0 and op["vacate_ns"] > 0, op
+            assert op["pages_migrated"] == w1[0] - w0[0], (op, w0, w1)
+            assert op["vacate_ns"] == w1[1] - w0[1], (op, w0, w1)
             st = d.status("g")["g"]
             assert st["memory"]["hint_returned_bytes"] == op["done_bytes"], st
             human = d.ctl("status", "g").stdout
@@ -163,6 +177,8 @@ def test_hint_reclaim(kernel, workdir, figures):
             figures("guest compacted (its claim)", op["compacted_bytes"] / MIB, "MiB")
             figures("QEMU RssAnon drop (measured)", drop / MIB, "MiB")
             figures("hint reclaim time", took, "s")
+            figures("hint reclaim: pages migrated per GiB returned",
+                    op["pages_migrated"] * (1 << 30) / max(drop, 1), "pages")
         finally:
             rc = d.close()
         assert rc == 0, d.text()

@@ -107,6 +107,13 @@ def env(tmp_path_factory):
             g.run("kill $(pidof vmdefrag-agent)")
 
 
+def module_work(g):
+    """(pages_migrated, vacate_ns) of the guest module, from vdfnl stats."""
+    st = dict(line.split("=", 1) for line in g.check("vdfnl stats").splitlines()
+              if "=" in line)
+    return int(st["pages_migrated"]), int(st["vacate_ns"])
+
+
 def draw(e, name):
     """vmdefragctl map g --svg, the answer and the SVG's tree."""
     path = e.workdir / f"{name}.svg"
@@ -168,10 +175,19 @@ def test_map_before(env):
 
 def test_reclaim_return_counted(env):
     d, g = env.d, env.g
+    w0 = module_work(g)
     rec = json.loads(d.ctl("reclaim", "g", "64M", "--wait", "--json").stdout)["operation"]
+    w1 = module_work(g)
     assert rec["state"] == "done" and rec["origin"] == "user", rec
+    # the reclaim's work is the growth of the module's own counters (the
+    # daemon's manual VM runs nothing else that vacates meanwhile)
+    assert rec["vacate_ns"] > 0, rec
+    assert rec["pages_migrated"] == w1[0] - w0[0], (rec, w0, w1)
+    assert rec["vacate_ns"] == w1[1] - w0[1], (rec, w0, w1)
     ret = json.loads(d.ctl("return", "g", "32M", "--wait", "--json").stdout)["operation"]
     assert ret["state"] == "done" and ret["origin"] == "user", ret
+    # a return moves nothing in the guest: its work is not measured
+    assert ret["pages_migrated"] is None and ret["vacate_ns"] is None, ret
     env.rec, env.ret = rec, ret
 
     text = d.ctl("metrics").stdout
@@ -212,10 +228,17 @@ def test_history(env):
         [("reclaim", "user", "done"), ("return", "user", "done")], h
     assert ops[0]["id"] == env.rec["id"] and ops[1]["id"] == env.ret["id"]
     assert ops[0]["done_bytes"] == env.rec["done_bytes"]
+    assert (ops[0]["pages_migrated"], ops[0]["vacate_ns"]) == \
+        (env.rec["pages_migrated"], env.rec["vacate_ns"]), (ops[0], env.rec)
+    assert ops[1]["pages_migrated"] is None, ops[1]
     assert ops[0]["target_bytes"] == 64 * MIB
     assert abs(ops[0]["started_unix_ms"] / 1000 - time.time()) < 3600
     human = d.ctl("history").stdout
     assert "reclaim" in human and "user" in human and "MiB/s" in human, human
+    # the reclaim's line shows its pages and guest CPU, the return's "-"
+    line = [ln for ln in human.splitlines() if f" {env.rec['id']}  reclaim " in ln]
+    assert line and f" {env.rec['pages_migrated']} " in line[0], (line, human)
+    assert f"{env.rec['vacate_ns'] / 1e9:.2f} s" in line[0], (line, human)
 
 
 def test_http_listener(env):
@@ -304,6 +327,10 @@ def test_restart_keeps_counters_and_history(env):
     h = json.loads(d.ctl("history", "g", "--json").stdout)["history"]
     assert [o["id"] for o in h if o["kind"] in ("reclaim", "return")] == \
         [env.rec["id"], env.ret["id"]]
+    # the work survives the restart with the rest of the history
+    rec = [o for o in h if o["id"] == env.rec["id"]][0]
+    assert (rec["pages_migrated"], rec["vacate_ns"]) == \
+        (env.rec["pages_migrated"], env.rec["vacate_ns"]), (rec, env.rec)
     d.wait_reconciled("g")
     assert "corrupt" not in d.text()
 

@@ -229,6 +229,42 @@ static void test_scan_json_census(void **state)
 	json_object_put(o);
 }
 
+/* An operation's work: null until both readings came, then the growth. */
+static void test_op_work_json(void **state)
+{
+	struct reclaim_op_info op = {
+		.id = 3, .kind = RECLAIM_KIND_RECLAIM, .state = RECLAIM_OP_DONE,
+		.target_bytes = 64 * MiB, .done_bytes = 64 * MiB,
+	};
+	struct vm_history_entry h = {
+		.id = 3, .kind = RECLAIM_KIND_RECLAIM, .state = RECLAIM_OP_DONE,
+	};
+	struct json_object *o, *v;
+
+	for (int known = 0; known < 2; known++) {
+		op.work_known = h.work_known = known;
+		op.pages_migrated = h.pages_migrated = 12345;
+		op.vacate_ns = h.vacate_ns = 6000000000ull;
+		for (int hist = 0; hist < 2; hist++) {
+			o = hist ? ctl_proto_history_json("vm1", &h) :
+				   ctl_proto_op_json("vm1", &op);
+			assert_true(json_object_object_get_ex(o, "pages_migrated", &v));
+			if (!known) {
+				assert_null(v);
+			} else {
+				assert_true(json_object_is_type(v, json_type_int));
+				assert_int_equal(json_object_get_uint64(v), 12345);
+			}
+			assert_true(json_object_object_get_ex(o, "vacate_ns", &v));
+			if (!known)
+				assert_null(v);
+			else
+				assert_int_equal(json_object_get_uint64(v), 6000000000ull);
+			json_object_put(o);
+		}
+	}
+}
+
 enum scan_field { F_NONE, F_FREE, F_FREE_BLOCK, F_AVAIL, F_TOTAL, F_CAPTURED,
 		  F_CAPTURABLE, F_CLASSES, F_COST, F_UNMOV, F_OVERFLOW };
 
@@ -289,6 +325,7 @@ int main(void)
 		cmocka_unit_test(test_request_bad),
 		cmocka_unit_test(test_exit_codes),
 		cmocka_unit_test(test_scan_json),
+		cmocka_unit_test(test_op_work_json),
 		cmocka_unit_test(test_scan_json_census),
 		cmocka_unit_test(test_check_scan),
 	};

@@ -287,7 +287,8 @@ static void test_hint_op(void **state)
 		struct backend_hint_step s;
 		uint64_t now = 1000000, want = k->target_mib * MiB;
 
-		backend_hint_begin(&h, "vm", 1, k->target_mib * MiB, k->rss_mib * MiB, &s);
+		backend_hint_begin(&h, "vm", 1, k->target_mib * MiB, NULL,
+				   k->rss_mib * MiB, &s);
 		for (unsigned p = 0; p < k->nphases; p++) {
 			/* each phase asks for what is still missing, in whole blocks */
 			assert_int_equal(s.action, BACKEND_HINT_COMPACT);
@@ -324,6 +325,96 @@ static void test_hint_op(void **state)
 	}
 }
 
+/* Settles a phase at rss (one sample at once, then quiet). */
+static void test_settle_at(struct backend_hint *h, uint64_t *now, uint64_t rss,
+			   struct backend_hint_step *s)
+{
+	assert_int_equal(s->action, BACKEND_HINT_SAMPLE);
+	backend_hint_sampled(h, *now, rss, s);
+	while (s->action == BACKEND_HINT_SAMPLE) {
+		*now += s->delay_ms;
+		backend_hint_sampled(h, *now, rss, s);
+	}
+}
+
+/*
+ * The reach: free page reporting returned the wholly free blocks before
+ * the operation, so only the free memory scattered in partly used blocks
+ * can still come back; the phases aim at that, not at more.
+ */
+static void test_hint_reach(void **state)
+{
+	struct backend_hint h;
+	struct backend_hint_step s;
+	struct backend_hint_reach r = { true, 41 * MiB, 20 * MiB };
+	uint64_t now = 1000;
+
+	/* 64 asked, 21 still backed: aim at 20 (whole blocks), stop there */
+	backend_hint_begin(&h, "vm", 1, 64 * MiB, &r, 500 * MiB, &s);
+	assert_int_equal(s.action, BACKEND_HINT_COMPACT);
+	assert_true(s.bytes == 20 * MiB);
+	assert_true(h.goal_bytes == 20 * MiB);
+	backend_hint_compacted(&h, 20 * MiB, 0, &s);
+	test_settle_at(&h, &now, 480 * MiB, &s);
+	assert_int_equal(s.action, BACKEND_HINT_STOPPED);
+	assert_int_equal(s.error, -ENOSPC);
+	assert_false(s.guest_stopped);
+	assert_non_null(strstr(s.reason, "(20 of 41 MiB free) already"));
+	assert_non_null(strstr(s.reason, "at most 20 MiB"));
+	assert_true(h.returned_bytes == 20 * MiB);
+
+	/* short of the reach: a second phase for the rest of it only */
+	backend_hint_begin(&h, "vm", 2, 64 * MiB, &r, 500 * MiB, &s);
+	backend_hint_compacted(&h, 20 * MiB, 0, &s);
+	test_settle_at(&h, &now, 490 * MiB, &s);
+	assert_int_equal(s.action, BACKEND_HINT_COMPACT);
+	assert_true(s.bytes == 10 * MiB);
+
+	/* within the slack of the reach: no phase for the last few MiB */
+	r.free_bytes = 520 * MiB;
+	r.whole_free_bytes = 20 * MiB;
+	backend_hint_begin(&h, "vm", 7, 640 * MiB, &r, 900 * MiB, &s);
+	assert_true(s.bytes == 500 * MiB);
+	backend_hint_compacted(&h, 500 * MiB, 0, &s);
+	test_settle_at(&h, &now, 900 * MiB - 470 * MiB, &s);	/* 470: 30 short */
+	assert_int_equal(s.action, BACKEND_HINT_STOPPED);
+	assert_int_equal(s.error, -ENOSPC);
+	assert_non_null(strstr(s.reason, "at most 500 MiB"));
+	backend_hint_begin(&h, "vm", 8, 640 * MiB, &r, 900 * MiB, &s);
+	backend_hint_compacted(&h, 500 * MiB, 0, &s);
+	test_settle_at(&h, &now, 900 * MiB - 460 * MiB, &s);	/* 40 short */
+	assert_int_equal(s.action, BACKEND_HINT_COMPACT);
+	assert_true(s.bytes == 40 * MiB);
+	r.free_bytes = 41 * MiB;
+
+	/* a target within the reach is the goal, and done as before */
+	backend_hint_begin(&h, "vm", 3, 8 * MiB, &r, 500 * MiB, &s);
+	assert_int_equal(s.action, BACKEND_HINT_COMPACT);
+	assert_true(s.bytes == 8 * MiB);
+	backend_hint_compacted(&h, 8 * MiB, 0, &s);
+	test_settle_at(&h, &now, 492 * MiB, &s);
+	assert_int_equal(s.action, BACKEND_HINT_DONE);
+
+	/* less than a block still backed: stopped before any compaction */
+	r.free_bytes = 21 * MiB;
+	backend_hint_begin(&h, "vm", 4, 64 * MiB, &r, 500 * MiB, &s);
+	assert_int_equal(s.action, BACKEND_HINT_STOPPED);
+	assert_int_equal(s.error, -ENOSPC);
+	assert_non_null(strstr(s.reason, "at most 0 MiB"));
+	assert_int_equal(h.phases, 0);
+
+	/* more whole free than free (a racy scan): nothing is backed */
+	r.free_bytes = 10 * MiB;
+	backend_hint_begin(&h, "vm", 5, 64 * MiB, &r, 500 * MiB, &s);
+	assert_int_equal(s.action, BACKEND_HINT_STOPPED);
+
+	/* unknown reach: the target */
+	r.known = false;
+	backend_hint_begin(&h, "vm", 6, 64 * MiB, &r, 500 * MiB, &s);
+	assert_int_equal(s.action, BACKEND_HINT_COMPACT);
+	assert_true(s.bytes == 64 * MiB);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -332,6 +423,7 @@ int main(void)
 		cmocka_unit_test(test_probe_dead),
 		cmocka_unit_test(test_settle),
 		cmocka_unit_test(test_hint_op),
+		cmocka_unit_test(test_hint_reach),
 		cmocka_unit_test(test_json_keys),
 	};
 

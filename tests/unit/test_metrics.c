@@ -66,6 +66,9 @@ static void test_counters_persist(void **state)
 	assert_int_equal(loop_new(&loop), 0);
 	assert_int_equal(vm_counters_new(loop, test_dir, "vm-1", &c), 0);
 	op = test_op(1, RECLAIM_KIND_RECLAIM, RECLAIM_OP_DONE, 64u << 20);
+	op.work_known = true;
+	op.pages_migrated = 4321;
+	op.vacate_ns = 9000000000ull;
 	vm_counters_op_end(c, &op);
 	op = test_op(2, RECLAIM_KIND_RETURN, RECLAIM_OP_STOPPED, 2u << 20);
 	op.origin = RECLAIM_ORIGIN_POLICY;
@@ -90,6 +93,12 @@ static void test_counters_persist(void **state)
 	assert_int_equal(t.ops[RECLAIM_KIND_RETURN][RECLAIM_OP_STOPPED], 1);
 	assert_int_equal(vm_counters_history(c, h, VM_COUNTERS_HISTORY), 2);
 	assert_int_equal(h[0].id, 1);
+	/* the work of each operation, and "not known" for the other */
+	assert_true(h[0].work_known);
+	assert_int_equal(h[0].pages_migrated, 4321);
+	assert_int_equal(h[0].vacate_ns, 9000000000ull);
+	assert_false(h[1].work_known);
+	assert_int_equal(h[1].pages_migrated, 0);
 	assert_int_equal(h[1].origin, RECLAIM_ORIGIN_POLICY);
 	assert_int_equal(h[1].error, -ENOSPC);
 	assert_int_equal(h[1].started_unix_ms, 1700000000002ull);
@@ -160,6 +169,73 @@ static void test_counters_corrupt(void **state)
 	vm_counters_free(c);
 	loop_free(loop);
 	free(good);
+}
+
+/* FNV-1a 64, as the file's end line has it */
+static uint64_t test_fnv(const char *s, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+/* body + its end line, parsed: the parser's verdict */
+static int test_parse_body(const char *body, struct vm_history_entry *h, size_t *nh)
+{
+	struct vm_counters_totals t;
+	struct vm_counters_seen seen;
+	char text[2048];
+	int n = snprintf(text, sizeof(text), "%send %016llx\n", body,
+			 (unsigned long long)test_fnv(body, strlen(body)));
+
+	return vm_counters_parse(text, (size_t)n, &t, h, nh, &seen);
+}
+
+#define TEST_TOTALS \
+	"total reclaimed_bytes 1\ntotal returned_bytes 2\n" \
+	"total guest_released_bytes 0\ntotal vacate_ns 0\n" \
+	"total pages_migrated 0\ntotal policy_misses 0\n"
+#define TEST_OP	"op 7 reclaim user done 1700000000000 1500 2097152 2097152 0"
+
+/*
+ * Version 1 files (op lines without the work) still load, the work
+ * unknown; version 2 op lines carry both numbers or both "-"; anything
+ * between is corrupt.
+ */
+static void test_counters_versions(void **state)
+{
+	struct vm_history_entry h[VM_COUNTERS_HISTORY];
+	size_t nh = 0;
+
+	assert_int_equal(test_parse_body("vmdefrag-counters 1\n" TEST_TOTALS
+					 TEST_OP "\n", h, &nh), 0);
+	assert_int_equal(nh, 1);
+	assert_int_equal(h[0].id, 7);
+	assert_false(h[0].work_known);
+	assert_int_equal(test_parse_body("vmdefrag-counters 2\n" TEST_TOTALS
+					 TEST_OP " 77 123456789\n", h, &nh), 0);
+	assert_true(h[0].work_known);
+	assert_int_equal(h[0].pages_migrated, 77);
+	assert_int_equal(h[0].vacate_ns, 123456789);
+	assert_int_equal(h[0].done_bytes, 2097152);
+	assert_int_equal(test_parse_body("vmdefrag-counters 2\n" TEST_TOTALS
+					 TEST_OP " - -\n", h, &nh), 0);
+	assert_false(h[0].work_known);
+	static const char *const bad[] = {
+		"vmdefrag-counters 1\n" TEST_TOTALS TEST_OP " 77 5\n",
+		"vmdefrag-counters 2\n" TEST_TOTALS TEST_OP "\n",
+		"vmdefrag-counters 2\n" TEST_TOTALS TEST_OP " - 5\n",
+		"vmdefrag-counters 2\n" TEST_TOTALS TEST_OP " 5 -\n",
+		"vmdefrag-counters 2\n" TEST_TOTALS TEST_OP " x 5\n",
+		"vmdefrag-counters 2\n" TEST_TOTALS TEST_OP " 5 5 5\n",
+		"vmdefrag-counters 3\n" TEST_TOTALS TEST_OP " 5 5\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(test_parse_body(bad[i], h, &nh), -EBADMSG);
 }
 
 static void test_counters_file_name(void **state)
@@ -268,6 +344,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_counters_persist),
 		cmocka_unit_test(test_counters_corrupt),
+		cmocka_unit_test(test_counters_versions),
 		cmocka_unit_test(test_counters_file_name),
 		cmocka_unit_test(test_render),
 		cmocka_unit_test(test_listen),
