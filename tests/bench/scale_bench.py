@@ -916,6 +916,8 @@ def main():
         ap.error("--vms wants at least 2 (one VM is made slow)")
     if args.phase < 1:
         ap.error("--phase wants at least 1 second")
+    for sig in (signal.SIGTERM, signal.SIGHUP):     # cleanup runs in finally
+        signal.signal(sig, lambda s, _: sys.exit(128 + s))
     OUT.mkdir(parents=True, exist_ok=True)
     rec, info = run(args.vms, args.phase)
     print(f"\nScale: {args.vms} VMs against one vmdefragd\n" + text(rec))
