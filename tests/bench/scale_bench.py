@@ -96,7 +96,8 @@ PHASE_S = 60
 DRIVERS = 8
 PROBES = 8
 PROBE_GAP_S = 0.02
-POLL_S = 0.05
+POLL_S = 0.1
+BULK_MIB = 32                # the reclaim-only / return-only measurement
 SLOW = 0                     # index of the VM made slow
 SLOW_GUEST_S = 2.0
 HOTPLUG_EVERY_S = 15.0
@@ -434,6 +435,7 @@ class Phase:
         self.lat = {"status": {}, "status_co": {}, "reclaim": {}}
         self.reclaimed = [0] * len(names)
         self.negative = []                 # reclaims whose backing grew
+        self.disagree = []                 # (vm, drop measured here, daemon's done_bytes)
         self.ops = {"reclaim": 0, "return": 0, "pressure": 0, "failed": 0,
                     "refused": 0}
         self.failures = []
@@ -500,6 +502,8 @@ class Phase:
             with self.mu:
                 if drop < 0:
                     self.negative.append((name, drop))
+                if drop != op.get("done_bytes"):
+                    self.disagree.append((name, drop, op.get("done_bytes")))
                 self.reclaimed[i] += max(drop, 0)
             s["cycle"] += 1
             if s["cycle"] % 3 == 0:
@@ -569,7 +573,8 @@ class Phase:
 
     def summary(self, slow):
         out = {"ops": dict(self.ops), "requests": self.requests, "reclaimed_bytes": sum(self.reclaimed),
-               "negative_drops": self.negative[:10], "errors": self.errors[:10],
+               "negative_drops": self.negative[:10],
+               "disagree": len(self.disagree), "disagree_first": self.disagree[:5], "errors": self.errors[:10],
                "failures": self.failures[:10], "failures_total": len(self.failures)}
         for kind in ("status", "reclaim"):
             per = self.lat[kind]
@@ -601,6 +606,44 @@ def drops(text, names, slow):
         if m:
             (s if m.group(1) == names[slow] else h).append(line.strip())
     return h, s
+
+
+def bulk(sock, names, memfds, kind, nbytes):
+    """`kind` of nbytes (None: all the VM has reclaimed) on every VM at
+    once, until all ended: (bytes the
+    memfds' backing moved, measured here, failures)."""
+    before = [m.backed() for m in memfds]
+    ids, failed = {}, []
+    c = Ctl(sock)
+    try:
+        for i, n in enumerate(names):
+            want = nbytes
+            if want is None:        # all the VM has reclaimed
+                st = c.ask(cmd="status", vm=n)
+                want = ((st.get("vms") or [{}])[0].get("memory") or {}).get("reclaimed_bytes")
+                if not want:
+                    continue
+            r = c.ask(cmd=kind, vm=n, bytes=want)
+            if r.get("ok"):
+                ids[i] = r["operation"]["id"]
+            else:
+                failed.append(f"{n}: {r.get('message')}")
+        deadline = time.monotonic() + 300
+        while ids and time.monotonic() < deadline:
+            for i in list(ids):
+                r = c.ask(cmd="op", vm=names[i], id=ids[i])
+                st = (r.get("operation") or {}).get("state")
+                if st != "running":
+                    if st != "done":
+                        failed.append(f"{names[i]}: {st}: "
+                                      f"{(r.get('operation') or {}).get('reason')}")
+                    del ids[i]
+            time.sleep(POLL_S)
+    finally:
+        c.close()
+    after = [m.backed() for m in memfds]
+    sign = 1 if kind == "reclaim" else -1
+    return sum(max(0, sign * (b - a)) for b, a in zip(before, after)), failed
 
 
 def config():
@@ -708,18 +751,32 @@ def run(vms=VMS, phase_s=PHASE_S):
             if ph == "qemu-stopped-hotplug":
                 os.kill(stopped, signal.SIGCONT)
                 stopped = None
+        # the cycles mix reclaims with returns (re-backing zeroes huge
+        # folios): the daemon's CPU of each alone, every VM at once
+        for kind, nbytes in (("reclaim", BULK_MIB * MIB), ("return", None)):
+            c0, t0 = cpu_s(d.proc.pid), time.monotonic()
+            moved, failed = bulk(d.socket, names, memfds, kind, nbytes)
+            c1 = cpu_s(d.proc.pid)
+            rec[f"bulk_{kind}"] = {
+                "bytes": moved, "cpu_s": round(c1 - c0, 2),
+                "wall_s": round(time.monotonic() - t0, 1), "failed": failed[:5],
+                "cpu_s_per_gib": round((c1 - c0) / (moved / GIB), 3) if moved else None}
+            log(f"{kind} only, all VMs at once: {moved / GIB:.2f} GiB, "
+                f"{c1 - c0:.2f} s daemon CPU")
+            if kind == "reclaim":
+                # what the guests hold for the host is a hole in the memfd
+                held = farm.call("held")
+                bad = []
+                for i, bl in enumerate(held):
+                    both = sorted(set(bl) & memfds[i].data_blocks())
+                    if both:
+                        bad.append((names[i], both[:4]))
+                rec["held_blocks"] = sum(len(b) for b in held)
+                rec["held_but_backed"] = bad[:10]
+                rec["held_but_backed_vms"] = len(bad)
+            else:
+                rec["held_after_return"] = sum(len(b) for b in farm.call("held"))
         rec["alive"] = d.alive()
-        # consistency: what the guests hold for the host is a hole in the memfd
-        held = farm.call("held")
-        bad = []
-        for i, bl in enumerate(held):
-            data = memfds[i].data_blocks()
-            both = sorted(set(bl) & data)
-            if both:
-                bad.append((names[i], both[:4]))
-        rec["held_blocks"] = sum(len(b) for b in held)
-        rec["held_but_backed"] = bad[:10]
-        rec["held_but_backed_vms"] = len(bad)
         rec["log_warnings"] = sum(1 for ln in d.text().splitlines() if "warning" in ln.lower())
     except Exception as e:
         rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
@@ -854,11 +911,24 @@ def notes(rec):
            "RSS: RssFile is mostly the shared libraries' pages (libvirt, libxml2, "
            "json-c), shared with every process mapping them; Pss divides them; RssShmem "
            "is guest RAM the daemon has mapped."]
+    for kind in ("reclaim", "return"):
+        b = rec.get(f"bulk_{kind}")
+        if b:
+            out.append(f"{kind} alone, every VM at once ({BULK_MIB if kind == 'reclaim' else 'all'}"
+                       f" MiB each, after the phases): {b['bytes'] / GIB:.2f} GiB "
+                       f"{'freed' if kind == 'reclaim' else 're-backed'} in {b['wall_s']} s, "
+                       f"{b['cpu_s']} s of daemon CPU"
+                       + (f", {b['cpu_s_per_gib']} s/GiB" if b["cpu_s_per_gib"] else "")
+                       + (f"; failed or short: {b['failed']}" if b["failed"] else ""))
     if rec.get("held_but_backed_vms") is not None:
-        out.append(f"Consistency at the end: {rec['held_blocks']} blocks held for the host "
-                   f"by the guests, {rec['held_but_backed_vms']} VMs with a held block "
-                   "still backed (0 expected); reclaims whose backing grew: "
-                   f"{sum(len(s['negative_drops']) for s in rec['phases'].values())}.")
+        out.append(f"Consistency after the reclaim alone: {rec['held_blocks']} blocks held "
+                   f"for the host by the guests, {rec['held_but_backed_vms']} VMs with a held "
+                   "block still backed (0 expected); after the return alone "
+                   f"{rec.get('held_after_return', '?')} blocks held (0 expected); reclaims "
+                   "whose backing grew: "
+                   f"{sum(len(s['negative_drops']) for s in rec['phases'].values())}; "
+                   "reclaims whose drop measured here differs from the daemon's done_bytes: "
+                   f"{sum(s['disagree'] for s in rec['phases'].values())}.")
     for ph, s in rec.get("phases", {}).items():
         if s["healthy_drop_lines"]:
             out.append(f"{ph}: healthy session drops, e.g.: {s['healthy_drop_lines'][0]}")
