@@ -242,19 +242,20 @@ class ModelGuest(FakeGuest):
                              *([0, 16, 64, 128, 256] + [0] * 11), *([0] * 16))
 
     def pressure(self, n):
-        """Releases up to n HOST blocks, as the shrinker does: EVT_RELEASED."""
+        """Releases up to n HOST blocks, as the shrinker does: EVT_RELEASED
+        (the blocks are the guest's only once the host can have heard)."""
         with self.lock:
             bl = sorted(b for b, s in self.held.items() if s == "host")[:n]
-            for b in bl:
-                del self.held[b]
-            rs = runs(bl)
             if not bl or self.conn is None:
                 return 0
-            msg = frame(EVT_RELEASED, 0, EVT_FMT.pack(RELEASE_SHRINKER, len(rs)) + ranges_bytes(rs))
-        try:
-            self.send(msg)
-        except OSError:
-            return 0
+            rs = runs(bl)
+            try:
+                self.send(frame(EVT_RELEASED, 0, EVT_FMT.pack(RELEASE_SHRINKER, len(rs))
+                                + ranges_bytes(rs)))
+            except OSError:
+                return 0
+            for b in bl:
+                del self.held[b]
         return len(bl) * BLOCK
 
     def outside(self):
