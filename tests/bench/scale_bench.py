@@ -647,10 +647,16 @@ def bulk(sock, names, memfds, kind, nbytes):
     return sum(max(0, sign * (b - a)) for b, a in zip(before, after)), failed
 
 
-def config():
-    return ("[daemon]\n"
-            f"socket_clients_per_uid = {CLIENTS_PER_UID}\n"
-            "reconnect_min_ms = 200\nreconnect_max_ms = 1000\n")
+def config(names=(), request_timeout_ms=None):
+    """The daemon's config; request_timeout_ms, if given, for every VM
+    (the daemon's default is 60 s)."""
+    out = ("[daemon]\n"
+           f"socket_clients_per_uid = {CLIENTS_PER_UID}\n"
+           "reconnect_min_ms = 200\nreconnect_max_ms = 1000\n")
+    if request_timeout_ms:
+        out += "".join(f"\n[vm {n}]\nrequest_timeout_ms = {request_timeout_ms}\n"
+                       for n in names)
+    return out
 
 
 def wait_all(d, names, timeout):
@@ -667,9 +673,13 @@ def wait_all(d, names, timeout):
         time.sleep(0.5)
 
 
-def run(vms=VMS, phase_s=PHASE_S):
+def run(vms=VMS, phase_s=PHASE_S, request_timeout_ms=None):
     """The section: (record, info)."""
+    slow_guest_s = SLOW_GUEST_S
+    if request_timeout_ms:
+        slow_guest_s = min(SLOW_GUEST_S, request_timeout_ms / 2000)
     rec = {"vms": vms, "phase_s": phase_s, "ram_mib": RAM_MIB, "data_mib": DATA_MIB,
+           "request_timeout_ms": request_timeout_ms, "slow_guest_s": slow_guest_s,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     workdir = OUT / "scale"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -702,7 +712,7 @@ def run(vms=VMS, phase_s=PHASE_S):
             f"{rec['qemu_rss_mean'] // MIB} MiB")
         farm = Farm([str(workdir / f"{n}.vdf") for n in names], RAM_MIB * MIB)
         d = Daemon(workdir, [(n, q.qmp, workdir / f"{n}.vdf") for n, q in zip(names, qemus)],
-                   config=config(), log_level="info")
+                   config=config(names, request_timeout_ms), log_level="info")
         t = time.monotonic()
         wait_all(d, names, 120 + vms * 2)
         rec["ready_s"] = round(time.monotonic() - t, 1)
@@ -716,7 +726,7 @@ def run(vms=VMS, phase_s=PHASE_S):
         for ph in PHASES:
             during = None
             if ph == "slow-guest":
-                farm.call("delay", SLOW, SLOW_GUEST_S)
+                farm.call("delay", SLOW, slow_guest_s)
             if ph == "qemu-stopped":
                 stopped = qemus[SLOW].proc.pid
                 os.kill(stopped, signal.SIGSTOP)
@@ -900,7 +910,8 @@ def notes(rec):
            "the probes a long wait held back added (HdrHistogram's correction for "
            f"coordinated omission).  stalls: round trips >= {STALL_S:.0f} s.",
            f"slow-guest: {vm_name(SLOW)}'s guest answers every request after "
-           f"{SLOW_GUEST_S:.0f} s.  qemu-stopped: its QEMU is SIGSTOPped (QMP hangs), "
+           f"{rec.get('slow_guest_s', SLOW_GUEST_S):.1f} s; request_timeout_ms "
+           f"{rec.get('request_timeout_ms') or 'the default (60000)'}.  qemu-stopped: its QEMU is SIGSTOPped (QMP hangs), "
            "nothing else changes.  qemu-stopped-hotplug: still stopped, and its guest "
            f"names a block past its RAM every {HOTPLUG_EVERY_S:.0f} s (what a guest in "
            "hot-plugged memory does), so the daemon asks the stopped QEMU for its layout "
@@ -982,6 +993,8 @@ def main():
     ap = argparse.ArgumentParser(description="vmdefragd scale bench (make bench, scale)")
     ap.add_argument("--vms", type=int, default=VMS)
     ap.add_argument("--phase", type=int, default=PHASE_S, help="seconds per phase")
+    ap.add_argument("--request-timeout-ms", type=int, default=None,
+                    help="request_timeout_ms of every VM (default: the daemon's)")
     args = ap.parse_args()
     if args.vms < 2:
         ap.error("--vms wants at least 2 (one VM is made slow)")
@@ -990,7 +1003,9 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGHUP):     # cleanup runs in finally
         signal.signal(sig, lambda s, _: sys.exit(128 + s))
     OUT.mkdir(parents=True, exist_ok=True)
-    rec, info = run(args.vms, args.phase)
+    if args.request_timeout_ms is not None and args.request_timeout_ms < 100:
+        ap.error("--request-timeout-ms wants at least 100")
+    rec, info = run(args.vms, args.phase, args.request_timeout_ms)
     print(f"\nScale: {args.vms} VMs against one vmdefragd\n" + text(rec))
     print("\nNotes:\n" + "\n".join(f"  - {n}" for n in notes(rec)))
     print("\nScale goals (reported, never failed on):\n"
