@@ -1039,7 +1039,7 @@ def main():
     if args.request_timeout_ms is not None and args.request_timeout_ms < 100:
         ap.error("--request-timeout-ms wants at least 100")
     rec, info = run(args.vms, args.phase, args.request_timeout_ms)
-    print(f"\nScale: {args.vms} VMs against one vmdefragd\n" + text(rec))
+    print(f"\nScale: {rec['vms']} VMs against one vmdefragd\n" + text(rec))
     print("\nNotes:\n" + "\n".join(f"  - {n}" for n in notes(rec)))
     print("\nScale goals (reported, never failed on):\n"
           + "\n".join(f"  - {g}" for g in goals(rec)))
