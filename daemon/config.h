@@ -17,7 +17,7 @@
 
 #include "policy.h"
 
-#define CONFIG_MAX_VMS		64
+#define CONFIG_MAX_VMS		256
 #define CONFIG_NAME_MAX		64	/* VM names: [A-Za-z0-9_.-], 1..63 */
 #define CONFIG_PATH_MAX		108	/* sun_path */
 #define CONFIG_ERR_MAX		512
