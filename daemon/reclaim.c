@@ -1086,10 +1086,16 @@ static void reclaim_hint_do(struct reclaim *rc, const struct backend_hint_step *
 /* The backend's first step, with what the scan said (or not). */
 static void reclaim_hint_begin(struct reclaim *rc)
 {
+	static const struct backend_hint_reach unknown;
 	struct backend_hint_step s;
 
+	/*
+	 * Eviction frees memory the guest uses, too: the reach (free memory
+	 * reporting has not returned) is no bound on what it can give back.
+	 */
 	backend_hint_begin(&rc->hint, rc->name, rc->op.id, rc->op.target_bytes,
-			   &rc->hint_reach, rc->hint_rss0, &s);
+			   rc->evict == VMDEFRAG_EVICT_NONE ? &rc->hint_reach : &unknown,
+			   rc->hint_rss0, &s);
 	reclaim_hint_do(rc, &s);
 }
 

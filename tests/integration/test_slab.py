@@ -236,7 +236,7 @@ def test_daemon_reclaim_evict(agent_kernel, workdir):
                 op = json.loads(p.stdout.strip().splitlines()[-1])["operation"]
                 assert op["state"] in ("done", "stopped"), (op, d.text()[-3000:])
                 after = kv(g.check("vdfnl scan"))
-                assert num(after, "evicted_dentries") > 0, after
+                assert num(after, "evicted_dentries") > 0, (op, after)
                 census = json.loads(d.ctl("scan", "g", "--json").stdout)["scan"]["census"]
                 assert census["evicted"]["dentries"] == num(after, "evicted_dentries")
                 g.check("memcheck verify --id a", timeout=300)
