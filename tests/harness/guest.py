@@ -471,6 +471,16 @@ class Guest(StartStop):
                 out[key] = int(parts[0]) * (1024 if len(parts) > 1 else 1)
         return out
 
+    def captured_ranges(self):
+        """[(gpa, len)] of the ranges the guest module holds captured
+        (`vdfnl list`)."""
+        out = []
+        for line in self.check("vdfnl list").splitlines():
+            if line.startswith("range="):
+                addr, length = (int(x, 16) for x in line[6:].split(":"))
+                out.append((addr, length))
+        return out
+
 
 @atexit.register
 def _kill_leftovers():

@@ -37,16 +37,6 @@ def allocated(path):
     return os.stat(path).st_blocks * 512
 
 
-def captured(g):
-    """[(gpa, len)] the guest module holds captured."""
-    out = []
-    for line in g.check("vdfnl list").splitlines():
-        if line.startswith("range="):
-            addr, length = (int(x, 16) for x in line[6:].split(":"))
-            out.append((addr, length))
-    return out
-
-
 def test_dimm_hotplug(agent_kernel, workdir, figures):
     qmp2 = workdir / "daemon.qmp"
     config = "[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n"
@@ -99,14 +89,14 @@ def test_dimm_hotplug(agent_kernel, workdir, figures):
             p = d.ctl("reclaim", "g", "160M", "--wait", check=False)
             assert p.returncode == 0, (p.stdout, p.stderr, d.text()[-3000:])
             in_dimm = set()
-            for addr, length in captured(g):
+            for addr, length in g.captured_ranges():
                 for b in range(addr, addr + length, BLOCK):
                     if base <= b < base + DIMM_MIB * MIB:
                         in_dimm.add(b - base)
             taken = backed - allocated(dimm_path)
             figures("reclaimed from the DIMM (captured there)", len(in_dimm) * 2, "MiB")
             figures("reclaimed from the DIMM (its memfd's drop)", taken / MIB, "MiB")
-            assert len(in_dimm) * BLOCK >= 64 * MIB, (len(in_dimm), captured(g))
+            assert len(in_dimm) * BLOCK >= 64 * MIB, (len(in_dimm), g.captured_ranges())
             # what the guest captured in the DIMM is gone from its memfd (less
             # a few pages the guest wrote elsewhere in it meanwhile)
             assert taken >= len(in_dimm) * BLOCK - 2 * MIB, (taken, len(in_dimm))
@@ -115,10 +105,10 @@ def test_dimm_hotplug(agent_kernel, workdir, figures):
             assert st["session"]["state"] == "ready", st["session"]
 
             # ---- return ----------------------------------------------------
-            held = sum(length for _, length in captured(g))
+            held = sum(length for _, length in g.captured_ranges())
             p = d.ctl("return", "g", f"{held // MIB}M", "--wait", check=False)
             assert p.returncode == 0, (p.stdout, p.stderr, d.text()[-3000:])
-            assert not captured(g)
+            assert not g.captured_ranges()
             assert allocated(dimm_path) >= backed - 8 * MIB, (backed, allocated(dimm_path))
             g.check("memcheck verify --id a", timeout=300)
             assert d.status("g")["g"]["session"]["drops"] == drops0

@@ -85,12 +85,10 @@ def captured_holes(g):
         for off in range(start // BLOCK * BLOCK, end, BLOCK):
             partial.add(off)
     total = 0
-    for line in g.check("vdfnl list").splitlines():
-        if line.startswith("range="):
-            addr, length = (int(x, 16) for x in line[6:].split(":"))
-            for off in range(addr, addr + length, BLOCK):
-                if off not in data and off not in partial:
-                    total += BLOCK
+    for addr, length in g.captured_ranges():
+        for off in range(addr, addr + length, BLOCK):
+            if off not in data and off not in partial:
+                total += BLOCK
     return total
 
 

@@ -94,16 +94,6 @@ def is_stock(qemu):
     return qemu == os.path.realpath(STOCK_QEMU)
 
 
-def capture_list(g):
-    """[(addr, len)] of the ranges the guest module holds captured."""
-    out = []
-    for line in g.check("vdfnl list").splitlines():
-        if line.startswith("range="):
-            addr, length = (int(x, 16) for x in line[6:].split(":"))
-            out.append((addr, length))
-    return out
-
-
 def hole_blocks(g):
     """Offsets of the 2 MiB blocks of g's RAM backing with no data at all."""
     backed = set()
@@ -261,7 +251,7 @@ class Soak:
 
         h.before = g.backing_bytes()
         free = g.meminfo()["MemFree"]
-        h.cap_before = sum(length for _, length in capture_list(g))
+        h.cap_before = sum(length for _, length in g.captured_ranges())
         pid = f"p{n}"
         pmib = (free + (self.pressure or 0)) // MIB
         dst = IncomingGuest(g, name=f"soak-{D.name}{n}", qemu=D.qemu,
@@ -345,7 +335,7 @@ class Soak:
 
         # ---- backing and counters, once the capture list is settled ----
         def settled():
-            caps = capture_list(dst)
+            caps = dst.captured_ranges()
             m = mem(dD)
             total = sum(length for _, length in caps)
             return (m.get("captured_bytes") == total and m.get("pending_bytes") == 0,
