@@ -42,6 +42,13 @@
  *   host had reclaimed are re-backed with huge folios at once (the guest may
  *   already be writing there: populating never touches existing data).
  *
+ * EVT_STATS: when nothing is in flight (no operation, request or ACK) the
+ *   guest's captured_bytes must equal the blocks the host holds; if not,
+ *   events were lost and a reconcile runs.  The case: the agent is killed
+ *   and the module gives blocks back under pressure before a new agent
+ *   starts; the new agent's HELLO is a restatement of a READY session (it
+ *   looks like the old agent's), and the EVT_RELEASED went to nobody.
+ *
  * hint reclaim(SIZE) (anonymous RAM, virtio-balloon free page reporting):
  *   the host can neither choose nor punch blocks, so it measures.  The
  *   decisions (compact how much, sample RssAnon when, done or stopped)
@@ -1468,6 +1475,24 @@ int reclaim_update_layout(struct reclaim *rc, const struct vm_layout *l,
 }
 
 /* ---- events ------------------------------------------------------------- */
+
+void reclaim_guest_stats(struct reclaim *rc, uint64_t guest_captured)
+{
+	uint64_t held;
+
+	if (!rc->have_map || !rc->ready || !rc->module || !rc->reconciled ||
+	    rc->running || rc->in.active || rc->ack_out || rc->map.unacked)
+		return;
+	held = (rc->map.count[BLOCKMAP_CAPTURED] + rc->map.count[BLOCKMAP_RECLAIMED] +
+		rc->map.count[BLOCKMAP_RETURNING]) * RECLAIM_BLOCK;
+	if (held == guest_captured)
+		return;
+	log_warning("VM '%s': the guest holds %llu MiB captured, the host %llu MiB: "
+		    "guest events were lost (agent restarted?); reconciling", rc->name,
+		    MIB(guest_captured), MIB(held));
+	rc->reconciled = false;
+	reclaim_maybe_reconcile(rc);
+}
 
 void reclaim_event(struct reclaim *rc, const struct proto_msg *m)
 {
