@@ -23,10 +23,11 @@ and exactly one fault, at a point drawn from the seed:
 
   before-punch     right after the reclaim is asked for (the guest is
                    capturing, nothing punched yet)
-  during-punch     once the reclaim has punched something and still runs
-                   (plus 0-150 ms from the seed)
+  during-punch     as soon as the backing shrinks (the first punch; polled
+                   with stat(2) every 2 ms), plus 0-50 ms from the seed
   after-punch      the reclaim ended, before the return
-  during-return    the return runs (its re-back), after 0-300 ms
+  during-return    the return's re-back runs: as soon as the backing grows
+                   (polled with stat(2) every 2 ms)
   during-pressure  the guest is releasing blocks (the daemon's
                    captured_bytes dropped, or 0-3 s passed)
 
@@ -288,23 +289,33 @@ class Soak:
             ok, err = self.ctl_op("reclaim", want)
             self.inject(it)
         else:
+            backing = g.backing_bytes()
             ok, err = self.ctl_op("reclaim", want)
-            if it.point == "during-punch":
-                self.wait(lambda: not self.running() or self.op().get("done_bytes", 0) > 0,
-                          "the reclaim to punch", 600)
-                time.sleep(0.15 * delay)
+            if it.point == "during-punch" and ok:
+                # the backing shrinks at the first punch: poll it (a stat),
+                # not the daemon's status (a vmdefragctl run per look)
+                deadline = time.monotonic() + 600
+                while g.backing_bytes() > backing - BLOCK and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                time.sleep(0.05 * delay)
                 self.inject(it)
         if not ok:
             it.ops.append(f"reclaim {want}M refused ({err})")
         else:
             it.ops.append(f"reclaim {want}M " + self.wait_op_end())
-        if it.point == "after-punch":
-            self.inject(it)
+        if it.point in ("during-punch", "after-punch"):
+            self.inject(it)         # after-punch; during-punch if refused
 
         # return
+        backing = g.backing_bytes()
         ok, err = self.ctl_op("return", ret_mib)
         if it.point == "during-return":
-            time.sleep(0.3 * delay)
+            # the re-back grows the backing before the guest gets its
+            # blocks back (RELEASE): catch it growing
+            deadline = time.monotonic() + 60
+            while (ok and g.backing_bytes() < backing + BLOCK
+                   and time.monotonic() < deadline):
+                time.sleep(0.002)
             self.inject(it)
         it.ops.append(f"return {ret_mib}M " + (self.wait_op_end() if ok
                                                else f"refused ({err})"))
