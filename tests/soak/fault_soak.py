@@ -208,6 +208,9 @@ class Soak:
     def op(self):
         return self.st().get("operation") or {}
 
+    def held(self):
+        return (self.st().get("memory") or {}).get("captured_bytes", 0)
+
     def running(self, st=None):
         o = (st or self.st()).get("operation") or {}
         return o.get("state") == "running"
@@ -240,15 +243,13 @@ class Soak:
 
     # ---- faults ---------------------------------------------------------------
 
-    def inject(self, it):
-        """Injects it.kind now and waits for the daemon to be back."""
+    def inject(self, it, at):
+        """Injects it.kind now (at: what was going on, for the report) and
+        waits for the daemon to be back."""
         if it.injected:
             return
         it.injected = True
-        before = self.st()
-        o = before.get("operation") or {}
-        it.at = (f"{o.get('kind', '-')} {o.get('state', '-')} "
-                 f"{o.get('done_bytes', 0) // MIB}M")
+        it.at = at
         if it.kind == "daemon":
             self.d.kill()
             time.sleep(it.down)
@@ -287,7 +288,7 @@ class Soak:
         want = max(BLOCK // MIB, (target - have) // 2 * 2)
         if it.point == "before-punch":
             ok, err = self.ctl_op("reclaim", want)
-            self.inject(it)
+            self.inject(it, "reclaim asked")
         else:
             backing = g.backing_bytes()
             ok, err = self.ctl_op("reclaim", want)
@@ -298,13 +299,13 @@ class Soak:
                 while g.backing_bytes() > backing - BLOCK and time.monotonic() < deadline:
                     time.sleep(0.002)
                 time.sleep(0.05 * delay)
-                self.inject(it)
+                self.inject(it, f"{(backing - g.backing_bytes()) // MIB}M punched")
         if not ok:
             it.ops.append(f"reclaim {want}M refused ({err})")
         else:
             it.ops.append(f"reclaim {want}M " + self.wait_op_end())
         if it.point in ("during-punch", "after-punch"):
-            self.inject(it)         # after-punch; during-punch if refused
+            self.inject(it, "reclaim over")    # during-punch: if refused
 
         # return
         backing = g.backing_bytes()
@@ -316,7 +317,7 @@ class Soak:
             while (ok and g.backing_bytes() < backing + BLOCK
                    and time.monotonic() < deadline):
                 time.sleep(0.002)
-            self.inject(it)
+            self.inject(it, f"{(g.backing_bytes() - backing) // MIB}M re-backed")
         it.ops.append(f"return {ret_mib}M " + (self.wait_op_end() if ok
                                                else f"refused ({err})"))
 
@@ -324,16 +325,16 @@ class Soak:
         caps = sum(length for _, length in g.captured_ranges())
         free = g.meminfo()["MemFree"]
         pmib = max(8, (free + min(extra * MIB, caps // 2)) // MIB)
-        held0 = (self.st().get("memory") or {}).get("captured_bytes", 0)
+        held0 = self.held()
         g.check(f"(memcheck start --mib {pmib} --id {pid} --seed {it.n} "
                 f">/tmp/{pid}.log 2>&1; echo $? >/tmp/{pid}.rc) >/dev/null 2>&1 &")
         if it.point == "during-pressure":
             deadline = time.monotonic() + 3 * delay
             while time.monotonic() < deadline:
-                if (self.st().get("memory") or {}).get("captured_bytes", 0) < held0:
+                if self.held() < held0:
                     break
                 time.sleep(0.05)
-            self.inject(it)
+            self.inject(it, f"{held0 // MIB}->{self.held() // MIB}M held")
         deadline = time.monotonic() + 600
         while True:
             st, rc = g.run(f"cat /tmp/{pid}.rc 2>/dev/null")
