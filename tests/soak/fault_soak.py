@@ -233,8 +233,16 @@ class Soak:
         self.wait(back, what, 240)
 
     def ctl_op(self, kind, mib):
-        p = self.d.ctl(kind, VM, f"{mib}M", check=False)
-        return p.returncode == 0, p.stderr.strip()
+        """Starts a reclaim or return; (started, the refusal).  Asked again
+        while the daemon says the last request of a stopped operation is
+        still out (after a fault, the guest's answer may take a while)."""
+        deadline = time.monotonic() + 120
+        while True:
+            p = self.d.ctl(kind, VM, f"{mib}M", check=False)
+            if (p.returncode == 0 or "try again" not in p.stderr
+                    or time.monotonic() > deadline):
+                return p.returncode == 0, p.stderr.strip()
+            time.sleep(0.2)
 
     def wait_op_end(self, timeout=600):
         self.wait(lambda: not self.running(), "the operation to end", timeout)
