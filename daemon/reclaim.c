@@ -48,6 +48,7 @@
  *   and the module gives blocks back under pressure before a new agent
  *   starts; the new agent's HELLO is a restatement of a READY session (it
  *   looks like the old agent's), and the EVT_RELEASED went to nobody.
+ *   At most one such reconcile per 10 s (a guest's figures are its own).
  *
  * hint reclaim(SIZE) (anonymous RAM, virtio-balloon free page reporting):
  *   the host can neither choose nor punch blocks, so it measures.  The
@@ -98,6 +99,7 @@
 
 #define RECLAIM_BLOCK	BLOCKMAP_BLOCK
 #define MIB(x)		((unsigned long long)((x) >> 20))
+#define RECLAIM_STATS_RECONCILE_MS	10000
 
 /* The request of the operation in flight (at most one). */
 struct reclaim_inflight {
@@ -129,6 +131,7 @@ struct reclaim {
 	bool module;			/* guest HELLO says the module is there */
 	bool reconciled;
 	bool reconcile_pending;
+	uint64_t stats_reconcile_ms;	/* last reconcile a STATS mismatch began */
 
 	bool running;
 	struct reclaim_op_info op;	/* running, or the last */
@@ -1487,6 +1490,12 @@ void reclaim_guest_stats(struct reclaim *rc, uint64_t guest_captured)
 		rc->map.count[BLOCKMAP_RETURNING]) * RECLAIM_BLOCK;
 	if (held == guest_captured)
 		return;
+	/* at most one per RECLAIM_STATS_RECONCILE_MS: a guest that keeps
+	 * reporting a wrong figure gets a LIST now and then, not per frame */
+	if (rc->stats_reconcile_ms &&
+	    loop_now_ms() - rc->stats_reconcile_ms < RECLAIM_STATS_RECONCILE_MS)
+		return;
+	rc->stats_reconcile_ms = loop_now_ms();
 	log_warning("VM '%s': the guest holds %llu MiB captured, the host %llu MiB: "
 		    "guest events were lost (agent restarted?); reconciling", rc->name,
 		    MIB(guest_captured), MIB(held));
