@@ -3,7 +3,8 @@
 vmdefragd, the guest agent or the daemon's QMP connection is killed.
 
     tests/soak/fault_soak.py --iterations 20 [--seed S] [--kernel RELEASE]
-        [--ram MIB] [--faults daemon,agent,qmp] [--points ...]
+        [--ram MIB] [--data MIB] [--faults daemon,agent,qmp] [--points ...]
+        [--plan KIND@POINT,...]
     make soak ITER=20 [SEED=S] [KERNEL=release]
 
 One TCG guest (shared backend: memfd RAM, share=on; every page backed and
@@ -40,7 +41,8 @@ of one kind, drawn from the seed:
            taken with pidfd_getfd); the daemon reconnects by itself
 
 After the fault the soak waits for the daemon to be back and reconciled
-(a new session / QMP connection, then memory.reconciled), lets the rest of
+(QMP attached, after a cut on a new connection; the session ready;
+memory.reconciled; no operation running), lets the rest of
 the cycle run, waits for it to settle (no operation, nothing pending, the
 daemon's captured bytes = the guest's list), and checks:
 
