@@ -24,6 +24,12 @@
 #                   side B's QEMU_B; default $VMDEFRAG_QEMU or Debian's),
 #                   precopy/postcopy alternating, checking guest data and
 #                   the backing after every hop (tests/soak/migration_soak.py)
+#   make soak ITER=N [SEED=S] [KERNEL=release]
+#                   fault-injection soak: N reclaim/return/pressure cycles
+#                   on a real guest, each with one kill -9 of vmdefragd or
+#                   the agent or a cut of the daemon's QMP connection, then
+#                   every page of guest data and the counters checked
+#                   (tests/soak/fault_soak.py; SEED replays a run)
 #   make check-slow the slow tier (tests/slow): a debootstrapped Debian 12
 #                   guest installs vmdefrag with DKMS + systemd, the host
 #                   reclaims from it; not part of `make check`
@@ -54,7 +60,7 @@ export BUILD
 
 .PHONY: all deps lib daemon agent module guest unit fuzz check check-unit \
 	check-integration demo bench clean dkms-install install-guest check-slow \
-	install uninstall qemu qemu-test migration-soak man deb
+	install uninstall qemu qemu-test migration-soak soak man deb
 
 all: lib daemon agent module guest man
 
@@ -151,6 +157,11 @@ migration-soak: all
 	/usr/bin/python3 tests/soak/migration_soak.py --hops $(HOPS) \
 		$(if $(QEMU),--qemu $(QEMU)) $(if $(QEMU_B),--qemu-b $(QEMU_B)) \
 		$(if $(KERNEL),--kernel $(KERNEL))
+
+ITER ?= 20
+soak: all
+	/usr/bin/python3 tests/soak/fault_soak.py --iterations $(ITER) \
+		$(if $(SEED),--seed $(SEED)) $(if $(KERNEL),--kernel $(KERNEL))
 
 # ---- guest install (DKMS, systemd, udev) ----------------------------------
 # The version lives in one place, debian/changelog's first entry

@@ -42,6 +42,14 @@
  *   host had reclaimed are re-backed with huge folios at once (the guest may
  *   already be writing there: populating never touches existing data).
  *
+ * EVT_STATS: when nothing is in flight (no operation, request or ACK) the
+ *   guest's captured_bytes must equal the blocks the host holds; if not,
+ *   events were lost and a reconcile runs.  The case: the agent is killed
+ *   and the module gives blocks back under pressure before a new agent
+ *   starts; the new agent's HELLO is a restatement of a READY session (it
+ *   looks like the old agent's), and the EVT_RELEASED went to nobody.
+ *   At most one such reconcile per 10 s (a guest's figures are its own).
+ *
  * hint reclaim(SIZE) (anonymous RAM, virtio-balloon free page reporting):
  *   the host can neither choose nor punch blocks, so it measures.  The
  *   decisions (compact how much, sample RssAnon when, done or stopped)
@@ -91,6 +99,7 @@
 
 #define RECLAIM_BLOCK	BLOCKMAP_BLOCK
 #define MIB(x)		((unsigned long long)((x) >> 20))
+#define RECLAIM_STATS_RECONCILE_MS	10000
 
 /* The request of the operation in flight (at most one). */
 struct reclaim_inflight {
@@ -122,6 +131,7 @@ struct reclaim {
 	bool module;			/* guest HELLO says the module is there */
 	bool reconciled;
 	bool reconcile_pending;
+	uint64_t stats_reconcile_ms;	/* last reconcile a STATS mismatch began */
 
 	bool running;
 	struct reclaim_op_info op;	/* running, or the last */
@@ -1468,6 +1478,30 @@ int reclaim_update_layout(struct reclaim *rc, const struct vm_layout *l,
 }
 
 /* ---- events ------------------------------------------------------------- */
+
+void reclaim_guest_stats(struct reclaim *rc, uint64_t guest_captured)
+{
+	uint64_t held;
+
+	if (!rc->have_map || !rc->ready || !rc->module || !rc->reconciled ||
+	    rc->running || rc->in.active || rc->ack_out || rc->map.unacked)
+		return;
+	held = (rc->map.count[BLOCKMAP_CAPTURED] + rc->map.count[BLOCKMAP_RECLAIMED] +
+		rc->map.count[BLOCKMAP_RETURNING]) * RECLAIM_BLOCK;
+	if (held == guest_captured)
+		return;
+	/* at most one per RECLAIM_STATS_RECONCILE_MS: a guest that keeps
+	 * reporting a wrong figure gets a LIST now and then, not per frame */
+	if (rc->stats_reconcile_ms &&
+	    loop_now_ms() - rc->stats_reconcile_ms < RECLAIM_STATS_RECONCILE_MS)
+		return;
+	rc->stats_reconcile_ms = loop_now_ms();
+	log_warning("VM '%s': the guest holds %llu MiB captured, the host %llu MiB: "
+		    "guest events were lost (agent restarted?); reconciling", rc->name,
+		    MIB(guest_captured), MIB(held));
+	rc->reconciled = false;
+	reclaim_maybe_reconcile(rc);
+}
 
 void reclaim_event(struct reclaim *rc, const struct proto_msg *m)
 {

@@ -153,6 +153,13 @@ void reclaim_session_down(struct reclaim *rc);
 void reclaim_event(struct reclaim *rc, const struct proto_msg *m);
 
 /*
+ * The guest's STATS said it holds `guest_captured` bytes captured.  While
+ * nothing is in flight that must equal what the host holds for it; when it
+ * does not, events were lost and the guest is reconciled again.
+ */
+void reclaim_guest_stats(struct reclaim *rc, uint64_t guest_captured);
+
+/*
  * Starts a reclaim or return of `bytes` (a 2 MiB multiple).  Errors with
  * one line in err: -EINVAL size not possible, -EBUSY an operation runs,
  * -ENOTCONN guest not ready or not reconciled yet, -EOPNOTSUPP no backend

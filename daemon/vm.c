@@ -553,6 +553,7 @@ static void vm_event(void *opaque, const struct proto_msg *m)
 		vm->stats_ms = loop_now_ms();
 		vm->have_stats = true;
 		vm_counters_observe(vm->counters, vm_released_bytes(vm), &vm->stats);
+		reclaim_guest_stats(vm->reclaim, m->u.stats.captured_bytes);
 		break;
 	case PROTO_EVT_MEMINFO:
 		policy_vm_signals(vm->policy, &m->u.meminfo);

@@ -688,6 +688,10 @@ static void agent_relay_host_up(struct agent_relay *r)
 		log_warning("%llu module events dropped while the host was away",
 			 (unsigned long long)r->events_dropped);
 	r->events_dropped = 0;
+	/* statistics at once: a host that missed events while no agent ran
+	 * (blocks given back under pressure) sees the module's captured
+	 * bytes differ from its own and reconciles */
+	r->next_stats_ms = 0;
 	log_info("host connected");
 	agent_relay_send_hello(r);
 }

@@ -5,12 +5,23 @@ check real effects independently of vmdefragd's counters:
 
   backing_bytes      bytes allocated in the RAM backing file (st_blocks of
                      the memfd / file QEMU holds open)
+  resident_pages     per 2 MiB block of the backing, the pages the page
+                     cache holds (mincore(2)): written or fallocated, so
+                     0 means the block is a hole whole, whatever SEEK_DATA
+                     says of fallocated pages never written (shmem calls
+                     them holes)
+  populate_written   makes every page of the backing present and written
+                     (MADV_POPULATE_WRITE on a shared mapping: allocates
+                     holes, marks fallocated pages up to date, never
+                     changes a byte already there)
   rss                RssAnon / RssShmem / RssFile of the QEMU process
   huge_mapped_bytes  bytes of guest RAM mapped by PMD (2 MiB) mappings:
                      AnonHugePages + ShmemPmdMapped + FilePmdMapped of the
                      guest RAM mapping(s) in /proc/PID/smaps
   buddyinfo_*        parse a guest's /proc/buddyinfo text
 """
+import ctypes
+import mmap
 import os
 import re
 
@@ -63,6 +74,69 @@ def backing_data_map(pid, ram_bytes):
     finally:
         os.close(fd)
     return ranges
+
+
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+
+
+_MADV_POPULATE_WRITE = 23
+
+
+def _map_backing(pid, ram_bytes, prot):
+    fds = ram_backing_fds(pid, ram_bytes)
+    if not fds:
+        return None
+    fd = os.open(fds[0][0], os.O_RDWR if prot & mmap.PROT_WRITE else os.O_RDONLY)
+    try:
+        addr = _libc.mmap(None, ram_bytes, prot, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            e = ctypes.get_errno()
+            raise OSError(e, f"mmap of the RAM backing: {os.strerror(e)}")
+    finally:
+        os.close(fd)
+    return addr
+
+
+def populate_written(pid, ram_bytes):
+    """Every page of the RAM backing present and up to date.  shmem keeps
+    fallocate()d pages "not up to date" until first written, and SEEK_DATA
+    and mincore() both call those holes; a write fault through a shared
+    mapping zeroes such a page (it holds nothing yet) and leaves any page
+    already written as it is."""
+    addr = _map_backing(pid, ram_bytes, mmap.PROT_READ | mmap.PROT_WRITE)
+    if addr is None:
+        raise OSError("populate_written needs a file-backed RAM backend")
+    try:
+        if _libc.madvise(addr, ram_bytes, _MADV_POPULATE_WRITE) < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"MADV_POPULATE_WRITE: {os.strerror(e)}")
+    finally:
+        _libc.munmap(addr, ram_bytes)
+
+
+def resident_pages(pid, ram_bytes):
+    """[resident 4 KiB pages of each 2 MiB block] of the guest RAM backing
+    file, from mincore(2) on a read-only mapping of it (nothing is faulted
+    in), or None if the RAM is anonymous."""
+    addr = _map_backing(pid, ram_bytes, mmap.PROT_READ)
+    if addr is None:
+        return None
+    try:
+        vec = ctypes.create_string_buffer(ram_bytes // PAGE)
+        if _libc.mincore(addr, ram_bytes, vec) < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"mincore: {os.strerror(e)}")
+    finally:
+        _libc.munmap(addr, ram_bytes)
+    per = BLOCK // PAGE
+    raw = vec.raw
+    return [sum(b & 1 for b in raw[i:i + per]) for i in range(0, len(raw), per)]
 
 
 def rss(pid):

@@ -34,94 +34,33 @@ def wait_for(predicate, timeout, interval=1.0):
         time.sleep(interval)
 
 
-def test_guest_runs_commands(kernel):
-    with Guest(kernel, ram_mib=512) as g:
-        assert g.check("uname -r").strip() == kernel
-        assert g.run("echo out; echo err >&2; exit 7") == (7, "out\nerr\n")
-        big = g.check("head -c 3000000 /dev/zero | tr '\\0' x")
-        assert len(big) == 3000000 and set(big) == {"x"}
-        status, _ = g.run("sleep 30", timeout=2)
-        assert status == 124
-        names = g.check("cat /sys/class/virtio-ports/*/name").split()
-        assert sorted(names) == ["org.vmdefrag.0", "org.vmdefrag.test.0"]
-        assert "virtio_balloon" in g.check("lsmod") or \
-            g.run("test -d /sys/bus/virtio/drivers/virtio_balloon")[0] == 0
-
-
-def test_memcheck_detects_a_changed_page(kernel):
-    with Guest(kernel, ram_mib=512) as g:
-        g.check("memcheck start --mib 64 --seed 7 --id t")
-        assert "bad_pages=0 intact" in g.check("memcheck verify --id t")
-        g.check("memcheck corrupt --id t --page 1234")
-        with pytest.raises(GuestCommandError) as err:
-            g.check("memcheck verify --id t")
-        assert err.value.status == 1
-        assert "bad page 1234 " in err.value.output
-        assert "bad_pages=1 CORRUPT" in err.value.output
-        g.check("memcheck stop --id t")
-        g.check("memcheck run --mib 16 --file --seed 3")
-
-
-def fill_and_wait_for_return(kernel, fpr, figures):
+def fill_and_wait_for_return(g, fpr, figures):
     """Fills 512 MiB of a 1 GiB guest, frees it, and returns how much of
     the memfd backing went back to the host."""
-    with Guest(kernel, ram_mib=1024, fpr=fpr) as g:
-        before = g.backing_bytes()
-        g.check("memcheck start --mib 512 --id fill")
-        filled = g.backing_bytes()
-        assert filled - before >= 448 * MIB, "filling the guest did not grow the memfd"
-        g.check("memcheck verify --id fill")
-        g.check("memcheck stop --id fill")
+    before = g.backing_bytes()
+    g.check("memcheck start --mib 512 --id fill")
+    filled = g.backing_bytes()
+    assert filled - before >= 448 * MIB, "filling the guest did not grow the memfd"
+    g.check("memcheck verify --id fill")
+    g.check("memcheck stop --id fill")
 
-        def returned():
-            back = filled - g.backing_bytes()
-            return back if back >= 384 * MIB else 0
-
-        wait_for(returned, timeout=60 if fpr else 20, interval=2)
+    def returned():
         back = filled - g.backing_bytes()
-        figures(f"backing returned, fpr={'on' if fpr else 'off'}", back / MIB,
-                "MiB of 512")
-        return back
+        return back if back >= 384 * MIB else 0
 
-
-def test_free_page_reporting_returns_backing(kernel, figures):
-    back = fill_and_wait_for_return(kernel, True, figures)
-    assert back >= 384 * MIB, f"free page reporting returned only {back >> 20} MiB"
+    wait_for(returned, timeout=60 if fpr else 20, interval=2)
+    back = filled - g.backing_bytes()
+    figures(f"backing returned, fpr={'on' if fpr else 'off'}", back / MIB,
+            "MiB of 512")
+    return back
 
 
 def test_no_reporting_keeps_backing(figures):
     """The control: without free page reporting the freed memory stays
     backed (one guest kernel is enough for a control)."""
-    back = fill_and_wait_for_return(guest_kernels()[0], False, figures)
+    with Guest(guest_kernels()[0], ram_mib=1024, fpr=False) as g:
+        back = fill_and_wait_for_return(g, False, figures)
     assert back < 64 * MIB, "backing fell without free page reporting"
-
-
-def test_fragment_scatters_free_memory(kernel, figures):
-    with Guest(kernel, ram_mib=1024) as g:
-        base = hostmem.buddyinfo_free_bytes(g.read("/proc/buddyinfo"))
-        base_2m = hostmem.buddyinfo_free_bytes(g.read("/proc/buddyinfo"), min_order=9)
-        out = g.check("fragment --seed 42", timeout=600)
-        assert "files_kept=" in out
-        info = g.read("/proc/buddyinfo")
-        free = hostmem.buddyinfo_free_bytes(info)
-        free_2m = hostmem.buddyinfo_free_bytes(info, min_order=9)
-        figures("free before fragment", base / MIB, "MiB")
-        figures("free in whole 2 MiB blocks before", base_2m / MIB, "MiB")
-        figures("free after fragment", free / MIB, "MiB")
-        figures("free in whole 2 MiB blocks after", free_2m / MIB, "MiB")
-        figures("FPR reach after fragment", 100.0 * free_2m / free, "% of free")
-        # Survivors are held, yet most memory is free again...
-        assert free > 0.5 * base
-        # ...but a good part of it no longer lies in whole 2 MiB blocks,
-        # which is all free page reporting can return.
-        assert free_2m < 0.8 * free, "fragment left the free memory in 2 MiB blocks"
-        slab = g.meminfo()["Slab"]
-        assert slab > 8 * MIB
-        # The survivors really are held, and released on request.
-        g.check("test -s /run/fragment.pid && kill -0 $(cat /run/fragment.pid)")
-        g.check("fragment --release")
-        free_released = hostmem.buddyinfo_free_bytes(g.read("/proc/buddyinfo"))
-        assert free_released > free
 
 
 def test_huge_pages_are_measured(kernel, figures):
@@ -172,3 +111,77 @@ def test_other_user_runs_copies_from_a_private_tree():
         assert not od.path.exists()
     finally:
         shutil.rmtree(private)
+
+
+@pytest.fixture(scope="module", params=guest_kernels(),
+                ids=lambda k: ".".join(k.split(".")[:2]))
+def guest1g(request):
+    """One 1 GiB guest with free page reporting per kernel, for the tests
+    below in file order: the reporting test first (it fills and frees 512
+    MiB of a guest that has not used them yet), then the command and
+    memcheck tests, then fragment, which measures only before and after
+    itself.  (One fixture for all: a second module-scoped guest would
+    stay up, idle, until the module ends.)"""
+    with Guest(request.param, ram_mib=1024) as g:
+        yield g
+
+
+def test_free_page_reporting_returns_backing(guest1g, figures):
+    back = fill_and_wait_for_return(guest1g, True, figures)
+    assert back >= 384 * MIB, f"free page reporting returned only {back >> 20} MiB"
+
+
+def test_guest_runs_commands(guest1g):
+    g = guest1g
+    assert g.check("uname -r").strip() == g.kernel
+    assert g.run("echo out; echo err >&2; exit 7") == (7, "out\nerr\n")
+    big = g.check("head -c 3000000 /dev/zero | tr '\\0' x")
+    assert len(big) == 3000000 and set(big) == {"x"}
+    status, _ = g.run("sleep 30", timeout=2)
+    assert status == 124
+    names = g.check("cat /sys/class/virtio-ports/*/name").split()
+    assert sorted(names) == ["org.vmdefrag.0", "org.vmdefrag.test.0"]
+    assert "virtio_balloon" in g.check("lsmod") or \
+        g.run("test -d /sys/bus/virtio/drivers/virtio_balloon")[0] == 0
+
+
+def test_memcheck_detects_a_changed_page(guest1g):
+    g = guest1g
+    g.check("memcheck start --mib 64 --seed 7 --id t")
+    assert "bad_pages=0 intact" in g.check("memcheck verify --id t")
+    g.check("memcheck corrupt --id t --page 1234")
+    with pytest.raises(GuestCommandError) as err:
+        g.check("memcheck verify --id t")
+    assert err.value.status == 1
+    assert "bad page 1234 " in err.value.output
+    assert "bad_pages=1 CORRUPT" in err.value.output
+    g.check("memcheck stop --id t")
+    g.check("memcheck run --mib 16 --file --seed 3")
+
+
+def test_fragment_scatters_free_memory(guest1g, figures):
+    g = guest1g
+    base = hostmem.buddyinfo_free_bytes(g.read("/proc/buddyinfo"))
+    base_2m = hostmem.buddyinfo_free_bytes(g.read("/proc/buddyinfo"), min_order=9)
+    out = g.check("fragment --seed 42", timeout=600)
+    assert "files_kept=" in out
+    info = g.read("/proc/buddyinfo")
+    free = hostmem.buddyinfo_free_bytes(info)
+    free_2m = hostmem.buddyinfo_free_bytes(info, min_order=9)
+    figures("free before fragment", base / MIB, "MiB")
+    figures("free in whole 2 MiB blocks before", base_2m / MIB, "MiB")
+    figures("free after fragment", free / MIB, "MiB")
+    figures("free in whole 2 MiB blocks after", free_2m / MIB, "MiB")
+    figures("FPR reach after fragment", 100.0 * free_2m / free, "% of free")
+    # Survivors are held, yet most memory is free again...
+    assert free > 0.5 * base
+    # ...but a good part of it no longer lies in whole 2 MiB blocks,
+    # which is all free page reporting can return.
+    assert free_2m < 0.8 * free, "fragment left the free memory in 2 MiB blocks"
+    slab = g.meminfo()["Slab"]
+    assert slab > 8 * MIB
+    # The survivors really are held, and released on request.
+    g.check("test -s /run/fragment.pid && kill -0 $(cat /run/fragment.pid)")
+    g.check("fragment --release")
+    free_released = hostmem.buddyinfo_free_bytes(g.read("/proc/buddyinfo"))
+    assert free_released > free
