@@ -58,6 +58,21 @@ def capture_all(g, evict):
                       f"--evict {evict}", timeout=900))
 
 
+def evict_left(g):
+    """debugfs vmdefrag/evict: per policy, the blocks evicted, those left
+    with no slab page, and per cache the slab pages left in them."""
+    return kv(g.check("mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
+                      "cat /sys/kernel/debug/vmdefrag/evict"))
+
+
+def left_summary(left, policy):
+    """'cache=pages/blocks ...' of what `policy` left, most pages first."""
+    pre = policy + ".left_pages."
+    caches = sorted(((int(v), k[len(pre):]) for k, v in left.items()
+                     if k.startswith(pre)), reverse=True)
+    return " ".join(f"{c}={p}/{left[policy + '.left_blocks.' + c]}" for p, c in caches)
+
+
 def finish(g, tree=TREE):
     """Check the tree and unmount cleanly (the guest then stops)."""
     g.check(f"slabtree verify {tree}", timeout=900)
@@ -124,6 +139,17 @@ def test_census_and_policies(kernel, figures):
             figures("slab_reclaim_pages_after_" + kid, num(end, "slab_reclaim_pages"))
             figures("evict_vacated_blocks_" + kid, num(end, "evicted_blocks"), "blocks")
             figures("evict_seconds_" + kid, round(took, 1), "s")
+            left = evict_left(g)
+            for policy in ("evict-slab", "evict"):
+                figures(f"{policy}_blocks_{kid}", num(left, policy + ".blocks"), "blocks")
+                figures(f"{policy}_slab_free_blocks_{kid}",
+                        num(left, policy + ".slab_free_blocks"), "blocks")
+                figures(f"{policy}_free_blocks_{kid}",
+                        num(left, policy + ".free_blocks"), "blocks")
+                figures(f"{policy}_left_{kid}", left_summary(left, policy))
+            figures("es_entries_dropped_" + kid, num(left, "es_entries"))
+            figures("inodes_kept_" + kid, " ".join(
+                f"{k}={left[k]}" for k in sorted(left) if k.startswith("inodes_kept")))
             assert num(out, "bytes") > 0
 
             g.check("memcheck verify --id slab")
