@@ -12,7 +12,7 @@ Oops, BUG or WARNING on the guest console.
 import json
 import time
 
-from harness.disk import GUEST_MNT, Ext4Disk
+from harness.disk import GUEST_DEV, GUEST_MNT, Ext4Disk
 from harness.guest import Guest
 from harness.vmdefragd import Daemon
 from test_module import kv, num
@@ -188,10 +188,11 @@ def test_nothing_dirty_evicted(kernel):
         assert_fsck_clean(disk)
 
 
-def test_evict_racing_walker_and_writer(kernel):
+def test_evict_racing_walker_and_writer(kernel, figures):
     """`evict` while a walker re-reads the tree and a writer creates and
-    deletes files, on a kernel with slub_debug=FZP (poisoning, red zones,
-    sanity checks): no splat, no wrong content, a clean filesystem."""
+    deletes files, then while the filesystem is unmounted and mounted
+    again, on a kernel with slub_debug=FZP (poisoning, red zones, sanity
+    checks): no splat, no wrong content, a clean filesystem."""
     with Ext4Disk(**DISK) as disk:
         with Guest(kernel, ram_mib=RAM_MIB, extra_args=disk.qemu_args(),
                    cmdline="slub_debug=FZP") as g:
@@ -217,6 +218,28 @@ def test_evict_racing_walker_and_writer(kernel):
             assert "failed" not in err, err
             scan = kv(g.check("vdfnl scan"))
             assert num(scan, "evicted_dentries") > 0
+
+            # unmount racing eviction: while a capture evicts, the
+            # filesystem is unmounted and mounted again (du fills the new
+            # superblock's dentries and inodes for the next eviction
+            # round), as many times as the capture lasts
+            before = evict_left(g)
+            t0 = time.monotonic()
+            g.check("(vdfnl capture 4G --mode compact --budget-ms 300000 --evict evict "
+                    ">/run/cap.out 2>&1; echo $? > /run/cap.rc) </dev/null >/dev/null 2>&1 &")
+            cycles = int(g.check(
+                f"n=0; while [ ! -e /run/cap.rc ]; do umount {GUEST_MNT} && "
+                f"mount -t ext4 {GUEST_DEV} {GUEST_MNT} && "
+                f"du -s {GUEST_MNT}/t >/dev/null || exit 1; n=$((n+1)); done; echo $n",
+                timeout=900).split()[-1])
+            assert cycles >= 1, "the capture ended before the first unmount"
+            figures("unmount_cycles_" + kernel.split("-")[0], cycles)
+            figures("unmount_race_seconds_" + kernel.split("-")[0],
+                    round(time.monotonic() - t0, 1), "s")
+            assert g.check("cat /run/cap.rc").strip() == "0", g.run("cat /run/cap.out")[1]
+            after = evict_left(g)
+            assert num(after, "evict.blocks") > num(before, "evict.blocks"), \
+                "the capture evicted nothing while the filesystem came and went"
             finish(g, RACE_TREE)
         assert_fsck_clean(disk)
 
