@@ -25,7 +25,9 @@
  *                through their inodes (s_inodes below) and d_find_alias();
  *                one whose dentry or inode lies in a target block has its
  *                unused children shrunk (shrink_dcache_parent()), then is
- *                dropped like any unused dentry (which lets its inode go);
+ *                dropped like any unused dentry (which lets its inode go).
+ *                That takes the directory's whole unused subtree: most of
+ *                eviction's cost in dentries is there;
  *   inodes       the superblock's s_inodes list (s_inode_list_lock, then
  *                i_lock, as the VFS nests them): an inode inside a target
  *                block that is not new or being freed is referenced, its
@@ -77,12 +79,12 @@
 #include <linux/dcache.h>
 #include <linux/debugfs.h>
 #include <linux/fs.h>
+#include <linux/kallsyms.h>
 #include <linux/list_lru.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/pagemap.h>
 #include <linux/rcupdate.h>
-#include <linux/kallsyms.h>
 #include <linux/sched.h>
 #include <linux/seq_file.h>
 #include <linux/shrinker.h>
