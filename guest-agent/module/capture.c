@@ -795,6 +795,18 @@ static int vdf_capture_evict_round(struct vdf_capture_ctx *ctx, unsigned long fi
 	return 0;
 }
 
+/*
+ * Whether block @idx is now one free buddy: eviction emptied it alone, and
+ * free page reporting can hand it to the host as it is.
+ */
+static bool vdf_capture_whole_free(unsigned long idx)
+{
+	struct vdf_block blk;
+
+	vdf_scan_block(idx, vdf_scan_block_zone(idx), &blk, NULL);
+	return blk.class == VMDEFRAG_CLASS_FREE && blk.whole_buddy;
+}
+
 /* Whether candidate @c may join a run of @zone whose blocks cost <= @bar. */
 static bool vdf_capture_joins(const struct vdf_cand *c, unsigned long bar,
 			      struct zone *zone)
@@ -871,7 +883,8 @@ static enum vdf_capture_action vdf_capture_cands(struct vdf_capture_ctx *ctx)
 				return VDF_ACT_STOP;
 			c->tried = true;
 			act = vdf_capture_span(ctx, c->idx, 1, vdf_scan_block_zone(c->idx));
-			if (ctx->done->nr > before)
+			/* compact leaves a block that is one free buddy as it is */
+			if (ctx->done->nr > before || vdf_capture_whole_free(c->idx))
 				vdf_evict_note_block();
 		} else {
 			act = vdf_capture_run_from(ctx, c, min_t(unsigned long, need,

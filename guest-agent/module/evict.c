@@ -23,9 +23,11 @@
  *                the same way;
  *   directories  held by their cached children, never on the LRU: reached
  *                through their inodes (s_inodes below) and d_find_alias();
- *                one whose dentry lies in a target block has its unused
- *                children shrunk (shrink_dcache_parent()), then is dropped
- *                like any unused dentry;
+ *                one whose dentry or inode lies in a target block has its
+ *                unused children shrunk (shrink_dcache_parent()), then is
+ *                dropped like any unused dentry (which lets its inode go).
+ *                That takes the directory's whole unused subtree: most of
+ *                eviction's cost in dentries is there;
  *   inodes       the superblock's s_inodes list (s_inode_list_lock, then
  *                i_lock, as the VFS nests them): an inode inside a target
  *                block that is not new or being freed is referenced, its
@@ -47,30 +49,48 @@
  *                buffer head lies in a target block, the folio is
  *                invalidated.  invalidate_mapping_pages() leaves dirty,
  *                locked, mapped and writeback folios (and buffers in use)
- *                alone.  Shadow entries of reclaimed pages keep their node:
- *                such nodes are left.
+ *                alone.  Shadow entries of reclaimed pages keep their node
+ *                like pages do (also in a mapping with no page left): their
+ *                nodes are found the same way, and the invalidation clears
+ *                them;
+ *   extent status  ext4's cache of extent tree lookups, private to ext4
+ *                (per inode, under ext4's own lock): when a target block
+ *                holds such slab pages, ext4's own shrinker of the
+ *                superblock is called, as memory pressure would call it
+ *                (vdf_evict_es_sb()).  Not targeted: it drops every entry
+ *                that is not delayed allocation; no dentry, inode or page
+ *                goes with them.
  *
  * Then rcu_barrier() lets the RCU-delayed frees run and kmem_cache_shrink()
  * returns the emptied slabs of the block's caches to the page allocator.
  * What is in use, dirty or not understood stays, and its block stays
- * unmovable: capture.c simply fails to vacate it.
+ * unmovable: capture.c simply fails to vacate it.  What stayed is counted
+ * per policy and cache, and why target inodes stayed, in debugfs
+ * vmdefrag/evict (vdf_evict_show()).
  *
  * Locking: called by capture.c under vdf_capture_mutex, process context,
- * sleeps.  The totals are atomic.
+ * sleeps.  The totals are atomic; the table of what stayed is under
+ * vdf_evict_lock (debugfs reads it without the mutex).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/bsearch.h>
 #include <linux/buffer_head.h>
 #include <linux/dcache.h>
+#include <linux/debugfs.h>
 #include <linux/fs.h>
+#include <linux/kallsyms.h>
 #include <linux/list_lru.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/pagemap.h>
 #include <linux/rcupdate.h>
 #include <linux/sched.h>
+#include <linux/seq_file.h>
+#include <linux/shrinker.h>
 #include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
 #include <linux/xarray.h>
 
 #include "compat.h"
@@ -78,6 +98,8 @@
 
 /* Most dentries or inodes referenced at once per superblock pass. */
 #define VDF_EVICT_BATCH		4096
+/* Most walks of a dentry LRU per pass (each takes up to a batch). */
+#define VDF_EVICT_WALKS		8
 /* Passes over each superblock per eviction. */
 #define VDF_EVICT_PASSES	2
 /* Widest page-cache range invalidated for one xarray node: 16 MiB. */
@@ -88,12 +110,24 @@ static atomic64_t vdf_evict_inodes = ATOMIC64_INIT(0);
 static atomic64_t vdf_evict_pages = ATOMIC64_INIT(0);
 static atomic64_t vdf_evict_blocks_done = ATOMIC64_INIT(0);
 
+/* Why an inode of a target block stayed (debugfs vmdefrag/evict). */
+enum vdf_evict_kept {
+	VDF_KEPT_NONE,
+	VDF_KEPT_BUSY,		/* referenced elsewhere, unlinked, or going */
+	VDF_KEPT_DIRTY,		/* dirty inode or pages, or writeback */
+	VDF_KEPT_PAGES,		/* page cache left (or the policy keeps it) */
+	VDF_KEPT_NR,
+};
+static atomic64_t vdf_evict_kept[VDF_KEPT_NR];
+
 struct vdf_evict_ctx {
 	const unsigned long *idx;	/* target blocks, sorted */
 	unsigned int nr;
 	u32 policy;			/* enum vmdefrag_evict */
 	void **refs;			/* dentries or inodes referenced */
 	unsigned int nr_refs;
+	bool es_pages;			/* a target holds extent status slabs */
+	unsigned long es;		/* extent status entries dropped */
 	struct vdf_evict_result res;
 };
 
@@ -163,32 +197,41 @@ static void vdf_evict_dentries_sb(struct super_block *sb, struct vdf_evict_ctx *
 	unsigned int i;
 	int nid;
 
-	ctx->nr_refs = 0;
-	for_each_node_state(nid, N_NORMAL_MEMORY) {
-		unsigned long nr = ULONG_MAX;
+	unsigned int walk;
+	bool full;
 
-		list_lru_walk_node(&sb->s_dentry_lru, nid, vdf_evict_dentry_cb,
-				   ctx, &nr);
+	/* a full batch may have left some: walk again, a few times at most */
+	for (walk = 0, full = true; full && walk < VDF_EVICT_WALKS; walk++) {
+		ctx->nr_refs = 0;
+		for_each_node_state(nid, N_NORMAL_MEMORY) {
+			unsigned long nr = ULONG_MAX;
+
+			list_lru_walk_node(&sb->s_dentry_lru, nid,
+					   vdf_evict_dentry_cb, ctx, &nr);
+		}
+		full = ctx->nr_refs >= VDF_EVICT_BATCH;
+		for (i = 0; i < ctx->nr_refs; i++) {
+			vdf_evict_dentry_put(ctx, ctx->refs[i]);
+			cond_resched();
+		}
+		ctx->nr_refs = 0;
 	}
-	for (i = 0; i < ctx->nr_refs; i++) {
-		vdf_evict_dentry_put(ctx, ctx->refs[i]);
-		cond_resched();
-	}
-	ctx->nr_refs = 0;
 }
 
 /*
  * A directory's dentry is held by its cached children, so it is never on
- * the LRU: reach it through its inode.  If it lies in a target block,
- * shrink its unused children, then drop it if it is unused itself.
+ * the LRU: reach it through its inode.  If it lies in a target block, or
+ * the inode does (@inode_target: the dentry holds the inode), shrink its
+ * unused children, then drop it if it is unused itself.
  */
-static void vdf_evict_dir(struct vdf_evict_ctx *ctx, struct inode *inode)
+static void vdf_evict_dir(struct vdf_evict_ctx *ctx, struct inode *inode,
+			  bool inode_target)
 {
 	struct dentry *alias = d_find_alias(inode);
 
 	if (!alias)
 		return;
-	if (!vdf_evict_target(ctx, alias) || IS_ROOT(alias)) {
+	if ((!inode_target && !vdf_evict_target(ctx, alias)) || IS_ROOT(alias)) {
 		dput(alias);
 		return;
 	}
@@ -269,10 +312,14 @@ static void vdf_evict_mapping(struct vdf_evict_ctx *ctx,
 	xas_for_each(&xas, folio, ULONG_MAX) {
 		bool bh = false;
 
-		if (xas_retry(&xas, folio) || xa_is_value(folio))
+		if (xas_retry(&xas, folio))
 			continue;
+		/*
+		 * A shadow entry (a value) keeps its node like a folio does;
+		 * invalidate_mapping_pages() clears shadows in its range.
+		 */
 		if (!vdf_evict_node_range(ctx, &xas, &first, &last)) {
-			if (!folio_test_private(folio))
+			if (xa_is_value(folio) || !folio_test_private(folio))
 				goto next;
 			/* buffer heads: read them under the folio lock */
 			if (!folio_try_get(folio))
@@ -328,21 +375,29 @@ static bool vdf_evict_inode_clean(struct inode *inode)
 static void vdf_evict_inode_put(struct vdf_evict_ctx *ctx, struct inode *inode)
 {
 	struct address_space *mapping = inode->i_mapping;
-	bool evict;
+	enum vdf_evict_kept kept;
 
 	d_prune_aliases(inode);
-	if (ctx->policy == VMDEFRAG_EVICT_ALL && mapping->nrpages &&
+	if (ctx->policy == VMDEFRAG_EVICT_ALL && !mapping_empty(mapping) &&
 	    !mapping_mapped(mapping) && vdf_evict_inode_clean(inode))
 		vdf_evict_range(ctx, mapping, 0, ULONG_MAX);
 
 	spin_lock(&inode->i_lock);
-	evict = atomic_read(&inode->i_count) == 1 && inode->i_nlink &&
-		!(inode->i_state & (I_NEW | I_FREEING | I_WILL_FREE)) &&
-		vdf_evict_inode_clean(inode) && !mapping->nrpages;
+	if (atomic_read(&inode->i_count) != 1 || !inode->i_nlink ||
+	    (inode->i_state & (I_NEW | I_FREEING | I_WILL_FREE)))
+		kept = VDF_KEPT_BUSY;
+	else if (!vdf_evict_inode_clean(inode))
+		kept = VDF_KEPT_DIRTY;
+	else if (mapping->nrpages)
+		kept = VDF_KEPT_PAGES;
+	else
+		kept = VDF_KEPT_NONE;
 	spin_unlock(&inode->i_lock);
-	if (evict) {
+	if (kept == VDF_KEPT_NONE) {
 		d_mark_dontcache(inode);
 		ctx->res.inodes++;
+	} else {
+		atomic64_inc(&vdf_evict_kept[kept]);
 	}
 	iput(inode);
 }
@@ -352,20 +407,35 @@ static void vdf_evict_inode_put(struct vdf_evict_ctx *ctx, struct inode *inode)
  * the walk, as eviction takes them off the list), and under EVICT_ALL
  * invalidate what the target blocks index in the others' page cache.
  */
+static void vdf_evict_inodes_flush(struct vdf_evict_ctx *ctx)
+{
+	unsigned int i;
+
+	for (i = 0; i < ctx->nr_refs; i++) {
+		struct inode *inode = ctx->refs[i];
+
+		if (S_ISDIR(inode->i_mode))
+			vdf_evict_dir(ctx, inode, true);
+		if (ctx->policy == VMDEFRAG_EVICT_ALL && !mapping_empty(inode->i_mapping))
+			vdf_evict_mapping(ctx, inode->i_mapping);
+		vdf_evict_inode_put(ctx, inode);
+		cond_resched();
+	}
+	ctx->nr_refs = 0;
+}
+
 static void vdf_evict_inodes_sb(struct super_block *sb, struct vdf_evict_ctx *ctx)
 {
 	struct inode *inode, *toput = NULL;
-	unsigned int i;
 
 	ctx->nr_refs = 0;
 	spin_lock(&sb->s_inode_list_lock);
 	list_for_each_entry(inode, &sb->s_inodes, i_sb_list) {
 		bool target = vdf_evict_target(ctx, inode);
 
-		if (target && ctx->nr_refs >= VDF_EVICT_BATCH)
-			continue;
 		if (!target && !S_ISDIR(inode->i_mode) &&
-		    (ctx->policy != VMDEFRAG_EVICT_ALL || !inode->i_mapping->nrpages))
+		    (ctx->policy != VMDEFRAG_EVICT_ALL ||
+		     mapping_empty(inode->i_mapping)))
 			continue;
 		spin_lock(&inode->i_lock);
 		if (inode->i_state & (I_NEW | I_FREEING | I_WILL_FREE)) {
@@ -374,34 +444,129 @@ static void vdf_evict_inodes_sb(struct super_block *sb, struct vdf_evict_ctx *ct
 		}
 		atomic_inc(&inode->i_count);	/* __iget(), i_lock held */
 		spin_unlock(&inode->i_lock);
-		if (target) {
+		if (target && ctx->nr_refs < VDF_EVICT_BATCH) {
 			ctx->refs[ctx->nr_refs++] = inode;
 			continue;
 		}
-		/* our reference keeps it on the list while the lock is off */
+		/*
+		 * Our reference keeps it on the list while the lock is off;
+		 * the batch (never this inode) may go meanwhile.
+		 */
 		spin_unlock(&sb->s_inode_list_lock);
-		if (S_ISDIR(inode->i_mode))
-			vdf_evict_dir(ctx, inode);
-		if (ctx->policy == VMDEFRAG_EVICT_ALL && inode->i_mapping->nrpages)
-			vdf_evict_mapping(ctx, inode->i_mapping);
-		iput(toput);
-		toput = inode;
+		if (target) {
+			/* batch full: evict it, then this one joins the next */
+			vdf_evict_inodes_flush(ctx);
+			ctx->refs[ctx->nr_refs++] = inode;
+		} else {
+			if (S_ISDIR(inode->i_mode))
+				vdf_evict_dir(ctx, inode, false);
+			if (ctx->policy == VMDEFRAG_EVICT_ALL &&
+			    !mapping_empty(inode->i_mapping))
+				vdf_evict_mapping(ctx, inode->i_mapping);
+			iput(toput);
+			toput = inode;
+		}
 		cond_resched();
 		spin_lock(&sb->s_inode_list_lock);
 	}
 	spin_unlock(&sb->s_inode_list_lock);
 	iput(toput);
+	vdf_evict_inodes_flush(ctx);
+}
 
-	for (i = 0; i < ctx->nr_refs; i++) {
-		inode = ctx->refs[i];
-		if (S_ISDIR(inode->i_mode))
-			vdf_evict_dir(ctx, inode);
-		if (ctx->policy == VMDEFRAG_EVICT_ALL && inode->i_mapping->nrpages)
-			vdf_evict_mapping(ctx, inode->i_mapping);
-		vdf_evict_inode_put(ctx, inode);
+/* ---- extent status ---- */
+
+/* Whether @fn is the start of the function named @name (kallsyms). */
+static bool vdf_evict_fn_is(unsigned long fn, const char *name)
+{
+	char buf[KSYM_SYMBOL_LEN];
+	size_t len = strlen(name);
+
+	sprint_symbol(buf, fn);
+	return !strncmp(buf, name, len) && !strncmp(buf + len, "+0x0/", 5);
+}
+
+/* Whether @s (not yet trusted) is ext4's extent status shrinker. */
+static bool vdf_evict_es_shrinker_at(struct shrinker *s)
+{
+	unsigned long fn[2];
+
+	BUILD_BUG_ON(offsetof(struct shrinker, scan_objects) !=
+		     offsetof(struct shrinker, count_objects) + sizeof(long));
+	if (!virt_addr_valid(s) ||
+	    copy_from_kernel_nofault(fn, &s->count_objects, sizeof(fn)))
+		return false;
+	return fn[0] >= PAGE_OFFSET && fn[1] >= PAGE_OFFSET &&
+	       vdf_evict_fn_is(fn[1], "ext4_es_scan") &&
+	       vdf_evict_fn_is(fn[0], "ext4_es_count");
+}
+
+/*
+ * ext4's extent status shrinker of @sb (s_umount held, so it stays
+ * registered), or NULL.  Extent status entries belong to ext4's private
+ * inode (EXT4_I(inode)->i_es_tree, under its i_es_lock): no module can
+ * reach them one by one.  What ext4 offers is its shrinker, registered
+ * per superblock, which drops every entry that is not delayed and was not
+ * referenced since its last call.  Its struct lives in ext4_sb_info
+ * (sb->s_fs_info, private): embedded in it before 6.7, pointed to from it
+ * since shrinker_alloc() (compat.h: SHRINKER_ALLOCATED).  It is found by
+ * reading the words of ext4_sb_info (ksize() bounds it) and taking the one
+ * whose callbacks kallsyms names ext4_es_count and ext4_es_scan.
+ */
+static struct shrinker *vdf_evict_es_shrinker(struct super_block *sb)
+{
+	unsigned long *sbi = sb->s_fs_info;
+	size_t i, n;
+
+	if (!sbi || !virt_addr_valid(sbi))
+		return NULL;
+	n = ksize(sbi) / sizeof(*sbi);
+	for (i = 0; i < n; i++) {
+		unsigned long w = READ_ONCE(sbi[i]);
+		struct shrinker *s;
+
+		if (w < PAGE_OFFSET)
+			continue;
+#ifdef SHRINKER_ALLOCATED
+		s = (struct shrinker *)w;
+#else
+		if (i * sizeof(*sbi) < offsetof(struct shrinker, scan_objects) ||
+		    !vdf_evict_fn_is(w, "ext4_es_scan"))
+			continue;
+		s = (struct shrinker *)((char *)&sbi[i] -
+					offsetof(struct shrinker, scan_objects));
+#endif
+		if (vdf_evict_es_shrinker_at(s))
+			return s;
+	}
+	return NULL;
+}
+
+/*
+ * Drop @sb's reclaimable extent status entries, as memory pressure would:
+ * two calls, as the first only clears the referenced bits of entries used
+ * since the last one.  The entries are caches of the extent tree, read
+ * again from the inode or its buffers when needed: no page cache, dentry
+ * or inode goes with them.
+ */
+static void vdf_evict_es_sb(struct super_block *sb, struct vdf_evict_ctx *ctx)
+{
+	struct shrinker *s = vdf_evict_es_shrinker(sb);
+	struct shrink_control sc = { .gfp_mask = GFP_KERNEL };
+	int pass;
+
+	if (!s)
+		return;
+	for (pass = 0; pass < 2; pass++) {
+		unsigned long freed;
+
+		sc.nr_to_scan = 1UL << 30;
+		sc.nr_scanned = sc.nr_to_scan;
+		freed = s->scan_objects(s, &sc);
+		if (freed != SHRINK_STOP)
+			ctx->es += freed;
 		cond_resched();
 	}
-	ctx->nr_refs = 0;
 }
 
 /*
@@ -420,6 +585,8 @@ static void vdf_evict_sb(struct super_block *sb, void *arg)
 	}
 	if (ctx->policy == VMDEFRAG_EVICT_ALL && sb->s_bdev)
 		vdf_evict_mapping(ctx, vdf_compat_bdev_mapping(sb->s_bdev));
+	if (ctx->es_pages)
+		vdf_evict_es_sb(sb, ctx);
 }
 
 /* ---- emptied slabs ---- */
@@ -454,6 +621,151 @@ static void vdf_evict_block_caches(unsigned long idx, unsigned long *caches,
 	}
 }
 
+/* ---- what stayed ---- */
+
+/*
+ * What eviction left in its target blocks, per policy since load: the
+ * blocks evicted, those left with no slab page at all (their slab no
+ * longer pins them), and per cache the slab pages left and the blocks
+ * they are in.  debugfs vmdefrag/evict prints it; the tests and the bench
+ * read it to tell which owners kept which blocks.  Under vdf_evict_lock
+ * (the reader runs outside vdf_capture_mutex).
+ */
+#define VDF_EVICT_LEFT_CACHES	12
+#define VDF_EVICT_NR_POLICIES	2	/* EVICT_SLAB, EVICT_ALL */
+
+struct vdf_evict_left {
+	u64 blocks;
+	u64 slab_free;		/* no slab page left */
+	u64 free;		/* every page free: nothing left to vacate */
+	unsigned int nr;
+	struct {
+		char name[32];
+		u64 pages;
+		u64 blocks;
+	} cache[VDF_EVICT_LEFT_CACHES];
+};
+
+static DEFINE_SPINLOCK(vdf_evict_lock);
+static struct vdf_evict_left vdf_evict_left[VDF_EVICT_NR_POLICIES];
+static atomic64_t vdf_evict_es_entries = ATOMIC64_INIT(0);
+
+static struct vdf_evict_left *vdf_evict_left_of(u32 policy)
+{
+	return &vdf_evict_left[policy == VMDEFRAG_EVICT_ALL];
+}
+
+/* Count the slab pages left in block @idx by cache into @left. */
+static void vdf_evict_tally_left(unsigned long idx, struct vdf_evict_left *left)
+{
+	unsigned long pfn = vdf_block_pfn(idx), end = pfn + VDF_BLOCK_PAGES;
+	struct {
+		unsigned long cache;
+		unsigned int pages;
+	} seen[VDF_EVICT_LEFT_CACHES];
+	unsigned int i, nr = 0;
+	struct vdf_block blk;
+	char name[32];
+
+	for (; pfn < end; pfn++) {
+		struct page *page = pfn_to_online_page(pfn);
+		unsigned long cache;
+
+		if (!page || !PageSlab(page))
+			continue;
+		cache = vdf_slabcal_cache_of(compound_head(page));
+		for (i = 0; i < nr; i++)
+			if (seen[i].cache == cache)
+				break;
+		if (i == nr) {
+			if (nr == VDF_EVICT_LEFT_CACHES)
+				continue;
+			seen[nr].cache = cache;
+			seen[nr++].pages = 0;
+		}
+		seen[i].pages++;
+	}
+	vdf_scan_block(idx, vdf_scan_block_zone(idx), &blk, NULL);
+	spin_lock(&vdf_evict_lock);
+	left->blocks++;
+	if (!nr)
+		left->slab_free++;
+	if (blk.class == VMDEFRAG_CLASS_FREE)
+		left->free++;
+	spin_unlock(&vdf_evict_lock);
+	for (i = 0; i < nr; i++) {
+		unsigned int k;
+
+		/* names are read with copy_from_kernel_nofault(): no lock */
+		vdf_slabcal_name(seen[i].cache, name, sizeof(name));
+		spin_lock(&vdf_evict_lock);
+		for (k = 0; k < left->nr; k++)
+			if (!strcmp(left->cache[k].name, name))
+				break;
+		if (k == left->nr && left->nr < VDF_EVICT_LEFT_CACHES)
+			strscpy(left->cache[left->nr++].name, name, sizeof(name));
+		if (k < left->nr) {
+			left->cache[k].pages += seen[i].pages;
+			left->cache[k].blocks++;
+		}
+		spin_unlock(&vdf_evict_lock);
+	}
+}
+
+/* debugfs vmdefrag/evict: key=value lines of what eviction left. */
+static int vdf_evict_show(struct seq_file *m, void *v)
+{
+	static const char *const names[VDF_EVICT_NR_POLICIES] = {
+		"evict-slab", "evict"
+	};
+	unsigned int p, k;
+
+	seq_printf(m, "es_entries=%lld\n", atomic64_read(&vdf_evict_es_entries));
+	seq_printf(m, "inodes_kept_busy=%lld\ninodes_kept_dirty=%lld\n"
+		   "inodes_kept_pages=%lld\n",
+		   atomic64_read(&vdf_evict_kept[VDF_KEPT_BUSY]),
+		   atomic64_read(&vdf_evict_kept[VDF_KEPT_DIRTY]),
+		   atomic64_read(&vdf_evict_kept[VDF_KEPT_PAGES]));
+	spin_lock(&vdf_evict_lock);
+	for (p = 0; p < VDF_EVICT_NR_POLICIES; p++) {
+		const struct vdf_evict_left *left = &vdf_evict_left[p];
+
+		seq_printf(m, "%s.blocks=%llu\n%s.slab_free_blocks=%llu\n"
+			   "%s.free_blocks=%llu\n",
+			   names[p], left->blocks, names[p], left->slab_free,
+			   names[p], left->free);
+		for (k = 0; k < left->nr; k++)
+			seq_printf(m, "%s.left_pages.%s=%llu\n%s.left_blocks.%s=%llu\n",
+				   names[p], left->cache[k].name, left->cache[k].pages,
+				   names[p], left->cache[k].name, left->cache[k].blocks);
+	}
+	spin_unlock(&vdf_evict_lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(vdf_evict);
+
+/* Add debugfs vmdefrag/evict under @dir (main.c, best effort). */
+void vdf_evict_debugfs(struct dentry *dir)
+{
+	debugfs_create_file("evict", 0400, dir, NULL, &vdf_evict_fops);
+}
+
+/* Whether one of the blocks @idx (@nr) holds an extent status slab page. */
+static bool vdf_evict_has_es(const unsigned long *idx, unsigned int nr)
+{
+	unsigned long caches[VDF_EVICT_CACHES];
+	unsigned int i, n;
+
+	for (i = 0; i < nr; i++) {
+		n = 0;
+		vdf_evict_block_caches(idx[i], caches, &n);
+		while (n--)
+			if (vdf_slabcal_kind(caches[n], NULL) == VDF_SLAB_KIND_INODE_PART)
+				return true;
+	}
+	return false;
+}
+
 /*
  * Free what the owners let go of in the blocks @idx (@nr of them, sorted
  * ascending) under @policy; *@ret_res counts it.  Returns 0, -EINVAL for
@@ -481,6 +793,7 @@ int vdf_evict_blocks(const unsigned long *idx, unsigned int nr, u32 policy,
 		module_put(fs->owner);
 		return -ENOMEM;
 	}
+	ctx.es_pages = vdf_evict_has_es(idx, nr);
 	iterate_supers_type(fs, vdf_evict_sb, &ctx);
 	module_put(fs->owner);
 	kvfree(ctx.refs);
@@ -494,10 +807,15 @@ int vdf_evict_blocks(const unsigned long *idx, unsigned int nr, u32 policy,
 	/* emptied slabs may wait on the partial lists: free them */
 	for (i = 0; i < nr_caches; i++)
 		kmem_cache_shrink((struct kmem_cache *)caches[i]);
+	for (i = 0; i < nr; i++) {
+		vdf_evict_tally_left(idx[i], vdf_evict_left_of(policy));
+		cond_resched();
+	}
 
 	atomic64_add(ctx.res.dentries, &vdf_evict_dentries);
 	atomic64_add(ctx.res.inodes, &vdf_evict_inodes);
 	atomic64_add(ctx.res.pages, &vdf_evict_pages);
+	atomic64_add(ctx.es, &vdf_evict_es_entries);
 	*ret_res = ctx.res;
 	return 0;
 }

@@ -83,6 +83,7 @@ static int __init vdf_init(void)
 	/* best effort: debugfs errors are not ours to handle */
 	vdf_debugfs = debugfs_create_dir(KBUILD_MODNAME, NULL);
 	debugfs_create_file("work", 0400, vdf_debugfs, NULL, &vdf_work_fops);
+	vdf_evict_debugfs(vdf_debugfs);
 
 	pr_info("loaded, floor %llu MiB\n", vdf_pressure_floor_bytes() >> 20);
 	return 0;

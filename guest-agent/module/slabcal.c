@@ -193,7 +193,9 @@ unsigned long vdf_slabcal_cache_of(struct page *head)
  * The caches whose objects evict.c knows how to free through their owners.
  * ext4's inode cache is the one filesystem inode cache: eviction walks the
  * superblocks of ext4 only (see evict.c); ext4's extent status entries
- * belong to their inode and go with it.
+ * belong to their inode and go with it or through ext4's es shrinker.
+ * Their cache is "ext4_extent_status" in 6.1 and "extent_status" since
+ * ext4 made it with KMEM_CACHE() (6.12).
  */
 static const struct {
 	const char *name;
@@ -202,6 +204,7 @@ static const struct {
 	{ "dentry", VDF_SLAB_KIND_DENTRY },
 	{ "ext4_inode_cache", VDF_SLAB_KIND_INODE },
 	{ "ext4_extent_status", VDF_SLAB_KIND_INODE_PART },
+	{ "extent_status", VDF_SLAB_KIND_INODE_PART },
 	{ "radix_tree_node", VDF_SLAB_KIND_XA_NODE },
 	{ "buffer_head", VDF_SLAB_KIND_BH },
 };

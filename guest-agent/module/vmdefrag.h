@@ -210,6 +210,7 @@ struct vdf_evict_result {
 int vdf_evict_blocks(const unsigned long *idx, unsigned int nr, u32 policy,
 		     struct vdf_evict_result *ret_res);
 void vdf_evict_note_block(void);
+void vdf_evict_debugfs(struct dentry *dir);
 void vdf_evict_totals(u64 *ret_dentries, u64 *ret_inodes, u64 *ret_pages,
 		      u64 *ret_blocks);
 

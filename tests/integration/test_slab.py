@@ -12,7 +12,7 @@ Oops, BUG or WARNING on the guest console.
 import json
 import time
 
-from harness.disk import GUEST_MNT, Ext4Disk
+from harness.disk import GUEST_DEV, GUEST_MNT, Ext4Disk
 from harness.guest import Guest
 from harness.vmdefragd import Daemon
 from test_module import kv, num
@@ -58,6 +58,21 @@ def capture_all(g, evict):
                       f"--evict {evict}", timeout=900))
 
 
+def evict_left(g):
+    """debugfs vmdefrag/evict: per policy, the blocks evicted, those left
+    with no slab page, and per cache the slab pages left in them."""
+    return kv(g.check("mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
+                      "cat /sys/kernel/debug/vmdefrag/evict"))
+
+
+def left_summary(left, policy):
+    """'cache=pages/blocks ...' of what `policy` left, most pages first."""
+    pre = policy + ".left_pages."
+    caches = sorted(((int(v), k[len(pre):]) for k, v in left.items()
+                     if k.startswith(pre)), reverse=True)
+    return " ".join(f"{c}={p}/{left[policy + '.left_blocks.' + c]}" for p, c in caches)
+
+
 def finish(g, tree=TREE):
     """Check the tree and unmount cleanly (the guest then stops)."""
     g.check(f"slabtree verify {tree}", timeout=900)
@@ -93,6 +108,10 @@ def test_census_and_policies(kernel, figures):
             assert sum(num(scan, k) for k in scan if k.startswith("cause.")) == \
                 num(scan, "class.unmovable")
             figures("slab_reclaim_blocks_" + kernel.split("-")[0], reclaim, "blocks")
+            # how much of the guest's reclaimable slab those blocks hold:
+            # what eviction must drop to free them all
+            sreclaim = g.meminfo()["SReclaimable"] >> 12
+            figures("sreclaimable_pages_" + kernel.split("-")[0], sreclaim)
 
             out = capture_all(g, "movable")
             after = kv(g.check("vdfnl scan"))
@@ -119,11 +138,27 @@ def test_census_and_policies(kernel, figures):
             # the reclaimable slab left in such blocks at least halves
             assert num(end, "slab_reclaim_pages") * 2 < num(scan, "slab_reclaim_pages"), \
                 (num(scan, "slab_reclaim_pages"), end)
+            # and whole blocks come free: at least half as many as the
+            # census counted (the issue's goal is 70 %; the README has
+            # the figures)
+            assert num(end, "evicted_blocks") * 2 >= reclaim, \
+                (reclaim, evict_left(g))
             kid = kernel.split("-")[0]
             figures("slab_reclaim_pages_before_" + kid, num(scan, "slab_reclaim_pages"))
             figures("slab_reclaim_pages_after_" + kid, num(end, "slab_reclaim_pages"))
             figures("evict_vacated_blocks_" + kid, num(end, "evicted_blocks"), "blocks")
             figures("evict_seconds_" + kid, round(took, 1), "s")
+            left = evict_left(g)
+            for policy in ("evict-slab", "evict"):
+                figures(f"{policy}_blocks_{kid}", num(left, policy + ".blocks"), "blocks")
+                figures(f"{policy}_slab_free_blocks_{kid}",
+                        num(left, policy + ".slab_free_blocks"), "blocks")
+                figures(f"{policy}_free_blocks_{kid}",
+                        num(left, policy + ".free_blocks"), "blocks")
+                figures(f"{policy}_left_{kid}", left_summary(left, policy))
+            figures("es_entries_dropped_" + kid, num(left, "es_entries"))
+            figures("inodes_kept_" + kid, " ".join(
+                f"{k}={left[k]}" for k in sorted(left) if k.startswith("inodes_kept")))
             assert num(out, "bytes") > 0
 
             g.check("memcheck verify --id slab")
@@ -131,18 +166,22 @@ def test_census_and_policies(kernel, figures):
         assert_fsck_clean(disk)
 
 
+# The dirty test's clean tree only has to give eviction something to free
+# next to the dirty files: a small one, in a small guest (a capture clears
+# every page it vacates, and there are half as many).
+DIRTY_TREE = f"{GUEST_MNT}/t --files 8000 --dirs 80 --seed 3"
+
+
 def test_nothing_dirty_evicted(kernel):
     """Files written without sync keep their content through `evict`, a
     clean shutdown, and a second boot from the same disk."""
     with Ext4Disk(**DISK) as disk:
-        with Guest(kernel, ram_mib=RAM_MIB, extra_args=disk.qemu_args()) as g:
+        with Guest(kernel, ram_mib=512, extra_args=disk.qemu_args()) as g:
             load(g)
             Ext4Disk.mount(g, "commit=600")
-            g.check(f"slabtree build {GUEST_MNT}/t --files 20000 --dirs 200 --seed 3",
-                    timeout=900)
+            g.check(f"slabtree build {DIRTY_TREE}", timeout=900)
             g.check("sync; echo 3 > /proc/sys/vm/drop_caches")
-            g.check(f"slabtree walk {GUEST_MNT}/t --files 20000 --dirs 200 --seed 3",
-                    timeout=900)
+            g.check(f"slabtree walk {DIRTY_TREE}", timeout=900)
             # dirty: written, never synced (commit=600 holds the journal)
             g.check(f"slabtree write {GUEST_MNT}/t --files 3000 --seed 9", timeout=900)
             dirty = int(g.check("grep ^Dirty: /proc/meminfo").split()[1])
@@ -156,16 +195,16 @@ def test_nothing_dirty_evicted(kernel):
         with Guest(kernel, ram_mib=512, extra_args=disk.qemu_args()) as g:
             Ext4Disk.mount(g)
             g.check(f"slabtree wverify {GUEST_MNT}/t --files 3000 --seed 9", timeout=900)
-            g.check(f"slabtree verify {GUEST_MNT}/t --files 20000 --dirs 200 --seed 3",
-                    timeout=900)
+            g.check(f"slabtree verify {DIRTY_TREE}", timeout=900)
             Ext4Disk.unmount(g)
         assert_fsck_clean(disk)
 
 
-def test_evict_racing_walker_and_writer(kernel):
+def test_evict_racing_walker_and_writer(kernel, figures):
     """`evict` while a walker re-reads the tree and a writer creates and
-    deletes files, on a kernel with slub_debug=FZP (poisoning, red zones,
-    sanity checks): no splat, no wrong content, a clean filesystem."""
+    deletes files, then while the filesystem is unmounted and mounted
+    again, on a kernel with slub_debug=FZP (poisoning, red zones, sanity
+    checks): no splat, no wrong content, a clean filesystem."""
     with Ext4Disk(**DISK) as disk:
         with Guest(kernel, ram_mib=RAM_MIB, extra_args=disk.qemu_args(),
                    cmdline="slub_debug=FZP") as g:
@@ -191,6 +230,29 @@ def test_evict_racing_walker_and_writer(kernel):
             assert "failed" not in err, err
             scan = kv(g.check("vdfnl scan"))
             assert num(scan, "evicted_dentries") > 0
+
+            # unmount racing eviction: while captures evict, the
+            # filesystem is unmounted and mounted again (du fills the new
+            # superblock's dentries and inodes for the next eviction
+            # round), as many times as the captures last
+            before = evict_left(g)
+            t0 = time.monotonic()
+            g.check("(rc=0; for e in evict evict-slab evict; do vdfnl capture 4G "
+                    "--mode compact --budget-ms 300000 --evict $e >>/run/cap.out 2>&1 "
+                    "|| rc=$?; done; echo $rc > /run/cap.rc) </dev/null >/dev/null 2>&1 &")
+            cycles = int(g.check(
+                f"n=0; while [ ! -e /run/cap.rc ]; do umount {GUEST_MNT} && "
+                f"mount -t ext4 {GUEST_DEV} {GUEST_MNT} && "
+                f"du -s {GUEST_MNT}/t >/dev/null || exit 1; n=$((n+1)); done; echo $n",
+                timeout=900).split()[-1])
+            assert cycles >= 1, "the capture ended before the first unmount"
+            figures("unmount_cycles_" + kernel.split("-")[0], cycles)
+            figures("unmount_race_seconds_" + kernel.split("-")[0],
+                    round(time.monotonic() - t0, 1), "s")
+            assert g.check("cat /run/cap.rc").strip() == "0", g.run("cat /run/cap.out")[1]
+            after = evict_left(g)
+            assert num(after, "evict.blocks") > num(before, "evict.blocks"), \
+                "the capture evicted nothing while the filesystem came and went"
             finish(g, RACE_TREE)
         assert_fsck_clean(disk)
 
