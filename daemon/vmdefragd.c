@@ -59,6 +59,14 @@
 #include "virt_domains.h"
 #include "version.h"
 #include "vm.h"
+#include "worker.h"
+
+/*
+ * Threads for the slow work of every VM (punching, re-backing, monitor
+ * queries: worker.c).  Each VM's jobs run one at a time, so this bounds
+ * how many VMs' slow work overlaps, not any one VM's.
+ */
+#define DAEMON_WORKERS	4
 
 #define EXIT_USAGE 2
 
@@ -425,6 +433,7 @@ int main(int argc, char **argv)
 	struct args a = { 0 };
 	char err[CONFIG_ERR_MAX], *config_abs = NULL;
 	struct control *ctl = NULL;
+	struct worker_pool *workers = NULL;
 	struct loop_io sig_io;
 	int r, ready_fd = -1, ret = 1;
 
@@ -467,6 +476,13 @@ int main(int argc, char **argv)
 		log_error_errno(r, "cannot set up signal handling: %m");
 		goto out_free;
 	}
+	/* before any VM: each makes its worker queues from it */
+	r = worker_pool_new(d.loop, DAEMON_WORKERS, &workers);
+	if (r < 0) {
+		log_error_errno(r, "cannot start the worker threads: %m");
+		goto out_free;
+	}
+	worker_pool_set_default(workers);
 	for (size_t i = 0; i < d.cfg->nvms; i++) {
 		struct vm *vm;
 
@@ -532,6 +548,7 @@ out_free:
 	control_free(ctl);
 	virt_domains_free(d.virt);
 	vm_list_free(&d.vms);
+	worker_pool_free(workers);	/* after every VM's queues */
 	loop_free(d.loop);
 	free(a.vm_specs);
 	free(config_abs);

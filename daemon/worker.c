@@ -88,6 +88,8 @@ struct worker_pool {
 	pthread_t *threads;
 };
 
+static struct worker_pool *worker_default;
+
 struct worker_queue {
 	struct worker_pool *pool;	/* NULL: inline */
 	/* loop thread only: the queue's jobs in order, the head first */
@@ -277,6 +279,8 @@ void worker_pool_free(struct worker_pool *p)
 {
 	if (!p)
 		return;
+	if (worker_default == p)
+		worker_default = NULL;
 	pthread_mutex_lock(&p->lock);
 	p->stop = true;
 	pthread_cond_broadcast(&p->cond);
@@ -290,6 +294,16 @@ void worker_pool_free(struct worker_pool *p)
 	pthread_mutex_destroy(&p->lock);
 	free(p->threads);
 	free(p);
+}
+
+void worker_pool_set_default(struct worker_pool *p)
+{
+	worker_default = p;
+}
+
+struct worker_pool *worker_pool_default(void)
+{
+	return worker_default;
 }
 
 int worker_queue_new(struct worker_pool *p, struct worker_queue **ret_queue)

@@ -53,6 +53,14 @@ int worker_pool_new(struct loop *loop, unsigned int nthreads,
 void worker_pool_free(struct worker_pool *p);
 
 /*
+ * The daemon's pool (vmdefragd sets it once, before any queue is made),
+ * for owners created deep in the tree; NULL until set, and then queues
+ * run their jobs inline.
+ */
+void worker_pool_set_default(struct worker_pool *p);
+struct worker_pool *worker_pool_default(void);
+
+/*
  * A queue of one owner's jobs: they run one at a time, in the order
  * submitted, and the next one's run() starts only after the previous
  * one's done().  p NULL: every job runs inline, run() then done() within
