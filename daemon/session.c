@@ -123,6 +123,13 @@ struct session {
 	struct proto_hello guest;
 	uint64_t connects, drops, frames;
 	char last_drop[SESSION_REASON_MAX];
+
+	/* a range check left to the VM's verdict (-EINPROGRESS) */
+	bool pending;
+	uint64_t pending_gen;		/* the connection it came on */
+	uint16_t pending_type;
+	uint32_t pending_index;
+	struct proto_range pending_range;
 };
 
 const char *session_state_name(enum session_state state)
@@ -560,6 +567,17 @@ static int session_check_ranges(struct session *s, const struct proto_msg *m,
 	for (uint32_t i = 0; i < n; i++) {
 		int r = s->hooks->check_range(s->vm, &m->ranges[i]);
 
+		if (r == -EINPROGRESS) {
+			/* the VM rediscovers its RAM: its verdict comes later */
+			if (!s->pending || s->pending_gen != s->generation) {
+				s->pending = true;
+				s->pending_gen = s->generation;
+				s->pending_type = m->type;
+				s->pending_index = i;
+				s->pending_range = m->ranges[i];
+			}
+			return -ENODATA;
+		}
 		if (r == -ENODATA)
 			return r;
 		if (r < 0) {
@@ -571,6 +589,27 @@ static int session_check_ranges(struct session *s, const struct proto_msg *m,
 		}
 	}
 	return 0;
+}
+
+bool session_pending_range(const struct session *s, struct proto_range *ret_range)
+{
+	if (!s->pending || s->pending_gen != s->generation)
+		return false;
+	*ret_range = s->pending_range;
+	return true;
+}
+
+void session_range_verdict(struct session *s, bool is_ram)
+{
+	bool current = s->pending && s->pending_gen == s->generation;
+
+	s->pending = false;
+	if (!current || is_ram)
+		return;
+	session_violation(s, "%s range %" PRIu32 " [0x%" PRIx64 ", +0x%" PRIx64
+			  ") is not guest RAM", proto_type_name(s->pending_type),
+			  s->pending_index, s->pending_range.gpa,
+			  s->pending_range.len);
 }
 
 static uint32_t session_msg_nranges(const struct proto_msg *m, bool failed)

@@ -44,6 +44,11 @@
  * (the guest can trigger the last two); a changed layout replaces the
  * old one in the same struct, so everything holding it sees the new
  * ranges, and reclaim.c keeps its block states (reclaim_update_layout()).
+ * It runs on a worker thread (struct vm_refresh: the monitor is lent to
+ * it meanwhile), so a stopped QEMU never holds up the loop, and a range
+ * the guest named meanwhile gets its verdict when it is done
+ * (session_range_verdict()).  The first discovery, at attach, still runs
+ * on the loop (each command bounded by QMP_DEFAULT_TIMEOUT_MS).
  *
  * Where the monitor comes from: a --vm names a QMP socket, and the VM
  * connects and retries on its own (qmp_retry timer).  A libvirt domain's
@@ -53,7 +58,7 @@
  * takes both away (vm_detach_monitor()) when it stops.  No retry timer
  * runs for it; the domain's lifecycle events decide.
  *
- * Single-threaded, on the loop's thread.
+ * Single-threaded, on the loop's thread, but for the rediscovery's run().
  */
 #include <errno.h>
 #include <stdio.h>
@@ -76,6 +81,7 @@
 #include "vm.h"
 #include "vm_counters.h"
 #include "vm_layout.h"
+#include "worker.h"
 
 #define VM_LAYOUT_REFRESH_MS	1000	/* rediscoveries at most this often */
 
@@ -102,6 +108,8 @@ struct vm {
 	struct vm_layout *layout;	/* NULL while detached */
 	struct loop_timer layout_timer;	/* a rediscovery waits for its turn */
 	uint64_t layout_refresh_ms;	/* loop_now_ms() of the last one */
+	struct worker_queue *mq;	/* monitor jobs (the rediscovery) */
+	struct vm_refresh *refresh;	/* the rediscovery running, or NULL */
 	enum vm_backend backend;
 	char backend_note[512];
 
@@ -160,6 +168,10 @@ static void vm_qmp_schedule_retry(struct vm *vm)
 /* Forgets QEMU: monitor, layout, pid, backend. */
 static void vm_qmp_drop(struct vm *vm)
 {
+	/* a rediscovery holds the monitor: wait for it (its commands are
+	 * bounded), then nothing else uses it */
+	worker_queue_drain(vm->mq);
+	vm->refresh = NULL;
 	loop_timer_disarm(vm->loop, &vm->layout_timer);
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	migration_detach(vm->mig);
@@ -227,23 +239,44 @@ static void vm_qmp_io(struct loop_io *io, uint32_t events)
 	}
 }
 
-/* Decides the backend from the layout and, for anonymous RAM, the balloon. */
-static void vm_set_backend(struct vm *vm, struct qmp *q)
+/* The layout's first backing the daemon cannot punch, or NULL. */
+static const struct vm_backing *vm_anon_backing(const struct vm_layout *l)
 {
-	const struct vm_layout *l = vm->layout;
-	const struct vm_backing *anon = NULL;
-	struct hint_balloon hb;
-	int r;
+	for (size_t i = 0; i < l->nbackings; i++)
+		if (l->backings[i].kind == VM_BACKING_ANONYMOUS || l->backings[i].fd < 0)
+			return &l->backings[i];
+	return NULL;
+}
+
+/*
+ * What QEMU says of its balloon, asked only for a layout with anonymous
+ * RAM (the hint backend needs it): 0 and *ret_hb, 1 if not asked, or the
+ * query's errno.  On any thread that may use q.
+ */
+static int vm_probe_balloon(const struct vm_layout *l, struct qmp *q,
+			    struct hint_balloon *ret_hb)
+{
+	if (!vm_anon_backing(l))
+		return 1;
+	return hint_probe_balloon(q, QMP_DEFAULT_TIMEOUT_MS, ret_hb);
+}
+
+/*
+ * Decides the backend from the layout and, for anonymous RAM, the balloon
+ * (vm_probe_balloon()'s answer r, hb).
+ */
+static void vm_set_backend(struct vm *vm, int r, const struct hint_balloon *probed)
+{
+	const struct vm_backing *anon = vm_anon_backing(vm->layout);
+	struct hint_balloon hb = { 0 };
 
 	vm->backend = VM_BACKEND_SHARED;
 	vm->backend_note[0] = '\0';
-	for (size_t i = 0; i < l->nbackings && !anon; i++)
-		if (l->backings[i].kind == VM_BACKING_ANONYMOUS || l->backings[i].fd < 0)
-			anon = &l->backings[i];
 	if (!anon)
 		return;
 	vm->backend = VM_BACKEND_NONE;
-	r = hint_probe_balloon(q, QMP_DEFAULT_TIMEOUT_MS, &hb);
+	if (r == 0)
+		hb = *probed;
 	if (r < 0) {
 		snprintf(vm->backend_note, sizeof(vm->backend_note),
 			 "RAM backend '%s' is anonymous memory and QEMU did not say "
@@ -282,23 +315,50 @@ static enum reclaim_backend vm_reclaim_backend(const struct vm *vm)
 }
 
 /*
- * Discovers the layout again; if it differs, it takes the old one's place
- * (the same struct: reclaim.c, migration.c and collapse.c hold it), the
- * backend is decided again and reclaim.c keeps its block states.  1 if
- * the layout changed (logged), 0 if not, a negative errno if it could not
- * be read (the old one stays; the caller reports it).
+ * The layout rediscovered on a worker (memory hot-plug): the job holds
+ * the monitor, lent to it (qmp_lend()), from its queuing to its done();
+ * the loop neither reads the monitor's socket nor sends it a command
+ * meanwhile (migration.c's polls get -EBUSY and poll again later).  So a
+ * stopped QEMU or libvirtd delays only this VM's rediscovery, by at most
+ * its commands' timeouts, never the loop.
  */
-static int vm_layout_refresh(struct vm *vm)
+struct vm_refresh {
+	struct worker_job w;
+	struct vm *vm;			/* done() only */
+	struct qmp *q;
+	pid_t pid;
+	/* written by run() */
+	int r;
+	struct vm_layout *fresh;
+	int probe_r;
+	struct hint_balloon hb;
+};
+
+static void vm_refresh_run(struct worker_job *w)
 {
-	struct vm_layout *fresh, tmp;
+	struct vm_refresh *j = (struct vm_refresh *)w;
+
+	qmp_borrow(j->q);
+	j->r = vm_layout_discover(j->q, j->pid, &j->fresh);
+	if (j->r == 0)
+		j->probe_r = vm_probe_balloon(j->fresh, j->q, &j->hb);
+	qmp_borrow(NULL);
+}
+
+/*
+ * A rediscovered layout takes the old one's place if it differs (the same
+ * struct: reclaim.c, migration.c and collapse.c hold it), the backend is
+ * decided again and reclaim.c keeps its block states.  1 if the layout
+ * changed (logged), 0 if not.  Takes fresh.
+ */
+static int vm_layout_replace(struct vm *vm, struct vm_layout *fresh, int probe_r,
+			     const struct hint_balloon *hb)
+{
+	struct vm_layout tmp;
 	uint64_t before = vm_configured_ram(vm);
 	size_t nbefore = vm->layout->nranges;
 	int r;
 
-	vm->layout_refresh_ms = loop_now_ms();
-	r = vm_layout_discover(vm->qmp, vm->pid, &fresh);
-	if (r < 0)
-		return r;
 	if (vm_layout_equal(vm->layout, fresh)) {
 		vm_layout_free(fresh);
 		return 0;
@@ -307,7 +367,7 @@ static int vm_layout_refresh(struct vm *vm)
 	*vm->layout = *fresh;
 	*fresh = tmp;
 	vm_layout_free(fresh);		/* the old ranges, backings and fds */
-	vm_set_backend(vm, vm->qmp);
+	vm_set_backend(vm, probe_r, hb);
 	r = reclaim_update_layout(vm->reclaim, vm->layout, vm_reclaim_backend(vm),
 				  vm->backend_note);
 	if (r < 0)
@@ -320,26 +380,95 @@ static int vm_layout_refresh(struct vm *vm)
 	return 1;
 }
 
-static void vm_layout_timer(struct loop_timer *t)
+static void vm_refresh_done(struct worker_job *w, enum worker_end end)
 {
-	struct vm *vm = t->userdata;
+	struct vm_refresh *j = (struct vm_refresh *)w;
+	struct vm *vm = j->vm;
+	struct proto_range pr;
 	int r;
 
-	if (!vm->qmp || !vm->layout)
+	if (end == WORKER_CANCELLED) {
+		/* the monitor is being dropped (its owner returns the lease) */
+		vm_layout_free(j->fresh);
+		free(j);
 		return;
-	r = vm_layout_refresh(vm);
-	if (r < 0)
-		log_warning_errno(r, "VM '%s': cannot discover the RAM layout again "
+	}
+	vm->refresh = NULL;
+	qmp_lend(j->q, false);
+	if (qmp_fd(j->q) >= 0) {
+		r = loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(j->q), EPOLLIN);
+		if (r < 0) {
+			vm_layout_free(j->fresh);
+			free(j);
+			log_warning_errno(r, "VM '%s': epoll: %m", vm->conf.name);
+			vm_qmp_detach(vm, r, "epoll");
+			return;
+		}
+	}
+	if (j->r < 0)
+		log_warning_errno(j->r, "VM '%s': cannot discover the RAM layout again "
 				  "(%m%s%s); keeping the one known", vm->conf.name,
-				  qmp_last_error(vm->qmp)[0] ? " - QMP said: " : "",
-				  qmp_last_error(vm->qmp));
+				  qmp_last_error(j->q)[0] ? " - QMP said: " : "",
+				  qmp_last_error(j->q));
+	else
+		(void)vm_layout_replace(vm, j->fresh, j->probe_r, &j->hb);
+	free(j);
+	/* the guest named a range past the RAM known: RAM now? */
+	if (session_pending_range(vm->session, &pr))
+		session_range_verdict(vm->session,
+				      vm_layout_translate(vm->layout, pr.gpa, pr.len,
+							  NULL, NULL) == 0);
+	/* events read meanwhile (they waited in the socket) */
+	if (vm->qmp && qmp_fd(vm->qmp) >= 0)
+		vm_qmp_io(&vm->qmp_io, EPOLLIN);
+}
+
+/* Starts a rediscovery of the layout on the worker, unless one runs. */
+static void vm_layout_refresh(struct vm *vm)
+{
+	struct vm_refresh *j;
+	int r;
+
+	if (vm->refresh || !vm->qmp || !vm->layout)
+		return;
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		log_warning("VM '%s': out of memory for a layout rediscovery",
+			    vm->conf.name);
+		return;
+	}
+	j->w.run = vm_refresh_run;
+	j->w.done = vm_refresh_done;
+	j->vm = vm;
+	j->q = vm->qmp;
+	j->pid = vm->pid;
+	vm->layout_refresh_ms = loop_now_ms();
+	loop_io_remove(vm->loop, &vm->qmp_io);
+	qmp_lend(vm->qmp, true);
+	vm->refresh = j;
+	r = worker_submit(vm->mq, &j->w);
+	if (r < 0) {
+		/* one job at a time: never full; undo if it were */
+		vm->refresh = NULL;
+		qmp_lend(j->q, false);
+		if (qmp_fd(j->q) >= 0)
+			(void)loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(j->q), EPOLLIN);
+		free(j);
+		log_warning_errno(r, "VM '%s': cannot rediscover the layout: %m",
+				  vm->conf.name);
+	}
+}
+
+static void vm_layout_timer(struct loop_timer *t)
+{
+	vm_layout_refresh(t->userdata);
 }
 
 void vm_layout_changed(struct vm *vm)
 {
 	uint64_t now = loop_now_ms(), next;
 
-	if (!vm->qmp || !vm->layout || vm->layout_timer.armed)
+	if (!vm->qmp || !vm->layout || vm->layout_timer.armed || vm->refresh)
 		return;
 	next = vm->layout_refresh_ms + VM_LAYOUT_REFRESH_MS;
 	loop_timer_arm(vm->loop, &vm->layout_timer, next > now ? next - now : 0);
@@ -351,6 +480,7 @@ void vm_layout_changed(struct vm *vm)
  */
 static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 {
+	struct hint_balloon hb;
 	struct vm_layout *layout;
 	int r;
 
@@ -377,7 +507,8 @@ static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 	vm->layout_refresh_ms = loop_now_ms();
 	vm->qmp_error[0] = '\0';
 	vm->qmp_backoff_ms = 0;
-	vm_set_backend(vm, q);
+	r = vm_probe_balloon(layout, q, &hb);
+	vm_set_backend(vm, r, &hb);
 	r = reclaim_set_layout(vm->reclaim, layout, vm_reclaim_backend(vm),
 			       vm->backend_note);
 	if (r < 0)
@@ -510,14 +641,23 @@ static int vm_check_range(void *opaque, const struct proto_range *r)
 	if (!vm->layout)
 		return -ENODATA;
 	ret = vm_layout_translate(vm->layout, r->gpa, r->len, NULL, NULL);
-	/* outside the RAM known: hot-plugged since?  Ask QEMU, if it is this
-	 * VM's turn (the guest may name such ranges on purpose); if QEMU
-	 * cannot say, the range is refused as it would have been */
-	if (ret == -ERANGE && vm->qmp &&
-	    loop_now_ms() >= vm->layout_refresh_ms + VM_LAYOUT_REFRESH_MS &&
-	    vm_layout_refresh(vm) > 0)
-		ret = vm_layout_translate(vm->layout, r->gpa, r->len, NULL, NULL);
-	return ret;
+	/*
+	 * outside the RAM known: hot-plugged since?  Ask QEMU, if it is this
+	 * VM's turn (the guest may name such ranges on purpose), on the
+	 * worker: the session takes the frame as if the layout were unknown
+	 * and gets the verdict when the answer is in (vm_refresh_done()); if
+	 * QEMU cannot say, the range is refused as it would have been
+	 */
+	if (ret != -ERANGE || !vm->qmp)
+		return ret;
+	if (!vm->refresh &&
+	    loop_now_ms() >= vm->layout_refresh_ms + VM_LAYOUT_REFRESH_MS) {
+		vm_layout_refresh(vm);
+		if (!vm->refresh)	/* done already (inline) or not started */
+			return vm_layout_translate(vm->layout, r->gpa, r->len,
+						   NULL, NULL);
+	}
+	return vm->refresh ? -EINPROGRESS : ret;
 }
 
 static uint64_t vm_ram_bytes(void *opaque)
@@ -1090,15 +1230,23 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	loop_io_init(&vm->qmp_io, vm_qmp_io, vm);
 	loop_timer_init(&vm->qmp_retry, vm_qmp_retry_timer, vm);
 	loop_timer_init(&vm->layout_timer, vm_layout_timer, vm);
+	r = worker_queue_new(worker_pool_default(), &vm->mq);
+	if (r < 0) {
+		vm_counters_free(vm->counters);
+		free(vm);
+		return r;
+	}
 	r = session_new(loop, conf->name, conf->channel, &lim, &vm_session_hooks,
 			vm, &vm->session);
 	if (r < 0) {
+		worker_queue_free(vm->mq);
 		vm_counters_free(vm->counters);
 		free(vm);
 		return r;
 	}
 	r = reclaim_new(loop, conf->name, vm->session, &par, &vm->reclaim);
 	if (r < 0) {
+		worker_queue_free(vm->mq);
 		session_free(vm->session);
 		vm_counters_free(vm->counters);
 		free(vm);
@@ -1108,6 +1256,7 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	r = migration_new(loop, conf->name, vm->session, vm->reclaim,
 			  cfg->collapse_cpu_percent, &vm->mig);
 	if (r < 0) {
+		worker_queue_free(vm->mq);
 		session_free(vm->session);
 		reclaim_free(vm->reclaim);
 		vm_counters_free(vm->counters);
@@ -1119,9 +1268,11 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	r = policy_vm_new(loop, conf->name, cfg->state_dir, &pol, &vm_policy_hooks,
 			  vm, &vm->policy);
 	if (r < 0) {
+		worker_queue_free(vm->mq);
 		migration_free(vm->mig);
 		session_free(vm->session);
 		reclaim_free(vm->reclaim);
+		vm_counters_free(vm->counters);
 		free(vm);
 		return r;
 	}
@@ -1216,6 +1367,7 @@ void vm_free(struct vm *vm)
 {
 	if (!vm)
 		return;
+	worker_queue_free(vm->mq);	/* the monitor is the VM's again */
 	policy_vm_free(vm->policy);
 	migration_free(vm->mig);
 	session_free(vm->session);
