@@ -110,6 +110,7 @@ struct vm {
 	uint64_t layout_refresh_ms;	/* loop_now_ms() of the last one */
 	struct worker_queue *mq;	/* monitor jobs (the rediscovery) */
 	struct vm_refresh *refresh;	/* the rediscovery running, or NULL */
+	bool attaching;			/* a vm_attach job is queued */
 	enum vm_backend backend;
 	char backend_note[512];
 
@@ -172,6 +173,7 @@ static void vm_qmp_drop(struct vm *vm)
 	 * bounded), then nothing else uses it */
 	worker_queue_drain(vm->mq);
 	vm->refresh = NULL;
+	vm->attaching = false;
 	loop_timer_disarm(vm->loop, &vm->layout_timer);
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	migration_detach(vm->mig);
@@ -475,8 +477,45 @@ void vm_layout_changed(struct vm *vm)
 }
 
 /*
- * Takes q (closed on failure): discovers the layout of QEMU pid `pid`,
- * watches the monitor's fd if it has one, and chooses the backend.
+ * Takes q and layout (closed and freed on failure): watches the monitor's
+ * fd if it has one and installs QEMU pid `pid`'s layout and backend
+ * (probe_r, hb: vm_probe_balloon()'s answer).
+ */
+static int vm_qmp_install(struct vm *vm, struct qmp *q, pid_t pid,
+			  struct vm_layout *layout, int probe_r,
+			  const struct hint_balloon *hb)
+{
+	int r;
+
+	if (qmp_fd(q) >= 0) {
+		r = loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(q), EPOLLIN);
+		if (r < 0) {
+			snprintf(vm->qmp_error, sizeof(vm->qmp_error), "epoll: %s",
+				 strerror(-r));
+			vm_layout_free(layout);
+			qmp_close(q);
+			return r;
+		}
+	}
+	vm->qmp = q;
+	vm->pid = pid;
+	vm->layout = layout;
+	vm->layout_refresh_ms = loop_now_ms();
+	vm->qmp_error[0] = '\0';
+	vm->qmp_backoff_ms = 0;
+	vm_set_backend(vm, probe_r, hb);
+	r = reclaim_set_layout(vm->reclaim, layout, vm_reclaim_backend(vm),
+			       vm->backend_note);
+	if (r < 0)
+		log_warning_errno(r, "VM '%s': cannot track its blocks: %m; reclaim "
+				  "is unavailable", vm->conf.name);
+	migration_attach(vm->mig, q, layout, pid);
+	return 0;
+}
+
+/*
+ * Takes q (closed on failure): discovers the layout of QEMU pid `pid` on
+ * the loop's thread (a monitor libvirt hands over), then installs it.
  */
 static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 {
@@ -490,58 +529,102 @@ static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 			 "cannot discover the RAM layout: %s%s%s", strerror(-r),
 			 qmp_last_error(q)[0] ? " - QMP said: " : "",
 			 qmp_last_error(q));
-		goto out_close;
-	}
-	if (qmp_fd(q) >= 0) {
-		r = loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(q), EPOLLIN);
-		if (r < 0) {
-			snprintf(vm->qmp_error, sizeof(vm->qmp_error), "epoll: %s",
-				 strerror(-r));
-			vm_layout_free(layout);
-			goto out_close;
-		}
-	}
-	vm->qmp = q;
-	vm->pid = pid;
-	vm->layout = layout;
-	vm->layout_refresh_ms = loop_now_ms();
-	vm->qmp_error[0] = '\0';
-	vm->qmp_backoff_ms = 0;
-	r = vm_probe_balloon(layout, q, &hb);
-	vm_set_backend(vm, r, &hb);
-	r = reclaim_set_layout(vm->reclaim, layout, vm_reclaim_backend(vm),
-			       vm->backend_note);
-	if (r < 0)
-		log_warning_errno(r, "VM '%s': cannot track its blocks: %m; reclaim "
-				  "is unavailable", vm->conf.name);
-	migration_attach(vm->mig, q, layout, pid);
-	return 0;
-
-out_close:
-	qmp_close(q);
-	return r;
-}
-
-static int vm_qmp_attach(struct vm *vm)
-{
-	struct qmp *q;
-	pid_t pid;
-	int r;
-
-	r = qmp_connect(vm->conf.qmp, QMP_DEFAULT_TIMEOUT_MS, &q);
-	if (r < 0) {
-		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
-			 "cannot connect to %s: %s", vm->conf.qmp, strerror(-r));
-		return r;
-	}
-	r = qmp_peer_pid(q, &pid);
-	if (r < 0) {
-		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
-			 "cannot get QEMU's pid: %s", strerror(-r));
 		qmp_close(q);
 		return r;
 	}
-	return vm_qmp_adopt(vm, q, pid);
+	r = vm_probe_balloon(layout, q, &hb);
+	return vm_qmp_install(vm, q, pid, layout, r, &hb);
+}
+
+/*
+ * Connecting to a --vm's QMP socket, on a worker: connect (QEMU greets
+ * and negotiates), its pid, the layout, the balloon.  A stopped QEMU
+ * accepts the connection but never greets; the loop does not wait for
+ * it.  The qmp is the job's alone until done() installs it.
+ */
+struct vm_attach {
+	struct worker_job w;
+	struct vm *vm;			/* done() only */
+	char path[sizeof(((struct config_vm *)0)->qmp)];
+	/* written by run() */
+	int r;
+	char error[256];
+	struct qmp *q;
+	pid_t pid;
+	struct vm_layout *layout;
+	int probe_r;
+	struct hint_balloon hb;
+};
+
+static void vm_attach_run(struct worker_job *w)
+{
+	struct vm_attach *j = (struct vm_attach *)w;
+	int r;
+
+	r = qmp_connect(j->path, QMP_DEFAULT_TIMEOUT_MS, &j->q);
+	if (r < 0) {
+		snprintf(j->error, sizeof(j->error), "cannot connect to %s: %s",
+			 j->path, strerror(-r));
+		j->q = NULL;
+		goto out_fail;
+	}
+	r = qmp_peer_pid(j->q, &j->pid);
+	if (r < 0) {
+		snprintf(j->error, sizeof(j->error), "cannot get QEMU's pid: %s",
+			 strerror(-r));
+		goto out_close;
+	}
+	r = vm_layout_discover(j->q, j->pid, &j->layout);
+	if (r < 0) {
+		snprintf(j->error, sizeof(j->error),
+			 "cannot discover the RAM layout: %s%s%s", strerror(-r),
+			 qmp_last_error(j->q)[0] ? " - QMP said: " : "",
+			 qmp_last_error(j->q));
+		j->layout = NULL;
+		goto out_close;
+	}
+	j->probe_r = vm_probe_balloon(j->layout, j->q, &j->hb);
+	j->r = 0;
+	return;
+
+out_close:
+	qmp_close(j->q);
+	j->q = NULL;
+out_fail:
+	j->r = r;
+}
+
+static void vm_log_attached(struct vm *vm);
+
+static void vm_attach_done(struct worker_job *w, enum worker_end end)
+{
+	struct vm_attach *j = (struct vm_attach *)w;
+	struct vm *vm = j->vm;
+	bool first;
+	int r = j->r;
+
+	if (end == WORKER_CANCELLED || (r == 0 && (vm->qmp || vm->libvirt))) {
+		/* going away, or attached otherwise meanwhile */
+		vm_layout_free(j->layout);
+		qmp_close(j->q);
+		if (end != WORKER_CANCELLED)
+			vm->attaching = false;
+		free(j);
+		return;
+	}
+	vm->attaching = false;
+	if (r == 0)
+		r = vm_qmp_install(vm, j->q, j->pid, j->layout, j->probe_r, &j->hb);
+	else
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error), "%s", j->error);
+	free(j);
+	if (r == 0)
+		return vm_log_attached(vm);
+	first = vm->qmp_backoff_ms == 0;
+	vm_qmp_schedule_retry(vm);
+	if (first)
+		log_warning("VM '%s': not attached to QEMU: %s; retrying",
+			    vm->conf.name, vm->qmp_error);
 }
 
 static void vm_log_attached(struct vm *vm)
@@ -558,21 +641,32 @@ static void vm_log_attached(struct vm *vm)
 			 vm->backend_note);
 }
 
+/* Starts connecting to the --vm's QMP socket (vm_attach), unless it is. */
 static void vm_qmp_try(struct vm *vm)
 {
+	struct vm_attach *j;
 	int r;
 
-	r = vm_qmp_attach(vm);
-	if (r < 0) {
-		bool first = vm->qmp_backoff_ms == 0;
-
-		vm_qmp_schedule_retry(vm);
-		if (first)
-			log_warning("VM '%s': not attached to QEMU: %s; retrying",
-				    vm->conf.name, vm->qmp_error);
+	if (vm->attaching || vm->qmp)
 		return;
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error), "out of memory");
+		return vm_qmp_schedule_retry(vm);
 	}
-	vm_log_attached(vm);
+	j->w.run = vm_attach_run;
+	j->w.done = vm_attach_done;
+	j->vm = vm;
+	snprintf(j->path, sizeof(j->path), "%s", vm->conf.qmp);
+	vm->attaching = true;
+	r = worker_submit(vm->mq, &j->w);
+	if (r < 0) {
+		vm->attaching = false;
+		free(j);
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error), "worker queue: %s",
+			 strerror(-r));
+		vm_qmp_schedule_retry(vm);
+	}
 }
 
 static void vm_qmp_retry_timer(struct loop_timer *t)

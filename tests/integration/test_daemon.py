@@ -21,10 +21,14 @@ test_stopped_qemu_isolated   VM A's QEMU is SIGSTOPped and its guest names
                              memory past its RAM, which makes the daemon ask
                              that QEMU for its layout again (as after a
                              hot-plug) and wait up to the monitor timeout
-                             (5 s): meanwhile VM B's status and scan are
-                             answered within STALL_BOUND_S each; then A's
-                             unanswered question ends as a refusal would:
-                             A's session drops, the range is not RAM.
+                             (5 s), and VM C's QEMU is stopped before the
+                             daemon starts (it accepts the QMP connection,
+                             never greets, again on every retry):
+                             meanwhile VM B's status and scan are answered
+                             within STALL_BOUND_S each; then A's unanswered
+                             question ends as a refusal would (A's session
+                             drops, the range is not RAM), and C attaches
+                             once it runs again.
 test_status_backends         status reports each VM's RAM and backend as
                              QEMU has it: memfd -> shared (backing bytes as
                              the kernel counts them), memory-backend-ram
@@ -385,6 +389,8 @@ reconnect_max_ms = 400
 def test_stopped_qemu_isolated(workdir, figures):
     qa = PausedQemu(workdir, "a")
     qb = PausedQemu(workdir, "b")
+    qc = PausedQemu(workdir, "c")
+    os.kill(qc.proc.pid, signal.SIGSTOP)
     go, sent = threading.Event(), threading.Event()
 
     def script_a(conn, n):
@@ -403,13 +409,14 @@ def test_stopped_qemu_isolated(workdir, figures):
     guest_a = FakeGuest(workdir / "a.vdf", script_a)
     guest_b = FakeGuest(workdir / "b.vdf")
     d = Daemon(workdir, [("A", qa.qmp, workdir / "a.vdf"),
-                         ("B", qb.qmp, workdir / "b.vdf")], config=CONFIG_STOPPED)
+                         ("B", qb.qmp, workdir / "b.vdf"),
+                         ("C", qc.qmp, workdir / "c.vdf")], config=CONFIG_STOPPED)
     drop = ("VM 'A': dropping guest session: EVT_CAPTURED range 0 "
             "[0x1000000000, +0x200000) is not guest RAM")
     stopped = False
     try:
-        d.wait_for(lambda: all(v["session"]["state"] == "ready"
-                               for v in d.status().values()), "both sessions ready")
+        d.wait_for(lambda: all(d.status()[v]["session"]["state"] == "ready"
+                               for v in "AB"), "A's and B's sessions ready")
         # the daemon asks a QEMU for its layout at most once a second
         # (VM_LAYOUT_REFRESH_MS), counted from the attach
         time.sleep(1.2)
@@ -430,6 +437,7 @@ def test_stopped_qemu_isolated(workdir, figures):
                 lat.append(time.monotonic() - t0)
                 assert st["ok"] and st["vms"][0]["session"]["state"] == "ready", st
                 assert scan["ok"] and scan["scan"]["total_bytes"] == 200 * MIB, scan
+                assert not c.ask(cmd="status", vm="C")["vms"][0]["qmp"]["connected"]
                 # A's question is still unanswered: its verdict has not come
                 if drop not in d.text():
                     pending += 1
@@ -453,15 +461,21 @@ def test_stopped_qemu_isolated(workdir, figures):
         st = d.status()
         assert st["A"]["qmp"]["connected"] and st["B"]["qmp"]["connected"]
         assert st["B"]["session"]["drops"] == 0
+        # C's QEMU runs again: the next attempt attaches
+        os.kill(qc.proc.pid, signal.SIGCONT)
+        d.wait_for(lambda: d.status("C")["C"]["qmp"]["connected"], "C attached")
+        assert d.status("C")["C"]["qmp"]["pid"] == qc.proc.pid
         assert d.alive()
     finally:
         if stopped:
             os.kill(qa.proc.pid, signal.SIGCONT)
+        os.kill(qc.proc.pid, signal.SIGCONT)
         rc = d.close()
         guest_a.close()
         guest_b.close()
         qa.close()
         qb.close()
+        qc.close()
     assert rc == 0, d.text()[-3000:]
 
 
