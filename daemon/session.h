@@ -50,10 +50,12 @@ struct session_hooks {
 	 * 0 if [gpa, gpa+len) is guest RAM of this VM; -ERANGE if it is
 	 * not (a violation: the session drops); -ENODATA if the layout is
 	 * unknown right now; -EINPROGRESS if it is not RAM of the layout
-	 * known but the layout is being rediscovered (memory hot-plug): the
-	 * frame is treated as with -ENODATA and the VM gives its verdict
-	 * later (session_range_verdict()).  See "Ranges while the layout is
-	 * unknown" below for what the session does with a frame then.
+	 * known but the layout is being rediscovered (memory hot-plug): an
+	 * event is then treated as with -ENODATA and the VM gives its
+	 * verdict later (session_range_verdict()); a response, whose
+	 * requester acts on it now, is refused as with -ERANGE.  See "Ranges
+	 * while the layout is unknown" below for what the session does with
+	 * a frame then.
 	 */
 	int (*check_range)(void *vm, const struct proto_range *r);
 	/* Guest RAM in bytes from the host's layout; 0 if unknown. */
