@@ -47,8 +47,10 @@
  * It runs on a worker thread (struct vm_refresh: the monitor is lent to
  * it meanwhile), so a stopped QEMU never holds up the loop, and a range
  * the guest named meanwhile gets its verdict when it is done
- * (session_range_verdict()).  The first discovery, at attach, still runs
- * on the loop (each command bounded by QMP_DEFAULT_TIMEOUT_MS).
+ * (session_range_verdict()).  Attaching to a --vm's QMP socket (connect,
+ * the first discovery) runs on the worker too (struct vm_attach); only a
+ * monitor libvirt hands over is adopted on the loop, each command bounded
+ * by virt_monitor.c's wait.
  *
  * Where the monitor comes from: a --vm names a QMP socket, and the VM
  * connects and retries on its own (qmp_retry timer).  A libvirt domain's
@@ -58,7 +60,10 @@
  * takes both away (vm_detach_monitor()) when it stops.  No retry timer
  * runs for it; the domain's lifecycle events decide.
  *
- * Single-threaded, on the loop's thread, but for the rediscovery's run().
+ * Single-threaded, on the loop's thread, but for the run() of the monitor
+ * jobs on the VM's worker queue (attach, rediscovery), which touch only
+ * what their job holds: both run one at a time, and the monitor is theirs
+ * meanwhile.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -108,7 +113,7 @@ struct vm {
 	struct vm_layout *layout;	/* NULL while detached */
 	struct loop_timer layout_timer;	/* a rediscovery waits for its turn */
 	uint64_t layout_refresh_ms;	/* loop_now_ms() of the last one */
-	struct worker_queue *mq;	/* monitor jobs (the rediscovery) */
+	struct worker_queue *mq;	/* monitor jobs: attach, rediscovery */
 	struct vm_refresh *refresh;	/* the rediscovery running, or NULL */
 	bool attaching;			/* a vm_attach job is queued */
 	enum vm_backend backend;
