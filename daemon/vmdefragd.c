@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -476,6 +477,14 @@ int main(int argc, char **argv)
 		log_error_errno(r, "cannot set up signal handling: %m");
 		goto out_free;
 	}
+	/*
+	 * One malloc arena for every thread: a worker's allocations (a
+	 * re-back reads /proc/self/smaps into a buffer of a few hundred KiB)
+	 * would otherwise each keep a per-thread arena's worth of freed
+	 * memory resident; the workers allocate little and rarely, so they
+	 * lose nothing by sharing the loop's.
+	 */
+	(void)mallopt(M_ARENA_MAX, 1);
 	/* before any VM: each makes its worker queues from it */
 	r = worker_pool_new(d.loop, DAEMON_WORKERS, &workers);
 	if (r < 0) {
