@@ -2025,7 +2025,7 @@ int reclaim_new(struct loop *loop, const char *vm_name, struct session *session,
 		free(rc);
 		return -ENOMEM;
 	}
-	if (worker_queue_new(worker_pool_default(), &rc->wq) < 0) {
+	if (worker_queue_new(worker_pool_default(WORKER_BACKING), &rc->wq) < 0) {
 		free(rc->msg);
 		free(rc->scratch);
 		free(rc);

@@ -1329,7 +1329,7 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	loop_io_init(&vm->qmp_io, vm_qmp_io, vm);
 	loop_timer_init(&vm->qmp_retry, vm_qmp_retry_timer, vm);
 	loop_timer_init(&vm->layout_timer, vm_layout_timer, vm);
-	r = worker_queue_new(worker_pool_default(), &vm->mq);
+	r = worker_queue_new(worker_pool_default(WORKER_MONITOR), &vm->mq);
 	if (r < 0) {
 		vm_counters_free(vm->counters);
 		free(vm);

@@ -22,7 +22,9 @@
  * READY after the head's done() ran.  So one owner's jobs run one at a time
  * and in order, and each sees the state its predecessor's done() left --
  * a re-back queued after a punch of the same block runs after it.  Jobs of
- * different owners run in parallel on the pool's threads.
+ * different owners run in parallel on the pool's threads.  The daemon
+ * keeps two pools (worker_class): a job that waits on a hung monitor for
+ * its timeout holds a monitor thread, never one that punches.
  *
  * Bounds.  A queue holds at most WORKER_QUEUE_MAX jobs; worker_submit()
  * says -EAGAIN beyond (owners coalesce their work, so a full queue means a
@@ -88,7 +90,7 @@ struct worker_pool {
 	pthread_t *threads;
 };
 
-static struct worker_pool *worker_default;
+static struct worker_pool *worker_default[WORKER_NCLASSES];
 
 struct worker_queue {
 	struct worker_pool *pool;	/* NULL: inline */
@@ -279,8 +281,9 @@ void worker_pool_free(struct worker_pool *p)
 {
 	if (!p)
 		return;
-	if (worker_default == p)
-		worker_default = NULL;
+	for (int c = 0; c < WORKER_NCLASSES; c++)
+		if (worker_default[c] == p)
+			worker_default[c] = NULL;
 	pthread_mutex_lock(&p->lock);
 	p->stop = true;
 	pthread_cond_broadcast(&p->cond);
@@ -296,14 +299,14 @@ void worker_pool_free(struct worker_pool *p)
 	free(p);
 }
 
-void worker_pool_set_default(struct worker_pool *p)
+void worker_pool_set_default(enum worker_class c, struct worker_pool *p)
 {
-	worker_default = p;
+	worker_default[c] = p;
 }
 
-struct worker_pool *worker_pool_default(void)
+struct worker_pool *worker_pool_default(enum worker_class c)
 {
-	return worker_default;
+	return worker_default[c];
 }
 
 int worker_queue_new(struct worker_pool *p, struct worker_queue **ret_queue)

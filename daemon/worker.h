@@ -53,12 +53,20 @@ int worker_pool_new(struct loop *loop, unsigned int nthreads,
 void worker_pool_free(struct worker_pool *p);
 
 /*
- * The daemon's pool (vmdefragd sets it once, before any queue is made),
- * for owners created deep in the tree; NULL until set, and then queues
- * run their jobs inline.
+ * The daemon's pools (vmdefragd sets them once, before any queue is
+ * made), for owners created deep in the tree; NULL until set, and then
+ * queues run their jobs inline.  Two, so that monitors that hang (each
+ * holding a thread for its command timeout) never take the threads that
+ * punch and re-back.
  */
-void worker_pool_set_default(struct worker_pool *p);
-struct worker_pool *worker_pool_default(void);
+enum worker_class {
+	WORKER_BACKING,		/* punch, re-back: bounded by the kernel */
+	WORKER_MONITOR,		/* QMP / libvirt: bounded by their timeouts */
+	WORKER_NCLASSES,
+};
+
+void worker_pool_set_default(enum worker_class c, struct worker_pool *p);
+struct worker_pool *worker_pool_default(enum worker_class c);
 
 /*
  * A queue of one owner's jobs: they run one at a time, in the order

@@ -213,7 +213,7 @@ static int setup_common(void **state, bool workers)
 	assert_int_equal(loop_new(&fx->loop), 0);
 	if (workers) {
 		assert_int_equal(worker_pool_new(fx->loop, 2, &fx->pool), 0);
-		worker_pool_set_default(fx->pool);
+		worker_pool_set_default(WORKER_BACKING, fx->pool);
 	}
 	assert_int_equal(session_new(fx->loop, "t", fx->path, &lim, &fx_hooks, fx,
 				     &fx->s), 0);
