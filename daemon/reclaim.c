@@ -239,6 +239,15 @@ struct reclaim {
 	struct worker_queue *wq;
 	struct reclaim_job *job;	/* the operation's punch or re-back */
 	bool reback_out;		/* a pressure re-back job is queued */
+	/*
+	 * The operation ended while its punch ran (session lost, cancel,
+	 * QEMU gone): it ends for good in the punch's done(), with what the
+	 * punch freed counted, so its figures match the backing.
+	 */
+	bool end_deferred;
+	enum reclaim_op_state def_state;
+	int def_error;
+	char def_reason[RECLAIM_REASON_MAX];
 };
 
 static uint32_t reclaim_next_id;
@@ -309,6 +318,23 @@ static void reclaim_op_end(struct reclaim *rc, enum reclaim_op_state state,
 
 	if (!rc->running)
 		return;
+	if (rc->job && rc->job->kind == RECLAIM_JOB_PUNCH && rc->job->op_id == op->id) {
+		/* its punch is on the worker: end when it is done */
+		if (!rc->end_deferred) {
+			rc->end_deferred = true;
+			rc->def_state = state;
+			rc->def_error = error;
+			rc->def_reason[0] = '\0';
+			if (fmt) {
+				va_start(ap, fmt);
+				vsnprintf(rc->def_reason, sizeof(rc->def_reason), fmt, ap);
+				va_end(ap);
+			}
+		}
+		loop_timer_disarm(rc->loop, &rc->step);
+		return;
+	}
+	rc->end_deferred = false;
 	rc->running = false;
 	loop_timer_disarm(rc->loop, &rc->step);
 	op->reason[0] = '\0';
@@ -808,6 +834,29 @@ static uint64_t reclaim_punch_apply(struct reclaim *rc, const struct reclaim_job
 	return freed;
 }
 
+/* What an operation's punch freed, counted in it (reclaim or reconcile). */
+static void reclaim_punch_count(struct reclaim *rc, const struct reclaim_job *j,
+				uint64_t freed)
+{
+	struct reclaim_op_info *op = &rc->op;
+
+	if (op->kind == RECLAIM_KIND_RECONCILE) {
+		op->done_bytes = freed;
+		return;
+	}
+	op->punched_bytes += freed;
+	/*
+	 * What counts is the backing's net drop since the start: the guest's
+	 * migrations may have faulted in pages elsewhere meanwhile.
+	 */
+	if (rc->layout) {
+		uint64_t now = backend_shared_vm_allocated(rc->layout);
+
+		op->done_bytes = rc->op_backing_start > now ? rc->op_backing_start - now : 0;
+	}
+	(void)j;
+}
+
 static void reclaim_job_done(struct worker_job *w, enum worker_end end)
 {
 	struct reclaim_job *j = (struct reclaim_job *)w;
@@ -825,7 +874,11 @@ static void reclaim_job_done(struct worker_job *w, enum worker_end end)
 	case RECLAIM_JOB_PUNCH:
 		freed = reclaim_punch_apply(rc, j);
 		reclaim_ack_pump(rc);
-		if (j->listed)
+		if (rc->end_deferred && rc->running && rc->op.id == j->op_id) {
+			reclaim_punch_count(rc, j, freed);
+			reclaim_op_end(rc, rc->def_state, rc->def_error, "%s",
+				       rc->def_reason);
+		} else if (j->listed)
 			reclaim_list_punched(rc, j, freed);
 		else
 			reclaim_capture_punched(rc, j, freed);
@@ -1116,16 +1169,7 @@ static void reclaim_capture_punched(struct reclaim *rc, const struct reclaim_job
 				 rc->name, j->op_id, MIB(captured), MIB(freed));
 		return;
 	}
-	op->punched_bytes += freed;
-	/*
-	 * What counts is the backing's net drop since the start: the guest's
-	 * migrations may have faulted in pages elsewhere meanwhile.
-	 */
-	if (rc->layout) {
-		uint64_t now = backend_shared_vm_allocated(rc->layout);
-
-		op->done_bytes = rc->op_backing_start > now ? rc->op_backing_start - now : 0;
-	}
+	reclaim_punch_count(rc, j, freed);
 	log_info("VM '%s': reclaim #%" PRIu32 " round %u: guest captured %llu MiB, "
 		 "punched %llu MiB (backing down %llu of %llu MiB)", rc->name, op->id,
 		 op->rounds, MIB(captured), MIB(freed), MIB(op->done_bytes),
@@ -1372,7 +1416,7 @@ static void reclaim_list_punched(struct reclaim *rc, const struct reclaim_job *j
 
 	if (!rc->running || op->kind != RECLAIM_KIND_RECONCILE || op->id != j->op_id)
 		return;		/* ended meanwhile (session lost): not reconciled */
-	op->done_bytes = freed;
+	reclaim_punch_count(rc, j, freed);
 	log_info("VM '%s': reconciled: the guest holds %llu MiB captured, %llu MiB "
 		 "of it was still backed and is reclaimed now", rc->name,
 		 MIB(j->bytes), MIB(freed));
