@@ -32,13 +32,17 @@
  * mapped by PMDs, and a shmem folio is PMD-mapped only if it is huge.
  *
  * Two levels: the primitives above work on one file's offsets; the
- * backend_shared_vm_*() functions (the interface reclaim.c uses) take
- * guest-physical ranges of a VM's layout, cut them into the runs one
- * backing holds contiguously and apply the primitives to each, summing
- * what they freed or how they re-backed.
+ * backend_shared_vm_*() functions take guest-physical ranges of a VM's
+ * layout, cut them into the runs one backing holds contiguously and apply
+ * the primitives to each, summing what they freed or how they re-backed.
+ * A plan (backend_shared_plan_*(), what reclaim.c's worker jobs use) is
+ * the same cut made in advance, on the loop's thread, with the backings'
+ * fds duplicated: a worker thread punches or re-backs from it while the
+ * layout itself may be replaced or freed, and each run keeps its result.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,14 +292,14 @@ int backend_shared_reback(int fd, enum vm_backing_kind kind, uint64_t offset,
  * Calls fn for each maximal run of [gpa, gpa+len) that one backing holds
  * contiguously.  -ERANGE if a block is not guest RAM of the layout.
  */
-typedef int (*shared_run_fn)(const struct vm_backing *b, uint64_t file_offset,
-			     uint64_t len, void *arg);
+typedef int (*shared_run_fn)(const struct vm_backing *b, uint64_t gpa,
+			     uint64_t file_offset, uint64_t len, void *arg);
 
 static int shared_for_runs(const struct vm_layout *l, uint64_t gpa, uint64_t len,
 			   shared_run_fn fn, void *arg)
 {
 	const struct vm_ram_range *run_rr = NULL;
-	uint64_t run_off = 0, run_len = 0;
+	uint64_t run_gpa = 0, run_off = 0, run_len = 0;
 	int r;
 
 	for (uint64_t a = gpa; a < gpa + len; a += SHARED_BLOCK_SIZE) {
@@ -311,19 +315,22 @@ static int shared_for_runs(const struct vm_layout *l, uint64_t gpa, uint64_t len
 			continue;
 		}
 		if (run_len) {
-			r = fn(&l->backings[run_rr->backing], run_off, run_len, arg);
+			r = fn(&l->backings[run_rr->backing], run_gpa, run_off,
+			       run_len, arg);
 			if (r < 0)
 				return r;
 		}
 		run_rr = rr;
+		run_gpa = a;
 		run_off = off;
 		run_len = SHARED_BLOCK_SIZE;
 	}
-	return run_len ? fn(&l->backings[run_rr->backing], run_off, run_len, arg) : 0;
+	return run_len ? fn(&l->backings[run_rr->backing], run_gpa, run_off, run_len,
+			    arg) : 0;
 }
 
-static int shared_punch_run(const struct vm_backing *b, uint64_t off,
-			    uint64_t len, void *arg)
+static int shared_punch_run(const struct vm_backing *b, uint64_t gpa,
+			    uint64_t off, uint64_t len, void *arg)
 {
 	uint64_t *freed = arg, f = 0;
 	int r;
@@ -341,8 +348,22 @@ int backend_shared_vm_punch(const struct vm_layout *l, uint64_t gpa,
 	return shared_for_runs(l, gpa, len, shared_punch_run, freed);
 }
 
-static int shared_reback_run(const struct vm_backing *b, uint64_t off,
-			     uint64_t len, void *arg)
+static void shared_reback_add(struct shared_reback_sum *sum,
+			      const struct shared_reback_result *res)
+{
+	if (!sum->any || res->status > sum->worst)
+		sum->worst = res->status;
+	sum->any = true;
+	sum->huge_bytes += res->huge_bytes;
+	if (res->policy_known) {
+		sum->policy_known = true;
+		sum->policy = res->policy;
+		sum->tmpfs_mount = res->tmpfs_mount;
+	}
+}
+
+static int shared_reback_run(const struct vm_backing *b, uint64_t gpa,
+			     uint64_t off, uint64_t len, void *arg)
 {
 	struct shared_reback_sum *sum = arg;
 	struct shared_reback_result res;
@@ -351,15 +372,7 @@ static int shared_reback_run(const struct vm_backing *b, uint64_t off,
 	r = backend_shared_reback(b->fd, b->kind, off, len, &res);
 	if (r < 0)
 		return r;
-	if (!sum->any || res.status > sum->worst)
-		sum->worst = res.status;
-	sum->any = true;
-	sum->huge_bytes += res.huge_bytes;
-	if (res.policy_known) {
-		sum->policy_known = true;
-		sum->policy = res.policy;
-		sum->tmpfs_mount = res.tmpfs_mount;
-	}
+	shared_reback_add(sum, &res);
 	return 0;
 }
 
@@ -367,6 +380,126 @@ int backend_shared_vm_reback(const struct vm_layout *l, uint64_t gpa,
 			     uint64_t len, struct shared_reback_sum *sum)
 {
 	return shared_for_runs(l, gpa, len, shared_reback_run, sum);
+}
+
+/* ---- plans: the same work on a worker thread ------------------------------ */
+
+struct shared_plan_build {
+	const struct vm_layout *l;
+	struct shared_plan *p;
+	size_t cap;
+	int *backing_fd;		/* per backing: the plan's dup, or -1 */
+};
+
+static int shared_plan_run(const struct vm_backing *b, uint64_t gpa,
+			   uint64_t off, uint64_t len, void *arg)
+{
+	struct shared_plan_build *pb = arg;
+	struct shared_plan *p = pb->p;
+	size_t bi = (size_t)(b - pb->l->backings);
+	struct shared_run *run;
+
+	if (b->fd < 0)
+		return -EBADF;
+	if (pb->backing_fd[bi] < 0) {
+		int fd = fcntl(b->fd, F_DUPFD_CLOEXEC, 3);
+
+		if (fd < 0)
+			return -errno;
+		pb->backing_fd[bi] = fd;
+		p->fds[p->nfds++] = fd;
+	}
+	if (p->nruns == pb->cap) {
+		size_t cap = pb->cap ? pb->cap * 2 : 16;
+		struct shared_run *n = realloc(p->runs, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		p->runs = n;
+		pb->cap = cap;
+	}
+	run = &p->runs[p->nruns++];
+	*run = (struct shared_run) {
+		.gpa = gpa, .len = len, .offset = off, .fd = pb->backing_fd[bi],
+		.kind = b->kind, .r = -ECANCELED,
+	};
+	return 0;
+}
+
+int backend_shared_plan_new(const struct vm_layout *l,
+			    const struct proto_range *ranges, size_t nranges,
+			    struct shared_plan **ret_plan)
+{
+	struct shared_plan_build pb = { .l = l };
+	struct shared_plan *p;
+	int r = 0;
+
+	if (!l)
+		return -ENODATA;
+	p = calloc(1, sizeof(*p));
+	pb.backing_fd = malloc((l->nbackings ? l->nbackings : 1) * sizeof(int));
+	if (p)
+		p->fds = malloc((l->nbackings ? l->nbackings : 1) * sizeof(int));
+	if (!p || !pb.backing_fd || !p->fds) {
+		free(pb.backing_fd);
+		backend_shared_plan_free(p);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < l->nbackings; i++)
+		pb.backing_fd[i] = -1;
+	pb.p = p;
+	for (size_t i = 0; i < nranges && r == 0; i++)
+		r = shared_for_runs(l, ranges[i].gpa, ranges[i].len, shared_plan_run, &pb);
+	free(pb.backing_fd);
+	if (r < 0) {
+		backend_shared_plan_free(p);
+		return r;
+	}
+	*ret_plan = p;
+	return 0;
+}
+
+void backend_shared_plan_free(struct shared_plan *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->nfds; i++)
+		close(p->fds[i]);
+	free(p->fds);
+	free(p->runs);
+	free(p);
+}
+
+uint64_t backend_shared_plan_punch(struct shared_plan *p, const _Atomic bool *stop)
+{
+	uint64_t freed = 0;
+
+	for (size_t i = 0; i < p->nruns; i++) {
+		struct shared_run *run = &p->runs[i];
+
+		if (stop && atomic_load(stop))
+			break;
+		run->freed = 0;
+		run->r = backend_shared_reclaim(run->fd, run->offset, run->len,
+						&run->freed);
+		freed += run->freed;
+	}
+	return freed;
+}
+
+int backend_shared_plan_reback(struct shared_plan *p, struct shared_reback_sum *sum)
+{
+	for (size_t i = 0; i < p->nruns; i++) {
+		struct shared_run *run = &p->runs[i];
+		struct shared_reback_result res;
+
+		run->r = backend_shared_reback(run->fd, run->kind, run->offset,
+					       run->len, &res);
+		if (run->r < 0)
+			return run->r;
+		shared_reback_add(sum, &res);
+	}
+	return 0;
 }
 
 void backend_shared_reback_note(const struct shared_reback_sum *sum,

@@ -12,12 +12,14 @@
 #ifndef VDF_BACKEND_SHARED_H
 #define VDF_BACKEND_SHARED_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "hostmem.h"
 #include "vm_layout.h"
+#include "vmdefrag/proto.h"
 
 #define SHARED_BLOCK_SIZE	(2ull << 20)
 
@@ -137,6 +139,52 @@ struct shared_reback_sum {
  */
 int backend_shared_vm_reback(const struct vm_layout *l, uint64_t gpa,
 			     uint64_t len, struct shared_reback_sum *sum);
+
+/*
+ * ---- the same work, carried out away from the layout (backend_shared_plan_) ----
+ *
+ * A plan is guest-physical ranges resolved, on the loop's thread, into the
+ * runs of the backing files that hold them, with each file's fd
+ * duplicated: a worker thread can then punch or re-back them while the
+ * loop changes or frees the layout (QEMU detached, memory hot-plug).
+ * Each run keeps its own result.  Not shared between threads: built on
+ * the loop, handed to one worker, read back on the loop after it.
+ */
+struct shared_run {
+	uint64_t gpa, len;		/* guest-physical */
+	uint64_t offset;		/* in the backing file */
+	int fd;				/* the plan's duplicate */
+	enum vm_backing_kind kind;
+	int r;				/* 0, negative errno, -ECANCELED: not run */
+	uint64_t freed;			/* punch: drop of st_blocks */
+};
+
+struct shared_plan {
+	size_t nruns;
+	struct shared_run *runs;
+	size_t nfds;
+	int *fds;			/* one per backing the runs use */
+};
+
+/* -ERANGE if a block is not RAM of the layout, -ENOMEM, or dup()'s errno. */
+int backend_shared_plan_new(const struct vm_layout *l,
+			    const struct proto_range *ranges, size_t nranges,
+			    struct shared_plan **ret_plan);
+void backend_shared_plan_free(struct shared_plan *p);
+
+/*
+ * Punches each run (backend_shared_reclaim()), checking *stop before each:
+ * once it reads true the runs left get -ECANCELED.  Thread-safe against
+ * everything but the plan.  The bytes freed.
+ */
+uint64_t backend_shared_plan_punch(struct shared_plan *p, const _Atomic bool *stop);
+
+/*
+ * Re-backs each run (backend_shared_reback(): the same PRECONDITION) and
+ * adds the results to *sum; stops at the first run that fails and
+ * returns its errno (the runs left get -ECANCELED).
+ */
+int backend_shared_plan_reback(struct shared_plan *p, struct shared_reback_sum *sum);
 
 /* Why a re-back was not all huge, in one line for the user ("" if it was). */
 void backend_shared_reback_note(const struct shared_reback_sum *sum,

@@ -13,8 +13,10 @@
  *
  * BLOCKMAP_F_UNACKED rides beside CAPTURED/RECLAIMED: the guest holds the
  * block PENDING until the host's ACK is answered; BLOCKMAP_F_ACKQ marks
- * the ones whose ACK is owed but not sent yet.  The counts per state are
- * kept exact on every change, so status never walks the map.
+ * the ones whose ACK is owed but not sent yet; BLOCKMAP_F_BUSY and
+ * BLOCKMAP_F_REBACK mark host work on a worker thread (reclaim.c).  The
+ * counts per state are kept exact on every change, so status never walks
+ * the map.
  *
  * The map is sized once from the VM's RAM layout (one byte per block up to
  * the end of the highest RAM range) and never grows: a guest cannot make

@@ -40,7 +40,17 @@ enum blockmap_state {
  * again is never acknowledged for an earlier capture.
  */
 #define BLOCKMAP_F_ACKQ		0x80u
-#define BLOCKMAP_STATE_MASK	0x0fu
+/*
+ * Host work on the block runs on a worker (reclaim.c): a punch (state
+ * CAPTURED until it is done) or a return's re-back (RECLAIMED until the
+ * RELEASE); the job's result applies only to blocks that still carry it.
+ */
+#define BLOCKMAP_F_BUSY		0x08u
+/* The guest took the block back and its backing owes a re-back (reclaim.c). */
+#define BLOCKMAP_F_REBACK	0x04u
+#define BLOCKMAP_STATE_MASK	0x03u
+_Static_assert(BLOCKMAP_NSTATES - 1 <= BLOCKMAP_STATE_MASK,
+	       "block states fit the state bits");
 
 struct blockmap {
 	uint64_t nblocks;

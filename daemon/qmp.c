@@ -91,7 +91,32 @@ struct qmp {
 	struct json_object *reply;	/* its reply once read, or the greeting */
 
 	char last_error[512];
+
+	/*
+	 * Lent to one job on a worker thread (qmp_lend()): set and cleared on
+	 * the owner's thread while no job runs, read by the borrower.
+	 */
+	bool lent;
 };
+
+/* The qmp this thread borrowed (qmp_borrow()), or NULL. */
+static __thread struct qmp *qmp_borrowed;
+
+/* Someone else holds q: its socket and state are not this thread's. */
+static bool qmp_not_mine(const struct qmp *q)
+{
+	return q->lent && qmp_borrowed != q;
+}
+
+void qmp_lend(struct qmp *q, bool lent)
+{
+	q->lent = lent;
+}
+
+void qmp_borrow(struct qmp *q)
+{
+	qmp_borrowed = q;
+}
 
 /* Deadlines are signed, so "already past" is a negative remainder. */
 static int64_t qmp_now_ms(void)
@@ -295,6 +320,8 @@ int qmp_process_input(struct qmp *q)
 {
 	int r;
 
+	if (qmp_not_mine(q))
+		return 0;	/* the borrower reads it meanwhile */
 	if (q->t)
 		return q->state == QMP_STATE_BROKEN ? q->broken_error : 0;
 	/* read until the socket is empty, but stop after a bounded amount */
@@ -440,6 +467,8 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 
 	if (!command || !*command)
 		return -EINVAL;
+	if (qmp_not_mine(q))
+		return -EBUSY;		/* lent to a job */
 	if (q->state == QMP_STATE_BROKEN)
 		return q->broken_error;
 	if (q->waiting_id[0])
@@ -749,6 +778,8 @@ int qmp_wait_event(struct qmp *q, int timeout_ms)
 
 int qmp_next_event(struct qmp *q, struct json_object **ret_event)
 {
+	if (qmp_not_mine(q))
+		return -EAGAIN;
 	if (q->ev_count == 0)
 		return -EAGAIN;
 	*ret_event = q->events[q->ev_head];

@@ -111,6 +111,18 @@ int qmp_query_version(struct qmp *q, int timeout_ms, struct qmp_version *ret_ver
 /* The parser of query-version's "return" object; exposed for tests. */
 int qmp_parse_version(struct json_object *ret, struct qmp_version *ret_ver);
 
+/*
+ * Lending a qmp to a job on another thread (worker.c): qmp_lend(q, true)
+ * on the owner's thread before the job is queued, qmp_borrow(q) on the
+ * job's thread before its first command and qmp_borrow(NULL) after its
+ * last, qmp_lend(q, false) on the owner's thread in the job's done().
+ * Meanwhile every command from another thread fails at once with -EBUSY
+ * and qmp_process_input() reads nothing there (events wait in the socket
+ * for the owner); qmp_close() must wait for the job.
+ */
+void qmp_lend(struct qmp *q, bool lent);
+void qmp_borrow(struct qmp *q);
+
 /* "Class: description" of the last QMP error reply, or "" */
 const char *qmp_last_error(const struct qmp *q);
 

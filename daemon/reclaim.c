@@ -6,8 +6,8 @@
  * Every block's state lives in a blockmap (blockmap.c).  One operation runs
  * per VM, driven by the event loop: each step sends one request to the
  * guest and continues in its response callback (or, to loop, from a 0 ms
- * timer), so nothing ever waits on the guest.  Punching and populating are
- * synchronous syscalls made from those callbacks.
+ * timer), so nothing ever waits on the guest.  Nor on the host: punching
+ * and re-backing run on the VM's worker queue (below).
  *
  * reclaim(SIZE), until SIZE bytes of backing were freed:
  *   candidates = blocks the backing holds (SEEK_DATA) that are GUEST
@@ -39,8 +39,9 @@
  *   guest's list and the backing's holes, never carried across restarts.
  *
  * EVT_RELEASED (guest pressure): the blocks are GUEST again; the ones the
- *   host had reclaimed are re-backed with huge folios at once (the guest may
- *   already be writing there: populating never touches existing data).
+ *   host had reclaimed owe a re-back with huge folios, done on the worker
+ *   at once (the guest may already be writing there: populating never
+ *   touches existing data).
  *
  * EVT_STATS: when nothing is in flight (no operation, request or ACK) the
  *   guest's captured_bytes must equal the blocks the host holds; if not,
@@ -76,12 +77,45 @@
  * out through reclaim_send(), which makes it the operation's one request
  * in flight and counts the round.
  *
- * Single-threaded, on the loop's thread.  Response callbacks may run after
+ * Host work off the loop.  A punch (of a capture's answer or a reconcile's
+ * list), a return round's re-back and the re-back of blocks the guest took
+ * back are jobs on this VM's worker queue (worker.c): run() works on a plan
+ * (backend_shared_plan_*: the ranges resolved to file runs, fds
+ * duplicated, so the layout may change or go meanwhile), done() applies
+ * the result on the loop's thread.  The queue runs one job at a time, in
+ * order; at most one operation job (rc->job) and one pressure re-back job
+ * (rc->reback_out) are queued, and an operation steps on only from its
+ * job's done().  Blocks a job works on carry BLOCKMAP_F_BUSY, and a job's
+ * result applies only to blocks that still carry it.  The rules that keep
+ * guest data safe:
+ *  - a punched block is ACKed only in done(), after its punch: the guest
+ *    cannot release (and reuse) a PENDING block, so no punch hits a block
+ *    in use by a guest that keeps the handshake;
+ *  - when the session ends, the guest acknowledges every PENDING block
+ *    itself and may release it: the job's runs not started are not
+ *    punched (its stop flag), their blocks stay CAPTURED, and the next
+ *    reconcile punches what the guest still lists;
+ *  - a guest that releases a block being punched (it ignores the
+ *    handshake) stops the job's runs not started the same way; the block
+ *    is the guest's at once, and its re-back, queued behind the punch,
+ *    populates whatever the punch left (populating never overwrites);
+ *  - a return RELEASEs only blocks whose re-back is done (done() sends
+ *    the RELEASE), and only those still RECLAIMED: the guest may have
+ *    taken some back meanwhile;
+ *  - a block captured again while it owes a pressure re-back loses that
+ *    debt (re-backing would undo its punch).
+ * Without a worker pool (unit tests) the jobs run inline, in the same
+ * order.
+ *
+ * Single-threaded, on the loop's thread (jobs' run() excepted: they touch
+ * only their plan).  Response callbacks and job completions may come after
  * the operation ended (session lost: -ECONNRESET; QEMU detached: no layout,
  * so captured blocks are ACKed without a punch).
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +130,7 @@
 #include "reclaim.h"
 #include "session.h"
 #include "vm_layout.h"
+#include "worker.h"
 
 #define RECLAIM_BLOCK	BLOCKMAP_BLOCK
 #define MIB(x)		((unsigned long long)((x) >> 20))
@@ -111,6 +146,34 @@ struct reclaim_inflight {
 	uint64_t sum;			/* bytes of the ranges received so far */
 	int32_t stop_errno;
 	uint64_t next_gpa;		/* LIST: ranges ascend across frames */
+};
+
+struct reclaim;
+
+enum reclaim_job_kind {
+	RECLAIM_JOB_PUNCH,	/* captured or listed blocks: punch, then ACK */
+	RECLAIM_JOB_RETURN,	/* a return round: re-back, then RELEASE */
+	RECLAIM_JOB_REBACK,	/* blocks the guest took back: re-back */
+};
+
+/* One job on the VM's worker queue; run() touches only what is here. */
+struct reclaim_job {
+	struct worker_job w;
+	struct reclaim *rc;		/* done() only */
+	enum reclaim_job_kind kind;
+	uint32_t op_id;			/* PUNCH, RETURN: the operation served */
+	uint64_t bytes;			/* PUNCH: captured or listed; REBACK: owed */
+	bool listed;			/* PUNCH of a reconcile's list */
+	int32_t stop_errno;		/* PUNCH of a capture: the guest's reason */
+	atomic_bool stop;		/* PUNCH: leave the runs not started */
+	struct shared_plan *plan;	/* NULL: nothing to do on the host */
+	int plan_err;			/* why plan is NULL */
+	size_t nranges;			/* the blocks the job covers */
+	struct proto_range *ranges;
+	/* written by run(), read by done() */
+	uint64_t freed;
+	int r;
+	struct shared_reback_sum sum;
 };
 
 struct reclaim {
@@ -181,6 +244,20 @@ struct reclaim {
 	struct proto_msg *msg;		/* request being built */
 	struct proto_range *scratch;	/* PROTO_MAX_RANGES ranges */
 	bool ack_out;			/* a REQ_ACK is in the session */
+
+	/* host work on the worker ("Host work off the loop" above) */
+	struct worker_queue *wq;
+	struct reclaim_job *job;	/* the operation's punch or re-back */
+	bool reback_out;		/* a pressure re-back job is queued */
+	/*
+	 * The operation ended while its punch ran (session lost, cancel,
+	 * QEMU gone): it ends for good in the punch's done(), with what the
+	 * punch freed counted, so its figures match the backing.
+	 */
+	bool end_deferred;
+	enum reclaim_op_state def_state;
+	int def_error;
+	char def_reason[RECLAIM_REASON_MAX];
 };
 
 static uint32_t reclaim_next_id;
@@ -251,6 +328,23 @@ static void reclaim_op_end(struct reclaim *rc, enum reclaim_op_state state,
 
 	if (!rc->running)
 		return;
+	if (rc->job && rc->job->kind == RECLAIM_JOB_PUNCH && rc->job->op_id == op->id) {
+		/* its punch is on the worker: end when it is done */
+		if (!rc->end_deferred) {
+			rc->end_deferred = true;
+			rc->def_state = state;
+			rc->def_error = error;
+			rc->def_reason[0] = '\0';
+			if (fmt) {
+				va_start(ap, fmt);
+				vsnprintf(rc->def_reason, sizeof(rc->def_reason), fmt, ap);
+				va_end(ap);
+			}
+		}
+		loop_timer_disarm(rc->loop, &rc->step);
+		return;
+	}
+	rc->end_deferred = false;
 	rc->running = false;
 	loop_timer_disarm(rc->loop, &rc->step);
 	op->reason[0] = '\0';
@@ -533,15 +627,325 @@ static void reclaim_ack_pump(struct reclaim *rc)
 	rc->ack_out = true;
 }
 
-/* The host is done with these blocks (n <= PROTO_MAX_RANGES): owe an ACK. */
-static void reclaim_owe_ack(struct reclaim *rc, const struct proto_range *r, size_t n)
+/* ---- host work on the worker ------------------------------------------ */
+
+static void reclaim_job_free(struct reclaim_job *j)
 {
-	for (size_t i = 0; i < n; i++) {
-		blockmap_flag_range(&rc->map, r[i].gpa, r[i].len,
-				    BLOCKMAP_F_UNACKED, true);
-		blockmap_flag_range(&rc->map, r[i].gpa, r[i].len,
-				    BLOCKMAP_F_ACKQ, true);
+	backend_shared_plan_free(j->plan);
+	free(j->ranges);
+	free(j);
+}
+
+/*
+ * Every block matching (state, flags) as coalesced ranges in a malloc'ed
+ * array (blockmap_collect() without a cap).  -ENOMEM.
+ */
+static int reclaim_collect_all(struct reclaim *rc, enum blockmap_state state,
+			       uint8_t flags, uint64_t max_bytes,
+			       struct proto_range **ret_ranges, size_t *ret_n)
+{
+	struct proto_range *v = NULL, *nv;
+	uint64_t pos = 0, bytes;
+	size_t n = 0, k;
+
+	while (max_bytes &&
+	       (k = blockmap_collect(&rc->map, state, flags, &pos, max_bytes,
+				     rc->scratch, PROTO_MAX_RANGES, &bytes))) {
+		nv = realloc(v, (n + k) * sizeof(*v));
+		if (!nv) {
+			free(v);
+			return -ENOMEM;
+		}
+		v = nv;
+		memcpy(v + n, rc->scratch, k * sizeof(*v));
+		n += k;
+		max_bytes -= bytes;
 	}
+	*ret_ranges = v;
+	*ret_n = n;
+	return 0;
+}
+
+static void reclaim_flag_ranges(struct reclaim *rc, const struct proto_range *r,
+				size_t n, uint8_t flag, bool on)
+{
+	for (size_t i = 0; i < n; i++)
+		blockmap_flag_range(&rc->map, r[i].gpa, r[i].len, flag, on);
+}
+
+/* Clears BLOCKMAP_F_BUSY on the job's blocks that still carry it. */
+static void reclaim_job_unbusy(struct reclaim *rc, const struct reclaim_job *j)
+{
+	if (!rc->have_map)
+		return;
+	for (size_t i = 0; i < j->nranges; i++)
+		if (blockmap_check(&rc->map, j->ranges[i].gpa, j->ranges[i].len) == 0)
+			blockmap_flag_range(&rc->map, j->ranges[i].gpa, j->ranges[i].len,
+					    BLOCKMAP_F_BUSY, false);
+}
+
+static void reclaim_job_run(struct worker_job *w)
+{
+	struct reclaim_job *j = (struct reclaim_job *)w;
+
+	if (!j->plan)
+		return;
+	if (j->kind == RECLAIM_JOB_PUNCH)
+		j->freed = backend_shared_plan_punch(j->plan, &j->stop);
+	else
+		j->r = backend_shared_plan_reback(j->plan, &j->sum);
+}
+
+static void reclaim_job_done(struct worker_job *w, enum worker_end end);
+
+/*
+ * A job over ranges (taken: freed with the job, also on failure), with a
+ * plan on the VM's backing if it can be punched or re-backed now.  NULL
+ * when out of memory.
+ */
+static struct reclaim_job *reclaim_job_new(struct reclaim *rc,
+					   enum reclaim_job_kind kind,
+					   struct proto_range *ranges, size_t n)
+{
+	struct reclaim_job *j = calloc(1, sizeof(*j));
+
+	if (!j) {
+		free(ranges);
+		return NULL;
+	}
+	j->w.run = reclaim_job_run;
+	j->w.done = reclaim_job_done;
+	j->rc = rc;
+	j->kind = kind;
+	j->ranges = ranges;
+	j->nranges = n;
+	j->op_id = rc->op.id;
+	atomic_init(&j->stop, false);
+	j->plan_err = -ENODATA;
+	if (reclaim_shared(rc) && n)
+		j->plan_err = backend_shared_plan_new(rc->layout, ranges, n, &j->plan);
+	return j;
+}
+
+/*
+ * Queues j on the VM's worker queue.  It never refuses: a full queue
+ * (which the one-operation-job, one-re-back-job discipline never fills)
+ * would run the job here, late but in the state it expects.
+ */
+static void reclaim_job_submit(struct reclaim *rc, struct reclaim_job *j)
+{
+	if (j->kind != RECLAIM_JOB_REBACK)
+		rc->job = j;
+	else
+		rc->reback_out = true;
+	if (worker_submit(rc->wq, &j->w) == 0)
+		return;
+	log_warning("VM '%s': worker queue full; punching or re-backing on the "
+		    "loop", rc->name);
+	j->w.queue = rc->wq;
+	reclaim_job_run(&j->w);
+	reclaim_job_done(&j->w, WORKER_RAN);
+}
+
+static void reclaim_capture_punched(struct reclaim *rc, const struct reclaim_job *j,
+				    uint64_t freed);
+static void reclaim_list_punched(struct reclaim *rc, const struct reclaim_job *j,
+				 uint64_t freed);
+static void reclaim_return_reback_done(struct reclaim *rc, const struct reclaim_job *j);
+static void reclaim_reback_pump(struct reclaim *rc);
+
+/*
+ * Every SEEN block (captured or listed by the guest) is CAPTURED, PENDING
+ * in the guest (UNACKED) and BUSY until its punch job is done; nothing
+ * acknowledges it meanwhile (its owed ACK, if any, is withdrawn: the guest
+ * must not release a block being punched).  The operation continues in
+ * the job's done().
+ */
+static void reclaim_punch_seen(struct reclaim *rc, uint64_t bytes, bool listed,
+			       int32_t stop_errno)
+{
+	struct reclaim_job *j;
+	struct proto_range *v;
+	size_t n;
+
+	if (reclaim_collect_all(rc, BLOCKMAP_NSTATES, BLOCKMAP_F_SEEN, UINT64_MAX,
+				&v, &n) < 0) {
+		/* punch nothing, ACK nothing: the blocks stay captured, and the
+		 * guest acknowledges them itself when the session ends */
+		log_error("VM '%s': out of memory for a punch; the guest's blocks "
+			  "stay captured, not punched", rc->name);
+		v = NULL;
+		n = 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		blockmap_set_range(&rc->map, v[i].gpa, v[i].len, BLOCKMAP_CAPTURED);
+		blockmap_flag_range(&rc->map, v[i].gpa, v[i].len, BLOCKMAP_F_UNACKED |
+				    BLOCKMAP_F_BUSY, true);
+	}
+	reclaim_flag_ranges(rc, v, n, BLOCKMAP_F_ACKQ | BLOCKMAP_F_REBACK, false);
+	blockmap_clear_flag(&rc->map, BLOCKMAP_F_SEEN);
+	j = reclaim_job_new(rc, RECLAIM_JOB_PUNCH, v, n);
+	if (!j) {
+		log_error("VM '%s': out of memory for a punch; the guest's blocks "
+			  "stay captured, not punched", rc->name);
+		blockmap_clear_flag(&rc->map, BLOCKMAP_F_BUSY);
+		return;
+	}
+	j->bytes = bytes;
+	j->listed = listed;
+	j->stop_errno = stop_errno;
+	reclaim_job_submit(rc, j);
+}
+
+/* A punch job's results on the blocks that are still its own. */
+static uint64_t reclaim_punch_apply(struct reclaim *rc, const struct reclaim_job *j)
+{
+	uint64_t freed = 0;
+
+	if (!rc->have_map)
+		return 0;
+	if (!j->plan && reclaim_shared(rc) && j->nranges)
+		log_error_errno(j->plan_err, "VM '%s': cannot punch the blocks the "
+				"guest captured: %m; leaving them captured", rc->name);
+	for (size_t i = 0; j->plan && i < j->plan->nruns; i++) {
+		const struct shared_run *run = &j->plan->runs[i];
+
+		if (run->r == -ECANCELED)
+			continue;
+		if (run->r < 0) {
+			log_error_errno(run->r, "VM '%s': cannot punch [0x%" PRIx64
+					", +%llu MiB) of the backing: %m; leaving it "
+					"captured", rc->name, run->gpa, MIB(run->len));
+			continue;
+		}
+		freed += run->freed;
+		if (blockmap_check(&rc->map, run->gpa, run->len) < 0)
+			continue;
+		for (uint64_t b = run->gpa / RECLAIM_BLOCK;
+		     b < (run->gpa + run->len) / RECLAIM_BLOCK; b++)
+			if (blockmap_test(&rc->map, b, BLOCKMAP_F_BUSY))
+				blockmap_set(&rc->map, b, BLOCKMAP_RECLAIMED);
+	}
+	/* done with every block still the job's: punched or not, ACK it */
+	for (size_t i = 0; i < j->nranges; i++) {
+		const struct proto_range *r = &j->ranges[i];
+
+		if (blockmap_check(&rc->map, r->gpa, r->len) < 0)
+			continue;
+		for (uint64_t b = r->gpa / RECLAIM_BLOCK;
+		     b < (r->gpa + r->len) / RECLAIM_BLOCK; b++) {
+			if (!blockmap_test(&rc->map, b, BLOCKMAP_F_BUSY))
+				continue;	/* the guest took it back meanwhile */
+			blockmap_flag(&rc->map, b, BLOCKMAP_F_BUSY, false);
+			if (rc->ready)
+				blockmap_flag(&rc->map, b, BLOCKMAP_F_ACKQ, true);
+		}
+	}
+	return freed;
+}
+
+/* What an operation's punch freed, counted in it (reclaim or reconcile). */
+static void reclaim_punch_count(struct reclaim *rc, const struct reclaim_job *j,
+				uint64_t freed)
+{
+	struct reclaim_op_info *op = &rc->op;
+
+	if (op->kind == RECLAIM_KIND_RECONCILE) {
+		op->done_bytes = freed;
+		return;
+	}
+	op->punched_bytes += freed;
+	/*
+	 * What counts is the backing's net drop since the start: the guest's
+	 * migrations may have faulted in pages elsewhere meanwhile.
+	 */
+	if (rc->layout) {
+		uint64_t now = backend_shared_vm_allocated(rc->layout);
+
+		op->done_bytes = rc->op_backing_start > now ? rc->op_backing_start - now : 0;
+	}
+	(void)j;
+}
+
+static void reclaim_job_done(struct worker_job *w, enum worker_end end)
+{
+	struct reclaim_job *j = (struct reclaim_job *)w;
+	struct reclaim *rc = j->rc;
+	uint64_t freed;
+
+	if (end == WORKER_CANCELLED) {
+		/* the reclaim is being freed: touch nothing of it */
+		reclaim_job_free(j);
+		return;
+	}
+	if (rc->job == j)
+		rc->job = NULL;
+	switch (j->kind) {
+	case RECLAIM_JOB_PUNCH:
+		freed = reclaim_punch_apply(rc, j);
+		reclaim_ack_pump(rc);
+		if (rc->end_deferred && rc->running && rc->op.id == j->op_id) {
+			reclaim_punch_count(rc, j, freed);
+			reclaim_op_end(rc, rc->def_state, rc->def_error, "%s",
+				       rc->def_reason);
+		} else if (j->listed)
+			reclaim_list_punched(rc, j, freed);
+		else
+			reclaim_capture_punched(rc, j, freed);
+		break;
+	case RECLAIM_JOB_RETURN:
+		reclaim_return_reback_done(rc, j);
+		break;
+	case RECLAIM_JOB_REBACK:
+		rc->reback_out = false;
+		if (j->plan && j->r < 0)
+			log_warning_errno(j->r, "VM '%s': cannot re-back what the guest "
+					  "took back: %m; the guest faults it in",
+					  rc->name);
+		else if (j->plan)
+			log_info("VM '%s': re-backed %llu MiB the guest took back, %llu "
+				 "MiB with 2 MiB folios", rc->name,
+				 MIB(j->bytes), MIB(j->sum.huge_bytes));
+		reclaim_reback_pump(rc);
+		break;
+	}
+	reclaim_job_free(j);
+	if (!rc->running && rc->reconcile_pending && !rc->job)
+		loop_timer_arm(rc->loop, &rc->step, 0);
+}
+
+/*
+ * Re-backs, on the worker, every block owed one (BLOCKMAP_F_REBACK: the
+ * guest took it back under pressure), one job at a time: blocks owed while
+ * one runs go in the next.  The VM's queue orders it after any punch of
+ * the same blocks queued before.
+ */
+static void reclaim_reback_pump(struct reclaim *rc)
+{
+	struct reclaim_job *j;
+	struct proto_range *v;
+	uint64_t bytes = 0;
+	size_t n;
+
+	if (rc->reback_out || !rc->have_map || !rc->map.nblocks)
+		return;
+	if (reclaim_collect_all(rc, BLOCKMAP_NSTATES, BLOCKMAP_F_REBACK, UINT64_MAX,
+				&v, &n) < 0 || !n) {
+		free(n ? v : NULL);
+		return;
+	}
+	reclaim_flag_ranges(rc, v, n, BLOCKMAP_F_REBACK, false);
+	if (!reclaim_shared(rc)) {
+		free(v);	/* nothing to re-back (QEMU gone, or hint) */
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		bytes += v[i].len;
+	j = reclaim_job_new(rc, RECLAIM_JOB_REBACK, v, n);
+	if (!j)
+		return;		/* the guest faults it in */
+	j->bytes = bytes;
+	reclaim_job_submit(rc, j);
 }
 
 /* ---- violations ---------------------------------------------------------- */
@@ -723,50 +1127,11 @@ static void reclaim_step_reclaim(struct reclaim *rc)
 		  MIB(want), n, MIB(backed));
 }
 
-/*
- * Punches (unless QEMU went away or the backend cannot) and ACKs every SEEN
- * block; returns the bytes of backing freed.
- */
-static uint64_t reclaim_punch_seen(struct reclaim *rc)
-{
-	bool punch = reclaim_shared(rc);
-	struct proto_range *v = rc->scratch;
-	uint64_t pos = 0, freed_total = 0, bytes;
-	size_t n;
-
-	while ((n = blockmap_collect(&rc->map, BLOCKMAP_NSTATES, BLOCKMAP_F_SEEN,
-				     &pos, UINT64_MAX, v, PROTO_MAX_RANGES, &bytes))) {
-		for (size_t i = 0; i < n; i++) {
-			enum blockmap_state st = BLOCKMAP_CAPTURED;
-			int r = punch ? backend_shared_vm_punch(rc->layout, v[i].gpa,
-								v[i].len, &freed_total) :
-					-ENODATA;
-
-			if (r == 0)
-				st = BLOCKMAP_RECLAIMED;
-			else if (punch)
-				log_error_errno(r, "VM '%s': cannot punch [0x%" PRIx64
-						", +%llu MiB) of the backing: %m; "
-						"leaving it captured", rc->name,
-						v[i].gpa, MIB(v[i].len));
-			blockmap_set_range(&rc->map, v[i].gpa, v[i].len, st);
-			blockmap_flag_range(&rc->map, v[i].gpa, v[i].len,
-					    BLOCKMAP_F_SEEN, false);
-		}
-		reclaim_owe_ack(rc, v, n);
-	}
-	reclaim_ack_pump(rc);
-	return freed_total;
-}
-
 static void reclaim_capture_resp(void *userdata, int status,
 				 const struct proto_msg *m, bool last)
 {
 	struct reclaim *rc = userdata;
-	struct reclaim_op_info *op = &rc->op;
 	const struct proto_ranges_resp *rr;
-	bool ours = rc->running && op->kind == RECLAIM_KIND_RECLAIM;
-	uint64_t captured, freed;
 
 	if (status < 0 || !m) {
 		if (rc->have_map)
@@ -790,28 +1155,31 @@ static void reclaim_capture_resp(void *userdata, int status,
 	if (!reclaim_capture_run_adds_up(rc))
 		return;
 	rc->in.active = false;
-	captured = rc->in.sum;
 	blockmap_clear_flag(&rc->map, BLOCKMAP_F_ASKED);
-	/* valid as a whole: only now punch */
-	freed = reclaim_punch_seen(rc);
+	/* valid as a whole: only now punch, on the worker; the round goes on
+	 * in reclaim_capture_punched() */
+	reclaim_punch_seen(rc, rc->in.sum, false, rc->in.stop_errno);
+}
+
+/* The punch of a capture's answer is done (its blocks are ACKed). */
+static void reclaim_capture_punched(struct reclaim *rc, const struct reclaim_job *j,
+				    uint64_t freed)
+{
+	struct reclaim_op_info *op = &rc->op;
+	bool ours = rc->running && op->kind == RECLAIM_KIND_RECLAIM &&
+		    op->id == j->op_id;
+	uint64_t captured = j->bytes;
+	int32_t stop_errno = j->stop_errno;
+
 	if (!ours) {
 		/* the operation was stopped (cancel, migration) meanwhile */
 		if (captured)
 			log_info("VM '%s': the last request of stopped reclaim #%" PRIu32
 				 " completed: guest captured %llu MiB, punched %llu MiB",
-				 rc->name, op->id, MIB(captured), MIB(freed));
+				 rc->name, j->op_id, MIB(captured), MIB(freed));
 		return;
 	}
-	op->punched_bytes += freed;
-	/*
-	 * What counts is the backing's net drop since the start: the guest's
-	 * migrations may have faulted in pages elsewhere meanwhile.
-	 */
-	if (rc->layout) {
-		uint64_t now = backend_shared_vm_allocated(rc->layout);
-
-		op->done_bytes = rc->op_backing_start > now ? rc->op_backing_start - now : 0;
-	}
+	reclaim_punch_count(rc, j, freed);
 	log_info("VM '%s': reclaim #%" PRIu32 " round %u: guest captured %llu MiB, "
 		 "punched %llu MiB (backing down %llu of %llu MiB)", rc->name, op->id,
 		 op->rounds, MIB(captured), MIB(freed), MIB(op->done_bytes),
@@ -822,15 +1190,14 @@ static void reclaim_capture_resp(void *userdata, int status,
 		return reclaim_op_end(rc, RECLAIM_OP_FAILED, -ENODATA,
 				      "QEMU monitor lost: captured blocks left unpunched");
 	if (captured == 0) {
-		const char *text = reclaim_stop_text(rc->in.stop_errno);
+		const char *text = reclaim_stop_text(stop_errno);
 
 		if (text)
 			return reclaim_op_finish(rc, RECLAIM_OP_STOPPED,
-						 rc->in.stop_errno ? rc->in.stop_errno :
-						 -ENOSPC, "%s", text);
-		return reclaim_op_finish(rc, RECLAIM_OP_STOPPED, rc->in.stop_errno,
-					 "the guest stopped: %s",
-					 strerror(-rc->in.stop_errno));
+						 stop_errno ? stop_errno : -ENOSPC,
+						 "%s", text);
+		return reclaim_op_finish(rc, RECLAIM_OP_STOPPED, stop_errno,
+					 "the guest stopped: %s", strerror(-stop_errno));
 	}
 	loop_timer_arm(rc->loop, &rc->step, 0);
 }
@@ -843,45 +1210,91 @@ static void reclaim_release_resp(void *userdata, int status,
 static void reclaim_step_return(struct reclaim *rc)
 {
 	struct reclaim_op_info *op = &rc->op;
-	struct proto_msg *m = rc->msg;
-	struct shared_reback_sum acc = { 0 };
-	uint64_t pos = 0, bytes;
+	struct reclaim_job *j;
+	struct proto_range *v;
 	size_t n;
-	int r;
 
-	memset(&m->u, 0, sizeof(m->u));
-	n = blockmap_collect(&rc->map, BLOCKMAP_RECLAIMED, 0, &pos,
-			     op->target_bytes - op->done_bytes, m->ranges,
-			     PROTO_MAX_RANGES, &bytes);
-	if (!n)
+	if (reclaim_collect_all(rc, BLOCKMAP_RECLAIMED, 0,
+				op->target_bytes - op->done_bytes, &v, &n) < 0)
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, -ENOMEM, "out of memory");
+	if (n > PROTO_MAX_RANGES)
+		n = PROTO_MAX_RANGES;	/* one RELEASE's worth; the rest next round */
+	if (!n) {
+		free(v);
 		return reclaim_op_end(rc, RECLAIM_OP_STOPPED, -ENOSPC,
 				      "no reclaimed block left to return (the guest "
 				      "took %llu MiB back itself)",
 				      MIB(rc->guest_released_bytes));
-	/* re-back first: the guest gets 2 MiB folios, not faults */
-	for (size_t i = 0; i < n; i++) {
-		r = backend_shared_vm_reback(rc->layout, m->ranges[i].gpa,
-					     m->ranges[i].len, &acc);
-		if (r < 0)
-			return reclaim_op_end(rc, RECLAIM_OP_FAILED, r, "cannot re-back "
-					      "[0x%" PRIx64 ", +%llu MiB): %s",
-					      m->ranges[i].gpa, MIB(m->ranges[i].len),
-					      strerror(-r));
-		blockmap_set_range(&rc->map, m->ranges[i].gpa, m->ranges[i].len,
-				   BLOCKMAP_RETURNING);
 	}
-	if (!op->reback_known || acc.worst > op->reback) {
+	/* re-back first, on the worker: the guest gets 2 MiB folios, not
+	 * faults, and gets nothing before its re-back is done */
+	reclaim_flag_ranges(rc, v, n, BLOCKMAP_F_BUSY, true);
+	j = reclaim_job_new(rc, RECLAIM_JOB_RETURN, v, n);
+	if (!j) {
+		blockmap_clear_flag(&rc->map, BLOCKMAP_F_BUSY);
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, -ENOMEM, "out of memory");
+	}
+	reclaim_job_submit(rc, j);
+}
+
+/*
+ * A return round's re-back is done: the blocks re-backed that are still
+ * the host's (the guest may have taken some back meanwhile) become
+ * RETURNING and are RELEASEd.
+ */
+static void reclaim_return_reback_done(struct reclaim *rc, const struct reclaim_job *j)
+{
+	struct reclaim_op_info *op = &rc->op;
+	struct proto_msg *m = rc->msg;
+	bool ours = rc->running && op->kind == RECLAIM_KIND_RETURN && op->id == j->op_id;
+	uint64_t pos = 0, bytes;
+	size_t n;
+	int r;
+
+	if (!ours || !rc->have_map || !j->plan || j->r < 0) {
+		/* re-backed or not, they stay RECLAIMED (status derives the
+		 * holes from the backing) and a later return re-backs again */
+		reclaim_job_unbusy(rc, j);
+		if (!ours)
+			return;
+		if (!j->plan)
+			return reclaim_op_end(rc, RECLAIM_OP_FAILED, j->plan_err,
+					      "cannot re-back: %s", j->plan_err == -ENODATA ?
+					      "QEMU monitor lost" : strerror(-j->plan_err));
+		for (size_t i = 0; i < j->plan->nruns; i++)
+			if (j->plan->runs[i].r < 0 && j->plan->runs[i].r != -ECANCELED)
+				return reclaim_op_end(rc, RECLAIM_OP_FAILED, j->r,
+						      "cannot re-back [0x%" PRIx64 ", +%llu "
+						      "MiB): %s", j->plan->runs[i].gpa,
+						      MIB(j->plan->runs[i].len),
+						      strerror(-j->r));
+		return reclaim_op_end(rc, RECLAIM_OP_FAILED, j->r, "cannot re-back: %s",
+				      strerror(-j->r));
+	}
+	if (!op->reback_known || j->sum.worst > op->reback) {
 		char note[sizeof(op->reback_note)];
 
-		backend_shared_reback_note(&acc, note, sizeof(note));
-		if (acc.worst == SHARED_REBACK_SMALL_POLICY && !op->reback_known)
+		backend_shared_reback_note(&j->sum, note, sizeof(note));
+		if (j->sum.worst == SHARED_REBACK_SMALL_POLICY && !op->reback_known)
 			log_warning("VM '%s': return #%" PRIu32 ": %s", rc->name,
 				    op->id, note);
-		op->reback = acc.worst;
+		op->reback = j->sum.worst;
 		snprintf(op->reback_note, sizeof(op->reback_note), "%s", note);
 		op->reback_known = true;
 	}
-	op->reback_huge_bytes += acc.huge_bytes;
+	op->reback_huge_bytes += j->sum.huge_bytes;
+	memset(&m->u, 0, sizeof(m->u));
+	n = blockmap_collect(&rc->map, BLOCKMAP_RECLAIMED, BLOCKMAP_F_BUSY, &pos,
+			     UINT64_MAX, m->ranges, PROTO_MAX_RANGES, &bytes);
+	for (size_t i = 0; i < n; i++)
+		blockmap_set_range(&rc->map, m->ranges[i].gpa, m->ranges[i].len,
+				   BLOCKMAP_RETURNING);
+	reclaim_job_unbusy(rc, j);
+	if (!n) {
+		/* the guest took them all back meanwhile: next round */
+		loop_timer_arm(rc->loop, &rc->step, 0);
+		return;
+	}
 	m->type = PROTO_REQ_RELEASE;
 	m->u.release.nranges = (uint32_t)n;
 	r = reclaim_send(rc, reclaim_release_resp);
@@ -895,7 +1308,7 @@ static void reclaim_step_return(struct reclaim *rc)
 	}
 	log_debug("VM '%s': return #%" PRIu32 " round %u: re-backed %llu MiB "
 		  "(%llu MiB huge), RELEASE sent", rc->name, op->id, op->rounds,
-		  MIB(bytes), MIB(acc.huge_bytes));
+		  MIB(bytes), MIB(j->sum.huge_bytes));
 }
 
 /* Every RETURNING block becomes `to`; SEEN ones count as returned. */
@@ -970,7 +1383,6 @@ static void reclaim_list_resp(void *userdata, int status,
 	struct reclaim *rc = userdata;
 	struct reclaim_op_info *op = &rc->op;
 	struct blockmap *bm = &rc->map;
-	uint64_t freed;
 
 	if (status < 0 || !m) {
 		rc->in.active = false;
@@ -1003,12 +1415,21 @@ static void reclaim_list_resp(void *userdata, int status,
 	}
 	op->target_bytes = rc->in.sum;
 	/* punch what is still backed (a daemon killed between capture and
-	 * punch), ACK everything listed */
-	freed = reclaim_punch_seen(rc);
-	op->done_bytes = freed;
+	 * punch), ACK everything listed: reclaim_list_punched() */
+	reclaim_punch_seen(rc, rc->in.sum, true, 0);
+}
+
+static void reclaim_list_punched(struct reclaim *rc, const struct reclaim_job *j,
+				 uint64_t freed)
+{
+	struct reclaim_op_info *op = &rc->op;
+
+	if (!rc->running || op->kind != RECLAIM_KIND_RECONCILE || op->id != j->op_id)
+		return;		/* ended meanwhile (session lost): not reconciled */
+	reclaim_punch_count(rc, j, freed);
 	log_info("VM '%s': reconciled: the guest holds %llu MiB captured, %llu MiB "
 		 "of it was still backed and is reclaimed now", rc->name,
-		 MIB(rc->in.sum), MIB(freed));
+		 MIB(j->bytes), MIB(freed));
 	reclaim_op_end(rc, RECLAIM_OP_DONE, 0, NULL);
 }
 
@@ -1034,7 +1455,7 @@ static void reclaim_maybe_reconcile(struct reclaim *rc)
 {
 	if (!rc->ready || !rc->module)
 		return;
-	if (rc->running || rc->in.active || !rc->have_map) {
+	if (rc->running || rc->in.active || rc->job || !rc->have_map) {
 		rc->reconcile_pending = true;
 		return;
 	}
@@ -1268,8 +1689,8 @@ static void reclaim_step_timer(struct loop_timer *t)
 			reclaim_maybe_reconcile(rc);
 		return;
 	}
-	if (rc->in.active || rc->finishing)
-		return;
+	if (rc->in.active || rc->finishing || rc->job)
+		return;		/* its answer or its job's done() steps on */
 	if (!rc->ready)
 		return reclaim_op_end(rc, RECLAIM_OP_FAILED, -ECONNRESET,
 				      "guest session lost");
@@ -1317,6 +1738,13 @@ int reclaim_start(struct reclaim *rc, enum reclaim_kind kind, uint64_t bytes,
 	if (rc->running) {
 		snprintf(err, errsz, "%s #%" PRIu32 " is still running (one operation "
 			 "per VM at a time)", reclaim_kind_name(rc->op.kind), rc->op.id);
+		return -EBUSY;
+	}
+	if (rc->job) {
+		snprintf(err, errsz, "the host is still %s for %s #%" PRIu32 ", which "
+			 "was stopped; try again in a moment",
+			 rc->job->kind == RECLAIM_JOB_PUNCH ? "punching" : "re-backing",
+			 reclaim_kind_name(rc->op.kind), rc->op.id);
 		return -EBUSY;
 	}
 	if (rc->in.active) {
@@ -1421,6 +1849,14 @@ void reclaim_session_hello(struct reclaim *rc, const struct proto_hello *hello)
 void reclaim_session_down(struct reclaim *rc)
 {
 	rc->ready = false;
+	/*
+	 * The guest acknowledges every PENDING block itself when the session
+	 * ends, and may then release them: punch none of a job's runs not
+	 * started; the blocks stay captured, the next reconcile punches what
+	 * the guest still lists
+	 */
+	if (rc->job && rc->job->kind == RECLAIM_JOB_PUNCH)
+		atomic_store(&rc->job->stop, true);
 	/* the guest ACKs every PENDING block itself when the host goes */
 	if (rc->have_map)
 		blockmap_clear_flag(&rc->map, BLOCKMAP_F_ACKQ);
@@ -1505,55 +1941,59 @@ void reclaim_guest_stats(struct reclaim *rc, uint64_t guest_captured)
 
 void reclaim_event(struct reclaim *rc, const struct proto_msg *m)
 {
-	struct shared_reback_sum acc = { 0 };
 	uint64_t taken = 0, reback = 0;
-	bool unacked = false;
+	bool unacked = false, busy = false;
 
 	if (m->type != PROTO_EVT_RELEASED || !rc->have_map)
 		return;
 	for (uint32_t i = 0; i < m->u.evt.nranges; i++) {
 		const struct proto_range *r = &m->ranges[i];
-		uint64_t run_gpa = 0, run_len = 0;
 
 		if (blockmap_check(&rc->map, r->gpa, r->len) < 0)
 			continue;	/* session.c checked it is RAM */
 		for (uint64_t b = r->gpa / RECLAIM_BLOCK;
-		     b <= (r->gpa + r->len) / RECLAIM_BLOCK; b++) {
-			bool in = b < (r->gpa + r->len) / RECLAIM_BLOCK;
-			enum blockmap_state st = in ? blockmap_get(&rc->map, b) :
-						 BLOCKMAP_GUEST;
+		     b < (r->gpa + r->len) / RECLAIM_BLOCK; b++) {
+			enum blockmap_state st = blockmap_get(&rc->map, b);
+			bool was_busy = blockmap_test(&rc->map, b, BLOCKMAP_F_BUSY);
 
-			if (in && st != BLOCKMAP_GUEST) {
-				if (blockmap_test(&rc->map, b, BLOCKMAP_F_UNACKED))
-					unacked = true;
-				blockmap_set(&rc->map, b, BLOCKMAP_GUEST);
-				blockmap_flag(&rc->map, b, BLOCKMAP_F_UNACKED, false);
-				taken += RECLAIM_BLOCK;
-				if (st != BLOCKMAP_CAPTURED) {
-					if (!run_len)
-						run_gpa = b * RECLAIM_BLOCK;
-					run_len += RECLAIM_BLOCK;
-					continue;
-				}
+			if (st == BLOCKMAP_GUEST)
+				continue;
+			if (blockmap_test(&rc->map, b, BLOCKMAP_F_UNACKED))
+				unacked = true;
+			blockmap_set(&rc->map, b, BLOCKMAP_GUEST);
+			blockmap_flag(&rc->map, b, BLOCKMAP_F_UNACKED | BLOCKMAP_F_BUSY,
+				      false);
+			taken += RECLAIM_BLOCK;
+			busy |= was_busy;
+			/*
+			 * Punched, being punched or re-backed: the guest may be
+			 * using it already, so populate only (never overwrites),
+			 * after whatever the queue holds for it
+			 */
+			if (st != BLOCKMAP_CAPTURED || was_busy) {
+				blockmap_flag(&rc->map, b, BLOCKMAP_F_REBACK, true);
+				reback += RECLAIM_BLOCK;
 			}
-			/* the guest may be using it already: populate only */
-			if (run_len && reclaim_shared(rc) &&
-			    backend_shared_vm_reback(rc->layout, run_gpa, run_len,
-						     &acc) == 0)
-				reback += run_len;
-			run_len = 0;
 		}
 	}
 	if (!taken)
 		return;
+	/*
+	 * A punch job of these blocks not done yet: only a guest that ignores
+	 * the handshake releases a PENDING block; punch none of the runs not
+	 * started (the job's done() leaves every block it no longer owns)
+	 */
+	if (busy && rc->job && rc->job->kind == RECLAIM_JOB_PUNCH)
+		atomic_store(&rc->job->stop, true);
 	rc->guest_released_bytes += taken;
 	if (unacked)
 		log_warning("VM '%s': guest released blocks it had not been "
 			    "acknowledged for (reason %u): its module ignores the "
 			    "capture handshake", rc->name, m->u.evt.reason);
-	log_info("VM '%s': guest took back %llu MiB (reason %u); re-backed %llu MiB, "
-		 "%llu MiB with 2 MiB folios", rc->name, MIB(taken), m->u.evt.reason,
-		 MIB(reback), MIB(acc.huge_bytes));
+	log_info("VM '%s': guest took back %llu MiB (reason %u); re-backing %llu MiB",
+		 rc->name, MIB(taken), m->u.evt.reason,
+		 MIB(reclaim_shared(rc) ? reback : 0));
+	reclaim_reback_pump(rc);
 }
 
 void reclaim_stop(struct reclaim *rc, const char *why)
@@ -1584,7 +2024,8 @@ uint64_t reclaim_repunch(struct reclaim *rc)
 	 * contiguous piece of a backing); a failed punch adds nothing.
 	 */
 	for (uint64_t b = 0; b <= rc->map.nblocks; b++) {
-		if (b < rc->map.nblocks && blockmap_get(&rc->map, b) == BLOCKMAP_RECLAIMED) {
+		if (b < rc->map.nblocks && blockmap_get(&rc->map, b) == BLOCKMAP_RECLAIMED &&
+		    !blockmap_test(&rc->map, b, BLOCKMAP_F_BUSY)) {
 			run++;
 			continue;
 		}
@@ -1662,6 +2103,12 @@ int reclaim_new(struct loop *loop, const char *vm_name, struct session *session,
 		free(rc);
 		return -ENOMEM;
 	}
+	if (worker_queue_new(worker_pool_default(WORKER_BACKING), &rc->wq) < 0) {
+		free(rc->msg);
+		free(rc->scratch);
+		free(rc);
+		return -ENOMEM;
+	}
 	rc->loop = loop;
 	snprintf(rc->name, sizeof(rc->name), "%s", vm_name);
 	rc->session = session;
@@ -1675,6 +2122,8 @@ void reclaim_free(struct reclaim *rc)
 {
 	if (!rc)
 		return;
+	/* no job of this VM may run or complete once it is gone */
+	worker_queue_free(rc->wq);
 	loop_timer_disarm(rc->loop, &rc->step);
 	if (rc->have_map)
 		blockmap_free(&rc->map);

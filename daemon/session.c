@@ -123,6 +123,13 @@ struct session {
 	struct proto_hello guest;
 	uint64_t connects, drops, frames;
 	char last_drop[SESSION_REASON_MAX];
+
+	/* a range check left to the VM's verdict (-EINPROGRESS) */
+	bool pending;
+	uint64_t pending_gen;		/* the connection it came on */
+	uint16_t pending_type;
+	uint32_t pending_index;
+	struct proto_range pending_range;
 };
 
 const char *session_state_name(enum session_state state)
@@ -553,13 +560,30 @@ int session_check_scan(const struct proto_scan_resp *scan, uint64_t ram_bytes,
 	return 0;
 }
 
-/* Every range of m inside this VM's RAM: 0, -ERANGE (violation logged), -ENODATA. */
+/*
+ * Every range of m inside this VM's RAM: 0, -ERANGE (violation logged),
+ * -ENODATA.  A range the VM can only judge later (-EINPROGRESS) is left to
+ * its verdict if m is an event (can_wait: nothing waits on it); a response
+ * cannot wait (its requester acts on it now), so there it is refused as
+ * the layout known refuses it.
+ */
 static int session_check_ranges(struct session *s, const struct proto_msg *m,
-				uint32_t n)
+				uint32_t n, bool can_wait)
 {
 	for (uint32_t i = 0; i < n; i++) {
 		int r = s->hooks->check_range(s->vm, &m->ranges[i]);
 
+		if (r == -EINPROGRESS && can_wait) {
+			/* the VM rediscovers its RAM: its verdict comes later */
+			if (!s->pending || s->pending_gen != s->generation) {
+				s->pending = true;
+				s->pending_gen = s->generation;
+				s->pending_type = m->type;
+				s->pending_index = i;
+				s->pending_range = m->ranges[i];
+			}
+			return -ENODATA;
+		}
 		if (r == -ENODATA)
 			return r;
 		if (r < 0) {
@@ -571,6 +595,27 @@ static int session_check_ranges(struct session *s, const struct proto_msg *m,
 		}
 	}
 	return 0;
+}
+
+bool session_pending_range(const struct session *s, struct proto_range *ret_range)
+{
+	if (!s->pending || s->pending_gen != s->generation)
+		return false;
+	*ret_range = s->pending_range;
+	return true;
+}
+
+void session_range_verdict(struct session *s, bool is_ram)
+{
+	bool current = s->pending && s->pending_gen == s->generation;
+
+	s->pending = false;
+	if (!current || is_ram)
+		return;
+	session_violation(s, "%s range %" PRIu32 " [0x%" PRIx64 ", +0x%" PRIx64
+			  ") is not guest RAM", proto_type_name(s->pending_type),
+			  s->pending_index, s->pending_range.gpa,
+			  s->pending_range.len);
 }
 
 static uint32_t session_msg_nranges(const struct proto_msg *m, bool failed)
@@ -649,7 +694,7 @@ static void session_handle_response(struct session *s, const struct proto_msg *m
 		return session_violation(s, "response run of %s id %" PRIu32
 					 " longer than %u frames",
 					 proto_type_name(q->type), q->id, SESSION_RUN_MAX);
-	if (session_check_ranges(s, m, session_msg_nranges(m, failed)) == -ERANGE)
+	if (session_check_ranges(s, m, session_msg_nranges(m, failed), false) == -ERANGE)
 		return;
 	status = failed ? m->u.status.status : 0;
 	if (m->type == PROTO_RESP_SCAN && !failed) {
@@ -737,7 +782,7 @@ static void session_handle_frame(struct session *s, const struct proto_frame *f)
 						 " above the VM's RAM %" PRIu64,
 						 m->u.meminfo.total_bytes, ram);
 	} else {
-		r = session_check_ranges(s, m, m->u.evt.nranges);
+		r = session_check_ranges(s, m, m->u.evt.nranges, true);
 		if (r == -ERANGE)
 			return;
 		if (r == -ENODATA) {

@@ -49,8 +49,13 @@ struct session_hooks {
 	/*
 	 * 0 if [gpa, gpa+len) is guest RAM of this VM; -ERANGE if it is
 	 * not (a violation: the session drops); -ENODATA if the layout is
-	 * unknown right now.  See "Ranges while the layout is unknown" below
-	 * for what the session does with a frame then.
+	 * unknown right now; -EINPROGRESS if it is not RAM of the layout
+	 * known but the layout is being rediscovered (memory hot-plug): an
+	 * event is then treated as with -ENODATA and the VM gives its
+	 * verdict later (session_range_verdict()); a response, whose
+	 * requester acts on it now, is refused as with -ERANGE.  See "Ranges
+	 * while the layout is unknown" below for what the session does with
+	 * a frame then.
 	 */
 	int (*check_range)(void *vm, const struct proto_range *r);
 	/* Guest RAM in bytes from the host's layout; 0 if unknown. */
@@ -136,6 +141,16 @@ int session_request(struct session *s, struct proto_msg *req,
 		    session_resp_fn fn, void *userdata, uint32_t *ret_id);
 /* The request's callback will not be called (its answer is still awaited). */
 void session_cancel(struct session *s, uint32_t id);
+
+/*
+ * The first range check_range() left pending (-EINPROGRESS) on the current
+ * connection, if any: the VM checks it once the layout is rediscovered
+ * and tells whether it is RAM.  Not RAM: the session drops with the
+ * violation the check would have found then; RAM: nothing happens.  A
+ * connection that ended meanwhile forgets its pending range.
+ */
+bool session_pending_range(const struct session *s, struct proto_range *ret_range);
+void session_range_verdict(struct session *s, bool is_ram);
 
 /*
  * A violation found by a user of the session (a response that breaks the

@@ -44,6 +44,13 @@
  * (the guest can trigger the last two); a changed layout replaces the
  * old one in the same struct, so everything holding it sees the new
  * ranges, and reclaim.c keeps its block states (reclaim_update_layout()).
+ * It runs on a worker thread (struct vm_refresh: the monitor is lent to
+ * it meanwhile), so a stopped QEMU never holds up the loop, and a range
+ * the guest named meanwhile gets its verdict when it is done
+ * (session_range_verdict()).  Attaching to a --vm's QMP socket (connect,
+ * the first discovery) runs on the worker too (struct vm_attach); only a
+ * monitor libvirt hands over is adopted on the loop, each command bounded
+ * by virt_monitor.c's wait.
  *
  * Where the monitor comes from: a --vm names a QMP socket, and the VM
  * connects and retries on its own (qmp_retry timer).  A libvirt domain's
@@ -53,7 +60,10 @@
  * takes both away (vm_detach_monitor()) when it stops.  No retry timer
  * runs for it; the domain's lifecycle events decide.
  *
- * Single-threaded, on the loop's thread.
+ * Single-threaded, on the loop's thread, but for the run() of the monitor
+ * jobs on the VM's worker queue (attach, rediscovery), which touch only
+ * what their job holds: both run one at a time, and the monitor is theirs
+ * meanwhile.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -76,6 +86,7 @@
 #include "vm.h"
 #include "vm_counters.h"
 #include "vm_layout.h"
+#include "worker.h"
 
 #define VM_LAYOUT_REFRESH_MS	1000	/* rediscoveries at most this often */
 
@@ -102,6 +113,9 @@ struct vm {
 	struct vm_layout *layout;	/* NULL while detached */
 	struct loop_timer layout_timer;	/* a rediscovery waits for its turn */
 	uint64_t layout_refresh_ms;	/* loop_now_ms() of the last one */
+	struct worker_queue *mq;	/* monitor jobs: attach, rediscovery */
+	struct vm_refresh *refresh;	/* the rediscovery running, or NULL */
+	bool attaching;			/* a vm_attach job is queued */
 	enum vm_backend backend;
 	char backend_note[512];
 
@@ -160,6 +174,11 @@ static void vm_qmp_schedule_retry(struct vm *vm)
 /* Forgets QEMU: monitor, layout, pid, backend. */
 static void vm_qmp_drop(struct vm *vm)
 {
+	/* a rediscovery holds the monitor: wait for it (its commands are
+	 * bounded), then nothing else uses it */
+	worker_queue_drain(vm->mq);
+	vm->refresh = NULL;
+	vm->attaching = false;
 	loop_timer_disarm(vm->loop, &vm->layout_timer);
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	migration_detach(vm->mig);
@@ -227,23 +246,44 @@ static void vm_qmp_io(struct loop_io *io, uint32_t events)
 	}
 }
 
-/* Decides the backend from the layout and, for anonymous RAM, the balloon. */
-static void vm_set_backend(struct vm *vm, struct qmp *q)
+/* The layout's first backing the daemon cannot punch, or NULL. */
+static const struct vm_backing *vm_anon_backing(const struct vm_layout *l)
 {
-	const struct vm_layout *l = vm->layout;
-	const struct vm_backing *anon = NULL;
-	struct hint_balloon hb;
-	int r;
+	for (size_t i = 0; i < l->nbackings; i++)
+		if (l->backings[i].kind == VM_BACKING_ANONYMOUS || l->backings[i].fd < 0)
+			return &l->backings[i];
+	return NULL;
+}
+
+/*
+ * What QEMU says of its balloon, asked only for a layout with anonymous
+ * RAM (the hint backend needs it): 0 and *ret_hb, 1 if not asked, or the
+ * query's errno.  On any thread that may use q.
+ */
+static int vm_probe_balloon(const struct vm_layout *l, struct qmp *q,
+			    struct hint_balloon *ret_hb)
+{
+	if (!vm_anon_backing(l))
+		return 1;
+	return hint_probe_balloon(q, QMP_DEFAULT_TIMEOUT_MS, ret_hb);
+}
+
+/*
+ * Decides the backend from the layout and, for anonymous RAM, the balloon
+ * (vm_probe_balloon()'s answer r, hb).
+ */
+static void vm_set_backend(struct vm *vm, int r, const struct hint_balloon *probed)
+{
+	const struct vm_backing *anon = vm_anon_backing(vm->layout);
+	struct hint_balloon hb = { 0 };
 
 	vm->backend = VM_BACKEND_SHARED;
 	vm->backend_note[0] = '\0';
-	for (size_t i = 0; i < l->nbackings && !anon; i++)
-		if (l->backings[i].kind == VM_BACKING_ANONYMOUS || l->backings[i].fd < 0)
-			anon = &l->backings[i];
 	if (!anon)
 		return;
 	vm->backend = VM_BACKEND_NONE;
-	r = hint_probe_balloon(q, QMP_DEFAULT_TIMEOUT_MS, &hb);
+	if (r == 0)
+		hb = *probed;
 	if (r < 0) {
 		snprintf(vm->backend_note, sizeof(vm->backend_note),
 			 "RAM backend '%s' is anonymous memory and QEMU did not say "
@@ -282,23 +322,50 @@ static enum reclaim_backend vm_reclaim_backend(const struct vm *vm)
 }
 
 /*
- * Discovers the layout again; if it differs, it takes the old one's place
- * (the same struct: reclaim.c, migration.c and collapse.c hold it), the
- * backend is decided again and reclaim.c keeps its block states.  1 if
- * the layout changed (logged), 0 if not, a negative errno if it could not
- * be read (the old one stays; the caller reports it).
+ * The layout rediscovered on a worker (memory hot-plug): the job holds
+ * the monitor, lent to it (qmp_lend()), from its queuing to its done();
+ * the loop neither reads the monitor's socket nor sends it a command
+ * meanwhile (migration.c's polls get -EBUSY and poll again later).  So a
+ * stopped QEMU or libvirtd delays only this VM's rediscovery, by at most
+ * its commands' timeouts, never the loop.
  */
-static int vm_layout_refresh(struct vm *vm)
+struct vm_refresh {
+	struct worker_job w;
+	struct vm *vm;			/* done() only */
+	struct qmp *q;
+	pid_t pid;
+	/* written by run() */
+	int r;
+	struct vm_layout *fresh;
+	int probe_r;
+	struct hint_balloon hb;
+};
+
+static void vm_refresh_run(struct worker_job *w)
 {
-	struct vm_layout *fresh, tmp;
+	struct vm_refresh *j = (struct vm_refresh *)w;
+
+	qmp_borrow(j->q);
+	j->r = vm_layout_discover(j->q, j->pid, &j->fresh);
+	if (j->r == 0)
+		j->probe_r = vm_probe_balloon(j->fresh, j->q, &j->hb);
+	qmp_borrow(NULL);
+}
+
+/*
+ * A rediscovered layout takes the old one's place if it differs (the same
+ * struct: reclaim.c, migration.c and collapse.c hold it), the backend is
+ * decided again and reclaim.c keeps its block states.  1 if the layout
+ * changed (logged), 0 if not.  Takes fresh.
+ */
+static int vm_layout_replace(struct vm *vm, struct vm_layout *fresh, int probe_r,
+			     const struct hint_balloon *hb)
+{
+	struct vm_layout tmp;
 	uint64_t before = vm_configured_ram(vm);
 	size_t nbefore = vm->layout->nranges;
 	int r;
 
-	vm->layout_refresh_ms = loop_now_ms();
-	r = vm_layout_discover(vm->qmp, vm->pid, &fresh);
-	if (r < 0)
-		return r;
 	if (vm_layout_equal(vm->layout, fresh)) {
 		vm_layout_free(fresh);
 		return 0;
@@ -307,7 +374,7 @@ static int vm_layout_refresh(struct vm *vm)
 	*vm->layout = *fresh;
 	*fresh = tmp;
 	vm_layout_free(fresh);		/* the old ranges, backings and fds */
-	vm_set_backend(vm, vm->qmp);
+	vm_set_backend(vm, probe_r, hb);
 	r = reclaim_update_layout(vm->reclaim, vm->layout, vm_reclaim_backend(vm),
 				  vm->backend_note);
 	if (r < 0)
@@ -320,37 +387,144 @@ static int vm_layout_refresh(struct vm *vm)
 	return 1;
 }
 
-static void vm_layout_timer(struct loop_timer *t)
+static void vm_refresh_done(struct worker_job *w, enum worker_end end)
 {
-	struct vm *vm = t->userdata;
+	struct vm_refresh *j = (struct vm_refresh *)w;
+	struct vm *vm = j->vm;
+	struct proto_range pr;
 	int r;
 
-	if (!vm->qmp || !vm->layout)
+	if (end == WORKER_CANCELLED) {
+		/* the monitor is being dropped (its owner returns the lease) */
+		vm_layout_free(j->fresh);
+		free(j);
 		return;
-	r = vm_layout_refresh(vm);
-	if (r < 0)
-		log_warning_errno(r, "VM '%s': cannot discover the RAM layout again "
+	}
+	vm->refresh = NULL;
+	qmp_lend(j->q, false);
+	if (qmp_fd(j->q) >= 0) {
+		r = loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(j->q), EPOLLIN);
+		if (r < 0) {
+			vm_layout_free(j->fresh);
+			free(j);
+			log_warning_errno(r, "VM '%s': epoll: %m", vm->conf.name);
+			vm_qmp_detach(vm, r, "epoll");
+			return;
+		}
+	}
+	if (j->r < 0)
+		log_warning_errno(j->r, "VM '%s': cannot discover the RAM layout again "
 				  "(%m%s%s); keeping the one known", vm->conf.name,
-				  qmp_last_error(vm->qmp)[0] ? " - QMP said: " : "",
-				  qmp_last_error(vm->qmp));
+				  qmp_last_error(j->q)[0] ? " - QMP said: " : "",
+				  qmp_last_error(j->q));
+	else
+		(void)vm_layout_replace(vm, j->fresh, j->probe_r, &j->hb);
+	free(j);
+	/* the guest named a range past the RAM known: RAM now? */
+	if (session_pending_range(vm->session, &pr))
+		session_range_verdict(vm->session,
+				      vm_layout_translate(vm->layout, pr.gpa, pr.len,
+							  NULL, NULL) == 0);
+	/* events read meanwhile (they waited in the socket) */
+	if (vm->qmp && qmp_fd(vm->qmp) >= 0)
+		vm_qmp_io(&vm->qmp_io, EPOLLIN);
+}
+
+/* Starts a rediscovery of the layout on the worker, unless one runs. */
+static void vm_layout_refresh(struct vm *vm)
+{
+	struct vm_refresh *j;
+	int r;
+
+	if (vm->refresh || !vm->qmp || !vm->layout)
+		return;
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		log_warning("VM '%s': out of memory for a layout rediscovery",
+			    vm->conf.name);
+		return;
+	}
+	j->w.run = vm_refresh_run;
+	j->w.done = vm_refresh_done;
+	j->vm = vm;
+	j->q = vm->qmp;
+	j->pid = vm->pid;
+	vm->layout_refresh_ms = loop_now_ms();
+	loop_io_remove(vm->loop, &vm->qmp_io);
+	qmp_lend(vm->qmp, true);
+	vm->refresh = j;
+	r = worker_submit(vm->mq, &j->w);
+	if (r < 0) {
+		/* one job at a time: never full; undo if it were */
+		vm->refresh = NULL;
+		qmp_lend(j->q, false);
+		if (qmp_fd(j->q) >= 0)
+			(void)loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(j->q), EPOLLIN);
+		free(j);
+		log_warning_errno(r, "VM '%s': cannot rediscover the layout: %m",
+				  vm->conf.name);
+	}
+}
+
+static void vm_layout_timer(struct loop_timer *t)
+{
+	vm_layout_refresh(t->userdata);
 }
 
 void vm_layout_changed(struct vm *vm)
 {
 	uint64_t now = loop_now_ms(), next;
 
-	if (!vm->qmp || !vm->layout || vm->layout_timer.armed)
+	if (!vm->qmp || !vm->layout || vm->layout_timer.armed || vm->refresh)
 		return;
 	next = vm->layout_refresh_ms + VM_LAYOUT_REFRESH_MS;
 	loop_timer_arm(vm->loop, &vm->layout_timer, next > now ? next - now : 0);
 }
 
 /*
- * Takes q (closed on failure): discovers the layout of QEMU pid `pid`,
- * watches the monitor's fd if it has one, and chooses the backend.
+ * Takes q and layout (closed and freed on failure): watches the monitor's
+ * fd if it has one and installs QEMU pid `pid`'s layout and backend
+ * (probe_r, hb: vm_probe_balloon()'s answer).
+ */
+static int vm_qmp_install(struct vm *vm, struct qmp *q, pid_t pid,
+			  struct vm_layout *layout, int probe_r,
+			  const struct hint_balloon *hb)
+{
+	int r;
+
+	if (qmp_fd(q) >= 0) {
+		r = loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(q), EPOLLIN);
+		if (r < 0) {
+			snprintf(vm->qmp_error, sizeof(vm->qmp_error), "epoll: %s",
+				 strerror(-r));
+			vm_layout_free(layout);
+			qmp_close(q);
+			return r;
+		}
+	}
+	vm->qmp = q;
+	vm->pid = pid;
+	vm->layout = layout;
+	vm->layout_refresh_ms = loop_now_ms();
+	vm->qmp_error[0] = '\0';
+	vm->qmp_backoff_ms = 0;
+	vm_set_backend(vm, probe_r, hb);
+	r = reclaim_set_layout(vm->reclaim, layout, vm_reclaim_backend(vm),
+			       vm->backend_note);
+	if (r < 0)
+		log_warning_errno(r, "VM '%s': cannot track its blocks: %m; reclaim "
+				  "is unavailable", vm->conf.name);
+	migration_attach(vm->mig, q, layout, pid);
+	return 0;
+}
+
+/*
+ * Takes q (closed on failure): discovers the layout of QEMU pid `pid` on
+ * the loop's thread (a monitor libvirt hands over), then installs it.
  */
 static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 {
+	struct hint_balloon hb;
 	struct vm_layout *layout;
 	int r;
 
@@ -360,57 +534,102 @@ static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 			 "cannot discover the RAM layout: %s%s%s", strerror(-r),
 			 qmp_last_error(q)[0] ? " - QMP said: " : "",
 			 qmp_last_error(q));
-		goto out_close;
-	}
-	if (qmp_fd(q) >= 0) {
-		r = loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(q), EPOLLIN);
-		if (r < 0) {
-			snprintf(vm->qmp_error, sizeof(vm->qmp_error), "epoll: %s",
-				 strerror(-r));
-			vm_layout_free(layout);
-			goto out_close;
-		}
-	}
-	vm->qmp = q;
-	vm->pid = pid;
-	vm->layout = layout;
-	vm->layout_refresh_ms = loop_now_ms();
-	vm->qmp_error[0] = '\0';
-	vm->qmp_backoff_ms = 0;
-	vm_set_backend(vm, q);
-	r = reclaim_set_layout(vm->reclaim, layout, vm_reclaim_backend(vm),
-			       vm->backend_note);
-	if (r < 0)
-		log_warning_errno(r, "VM '%s': cannot track its blocks: %m; reclaim "
-				  "is unavailable", vm->conf.name);
-	migration_attach(vm->mig, q, layout, pid);
-	return 0;
-
-out_close:
-	qmp_close(q);
-	return r;
-}
-
-static int vm_qmp_attach(struct vm *vm)
-{
-	struct qmp *q;
-	pid_t pid;
-	int r;
-
-	r = qmp_connect(vm->conf.qmp, QMP_DEFAULT_TIMEOUT_MS, &q);
-	if (r < 0) {
-		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
-			 "cannot connect to %s: %s", vm->conf.qmp, strerror(-r));
-		return r;
-	}
-	r = qmp_peer_pid(q, &pid);
-	if (r < 0) {
-		snprintf(vm->qmp_error, sizeof(vm->qmp_error),
-			 "cannot get QEMU's pid: %s", strerror(-r));
 		qmp_close(q);
 		return r;
 	}
-	return vm_qmp_adopt(vm, q, pid);
+	r = vm_probe_balloon(layout, q, &hb);
+	return vm_qmp_install(vm, q, pid, layout, r, &hb);
+}
+
+/*
+ * Connecting to a --vm's QMP socket, on a worker: connect (QEMU greets
+ * and negotiates), its pid, the layout, the balloon.  A stopped QEMU
+ * accepts the connection but never greets; the loop does not wait for
+ * it.  The qmp is the job's alone until done() installs it.
+ */
+struct vm_attach {
+	struct worker_job w;
+	struct vm *vm;			/* done() only */
+	char path[sizeof(((struct config_vm *)0)->qmp)];
+	/* written by run() */
+	int r;
+	char error[256];
+	struct qmp *q;
+	pid_t pid;
+	struct vm_layout *layout;
+	int probe_r;
+	struct hint_balloon hb;
+};
+
+static void vm_attach_run(struct worker_job *w)
+{
+	struct vm_attach *j = (struct vm_attach *)w;
+	int r;
+
+	r = qmp_connect(j->path, QMP_DEFAULT_TIMEOUT_MS, &j->q);
+	if (r < 0) {
+		snprintf(j->error, sizeof(j->error), "cannot connect to %s: %s",
+			 j->path, strerror(-r));
+		j->q = NULL;
+		goto out_fail;
+	}
+	r = qmp_peer_pid(j->q, &j->pid);
+	if (r < 0) {
+		snprintf(j->error, sizeof(j->error), "cannot get QEMU's pid: %s",
+			 strerror(-r));
+		goto out_close;
+	}
+	r = vm_layout_discover(j->q, j->pid, &j->layout);
+	if (r < 0) {
+		snprintf(j->error, sizeof(j->error),
+			 "cannot discover the RAM layout: %s%s%s", strerror(-r),
+			 qmp_last_error(j->q)[0] ? " - QMP said: " : "",
+			 qmp_last_error(j->q));
+		j->layout = NULL;
+		goto out_close;
+	}
+	j->probe_r = vm_probe_balloon(j->layout, j->q, &j->hb);
+	j->r = 0;
+	return;
+
+out_close:
+	qmp_close(j->q);
+	j->q = NULL;
+out_fail:
+	j->r = r;
+}
+
+static void vm_log_attached(struct vm *vm);
+
+static void vm_attach_done(struct worker_job *w, enum worker_end end)
+{
+	struct vm_attach *j = (struct vm_attach *)w;
+	struct vm *vm = j->vm;
+	bool first;
+	int r = j->r;
+
+	if (end == WORKER_CANCELLED || (r == 0 && (vm->qmp || vm->libvirt))) {
+		/* going away, or attached otherwise meanwhile */
+		vm_layout_free(j->layout);
+		qmp_close(j->q);
+		if (end != WORKER_CANCELLED)
+			vm->attaching = false;
+		free(j);
+		return;
+	}
+	vm->attaching = false;
+	if (r == 0)
+		r = vm_qmp_install(vm, j->q, j->pid, j->layout, j->probe_r, &j->hb);
+	else
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error), "%s", j->error);
+	free(j);
+	if (r == 0)
+		return vm_log_attached(vm);
+	first = vm->qmp_backoff_ms == 0;
+	vm_qmp_schedule_retry(vm);
+	if (first)
+		log_warning("VM '%s': not attached to QEMU: %s; retrying",
+			    vm->conf.name, vm->qmp_error);
 }
 
 static void vm_log_attached(struct vm *vm)
@@ -427,21 +646,32 @@ static void vm_log_attached(struct vm *vm)
 			 vm->backend_note);
 }
 
+/* Starts connecting to the --vm's QMP socket (vm_attach), unless it is. */
 static void vm_qmp_try(struct vm *vm)
 {
+	struct vm_attach *j;
 	int r;
 
-	r = vm_qmp_attach(vm);
-	if (r < 0) {
-		bool first = vm->qmp_backoff_ms == 0;
-
-		vm_qmp_schedule_retry(vm);
-		if (first)
-			log_warning("VM '%s': not attached to QEMU: %s; retrying",
-				    vm->conf.name, vm->qmp_error);
+	if (vm->attaching || vm->qmp)
 		return;
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error), "out of memory");
+		return vm_qmp_schedule_retry(vm);
 	}
-	vm_log_attached(vm);
+	j->w.run = vm_attach_run;
+	j->w.done = vm_attach_done;
+	j->vm = vm;
+	snprintf(j->path, sizeof(j->path), "%s", vm->conf.qmp);
+	vm->attaching = true;
+	r = worker_submit(vm->mq, &j->w);
+	if (r < 0) {
+		vm->attaching = false;
+		free(j);
+		snprintf(vm->qmp_error, sizeof(vm->qmp_error), "worker queue: %s",
+			 strerror(-r));
+		vm_qmp_schedule_retry(vm);
+	}
 }
 
 static void vm_qmp_retry_timer(struct loop_timer *t)
@@ -510,14 +740,23 @@ static int vm_check_range(void *opaque, const struct proto_range *r)
 	if (!vm->layout)
 		return -ENODATA;
 	ret = vm_layout_translate(vm->layout, r->gpa, r->len, NULL, NULL);
-	/* outside the RAM known: hot-plugged since?  Ask QEMU, if it is this
-	 * VM's turn (the guest may name such ranges on purpose); if QEMU
-	 * cannot say, the range is refused as it would have been */
-	if (ret == -ERANGE && vm->qmp &&
-	    loop_now_ms() >= vm->layout_refresh_ms + VM_LAYOUT_REFRESH_MS &&
-	    vm_layout_refresh(vm) > 0)
-		ret = vm_layout_translate(vm->layout, r->gpa, r->len, NULL, NULL);
-	return ret;
+	/*
+	 * outside the RAM known: hot-plugged since?  Ask QEMU, if it is this
+	 * VM's turn (the guest may name such ranges on purpose), on the
+	 * worker: the session takes the frame as if the layout were unknown
+	 * and gets the verdict when the answer is in (vm_refresh_done()); if
+	 * QEMU cannot say, the range is refused as it would have been
+	 */
+	if (ret != -ERANGE || !vm->qmp)
+		return ret;
+	if (!vm->refresh &&
+	    loop_now_ms() >= vm->layout_refresh_ms + VM_LAYOUT_REFRESH_MS) {
+		vm_layout_refresh(vm);
+		if (!vm->refresh)	/* done already (inline) or not started */
+			return vm_layout_translate(vm->layout, r->gpa, r->len,
+						   NULL, NULL);
+	}
+	return vm->refresh ? -EINPROGRESS : ret;
 }
 
 static uint64_t vm_ram_bytes(void *opaque)
@@ -1091,15 +1330,23 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	loop_io_init(&vm->qmp_io, vm_qmp_io, vm);
 	loop_timer_init(&vm->qmp_retry, vm_qmp_retry_timer, vm);
 	loop_timer_init(&vm->layout_timer, vm_layout_timer, vm);
+	r = worker_queue_new(worker_pool_default(WORKER_MONITOR), &vm->mq);
+	if (r < 0) {
+		vm_counters_free(vm->counters);
+		free(vm);
+		return r;
+	}
 	r = session_new(loop, conf->name, conf->channel, &lim, &vm_session_hooks,
 			vm, &vm->session);
 	if (r < 0) {
+		worker_queue_free(vm->mq);
 		vm_counters_free(vm->counters);
 		free(vm);
 		return r;
 	}
 	r = reclaim_new(loop, conf->name, vm->session, &par, &vm->reclaim);
 	if (r < 0) {
+		worker_queue_free(vm->mq);
 		session_free(vm->session);
 		vm_counters_free(vm->counters);
 		free(vm);
@@ -1109,6 +1356,7 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	r = migration_new(loop, conf->name, vm->session, vm->reclaim,
 			  cfg->collapse_cpu_percent, &vm->mig);
 	if (r < 0) {
+		worker_queue_free(vm->mq);
 		session_free(vm->session);
 		reclaim_free(vm->reclaim);
 		vm_counters_free(vm->counters);
@@ -1120,9 +1368,11 @@ int vm_new(struct loop *loop, const struct config *cfg,
 	r = policy_vm_new(loop, conf->name, cfg->state_dir, &pol, &vm_policy_hooks,
 			  vm, &vm->policy);
 	if (r < 0) {
+		worker_queue_free(vm->mq);
 		migration_free(vm->mig);
 		session_free(vm->session);
 		reclaim_free(vm->reclaim);
+		vm_counters_free(vm->counters);
 		free(vm);
 		return r;
 	}
@@ -1217,6 +1467,7 @@ void vm_free(struct vm *vm)
 {
 	if (!vm)
 		return;
+	worker_queue_free(vm->mq);	/* the monitor is the VM's again */
 	policy_vm_free(vm->policy);
 	migration_free(vm->mig);
 	session_free(vm->session);

@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,18 @@
 #include "virt_domains.h"
 #include "version.h"
 #include "vm.h"
+#include "worker.h"
+
+/*
+ * Threads for the slow work of every VM (worker.c): punching and
+ * re-backing, and monitor commands (attach, layout rediscovery).  Each
+ * VM's jobs of a kind run one at a time, so these bound how many VMs'
+ * slow work overlaps, not any one VM's.  Monitors apart: a hung QEMU holds
+ * a monitor thread for its command timeout; with more hung at once than
+ * DAEMON_MONITOR_WORKERS, the others' monitor work waits, never a punch.
+ */
+#define DAEMON_BACKING_WORKERS	2
+#define DAEMON_MONITOR_WORKERS	4
 
 #define EXIT_USAGE 2
 
@@ -425,6 +438,7 @@ int main(int argc, char **argv)
 	struct args a = { 0 };
 	char err[CONFIG_ERR_MAX], *config_abs = NULL;
 	struct control *ctl = NULL;
+	struct worker_pool *workers[WORKER_NCLASSES] = { NULL };
 	struct loop_io sig_io;
 	int r, ready_fd = -1, ret = 1;
 
@@ -467,6 +481,25 @@ int main(int argc, char **argv)
 		log_error_errno(r, "cannot set up signal handling: %m");
 		goto out_free;
 	}
+	/*
+	 * One malloc arena for every thread: a worker's allocations (a
+	 * re-back reads /proc/self/smaps into a buffer of a few hundred KiB)
+	 * would otherwise each keep a per-thread arena's worth of freed
+	 * memory resident; the workers allocate little and rarely, so they
+	 * lose nothing by sharing the loop's.
+	 */
+	(void)mallopt(M_ARENA_MAX, 1);
+	/* before any VM: each makes its worker queues from them */
+	r = worker_pool_new(d.loop, DAEMON_BACKING_WORKERS, &workers[WORKER_BACKING]);
+	if (r == 0)
+		r = worker_pool_new(d.loop, DAEMON_MONITOR_WORKERS,
+				    &workers[WORKER_MONITOR]);
+	if (r < 0) {
+		log_error_errno(r, "cannot start the worker threads: %m");
+		goto out_free;
+	}
+	for (int c = 0; c < WORKER_NCLASSES; c++)
+		worker_pool_set_default(c, workers[c]);
 	for (size_t i = 0; i < d.cfg->nvms; i++) {
 		struct vm *vm;
 
@@ -532,6 +565,8 @@ out_free:
 	control_free(ctl);
 	virt_domains_free(d.virt);
 	vm_list_free(&d.vms);
+	for (int c = 0; c < WORKER_NCLASSES; c++)
+		worker_pool_free(workers[c]);	/* after every VM's queues */
 	loop_free(d.loop);
 	free(a.vm_specs);
 	free(config_abs);

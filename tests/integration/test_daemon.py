@@ -17,6 +17,18 @@ test_hostile_guest_isolated  VM A's guest sends a corrupt magic, an
                              request is dropped after request_timeout_ms
                              and the scan fails cleanly; A reconnects and
                              recovers.
+test_stopped_qemu_isolated   VM A's QEMU is SIGSTOPped and its guest names
+                             memory past its RAM, which makes the daemon ask
+                             that QEMU for its layout again (as after a
+                             hot-plug) and wait up to the monitor timeout
+                             (5 s), and VM C's QEMU is stopped before the
+                             daemon starts (it accepts the QMP connection,
+                             never greets, again on every retry):
+                             meanwhile VM B's status and scan are answered
+                             within STALL_BOUND_S each; then A's unanswered
+                             question ends as a refusal would (A's session
+                             drops, the range is not RAM), and C attaches
+                             once it runs again.
 test_status_backends         status reports each VM's RAM and backend as
                              QEMU has it: memfd -> shared (backing bytes as
                              the kernel counts them), memory-backend-ram
@@ -361,6 +373,109 @@ def test_hostile_guest_isolated(workdir, figures):
         guest_b.close()
         qa.close()
         qb.close()
+    assert rc == 0, d.text()[-3000:]
+
+
+STALL_BOUND_S = 1.0      # a healthy VM's request while another VM's QEMU hangs
+QMP_TIMEOUT_S = 5        # QMP_DEFAULT_TIMEOUT_MS
+
+CONFIG_STOPPED = """\
+[daemon]
+reconnect_min_ms = 100
+reconnect_max_ms = 400
+"""
+
+
+def test_stopped_qemu_isolated(workdir, figures):
+    qa = PausedQemu(workdir, "a")
+    qb = PausedQemu(workdir, "b")
+    qc = PausedQemu(workdir, "c")
+    os.kill(qc.proc.pid, signal.SIGSTOP)
+    go, sent = threading.Event(), threading.Event()
+
+    def script_a(conn, n):
+        buf = bytearray()
+        if n:
+            guest_a.behave(conn, buf)
+            return
+        guest_a.handshake(conn, buf)
+        assert go.wait(60)
+        # well-formed, and past this VM's RAM: hot-plugged memory, or a lie
+        conn.sendall(frame(EVT_CAPTURED, 0, EVT_FMT.pack(0, 1) +
+                           RANGE_FMT.pack(64 << 30, BLOCK)))
+        sent.set()
+        guest_a.wait_closed(conn, timeout=60)
+
+    guest_a = FakeGuest(workdir / "a.vdf", script_a)
+    guest_b = FakeGuest(workdir / "b.vdf")
+    d = Daemon(workdir, [("A", qa.qmp, workdir / "a.vdf"),
+                         ("B", qb.qmp, workdir / "b.vdf"),
+                         ("C", qc.qmp, workdir / "c.vdf")], config=CONFIG_STOPPED)
+    drop = ("VM 'A': dropping guest session: EVT_CAPTURED range 0 "
+            "[0x1000000000, +0x200000) is not guest RAM")
+    stopped = False
+    try:
+        d.wait_for(lambda: all(d.status()[v]["session"]["state"] == "ready"
+                               for v in "AB"), "A's and B's sessions ready")
+        # the daemon asks a QEMU for its layout at most once a second
+        # (VM_LAYOUT_REFRESH_MS), counted from the attach
+        time.sleep(1.2)
+        os.kill(qa.proc.pid, signal.SIGSTOP)
+        stopped = True
+        t_sent = time.monotonic()
+        go.set()
+        assert sent.wait(10)
+        # one connection held open, as a monitoring agent would: the round
+        # trip is the daemon's, not a process start's
+        c = CtlConn(d.socket)
+        lat, pending = [], 0
+        try:
+            while time.monotonic() - t_sent < QMP_TIMEOUT_S - 1.5:
+                t0 = time.monotonic()
+                st = c.ask(cmd="status", vm="B")
+                scan = c.ask(cmd="scan", vm="B")
+                lat.append(time.monotonic() - t0)
+                assert st["ok"] and st["vms"][0]["session"]["state"] == "ready", st
+                assert scan["ok"] and scan["scan"]["total_bytes"] == 200 * MIB, scan
+                assert not c.ask(cmd="status", vm="C")["vms"][0]["qmp"]["connected"]
+                # A's question is still unanswered: its verdict has not come
+                if drop not in d.text():
+                    pending += 1
+                time.sleep(0.05)
+        finally:
+            c.close()
+        figures("VM B: slowest status + scan while VM A's QEMU was stopped (ms)",
+                round(max(lat) * 1000))
+        assert max(lat) < STALL_BOUND_S, lat
+        assert pending >= 3, (pending, lat)
+        # QEMU never answered: the range is refused as if it had said no
+        d.wait_for(lambda: drop in d.text(), "A's verdict", timeout=30)
+        assert time.monotonic() - t_sent >= QMP_TIMEOUT_S - 0.5
+        assert "VM 'A': cannot discover the RAM layout again" in d.text()
+        assert "VM 'B': dropping" not in d.text()
+        os.kill(qa.proc.pid, signal.SIGCONT)
+        stopped = False
+        # A recovers: a new session, its monitor still attached
+        d.wait_for(lambda: guest_a.connections >= 2 and
+                   d.status("A")["A"]["session"]["state"] == "ready", "A back")
+        st = d.status()
+        assert st["A"]["qmp"]["connected"] and st["B"]["qmp"]["connected"]
+        assert st["B"]["session"]["drops"] == 0
+        # C's QEMU runs again: the next attempt attaches
+        os.kill(qc.proc.pid, signal.SIGCONT)
+        d.wait_for(lambda: d.status("C")["C"]["qmp"]["connected"], "C attached")
+        assert d.status("C")["C"]["qmp"]["pid"] == qc.proc.pid
+        assert d.alive()
+    finally:
+        if stopped:
+            os.kill(qa.proc.pid, signal.SIGCONT)
+        os.kill(qc.proc.pid, signal.SIGCONT)
+        rc = d.close()
+        guest_a.close()
+        guest_b.close()
+        qa.close()
+        qb.close()
+        qc.close()
     assert rc == 0, d.text()[-3000:]
 
 

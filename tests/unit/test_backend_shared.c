@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -342,6 +343,72 @@ static void test_vm_interface(void **state)
 	assert_int_equal(backend_shared_vm_reback(c->l, 1ull << 40, BLK, &sum), -ERANGE);
 }
 
+/*
+ * A plan (what a worker punches or re-backs from): ranges cut into runs
+ * with the backing's fd duplicated, so it works after the layout that
+ * made it is gone; a stop flag leaves the runs not started; each run has
+ * its own result.
+ */
+static void test_plan(void **state)
+{
+	struct ctx *c = *state;
+	struct shared_reback_sum sum = { 0 };
+	struct proto_range rr[2] = {
+		{ DATA_OFF + BLK, 2 * BLK },		/* blocks 1-2 */
+		{ DATA_OFF + 6 * BLK, BLK },		/* block 6 */
+	};
+	struct proto_range bad = { 1ull << 40, BLK };
+	struct shared_plan *p, *q;
+	struct vm_layout *l2;
+	atomic_bool stop;
+	uint64_t before, freed;
+
+	prepare(c);
+	/* not guest RAM: no plan */
+	assert_int_equal(backend_shared_plan_new(c->l, &bad, 1, &p), -ERANGE);
+	assert_int_equal(backend_shared_plan_new(NULL, rr, 2, &p), -ENODATA);
+
+	/* a plan outlives the layout it was made from */
+	assert_int_equal(vm_layout_discover(c->vm.qmp, 0, &l2), 0);
+	assert_int_equal(backend_shared_plan_new(l2, rr, 2, &p), 0);
+	vm_layout_free(l2);
+	assert_int_equal(p->nruns, 2);
+	assert_true(p->runs[0].gpa == rr[0].gpa && p->runs[0].len == 2 * BLK);
+	assert_true(p->runs[1].gpa == rr[1].gpa && p->runs[1].len == BLK);
+	assert_int_equal(p->nfds, 1);
+	assert_int_equal(p->runs[0].r, -ECANCELED);	/* not run yet */
+	before = allocated(c->fd);
+	atomic_init(&stop, false);
+	freed = backend_shared_plan_punch(p, &stop);
+	assert_true(freed == 3 * BLK);
+	assert_int_equal(p->runs[0].r, 0);
+	assert_int_equal(p->runs[1].r, 0);
+	assert_true(p->runs[0].freed == 2 * BLK && p->runs[1].freed == BLK);
+	assert_true(allocated(c->fd) == before - 3 * BLK);
+	assert_int_equal(block_state(c->fd, DATA_OFF + BLK), 0);
+	assert_int_equal(block_state(c->fd, DATA_OFF + 3 * BLK), 1);
+	assert_int_equal(block_state(c->fd, DATA_OFF + 6 * BLK), 0);
+
+	/* re-back both runs: backed again, zeroes, the sum adds up */
+	assert_int_equal(backend_shared_plan_reback(p, &sum), 0);
+	assert_true(sum.any && sum.huge_bytes <= 3 * BLK);
+	assert_false(backend_shared_vm_block_is_hole(c->l, DATA_OFF + BLK));
+	assert_false(backend_shared_vm_block_is_hole(c->l, DATA_OFF + 6 * BLK));
+	backend_shared_plan_free(p);
+
+	/* stopped before it starts: nothing punched, every run says so */
+	prepare(c);
+	assert_int_equal(backend_shared_plan_new(c->l, rr, 2, &q), 0);
+	atomic_init(&stop, true);
+	before = allocated(c->fd);
+	assert_true(backend_shared_plan_punch(q, &stop) == 0);
+	assert_int_equal(q->runs[0].r, -ECANCELED);
+	assert_int_equal(q->runs[1].r, -ECANCELED);
+	assert_true(allocated(c->fd) == before);
+	assert_int_equal(block_state(c->fd, DATA_OFF + BLK), 1);
+	backend_shared_plan_free(q);
+}
+
 /* Independent check: map the range again, read-fault it, count PMD maps. */
 static uint64_t remap_pmd_bytes(int fd, uint64_t off, uint64_t len)
 {
@@ -614,6 +681,7 @@ int main(void)
 		cmocka_unit_test(test_reclaim_frees_exactly),
 		cmocka_unit_test(test_backed_blocks),
 		cmocka_unit_test(test_vm_interface),
+		cmocka_unit_test(test_plan),
 		cmocka_unit_test(test_reback_rejects),
 		cmocka_unit_test(test_reback_table),
 		cmocka_unit_test_teardown(test_hugetlb_memfd, hugetlb_teardown),

@@ -18,6 +18,9 @@
  *     guest checks the backing of an ACKed block is a hole when the ACK
  *     arrives, and an unlisted block keeps its data;
  *   - the host ends with nothing pending.
+ * Twice: with the punches inline, and on a real worker pool (worker.c),
+ * where every punch runs on another thread and its ACK is sent from the
+ * job's done() on the loop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,6 +45,7 @@
 #include "reclaim.h"
 #include "session.h"
 #include "vm_layout.h"
+#include "worker.h"
 
 #define MIB		(1ULL << 20)
 #define BLOCK		(2 * MIB)
@@ -52,6 +56,7 @@
 
 struct fixture {
 	struct loop *loop;
+	struct worker_pool *pool;	/* NULL: jobs inline */
 	struct session *s;
 	struct reclaim *rc;
 	struct vm_layout l;
@@ -166,7 +171,7 @@ static bool block_is_hole(struct fixture *fx, uint64_t blk)
 	return d < 0 || (uint64_t)d >= (blk + 1) * BLOCK;
 }
 
-static int setup(void **state)
+static int setup_common(void **state, bool workers)
 {
 	static const struct session_limits lim = {
 		.frames_per_sec = 1000, .events_per_sec = 1000,
@@ -206,6 +211,10 @@ static int setup(void **state)
 	proto_decoder_init(&fx->dec);
 
 	assert_int_equal(loop_new(&fx->loop), 0);
+	if (workers) {
+		assert_int_equal(worker_pool_new(fx->loop, 2, &fx->pool), 0);
+		worker_pool_set_default(WORKER_BACKING, fx->pool);
+	}
 	assert_int_equal(session_new(fx->loop, "t", fx->path, &lim, &fx_hooks, fx,
 				     &fx->s), 0);
 	assert_int_equal(reclaim_new(fx->loop, "t", fx->s, &par, &fx->rc), 0);
@@ -232,12 +241,23 @@ static int setup(void **state)
 	return 0;
 }
 
+static int setup(void **state)
+{
+	return setup_common(state, false);
+}
+
+static int setup_workers(void **state)
+{
+	return setup_common(state, true);
+}
+
 static int teardown(void **state)
 {
 	struct fixture *fx = *state;
 
 	session_free(fx->s);
 	reclaim_free(fx->rc);
+	worker_pool_free(fx->pool);	/* after every queue */
 	loop_free(fx->loop);
 	close(fx->gfd);
 	close(fx->lfd);
@@ -333,6 +353,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_every_listed_block_acked_one_at_a_time,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_every_listed_block_acked_one_at_a_time,
+						setup_workers, teardown),
 	};
 
 	log_set_max_level(LOG_WARNING);
