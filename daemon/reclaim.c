@@ -43,9 +43,9 @@
  *   at once (the guest may already be writing there: populating never
  *   touches existing data).
  *
- * EVT_STATS: when nothing is in flight (no operation, request or ACK) the
- *   guest's captured_bytes must equal the blocks the host holds; if not,
- *   events were lost and a reconcile runs.  The case: the agent is killed
+ * EVT_STATS: when nothing is in flight (no operation, request, ACK or
+ *   host job on the worker) the guest's captured_bytes must equal the
+ *   blocks the host holds; if not, events were lost and a reconcile runs.  The case: the agent is killed
  *   and the module gives blocks back under pressure before a new agent
  *   starts; the new agent's HELLO is a restatement of a READY session (it
  *   looks like the old agent's), and the EVT_RELEASED went to nobody.
@@ -1920,7 +1920,8 @@ void reclaim_guest_stats(struct reclaim *rc, uint64_t guest_captured)
 	uint64_t held;
 
 	if (!rc->have_map || !rc->ready || !rc->module || !rc->reconciled ||
-	    rc->running || rc->in.active || rc->ack_out || rc->map.unacked)
+	    rc->running || rc->in.active || rc->ack_out || rc->map.unacked ||
+	    rc->job || rc->reback_out)
 		return;
 	held = (rc->map.count[BLOCKMAP_CAPTURED] + rc->map.count[BLOCKMAP_RECLAIMED] +
 		rc->map.count[BLOCKMAP_RETURNING]) * RECLAIM_BLOCK;
