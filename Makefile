@@ -24,6 +24,12 @@
 #                   side B's QEMU_B; default $VMDEFRAG_QEMU or Debian's),
 #                   precopy/postcopy alternating, checking guest data and
 #                   the backing after every hop (tests/soak/migration_soak.py)
+#   make guest-kernel
+#                   Debian's linux-source-6.1 with the movable-slab series
+#                   (guest-agent/kernel-patches/) in a trimmed test-guest
+#                   config, into build/guest-kernel/<release>/, and
+#                   vmdefrag.ko for it (build-aux/guest-kernel.sh; about
+#                   25 min on 2 cores from scratch, incremental after)
 #   make check-slow the slow tier (tests/slow): a debootstrapped Debian 12
 #                   guest installs vmdefrag with DKMS + systemd, the host
 #                   reclaims from it; not part of `make check`
@@ -54,7 +60,7 @@ export BUILD
 
 .PHONY: all deps lib daemon agent module guest unit fuzz check check-unit \
 	check-integration demo bench clean dkms-install install-guest check-slow \
-	install uninstall qemu qemu-test migration-soak man deb
+	install uninstall qemu qemu-test migration-soak man deb guest-kernel
 
 all: lib daemon agent module guest man
 
@@ -73,6 +79,10 @@ qemu:
 # the same with the test harness's devices only: build/qemu-test/
 qemu-test:
 	@QEMU_DEVICES=test qemu-patches/build.sh
+
+# the movable-slab guest kernel and vmdefrag.ko for it
+guest-kernel:
+	@build-aux/guest-kernel.sh
 
 daemon: lib
 	$(MAKE) -C daemon
