@@ -29,7 +29,7 @@ import pytest
 from harness.disk import GUEST_MNT, Ext4Disk
 from harness.guest import BUILD, Guest
 
-TREE = f"{GUEST_MNT}/t --files 15000 --dirs 150 --seed 13 --percent 70"
+TREE = f"{GUEST_MNT}/t --files 8000 --dirs 100 --seed 13 --percent 70"
 DISK = dict(size_mib=1024, inodes=120000)
 
 
@@ -83,7 +83,7 @@ def test_vacate_without_eviction_of_page_cache():
             Ext4Disk.mount(g, "noatime")
             g.check(f"slabtree build {TREE}", timeout=1800)
             g.check("sync; echo 3 > /proc/sys/vm/drop_caches")
-            g.check(f"slabtree walk {TREE} --neg 20000", timeout=1800)
+            g.check(f"slabtree walk {TREE} --neg 10000", timeout=1800)
             g.check(f"slabtree scatter {TREE}", timeout=1800)
             g.check("sync")
             g.check("memcheck start --mib 64 --seed 5 --id mslab")
