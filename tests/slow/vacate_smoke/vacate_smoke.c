@@ -3,7 +3,9 @@
  * vacate_smoke: calls the movable-slab series' kmem_cache_vacate_range()
  * on every 2 MiB block of [start_mib, end_mib) and logs the totals.  A
  * smoke test of the kernel API alone, without vmdefrag.ko: loading it
- * does the work, and it unloads.  Built against build/guest-kernel/obj.
+ * does the work (rmmod it after).  Build it with
+ *   make -C build/guest-kernel/obj M=$PWD/tests/slow/vacate_smoke modules
+ * (in a copy: kbuild writes its objects beside the source).
  */
 #include <linux/module.h>
 #include <linux/slab.h>
@@ -34,8 +36,13 @@ static int __init vacate_smoke_init(void)
 	pr_info("vacate_smoke: blocks_clean=%lu blocks_busy=%lu slabs_scanned=%lu slabs_vacated=%lu slabs_busy=%lu objs_isolated=%lu objs_moved=%lu\n",
 		clean, busy, st.slabs_scanned, st.slabs_vacated,
 		st.slabs_busy, st.objs_isolated, st.objs_moved);
-	return -EAGAIN;	/* done: do not stay loaded */
+	return 0;
+}
+
+static void __exit vacate_smoke_exit(void)
+{
 }
 
 module_init(vacate_smoke_init);
+module_exit(vacate_smoke_exit);
 MODULE_LICENSE("GPL");
