@@ -30,6 +30,12 @@
 #                   the agent or a cut of the daemon's QMP connection, then
 #                   every page of guest data and the counters checked
 #                   (tests/soak/fault_soak.py; SEED replays a run)
+#   make guest-kernel
+#                   Debian's linux-source-6.1 with the movable-slab series
+#                   (guest-agent/kernel-patches/) in a trimmed test-guest
+#                   config, into build/guest-kernel/<release>/, and
+#                   vmdefrag.ko for it (build-aux/guest-kernel.sh; about
+#                   50 min on 2 busy cores from scratch, incremental after)
 #   make check-slow the slow tier (tests/slow): a debootstrapped Debian 12
 #                   guest installs vmdefrag with DKMS + systemd, the host
 #                   reclaims from it; not part of `make check`
@@ -60,7 +66,7 @@ export BUILD
 
 .PHONY: all deps lib daemon agent module guest unit fuzz check check-unit \
 	check-integration demo bench clean dkms-install install-guest check-slow \
-	install uninstall qemu qemu-test migration-soak soak man deb
+	install uninstall qemu qemu-test migration-soak soak man deb guest-kernel
 
 all: lib daemon agent module guest man
 
@@ -79,6 +85,10 @@ qemu:
 # the same with the test harness's devices only: build/qemu-test/
 qemu-test:
 	@QEMU_DEVICES=test qemu-patches/build.sh
+
+# the movable-slab guest kernel and vmdefrag.ko for it
+guest-kernel:
+	@build-aux/guest-kernel.sh
 
 daemon: lib
 	$(MAKE) -C daemon

@@ -34,7 +34,7 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       scdoc debhelper dh-dkms lintian man-db bash-completion
       python3-prometheus-client chromium python3-pil librsvg2-bin
       ninja-build meson libglib2.0-dev libpixman-1-dev libfdt-dev flex bison
-      dpkg-dev patch"
+      dpkg-dev patch libelf-dev bc"
 
 missing=""
 for p in $PKGS; do

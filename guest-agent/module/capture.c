@@ -764,6 +764,32 @@ static int vdf_capture_cmp_ulong(const void *a, const void *b)
 }
 
 /*
+ * On a guest kernel with the movable-slab series, have the kernel empty
+ * the slab pages of @idx[0..@n) first (objects moved, or let go of by
+ * their caches' own rules); returns how many blocks still hold slab,
+ * moved to the front of @idx, for eviction.  On other kernels all @n.
+ * Sets ctx->stop on -EINTR and -ENOMEM.
+ */
+static unsigned int vdf_capture_slab_vacate(struct vdf_capture_ctx *ctx,
+					    unsigned long *idx, unsigned int n)
+{
+	unsigned int i, left = 0;
+	int err;
+
+	for (i = 0; i < n; i++) {
+		err = vdf_compat_slab_vacate(vdf_block_pfn(idx[i]),
+					     vdf_block_pfn(idx[i]) + VDF_BLOCK_PAGES);
+		if (err == -EINTR || err == -ENOMEM) {
+			ctx->stop = err;
+			return 0;
+		}
+		if (err)
+			idx[left++] = idx[i];
+	}
+	return left;
+}
+
+/*
  * Evict the objects of up to VDF_EVICT_ROUND not yet evicted SLAB_RECLAIM
  * candidates from @first on, marking them evicted.  Returns 0, or the
  * errno that must stop the request (ctx->stop set).
@@ -786,6 +812,11 @@ static int vdf_capture_evict_round(struct vdf_capture_ctx *ctx, unsigned long fi
 		idx[n++] = ctx->cand[i].idx;
 	}
 	sort(idx, n, sizeof(idx[0]), vdf_capture_cmp_ulong, NULL);
+	n = vdf_capture_slab_vacate(ctx, idx, n);
+	if (ctx->stop)
+		return ctx->stop;
+	if (!n)
+		return 0;
 	err = vdf_evict_blocks(idx, n, ctx->req->evict, &res);
 	if (err == -ENOMEM) {
 		ctx->stop = -ENOMEM;

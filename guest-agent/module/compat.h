@@ -19,6 +19,11 @@
  *  - a block device's page cache: bd_inode->i_mapping before 6.10,
  *    bd_mapping after.  The 6.10 series that added bd_mapping also folded
  *    bd_partno into bd_flags: BD_PARTNO is the feature test.
+
+ *  - movable slab objects: only a guest kernel built with vmdefrag's own
+ *    series (guest-agent/kernel-patches/) has kmem_cache_vacate_range();
+ *    CONFIG_SLAB_MOBILITY, which the series adds, is the feature test.
+ *    Stock Debian kernels have neither and the module evicts instead.
  */
 #ifndef _VMDEFRAG_COMPAT_H
 #define _VMDEFRAG_COMPAT_H
@@ -49,6 +54,21 @@ static inline int vdf_compat_alloc_contig(unsigned long start,
 	return alloc_contig_range_noprof(start, end, MIGRATE_MOVABLE, gfp);
 #else
 	return alloc_contig_range(start, end, MIGRATE_MOVABLE, gfp);
+#endif
+}
+
+/*
+ * Move or let go of the objects of the mobile slab caches in [start, end)
+ * and free their emptied slabs (the movable-slab series); 0 when no slab
+ * page is left in the range, -EBUSY when some is, -EINTR, -ENOMEM, or
+ * -EOPNOTSUPP on a kernel without the series.
+ */
+static inline int vdf_compat_slab_vacate(unsigned long start, unsigned long end)
+{
+#ifdef CONFIG_SLAB_MOBILITY
+	return kmem_cache_vacate_range(start, end, NULL);
+#else
+	return -EOPNOTSUPP;
 #endif
 }
 

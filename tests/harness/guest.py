@@ -206,7 +206,7 @@ class Guest(StartStop):
             "-cpu", cpu, "-smp", str(self.smp),
             "-m", mem + (f",slots=2,maxmem={self.maxmem_mib}M" if self.maxmem_mib else ""),
             "-object", memobj,
-            "-kernel", f"/boot/vmlinuz-{self.kernel}", "-initrd", str(initrd),
+            "-kernel", str(initramfs.kernel_image(self.kernel)), "-initrd", str(initrd),
             "-append", append,
             "-serial", f"file:{w}/console.log", "-monitor", "none",
             "-device", "virtio-serial-pci,id=vser0",

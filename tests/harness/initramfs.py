@@ -60,8 +60,25 @@ GUEST_PROGRAMS = [
 ]
 
 
+# A kernel `make guest-kernel` built (build-aux/guest-kernel.sh) lives in
+# build/guest-kernel/<release>/: vmlinuz and lib/modules/<release>/.
+GUEST_KERNELS = BUILD / "guest-kernel"
+
+
+def module_dir(release):
+    """The kernel's modules: build/guest-kernel's, else /lib/modules'."""
+    own = GUEST_KERNELS / release / "lib/modules" / release
+    return own if own.is_dir() else Path("/lib/modules") / release
+
+
+def kernel_image(release):
+    """The kernel image QEMU boots for `release`."""
+    own = GUEST_KERNELS / release / "vmlinuz"
+    return own if own.exists() else Path(f"/boot/vmlinuz-{release}")
+
+
 def _module_index(release):
-    moddir = Path("/lib/modules") / release
+    moddir = module_dir(release)
     deps = {}
     for line in (moddir / "modules.dep").read_text().splitlines():
         path, _, rest = line.partition(":")
@@ -127,7 +144,8 @@ def _shared_libs(binary):
 
 
 def _inputs(release):
-    paths = [BUSYBOX, Path(__file__), BUILD / "module" / release / "vmdefrag.ko"]
+    paths = [BUSYBOX, Path(__file__), BUILD / "module" / release / "vmdefrag.ko",
+             module_dir(release) / "modules.dep"]
     paths += [BUILD / src for src, _ in GUEST_PROGRAMS]
     return [p for p in paths if p.exists()]
 
