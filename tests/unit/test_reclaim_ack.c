@@ -40,6 +40,7 @@
 
 #include <cmocka.h>
 
+#include "guest_end.h"
 #include "log.h"
 #include "loop.h"
 #include "reclaim.h"
@@ -108,53 +109,20 @@ static const struct session_hooks fx_hooks = {
 	.state_changed = fx_state,
 };
 
-static void quit_timer(struct loop_timer *t)
-{
-	loop_quit(t->userdata, 0);
-}
-
 static void pump(struct fixture *fx, unsigned int ms)
 {
-	struct loop_timer t;
-
-	loop_timer_init(&t, quit_timer, fx->loop);
-	loop_timer_arm(fx->loop, &t, ms);
-	loop_run(fx->loop);
+	guest_end_pump(fx->loop, ms);
 }
 
 static void guest_send(struct fixture *fx, const struct proto_msg *m)
 {
-	static uint8_t buf[PROTO_MAX_FRAME];
-	size_t len;
-
-	assert_int_equal(proto_encode(m, buf, sizeof(buf), &len), 0);
-	assert_int_equal(write(fx->gfd, buf, len), (ssize_t)len);
+	guest_end_send(fx->gfd, m);
 }
 
 /* The next frame the host sent into *m within ms: true, or false if none. */
 static bool guest_try_recv(struct fixture *fx, struct proto_msg *m, unsigned int ms)
 {
-	static uint8_t buf[PROTO_MAX_FRAME];
-
-	for (unsigned int waited = 0;; waited += 5) {
-		struct pollfd p = { .fd = fx->gfd, .events = POLLIN };
-		struct proto_frame f;
-		ssize_t n;
-
-		if (proto_decoder_next(&fx->dec, &f) == 1) {
-			assert_int_equal(proto_decode(&f, m), 0);
-			return true;
-		}
-		if (poll(&p, 1, 0) == 1) {
-			n = read(fx->gfd, buf, sizeof(buf));
-			assert_true(n > 0);
-			assert_int_equal(proto_decoder_feed(&fx->dec, buf, (size_t)n), n);
-			continue;
-		}
-		if (waited >= ms)
-			return false;
-		pump(fx, 5);
-	}
+	return guest_end_try_recv(fx->loop, fx->gfd, &fx->dec, m, ms);
 }
 
 static void guest_recv(struct fixture *fx, struct proto_msg *m)

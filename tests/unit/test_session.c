@@ -41,6 +41,7 @@
 
 #include <cmocka.h>
 
+#include "guest_end.h"
 #include "log.h"
 #include "loop.h"
 #include "session.h"
@@ -102,51 +103,22 @@ static void fx_resp(void *userdata, int status, const struct proto_msg *resp,
 		fx->resp = *resp;
 }
 
-static void quit_timer(struct loop_timer *t)
-{
-	loop_quit(t->userdata, 0);
-}
-
 /* Runs the loop for ms milliseconds. */
 static void pump(struct fixture *fx, unsigned int ms)
 {
-	struct loop_timer t;
-
-	loop_timer_init(&t, quit_timer, fx->loop);
-	loop_timer_arm(fx->loop, &t, ms);
-	loop_run(fx->loop);
+	guest_end_pump(fx->loop, ms);
 }
 
 static void guest_send(struct fixture *fx, const struct proto_msg *m)
 {
-	static uint8_t buf[PROTO_MAX_FRAME];
-	size_t len;
-
-	assert_int_equal(proto_encode(m, buf, sizeof(buf), &len), 0);
-	assert_int_equal(write(fx->gfd, buf, len), (ssize_t)len);
+	guest_end_send(fx->gfd, m);
 }
 
 /* The next frame the host sent, decoded into *m (waits for it). */
 static void guest_recv(struct fixture *fx, struct proto_msg *m)
 {
-	for (int i = 0; i < 50; i++) {
-		struct pollfd p = { .fd = fx->gfd, .events = POLLIN };
-		struct proto_frame f;
-		uint8_t buf[4096];
-		ssize_t n;
-
-		if (proto_decoder_next(&fx->dec, &f) == 1) {
-			assert_int_equal(proto_decode(&f, m), 0);
-			return;
-		}
-		pump(fx, 10);
-		if (poll(&p, 1, 0) == 1) {
-			n = read(fx->gfd, buf, sizeof(buf));
-			assert_true(n > 0);
-			assert_int_equal(proto_decoder_feed(&fx->dec, buf, (size_t)n), n);
-		}
-	}
-	fail_msg("the host sent nothing");
+	if (!guest_end_try_recv(fx->loop, fx->gfd, &fx->dec, m, 2000))
+		fail_msg("the host sent nothing");
 }
 
 static struct proto_msg *msg(uint16_t type, uint32_t id)
