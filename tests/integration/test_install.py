@@ -161,14 +161,17 @@ def unit_caps(unit_text):
 
 
 def status_when_settled(sock, timeout=15):
-    """The VM's status once the daemon has tried QEMU (attached or failed)."""
+    """The VM's status once the daemon has tried QEMU (attached or failed).
+    The attach runs on a worker: until its first answer the error reads
+    "not connected yet", which is no verdict."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         p = subprocess.run([str(VMDEFRAGCTL), "--socket", str(sock), "status", "--json"],
                            capture_output=True, text=True, timeout=10)
         if p.returncode == 0:
             vm = json.loads(p.stdout)["vms"][0]
-            if vm["qmp"]["connected"] or vm["qmp"].get("error"):
+            error = vm["qmp"].get("error")
+            if vm["qmp"]["connected"] or (error and error != "not connected yet"):
                 return vm
         time.sleep(0.2)
     raise AssertionError("the daemon never tried QEMU")

@@ -127,7 +127,11 @@ def test_libvirt_domain(agent_kernel, workdir, figures):
             h0 = captured_holes(g)
             b0, r0 = g.backing_bytes(), shmem_rss(pid0)
             p = d.ctl("reclaim", name, "128M", "--wait", check=False)
-            assert p.returncode == 0, (p.stdout, p.stderr, d.text()[-3000:])
+            # under heavy host load this has stopped at the guest's floor
+            # (70-80 of 128 MiB): the guest's memory then says why
+            assert p.returncode == 0, (p.stdout, p.stderr, d.text()[-3000:],
+                                       g.check("grep -E 'MemFree|MemAvail|Cached|Shmem:|"
+                                               "AnonPages|Slab' /proc/meminfo"))
             b1, r1 = g.backing_bytes(), shmem_rss(pid0)
             assert captured_holes(g) - h0 >= 128 * MIB, (h0, captured_holes(g))
             assert b0 - b1 >= 128 * MIB, (b0, b1, p.stdout)
