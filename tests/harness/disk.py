@@ -73,3 +73,25 @@ class Ext4Disk:
         out = subprocess.run(["fsck.ext4", "-n", "-f", str(self.path)],
                              capture_output=True, text=True)
         return out.returncode, out.stdout + out.stderr
+
+
+def start_racers(g, tree):
+    """Starts, in the background of guest g, a walker of the slabtree tree
+    (lookups and negative dentries) and a writer that writes and verifies
+    small trees under GUEST_MNT/t, both until stop_racers()."""
+    g.check(f"(while [ ! -e /run/stop ]; do slabtree walk {tree} --neg 2000 "
+            ">/dev/null || echo walk-failed >> /run/race.err; done; "
+            "echo done > /run/walker.done) </dev/null >/dev/null 2>&1 &")
+    g.check(f"(i=0; while [ ! -e /run/stop ]; do i=$((i+1)); "
+            f"slabtree write {GUEST_MNT}/t --files 300 --seed $i >/dev/null && "
+            f"slabtree wverify {GUEST_MNT}/t --files 300 --seed $i >/dev/null || "
+            "echo write-failed >> /run/race.err; done; "
+            "echo done > /run/writer.done) </dev/null >/dev/null 2>&1 &")
+
+
+def stop_racers(g):
+    """Stops start_racers()'s walker and writer, waits for both, and returns
+    what they reported failing ("" when nothing)."""
+    g.check("touch /run/stop; while [ ! -e /run/walker.done ] || "
+            "[ ! -e /run/writer.done ]; do sleep 1; done", timeout=900)
+    return g.run("cat /run/race.err")[1]

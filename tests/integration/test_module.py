@@ -16,6 +16,7 @@ import pytest
 
 from harness import hostmem
 from harness.guest import Guest, guest_kernels
+from harness.vdfnl import kv, num
 
 MIB = 1 << 20
 BLOCK = 2 * MIB
@@ -60,19 +61,6 @@ RAW_EXPECT = {
 ERRNO = {"EINVAL": -22, "ERANGE": -34, "E2BIG": -7, "EOPNOTSUPP": -95}
 OOM_SIGNS = re.compile(r"Out of memory|oom-kill|Killed process|invoked oom-killer")
 
-
-def kv(out):
-    """key=value lines of vdfnl output; the last value of a key wins."""
-    d = {}
-    for line in out.splitlines():
-        key, sep, val = line.partition("=")
-        if sep:
-            d[key] = val
-    return d
-
-
-def num(d, key):
-    return int(d[key], 0)
 
 
 def ranges(out):

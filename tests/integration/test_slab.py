@@ -12,10 +12,10 @@ Oops, BUG or WARNING on the guest console.
 import json
 import time
 
-from harness.disk import GUEST_DEV, GUEST_MNT, Ext4Disk
+from harness.disk import GUEST_DEV, GUEST_MNT, Ext4Disk, start_racers, stop_racers
 from harness.guest import Guest
 from harness.vmdefragd import Daemon
-from test_module import kv, num
+from harness.vdfnl import kv, num
 
 MIB = 1 << 20
 RAM_MIB = 1024
@@ -214,19 +214,10 @@ def test_evict_racing_walker_and_writer(kernel, figures):
                            "/sys/kernel/slab/dentry/sanity_checks").split() == ["1"] * 3
             load(g)
             slab_workload(g, options="", tree=RACE_TREE)
-            g.check(f"(while [ ! -e /run/stop ]; do slabtree walk {RACE_TREE} --neg 2000 "
-                    ">/dev/null || echo walk-failed >> /run/race.err; done; "
-                    "echo done > /run/walker.done) </dev/null >/dev/null 2>&1 &")
-            g.check(f"(i=0; while [ ! -e /run/stop ]; do i=$((i+1)); "
-                    f"slabtree write {GUEST_MNT}/t --files 300 --seed $i >/dev/null && "
-                    f"slabtree wverify {GUEST_MNT}/t --files 300 --seed $i >/dev/null || "
-                    "echo write-failed >> /run/race.err; done; "
-                    "echo done > /run/writer.done) </dev/null >/dev/null 2>&1 &")
+            start_racers(g, RACE_TREE)
             for evict in ("evict", "evict-slab", "evict"):
                 capture_all(g, evict)
-            g.check("touch /run/stop; while [ ! -e /run/walker.done ] || "
-                    "[ ! -e /run/writer.done ]; do sleep 1; done", timeout=900)
-            err = g.run("cat /run/race.err")[1]
+            err = stop_racers(g)
             assert "failed" not in err, err
             scan = kv(g.check("vdfnl scan"))
             assert num(scan, "evicted_dentries") > 0

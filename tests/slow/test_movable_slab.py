@@ -26,8 +26,9 @@ import time
 
 import pytest
 
-from harness.disk import GUEST_MNT, Ext4Disk
+from harness.disk import GUEST_MNT, Ext4Disk, start_racers, stop_racers
 from harness.guest import BUILD, Guest
+from harness.vdfnl import kv, num
 
 TREE = f"{GUEST_MNT}/t --files 8000 --dirs 100 --seed 13 --percent 70"
 DISK = dict(size_mib=1024, inodes=120000)
@@ -49,18 +50,6 @@ KERNEL = built_kernel()
 pytestmark = pytest.mark.skipif(
     KERNEL is None, reason="no movable-slab guest kernel: run `make guest-kernel`")
 
-
-def kv(out):
-    d = {}
-    for line in out.splitlines():
-        key, sep, val = line.partition("=")
-        if sep:
-            d[key] = val
-    return d
-
-
-def num(d, key):
-    return int(d[key], 0)
 
 
 def vmstat(g):
@@ -91,21 +80,12 @@ def test_vacate_without_eviction_of_page_cache():
             pinned = num(scan, "cause.slab_reclaim")
             assert pinned > 0, f"no block pinned only by reclaimable slab: {scan}"
 
-            g.check(f"(while [ ! -e /run/stop ]; do slabtree walk {TREE} --neg 2000 "
-                    ">/dev/null || echo walk-failed >> /run/race.err; done; "
-                    "echo done > /run/walker.done) </dev/null >/dev/null 2>&1 &")
-            g.check(f"(i=0; while [ ! -e /run/stop ]; do i=$((i+1)); "
-                    f"slabtree write {GUEST_MNT}/t --files 300 --seed $i >/dev/null && "
-                    f"slabtree wverify {GUEST_MNT}/t --files 300 --seed $i >/dev/null || "
-                    "echo write-failed >> /run/race.err; done; "
-                    "echo done > /run/writer.done) </dev/null >/dev/null 2>&1 &")
+            start_racers(g, TREE)
             t0 = time.monotonic()
             out = kv(g.check("vdfnl capture 4G --mode compact --budget-ms 300000 "
                              "--evict evict-slab", timeout=900))
             took = time.monotonic() - t0
-            g.check("touch /run/stop; while [ ! -e /run/walker.done ] || "
-                    "[ ! -e /run/writer.done ]; do sleep 1; done", timeout=900)
-            err = g.run("cat /run/race.err")[1]
+            err = stop_racers(g)
             assert "failed" not in err, err
 
             after = vmstat(g)
