@@ -80,6 +80,19 @@ echo "$touched" >"$OUT/touched"
 rm -rf "$tmp"
 
 mkdir -p "$OBJ"
+# The object tree records its source's absolute path (obj/Makefile, every
+# .cmd file): when the checkout moved, rewrite the text files rather than
+# rebuild from scratch (mtimes are kept, so the build stays incremental)
+src_now=$(cd "$SRC" && pwd -P)
+src_was=$(sed -n 's|^include \(.*\)/Makefile$|\1|p' "$OBJ/Makefile" \
+	  2>/dev/null || true)
+if [ -n "$src_was" ] && [ "$src_was" != "$src_now" ]; then
+	echo "  KERNEL  the tree moved from $src_was: rewriting obj/"
+	grep -rlIF "$src_was" "$OBJ" | while read -r f; do
+		sed -i "s|$src_was|$src_now|g" "$f"
+	done
+	ln -sfn "$src_now" "$OBJ/source"
+fi
 cd "$SRC"
 # allnoconfig with guest.config forced: every symbol it sets must hold
 make -s O="$OBJ" KCONFIG_ALLCONFIG="$PATCHES/guest.config" allnoconfig

@@ -87,6 +87,9 @@ from harness.vmdefragd import Daemon, DaemonError  # noqa: E402
 
 MIB = 1 << 20
 BLOCK = 2 * MIB
+# what a pressure step leaves of the guest's free + captured memory: the
+# watermarks and the kernel's own allocations while memcheck fills
+PRESSURE_SLACK = 24 * MIB
 KINDS = ("daemon", "agent", "qmp")
 POINTS = ("before-punch", "during-punch", "after-punch", "during-return",
           "during-pressure")
@@ -331,10 +334,15 @@ class Soak:
         it.ops.append(f"return {ret_mib}M " + (self.wait_op_end() if ok
                                                else f"refused ({err})"))
 
-        # pressure: free memory plus part of what is captured
+        # pressure: free memory plus part of what is captured, always
+        # leaving PRESSURE_SLACK of free + captured untouched: when a fault
+        # left nothing captured (the agent gave back blocks its dead daemon
+        # never ACKed), "all of MemFree" is below the watermarks, and the
+        # guest's OOM killer, not the agent, answers it
         caps = sum(length for _, length in g.captured_ranges())
         free = g.meminfo()["MemFree"]
-        pmib = max(8, (free + min(extra * MIB, caps // 2)) // MIB)
+        over = min(extra * MIB, caps // 2, caps - PRESSURE_SLACK)
+        pmib = max(8, (free + over) // MIB)
         held0 = self.held()
         g.check(f"(memcheck start --mib {pmib} --id {pid} --seed {it.n} "
                 f">/tmp/{pid}.log 2>&1; echo $? >/tmp/{pid}.rc) >/dev/null 2>&1 &")
