@@ -84,6 +84,7 @@ from harness import hostmem  # noqa: E402
 from harness.guest import BUILD, SPLAT, Guest, GuestCommandError, guest_kernels  # noqa: E402
 from harness.sockcut import conn_inodes, cut_unix_server_conns  # noqa: E402
 from harness.vmdefragd import Daemon, DaemonError  # noqa: E402
+from soak.common import SoakError, require_built  # noqa: E402
 
 MIB = 1 << 20
 BLOCK = 2 * MIB
@@ -96,10 +97,6 @@ POINTS = ("before-punch", "during-punch", "after-punch", "during-return",
 CONFIG = "[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n"
 VM = "g"
 MEMCHECK = re.compile(r"pages=(\d+) bad_pages=(\d+)")
-
-
-class SoakError(Exception):
-    pass
 
 
 def block_holes(g):
@@ -175,13 +172,7 @@ class Soak:
     # ---- setup -------------------------------------------------------------
 
     def needs(self):
-        missing = [p for p in (BUILD / "agent/vmdefrag-agent",
-                               BUILD / "module" / self.kernel / "vmdefrag.ko",
-                               BUILD / "daemon/vmdefragd", BUILD / "guest/memcheck")
-                   if not p.exists()]
-        if missing:
-            raise SoakError("not built: " + ", ".join(str(p) for p in missing)
-                            + " (run make all)")
+        require_built(self.kernel)
 
     def start(self, root):
         self.root = root

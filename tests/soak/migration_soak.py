@@ -69,6 +69,7 @@ from harness.guest import (BUILD, SPLAT, Guest, GuestCommandError, default_qemu,
                            guest_kernels)
 from harness.migration import IncomingGuest, PeakSampler, migrate  # noqa: E402
 from harness.vmdefragd import Daemon  # noqa: E402
+from soak.common import SoakError, require_built  # noqa: E402
 
 MIB = 1 << 20
 BLOCK = 2 * MIB
@@ -76,10 +77,6 @@ STOCK_QEMU = "/usr/bin/qemu-system-x86_64"
 PMD_SHARE_MIN = 0.90
 CONFIG = ("[daemon]\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n"
           "collapse_cpu_percent = {cpu}\n")
-
-
-class SoakError(Exception):
-    pass
 
 
 def resolve_qemu(path):
@@ -208,13 +205,7 @@ class Soak:
     # ---- setup -------------------------------------------------------------
 
     def needs(self):
-        missing = [p for p in (BUILD / "agent/vmdefrag-agent",
-                               BUILD / "module" / self.kernel / "vmdefrag.ko",
-                               BUILD / "daemon/vmdefragd", BUILD / "guest/memcheck")
-                   if not p.exists()]
-        if missing:
-            raise SoakError("not built: " + ", ".join(str(p) for p in missing)
-                            + " (run make all)")
+        require_built(self.kernel)
 
     def mode(self, n):
         if self.modes == "alternate":
