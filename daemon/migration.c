@@ -78,8 +78,10 @@
  * monitor queue (struct migration_poll, through the VM's
  * migration_monitor_ops), so a stopped QEMU holds a worker thread for the
  * QMP timeout, never the loop that serves the other VMs.  One poll at a
- * time (polling): a timer or a STOP/RESUME event that comes due while
- * one is queued or running waits for its done(), which arms the next.
+ * time (polling): the timer coming due while one is queued or running
+ * does nothing, and its done() arms the next.  (The VM handles no event
+ * of a lent monitor meanwhile; the STOP/RESUME read before a reply are
+ * handed over in its done(), and that reply is newer than them.)
  * Order: QEMU's events and replies come on one stream, so a poll's done()
  * first hands the VM the events read before its reply (they are older),
  * then applies the reply, then gives the monitor back (what comes after
