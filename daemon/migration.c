@@ -71,7 +71,29 @@
  * command waits for libvirt's migration job): virt_domains.c tells the
  * state from libvirt's lifecycle events through migration_note().
  *
- * Single-threaded, on the loop's thread.
+ * Off the loop.  No QMP command of this file runs on the loop's thread
+ * for a socket monitor: the attach questions (migration_probe(): version,
+ * run state, query-migrate, the events capability) run in the VM's attach
+ * job on a monitor worker (vm.c), and each poll is a job on the VM's
+ * monitor queue (struct migration_poll, through the VM's
+ * migration_monitor_ops), so a stopped QEMU holds a worker thread for the
+ * QMP timeout, never the loop that serves the other VMs.  One poll at a
+ * time (polling): the timer coming due while one is queued or running
+ * does nothing, and its done() arms the next.  (The VM handles no event
+ * of a lent monitor meanwhile; the STOP/RESUME read before a reply are
+ * handed over in its done(), and that reply is newer than them.)
+ * Order: QEMU's events and replies come on one stream, so a poll's done()
+ * first hands the VM the events read before its reply (they are older),
+ * then applies the reply, then gives the monitor back (what comes after
+ * is newer): the state machine sees QEMU's statuses in QEMU's order.  A
+ * monitor dropped while a poll waits cancels it (vm.c drains the queue,
+ * then migration_detach()), and the status it would have brought is not
+ * applied.  A libvirt monitor's attach questions (query-version only) are
+ * asked on the loop, each bounded by virt_monitor.c's wait.
+ *
+ * The state machine is single-threaded, on the loop's thread; only
+ * migration_probe() and migration_poll_run() run on a worker, on the
+ * monitor lent to their job, touching nothing else.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -86,12 +108,23 @@
 #include "reclaim.h"
 #include "session.h"
 #include "vm_layout.h"
+#include "worker.h"
 
 #define MIGRATION_POLL_MS		500
 #define MIGRATION_ARRIVED_POLL_MS	250
 #define MIGRATION_RECONCILE_WAIT_MS	20000
 #define MIGRATION_QMP_TIMEOUT_MS	QMP_DEFAULT_TIMEOUT_MS
 #define MIB(x)				((unsigned long long)((x) >> 20))
+
+/* A query-migrate on a worker: the monitor is lent to it meanwhile. */
+struct migration_poll {
+	struct worker_job w;
+	struct migration *m;		/* done() only */
+	struct qmp *q;
+	/* written by run() */
+	int r;
+	char status[MIGRATION_QEMU_STATUS_MAX];
+};
 
 struct migration {
 	struct loop *loop;
@@ -105,6 +138,10 @@ struct migration {
 	bool can_poll;			/* a socket monitor (not libvirt's) */
 	const struct vm_layout *layout;
 	pid_t pid;
+	const struct migration_monitor_ops *ops;	/* NULL: polls run inline */
+	void *ops_opaque;
+	struct migration_poll pjob;	/* queued or running while polling */
+	bool polling;
 
 	enum migration_state state;
 	char qemu_status[MIGRATION_QEMU_STATUS_MAX];
@@ -298,16 +335,20 @@ static void migration_apply(struct migration *m, const char *s)
 	migration_arm(m);
 }
 
-/* QEMU's status of its migration from query-migrate ("none" if none). */
-static int migration_query(struct migration *m, char *buf, size_t sz)
+/*
+ * QEMU's status of its migration from query-migrate ("none" if none).  On
+ * any thread that may use q.
+ */
+static int migration_query(struct qmp *q, char *buf, size_t sz)
 {
 	struct json_object *ret, *st;
 	int r;
 
-	r = qmp_execute(m->qmp, "query-migrate", NULL, MIGRATION_QMP_TIMEOUT_MS, &ret);
+	r = qmp_execute(q, "query-migrate", NULL, MIGRATION_QMP_TIMEOUT_MS, &ret);
 	if (r < 0)
 		return r;
-	if (json_object_object_get_ex(ret, "status", &st))
+	if (json_object_object_get_ex(ret, "status", &st) &&
+	    json_object_is_type(st, json_type_string))
 		snprintf(buf, sz, "%s", json_object_get_string(st));
 	else
 		snprintf(buf, sz, "none");
@@ -365,10 +406,37 @@ static void migration_return_step(struct migration *m)
 			       m->layout->ranges[i].len);
 }
 
+static void migration_poll_run(struct worker_job *w)
+{
+	struct migration_poll *j = (struct migration_poll *)w;
+
+	qmp_borrow(j->q);
+	j->r = migration_query(j->q, j->status, sizeof(j->status));
+	qmp_borrow(NULL);
+}
+
+/* The poll's answer, on the loop: see "Order" above. */
+static void migration_poll_done(struct worker_job *w, enum worker_end end)
+{
+	struct migration_poll *j = (struct migration_poll *)w;
+	struct migration *m = j->m;
+
+	if (end == WORKER_CANCELLED)
+		return;		/* the monitor goes: migration_detach() follows */
+	m->polling = false;
+	if (m->ops)
+		m->ops->events(m->ops_opaque);
+	if (j->r == 0 && strcmp(j->status, "none") != 0 && m->qmp == j->q)
+		migration_apply(m, j->status);
+	migration_arm(m);
+	if (m->ops)
+		m->ops->give_back(m->ops_opaque);
+}
+
 static void migration_poll(struct loop_timer *t)
 {
 	struct migration *m = t->userdata;
-	char s[MIGRATION_QEMU_STATUS_MAX];
+	int r;
 
 	if (m->state == MIGRATION_ARRIVED) {
 		if (!m->collapse_started)
@@ -377,11 +445,33 @@ static void migration_poll(struct loop_timer *t)
 			migration_return_step(m);
 		return;
 	}
-	if (!m->qmp || !m->can_poll)
-		return;
-	if (migration_query(m, s, sizeof(s)) == 0 && strcmp(s, "none") != 0)
-		migration_apply(m, s);
-	migration_arm(m);
+	if (!m->qmp || !m->can_poll || m->polling)
+		return;		/* a poll's done() arms the next */
+	m->pjob = (struct migration_poll) {
+		.w = { .run = migration_poll_run, .done = migration_poll_done },
+		.m = m,
+		.q = m->qmp,
+	};
+	m->polling = true;
+	if (!m->ops) {
+		migration_poll_run(&m->pjob.w);
+		return migration_poll_done(&m->pjob.w, WORKER_RAN);
+	}
+	/* an inline queue runs it and its done() before this returns */
+	r = m->ops->submit(m->ops_opaque, &m->pjob.w);
+	if (r < 0) {
+		m->polling = false;
+		log_debug("VM '%s': cannot queue a query-migrate (%s); trying "
+			  "again later", m->name, strerror(-r));
+		migration_arm(m);
+	}
+}
+
+void migration_set_monitor_ops(struct migration *m,
+			       const struct migration_monitor_ops *ops, void *opaque)
+{
+	m->ops = ops;
+	m->ops_opaque = opaque;
 }
 
 /* ---- QEMU attach / detach ---------------------------------------------- */
@@ -394,7 +484,8 @@ static int migration_run_state(struct qmp *q, char *buf, size_t sz)
 	r = qmp_execute(q, "query-status", NULL, MIGRATION_QMP_TIMEOUT_MS, &ret);
 	if (r < 0)
 		return r;
-	if (!json_object_object_get_ex(ret, "status", &st)) {
+	if (!json_object_object_get_ex(ret, "status", &st) ||
+	    !json_object_is_type(st, json_type_string)) {
 		json_object_put(ret);
 		return -EPROTO;
 	}
@@ -403,7 +494,7 @@ static int migration_run_state(struct qmp *q, char *buf, size_t sz)
 	return 0;
 }
 
-static void migration_enable_events(struct migration *m)
+static int migration_enable_events(struct qmp *q)
 {
 	struct json_object *args = json_object_new_object();
 	struct json_object *caps = json_object_new_array();
@@ -414,37 +505,52 @@ static void migration_enable_events(struct migration *m)
 	json_object_object_add(cap, "state", json_object_new_boolean(1));
 	json_object_array_add(caps, cap);
 	json_object_object_add(args, "capabilities", caps);
-	r = qmp_execute(m->qmp, "migrate-set-capabilities", args,
+	r = qmp_execute(q, "migrate-set-capabilities", args,
 			MIGRATION_QMP_TIMEOUT_MS, NULL);
 	json_object_put(args);
-	if (r < 0)
-		log_debug("VM '%s': cannot turn QEMU's migration events on (%s); "
-			  "polling during migrations only", m->name, qmp_last_error(m->qmp));
+	return r;
 }
 
-/* Which QEMU: its query-version, and whether qemu-patches built it. */
-static void migration_query_version(struct migration *m)
+void migration_probe(struct qmp *q, struct migration_probe *p)
 {
-	struct qmp_version v;
-	char qb[2 * QMP_PACKAGE_MAX + 8];
-	int r;
+	memset(p, 0, sizeof(*p));
+	snprintf(p->mig, sizeof(p->mig), "none");
+	/* which QEMU: its query-version, and whether qemu-patches built it */
+	p->version_r = qmp_query_version(q, MIGRATION_QMP_TIMEOUT_MS, &p->ver);
+	p->asked = qmp_fd(q) >= 0;
+	if (!p->asked)
+		return;
+	if (migration_run_state(q, p->run, sizeof(p->run)) < 0)
+		p->run[0] = '\0';
+	if (migration_query(q, p->mig, sizeof(p->mig)) < 0)
+		snprintf(p->mig, sizeof(p->mig), "none");
+	p->events_r = migration_enable_events(q);
+	if (p->events_r < 0)
+		snprintf(p->events_error, sizeof(p->events_error), "%s",
+			 qmp_last_error(q)[0] ? qmp_last_error(q) : strerror(-p->events_r));
+}
 
-	r = qmp_query_version(m->qmp, MIGRATION_QMP_TIMEOUT_MS, &v);
-	m->qemu_known = r == 0;
-	if (r < 0) {
+/* The probe's version, logged. */
+static void migration_take_version(struct migration *m, const struct migration_probe *p)
+{
+	const struct qmp_version *v = &p->ver;
+	char qb[2 * QMP_PACKAGE_MAX + 8];
+
+	m->qemu_known = p->version_r == 0;
+	if (p->version_r < 0) {
 		log_debug("VM '%s': query-version failed (%s): the QEMU is taken "
-			  "for a stock one", m->name, strerror(-r));
+			  "for a stock one", m->name, strerror(-p->version_r));
 		return;
 	}
-	m->ver = v;
-	log_debug("VM '%s': QEMU %d.%d.%d, package %s%s", m->name, v.version / 10000,
-		  v.version / 100 % 100, v.version % 100,
-		  log_quote_str(v.package, qb, sizeof(qb)),
-		  v.patched ? ": built with vmdefrag's patches" : "");
+	m->ver = *v;
+	log_debug("VM '%s': QEMU %d.%d.%d, package %s%s", m->name, v->version / 10000,
+		  v->version / 100 % 100, v->version % 100,
+		  log_quote_str(v->package, qb, sizeof(qb)),
+		  v->patched ? ": built with vmdefrag's patches" : "");
 }
 
 void migration_attach(struct migration *m, struct qmp *q, const struct vm_layout *l,
-		      pid_t pid)
+		      pid_t pid, const struct migration_probe *p)
 {
 	char run[32] = "", mig[MIGRATION_QEMU_STATUS_MAX] = "none";
 
@@ -452,12 +558,19 @@ void migration_attach(struct migration *m, struct qmp *q, const struct vm_layout
 	m->layout = l;
 	m->pid = pid;
 	m->can_poll = qmp_fd(q) >= 0;
+	m->polling = false;
 	m->qemu_status[0] = '\0';
-	migration_query_version(m);
-	if (m->can_poll) {
-		(void)migration_run_state(q, run, sizeof(run));
-		(void)migration_query(m, mig, sizeof(mig));
-		migration_enable_events(m);
+	migration_take_version(m, p);
+	if (m->can_poll && p->asked) {
+		snprintf(run, sizeof(run), "%s", p->run);
+		snprintf(mig, sizeof(mig), "%s", p->mig);
+		if (p->events_r < 0) {
+			char eb[2 * sizeof(p->events_error) + 8];
+
+			log_debug("VM '%s': cannot turn QEMU's migration events on "
+				  "(%s); polling during migrations only", m->name,
+				  log_quote_str(p->events_error, eb, sizeof(eb)));
+		}
 	}
 	if (!m->can_poll && m->state == MIGRATION_INCOMING) {
 		/* libvirt said so (migration_expect_incoming()); it also says
@@ -491,6 +604,7 @@ void migration_detach(struct migration *m)
 {
 	collapse_abort(m->collapse, "QEMU detached");
 	m->return_watch = false;
+	m->polling = false;	/* its job was cancelled with the monitor */
 	m->qmp = NULL;
 	m->layout = NULL;
 	m->pid = 0;

@@ -21,6 +21,7 @@
 
 struct loop;
 struct qmp;
+struct worker_job;
 struct reclaim;
 struct session;
 struct vm_layout;
@@ -69,13 +70,53 @@ void migration_free(struct migration *m);
 void migration_set_collapse_cpu_percent(struct migration *m, uint32_t cpu_percent);
 
 /*
+ * What QEMU says at attach: which QEMU (query-version) and, on a socket
+ * monitor, its run state, its migration's status and whether its
+ * MIGRATION events could be turned on.  migration_probe() asks, on any
+ * thread that may use q (the VM's attach job: a worker), and logs nothing;
+ * migration_attach() takes the answers on the loop.
+ */
+struct migration_probe {
+	int version_r;			/* 0, or query-version's errno */
+	struct qmp_version ver;
+	bool asked;			/* a socket monitor: the rest was asked */
+	char run[32];			/* query-status, "" if it failed */
+	char mig[MIGRATION_QEMU_STATUS_MAX];	/* query-migrate, "none" */
+	int events_r;			/* migrate-set-capabilities events */
+	char events_error[160];		/* QMP's error when events_r < 0 */
+};
+
+void migration_probe(struct qmp *q, struct migration_probe *ret_probe);
+
+/*
  * QEMU was attached (q, its layout l and pid stay valid until
- * migration_detach()): asks QEMU whether it migrates, and in which
- * direction, and turns QEMU's MIGRATION events on.  q may be a custom
- * transport (libvirt): then nothing is polled, migration_note() informs.
+ * migration_detach()): from the probe, whether QEMU migrates, and in which
+ * direction.  q may be a custom transport (libvirt): then nothing is
+ * polled, migration_note() informs.
  */
 void migration_attach(struct migration *m, struct qmp *q, const struct vm_layout *l,
-		      pid_t pid);
+		      pid_t pid, const struct migration_probe *p);
+
+/*
+ * How a poll of query-migrate reaches the VM's monitor without the loop
+ * waiting for it (vm.c provides these; without them a poll runs inline):
+ *   submit     queue job on the VM's monitor queue, the monitor lent to
+ *              it; 0, or a negative errno and nothing queued
+ *   events     in the job's done(): the monitor's events read so far
+ *              (those QEMU sent before the poll's reply) are handled
+ *   give_back  last thing in the job's done(): the monitor is the VM's
+ *              again (it reads what came since; it may detach the VM)
+ * A job of a monitor dropped meanwhile is cancelled, and its
+ * migration_detach() follows.
+ */
+struct migration_monitor_ops {
+	int (*submit)(void *opaque, struct worker_job *job);
+	void (*events)(void *opaque);
+	void (*give_back)(void *opaque);
+};
+
+void migration_set_monitor_ops(struct migration *m,
+			       const struct migration_monitor_ops *ops, void *opaque);
 void migration_detach(struct migration *m);
 /* A QMP event from the VM's monitor (any; the ones that matter are used). */
 void migration_qmp_event(struct migration *m, struct json_object *ev);

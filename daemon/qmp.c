@@ -324,6 +324,12 @@ int qmp_process_input(struct qmp *q)
 		return 0;	/* the borrower reads it meanwhile */
 	if (q->t)
 		return q->state == QMP_STATE_BROKEN ? q->broken_error : 0;
+	if (q->state == QMP_STATE_BROKEN)
+		return q->broken_error;
+	/* lines a command's read left behind its reply come first */
+	r = qmp_drain_lines(q);
+	if (r < 0)
+		return r;
 	/* read until the socket is empty, but stop after a bounded amount */
 	for (int i = 0; i < 64; i++) {
 		struct pollfd p = { .fd = q->fd, .events = POLLIN };

@@ -37,10 +37,12 @@
 #define QMP_EVENT_QUEUE_MAX	1024
 /*
  * The timeout of every command the daemon sends, and of connecting.  The
- * daemon's single loop waits for each one, so this is how long one VM's
- * hung QEMU (or libvirtd, for a monitor reached through libvirt) can stall
- * every other VM; after it, later commands to that monitor fail at once
- * until the late answer comes (qmp.c, virt_monitor.c).  A live QEMU
+ * daemon sends a socket monitor's commands from a worker thread (vm.c,
+ * migration.c), where a hung QEMU holds that thread this long; only a
+ * monitor reached through libvirt is still asked on the loop (when it is
+ * handed over), so a hung libvirtd or QEMU can stall every other VM this
+ * long per command there.  After it, later commands to that monitor fail
+ * at once until the late answer comes (qmp.c, virt_monitor.c).  A live QEMU
  * answers the daemon's commands in milliseconds, also under TCG; 5 s
  * leaves room for a loaded host and for libvirt's own locking (a monitor
  * command waits for the domain's job), the longest the daemon waited

@@ -48,9 +48,24 @@
  * it meanwhile), so a stopped QEMU never holds up the loop, and a range
  * the guest named meanwhile gets its verdict when it is done
  * (session_range_verdict()).  Attaching to a --vm's QMP socket (connect,
- * the first discovery) runs on the worker too (struct vm_attach); only a
- * monitor libvirt hands over is adopted on the loop, each command bounded
- * by virt_monitor.c's wait.
+ * the first discovery, the balloon, migration.c's attach questions) runs
+ * on the worker too (struct vm_attach), and so do migration.c's polls of
+ * query-migrate (migration_monitor_ops below).  Only a monitor libvirt
+ * hands over is adopted on the loop, each command bounded by
+ * virt_monitor.c's wait: virt_domains.c acts on the attach's outcome
+ * right after vm_attach_monitor() returns (notes an arrived migration
+ * "completed", splits the domain's record), which an attach that ends
+ * later would have to call back into; and such a monitor is never
+ * polled, so its commands are the attach's few.
+ *
+ * Lending the monitor: a job on the VM's monitor queue that uses the
+ * monitor holds a lease on it (vm_monitor_lend(), counted: a rediscovery
+ * and a poll may both be queued, and run one after the other); while any
+ * is held the loop neither watches the monitor's socket nor sends it a
+ * command, and the last job's done() gives it back (vm_monitor_give_back():
+ * the socket watched again, the events read meanwhile handled).  A drop
+ * of the monitor cancels the jobs (worker_queue_drain()) and forgets the
+ * leases with it.
  *
  * Where the monitor comes from: a --vm names a QMP socket, and the VM
  * connects and retries on its own (qmp_retry timer).  A libvirt domain's
@@ -61,9 +76,9 @@
  * runs for it; the domain's lifecycle events decide.
  *
  * Single-threaded, on the loop's thread, but for the run() of the monitor
- * jobs on the VM's worker queue (attach, rediscovery), which touch only
- * what their job holds: both run one at a time, and the monitor is theirs
- * meanwhile.
+ * jobs on the VM's worker queue (attach, rediscovery, migration.c's
+ * poll), which touch only what their job holds: they run one at a time,
+ * and the monitor is theirs meanwhile.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -113,7 +128,9 @@ struct vm {
 	struct vm_layout *layout;	/* NULL while detached */
 	struct loop_timer layout_timer;	/* a rediscovery waits for its turn */
 	uint64_t layout_refresh_ms;	/* loop_now_ms() of the last one */
-	struct worker_queue *mq;	/* monitor jobs: attach, rediscovery */
+	struct worker_queue *mq;	/* monitor jobs: attach, rediscovery,
+					 * migration.c's polls */
+	unsigned int lent;		/* jobs queued holding the monitor */
 	struct vm_refresh *refresh;	/* the rediscovery running, or NULL */
 	bool attaching;			/* a vm_attach job is queued */
 	enum vm_backend backend;
@@ -179,6 +196,7 @@ static void vm_qmp_drop(struct vm *vm)
 	worker_queue_drain(vm->mq);
 	vm->refresh = NULL;
 	vm->attaching = false;
+	vm->lent = 0;		/* the cancelled jobs' leases */
 	loop_timer_disarm(vm->loop, &vm->layout_timer);
 	loop_io_remove(vm->loop, &vm->qmp_io);
 	migration_detach(vm->mig);
@@ -214,14 +232,15 @@ static bool vm_event_moves_ram(const char *name)
 	return false;
 }
 
-static void vm_qmp_io(struct loop_io *io, uint32_t events)
+/*
+ * Handles the events the monitor has queued (without reading more): true
+ * if one may have moved RAM.
+ */
+static bool vm_qmp_events(struct vm *vm)
 {
-	struct vm *vm = io->userdata;
 	struct json_object *ev;
 	bool moved = false;
-	int r;
 
-	r = qmp_process_input(vm->qmp);
 	while (vm->qmp && qmp_next_event(vm->qmp, &ev) == 0) {
 		struct json_object *name;
 
@@ -237,6 +256,17 @@ static void vm_qmp_io(struct loop_io *io, uint32_t events)
 		migration_qmp_event(vm->mig, ev);
 		json_object_put(ev);
 	}
+	return moved;
+}
+
+static void vm_qmp_io(struct loop_io *io, uint32_t events)
+{
+	struct vm *vm = io->userdata;
+	bool moved;
+	int r;
+
+	r = qmp_process_input(vm->qmp);
+	moved = vm_qmp_events(vm);
 	if (moved && vm->qmp && r >= 0)
 		vm_layout_changed(vm);
 	if (r < 0) {
@@ -321,11 +351,86 @@ static enum reclaim_backend vm_reclaim_backend(const struct vm *vm)
 	}
 }
 
+/* A job about to be queued takes a lease on the monitor (vm->qmp). */
+static void vm_monitor_lend(struct vm *vm)
+{
+	if (vm->lent++)
+		return;
+	loop_io_remove(vm->loop, &vm->qmp_io);
+	qmp_lend(vm->qmp, true);
+}
+
 /*
- * The layout rediscovered on a worker (memory hot-plug): the job holds
- * the monitor, lent to it (qmp_lend()), from its queuing to its done();
- * the loop neither reads the monitor's socket nor sends it a command
- * meanwhile (migration.c's polls get -EBUSY and poll again later).  So a
+ * A lease ends (the job's done(), or a submit that failed): the last one
+ * gives the monitor back; with read_events, the events read meanwhile are
+ * handled and the socket read (this may detach the VM).
+ */
+static void vm_monitor_unlend(struct vm *vm, bool read_events)
+{
+	int r;
+
+	if (!vm->qmp || !vm->lent || --vm->lent)
+		return;
+	qmp_lend(vm->qmp, false);
+	if (qmp_fd(vm->qmp) < 0)
+		return;		/* libvirt's: no socket, no events */
+	r = loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(vm->qmp), EPOLLIN);
+	if (r < 0) {
+		log_warning_errno(r, "VM '%s': epoll: %m", vm->conf.name);
+		return vm_qmp_detach(vm, r, "epoll");
+	}
+	if (read_events)
+		vm_qmp_io(&vm->qmp_io, EPOLLIN);
+}
+
+static void vm_monitor_give_back(struct vm *vm)
+{
+	vm_monitor_unlend(vm, true);
+}
+
+/* Queues job holding a lease on the monitor; undone if it cannot be. */
+static int vm_monitor_submit(struct vm *vm, struct worker_job *job)
+{
+	int r;
+
+	if (!vm->qmp)
+		return -ENOTCONN;
+	vm_monitor_lend(vm);
+	r = worker_submit(vm->mq, job);
+	if (r < 0)
+		vm_monitor_unlend(vm, false);
+	return r;
+}
+
+/* migration.c's polls of query-migrate, as jobs on the monitor queue. */
+static int vm_mig_submit(void *opaque, struct worker_job *job)
+{
+	return vm_monitor_submit(opaque, job);
+}
+
+static void vm_mig_events(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	if (vm_qmp_events(vm) && vm->qmp)
+		vm_layout_changed(vm);
+}
+
+static void vm_mig_give_back(void *opaque)
+{
+	vm_monitor_give_back(opaque);
+}
+
+static const struct migration_monitor_ops vm_mig_ops = {
+	.submit = vm_mig_submit,
+	.events = vm_mig_events,
+	.give_back = vm_mig_give_back,
+};
+
+/*
+ * The layout rediscovered on a worker (memory hot-plug): the job holds a
+ * lease on the monitor from its queuing to its done(); the loop neither
+ * reads the monitor's socket nor sends it a command meanwhile.  So a
  * stopped QEMU or libvirtd delays only this VM's rediscovery, by at most
  * its commands' timeouts, never the loop.
  */
@@ -392,7 +497,6 @@ static void vm_refresh_done(struct worker_job *w, enum worker_end end)
 	struct vm_refresh *j = (struct vm_refresh *)w;
 	struct vm *vm = j->vm;
 	struct proto_range pr;
-	int r;
 
 	if (end == WORKER_CANCELLED) {
 		/* the monitor is being dropped (its owner returns the lease) */
@@ -401,17 +505,6 @@ static void vm_refresh_done(struct worker_job *w, enum worker_end end)
 		return;
 	}
 	vm->refresh = NULL;
-	qmp_lend(j->q, false);
-	if (qmp_fd(j->q) >= 0) {
-		r = loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(j->q), EPOLLIN);
-		if (r < 0) {
-			vm_layout_free(j->fresh);
-			free(j);
-			log_warning_errno(r, "VM '%s': epoll: %m", vm->conf.name);
-			vm_qmp_detach(vm, r, "epoll");
-			return;
-		}
-	}
 	if (j->r < 0)
 		log_warning_errno(j->r, "VM '%s': cannot discover the RAM layout again "
 				  "(%m%s%s); keeping the one known", vm->conf.name,
@@ -425,9 +518,9 @@ static void vm_refresh_done(struct worker_job *w, enum worker_end end)
 		session_range_verdict(vm->session,
 				      vm_layout_translate(vm->layout, pr.gpa, pr.len,
 							  NULL, NULL) == 0);
-	/* events read meanwhile (they waited in the socket) */
-	if (vm->qmp && qmp_fd(vm->qmp) >= 0)
-		vm_qmp_io(&vm->qmp_io, EPOLLIN);
+	/* the monitor back (if no poll holds it too), and the events read
+	 * meanwhile, or waiting in the socket */
+	vm_monitor_give_back(vm);
 }
 
 /* Starts a rediscovery of the layout on the worker, unless one runs. */
@@ -450,16 +543,11 @@ static void vm_layout_refresh(struct vm *vm)
 	j->q = vm->qmp;
 	j->pid = vm->pid;
 	vm->layout_refresh_ms = loop_now_ms();
-	loop_io_remove(vm->loop, &vm->qmp_io);
-	qmp_lend(vm->qmp, true);
 	vm->refresh = j;
-	r = worker_submit(vm->mq, &j->w);
+	r = vm_monitor_submit(vm, &j->w);
 	if (r < 0) {
-		/* one job at a time: never full; undo if it were */
+		/* a few jobs at a time: never full; undone if it were */
 		vm->refresh = NULL;
-		qmp_lend(j->q, false);
-		if (qmp_fd(j->q) >= 0)
-			(void)loop_io_add(vm->loop, &vm->qmp_io, qmp_fd(j->q), EPOLLIN);
 		free(j);
 		log_warning_errno(r, "VM '%s': cannot rediscover the layout: %m",
 				  vm->conf.name);
@@ -484,11 +572,13 @@ void vm_layout_changed(struct vm *vm)
 /*
  * Takes q and layout (closed and freed on failure): watches the monitor's
  * fd if it has one and installs QEMU pid `pid`'s layout and backend
- * (probe_r, hb: vm_probe_balloon()'s answer).
+ * (probe_r, hb: vm_probe_balloon()'s answer) and its migration (mp:
+ * migration_probe()'s answers).
  */
 static int vm_qmp_install(struct vm *vm, struct qmp *q, pid_t pid,
 			  struct vm_layout *layout, int probe_r,
-			  const struct hint_balloon *hb)
+			  const struct hint_balloon *hb,
+			  const struct migration_probe *mp)
 {
 	int r;
 
@@ -514,7 +604,7 @@ static int vm_qmp_install(struct vm *vm, struct qmp *q, pid_t pid,
 	if (r < 0)
 		log_warning_errno(r, "VM '%s': cannot track its blocks: %m; reclaim "
 				  "is unavailable", vm->conf.name);
-	migration_attach(vm->mig, q, layout, pid);
+	migration_attach(vm->mig, q, layout, pid, mp);
 	return 0;
 }
 
@@ -524,6 +614,7 @@ static int vm_qmp_install(struct vm *vm, struct qmp *q, pid_t pid,
  */
 static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 {
+	struct migration_probe mp;
 	struct hint_balloon hb;
 	struct vm_layout *layout;
 	int r;
@@ -538,12 +629,14 @@ static int vm_qmp_adopt(struct vm *vm, struct qmp *q, pid_t pid)
 		return r;
 	}
 	r = vm_probe_balloon(layout, q, &hb);
-	return vm_qmp_install(vm, q, pid, layout, r, &hb);
+	migration_probe(q, &mp);
+	return vm_qmp_install(vm, q, pid, layout, r, &hb, &mp);
 }
 
 /*
  * Connecting to a --vm's QMP socket, on a worker: connect (QEMU greets
- * and negotiates), its pid, the layout, the balloon.  A stopped QEMU
+ * and negotiates), its pid, the layout, the balloon, and what
+ * migration.c asks at attach (migration_probe()).  A stopped QEMU
  * accepts the connection but never greets; the loop does not wait for
  * it.  The qmp is the job's alone until done() installs it.
  */
@@ -559,6 +652,7 @@ struct vm_attach {
 	struct vm_layout *layout;
 	int probe_r;
 	struct hint_balloon hb;
+	struct migration_probe mp;
 };
 
 static void vm_attach_run(struct worker_job *w)
@@ -589,6 +683,7 @@ static void vm_attach_run(struct worker_job *w)
 		goto out_close;
 	}
 	j->probe_r = vm_probe_balloon(j->layout, j->q, &j->hb);
+	migration_probe(j->q, &j->mp);
 	j->r = 0;
 	return;
 
@@ -619,12 +714,16 @@ static void vm_attach_done(struct worker_job *w, enum worker_end end)
 	}
 	vm->attaching = false;
 	if (r == 0)
-		r = vm_qmp_install(vm, j->q, j->pid, j->layout, j->probe_r, &j->hb);
+		r = vm_qmp_install(vm, j->q, j->pid, j->layout, j->probe_r, &j->hb,
+				   &j->mp);
 	else
 		snprintf(vm->qmp_error, sizeof(vm->qmp_error), "%s", j->error);
 	free(j);
-	if (r == 0)
-		return vm_log_attached(vm);
+	if (r == 0) {
+		vm_log_attached(vm);
+		/* events the attach's commands read (they waited meanwhile) */
+		return vm_qmp_io(&vm->qmp_io, EPOLLIN);
+	}
 	first = vm->qmp_backoff_ms == 0;
 	vm_qmp_schedule_retry(vm);
 	if (first)
@@ -1363,6 +1462,7 @@ int vm_new(struct loop *loop, const struct config *cfg,
 		free(vm);
 		return r;
 	}
+	migration_set_monitor_ops(vm->mig, &vm_mig_ops, vm);
 	pol = conf->policy;
 	pol.floor_bytes = conf->floor_bytes;
 	r = policy_vm_new(loop, conf->name, cfg->state_dir, &pol, &vm_policy_hooks,

@@ -29,6 +29,14 @@ test_stopped_qemu_isolated   VM A's QEMU is SIGSTOPped and its guest names
                              question ends as a refusal would (A's session
                              drops, the range is not RAM), and C attaches
                              once it runs again.
+test_stopped_incoming_qemu_isolated
+                             VM A's QEMU waits for an incoming migration
+                             (-incoming defer), so the daemon polls its
+                             query-migrate every 500 ms; it is SIGSTOPped:
+                             VM B's status and scan are still answered
+                             within STALL_BOUND_S each while A's polls wait
+                             (on a worker) for the monitor timeout, and A
+                             is still attached and incoming once it runs.
 test_status_backends         status reports each VM's RAM and backend as
                              QEMU has it: memfd -> shared (backing bytes as
                              the kernel counts them), memory-backend-ram
@@ -194,7 +202,8 @@ class PausedQemu:
     memfd (backend="memfd") or anonymous (backend="anon"), plus one optional
     -device."""
 
-    def __init__(self, workdir, name, backend="memfd", ram="256M", device=None):
+    def __init__(self, workdir, name, backend="memfd", ram="256M", device=None,
+                 extra=()):
         self.qmp = Path(workdir) / f"{name}.qmp"
         mem = (f"memory-backend-memfd,id=ram0,size={ram},share=on" if backend == "memfd"
                else f"memory-backend-ram,id=ram0,size={ram}")
@@ -204,6 +213,7 @@ class PausedQemu:
                 "-qmp", f"unix:{self.qmp},server=on,wait=off"]
         if device:
             args += ["-device", device]
+        args += list(extra)
         self.proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, preexec_fn=_pdeathsig)
@@ -476,6 +486,65 @@ def test_stopped_qemu_isolated(workdir, figures):
         qa.close()
         qb.close()
         qc.close()
+    assert rc == 0, d.text()[-3000:]
+
+
+def test_stopped_incoming_qemu_isolated(workdir, figures):
+    # -incoming defer: QEMU waits for a migration that never comes, and the
+    # daemon polls its query-migrate as long as it does (migration.c)
+    qa = PausedQemu(workdir, "a", extra=["-incoming", "defer"])
+    qb = PausedQemu(workdir, "b")
+    guest_b = FakeGuest(workdir / "b.vdf")
+    d = Daemon(workdir, [("A", qa.qmp, workdir / "a.vdf"),
+                         ("B", qb.qmp, workdir / "b.vdf")], config=CONFIG_STOPPED)
+    stopped = False
+    try:
+        d.wait_for(lambda: d.status("B")["B"]["session"]["state"] == "ready" and
+                   d.status("A")["A"]["migration"]["state"] == "incoming",
+                   "B's session ready, A incoming")
+        assert d.status("A")["A"]["qmp"]["connected"]
+        os.kill(qa.proc.pid, signal.SIGSTOP)
+        stopped = True
+        t_stop = time.monotonic()
+        c = CtlConn(d.socket)
+        lat = []
+        try:
+            # several polls (MIGRATION_POLL_MS) come due meanwhile; the
+            # first waits for the whole monitor timeout
+            while time.monotonic() - t_stop < QMP_TIMEOUT_S + 1:
+                t0 = time.monotonic()
+                st = c.ask(cmd="status", vm="B")
+                scan = c.ask(cmd="scan", vm="B")
+                lat.append(time.monotonic() - t0)
+                assert st["ok"] and st["vms"][0]["session"]["state"] == "ready", st
+                assert scan["ok"] and scan["scan"]["total_bytes"] == 200 * MIB, scan
+                a = c.ask(cmd="status", vm="A")["vms"][0]
+                assert a["migration"]["state"] == "incoming", a["migration"]
+                time.sleep(0.05)
+        finally:
+            c.close()
+        figures("VM B: slowest status + scan while incoming VM A's QEMU was "
+                "stopped (ms)", round(max(lat) * 1000))
+        assert max(lat) < STALL_BOUND_S, lat
+        os.kill(qa.proc.pid, signal.SIGCONT)
+        stopped = False
+        # QEMU answers the late poll; A stays attached and incoming, and its
+        # polls go on (a poll's reply after the timeout is dropped by id)
+        t_cont = time.monotonic()
+        while time.monotonic() - t_cont < 1.5:
+            a = d.status("A")["A"]
+            assert a["qmp"]["connected"] and a["migration"]["state"] == "incoming", a
+            time.sleep(0.1)
+        assert "VM 'A': QMP connection lost" not in d.text()
+        assert d.status("B")["B"]["session"]["drops"] == 0
+        assert d.alive()
+    finally:
+        if stopped:
+            os.kill(qa.proc.pid, signal.SIGCONT)
+        rc = d.close()
+        guest_b.close()
+        qa.close()
+        qb.close()
     assert rc == 0, d.text()[-3000:]
 
 

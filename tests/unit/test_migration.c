@@ -11,9 +11,17 @@
  * Each case: a sequence of statuses, the state after each, and whether an
  * operation is refused at the end (its one line checked for the words a
  * user needs).
+ *
+ * Then with a real QEMU waiting for an incoming migration (-incoming
+ * defer): the attach questions (migration_probe()) and the polls of
+ * query-migrate as jobs on a real worker pool, through monitor ops like
+ * vm.c's: with that QEMU stopped the loop keeps turning while the poll
+ * waits on its worker, a poll that comes due meanwhile is not queued
+ * again, and each done() hands over the events before the monitor.
  */
 #include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,8 +33,10 @@
 
 #include "loop.h"
 #include "migration.h"
+#include "qemu_fixture.h"
 #include "reclaim.h"
 #include "session.h"
+#include "worker.h"
 
 struct fixture {
 	struct loop *loop;
@@ -221,12 +231,180 @@ static void test_released_outside_arrival(void **state)
 	assert_int_equal(st.collapse.rerun.queued_bytes, 0);
 }
 
+/* ---- polls on a worker, against a real QEMU ---------------------------- */
+
+#define POLL_STOP_MS	700	/* QEMU stopped this long during the first poll */
+
+struct poll_fx {
+	struct fixture *fx;
+	struct qemu_vm vm;
+	struct worker_pool *pool;
+	struct worker_queue *wq;
+	struct loop_timer cont, tick, guard;
+	int submits, events, give_backs;
+	int submits_at_first_back;	/* submits when the first poll ended */
+	bool events_before_back;	/* every done(): events, then give_back */
+	bool lent;
+	bool stopped;
+	int ticks_stopped;		/* loop turns while QEMU was stopped */
+	uint64_t first_back_ms, stop_ms;
+};
+
+static int pf_submit(void *opaque, struct worker_job *job)
+{
+	struct poll_fx *pf = opaque;
+	struct json_object *stop;
+	int r;
+
+	assert_false(pf->lent);		/* never queued twice */
+	pf->submits++;
+	qmp_lend(pf->vm.qmp, true);
+	pf->lent = true;
+	r = worker_submit(pf->wq, job);
+	assert_int_equal(r, 0);
+	if (pf->submits == 1) {
+		/* the first poll meets a stopped QEMU; a STOP event asks for a
+		 * poll at once meanwhile, which must wait for this one */
+		assert_int_equal(kill(pf->vm.pid, SIGSTOP), 0);
+		pf->stopped = true;
+		pf->stop_ms = loop_now_ms();
+		loop_timer_arm(pf->fx->loop, &pf->cont, POLL_STOP_MS);
+		stop = json_tokener_parse("{\"event\": \"STOP\"}");
+		migration_qmp_event(pf->fx->m, stop);
+		json_object_put(stop);
+	}
+	return 0;
+}
+
+static void pf_events(void *opaque)
+{
+	struct poll_fx *pf = opaque;
+	struct json_object *ev;
+
+	pf->events++;
+	if (pf->events != pf->give_backs + 1)
+		pf->events_before_back = false;
+	while (qmp_next_event(pf->vm.qmp, &ev) == 0) {
+		migration_qmp_event(pf->fx->m, ev);
+		json_object_put(ev);
+	}
+}
+
+static void pf_give_back(void *opaque)
+{
+	struct poll_fx *pf = opaque;
+
+	pf->give_backs++;
+	if (pf->give_backs != pf->events)
+		pf->events_before_back = false;
+	qmp_lend(pf->vm.qmp, false);
+	pf->lent = false;
+	if (pf->give_backs == 1) {
+		pf->submits_at_first_back = pf->submits;
+		pf->first_back_ms = loop_now_ms();
+	}
+	if (pf->give_backs == 2)
+		loop_quit(pf->fx->loop, 0);
+}
+
+static const struct migration_monitor_ops pf_ops = {
+	.submit = pf_submit, .events = pf_events, .give_back = pf_give_back,
+};
+
+static void pf_cont(struct loop_timer *t)
+{
+	struct poll_fx *pf = t->userdata;
+
+	kill(pf->vm.pid, SIGCONT);
+	pf->stopped = false;
+}
+
+static void pf_tick(struct loop_timer *t)
+{
+	struct poll_fx *pf = t->userdata;
+
+	if (pf->stopped)
+		pf->ticks_stopped++;
+	loop_timer_arm(pf->fx->loop, &pf->tick, 20);
+}
+
+static void pf_guard(struct loop_timer *t)
+{
+	struct poll_fx *pf = t->userdata;
+
+	loop_quit(pf->fx->loop, -ETIMEDOUT);
+}
+
+static void test_poll_on_worker(void **state)
+{
+	static const char *const args[] = {
+		"-machine", "q35,accel=tcg", "-m", "64M", "-incoming", "defer", NULL,
+	};
+	struct fixture *fx = *state;
+	struct poll_fx pf = { .fx = fx, .events_before_back = true };
+	struct migration_probe p;
+	struct migration_status st;
+	int r;
+
+	if (!fixture_have_qemu())
+		skip();
+	r = qemu_vm_start(&pf.vm, args);
+	if (r < 0) {
+		fixture_print_stderr(&pf.vm);
+		fail_msg("cannot start qemu: %s", strerror(-r));
+	}
+	migration_probe(pf.vm.qmp, &p);
+	assert_int_equal(p.version_r, 0);
+	assert_true(p.ver.version >= 20000);
+	assert_true(p.asked);
+	assert_string_equal(p.run, "inmigrate");
+	assert_string_equal(p.mig, "none");
+	assert_int_equal(p.events_r, 0);
+
+	assert_int_equal(worker_pool_new(fx->loop, 1, &pf.pool), 0);
+	assert_int_equal(worker_queue_new(pf.pool, &pf.wq), 0);
+	loop_timer_init(&pf.cont, pf_cont, &pf);
+	loop_timer_init(&pf.tick, pf_tick, &pf);
+	loop_timer_init(&pf.guard, pf_guard, &pf);
+	loop_timer_arm(fx->loop, &pf.tick, 20);
+	loop_timer_arm(fx->loop, &pf.guard, 20000);
+	migration_set_monitor_ops(fx->m, &pf_ops, &pf);
+	migration_attach(fx->m, pf.vm.qmp, NULL, pf.vm.pid, &p);
+	assert_true(migration_incoming(fx->m));
+	assert_true(migration_holds_session(fx->m));
+
+	r = loop_run(fx->loop);
+	loop_timer_disarm(fx->loop, &pf.tick);
+	loop_timer_disarm(fx->loop, &pf.guard);
+	loop_timer_disarm(fx->loop, &pf.cont);
+	if (pf.stopped)
+		kill(pf.vm.pid, SIGCONT);
+	migration_get_status(fx->m, &st);
+	migration_detach(fx->m);
+	worker_queue_free(pf.wq);
+	worker_pool_free(pf.pool);
+	qemu_vm_stop(&pf.vm);
+
+	assert_int_equal(r, 0);
+	/* the loop turned while the poll waited for the stopped QEMU */
+	assert_true(pf.ticks_stopped >= POLL_STOP_MS / 20 / 2);
+	assert_true(pf.first_back_ms - pf.stop_ms >= POLL_STOP_MS - 50);
+	/* the STOP event's poll waited for the running one */
+	assert_int_equal(pf.submits_at_first_back, 1);
+	assert_int_equal(pf.submits, 2);
+	assert_true(pf.events_before_back);
+	/* QEMU's "no migration yet" changes nothing */
+	assert_int_equal(st.state, MIGRATION_INCOMING);
+	assert_string_equal(st.qemu_status, "none");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_states, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_released_outside_arrival, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_poll_on_worker, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -593,6 +593,36 @@ static void test_peer_process_input(void **state)
 	close(peer);
 }
 
+/*
+ * A command's reply and an event behind it in one read: the command leaves
+ * the event unparsed (whoever holds the events knows the ones queued came
+ * before the reply, migration.c relies on it), and the next
+ * qmp_process_input() queues it without waiting for more from QEMU.
+ */
+static void test_peer_event_behind_reply(void **state)
+{
+	struct json_object *ev = NULL, *name;
+	struct qmp *q;
+	int peer;
+
+	peer = peer_connect(GREETING CAPS_OK, &q, 0);
+	peer_write(peer, "{\"event\": \"BEFORE\"}\n"
+			 "{\"return\": {}, \"id\": \"vdf-2\"}\n"
+			 "{\"event\": \"AFTER\"}\n");
+	assert_int_equal(qmp_execute(q, "x", NULL, 500, NULL), 0);
+	assert_int_equal(qmp_events_queued(q), 1);
+	assert_int_equal(qmp_process_input(q), 0);
+	assert_int_equal(qmp_events_queued(q), 2);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(qmp_next_event(q, &ev), 0);
+		assert_true(json_object_object_get_ex(ev, "event", &name));
+		assert_string_equal(json_object_get_string(name), i ? "AFTER" : "BEFORE");
+		json_object_put(ev);
+	}
+	qmp_close(q);
+	close(peer);
+}
+
 static void test_parse_line(void **state)
 {
 	struct json_object *o = NULL;
@@ -776,6 +806,7 @@ int main(void)
 		cmocka_unit_test(test_peer_event_flood),
 		cmocka_unit_test(test_peer_line_too_long),
 		cmocka_unit_test(test_peer_process_input),
+		cmocka_unit_test(test_peer_event_behind_reply),
 		cmocka_unit_test(test_custom_reply_table),
 		cmocka_unit_test(test_custom_connreset_breaks),
 		cmocka_unit_test(test_log_quote),
