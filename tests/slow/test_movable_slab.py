@@ -11,10 +11,15 @@ build, walk with negative dentries, scatter), and checks real effects:
    /proc/vmstat) and the module uses it: an evict-slab capture first asks
    the kernel to vacate the slab of the blocks reclaimable slab pins, and
    the counters show slabs vacated and objects let go;
- - blocks the census counted as pinned by reclaimable slab come back;
+ - slabs are emptied (not only objects let go): the page cache's xarray
+   nodes are moved (slab_obj_moved), slabs are freed (slab_vacate_success)
+   and blocks the census counted as pinned by reclaimable slab come back
+   (at least half of them; the figure is printed);
  - no page cache is evicted (the module's evicted_pagecache_bytes stays
-   0), guest memory (memcheck), the tree's contents (slabtree verify) and
-   the filesystem (fsck.ext4 -n) are intact;
+   0; /proc/meminfo's Cached is printed before and after), guest memory
+   (memcheck), the tree's contents (slabtree verify) and the filesystem
+   (fsck.ext4 -n) are intact, and dmesg has no BUG, WARNING or slub_debug
+   report;
  - all of it while a walker re-reads the tree and a writer creates and
    deletes files, with SLUB's poisoning, red zones and checks on: the
    harness fails the test on any Oops, BUG or WARNING on the console.
@@ -58,6 +63,18 @@ def vmstat(g):
     return {k: int(v) for k, v in re.findall(r"^(slab_\w+) (\d+)$", out, re.M)}
 
 
+def cached_kib(g):
+    """/proc/meminfo's Cached, in KiB."""
+    return int(re.search(r"^Cached:\s+(\d+) kB", g.check("cat /proc/meminfo"),
+                         re.M).group(1))
+
+
+def reclaim_caches(scan):
+    """Per cache, the blocks pinned by reclaimable slab that hold it."""
+    return {k.split(".", 1)[1]: int(v) for k, v in scan.items()
+            if k.startswith("slab_reclaim.")}
+
+
 def test_vacate_without_eviction_of_page_cache():
     with Ext4Disk(**DISK) as disk:
         with Guest(KERNEL, ram_mib=1024, extra_args=disk.qemu_args(),
@@ -80,6 +97,7 @@ def test_vacate_without_eviction_of_page_cache():
             pinned = num(scan, "cause.slab_reclaim")
             assert pinned > 0, f"no block pinned only by reclaimable slab: {scan}"
 
+            cached0 = cached_kib(g)
             start_racers(g, TREE)
             t0 = time.monotonic()
             out = kv(g.check("vdfnl capture 4G --mode compact --budget-ms 300000 "
@@ -88,18 +106,35 @@ def test_vacate_without_eviction_of_page_cache():
             err = stop_racers(g)
             assert "failed" not in err, err
 
+            g.check("sync")
+            cached1 = cached_kib(g)
             after = vmstat(g)
             delta = {k: after[k] - before.get(k, 0) for k in after}
             end = kv(g.check("vdfnl scan"))
-            print(f"movable slab on {KERNEL}: {pinned} slab-pinned blocks before, "
-                  f"{num(end, 'cause.slab_reclaim')} after; vmstat {delta}; "
+            left = num(end, "cause.slab_reclaim")
+            print(f"movable slab on {KERNEL}: {pinned} slab-pinned blocks before "
+                  f"(per cache {reclaim_caches(scan)}), {left} after "
+                  f"({reclaim_caches(end)}); vacated {pinned - left} of {pinned} "
+                  f"({100 * (pinned - left) // pinned}%); vmstat {delta}; "
+                  f"Cached {cached0} -> {cached1} KiB; evicted "
+                  f"{num(end, 'evicted_dentries')} dentries, "
+                  f"{num(end, 'evicted_inodes')} inodes, "
+                  f"{num(end, 'evicted_pagecache_bytes')} page cache bytes; "
                   f"captured {out.get('bytes')} bytes in {took:.1f}s")
             assert delta["slab_vacate_scanned"] > 0, delta
             assert delta["slab_obj_isolated"] > 0, delta
+            # xarray nodes moved, not freed, and slabs really emptied
+            assert delta["slab_obj_moved"] > 0, delta
             assert delta["slab_vacate_success"] > 0, delta
+            assert 2 * left <= pinned, \
+                f"only {pinned - left} of {pinned} slab-pinned blocks vacated"
             assert num(out, "bytes") > 0
             assert num(end, "evicted_pagecache_bytes") == 0, \
                 "evict-slab dropped page cache"
+            g.check("dmesg > /run/dmesg")
+            rc, dmesg = g.run("grep -E 'BUG|WARNING|KASAN|Poison|Redzone|"
+                              "Object padding|Freepointer|corrupt' /run/dmesg")
+            assert rc != 0, f"guest kernel reports:\n{dmesg}"
 
             g.check("memcheck verify --id mslab")
             g.check(f"slabtree verify {TREE}", timeout=1800)
