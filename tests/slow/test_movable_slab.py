@@ -126,6 +126,10 @@ def run():
             r["delta"] = {k: after[k] - before.get(k, 0) for k in after}
             r["end"] = end = kv(g.check("vdfnl scan"))
             r["left"] = num(end, "cause.slab_reclaim")
+            # what eviction kept, and why (inodes busy, dirty, with pages)
+            r["kept"] = kv(g.check("mountpoint -q /sys/kernel/debug || mount -t "
+                                   "debugfs none /sys/kernel/debug; "
+                                   "cat /sys/kernel/debug/vmdefrag/evict"))
             print(f"movable slab on {KERNEL}: {pinned} slab-pinned blocks before "
                   f"(per cache {reclaim_caches(scan)}), {r['left']} after "
                   f"({reclaim_caches(end)}); vacated {pinned - r['left']} of "
@@ -134,7 +138,10 @@ def run():
                   f"{r['cached1']} KiB; evicted "
                   f"{num(end, 'evicted_dentries')} dentries, "
                   f"{num(end, 'evicted_inodes')} inodes, "
-                  f"{num(end, 'evicted_pagecache_bytes')} page cache bytes; "
+                  f"{num(end, 'evicted_pagecache_bytes')} page cache bytes, kept "
+                  f"{ {k: v for k, v in r['kept'].items() if k.startswith('inodes_')} }"
+                  f" (slab pages left in the blocks evicted: "
+                  f"{ {k.rsplit('.', 1)[1]: v for k, v in r['kept'].items() if '.left_pages.' in k and v != '0'} }); "
                   f"captured {r['out'].get('bytes')} bytes in {r['took']:.1f}s",
                   flush=True)
             g.check("dmesg > /run/dmesg")
