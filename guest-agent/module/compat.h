@@ -31,6 +31,8 @@
  *    free_contig_range(), so it asks the kernel not to clear them (with
  *    init_on_alloc=1 that clearing was most of a capture's CPU).  Stock
  *    kernels have no such call: the module calls alloc_contig_range().
+ *    Building with -DVDF_CONTIG_INIT (KCFLAGS) calls alloc_contig_range()
+ *    on a patched kernel too: the before/after of tests/bench/vacate-profile.
  */
 #ifndef _VMDEFRAG_COMPAT_H
 #define _VMDEFRAG_COMPAT_H
