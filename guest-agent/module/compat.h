@@ -24,6 +24,15 @@
  *    series (guest-agent/kernel-patches/) has kmem_cache_vacate_range();
  *    CONFIG_SLAB_MOBILITY, which the series adds, is the feature test.
  *    Stock Debian kernels have neither and the module evicts instead.
+ *  - alloc_contig_range() without init_on_alloc: the same series adds
+ *    alloc_contig_range_noinit() (<linux/page-isolation.h>, where a macro
+ *    of its name is the feature test).  The module never reads, maps or
+ *    hands out a page it takes and frees them back with
+ *    free_contig_range(), so it asks the kernel not to clear them (with
+ *    init_on_alloc=1 that clearing was most of a capture's CPU).  Stock
+ *    kernels have no such call: the module calls alloc_contig_range().
+ *    Building with -DVDF_CONTIG_INIT (KCFLAGS) calls alloc_contig_range()
+ *    on a patched kernel too: the before/after of tests/bench/vacate-profile.
  */
 #ifndef _VMDEFRAG_COMPAT_H
 #define _VMDEFRAG_COMPAT_H
@@ -34,6 +43,7 @@
 #include <linux/fs.h>
 #include <linux/gfp.h>
 #include <linux/mmzone.h>
+#include <linux/page-isolation.h>
 #include <linux/shrinker.h>
 #include <linux/slab.h>
 
@@ -45,12 +55,16 @@
 
 /*
  * Empty [start, end) and take every page of it; 0 or a negative errno.
- * The range must lie in one zone.  Undone with free_contig_range().
+ * The range must lie in one zone.  Undone with free_contig_range().  The
+ * pages are not to be read: on a kernel with the series they are not
+ * initialised (init_on_alloc) and hold what they held when freed.
  */
 static inline int vdf_compat_alloc_contig(unsigned long start,
 					  unsigned long end, gfp_t gfp)
 {
-#ifdef alloc_contig_range
+#if defined(alloc_contig_range_noinit) && !defined(VDF_CONTIG_INIT)
+	return alloc_contig_range_noinit(start, end, MIGRATE_MOVABLE, gfp);
+#elif defined(alloc_contig_range)
 	return alloc_contig_range_noprof(start, end, MIGRATE_MOVABLE, gfp);
 #else
 	return alloc_contig_range(start, end, MIGRATE_MOVABLE, gfp);
