@@ -80,18 +80,20 @@ echo "$touched" >"$OUT/touched"
 rm -rf "$tmp"
 
 mkdir -p "$OBJ"
-# The object tree records its source's absolute path (obj/Makefile, every
-# .cmd file): when the checkout moved, rewrite the text files rather than
-# rebuild from scratch (mtimes are kept, so the build stays incremental)
-src_now=$(cd "$SRC" && pwd -P)
+# The object tree records absolute paths of the source and of itself
+# (obj/Makefile, every .cmd file, objtool's among them: a rebuilt objtool
+# rebuilds every object): when the checkout moved, rewrite the text files
+# rather than rebuild from scratch (mtimes are kept)
+out_now=$(cd "$OUT" && pwd -P)
 src_was=$(sed -n 's|^include \(.*\)/Makefile$|\1|p' "$OBJ/Makefile" \
 	  2>/dev/null || true)
-if [ -n "$src_was" ] && [ "$src_was" != "$src_now" ]; then
-	echo "  KERNEL  the tree moved from $src_was: rewriting obj/"
-	grep -rlIF "$src_was" "$OBJ" | while read -r f; do
-		sed -i "s|$src_was|$src_now|g" "$f"
+out_was=${src_was%/linux-source-6.1}
+if [ -n "$src_was" ] && [ "$out_was" != "$out_now" ]; then
+	echo "  KERNEL  the tree moved from $out_was: rewriting obj/"
+	grep -rlIF "$out_was/" "$OBJ" | while read -r f; do
+		sed -i "s|$out_was/|$out_now/|g" "$f"
 	done
-	ln -sfn "$src_now" "$OBJ/source"
+	ln -sfn "$out_now/linux-source-6.1" "$OBJ/source"
 fi
 cd "$SRC"
 # allnoconfig with guest.config forced: every symbol it sets must hold
