@@ -65,6 +65,19 @@ GUEST_PROGRAMS = [
 GUEST_KERNELS = BUILD / "guest-kernel"
 
 
+def series_kernel():
+    """The release `make guest-kernel` built last (the movable-slab
+    series' kernel), or None when it or its vmdefrag.ko is missing."""
+    rel = GUEST_KERNELS / "release"
+    if not rel.exists():
+        return None
+    release = rel.read_text().strip()
+    if not (GUEST_KERNELS / release / "vmlinuz").exists() or \
+       not (BUILD / "module" / release / "vmdefrag.ko").exists():
+        return None
+    return release
+
+
 def module_dir(release):
     """The kernel's modules: build/guest-kernel's, else /lib/modules'."""
     own = GUEST_KERNELS / release / "lib/modules" / release

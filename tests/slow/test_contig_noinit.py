@@ -24,7 +24,8 @@ import re
 
 import pytest
 
-from harness.guest import BUILD, Guest
+from harness.guest import Guest
+from harness.initramfs import series_kernel
 
 MIB = 1 << 20
 CYCLES = 3
@@ -33,19 +34,7 @@ SAMPLE_QWORDS = 16      # read per sampled page
 SAMPLE_PAGES = 8        # sampled pages per captured range
 
 
-def built_kernel():
-    """The release `make guest-kernel` built last, or None."""
-    rel = BUILD / "guest-kernel" / "release"
-    if not rel.exists():
-        return None
-    release = rel.read_text().strip()
-    if not (BUILD / "guest-kernel" / release / "vmlinuz").exists() or \
-       not (BUILD / "module" / release / "vmdefrag.ko").exists():
-        return None
-    return release
-
-
-KERNEL = built_kernel()
+KERNEL = series_kernel()
 pytestmark = pytest.mark.skipif(
     KERNEL is None, reason="no vmdefrag guest kernel: run `make guest-kernel`")
 

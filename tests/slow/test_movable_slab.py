@@ -31,26 +31,15 @@ import time
 import pytest
 
 from harness.disk import GUEST_MNT, Ext4Disk, start_racers, stop_racers
-from harness.guest import BUILD, Guest
+from harness.guest import Guest
+from harness.initramfs import series_kernel
 from harness.vdfnl import kv, num
 
 TREE = f"{GUEST_MNT}/t --files 8000 --dirs 100 --seed 13 --percent 70"
 DISK = dict(size_mib=1024, inodes=120000)
 
 
-def built_kernel():
-    """The release `make guest-kernel` built last, or None."""
-    rel = BUILD / "guest-kernel" / "release"
-    if not rel.exists():
-        return None
-    release = rel.read_text().strip()
-    if not (BUILD / "guest-kernel" / release / "vmlinuz").exists() or \
-       not (BUILD / "module" / release / "vmdefrag.ko").exists():
-        return None
-    return release
-
-
-KERNEL = built_kernel()
+KERNEL = series_kernel()
 pytestmark = pytest.mark.skipif(
     KERNEL is None, reason="no movable-slab guest kernel: run `make guest-kernel`")
 
