@@ -44,10 +44,15 @@
  *                and of the filesystem's block device (metadata buffers),
  *                is walked under RCU; a node inside a target block (the
  *                leaf or one of its parents, up to VDF_EVICT_MAX_SPAN
- *                pages) has the index range it covers invalidated; a folio
+ *                pages) has the index range it covers invalidated (never
+ *                on a kernel whose page cache's nodes move: the
+ *                movable-slab series moved them before eviction was
+ *                asked, and one still in place is busy, not worth pages;
+ *                vdf_compat_xa_nodes_move()); a folio
  *                with buffer heads is locked and its ring read, and if a
  *                buffer head lies in a target block, the folio is
- *                invalidated.  invalidate_mapping_pages() leaves dirty,
+ *                invalidated (the CPUs' bh LRUs, whose references would
+ *                keep its heads busy, are emptied first).  invalidate_mapping_pages() leaves dirty,
  *                locked, mapped and writeback folios (and buffers in use)
  *                alone.  Shadow entries of reclaimed pages keep their node
  *                like pages do (also in a mapping with no page left): their
@@ -60,6 +65,10 @@
  *                (vdf_evict_es_sb()).  Not targeted: it drops every entry
  *                that is not delayed allocation; no dentry, inode or page
  *                goes with them.
+ *
+ * The page cache invalidated is counted by why it went (debugfs
+ * pagecache_pages.*): with an evicted inode, for an xarray node, for a
+ * buffer head.
  *
  * Then rcu_barrier() lets the RCU-delayed frees run and kmem_cache_shrink()
  * returns the emptied slabs of the block's caches to the page allocator.
@@ -110,6 +119,15 @@ static atomic64_t vdf_evict_inodes = ATOMIC64_INIT(0);
 static atomic64_t vdf_evict_pages = ATOMIC64_INIT(0);
 static atomic64_t vdf_evict_blocks_done = ATOMIC64_INIT(0);
 
+/* Why page cache was invalidated (debugfs vmdefrag/evict). */
+enum vdf_evict_why {
+	VDF_WHY_INODE,		/* the whole mapping of an inode to evict */
+	VDF_WHY_NODE,		/* the range an xarray node in a target indexes */
+	VDF_WHY_BH,		/* a folio whose buffer head lies in a target */
+	VDF_WHY_NR,
+};
+static atomic64_t vdf_evict_pages_why[VDF_WHY_NR];
+
 /* Why an inode of a target block stayed (debugfs vmdefrag/evict). */
 enum vdf_evict_kept {
 	VDF_KEPT_NONE,
@@ -128,6 +146,7 @@ struct vdf_evict_ctx {
 	unsigned int nr_refs;
 	bool es_pages;			/* a target holds extent status slabs */
 	unsigned long es;		/* extent status entries dropped */
+	unsigned long pages_why[VDF_WHY_NR];
 	struct vdf_evict_result res;
 };
 
@@ -261,9 +280,12 @@ static bool vdf_evict_folio_bh(const struct vdf_evict_ctx *ctx, struct folio *fo
 /* Invalidate [@first, @last] of @mapping if clean; counts what went. */
 static void vdf_evict_range(struct vdf_evict_ctx *ctx,
 			    struct address_space *mapping,
-			    pgoff_t first, pgoff_t last)
+			    pgoff_t first, pgoff_t last, enum vdf_evict_why why)
 {
-	ctx->res.pages += invalidate_mapping_pages(mapping, first, last);
+	unsigned long pages = invalidate_mapping_pages(mapping, first, last);
+
+	ctx->res.pages += pages;
+	ctx->pages_why[why] += pages;
 }
 
 /*
@@ -305,6 +327,7 @@ static void vdf_evict_mapping(struct vdf_evict_ctx *ctx,
 			      struct address_space *mapping)
 {
 	XA_STATE(xas, &mapping->i_pages, 0);
+	bool nodes_move = vdf_compat_xa_nodes_move(&mapping->i_pages);
 	pgoff_t first, last;
 	struct folio *folio;
 
@@ -318,7 +341,8 @@ static void vdf_evict_mapping(struct vdf_evict_ctx *ctx,
 		 * A shadow entry (a value) keeps its node like a folio does;
 		 * invalidate_mapping_pages() clears shadows in its range.
 		 */
-		if (!vdf_evict_node_range(ctx, &xas, &first, &last)) {
+		if (nodes_move ||
+		    !vdf_evict_node_range(ctx, &xas, &first, &last)) {
 			if (xa_is_value(folio) || !folio_test_private(folio))
 				goto next;
 			/* buffer heads: read them under the folio lock */
@@ -335,14 +359,14 @@ static void vdf_evict_mapping(struct vdf_evict_ctx *ctx,
 			last = first + folio_nr_pages(folio) - 1;
 			folio_put(folio);
 			if (bh)
-				vdf_evict_range(ctx, mapping, first, last);
+				vdf_evict_range(ctx, mapping, first, last, VDF_WHY_BH);
 			cond_resched();
 			rcu_read_lock();
 			continue;
 		}
 		xas_pause(&xas);
 		rcu_read_unlock();
-		vdf_evict_range(ctx, mapping, first, last);
+		vdf_evict_range(ctx, mapping, first, last, VDF_WHY_NODE);
 		cond_resched();
 		rcu_read_lock();
 		if (last == ULONG_MAX)
@@ -371,6 +395,13 @@ static bool vdf_evict_inode_clean(struct inode *inode)
 	       !mapping_tagged(mapping, PAGECACHE_TAG_WRITEBACK);
 }
 
+/* Whether @inode is used by others than us, unlinked, or going. */
+static bool vdf_evict_inode_busy(struct inode *inode)
+{
+	return atomic_read(&inode->i_count) != 1 || !inode->i_nlink ||
+	       (inode->i_state & (I_NEW | I_FREEING | I_WILL_FREE));
+}
+
 /* Drop our reference on @inode (of a target block), evicting it if we may. */
 static void vdf_evict_inode_put(struct vdf_evict_ctx *ctx, struct inode *inode)
 {
@@ -378,13 +409,17 @@ static void vdf_evict_inode_put(struct vdf_evict_ctx *ctx, struct inode *inode)
 	enum vdf_evict_kept kept;
 
 	d_prune_aliases(inode);
+	/*
+	 * An inode someone else holds stays whatever we do: keep its page
+	 * cache too (an open file's pages are worth more than nothing).
+	 */
 	if (ctx->policy == VMDEFRAG_EVICT_ALL && !mapping_empty(mapping) &&
-	    !mapping_mapped(mapping) && vdf_evict_inode_clean(inode))
-		vdf_evict_range(ctx, mapping, 0, ULONG_MAX);
+	    !mapping_mapped(mapping) && vdf_evict_inode_clean(inode) &&
+	    !vdf_evict_inode_busy(inode))
+		vdf_evict_range(ctx, mapping, 0, ULONG_MAX, VDF_WHY_INODE);
 
 	spin_lock(&inode->i_lock);
-	if (atomic_read(&inode->i_count) != 1 || !inode->i_nlink ||
-	    (inode->i_state & (I_NEW | I_FREEING | I_WILL_FREE)))
+	if (vdf_evict_inode_busy(inode))
 		kept = VDF_KEPT_BUSY;
 	else if (!vdf_evict_inode_clean(inode))
 		kept = VDF_KEPT_DIRTY;
@@ -726,6 +761,12 @@ static int vdf_evict_show(struct seq_file *m, void *v)
 		   atomic64_read(&vdf_evict_kept[VDF_KEPT_BUSY]),
 		   atomic64_read(&vdf_evict_kept[VDF_KEPT_DIRTY]),
 		   atomic64_read(&vdf_evict_kept[VDF_KEPT_PAGES]));
+	seq_printf(m, "pagecache_pages.inode=%lld\npagecache_pages.node=%lld\n"
+		   "pagecache_pages.buffer_head=%lld\n",
+		   atomic64_read(&vdf_evict_pages_why[VDF_WHY_INODE]),
+		   atomic64_read(&vdf_evict_pages_why[VDF_WHY_NODE]),
+		   atomic64_read(&vdf_evict_pages_why[VDF_WHY_BH]));
+	seq_printf(m, "slab_mobility=%d\n", IS_ENABLED(CONFIG_SLAB_MOBILITY));
 	spin_lock(&vdf_evict_lock);
 	for (p = 0; p < VDF_EVICT_NR_POLICIES; p++) {
 		const struct vdf_evict_left *left = &vdf_evict_left[p];
@@ -794,6 +835,13 @@ int vdf_evict_blocks(const unsigned long *idx, unsigned int nr, u32 policy,
 		return -ENOMEM;
 	}
 	ctx.es_pages = vdf_evict_has_es(idx, nr);
+	/*
+	 * Each CPU keeps its last buffer heads referenced (the bh LRU): such
+	 * a head is busy for invalidation.  Let go of them first, as umount
+	 * and block device invalidation do.
+	 */
+	if (policy == VMDEFRAG_EVICT_ALL)
+		invalidate_bh_lrus();
 	iterate_supers_type(fs, vdf_evict_sb, &ctx);
 	module_put(fs->owner);
 	kvfree(ctx.refs);
@@ -816,6 +864,8 @@ int vdf_evict_blocks(const unsigned long *idx, unsigned int nr, u32 policy,
 	atomic64_add(ctx.res.inodes, &vdf_evict_inodes);
 	atomic64_add(ctx.res.pages, &vdf_evict_pages);
 	atomic64_add(ctx.es, &vdf_evict_es_entries);
+	for (i = 0; i < VDF_WHY_NR; i++)
+		atomic64_add(ctx.pages_why[i], &vdf_evict_pages_why[i]);
 	*ret_res = ctx.res;
 	return 0;
 }
