@@ -538,7 +538,11 @@ static struct vdf_cand *vdf_capture_cand_of(struct vdf_capture_ctx *ctx,
 
 /*
  * Whether block @idx of @zone may still be vacated: not captured, not
- * failing lately, and FREE or MOVABLE now (the ranking is old by now).
+ * failing lately, and FREE or MOVABLE now (the ranking is old by now), or,
+ * for a slab candidate on a kernel whose alloc_contig_range() vacates the
+ * slabs of mobile caches itself, still pinned by reclaimable slab only:
+ * the call fails at once on a slab it cannot move, and empties the others
+ * with the block isolated, where the objects it moves cannot come back.
  * Refreshes its candidate's cost.  Under vdf_capture_mutex.
  */
 static bool vdf_capture_fresh(struct vdf_capture_ctx *ctx, unsigned long idx,
@@ -550,6 +554,10 @@ static bool vdf_capture_fresh(struct vdf_capture_ctx *ctx, unsigned long idx,
 	if (vdf_capture_held(idx) || vdf_capture_failed_recently(idx))
 		return false;
 	vdf_scan_block(idx, zone, &blk, NULL);
+	if (c && c->slab && vdf_compat_contig_vacates_slab() &&
+	    blk.class == VMDEFRAG_CLASS_UNMOVABLE &&
+	    blk.cause == VMDEFRAG_CAUSE_SLAB_RECLAIM)
+		return true;
 	if (blk.class != VMDEFRAG_CLASS_FREE && blk.class != VMDEFRAG_CLASS_MOVABLE)
 		return false;
 	if (ctx->req->mode == VMDEFRAG_MODE_COMPACT && blk.whole_buddy)

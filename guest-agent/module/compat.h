@@ -24,6 +24,10 @@
  *    series (guest-agent/kernel-patches/) has kmem_cache_vacate_range();
  *    CONFIG_SLAB_MOBILITY, which the series adds, is the feature test.
  *    Stock Debian kernels have neither and the module evicts instead.
+ *    With the series' 0006, alloc_contig_range() also vacates the slabs
+ *    of mobile caches itself, once the range is isolated (so moved
+ *    objects cannot land back in it); the module's own call before its
+ *    eviction still decides what is left to evict.
  *  - alloc_contig_range() without init_on_alloc: the same series adds
  *    alloc_contig_range_noinit() (<linux/page-isolation.h>, where a macro
  *    of its name is the feature test).  The module never reads, maps or
@@ -46,6 +50,7 @@
 #include <linux/page-isolation.h>
 #include <linux/shrinker.h>
 #include <linux/slab.h>
+#include <linux/xarray.h>
 
 #ifdef MAX_PAGE_ORDER
 #define VDF_MAX_BUDDY_ORDER	MAX_PAGE_ORDER
@@ -84,6 +89,32 @@ static inline int vdf_compat_slab_vacate(unsigned long start, unsigned long end)
 #else
 	return -EOPNOTSUPP;
 #endif
+}
+
+/*
+ * Whether the nodes of xarray @xa move (the series flags an inode's page
+ * cache XA_FLAGS_MOBILE when it is built with CONFIG_SLAB_MOBILITY):
+ * vdf_compat_slab_vacate() moves such nodes, so eviction never drops the
+ * page cache they index.  Always false on stock kernels.
+ */
+static inline bool vdf_compat_xa_nodes_move(const struct xarray *xa)
+{
+#if defined(CONFIG_SLAB_MOBILITY) && defined(XA_FLAGS_MOBILE)
+	return xa->xa_flags & XA_FLAGS_MOBILE;
+#else
+	return false;
+#endif
+}
+
+/*
+ * Whether vdf_compat_alloc_contig() empties the slabs of mobile caches in
+ * its range itself (the series' 0006; the series is applied whole, so its
+ * CONFIG_SLAB_MOBILITY is the test).  Then a block pinned only by such
+ * slabs is worth the call.
+ */
+static inline bool vdf_compat_contig_vacates_slab(void)
+{
+	return IS_ENABLED(CONFIG_SLAB_MOBILITY);
 }
 
 typedef unsigned long (*vdf_shrink_fn)(struct shrinker *s,
