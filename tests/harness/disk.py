@@ -75,10 +75,22 @@ class Ext4Disk:
         return out.returncode, out.stdout + out.stderr
 
 
-def start_racers(g, tree):
+RACERS = ("walker", "writer", "churn")
+
+
+def start_racers(g, tree, churn=False):
     """Starts, in the background of guest g, a walker of the slabtree tree
     (lookups and negative dentries) and a writer that writes and verifies
-    small trees under GUEST_MNT/t, both until stop_racers()."""
+    small trees under GUEST_MNT/t, both until stop_racers(); with churn, also
+    fschurn (renames, truncates of multi-node files, negative lookups) under
+    GUEST_MNT/churn."""
+    if not churn:
+        g.check("echo done > /run/churn.done")
+    else:
+        g.check(f"mkdir -p {GUEST_MNT}/churn; (fschurn {GUEST_MNT}/churn --until "
+                "/run/stop >/run/churn.out 2>&1 || echo churn-failed >> "
+                "/run/race.err; echo done > /run/churn.done) </dev/null "
+                ">/dev/null 2>&1 &")
     g.check(f"(while [ ! -e /run/stop ]; do slabtree walk {tree} --neg 2000 "
             ">/dev/null || echo walk-failed >> /run/race.err; done; "
             "echo done > /run/walker.done) </dev/null >/dev/null 2>&1 &")
@@ -92,6 +104,6 @@ def start_racers(g, tree):
 def stop_racers(g):
     """Stops start_racers()'s walker and writer, waits for both, and returns
     what they reported failing ("" when nothing)."""
-    g.check("touch /run/stop; while [ ! -e /run/walker.done ] || "
-            "[ ! -e /run/writer.done ]; do sleep 1; done", timeout=900)
-    return g.run("cat /run/race.err")[1]
+    done = " || ".join(f"[ ! -e /run/{r}.done ]" for r in RACERS)
+    g.check(f"touch /run/stop; while {done}; do sleep 1; done", timeout=900)
+    return g.run("cat /run/race.err /run/churn.out")[1]

@@ -51,6 +51,8 @@ exec /sbin/vdf-testd
 # (source under build/, destination in the guest)
 GUEST_PROGRAMS = [
     ("guest/vdf-testd", "sbin/vdf-testd"),
+    ("guest/cachewitness", "usr/bin/cachewitness"),
+    ("guest/fschurn", "usr/bin/fschurn"),
     ("guest/fragment", "usr/bin/fragment"),
     ("guest/memcheck", "usr/bin/memcheck"),
     ("guest/phased", "usr/bin/phased"),
