@@ -415,6 +415,12 @@ class Guest(StartStop):
     def read(self, path):
         return self.check(f"cat {path}")
 
+    def busy_ticks(self):
+        """The guest's CPU time so far, all vCPUs, in USER_HZ ticks (10 ms):
+        /proc/stat's user, nice, system, iowait, irq and softirq."""
+        f = self.read("/proc/stat").splitlines()[0].split()[1:]
+        return sum(int(x) for i, x in enumerate(f[:7]) if i != 3)
+
     # ---- QMP ----------------------------------------------------------------
 
     def qmp(self, name, **args):
