@@ -26,9 +26,14 @@ negative dentries, scatter), twice (module fixtures):
    guest memory (memcheck), the tree (slabtree verify), the racers' files
    and the filesystem (fsck.ext4 -n) are intact, and neither the console
    (the harness) nor dmesg has a BUG, WARNING or slub_debug report;
- - test_moved_nodes_keep_page_cache (evict): no witness lost a page (read
-   with mincore), the module invalidated no page cache for an xarray node,
-   nodes were moved, witnesses and tree intact;
+ - test_moved_nodes_keep_page_cache (evict): no witness page outside the
+   blocks the capture emptied left the page cache (mincore), the module
+   invalidated no page cache for an xarray node, nodes were moved,
+   witnesses and tree intact (by hand on stock 6.1, where eviction drops
+   the index range under a node, the same boot loses such pages);
+ - test_capture_migrates_clean_page_cache (evict): the witness pages that
+   lay in the emptied blocks were migrated, not reclaimed (0007; stock
+   alloc_contig_range() drops clean page cache);
  - test_slab_pinned_blocks_vacated (evict): the issue's goal, 90 % of the
    blocks pinned only by reclaimable slab back; what cannot move (ext4
    inodes) is evicted with its page cache, counted apart.
@@ -60,8 +65,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def vmstat(g):
-    """The series' counters from the guest's /proc/vmstat."""
-    out = g.check("grep ^slab_ /proc/vmstat")
+    """The series' counters from the guest's /proc/vmstat (none on a stock
+    kernel)."""
+    out = g.run("grep ^slab_ /proc/vmstat")[1]
     return {k: int(v) for k, v in re.findall(r"^(slab_\w+) (\d+)$", out, re.M)}
 
 
@@ -123,22 +129,26 @@ def pfns(g):
 
 
 def witness_losses(r):
-    """The witness pages cached before the capture and not after, split by
-    where they lay: in a block the capture took (alloc_contig_range()
-    reclaims clean page cache it could migrate: the kernel's choice, any
-    policy) or elsewhere (evicted: what moving the xarray nodes saves)."""
+    """(witness pages that lay in a block the capture took, those of them
+    lost, those lost elsewhere): the pages cached before the capture and
+    not after, split by where they lay.  In a taken block, stock
+    alloc_contig_range() reclaims clean page cache rather than migrate it
+    (the series' 0007 migrates it); elsewhere, a page can only have been
+    evicted (what moving the xarray nodes saves)."""
     taken = [(a >> 12, (a + n) >> 12) for a, n in r["captured"]]
-    vacated = elsewhere = 0
+    inside = vacated = elsewhere = 0
     for f, was in r["incore0"].items():
         now = r["incore1"][f]
         for k, pfn in enumerate(r["pfns"][f]):
+            moved_out = pfn is not None and any(lo <= pfn < hi for lo, hi in taken)
+            inside += moved_out
             if not was[k] or now[k]:
                 continue
-            if pfn is not None and any(lo <= pfn < hi for lo, hi in taken):
+            if moved_out:
                 vacated += 1
             else:
                 elsewhere += 1
-    return vacated, elsewhere
+    return inside, vacated, elsewhere
 
 
 def evict_run(kernel):
@@ -181,8 +191,9 @@ def evict_run(kernel):
                   f"(per cache {reclaim_caches(scan)}), {r['left']} after; vacated "
                   f"{r['pinned'] - r['left']}; vmstat {r['delta']}; witness pages "
                   f"{sum(map(sum, r['incore0'].values()))} -> "
-                  f"{sum(map(sum, r['incore1'].values()))}, lost in vacated blocks "
-                  f"{r['lost'][0]}, elsewhere {r['lost'][1]}; page cache invalidated "
+                  f"{sum(map(sum, r['incore1'].values()))}; of {r['lost'][0]} in vacated "
+                  f"blocks {r['lost'][1]} lost, elsewhere {r['lost'][2]} lost; page "
+                  f"cache invalidated "
                   f"{ {k: v for k, v in ev.items() if k.startswith('pagecache')} }; "
                   f"evicted {num(end, 'evicted_dentries')} dentries, "
                   f"{num(end, 'evicted_inodes')} inodes; captured "
@@ -298,7 +309,7 @@ def test_moved_nodes_keep_page_cache(evicted):
     assert r["delta"]["slab_obj_moved"] > 0, r["delta"]
     full = sum(map(sum, r["incore0"].values()))
     assert full == 64 * 128, f"witnesses not all cached before: {full} pages"
-    in_vacated, elsewhere = r["lost"]
+    _, _, elsewhere = r["lost"]
     assert elsewhere == 0, \
         f"{elsewhere} witness pages outside the vacated blocks left the page cache"
     assert num(r["ev"], "pagecache_pages.node") == 0, r["ev"]
@@ -306,6 +317,15 @@ def test_moved_nodes_keep_page_cache(evicted):
     assert rc == 0, out
     rc, fsck = r["fsck"]
     assert rc == 0, f"fsck.ext4 -n found problems:\n{fsck}"
+
+
+def test_capture_migrates_clean_page_cache(evicted):
+    """The series' 0007: the witness pages that lay in the blocks the
+    capture emptied were migrated, not reclaimed (stock kernels drop
+    them)."""
+    inside, lost, _ = evicted["lost"]
+    assert inside > 0, "no witness page lay in a vacated block: nothing judged"
+    assert lost == 0, f"{lost} of the {inside} witness pages in vacated blocks were dropped"
 
 
 def test_slab_pinned_blocks_vacated(evicted):
