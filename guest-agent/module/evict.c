@@ -40,19 +40,24 @@
  *                evicts it.  Should someone take it meanwhile, their last
  *                iput() evicts it, writing it back first if they dirtied it:
  *                nothing dirty is ever dropped;
- *   page cache   EVICT_ALL only: the xarray of every ext4 inode with pages,
- *                and of the filesystem's block device (metadata buffers),
- *                is walked under RCU; a node inside a target block (the
- *                leaf or one of its parents, up to VDF_EVICT_MAX_SPAN
- *                pages) has the index range it covers invalidated (never
- *                on a kernel whose page cache's nodes move: the
- *                movable-slab series moved them before eviction was
- *                asked, and one still in place is busy, not worth pages;
- *                vdf_compat_xa_nodes_move()); a folio
- *                with buffer heads is locked and its ring read, and if a
- *                buffer head lies in a target block, the folio is
- *                invalidated (the CPUs' bh LRUs, whose references would
- *                keep its heads busy, are emptied first).  invalidate_mapping_pages() leaves dirty,
+ *   buffer heads when a target block holds buffer_head slab pages (any
+ *                policy): the xarray of every ext4 inode with pages, and
+ *                of the filesystem's block device (metadata buffers), is
+ *                walked under RCU; a folio with buffer heads is
+ *                trylocked and its ring read, and if a head lies in a
+ *                target block and the folio is clean, the filesystem's
+ *                release_folio lets the heads go (ext4 asks jbd2; a head
+ *                in use, dirty or on a journal list stays): the folio
+ *                stays cached.  The CPUs' bh LRUs, whose references keep
+ *                heads busy, are emptied first (invalidate_bh_lrus());
+ *   page cache   EVICT_ALL only, in the same walk: a folio whose heads
+ *                stayed is invalidated; and a node inside a target block
+ *                (the leaf or one of its parents, up to
+ *                VDF_EVICT_MAX_SPAN pages) has the index range it covers
+ *                invalidated, never on a kernel whose page cache's nodes
+ *                move (vdf_compat_xa_nodes_move(): the movable-slab
+ *                series moved them, and one still in place is busy, not
+ *                worth pages).  invalidate_mapping_pages() leaves dirty,
  *                locked, mapped and writeback folios (and buffers in use)
  *                alone.  Shadow entries of reclaimed pages keep their node
  *                like pages do (also in a mapping with no page left): their
@@ -68,7 +73,8 @@
  *
  * The page cache invalidated is counted by why it went (debugfs
  * pagecache_pages.*): with an evicted inode, for an xarray node, for a
- * buffer head.
+ * buffer head; and the folios whose heads went without them
+ * (bh_released_folios).
  *
  * Then rcu_barrier() lets the RCU-delayed frees run and kmem_cache_shrink()
  * returns the emptied slabs of the block's caches to the page allocator.
@@ -127,6 +133,8 @@ enum vdf_evict_why {
 	VDF_WHY_NR,
 };
 static atomic64_t vdf_evict_pages_why[VDF_WHY_NR];
+/* Folios whose buffer heads were let go, the folio kept. */
+static atomic64_t vdf_evict_bh_released = ATOMIC64_INIT(0);
 
 /* Why an inode of a target block stayed (debugfs vmdefrag/evict). */
 enum vdf_evict_kept {
@@ -145,6 +153,8 @@ struct vdf_evict_ctx {
 	void **refs;			/* dentries or inodes referenced */
 	unsigned int nr_refs;
 	bool es_pages;			/* a target holds extent status slabs */
+	bool bh_pages;			/* a target holds buffer head slabs */
+	unsigned long bh_released;	/* folios whose heads were let go */
 	unsigned long es;		/* extent status entries dropped */
 	unsigned long pages_why[VDF_WHY_NR];
 	struct vdf_evict_result res;
@@ -277,6 +287,26 @@ static bool vdf_evict_folio_bh(const struct vdf_evict_ctx *ctx, struct folio *fo
 	return false;
 }
 
+/*
+ * Let go of the buffer heads of @folio (locked) if it is clean and they
+ * are idle: the folio stays cached.  The filesystem's own release_folio
+ * decides (ext4's asks jbd2); with no gfp, nothing waits.
+ */
+static bool vdf_evict_release_bh(struct vdf_evict_ctx *ctx, struct folio *folio)
+{
+	if (folio_test_dirty(folio) || folio_test_writeback(folio) ||
+	    !filemap_release_folio(folio, 0))
+		return false;
+	ctx->bh_released++;
+	return true;
+}
+
+/* Whether the page cache of mappings is walked (vdf_evict_mapping()). */
+static bool vdf_evict_walks_mappings(const struct vdf_evict_ctx *ctx)
+{
+	return ctx->policy == VMDEFRAG_EVICT_ALL || ctx->bh_pages;
+}
+
 /* Invalidate [@first, @last] of @mapping if clean; counts what went. */
 static void vdf_evict_range(struct vdf_evict_ctx *ctx,
 			    struct address_space *mapping,
@@ -320,14 +350,17 @@ static bool vdf_evict_node_range(const struct vdf_evict_ctx *ctx,
 }
 
 /*
- * EVICT_ALL: invalidate the clean page cache of @mapping that the target
- * blocks' xarray nodes index, and the folios whose buffer heads lie there.
+ * Let go of the buffer heads in the target blocks (the folios stay when
+ * their heads can go); under EVICT_ALL also invalidate the clean page
+ * cache of @mapping that the target blocks' xarray nodes index, and the
+ * folios whose heads stayed.
  */
 static void vdf_evict_mapping(struct vdf_evict_ctx *ctx,
 			      struct address_space *mapping)
 {
 	XA_STATE(xas, &mapping->i_pages, 0);
-	bool nodes_move = vdf_compat_xa_nodes_move(&mapping->i_pages);
+	bool nodes_move = ctx->policy != VMDEFRAG_EVICT_ALL ||
+			  vdf_compat_xa_nodes_move(&mapping->i_pages);
 	pgoff_t first, last;
 	struct folio *folio;
 
@@ -351,8 +384,10 @@ static void vdf_evict_mapping(struct vdf_evict_ctx *ctx,
 			xas_pause(&xas);
 			rcu_read_unlock();
 			if (folio_trylock(folio)) {
-				if (folio->mapping == mapping)
-					bh = vdf_evict_folio_bh(ctx, folio);
+				if (folio->mapping == mapping &&
+				    vdf_evict_folio_bh(ctx, folio))
+					bh = !vdf_evict_release_bh(ctx, folio) &&
+					     ctx->policy == VMDEFRAG_EVICT_ALL;
 				folio_unlock(folio);
 			}
 			first = folio->index;
@@ -451,7 +486,7 @@ static void vdf_evict_inodes_flush(struct vdf_evict_ctx *ctx)
 
 		if (S_ISDIR(inode->i_mode))
 			vdf_evict_dir(ctx, inode, true);
-		if (ctx->policy == VMDEFRAG_EVICT_ALL && !mapping_empty(inode->i_mapping))
+		if (vdf_evict_walks_mappings(ctx) && !mapping_empty(inode->i_mapping))
 			vdf_evict_mapping(ctx, inode->i_mapping);
 		vdf_evict_inode_put(ctx, inode);
 		cond_resched();
@@ -469,7 +504,7 @@ static void vdf_evict_inodes_sb(struct super_block *sb, struct vdf_evict_ctx *ct
 		bool target = vdf_evict_target(ctx, inode);
 
 		if (!target && !S_ISDIR(inode->i_mode) &&
-		    (ctx->policy != VMDEFRAG_EVICT_ALL ||
+		    (!vdf_evict_walks_mappings(ctx) ||
 		     mapping_empty(inode->i_mapping)))
 			continue;
 		spin_lock(&inode->i_lock);
@@ -495,7 +530,7 @@ static void vdf_evict_inodes_sb(struct super_block *sb, struct vdf_evict_ctx *ct
 		} else {
 			if (S_ISDIR(inode->i_mode))
 				vdf_evict_dir(ctx, inode, false);
-			if (ctx->policy == VMDEFRAG_EVICT_ALL &&
+			if (vdf_evict_walks_mappings(ctx) &&
 			    !mapping_empty(inode->i_mapping))
 				vdf_evict_mapping(ctx, inode->i_mapping);
 			iput(toput);
@@ -618,7 +653,7 @@ static void vdf_evict_sb(struct super_block *sb, void *arg)
 		vdf_evict_dentries_sb(sb, ctx);
 		vdf_evict_inodes_sb(sb, ctx);
 	}
-	if (ctx->policy == VMDEFRAG_EVICT_ALL && sb->s_bdev)
+	if (vdf_evict_walks_mappings(ctx) && sb->s_bdev)
 		vdf_evict_mapping(ctx, vdf_compat_bdev_mapping(sb->s_bdev));
 	if (ctx->es_pages)
 		vdf_evict_es_sb(sb, ctx);
@@ -766,6 +801,8 @@ static int vdf_evict_show(struct seq_file *m, void *v)
 		   atomic64_read(&vdf_evict_pages_why[VDF_WHY_INODE]),
 		   atomic64_read(&vdf_evict_pages_why[VDF_WHY_NODE]),
 		   atomic64_read(&vdf_evict_pages_why[VDF_WHY_BH]));
+	seq_printf(m, "bh_released_folios=%lld\n",
+		   atomic64_read(&vdf_evict_bh_released));
 	seq_printf(m, "slab_mobility=%d\n", IS_ENABLED(CONFIG_SLAB_MOBILITY));
 	spin_lock(&vdf_evict_lock);
 	for (p = 0; p < VDF_EVICT_NR_POLICIES; p++) {
@@ -791,8 +828,9 @@ void vdf_evict_debugfs(struct dentry *dir)
 	debugfs_create_file("evict", 0400, dir, NULL, &vdf_evict_fops);
 }
 
-/* Whether one of the blocks @idx (@nr) holds an extent status slab page. */
-static bool vdf_evict_has_es(const unsigned long *idx, unsigned int nr)
+/* Whether one of the blocks @idx (@nr) holds a slab page of @kind. */
+static bool vdf_evict_has_kind(const unsigned long *idx, unsigned int nr,
+			       enum vdf_slab_kind kind)
 {
 	unsigned long caches[VDF_EVICT_CACHES];
 	unsigned int i, n;
@@ -801,7 +839,7 @@ static bool vdf_evict_has_es(const unsigned long *idx, unsigned int nr)
 		n = 0;
 		vdf_evict_block_caches(idx[i], caches, &n);
 		while (n--)
-			if (vdf_slabcal_kind(caches[n], NULL) == VDF_SLAB_KIND_INODE_PART)
+			if (vdf_slabcal_kind(caches[n], NULL) == kind)
 				return true;
 	}
 	return false;
@@ -834,13 +872,14 @@ int vdf_evict_blocks(const unsigned long *idx, unsigned int nr, u32 policy,
 		module_put(fs->owner);
 		return -ENOMEM;
 	}
-	ctx.es_pages = vdf_evict_has_es(idx, nr);
+	ctx.es_pages = vdf_evict_has_kind(idx, nr, VDF_SLAB_KIND_INODE_PART);
+	ctx.bh_pages = vdf_evict_has_kind(idx, nr, VDF_SLAB_KIND_BH);
 	/*
 	 * Each CPU keeps its last buffer heads referenced (the bh LRU): such
 	 * a head is busy for invalidation.  Let go of them first, as umount
 	 * and block device invalidation do.
 	 */
-	if (policy == VMDEFRAG_EVICT_ALL)
+	if (ctx.bh_pages)
 		invalidate_bh_lrus();
 	iterate_supers_type(fs, vdf_evict_sb, &ctx);
 	module_put(fs->owner);
@@ -866,6 +905,7 @@ int vdf_evict_blocks(const unsigned long *idx, unsigned int nr, u32 policy,
 	atomic64_add(ctx.es, &vdf_evict_es_entries);
 	for (i = 0; i < VDF_WHY_NR; i++)
 		atomic64_add(ctx.pages_why[i], &vdf_evict_pages_why[i]);
+	atomic64_add(ctx.bh_released, &vdf_evict_bh_released);
 	*ret_res = ctx.res;
 	return 0;
 }
