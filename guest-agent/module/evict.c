@@ -359,7 +359,8 @@ static void vdf_evict_mapping(struct vdf_evict_ctx *ctx,
 			      struct address_space *mapping)
 {
 	XA_STATE(xas, &mapping->i_pages, 0);
-	bool nodes_move = ctx->policy != VMDEFRAG_EVICT_ALL ||
+	/* evict-slab keeps page cache; moving nodes need no eviction */
+	bool skip_nodes = ctx->policy != VMDEFRAG_EVICT_ALL ||
 			  vdf_compat_xa_nodes_move(&mapping->i_pages);
 	pgoff_t first, last;
 	struct folio *folio;
@@ -374,7 +375,7 @@ static void vdf_evict_mapping(struct vdf_evict_ctx *ctx,
 		 * A shadow entry (a value) keeps its node like a folio does;
 		 * invalidate_mapping_pages() clears shadows in its range.
 		 */
-		if (nodes_move ||
+		if (skip_nodes ||
 		    !vdf_evict_node_range(ctx, &xas, &first, &last)) {
 			if (xa_is_value(folio) || !folio_test_private(folio))
 				goto next;
