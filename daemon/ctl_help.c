@@ -50,9 +50,10 @@ static const struct ctl_help_cmd ctl_help_cmds[] = {
 "whole SIZE was moved.\n"
 "  --evict=POLICY  what the guest may drop to empty blocks that only\n"
 "                 reclaimable slab pins: movable (nothing), evict-slab\n"
-"                 (unused dentries and inodes without page cache), evict\n"
-"                 (also clean page cache).  Default: the VM's \"evict\"\n"
-"                 config key, else movable.\n" },
+"                 (unused dentries and inodes without page cache, idle\n"
+"                 buffer heads of clean pages), evict (also clean page\n"
+"                 cache).  Default: the VM's \"evict\" config key, else\n"
+"                 movable.\n" },
 	{ "return", "[--socket PATH] [--timeout S] return VM SIZE [--wait] [--json]",
 	  "give SIZE of reclaimed memory back",
 "Give SIZE of reclaimed memory back, re-backed with 2 MiB folios where the\n"
