@@ -102,8 +102,9 @@ def start_racers(g, tree, churn=False):
 
 
 def stop_racers(g):
-    """Stops start_racers()'s walker and writer, waits for both, and returns
-    what they reported failing ("" when nothing)."""
+    """Stops start_racers()'s racers, waits for all of them, and returns
+    what they reported failing (a "...-failed" line each) followed by
+    fschurn's summary line when it ran."""
     done = " || ".join(f"[ ! -e /run/{r}.done ]" for r in RACERS)
     g.check(f"touch /run/stop; while {done}; do sleep 1; done", timeout=900)
     return g.run("cat /run/race.err /run/churn.out")[1]

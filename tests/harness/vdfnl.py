@@ -1,4 +1,5 @@
-"""Reading `vdfnl` output in a guest: its key=value lines.
+"""Reading the guest module's key=value output: `vdfnl`'s lines and its
+debugfs files.
 
     out = kv(g.check("vdfnl scan"))
     pinned = num(out, "cause.slab_reclaim")
@@ -18,3 +19,11 @@ def kv(out):
 def num(d, key):
     """d[key] as an integer (decimal or 0x hex, as vdfnl prints them)."""
     return int(d[key], 0)
+
+
+def evict_debugfs(g):
+    """The module's debugfs vmdefrag/evict in guest g (debugfs mounted
+    first if it is not): what eviction evicted, invalidated and left, per
+    policy and cache."""
+    return kv(g.check("mountpoint -q /sys/kernel/debug || mount -t debugfs "
+                      "none /sys/kernel/debug; cat /sys/kernel/debug/vmdefrag/evict"))

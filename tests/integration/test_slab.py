@@ -15,7 +15,7 @@ import time
 from harness.disk import GUEST_DEV, GUEST_MNT, Ext4Disk, start_racers, stop_racers
 from harness.guest import Guest
 from harness.vmdefragd import Daemon
-from harness.vdfnl import kv, num
+from harness.vdfnl import evict_debugfs, kv, num
 
 MIB = 1 << 20
 RAM_MIB = 1024
@@ -56,13 +56,6 @@ def capture_all(g, evict):
     pins, and gives everything back to the guest when it ends."""
     return kv(g.check(f"vdfnl capture 4G --mode compact --budget-ms 300000 "
                       f"--evict {evict}", timeout=900))
-
-
-def evict_left(g):
-    """debugfs vmdefrag/evict: per policy, the blocks evicted, those left
-    with no slab page, and per cache the slab pages left in them."""
-    return kv(g.check("mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
-                      "cat /sys/kernel/debug/vmdefrag/evict"))
 
 
 def left_summary(left, policy):
@@ -142,13 +135,13 @@ def test_census_and_policies(kernel, figures):
             # census counted (the issue's goal is 70 %; the README has
             # the figures)
             assert num(end, "evicted_blocks") * 2 >= reclaim, \
-                (reclaim, evict_left(g))
+                (reclaim, evict_debugfs(g))
             kid = kernel.split("-")[0]
             figures("slab_reclaim_pages_before_" + kid, num(scan, "slab_reclaim_pages"))
             figures("slab_reclaim_pages_after_" + kid, num(end, "slab_reclaim_pages"))
             figures("evict_vacated_blocks_" + kid, num(end, "evicted_blocks"), "blocks")
             figures("evict_seconds_" + kid, round(took, 1), "s")
-            left = evict_left(g)
+            left = evict_debugfs(g)
             for policy in ("evict-slab", "evict"):
                 figures(f"{policy}_blocks_{kid}", num(left, policy + ".blocks"), "blocks")
                 figures(f"{policy}_slab_free_blocks_{kid}",
@@ -230,7 +223,7 @@ def test_evict_racing_walker_and_writer(kernel, figures):
             # filesystem is unmounted and mounted again (du fills the new
             # superblock's dentries and inodes for the next eviction
             # round), as many times as the captures last
-            before = evict_left(g)
+            before = evict_debugfs(g)
             t0 = time.monotonic()
             g.check("(rc=0; for e in evict evict-slab evict; do vdfnl capture 4G "
                     "--mode compact --budget-ms 300000 --evict $e >>/run/cap.out 2>&1 "
@@ -245,7 +238,7 @@ def test_evict_racing_walker_and_writer(kernel, figures):
             figures("unmount_race_seconds_" + kernel.split("-")[0],
                     round(time.monotonic() - t0, 1), "s")
             assert g.check("cat /run/cap.rc").strip() == "0", g.run("cat /run/cap.out")[1]
-            after = evict_left(g)
+            after = evict_debugfs(g)
             assert num(after, "evict.blocks") > num(before, "evict.blocks"), \
                 "the capture evicted nothing while the filesystem came and went"
             finish(g, RACE_TREE)

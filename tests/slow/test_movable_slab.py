@@ -48,7 +48,7 @@ import pytest
 from harness.disk import GUEST_MNT, Ext4Disk, start_racers, stop_racers
 from harness.guest import Guest
 from harness.initramfs import series_kernel
-from harness.vdfnl import kv, num
+from harness.vdfnl import evict_debugfs, kv, num
 
 TREE = f"{GUEST_MNT}/t --files 8000 --dirs 100 --seed 13 --percent 70"
 DISK = dict(size_mib=1024, inodes=120000)
@@ -106,12 +106,6 @@ def slab_workload(g, tree=TREE):
     g.check(f"slabtree walk {tree} --neg 10000", timeout=1800)
     g.check(f"slabtree scatter {tree}", timeout=1800)
     g.check("sync")
-
-
-def evict_debugfs(g):
-    """The module's debugfs vmdefrag/evict: what eviction did and kept."""
-    return kv(g.check("mountpoint -q /sys/kernel/debug || mount -t debugfs "
-                      "none /sys/kernel/debug; cat /sys/kernel/debug/vmdefrag/evict"))
 
 
 def incore(g):
