@@ -196,13 +196,17 @@ static void *witness_map(const struct witness *w, unsigned long i,
 
 	witness_path(w, i, path, sizeof(path));
 	fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return fail("open", path), NULL;
+	if (fd < 0) {
+		fail("open", path);
+		return NULL;
+	}
 	/* mapping a file faults nothing in: mincore() only looks */
 	map = mmap(NULL, witness_bytes(w), PROT_READ, MAP_SHARED, fd, 0);
 	close(fd);
-	if (map == MAP_FAILED)
-		return fail("mmap", path), NULL;
+	if (map == MAP_FAILED) {
+		fail("mmap", path);
+		return NULL;
+	}
 	if (mincore(map, witness_bytes(w), vec)) {
 		fail("mincore", path);
 		munmap(map, witness_bytes(w));

@@ -16,7 +16,7 @@
  *   to a seeded shorter length, check what is left, extend it again by
  *   writing its whole content, check it, and delete every third one.
  *
- * Prints "fschurn rounds=R ops=O bad=B" and exits 0, 1 if a content was
+ * Prints "fschurn rounds=R slots=S bad=B" (S: slots churned) and exits 0, 1 if a content was
  * wrong (data lost or mixed up), 2 on usage or system errors.
  */
 #include <errno.h>
@@ -37,7 +37,7 @@ struct churn {
 	unsigned long files;
 	unsigned long kib;
 	uint64_t seed;
-	unsigned long ops;
+	unsigned long slots;	/* slots churned through, all rounds */
 };
 
 static int churn_fail(const char *what, const char *path)
@@ -125,7 +125,7 @@ static int churn_slot(struct churn *c, struct prng *p, unsigned long i,
 		return r;
 	if (prng_below(p, 3) == 0 && unlink(a))
 		return churn_fail("unlink", a);
-	c->ops += 7;
+	c->slots++;
 	return 0;
 }
 
@@ -158,7 +158,7 @@ static int churn_run(struct churn *c)
 	}
 	r = 0;
 out:
-	printf("fschurn rounds=%lu ops=%lu bad=%lu\n", rounds, c->ops, bad);
+	printf("fschurn rounds=%lu slots=%lu bad=%lu\n", rounds, c->slots, bad);
 	free(want);
 	free(got);
 	return r ? r : bad ? 1 : 0;
